@@ -1,0 +1,24 @@
+# Two entry points for a newcomer: `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+PIP := $(VENV)/bin/pip
+
+.PHONY: setup test demo clean
+
+setup: $(STAMP)
+
+# Reinstall only when the dependency list changes, so a second `make setup` takes seconds.
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --disable-pip-version-check -q -e '.[test]'
+	touch $(STAMP)
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+demo: setup
+	$(VENV)/bin/harness datasets verify kodak
+
+clean:
+	rm -rf $(VENV) .pytest_cache

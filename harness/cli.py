@@ -1,0 +1,76 @@
+"""Command-line entry point: argument parsing only.
+
+Every subcommand is registered by one ``_add_<command>`` function below. Its
+handler builds the stage's frozen config dataclass from the parsed arguments
+and calls that stage's ``run(config)``; the work itself lives in the stage
+module (``harness.data``, ``harness.train``, ``harness.eval``, ...).
+
+Errors: :class:`HarnessError` becomes one line on stderr and exit status 1,
+usage errors exit 2, ``--verbose`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from typing import Callable, Sequence
+
+from harness import __version__
+from harness.errors import HarnessError
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line and exit 2."""
+
+    def error(self, message: str) -> None:  # argparse's hook
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _command(sub, name: str, help: str, examples: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+REGISTRARS: list[Callable] = []
+
+
+def _registrar(fn: Callable) -> Callable:
+    REGISTRARS.append(fn)
+    return fn
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="harness",
+        description="Benchmark harness for learned image compression (3DM-WeConvene).",
+    )
+    parser.add_argument("--version", action="version", version=f"harness {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for register in REGISTRARS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except HarnessError as error:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"harness {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"harness {args.command}: interrupted", file=sys.stderr)
+        return 130
