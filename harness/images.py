@@ -1,0 +1,94 @@
+"""Reading any image Pillow understands as 8-bit RGB, the one pixel format the
+harness measures in (PSNR-RGB, MS-SSIM on RGB, bpp over H·W).
+
+Every conversion that changes the data (alpha dropped, 16-bit reduced, CMYK or
+palette or grayscale expanded, EXIF rotation applied) is reported in
+``RGBImage.notice`` so that callers can print it once; undecodable files raise
+:class:`HarnessError` with the file name and Pillow's reason.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from harness.errors import HarnessError
+
+# Decompression-bomb guard: larger than any test set image (8K is 33 MP) with room.
+MAX_PIXELS = 120_000_000
+_EXIF_ORIENTATION = 0x0112
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+
+
+@dataclass(frozen=True)
+class RGBImage:
+    pixels: np.ndarray  # uint8, H×W×3, C-contiguous
+    source_mode: str  # Pillow mode of the file before conversion
+    notice: str | None  # one line describing a lossy or geometric conversion, if any
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+
+def _to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
+    mode = image.mode
+    if mode == "RGB":
+        return image, None
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        # Pillow's convert("L") clips 16-bit values; scale by the bit depth instead.
+        array = np.asarray(image, dtype=np.uint32)
+        shift = 8 if array.max(initial=0) > 255 or mode.startswith("I;16") else 0
+        gray = (array >> shift).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB"), f"{mode} (16-bit gray) reduced to 8-bit RGB"
+    if mode == "F":
+        gray = np.asarray(image, dtype=np.float64).clip(0, 255).round().astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB"), "float gray converted to 8-bit RGB"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
+        return image.convert("RGBA").convert("RGB"), f"{mode} converted to RGB (alpha dropped)"
+    return image.convert("RGB"), f"{mode} converted to RGB"
+
+
+def load_rgb(path: str | Path) -> RGBImage:
+    """Decode ``path`` fully into an :class:`RGBImage` (EXIF orientation applied)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise HarnessError(f"cannot read image {path}: empty file")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                if opened.width * opened.height > MAX_PIXELS:
+                    raise HarnessError(
+                        f"cannot read image {path}: {opened.width}x{opened.height} exceeds {MAX_PIXELS} pixels"
+                    )
+                opened.load()
+                source_mode = opened.mode
+                rotated = opened.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None)
+                rgb, notice = _to_rgb(ImageOps.exif_transpose(opened))
+    except HarnessError:
+        raise
+    except FileNotFoundError:
+        raise HarnessError(f"cannot read image {path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise HarnessError(f"cannot read image {path}: {reason}") from None
+    if rotated:
+        notice = "; ".join(filter(None, ["EXIF orientation applied", notice]))
+    return RGBImage(np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)), source_mode, notice)
+
+
+def save_png(pixels: np.ndarray, path: str | Path) -> None:
+    """Write an H×W×3 uint8 array as a PNG (lossless, no metadata, deterministic bytes)."""
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise HarnessError(f"expected an HxWx3 uint8 array, got {pixels.dtype} {pixels.shape}")
+    Image.fromarray(pixels, "RGB").save(path, format="PNG", optimize=False, compress_level=6)
