@@ -74,7 +74,7 @@ def _check_zip(archive: Path, infos: list[zipfile.ZipInfo]) -> None:
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
             raise HarnessError(f"{archive}: refusing to extract member {info.filename!r}: symbolic link")
-        if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        if stat.S_IFMT(mode) in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
             raise HarnessError(f"{archive}: refusing to extract member {info.filename!r}: device file or FIFO")
 
 

@@ -194,11 +194,11 @@ def dataset_dir(manifest: Manifest, root: str | Path | None = None) -> Path:
     return data_root(root) / manifest.name
 
 
-def is_image(path: Path) -> bool:
-    """An image file that is not packaging debris (macOS resource forks, hidden files)."""
+def is_image(path: Path, base: Path) -> bool:
+    """An image file under ``base`` that is not packaging debris (macOS resource forks, hidden files)."""
     return (
         path.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") or part == "__MACOSX" for part in path.parts)
+        and not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(base).parts)
         and path.is_file()
     )
 
@@ -207,7 +207,7 @@ def matching_images(manifest: Manifest, directory: Path) -> list[Path]:
     """Images selected by the manifest's glob under ``directory``, sorted."""
     if manifest.images:
         return [directory / rel for rel in (rel for rel, _ in manifest.images) if (directory / rel).is_file()]
-    found = (path for path in directory.glob(manifest.glob) if is_image(path.relative_to(directory)))
+    found = (path for path in directory.glob(manifest.glob) if is_image(path, directory))
     return sorted(found)
 
 
@@ -239,7 +239,7 @@ def _folder_images(spec: str) -> list[Path]:
     folder = Path(spec[len(FOLDER_PREFIX):]).expanduser()
     if not folder.is_dir():
         raise HarnessError(f"{spec}: no such directory")
-    images = sorted(path for path in folder.rglob("*") if is_image(path.relative_to(folder)))
+    images = sorted(path for path in folder.rglob("*") if is_image(path, folder))
     if not images:
         raise HarnessError(f"{spec}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
     return images
