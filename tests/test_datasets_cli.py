@@ -223,3 +223,25 @@ def test_manual_dataset_explains_where_to_put_it(tmp_path: Path, capsys):
 def test_list_real_registry_without_local_data():
     result = _harness("datasets", "list", env={"HARNESS_DATA": "/nonexistent-harness-root"})
     assert result.returncode == 0 and "coco2017-train" in result.stdout and "118287" in result.stdout
+
+
+def test_dataset_placed_by_hand_is_counted_then_hashes_recorded(tmp_path: Path, monkeypatch, capsys):
+    manual = TINY.split("[[files]]")[0] + 'manual = "unpack the archive under <data root>/tiny/"\n'
+    (tmp_path / "tiny.toml").write_text(manual)
+    monkeypatch.setenv(DATASETS_DIR_ENV, str(tmp_path))
+    root = tmp_path / "data"
+    assert main(["datasets", "fetch", "tiny", "--root", str(root)]) == 1
+    assert f"unpack the archive under {root / 'tiny'}/" in capsys.readouterr().err
+
+    (root / "tiny" / "tiny").mkdir(parents=True)
+    for index in range(3):
+        (root / "tiny" / "tiny" / f"{index}.png").write_bytes(_png_bytes(index))
+    assert main(["datasets", "fetch", "tiny", "--root", str(root)]) == 0
+    assert "3 images placed in" in capsys.readouterr().out
+    assert main(["datasets", "verify", "tiny", "--root", str(root)]) == 0
+    assert "no published checksums, sha256 of each recorded" in capsys.readouterr().out
+    assert main(["datasets", "verify", "tiny", "--root", str(root)]) == 0
+    assert capsys.readouterr().out.strip() == "tiny: 3 images verified"
+    (root / "tiny" / "tiny" / "2.png").unlink()
+    assert main(["datasets", "verify", "tiny", "--root", str(root)]) == 1
+    assert "2.png: missing" in capsys.readouterr().out

@@ -71,9 +71,14 @@ def fetch(config: DatasetsConfig, out: Callable[[str], None] = print) -> Path:
     if manifest.vendored is not None:
         out(f"{manifest.name}: vendored in {directory}, nothing to download")
         return directory
-    if registry.read_state(directory) is not None and registry.is_present(manifest, config.root):
-        out(f"{manifest.name}: already fetched, {manifest.count} images in {directory}")
-        return directory
+    if registry.is_present(manifest, config.root):
+        if registry.read_state(directory) is not None:
+            out(f"{manifest.name}: already fetched, {manifest.count} images in {directory}")
+            return directory
+        if not manifest.files:
+            out(f"{manifest.name}: {manifest.count} images placed in {directory}; "
+                f"`harness datasets verify {manifest.name}` checks and records them")
+            return directory
     if not manifest.files:
         raise HarnessError(_manual_message(manifest, directory))
     downloads = directory / DOWNLOADS
