@@ -245,3 +245,18 @@ def test_dataset_placed_by_hand_is_counted_then_hashes_recorded(tmp_path: Path, 
     (root / "tiny" / "tiny" / "2.png").unlink()
     assert main(["datasets", "verify", "tiny", "--root", str(root)]) == 1
     assert "2.png: missing" in capsys.readouterr().out
+
+
+def test_archive_downloaded_by_hand_is_used_offline(tmp_path: Path, monkeypatch, capsys):
+    archive = _tiny_zip()
+    url = f"http://127.0.0.1:{closed_port()}/tiny.zip"
+    digest = hashlib.sha256(archive).hexdigest()
+    (tmp_path / "tiny.toml").write_text(TINY.format(url=url, filename="tiny.zip", archive="zip", sha256=digest))
+    monkeypatch.setenv(DATASETS_DIR_ENV, str(tmp_path))
+    root = tmp_path / "data"
+    assert main(["datasets", "fetch", "tiny", "--root", str(root)]) == 1
+    assert str(root / "tiny" / ".downloads" / "tiny.zip") in capsys.readouterr().err
+    (root / "tiny" / ".downloads" / "tiny.zip").write_bytes(archive)
+    assert main(["datasets", "fetch", "tiny", "--root", str(root)]) == 0
+    assert "using the file already in" in capsys.readouterr().out
+    assert len(list((root / "tiny" / "tiny").glob("*.png"))) == 3

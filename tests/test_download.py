@@ -97,9 +97,13 @@ def test_complete_part_file_is_finished_after_416(served):
     assert (out / "blob.bin").read_bytes() == payload
 
 
-def test_existing_file_with_matching_checksum_is_not_downloaded_again(served):
+def test_existing_file_is_checked_not_downloaded_again(served):
     server, payload, digest, out = served
     out.mkdir()
     (out / "blob.bin").write_bytes(payload)
-    download(server.url("blob.bin"), out / "blob.bin", digest, progress=False)
+    assert download(server.url("blob.bin"), out / "blob.bin", digest, progress=False).reused
     assert server.behaviour.requests == []
+    (out / "blob.bin").write_bytes(payload[:-1] + b"!")
+    with pytest.raises(HarnessError, match="checksum mismatch"):
+        download(server.url("blob.bin"), out / "blob.bin", digest, progress=False)
+    assert (out / "blob.bin.corrupt").exists() and not (out / "blob.bin").exists()

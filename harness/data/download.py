@@ -36,7 +36,8 @@ _INTERRUPTIONS = (http.client.IncompleteRead, ConnectionError, socket.timeout, T
 class Downloaded:
     path: Path
     sha256: str
-    resumed_from: int  # bytes already on disk when the first request of this call was made
+    resumed_from: int  # bytes of a .part file already on disk before this call
+    reused: bool = False  # dest existed already (earlier fetch or manual download); nothing requested
 
 
 class _Interrupted(Exception):
@@ -135,8 +136,9 @@ def download(
 ) -> Downloaded:
     """Fetch ``url`` to ``dest`` and return its SHA-256.
 
-    ``sha256`` (lowercase hex) is checked when given. An existing ``dest`` is
-    trusted only if it matches. ``retries`` is how many times an interrupted
+    ``sha256`` (lowercase hex) is checked when given. An existing ``dest`` (an
+    earlier download, or one made by hand) is used without a request and
+    checked like a fresh one. ``retries`` is how many times an interrupted
     transfer is resumed within this call; a connection that cannot be opened at
     all fails at once with a message naming the URL.
     """
@@ -145,10 +147,10 @@ def download(
     part = dest.with_name(dest.name + ".part")
     if dest.exists():
         if sha256 is None:
-            return Downloaded(dest, sha256_file(dest), dest.stat().st_size)
+            return Downloaded(dest, sha256_file(dest), 0, reused=True)
         part.unlink(missing_ok=True)
         os.replace(dest, part)  # re-checked (and moved aside on mismatch) below
-        return Downloaded(dest, _finish(url, part, dest, sha256), dest.stat().st_size)
+        return Downloaded(dest, _finish(url, part, dest, sha256), 0, reused=True)
     resumed_from = part.stat().st_size if part.exists() else 0
     attempt = 0
     while True:

@@ -86,7 +86,9 @@ def fetch(config: DatasetsConfig, out: Callable[[str], None] = print) -> Path:
     for remote in manifest.files:
         expected = remote.sha256 if remote.checksum_published else None
         result = download(remote.url, downloads / remote.filename, expected, retries=config.retries)
-        if result.resumed_from:
+        if result.reused:
+            out(f"{remote.filename}: using the file already in {downloads}")
+        elif result.resumed_from:
             out(f"{remote.filename}: resumed after {result.resumed_from} bytes")
         if expected is None:
             out(f"{remote.filename}: no published checksum; sha256 {result.sha256} recorded")
