@@ -99,6 +99,8 @@ def test_failure_is_one_line_exit_1_and_verbose_adds_traceback():
 def test_verify_kodak_uses_vendored_copy(capsys, tmp_path: Path):
     assert main(["datasets", "verify", "kodak", "--root", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == "kodak: 24 images verified"
+    assert main(["datasets", "fetch", "kodak", "--root", str(tmp_path)]) == 0
+    assert "vendored in" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []
 
 
