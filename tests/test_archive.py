@@ -128,3 +128,25 @@ def test_truncated_archive_is_a_clear_error(sandbox):
     with pytest.raises(HarnessError, match="not a valid zip archive"):
         extract(archive, "zip", root)
     assert _tree(root) == []
+
+
+def test_archive_larger_than_free_space_is_refused_before_writing(sandbox):
+    tmp, root = sandbox
+    archive = tmp / "archives/bomb.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("bomb.png", b"tiny")
+        bundle.filelist[0].file_size = 1 << 50  # the central directory claims 1 PiB
+    with pytest.raises(HarnessError, match="unpacking needs .* GB but .* free"):
+        extract(archive, "zip", root)
+    assert _tree(root) == []
+
+
+def test_tar_with_impossible_member_size_is_a_clear_error(sandbox):
+    tmp, root = sandbox
+    bogus = tarfile.TarInfo("bogus.png")
+    bogus.size = 1 << 62
+    archive = tmp / "archives/bogus.tar"
+    archive.write_bytes(bogus.tobuf(format=tarfile.GNU_FORMAT))
+    with pytest.raises(HarnessError, match="not a valid tar archive"):
+        extract(archive, "tar", root)
+    assert _tree(root) == []

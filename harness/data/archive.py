@@ -6,7 +6,10 @@ links whose target leaves the extraction root are refused with a
 :class:`HarnessError` naming the member (the attacks of CVE-2007-4559 and
 "zip slip"). Zip archives may not contain symbolic links at all (image datasets
 never need them). Tar members are then written through Python's ``data``
-extraction filter (PEP 706), which also resolves link chains on disk.
+extraction filter (PEP 706), which also resolves link chains on disk. The
+declared uncompressed size must fit in the free space of the destination
+(zipfile never inflates a member beyond its declared size, so a "zip bomb"
+cannot exceed this check).
 
 Extraction happens in a staging directory inside the destination that is
 merged into place only when the whole archive has been unpacked, so a failure
@@ -78,11 +81,20 @@ def _check_zip(archive: Path, infos: list[zipfile.ZipInfo]) -> None:
             raise HarnessError(f"{archive}: refusing to extract member {info.filename!r}: device file or FIFO")
 
 
+def _check_space(archive: Path, needed: int, dest: Path) -> None:
+    """Refuse archives whose declared contents do not fit on the destination's file system."""
+    free = shutil.disk_usage(dest).free
+    if needed > free:
+        raise HarnessError(f"{archive}: unpacking needs {needed / 1e9:.1f} GB but {dest} has "
+                           f"{free / 1e9:.1f} GB free; free space or pass --root on a larger disk")
+
+
 def _extract_zip(archive: Path, staging: Path) -> None:
     try:
         with zipfile.ZipFile(archive) as bundle:
             infos = bundle.infolist()
             _check_zip(archive, infos)
+            _check_space(archive, sum(info.file_size for info in infos), staging)
             for info in infos:
                 target = staging.joinpath(*_parts(info.filename))
                 if info.is_dir():
@@ -96,15 +108,23 @@ def _extract_zip(archive: Path, staging: Path) -> None:
 
 
 def _extract_tar(archive: Path, kind: str, staging: Path) -> None:
+    def invalid(error: BaseException) -> HarnessError:
+        return HarnessError(f"{archive}: not a valid {kind} archive ({error}); delete it and fetch again")
+
     try:
-        with tarfile.open(archive, _TAR_MODES[kind]) as bundle:
-            members = bundle.getmembers()
-            _check_tar(archive, members)
+        bundle = tarfile.open(archive, _TAR_MODES[kind])
+        members = bundle.getmembers()
+    except (tarfile.TarError, EOFError, OSError) as error:  # OSError: seeking past a bogus member size
+        raise invalid(error) from None
+    with bundle:
+        _check_tar(archive, members)
+        _check_space(archive, sum(member.size for member in members if member.isfile()), staging)
+        try:
             bundle.extractall(staging, members=members, filter="data")
-    except tarfile.FilterError as error:
-        raise HarnessError(f"{archive}: refusing to extract: {error}") from None
-    except (tarfile.TarError, EOFError) as error:
-        raise HarnessError(f"{archive}: not a valid {kind} archive ({error}); delete it and fetch again") from None
+        except tarfile.FilterError as error:
+            raise HarnessError(f"{archive}: refusing to extract: {error}") from None
+        except (tarfile.TarError, EOFError) as error:
+            raise invalid(error) from None
 
 
 def _merge(staging: Path, dest: Path) -> None:
