@@ -19,6 +19,7 @@ class Behaviour:
     drop_after: dict[str, int] = field(default_factory=dict)  # path -> bytes of body sent before cutting
     drops_left: dict[str, int] = field(default_factory=dict)  # path -> how many requests still get cut
     ignore_range: bool = False
+    unavailable: int = 0  # answer this many requests with 503 first
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
 
 
@@ -34,6 +35,10 @@ class _Handler(BaseHTTPRequestHandler):
         name = self.path.lstrip("/")
         behaviour.requests.append((self.path, self.headers.get("Range")))
         path = root / name
+        if behaviour.unavailable > 0:
+            behaviour.unavailable -= 1
+            self.send_error(503, "try again")
+            return
         if not name or not path.is_file():
             self.send_error(404, "not found")
             return

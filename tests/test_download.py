@@ -107,3 +107,14 @@ def test_existing_file_is_checked_not_downloaded_again(served):
     with pytest.raises(HarnessError, match="checksum mismatch"):
         download(server.url("blob.bin"), out / "blob.bin", digest, progress=False)
     assert (out / "blob.bin.corrupt").exists() and not (out / "blob.bin").exists()
+
+
+def test_server_errors_are_retried_then_reported(served):
+    server, payload, digest, out = served
+    server.behaviour.unavailable = 2
+    download(server.url("blob.bin"), out / "blob.bin", digest, retries=2, backoff=0, progress=False)
+    assert (out / "blob.bin").read_bytes() == payload and len(server.behaviour.requests) == 3
+
+    server.behaviour.unavailable = 5
+    with pytest.raises(HarnessError, match="HTTP 503"):
+        download(server.url("blob.bin"), out / "again.bin", digest, retries=1, backoff=0, progress=False)

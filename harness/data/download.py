@@ -13,6 +13,7 @@ import http.client
 import os
 import re
 import socket
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from harness.hashing import sha256_file
 _CHUNK = 1 << 20
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIABLE_RANGE = re.compile(r"bytes\s+\*/(\d+)")
+_TRANSIENT = (408, 429)  # with every 5xx: worth asking again
 _USER_AGENT = f"harness/{__version__} (dataset fetch)"
 # Raised while reading a response whose connection went away mid-body.
 _INTERRUPTIONS = (http.client.IncompleteRead, ConnectionError, socket.timeout, TimeoutError, OSError)
@@ -131,6 +133,7 @@ def download(
     sha256: str | None = None,
     *,
     retries: int = 3,
+    backoff: float = 2.0,
     timeout: float = 60.0,
     progress: bool = True,
 ) -> Downloaded:
@@ -139,8 +142,9 @@ def download(
     ``sha256`` (lowercase hex) is checked when given. An existing ``dest`` (an
     earlier download, or one made by hand) is used without a request and
     checked like a fresh one. ``retries`` is how many times an interrupted
-    transfer is resumed within this call; a connection that cannot be opened at
-    all fails at once with a message naming the URL.
+    transfer is resumed, or a 5xx/429 answer retried (after ``backoff``·2^k
+    seconds), within this call; a connection that cannot be opened at all fails
+    at once with a message naming the URL.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -166,6 +170,10 @@ def download(
                 ) from None
             attempt += 1
         except urllib.error.HTTPError as error:
+            if (error.code in _TRANSIENT or error.code >= 500) and attempt < retries:
+                attempt += 1
+                time.sleep(backoff * 2 ** (attempt - 1))
+                continue
             raise HarnessError(f"cannot download {url}: HTTP {error.code} {error.reason}; "
                                f"{_manual_hint(url, dest)}") from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
