@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.atomic import atomic_open
 from harness.errors import HarnessError
 from harness.images import IMAGE_SUFFIXES
 
@@ -223,10 +224,8 @@ def read_state(directory: Path) -> dict[str, Any] | None:
 
 
 def write_state(directory: Path, state: dict[str, Any]) -> None:
-    path = directory / STATE_FILE
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(temporary, path)
+    with atomic_open(directory / STATE_FILE, "w") as handle:
+        json.dump(state, handle, indent=1, sort_keys=True)
 
 
 def is_present(manifest: Manifest, root: str | Path | None = None) -> bool:
