@@ -92,11 +92,17 @@ def _labels(ok: pd.DataFrame) -> dict[tuple[str, str], str]:
 
 
 def _per_image(rows: pd.DataFrame, images: list[str], column: str) -> PerImageCurves:
-    def matrix(values: str) -> np.ndarray:
-        table = rows.pivot_table(index="image", columns="quality", values=values, aggfunc="mean")
-        return table.reindex(index=images, columns=sorted(table.columns)).to_numpy(dtype=float)
+    qualities = sorted(rows["quality"].unique())
 
-    return PerImageCurves(matrix("bpp"), matrix(column))
+    def matrix(values: str) -> np.ndarray:
+        table = rows.pivot_table(index="image", columns="quality", values=values, aggfunc="mean", dropna=False)
+        return table.reindex(index=images, columns=qualities).to_numpy(dtype=float)
+
+    rate, quality = matrix("bpp"), matrix(column)
+    # A point averages the images that have both numbers, so rate and quality
+    # always describe the same set of images.
+    both = np.isfinite(rate) & ~np.isnan(quality)
+    return PerImageCurves(np.where(both, rate, np.nan), np.where(both, quality, np.nan))
 
 
 def compute_bdrates(
