@@ -170,3 +170,20 @@ def anchors_table(table: pd.DataFrame) -> str:
         for r in table.itertuples()
     ]
     return markdown_table(header, rows)
+
+
+def paper_table1(table: pd.DataFrame) -> str:
+    """The paper's Table I as reported (its VVC anchor, its hardware)."""
+    header = ["Dataset", "Method", "Enc.", "Dec.", "BD-rate vs VVC (reported)", "#Params"]
+    rows = [
+        [
+            str(r.dataset),
+            str(r.method),
+            fmt_seconds(float(r.enc_s)),
+            fmt_seconds(float(r.dec_s)),
+            f"{float(r.bd_rate_vs_vvc_pct):+.2f} %",
+            fmt_params(float(r.params_m)),
+        ]
+        for r in table.itertuples()
+    ]
+    return markdown_table(header, rows)
