@@ -150,8 +150,11 @@ def test_timing_params_and_readme(report_dir):
 
 def test_anchor_choice_and_errors(tmp_path):
     run_dir = _write(tmp_path / "run", _rows("kodak", 3, {k: CODECS[k] for k in ("vvc", "hevc")}))
-    with pytest.raises(HarnessError, match="has no ok results.*hevc, vvc"):
+    with pytest.warns(UserWarning, match="has no ok results.*hevc, vvc"):
         build_report(run_dir, anchor="vtm", resamples=50)
+    assert "anchor `vtm` has no ok results" in (run_dir / "bdrate.md").read_text()
+    assert set(pd.read_csv(run_dir / "bdrate.csv")["flags"]) == {"anchor-missing"}
+    assert (run_dir / "rd-kodak-psnr.png").is_file() and (run_dir / "timing.md").is_file()
     build_report(run_dir, anchor="hevc:quick", resamples=50)
     table = pd.read_csv(run_dir / "bdrate.csv").set_index(["codec", "metric"])
     assert table.loc[("vvc", "psnr"), "bd_rate_pct"] == pytest.approx(100 / 1.3 - 100, abs=1.0)
@@ -160,8 +163,12 @@ def test_anchor_choice_and_errors(tmp_path):
     two = _rows("kodak", 3, {"vvc": CODECS["vvc"]}) + [
         {**row, "config": "slow"} for row in _rows("kodak", 3, {"vvc": CODECS["vvc"]})
     ]
-    with pytest.raises(HarnessError, match="several configs"):
+    two[0]["status"] = "error"  # "slow" has more ok rows, so it is the default anchor config
+    with pytest.warns(UserWarning, match="status 'error'"):
         build_report(_write(tmp_path / "two", two), resamples=50)
+    assert "using `slow` (pass --anchor vvc:CONFIG" in (tmp_path / "two" / "bdrate.md").read_text()
+    labels = set(pd.read_csv(tmp_path / "two" / "bdrate.csv")["label"])
+    assert labels == {"vvc (quick)", "vvc (slow)"}
 
 
 def test_unreadable_results_are_one_line_errors(tmp_path):

@@ -64,21 +64,33 @@ def load_results(run_dir: Path) -> pd.DataFrame:
     return frame
 
 
-def resolve_anchor(ok: pd.DataFrame, anchor: str) -> Anchor:
-    """``codec`` or ``codec:config``; a codec with several configs must name one."""
+def resolve_anchor(ok: pd.DataFrame, anchor: str) -> tuple[Anchor, str]:
+    """``codec`` or ``codec:config`` -> the anchor curve and a note for the tables.
+
+    A codec absent from the run (binary unavailable, or not run) still gives a
+    report: every BD row is flagged ``anchor-missing`` and the note says why.
+    A codec run with several configs and no config named uses the one with the
+    most ok rows (ties: alphabetical) and says so; naming a config the run
+    does not have is an error.
+    """
     codec, _, config = anchor.partition(":")
     available = ok[["codec", "config"]].drop_duplicates()
-    configs = sorted(available.loc[available["codec"] == codec, "config"])
-    if not configs:
-        known = ", ".join(sorted(available["codec"].unique())) or "none"
-        raise HarnessError(f"anchor {codec!r} has no ok results in this run (codecs with results: {known}); pick one with --anchor")
+    rows_per_config = ok.loc[ok["codec"] == codec].groupby("config").size()
+    if rows_per_config.empty:
+        known = ", ".join(sorted(available["codec"].unique()))
+        note = f"anchor `{codec}` has no ok results in this run (codecs with results: {known}); choose one with --anchor"
+        warnings.warn(note)
+        return Anchor(codec, config), note
+    configs = sorted(rows_per_config.index)
     if config:
         if config not in configs:
-            raise HarnessError(f"anchor {codec!r} has no config {config!r}; it has {', '.join(configs)}")
-        return Anchor(codec, config)
-    if len(configs) > 1:
-        raise HarnessError(f"anchor {codec!r} has several configs ({', '.join(configs)}): pass --anchor {codec}:CONFIG")
-    return Anchor(codec, configs[0])
+            raise HarnessError(f"anchor {codec!r} has no config {config!r} in this run; it has {', '.join(configs)}")
+        return Anchor(codec, config), ""
+    if len(configs) == 1:
+        return Anchor(codec, configs[0]), ""
+    chosen = sorted(configs, key=lambda c: (-rows_per_config[c], c))[0]
+    note = f"anchor `{codec}` ran with configs {', '.join(configs)}; using `{chosen}` (pass --anchor {codec}:CONFIG to change)"
+    return Anchor(codec, chosen), note
 
 
 def _labels(ok: pd.DataFrame) -> dict[tuple[str, str], str]:
@@ -263,15 +275,16 @@ def build_report(
     errors = results[results["status"] != "ok"]
     if len(errors):
         warnings.warn(f"{len(errors)} result row(s) with status 'error' are excluded from the averages")
-    chosen = resolve_anchor(ok, anchor)
+    chosen, anchor_note = resolve_anchor(ok, anchor)
     summary, per_image = compute_bdrates(ok, chosen, resamples, seed)
     timing = timing_summary(ok)
     params = params_summary(ok)
     images = {d: int(g["image"].nunique()) for d, g in ok.groupby("dataset")}
 
-    anchor_version = ", ".join(sorted(ok.loc[ok["codec"] == chosen.codec, "codec_version"].astype(str).unique()))
+    anchor_version = ", ".join(sorted(ok.loc[ok["codec"] == chosen.codec, "codec_version"].astype(str).unique())) or "not run"
     intro = (
-        f"Anchor: `{chosen.codec}` (config `{chosen.config}`, {anchor_version}). BD-rate: PCHIP interpolation of "
+        (f"**Note:** {anchor_note}.\n\n" if anchor_note else "")
+        + f"Anchor: `{chosen.codec}` (config `{chosen.config}`, {anchor_version}). BD-rate: PCHIP interpolation of "
         f"log-rate over the common quality range (negative = fewer bits than the anchor at equal quality); "
         f"95 % CI: paired bootstrap over images ({resamples} resamples, seed {seed}). Values in parentheses "
         f"failed a reliability check (see Flags); `n/a` = not computable. Times are mean seconds per image "
