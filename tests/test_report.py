@@ -82,7 +82,7 @@ def report_dir(tmp_path_factory) -> Path:
 
 def test_build_report_writes_every_file(report_dir):
     expected = [
-        "bdrate.md", "bdrate.csv", "timing.md", "params.md", "anchors-bdrate.md", "README.md",
+        "bdrate.md", "bdrate.csv", "timing.md", "params.md", "fidelity.md", "anchors-bdrate.md", "README.md",
         "bdrate_per_image.parquet", "rd-kodak-psnr.png", "rd-kodak-msssim.png", "rd-tecnick-psnr.png",
         "rd-tecnick-msssim.png", "bdrate-kodak-per-image.png",
     ]
@@ -208,3 +208,17 @@ def test_weconvene_vs_published_vtm_on_kodak():
     assert row["paper_bd_rate_pct"] == pytest.approx(-9.8)
     assert table.loc[("tecnick", "WeConvene (ECCV 2024)", "psnr"), "flags"] == "no published VTM"
     assert not any(label == "VTM" for _, label, _ in table.index)
+
+
+def test_fidelity_against_published_curve_of_the_same_codec(tmp_path, shared_dir):
+    published = json.loads((shared_dir / "data" / "reference" / "compressai" / "kodak" / "jpeg.json").read_text())["results"]
+    rows = []
+    for codec, factor in (("jpeg", 1.0), ("vvc", 0.5)):
+        for quality, (bpp, psnr, ms_ssim) in enumerate(zip(published["bpp"], published["psnr-rgb"], published["ms-ssim-rgb"])):
+            rows.append({**_rows("kodak", 1, {"vvc": CODECS["vvc"]})[0], "codec": codec, "quality": float(quality),
+                         "bpp": bpp * factor, "psnr_rgb": psnr, "ms_ssim": ms_ssim, "ms_ssim_db": -10 * np.log10(1 - ms_ssim)})
+    build_report(_write(tmp_path / "run", rows), resamples=20)
+    fidelity = (tmp_path / "run" / "fidelity.md").read_text()
+    assert "| kodak | jpeg | PSNR-RGB | JPEG | +0.00 % |" in fidelity
+    assert "| kodak | jpeg | MS-SSIM (dB) | JPEG | +0.00 % |" in fidelity
+    assert "Measured vs published curves" in (tmp_path / "run" / "README.md").read_text()

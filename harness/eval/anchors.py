@@ -48,6 +48,7 @@ class PublishedCurve:
     is_vtm: bool
     plot: bool
     table1_method: str | None
+    codec: str | None = None
 
     def curve(self, metric: str) -> RDCurve | None:
         quality = self.psnr if metric == "psnr" else self.ms_ssim_db
@@ -93,6 +94,7 @@ def load_published_curves(anchors_dir: Path = ANCHORS_DIR) -> list[PublishedCurv
                     is_vtm=entry.get("role") == "vtm",
                     plot=bool(entry.get("plot")),
                     table1_method=entry.get("table1_method"),
+                    codec=entry.get("codec"),
                 )
             )
     return curves

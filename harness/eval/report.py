@@ -9,7 +9,8 @@ status ``error`` are left out of every average and counted in the README.
 Output, written into the run folder (each file replaced atomically):
 ``bdrate.md``/``bdrate.csv`` (Table I layout, BD-rate vs the anchor with a
 95 % image-bootstrap CI, BD-PSNR and reliability flags), ``timing.md``,
-``params.md``, ``rd-<dataset>-psnr.png``/``rd-<dataset>-msssim.png``,
+``params.md``, ``fidelity.md`` (measured vs published curves of the same codec
+and vs published VTM), ``rd-<dataset>-psnr.png``/``rd-<dataset>-msssim.png``,
 ``bdrate-<dataset>-per-image.png``, ``bdrate_per_image.parquet``,
 ``anchors-bdrate.md`` (published curves vs published VTM, a separate table)
 and ``README.md`` embedding all of them.
@@ -177,6 +178,32 @@ def _summary_row(base, test: PerImageCurves, rate, cubic, quality, ci, missing) 
     }
 
 
+def fidelity_summary(ok: pd.DataFrame, published: list) -> pd.DataFrame:
+    """Measured curves against published ones on the same dataset: the
+    published curve of the same codec (does the harness reproduce it?) and
+    the published VTM curve (where does it land against the paper's anchor?)."""
+    labels = _labels(ok)
+    rows = []
+    for (dataset, codec, config), curve_rows in ok.groupby(["dataset", "codec", "config"], sort=True):
+        here = [p for p in published if p.dataset == dataset]
+        vtm = next((p for p in here if p.is_vtm), None)
+        twin = next((p for p in here if p.codec == codec), None)
+        if vtm is None and twin is None:
+            continue
+        for metric, (column, _) in METRICS.items():
+            points = _per_image(curve_rows, sorted(curve_rows["image"].unique()), column).mean_curve()
+            row = {"dataset": dataset, "codec": codec, "config": config, "label": labels[(codec, config)], "metric": metric}
+            for key, reference in (("same_codec", twin), ("vtm", vtm)):
+                curve = reference.curve(metric) if reference else None
+                result = bd_rate(curve, points) if curve is not None else None
+                row[f"{key}_label"] = reference.label if reference else ""
+                row[f"{key}_bd_rate_pct"] = result.value if result else math.nan
+                row[f"{key}_reliable"] = bool(result and result.reliable)
+                row[f"{key}_flags"] = result.flag_text if result else ("not published" if reference else "")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def timing_summary(ok: pd.DataFrame) -> pd.DataFrame:
     """Mean and median encode/decode seconds per image encode, with device(s)."""
     labels = _labels(ok)
@@ -223,13 +250,8 @@ def _write_frame(path: Path, frame: pd.DataFrame) -> None:
     os.replace(tmp, path)
 
 
-def _plots(run_dir: Path, ok: pd.DataFrame, anchor: Anchor, per_image: pd.DataFrame, anchors_dir: Path) -> dict[str, list[str]]:
+def _plots(run_dir: Path, ok: pd.DataFrame, anchor: Anchor, per_image: pd.DataFrame, published: list) -> dict[str, list[str]]:
     labels = _labels(ok)
-    try:
-        published = [c for c in load_published_curves(anchors_dir) if c.plot]
-    except HarnessError as error:
-        warnings.warn(f"published anchors left out of the plots: {error}")
-        published = []
     written: dict[str, list[str]] = {}
     for dataset, rows in ok.groupby("dataset", sort=True):
         files = []
@@ -312,14 +334,31 @@ def build_report(
     except HarnessError as error:
         anchors_md = f"# Published anchors\n\nNot available: {error}\n"
 
+    try:
+        published = load_published_curves(anchors_dir)
+    except HarnessError as error:
+        warnings.warn(f"published anchors left out: {error}")
+        published = []
+    fidelity = fidelity_summary(ok, published)
+    fidelity_md = (
+        "# Measured vs published curves\n\nBD-rate (PCHIP) of each measured curve against the published curve of "
+        "the same codec (CompressAI's results: checks that the harness reproduces them; library versions differ) and "
+        "against the published VTM all-intra 4:4:4 curve of the same dataset. Sources: reports/anchors/manifest.json.\n\n"
+        + (tables.fidelity_table(fidelity) if not fidelity.empty else "No published curves for the datasets of this run.\n")
+    )
+
     _write_frame(run_dir / "bdrate.csv", summary)
+    _write_text(run_dir / "fidelity.md", fidelity_md)
     _write_text(run_dir / "bdrate.md", bd_md)
     _write_text(run_dir / "timing.md", timing_md)
     _write_text(run_dir / "params.md", params_md)
     _write_text(run_dir / "anchors-bdrate.md", anchors_md)
     _write_frame(run_dir / "bdrate_per_image.parquet", per_image)
-    figures = _plots(run_dir, ok, chosen, per_image, anchors_dir)
-    _write_text(run_dir / "README.md", _readme(run_dir, results, errors, bd_md, timing_md, params_md, anchors_md, figures))
+    figures = _plots(run_dir, ok, chosen, per_image, [p for p in published if p.plot])
+    _write_text(
+        run_dir / "README.md",
+        _readme(run_dir, results, errors, bd_md, timing_md, params_md, fidelity_md, anchors_md, figures),
+    )
 
 
 def _demote(markdown: str) -> str:
@@ -327,7 +366,7 @@ def _demote(markdown: str) -> str:
     return re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", markdown, flags=re.MULTILINE)
 
 
-def _readme(run_dir, results, errors, bd_md, timing_md, params_md, anchors_md, figures) -> str:
+def _readme(run_dir, results, errors, bd_md, timing_md, params_md, fidelity_md, anchors_md, figures) -> str:
     def distinct(column: str) -> str:
         if column not in results.columns:
             return "?"
@@ -340,7 +379,7 @@ def _readme(run_dir, results, errors, bd_md, timing_md, params_md, anchors_md, f
         f"- datasets: {distinct('dataset')}; codecs: {distinct('codec')}",
         f"- harness {distinct('harness_version')}, commit {distinct('git_commit')}; devices: {distinct('device')}",
         "- files: `bdrate.md`/`bdrate.csv` (BD-rate vs anchor, CI, flags), `bdrate_per_image.parquet`, "
-        "`timing.md`, `params.md`, `anchors-bdrate.md`, `rd-*.png`, `bdrate-*-per-image.png`",
+        "`timing.md`, `params.md`, `fidelity.md`, `anchors-bdrate.md`, `rd-*.png`, `bdrate-*-per-image.png`",
         "",
     ]
     if len(errors):
@@ -350,4 +389,5 @@ def _readme(run_dir, results, errors, bd_md, timing_md, params_md, anchors_md, f
     text = "\n".join(lines) + "\n" + _demote(bd_md) + "\n"
     for dataset, files in figures.items():
         text += f"## RD curves: {dataset}\n\n" + "".join(f"![{f}]({f})\n\n" for f in files)
-    return text + _demote(timing_md) + "\n" + _demote(params_md) + "\n" + _demote(anchors_md)
+    sections = (timing_md, params_md, fidelity_md, anchors_md)
+    return text + "\n".join(_demote(section) for section in sections)

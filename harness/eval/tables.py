@@ -187,3 +187,23 @@ def paper_table1(table: pd.DataFrame) -> str:
         for r in table.itertuples()
     ]
     return markdown_table(header, rows)
+
+
+def fidelity_table(table: pd.DataFrame) -> str:
+    """Measured curves vs the published curve of the same codec and vs published VTM."""
+    header = ["Dataset", "Measured", "Metric", "Published same codec", "BD-rate vs it", "BD-rate vs published VTM", "Flags"]
+    rows = []
+    for r in table.itertuples():
+        flags = [f"{name}: {text}" for name, text in (("same codec", r.same_codec_flags), ("VTM", r.vtm_flags)) if text]
+        rows.append(
+            [
+                r.dataset,
+                r.label,
+                METRIC_NAMES[r.metric],
+                r.same_codec_label or "-",
+                fmt_bd(r.same_codec_bd_rate_pct, r.same_codec_reliable) if r.same_codec_label else "-",
+                fmt_bd(r.vtm_bd_rate_pct, r.vtm_reliable) if r.vtm_label else "-",
+                "; ".join(flags),
+            ]
+        )
+    return markdown_table(header, rows)
