@@ -56,14 +56,13 @@ def rd_plot(path: Path, title: str, ylabel: str, curves: list[PlotCurve]) -> Non
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    if measured:
+    rates = np.concatenate([c.bpp[np.isfinite(c.bpp)] for c in measured] or [np.empty(0)])
+    qualities = np.concatenate([c.quality[np.isfinite(c.quality)] for c in measured] or [np.empty(0)])
+    if rates.size and qualities.size:
         # Zoom on the measured range so published curves spanning 0.03-4 bpp
         # do not squash the codecs under test.
-        hi = max(float(np.nanmax(c.bpp)) for c in measured)
-        ax.set_xlim(0, hi * 1.1 if hi > 0 else None)
-        qualities = np.concatenate([c.quality[np.isfinite(c.quality)] for c in measured])
-        if qualities.size:
-            ax.set_ylim(qualities.min() - 1.0, qualities.max() + 1.0)
+        ax.set_xlim(0, rates.max() * 1.1)
+        ax.set_ylim(qualities.min() - 1.0, qualities.max() + 1.0)
     ax.legend(fontsize=7, loc="lower right")
     _save(fig, path)
 

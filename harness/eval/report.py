@@ -254,14 +254,17 @@ def _plots(run_dir: Path, ok: pd.DataFrame, anchor: Anchor, per_image: pd.DataFr
     labels = _labels(ok)
     written: dict[str, list[str]] = {}
     for dataset, rows in ok.groupby("dataset", sort=True):
+        images = sorted(rows["image"].unique())
         files = []
         for metric, (column, ylabel) in METRICS.items():
-            points = rows.groupby(["codec", "config", "quality"])[["bpp", column]].mean().reset_index()
-            curves = [
-                plots.PlotCurve(labels[(codec, config)], g["bpp"].to_numpy(), g[column].to_numpy(),
-                                anchor=(codec, config) == (anchor.codec, anchor.config))
-                for (codec, config), g in points.groupby(["codec", "config"], sort=True)
-            ]
+            curves = []
+            for (codec, config), curve_rows in rows.groupby(["codec", "config"], sort=True):
+                # The same averaged points that the BD-rates are computed from.
+                mean = _per_image(curve_rows, images, column).mean_curve()
+                curves.append(
+                    plots.PlotCurve(labels[(codec, config)], mean.rate, mean.quality,
+                                    anchor=(codec, config) == (anchor.codec, anchor.config))
+                )
             curves += [
                 plots.PlotCurve(p.label, p.bpp, p.curve(metric).quality, published=True)
                 for p in published
