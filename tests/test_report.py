@@ -106,7 +106,7 @@ def test_bdrate_table_lists_every_codec_with_ci_and_known_values(report_dir):
             assert row["ci95_low"] <= row["bd_rate_pct"] <= row["ci95_high"]
             assert bool(row["reliable"]) and row["n_images"] == 6
     markdown = (report_dir / "bdrate.md").read_text()
-    assert "| vvc (anchor) |" in markdown and "**kodak** (6 images)" in markdown
+    assert "| vvc [anchor] |" in markdown and "**kodak** (6 images)" in markdown
     for codec in ("hevc", "jpeg", "3dm-weconvene"):
         line = next(l for l in markdown.splitlines() if l.startswith(f"| {codec} |"))
         assert line.count("[") >= 2, line  # a CI for PSNR and MS-SSIM
@@ -144,7 +144,7 @@ def test_timing_params_and_readme(report_dir):
     readme = (report_dir / "README.md").read_text()
     for name in ("rd-kodak-psnr.png", "rd-kodak-msssim.png", "bdrate-kodak-per-image.png"):
         assert f"]({name})" in readme
-    assert "BD-rate vs the published VTM" in readme and "| vvc (anchor) |" in readme
+    assert "BD-rate vs the published VTM" in readme and "| vvc [anchor] |" in readme
     assert "corrupt" not in readme and "1 error" in readme
 
 

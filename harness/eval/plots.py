@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -37,7 +38,11 @@ def rd_plot(path: Path, title: str, ylabel: str, curves: list[PlotCurve]) -> Non
     ax = fig.add_subplot()
     markers = "os^vD<>ph*X"
     measured = [c for c in curves if not c.published]
-    for index, curve in enumerate(measured + [c for c in curves if c.published]):
+    published = [c for c in curves if c.published]
+    # Separate palettes so a published curve never shares a measured one's colour.
+    colours = [colormaps["tab10"](i % 10) for i in range(len(measured))]
+    colours += [colormaps["Dark2"](i % 8) for i in range(len(published))]
+    for index, (curve, colour) in enumerate(zip(measured + published, colours)):
         order = np.argsort(curve.bpp)
         label = f"{curve.label} (published)" if curve.published else curve.label
         if curve.anchor:
@@ -45,6 +50,7 @@ def rd_plot(path: Path, title: str, ylabel: str, curves: list[PlotCurve]) -> Non
         ax.plot(
             curve.bpp[order],
             curve.quality[order],
+            color=colour,
             linestyle="--" if curve.published else "-",
             marker=None if curve.published else markers[index % len(markers)],
             linewidth=2.2 if curve.anchor else 1.4,

@@ -75,7 +75,7 @@ def table1(bd: pd.DataFrame, timing: pd.DataFrame, params: pd.DataFrame, images:
         )
         for curve in order.itertuples():
             mine = block[(block["codec"] == curve.codec) & (block["config"] == curve.config)]
-            cells = [f"{curve.label} (anchor)" if curve.is_anchor else curve.label]
+            cells = [f"{curve.label} [anchor]" if curve.is_anchor else curve.label]
             t = timing[(timing["dataset"] == dataset) & (timing["codec"] == curve.codec) & (timing["config"] == curve.config)]
             cells += [fmt_seconds(t["enc_s"].iloc[0]), fmt_seconds(t["dec_s"].iloc[0])] if len(t) else ["-", "-"]
             flags = []
