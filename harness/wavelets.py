@@ -46,6 +46,7 @@ from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from harness.errors import HarnessError
 
@@ -154,8 +155,36 @@ def _update_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:
     even.narrow(dim, 0, 1).add_(odd.narrow(dim, 0, 1), alpha=c)  # odd[-1] mirrors to odd[0]
 
 
-def _lift_(buf: Tensor, dim: int, wavelet: str, inverse: bool) -> None:
-    """Forward or inverse lifting in place on a buffer split ``[even | odd]`` along ``dim``."""
+def _predict_t_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:
+    """Transpose of :func:`_predict_`: ``even += c * A^T odd`` (for the adjoint)."""
+    nd, ns = odd.shape[dim], even.shape[dim]
+    even.narrow(dim, 0, nd).add_(odd, alpha=c)
+    inner = min(nd, ns - 1)
+    if inner:
+        even.narrow(dim, 1, inner).add_(odd.narrow(dim, 0, inner), alpha=c)
+    if inner < nd:
+        even.narrow(dim, ns - 1, 1).add_(odd.narrow(dim, nd - 1, 1), alpha=c)
+
+
+def _update_t_(odd: Tensor, even: Tensor, c: float, dim: int) -> None:
+    """Transpose of :func:`_update_`: ``odd += c * B^T even`` (for the adjoint)."""
+    ns, nd = even.shape[dim], odd.shape[dim]
+    odd.add_(even.narrow(dim, 0, nd), alpha=c)
+    if ns > nd:
+        odd.narrow(dim, nd - 1, 1).add_(even.narrow(dim, nd, 1), alpha=c)
+    odd.narrow(dim, 0, ns - 1).add_(even.narrow(dim, 1, ns - 1), alpha=c)
+    odd.narrow(dim, 0, 1).add_(even.narrow(dim, 0, 1), alpha=c)
+
+
+# Lifting modes: the analysis ("forward"), the synthesis ("inverse"), and their
+# transposes, which autograd needs because the biorthogonal transforms are not
+# orthogonal: the gradient of the analysis is the adjoint ("forward_t"), not the
+# inverse, and likewise for the synthesis ("inverse_t").
+_MODES = ("forward", "inverse", "forward_t", "inverse_t")
+
+
+def _lift_(buf: Tensor, dim: int, wavelet: str, mode: str) -> None:
+    """Lifting in place on a buffer split ``[even | odd]`` along ``dim``."""
     n = buf.shape[dim]
     ns = (n + 1) // 2
     nd = n - ns
@@ -163,32 +192,40 @@ def _lift_(buf: Tensor, dim: int, wavelet: str, inverse: bool) -> None:
         return
     even, odd = buf.narrow(dim, 0, ns), buf.narrow(dim, ns, nd)
     if wavelet == "haar":
-        if inverse:
-            even.narrow(dim, 0, nd).sub_(odd, alpha=0.5)
-            odd.add_(even.narrow(dim, 0, nd))
+        e = even.narrow(dim, 0, nd)
+        if mode == "forward":
+            odd.sub_(e)
+            e.add_(odd, alpha=0.5)
+        elif mode == "inverse":
+            e.sub_(odd, alpha=0.5)
+            odd.add_(e)
+        elif mode == "forward_t":
+            odd.add_(e, alpha=0.5)
+            e.sub_(odd)
         else:
-            odd.sub_(even.narrow(dim, 0, nd))
-            even.narrow(dim, 0, nd).add_(odd, alpha=0.5)
+            e.add_(odd)
+            odd.sub_(e, alpha=0.5)
         return
     steps, scale = _LIFTING[wavelet]
-    if inverse:
-        if scale != 1.0:
-            even.mul_(scale)
-            odd.mul_(1.0 / scale)
-        for is_predict, c in reversed(steps):
-            if is_predict:
-                _predict_(odd, even, -c, dim)
+    sign = 1.0 if mode in ("forward", "forward_t") else -1.0
+    order = steps if mode in ("forward", "inverse_t") else tuple(reversed(steps))
+    transposed = mode.endswith("_t")
+    if mode in ("inverse", "forward_t") and scale != 1.0:
+        even.mul_(scale if mode == "inverse" else 1.0 / scale)
+        odd.mul_(1.0 / scale if mode == "inverse" else scale)
+    for is_predict, c in order:
+        if is_predict:
+            if transposed:
+                _predict_t_(even, odd, sign * c, dim)
             else:
-                _update_(even, odd, -c, dim)
-    else:
-        for is_predict, c in steps:
-            if is_predict:
-                _predict_(odd, even, c, dim)
-            else:
-                _update_(even, odd, c, dim)
-        if scale != 1.0:
-            even.mul_(1.0 / scale)
-            odd.mul_(scale)
+                _predict_(odd, even, sign * c, dim)
+        elif transposed:
+            _update_t_(odd, even, sign * c, dim)
+        else:
+            _update_(even, odd, sign * c, dim)
+    if mode in ("forward", "inverse_t") and scale != 1.0:
+        even.mul_(1.0 / scale if mode == "forward" else scale)
+        odd.mul_(scale if mode == "forward" else 1.0 / scale)
 
 
 def _strided(dim: int, start: int) -> tuple[slice, ...]:
@@ -245,8 +282,9 @@ class _Scratch:
         return self._flat.narrow(0, 0, t.numel()).view(t.shape)
 
 
-def _analysis(x: Tensor, wavelet: str, plan: Plan) -> Tensor:
-    """Forward transform of ``x`` by ``plan``; returns a new buffer in Mallat layout."""
+def _analysis(x: Tensor, wavelet: str, plan: Plan, mode: str = "forward") -> Tensor:
+    """Forward transform of ``x`` by ``plan`` (or, with ``mode="inverse_t"``, the
+    transpose of the synthesis); returns a new buffer in Mallat layout."""
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     scratch = _Scratch(out)
     src: Tensor | None = x  # the input is read once, by the first split
@@ -261,7 +299,7 @@ def _analysis(x: Tensor, wavelet: str, plan: Plan) -> Tensor:
                 if dst is cur:
                     dst = scratch.like(region)
                 _split_into(cur, d, dst)
-                _lift_(dst, d, wavelet, inverse=False)
+                _lift_(dst, d, wavelet, mode)
                 cur = dst
             if cur is not region:
                 region.copy_(cur)
@@ -269,8 +307,9 @@ def _analysis(x: Tensor, wavelet: str, plan: Plan) -> Tensor:
     return out
 
 
-def _synthesis(buf: Tensor, wavelet: str, plan: Plan) -> Tensor:
-    """Inverse of :func:`_analysis`; overwrites ``buf`` and returns the signal."""
+def _synthesis(buf: Tensor, wavelet: str, plan: Plan, mode: str = "inverse") -> Tensor:
+    """Inverse of :func:`_analysis` (or, with ``mode="forward_t"``, its transpose);
+    overwrites ``buf`` and returns the signal."""
     scratch = _Scratch(buf)
     spare: Tensor | None = None
     groups = list(plan)
@@ -283,7 +322,7 @@ def _synthesis(buf: Tensor, wavelet: str, plan: Plan) -> Tensor:
             tmp = scratch.like(region)
             cur = region
             for d in reversed(dims):
-                _lift_(cur, d, wavelet, inverse=True)
+                _lift_(cur, d, wavelet, mode)
                 dst = tmp if cur is region else region
                 _merge_into(cur, d, dst)
                 cur = dst
@@ -307,28 +346,68 @@ def _spans(n: int, levels: int) -> tuple[tuple[int, int], list[tuple[int, int]]]
     return (0, sizes[-1]), [(sizes[lv + 1], sizes[lv]) for lv in range(levels)]
 
 
-def _assemble(bands: Sequence[tuple[Tensor, dict[int, tuple[int, int]]]], shape: list[int]) -> Tensor:
-    """Copy bands into a new Mallat buffer of ``shape`` after checking each band's shape."""
-    first = bands[0][0]
-    for band, _ in bands:
-        _check_float(band)
-        if band.device != first.device:
-            raise WaveletError(f"bands are on different devices: {first.device} and {band.device}")
-        if band.dim() != len(shape):
-            raise WaveletError(f"bands differ in rank: {tuple(first.shape)} vs {tuple(band.shape)}")
-    dtype = first.dtype
-    for band, _ in bands[1:]:
+Spans = dict[int, tuple[int, int]]
+
+
+def _assemble(
+    bands: Sequence[Tensor | None], spans: Sequence[Spans], shape: Sequence[int], like: Tensor
+) -> Tensor:
+    """Copy bands into a new Mallat buffer of ``shape`` (``None`` bands become zeros),
+    after checking every band's shape; the dtype is the bands' promoted dtype."""
+    present = [b for b in bands if b is not None]
+    _check_float(*present)
+    dtype = like.dtype
+    for band in present:
+        if band.device != like.device:
+            raise WaveletError(f"bands are on different devices: {like.device} and {band.device}")
         dtype = torch.promote_types(dtype, band.dtype)
-    buf = first.new_empty(shape, dtype=dtype)
-    for band, spans in bands:
-        want = [spans[d][1] - spans[d][0] if d in spans else shape[d] for d in range(len(shape))]
-        if list(band.shape) != want:
+    make = like.new_zeros if len(present) < len(bands) else like.new_empty
+    buf = make(list(shape), dtype=dtype)
+    for band, span in zip(bands, spans):
+        if band is None:
+            continue
+        want = tuple(span[d][1] - span[d][0] if d in span else shape[d] for d in range(len(shape)))
+        if tuple(band.shape) != want:
             raise WaveletError(
                 f"bands do not fit together: a band of shape {tuple(band.shape)} where "
-                f"{tuple(want)} is expected for a signal of shape {tuple(shape)}"
+                f"{want} is expected for a signal of shape {tuple(shape)}"
             )
-        _band(buf, spans).copy_(band)
+        _band(buf, span).copy_(band)
     return buf
+
+
+class _Analysis(torch.autograd.Function):
+    """Analysis by ``plan``; its backward is the transposed transform (same cost)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, wavelet: str, plan: Plan, spans: Sequence[Spans]):
+        ctx.meta = (wavelet, plan, spans, tuple(x.shape))
+        buf = _analysis(x, wavelet, plan)
+        return tuple(_band(buf, span) for span in spans)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads: Tensor | None):
+        wavelet, plan, spans, shape = ctx.meta
+        like = next(g for g in grads if g is not None)
+        g = _assemble(grads, spans, shape, like)
+        return _synthesis(g, wavelet, plan, "forward_t"), None, None, None
+
+
+class _Synthesis(torch.autograd.Function):
+    """Synthesis of bands placed by ``spans``; backward is its transpose."""
+
+    @staticmethod
+    def forward(ctx, wavelet: str, plan: Plan, spans: Sequence[Spans], shape, *bands: Tensor):
+        ctx.meta = (wavelet, plan, spans, [b.dtype for b in bands])
+        return _synthesis(_assemble(bands, spans, shape, bands[0]), wavelet, plan)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        wavelet, plan, spans, dtypes = ctx.meta
+        g = _analysis(grad, wavelet, plan, "inverse_t")
+        return (None,) * 4 + tuple(_band(g, sp).to(dt) for sp, dt in zip(spans, dtypes))
 
 
 # --------------------------------------------------------------------------- 1D
@@ -345,9 +424,8 @@ def dwt(x: Tensor, wavelet: str, dim: int) -> tuple[Tensor, Tensor]:
     _check_float(x)
     dim = _norm_dim(dim, x.dim())
     _check_size(x.shape[dim], 1, f"dimension {dim}", strict=False)
-    buf = _analysis(x, wavelet, [((dim,), 1)])
-    (lo, hi), (span,) = _spans(x.shape[dim], 1)
-    return buf.narrow(dim, lo, hi - lo), buf.narrow(dim, span[0], span[1] - span[0])
+    low, (high,) = _spans(x.shape[dim], 1)
+    return _Analysis.apply(x, wavelet, [((dim,), 1)], [{dim: low}, {dim: high}])
 
 
 def idwt(
@@ -377,8 +455,7 @@ def idwt(
         raise WaveletError(f"bands along dim {dim} rebuild {n} samples, not length={length}")
     shape = list(low.shape)
     shape[dim] = n
-    buf = _assemble([(low, {dim: (0, ns)}), (high, {dim: (ns, n)})], shape)
-    return _synthesis(buf, wavelet, [((dim,), 1)])
+    return _Synthesis.apply(wavelet, [((dim,), 1)], [{dim: (0, ns)}, {dim: (ns, n)}], shape, low, high)
 
 
 # --------------------------------------------------------------------------- multi-level
@@ -399,9 +476,9 @@ def channel_dwt(
     _check_levels(levels, "levels")
     dim = _norm_dim(dim, x.dim())
     _check_size(x.shape[dim], levels, f"dimension {dim}", strict)
-    buf = _analysis(x, wavelet, [((dim,), levels)])
     low, highs = _spans(x.shape[dim], levels)
-    return [_band(buf, {dim: span}) for span in [low, *reversed(highs)]]
+    spans = [{dim: span} for span in [low, *reversed(highs)]]
+    return list(_Analysis.apply(x, wavelet, [((dim,), levels)], spans))
 
 
 def channel_idwt(bands: Sequence[Tensor], wavelet: str, dim: int = 1) -> Tensor:
@@ -416,8 +493,8 @@ def channel_idwt(bands: Sequence[Tensor], wavelet: str, dim: int = 1) -> Tensor:
     low, highs = _spans(n, levels)
     shape = list(bands[0].shape)
     shape[dim] = n
-    placed = [(b, {dim: span}) for b, span in zip(bands, [low, *reversed(highs)])]
-    return _synthesis(_assemble(placed, shape), wavelet, [((dim,), levels)])
+    spans = [{dim: span} for span in [low, *reversed(highs)]]
+    return _Synthesis.apply(wavelet, [((dim,), levels)], spans, shape, *bands)
 
 
 def _spatial_layout(
@@ -462,9 +539,10 @@ def dwt2(
     _check_size(h, levels, "height", strict)
     _check_size(w, levels, "width", strict)
     hdim, wdim = x.dim() - 2, x.dim() - 1
-    buf = _analysis(x, wavelet, [((hdim, wdim), levels)])
     ll, highs = _spatial_layout(h, w, levels, hdim, wdim)
-    return _band(buf, ll), [tuple(_band(buf, s) for s in level) for level in highs]
+    spans = [ll] + [span for level in highs for span in level]
+    out = _Analysis.apply(x, wavelet, [((hdim, wdim), levels)], spans)
+    return out[0], [tuple(out[1 + 3 * lv : 4 + 3 * lv]) for lv in range(levels)]
 
 
 def idwt2(ll: Tensor, highs: Sequence[Highs2D], wavelet: str) -> Tensor:
@@ -483,11 +561,10 @@ def idwt2(ll: Tensor, highs: Sequence[Highs2D], wavelet: str) -> Tensor:
     h = ll.shape[hdim] + sum(level[1].shape[hdim] for level in highs)
     w = ll.shape[wdim] + sum(level[0].shape[wdim] for level in highs)
     ll_span, high_spans = _spatial_layout(h, w, levels, hdim, wdim)
-    placed = [(ll, ll_span)]
-    for level, spans in zip(highs, high_spans):
-        placed += list(zip(level, spans))
+    spans = [ll_span] + [span for level in high_spans for span in level]
+    bands = [ll] + [band for level in highs for band in level]
     shape = list(ll.shape[:-2]) + [h, w]
-    return _synthesis(_assemble(placed, shape), wavelet, [((hdim, wdim), levels)])
+    return _Synthesis.apply(wavelet, [((hdim, wdim), levels)], spans, shape, *bands)
 
 
 # --------------------------------------------------------------------------- 3D
@@ -576,8 +653,9 @@ def dwt3(
     _check_size(x.shape[cdim], channel_levels, f"channel dimension {cdim}", strict)
     _check_size(x.shape[hdim], spatial_levels, "height", strict)
     _check_size(x.shape[wdim], spatial_levels, "width", strict)
-    buf = _analysis(x, wavelet, [((cdim,), channel_levels), ((hdim, wdim), spatial_levels)])
-    return {name: _band(buf, spans) for name, spans in _layout3(x.shape, cdim, channel_levels, spatial_levels).items()}
+    layout = _layout3(x.shape, cdim, channel_levels, spatial_levels)
+    plan = [((cdim,), channel_levels), ((hdim, wdim), spatial_levels)]
+    return dict(zip(layout, _Analysis.apply(x, wavelet, plan, list(layout.values()))))
 
 
 def idwt3(
@@ -613,5 +691,6 @@ def idwt3(
     shape = list(first.shape)
     shape[cdim], shape[hdim], shape[wdim] = c, h, w
     layout = _layout3(shape, cdim, channel_levels, spatial_levels)
-    buf = _assemble([(subbands[name], spans) for name, spans in layout.items()], shape)
-    return _synthesis(buf, wavelet, [((cdim,), channel_levels), ((hdim, wdim), spatial_levels)])
+    plan = [((cdim,), channel_levels), ((hdim, wdim), spatial_levels)]
+    bands = [subbands[name] for name in layout]
+    return _Synthesis.apply(wavelet, plan, list(layout.values()), shape, *bands)
