@@ -40,6 +40,10 @@ def main() -> None:
     parser.add_argument("--channel-levels", type=int, default=1)
     parser.add_argument("--spatial-levels", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--backward", action="store_true",
+        help="also time training: both sides forward + backward of sum() under autograd",
+    )
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -72,6 +76,25 @@ def main() -> None:
     print(f"  DWT fwd+inv  median {dwt_s * 1e3:9.1f} ms over {args.repeats}")
     print(f"  conv3x3 {c}->{c} median {conv_s * 1e3:9.1f} ms over {args.repeats}")
     print(f"  ratio DWT/conv = {dwt_s / conv_s:.3f} (goal <= 0.25)")
+    if not args.backward:
+        return
+    xg = x.detach().requires_grad_()
+
+    def transform_train() -> None:
+        bands = dwt3(xg, args.wavelet, args.channel_levels, args.spatial_levels)
+        idwt3(bands, args.wavelet, args.channel_levels, args.spatial_levels).sum().backward()
+
+    def convolve_train() -> None:
+        conv(xg).sum().backward()
+
+    transform_train(), convolve_train()
+    t_dwt, t_conv = [], []
+    for _ in range(args.repeats):
+        t_dwt.append(_time(transform_train, device))
+        t_conv.append(_time(convolve_train, device))
+    dwt_s, conv_s = statistics.median(t_dwt), statistics.median(t_conv)
+    print(f"  training (fwd+bwd): DWT {dwt_s * 1e3:.1f} ms, conv {conv_s * 1e3:.1f} ms, "
+          f"ratio {dwt_s / conv_s:.3f}")
 
 
 if __name__ == "__main__":
