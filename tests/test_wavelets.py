@@ -254,3 +254,39 @@ def test_mismatched_bands_rejected():
         wt.dwt3(torch.rand(1, 4, 6, 6), "haar", channel_dim=-1)
     with pytest.raises(ValueError, match="out of range"):
         wt.dwt(torch.rand(3, 4), "haar", 2)
+
+
+def test_non_contiguous_inputs_and_negative_dims():
+    x = torch.rand(2, 6, 9, 10, dtype=torch.float64)
+    cl = x.to(memory_format=torch.channels_last)
+    t = x.transpose(1, 3)  # 2x10x9x6
+    for wavelet in wt.WAVELETS:
+        a, b = wt.dwt3(x, wavelet, 1, 2), wt.dwt3(cl, wavelet, 1, 2)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        low, high = wt.dwt(t, wavelet, dim=-1)
+        ref_low, ref_high = wt.dwt(x, wavelet, dim=1)
+        assert torch.equal(low, ref_low.transpose(1, 3)) and torch.equal(high, ref_high.transpose(1, 3))
+        assert torch.allclose(wt.idwt(low, high, wavelet, dim=-1), t, atol=1e-12, rtol=0)
+
+
+def test_empty_batch_and_mixed_band_dtypes():
+    x = torch.rand(0, 4, 8, 8)
+    bands = wt.dwt3(x, "9/7")
+    assert bands["HHH"].shape == (0, 2, 4, 4)
+    assert wt.idwt3(bands, "9/7").shape == x.shape
+    low, high = wt.dwt(torch.rand(3, 8, dtype=torch.float64), "5/3", 1)
+    assert wt.idwt(low.float(), high, "5/3", 1).dtype == torch.float64  # promoted, not truncated
+
+
+def test_gradient_is_transpose_of_transform():
+    """<dwt(x), g> == <x, dwt^T(g)>: backward applies the adjoint, not the inverse."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 7, 11, 12, generator=gen, dtype=torch.float64, requires_grad=True)
+    for wavelet in ("5/3", "9/7"):
+        bands = wt.dwt3(x, wavelet, 1, 2)
+        gs = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in bands.items()}
+        (grad,) = torch.autograd.grad(sum((bands[k] * gs[k]).sum() for k in bands), x)
+        inverse = wt.idwt3(gs, wavelet, 1, 2)
+        assert not torch.allclose(grad, inverse, atol=1e-6)  # biorthogonal: adjoint != inverse
+        lhs = sum((bands[k] * gs[k]).sum() for k in bands)
+        assert torch.allclose(lhs, (x * grad).sum(), atol=1e-10, rtol=0)
