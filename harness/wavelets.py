@@ -42,6 +42,8 @@ length from the two bands: ``n = low.shape[dim] + high.shape[dim]``.
 
 from __future__ import annotations
 
+import math
+import threading
 from typing import Mapping, Sequence
 
 import torch
@@ -253,6 +255,7 @@ def _merge_into(src: Tensor, dim: int, dst: Tensor) -> None:
 # groups act on the whole buffer, i.e. on every band of the earlier groups (the
 # 3D transform: channel group first, then the spatial group on all channel bands).
 Plan = Sequence[tuple[tuple[int, ...], int]]
+Spans = dict[int, tuple[int, int]]  # dim -> (start, stop) of a band in a Mallat buffer
 
 
 def _sizes(n: int, levels: int) -> list[int]:
@@ -269,16 +272,42 @@ def _region(buf: Tensor, dims: Sequence[int], size: dict[int, int]) -> Tensor:
     return buf
 
 
-class _Scratch:
-    """One flat buffer reused for every temporary of a transform."""
+_WORKSPACE = threading.local()
 
-    def __init__(self, like: Tensor) -> None:
+
+def _workspace(device: torch.device, dtype: torch.dtype, numel: int) -> Tensor:
+    """A flat buffer for temporaries that never leave a transform.
+
+    On the CPU it is kept per thread and dtype between calls: a fresh tensor of
+    tens of MB is page-faulted in by the OS on first touch, which costs more
+    than the lifting itself. CUDA's caching allocator already recycles memory.
+    """
+    if device.type != "cpu":
+        return torch.empty(numel, device=device, dtype=dtype)
+    cache = _WORKSPACE.__dict__.setdefault("buffers", {})
+    flat = cache.get(dtype)
+    if flat is None or flat.numel() < numel:
+        with torch.inference_mode(False):  # an inference tensor would be read-only outside
+            flat = torch.empty(numel, device=device, dtype=dtype)
+        cache[dtype] = flat
+    return flat.narrow(0, 0, numel)
+
+
+class _Scratch:
+    """One flat buffer (the workspace, or a fresh one) for the temporaries of a transform."""
+
+    def __init__(self, like: Tensor, fresh: bool) -> None:
         self._like = like
+        self._fresh = fresh
         self._flat: Tensor | None = None
 
     def like(self, t: Tensor) -> Tensor:
         if self._flat is None:
-            self._flat = self._like.new_empty(self._like.numel())
+            n = self._like.numel()
+            if self._fresh:
+                self._flat = self._like.new_empty(n)
+            else:
+                self._flat = _workspace(self._like.device, self._like.dtype, n)
         return self._flat.narrow(0, 0, t.numel()).view(t.shape)
 
 
@@ -286,7 +315,7 @@ def _analysis(x: Tensor, wavelet: str, plan: Plan, mode: str = "forward") -> Ten
     """Forward transform of ``x`` by ``plan`` (or, with ``mode="inverse_t"``, the
     transpose of the synthesis); returns a new buffer in Mallat layout."""
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    scratch = _Scratch(out)
+    scratch = _Scratch(out, fresh=False)
     src: Tensor | None = x  # the input is read once, by the first split
     for dims, levels in plan:
         sizes = {d: _sizes(x.shape[d], levels) for d in dims}
@@ -307,10 +336,28 @@ def _analysis(x: Tensor, wavelet: str, plan: Plan, mode: str = "forward") -> Ten
     return out
 
 
-def _synthesis(buf: Tensor, wavelet: str, plan: Plan, mode: str = "inverse") -> Tensor:
-    """Inverse of :func:`_analysis` (or, with ``mode="forward_t"``, its transpose);
-    overwrites ``buf`` and returns the signal."""
-    scratch = _Scratch(buf)
+def _synthesis(
+    bands: Sequence[Tensor | None],
+    spans: Sequence[Spans],
+    shape: Sequence[int],
+    wavelet: str,
+    plan: Plan,
+    mode: str = "inverse",
+) -> Tensor:
+    """Inverse of :func:`_analysis` (or, with ``mode="forward_t"``, its transpose)
+    of bands placed at ``spans`` in a Mallat buffer of ``shape``; returns a new tensor."""
+    like = next(b for b in bands if b is not None)
+    dtype = _bands_dtype(bands, like)
+    # The outermost level ends in the scratch buffer when its group has an odd
+    # number of dims, so then the workspace holds the bands and the scratch is
+    # the fresh result (and the other way round otherwise).
+    ends_in_scratch = len(plan[0][0]) % 2 == 1
+    if ends_in_scratch:
+        buf = _workspace(like.device, dtype, math.prod(shape)).view(list(shape))
+    else:
+        buf = like.new_empty(list(shape), dtype=dtype)
+    _assemble_into(buf, bands, spans)
+    scratch = _Scratch(buf, fresh=ends_in_scratch)
     spare: Tensor | None = None
     groups = list(plan)
     for g in range(len(groups) - 1, -1, -1):
@@ -346,14 +393,7 @@ def _spans(n: int, levels: int) -> tuple[tuple[int, int], list[tuple[int, int]]]
     return (0, sizes[-1]), [(sizes[lv + 1], sizes[lv]) for lv in range(levels)]
 
 
-Spans = dict[int, tuple[int, int]]
-
-
-def _assemble(
-    bands: Sequence[Tensor | None], spans: Sequence[Spans], shape: Sequence[int], like: Tensor
-) -> Tensor:
-    """Copy bands into a new Mallat buffer of ``shape`` (``None`` bands become zeros),
-    after checking every band's shape; the dtype is the bands' promoted dtype."""
+def _bands_dtype(bands: Sequence[Tensor | None], like: Tensor) -> torch.dtype:
     present = [b for b in bands if b is not None]
     _check_float(*present)
     dtype = like.dtype
@@ -361,8 +401,15 @@ def _assemble(
         if band.device != like.device:
             raise WaveletError(f"bands are on different devices: {like.device} and {band.device}")
         dtype = torch.promote_types(dtype, band.dtype)
-    make = like.new_zeros if len(present) < len(bands) else like.new_empty
-    buf = make(list(shape), dtype=dtype)
+    return dtype
+
+
+def _assemble_into(buf: Tensor, bands: Sequence[Tensor | None], spans: Sequence[Spans]) -> None:
+    """Copy bands into the Mallat buffer ``buf`` (``None`` bands become zeros)
+    after checking every band's shape."""
+    shape = tuple(buf.shape)
+    if any(b is None for b in bands):
+        buf.zero_()
     for band, span in zip(bands, spans):
         if band is None:
             continue
@@ -370,10 +417,9 @@ def _assemble(
         if tuple(band.shape) != want:
             raise WaveletError(
                 f"bands do not fit together: a band of shape {tuple(band.shape)} where "
-                f"{want} is expected for a signal of shape {tuple(shape)}"
+                f"{want} is expected for a signal of shape {shape}"
             )
         _band(buf, span).copy_(band)
-    return buf
 
 
 class _Analysis(torch.autograd.Function):
@@ -389,9 +435,7 @@ class _Analysis(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, *grads: Tensor | None):
         wavelet, plan, spans, shape = ctx.meta
-        like = next(g for g in grads if g is not None)
-        g = _assemble(grads, spans, shape, like)
-        return _synthesis(g, wavelet, plan, "forward_t"), None, None, None
+        return _synthesis(grads, spans, shape, wavelet, plan, "forward_t"), None, None, None
 
 
 class _Synthesis(torch.autograd.Function):
@@ -400,7 +444,7 @@ class _Synthesis(torch.autograd.Function):
     @staticmethod
     def forward(ctx, wavelet: str, plan: Plan, spans: Sequence[Spans], shape, *bands: Tensor):
         ctx.meta = (wavelet, plan, spans, [b.dtype for b in bands])
-        return _synthesis(_assemble(bands, spans, shape, bands[0]), wavelet, plan)
+        return _synthesis(bands, spans, shape, wavelet, plan)
 
     @staticmethod
     @once_differentiable

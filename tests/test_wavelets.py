@@ -290,3 +290,14 @@ def test_gradient_is_transpose_of_transform():
         assert not torch.allclose(grad, inverse, atol=1e-6)  # biorthogonal: adjoint != inverse
         lhs = sum((bands[k] * gs[k]).sum() for k in bands)
         assert torch.allclose(lhs, (x * grad).sum(), atol=1e-10, rtol=0)
+
+
+def test_inference_mode_then_autograd():
+    """The CPU workspace made under inference_mode must stay usable afterwards."""
+    x = torch.rand(1, 4, 8, 8)
+    with torch.inference_mode():
+        ref = wt.idwt3(wt.dwt3(x, "9/7"), "9/7")
+    xg = x.clone().requires_grad_()
+    y = wt.idwt3(wt.dwt3(xg, "9/7"), "9/7")
+    y.sum().backward()
+    assert torch.allclose(y.detach(), ref) and xg.grad is not None
