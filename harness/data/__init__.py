@@ -1,0 +1,1 @@
+"""Training data: the patch recipe, shard writing (``prepare-data``) and the training stream."""
