@@ -66,7 +66,7 @@ def odd_folder(tmp_path_factory) -> Path:
     (folder / "truncated.jpg").write_bytes(data.getvalue()[: len(data.getvalue()) // 2])
     (folder / "notes.jpg").write_text("this is not a JPEG\n")
     (folder / "empty.png").write_bytes(b"")
-    (folder / "README.txt").write_text("ignored: not an image suffix\n")
+    (folder / "README.txt").write_text("not an image suffix: not even listed\n")
     Image.fromarray(_noise(120, 160, 4)).convert("CMYK").save(folder / "cmyk.jpg", quality=95)
     Image.fromarray((np.arange(120 * 160).reshape(120, 160) * 3).astype(np.uint16)).save(folder / "gray16.png")
     Image.fromarray(np.dstack([_noise(120, 160, 5), np.full((120, 160, 1), 128, np.uint8)])).save(folder / "rgba.png")
@@ -98,7 +98,7 @@ def test_bad_files_are_rejected_with_reasons_and_the_rest_is_used(odd_run):
     assert reasons["sub_copy_of_good.png"].startswith("duplicate of folder:")
     assert reasons["sub_copy_of_good.png"].endswith("/good.png")
     source = manifest["per_source"][next(iter(manifest["per_source"]))]
-    assert source["ignored_non_images"] == 1 and source["rejected"] == 6
+    assert source["files"] == 13 and source["rejected"] == 6
     used = {s["json"]["file"]: s for s in _samples(out)}
     assert set(used) == {"good.png", "cmyk.jpg", "gray16.png", "rgba.png", "palette.png", "gray.png", "rotated.jpg"}
     assert manifest["totals"]["train_patches"] == 2 * 7 == len(_samples(out))
@@ -118,9 +118,9 @@ def test_small_images_can_be_upscaled_instead(ray_local, odd_folder, tmp_path):
 
 def test_empty_or_imageless_source_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(HarnessError, match="has no image files"):
+    with pytest.raises(HarnessError, match="no image files"):
         run(_config([tmp_path / "empty"], tmp_path / "out"))
-    with pytest.raises(HarnessError, match="is not a directory"):
+    with pytest.raises(HarnessError, match="no such directory"):
         run(_config([tmp_path / "missing"], tmp_path / "out"))
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.png").write_bytes(b"")

@@ -1,1 +1,1 @@
-"""Training data: the patch recipe, shard writing (``prepare-data``) and the training stream."""
+"""Data stages: dataset registry, downloads, safe archive extraction, training shards."""

@@ -37,7 +37,7 @@ from harness.atomic import atomic_path
 from harness.data.recipe import RECIPE_VERSION, PatchRecipe, cut_patch, plan_patches, small_image_reason
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
-from harness.images import IMAGE_SUFFIXES, image_size, load_rgb
+from harness.images import image_size, load_rgb
 
 MANIFEST = "manifest.json"
 FORMAT = "harness-prepare-data/1"
@@ -107,22 +107,20 @@ class ScanResult:
     images: list[SourceImage]
     rejected: list[Rejection]
     found: dict[str, int]  # image files listed per source
-    ignored: dict[str, int]  # files without an image suffix per source
 
 
 # --------------------------------------------------------------------- scan
 
 
-def _resolve_source(spec: str, root: Path | None) -> tuple[str, Path, list[Path], int]:
-    """``(label, root, image files, ignored file count)`` of one ``--source``."""
-    if not spec.startswith("folder:"):
-        raise HarnessError(f"unknown source {spec!r}: use folder:PATH")
-    folder = Path(spec.removeprefix("folder:")).expanduser()
-    if not folder.is_dir():
-        raise HarnessError(f"source {spec}: {folder} is not a directory")
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    return f"folder:{folder.resolve().name}", folder, images, len(files) - len(images)
+def _resolve_source(spec: str, root: Path | None) -> tuple[str, Path, list[Path]]:
+    """``(label, directory, image files)`` of one ``--source``, through the dataset registry."""
+    from harness.data import registry
+
+    files = registry.dataset_images(spec, root)
+    if spec.startswith(registry.FOLDER_PREFIX):
+        folder = Path(spec.removeprefix(registry.FOLDER_PREFIX)).expanduser()
+        return f"folder:{folder.resolve().name}", folder, files
+    return spec, registry.dataset_dir(registry.load_manifest(spec), root), files
 
 
 def _reason(error: HarnessError, path: Path) -> str:
@@ -141,15 +139,12 @@ def _screen(path: Path, recipe: PatchRecipe) -> tuple[str | None, str | None]:
 
 def scan_sources(config: PrepareConfig) -> ScanResult:
     """List, hash and screen every source; duplicates (by sha256) are kept once, first seen wins."""
-    result = ScanResult([], [], {}, {})
+    result = ScanResult([], [], {})
     seen: dict[str, SourceImage] = {}
     with ThreadPoolExecutor(max_workers=8) as pool:  # hashing is I/O bound and releases the GIL
         for spec in config.sources:
-            label, root, files, ignored = _resolve_source(spec, config.root)
-            if not files:
-                raise HarnessError(f"source {spec} has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            label, root, files = _resolve_source(spec, config.root)
             result.found[label] = result.found.get(label, 0) + len(files)
-            result.ignored[label] = result.ignored.get(label, 0) + ignored
             for path, (sha, reason) in zip(files, pool.map(lambda p: _screen(p, config.recipe), files)):
                 relative = path.relative_to(root).as_posix()
                 if reason is not None:
@@ -349,8 +344,7 @@ class _Ledger:
             rejected += record.get("rejected", [])
         per_source: dict[str, dict] = {}
         for label, found in self.scan.found.items():
-            per_source[label] = {"files": found, "ignored_non_images": self.scan.ignored[label],
-                                 "rejected": 0, "train_images": 0, "val_images": 0,
+            per_source[label] = {"files": found, "rejected": 0, "train_images": 0, "val_images": 0,
                                  "train_patches": 0, "val_patches": 0}
         for entry in rejected:
             per_source[entry["source"]]["rejected"] += 1
