@@ -198,3 +198,16 @@ def test_stream_gives_seeded_float_crops_and_checks_the_shards(ray_local, photo_
         stream.train_dataset(tmp_path, 128)
     with pytest.raises(HarnessError, match="no prepared data"):
         stream.train_dataset(tmp_path / "missing", 48)
+
+
+def test_registry_sources_by_name(ray_local, tmp_path):
+    """Registry names resolve through harness.data.registry (Kodak is vendored, so no download)."""
+    recipe = PatchRecipe(patch=64, resize=None, patches_per_image=1)
+    manifest = run(PrepareConfig(sources=("kodak",), out=tmp_path / "k", recipe=recipe, shard_patches=12,
+                                 val_fraction=0.0, progress=False))
+    assert manifest["per_source"]["kodak"]["train_patches"] == 24
+    assert {s["json"]["source"] for s in _samples(tmp_path / "k")} == {"kodak"}
+    assert {s["json"]["file"] for s in _samples(tmp_path / "k")} >= {"kodim01.png", "kodim24.png"}
+    with pytest.raises(HarnessError, match="clic-train is not present"):
+        run(PrepareConfig(sources=("clic-train",), out=tmp_path / "c", root=tmp_path / "empty-root",
+                          progress=False))

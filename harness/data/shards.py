@@ -392,7 +392,8 @@ def _start_ray(config: PrepareConfig) -> bool:
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise HarnessError(f"cannot join the Ray cluster at {config.address}: {error}") from None
     else:
-        ray.init(num_cpus=config.workers or os.cpu_count(), include_dashboard=False,
+        # address="local": never attach to whatever cluster another process last started on this machine.
+        ray.init(address="local", num_cpus=config.workers or os.cpu_count(), include_dashboard=False,
                  _node_ip_address="127.0.0.1", log_to_driver=False)
     return True
 
@@ -446,12 +447,16 @@ def run(config: PrepareConfig, on_shard_done: Callable[[dict], None] | None = No
         start = time.perf_counter()
         with tqdm(total=len(shards), initial=len(kept), unit="shard", disable=not config.progress,
                   desc="prepare-data", dynamic_ncols=True) as bar:
-            while queue or pending:
+            def fill() -> None:
                 while queue and len(pending) < limit:
                     shard = queue.pop(0)
                     pending[task.remote(shard, str(out.resolve()), recipe_ref)] = shard
+
+            fill()
+            while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 shard = pending.pop(ready[0])
+                fill()  # before the bookkeeping below, so no worker waits on the manifest write
                 try:
                     record = ray.get(ready[0])
                 except ray.exceptions.RayError as error:
