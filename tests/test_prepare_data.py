@@ -79,14 +79,9 @@ def odd_folder(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def odd_run(ray_local, odd_folder, tmp_path_factory):
-    out = tmp_path_factory.mktemp("odd-out")
-    return out, run(_config([odd_folder], out, val_fraction=0.0))
-
-
-def test_bad_files_are_rejected_with_reasons_and_the_rest_is_used(odd_run):
-    out, manifest = odd_run
+def test_bad_files_are_rejected_with_reasons_and_the_rest_is_used(ray_local, odd_folder, tmp_path):
+    out = tmp_path
+    manifest = run(_config([odd_folder], out, val_fraction=0.0))
     reasons = {r["file"]: r["reason"] for r in manifest["rejected"]}
     assert set(reasons) == {"truncated.png", "truncated.jpg", "notes.jpg", "empty.png", "tiny.png",
                             "sub_copy_of_good.png"}

@@ -15,8 +15,8 @@ from harness.data.shards import PrepareConfig, run
 
 @pytest.fixture
 def cluster(monkeypatch):
-    """Head (no CPUs) + two 1-CPU worker nodes, all on 127.0.0.1. The session's
-    local Ray instance is shut down for the test and started again after it."""
+    """Head (no CPUs) + two 1-CPU worker nodes, all on 127.0.0.1, instead of the
+    session's local instance (the next ``ray_local`` starts a fresh one)."""
     import ray
     from ray._private import ray_constants
     from ray.cluster_utils import Cluster
@@ -24,8 +24,6 @@ def cluster(monkeypatch):
     # ray.init(address=...) swaps a loopback host for this machine's outward IP,
     # where nothing listens; Ray's single-machine mode keeps 127.0.0.1.
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
-
-    had_session_ray = ray.is_initialized()
     ray.shutdown()
     cluster = Cluster(
         initialize_head=True,
@@ -45,8 +43,6 @@ def cluster(monkeypatch):
     finally:
         ray.shutdown()
         cluster.shutdown()
-        if had_session_ray:
-            ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
 
 
 def _keys(out: Path, names: list[str]) -> list[str]:
