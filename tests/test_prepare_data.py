@@ -206,3 +206,25 @@ def test_registry_sources_by_name(ray_local, tmp_path):
     with pytest.raises(HarnessError, match="clic-train is not present"):
         run(PrepareConfig(sources=("clic-train",), out=tmp_path / "c", root=tmp_path / "empty-root",
                           progress=False))
+
+
+def test_target_patches_are_spread_over_sources_then_images(tmp_path):
+    from harness.data.shards import SourceImage, plan_shards
+
+    images = [SourceImage("a", f"{i}.png", f"/a/{i}.png", f"{i:064x}") for i in range(3)]
+    images += [SourceImage("b", f"{i}.png", f"/b/{i}.png", f"{i + 100:064x}") for i in range(5)]
+    config = PrepareConfig(sources=("folder:a",), out=tmp_path, target_patches=11, val_fraction=0.25,
+                           shard_patches=4, progress=False)
+    shards = plan_shards(images, config)
+    jobs = [job for shard in shards for job in shard.jobs]
+    train = [job for shard in shards if shard.split == "train" for job in shard.jobs]
+    val = [job for shard in shards if shard.split == "val" for job in shard.jobs]
+    assert sum(j.patches for j in train) == 11
+    assert sum(j.patches for j in train if j.image.source == "a") == 6  # 11 split 6/5 over two sources
+    assert sorted(j.patches for j in train if j.image.source == "a") == [3, 3]  # a: 3 images, 1 held out
+    assert len(val) == 1 + 1 and all(j.patches == config.recipe.patches_per_image for j in val)
+    assert len({j.image.sha256 for j in jobs}) == len(jobs) == 8
+    assert [s.name for s in shards] == [f"train-{i:06d}.tar" for i in range(len(shards) - 2)] + [
+        "val-000000.tar", "val-000001.tar"]  # shards end at image boundaries: one 8-patch val image each
+    # The order files are listed in within a source does not matter.
+    assert shards == plan_shards(images[:3][::-1] + images[3:][::-1], config)
