@@ -404,39 +404,15 @@ def _remove_stale_temporaries(out: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
-def run(config: PrepareConfig, on_shard_done: Callable[[dict], None] | None = None) -> dict:
-    """Prepare (or resume) ``config.out``; returns the final manifest.
-
-    ``on_shard_done`` is called with each newly written shard's record.
-    """
+def _write_shards(config: PrepareConfig, todo: list[ShardPlan], ledger: _Ledger,
+                  on_shard_done: Callable[[dict], None] | None) -> None:
+    """One Ray task per shard, at most ``config.workers`` at a time; the ledger records each as it lands."""
     import ray
     from tqdm import tqdm
 
-    scan = scan_sources(config)
-    shards = plan_shards(scan.images, config)
-    digest = plan_digest(shards, config.recipe)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(out)
-    kept = _kept_shards(out, read_manifest(out), digest)
-    header = {
-        "format": FORMAT,
-        "plan_sha256": digest,
-        "recipe": config.recipe.describe(),
-        "seed": config.recipe.seed,
-        "sources": list(config.sources),
-        "target_patches": config.target_patches,
-        "val_fraction": config.val_fraction,
-        "shard_patches": config.shard_patches,
-    }
-    ledger = _Ledger(out, header, shards, dict(kept), scan)
-    ledger.save(complete=False, kept=len(kept))
-    todo = [s for s in shards if s.name not in kept]
-    if kept:
-        print(f"resuming {out}: kept {len(kept)} of {len(shards)} shards (sha256 verified), "
-              f"writing {len(todo)}")
-
-    started_ray = _start_ray(config) if todo else False
+    out = ledger.out
+    kept = len(ledger.done)
+    started_ray = _start_ray(config)
     try:
         task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(write_shard)
         limit = config.workers or len(todo)
@@ -445,7 +421,7 @@ def run(config: PrepareConfig, on_shard_done: Callable[[dict], None] | None = No
         pending: dict = {}
         written = 0
         start = time.perf_counter()
-        with tqdm(total=len(shards), initial=len(kept), unit="shard", disable=not config.progress,
+        with tqdm(total=len(ledger.shards), initial=kept, unit="shard", disable=not config.progress,
                   desc="prepare-data", dynamic_ncols=True) as bar:
             def fill() -> None:
                 while queue and len(pending) < limit:
@@ -465,7 +441,7 @@ def run(config: PrepareConfig, on_shard_done: Callable[[dict], None] | None = No
                         f"shard {shard.name} failed: {first}; rerun the same command to resume"
                     ) from None
                 ledger.done[shard.name] = record
-                ledger.save(complete=False, kept=len(kept))
+                ledger.save(complete=False, kept=kept)
                 written += record["samples"]
                 bar.update(1)
                 bar.set_postfix_str(f"{written / max(time.perf_counter() - start, 1e-9):.1f} patches/s")
@@ -474,6 +450,40 @@ def run(config: PrepareConfig, on_shard_done: Callable[[dict], None] | None = No
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def run(config: PrepareConfig, on_shard_done: Callable[[dict], None] | None = None) -> dict:
+    """Prepare (or resume) ``config.out``; returns the final manifest.
+
+    ``on_shard_done`` is called with each newly written shard's record.
+    """
+    started = time.perf_counter()
+    scan = scan_sources(config)
+    shards = plan_shards(scan.images, config)
+    digest = plan_digest(shards, config.recipe)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(out)
+    kept = _kept_shards(out, read_manifest(out), digest)
+    header = {
+        "format": FORMAT,
+        "plan_sha256": digest,
+        "recipe": config.recipe.describe(),
+        "seed": config.recipe.seed,
+        "sources": list(config.sources),
+        "target_patches": config.target_patches,
+        "val_fraction": config.val_fraction,
+        "shard_patches": config.shard_patches,
+    }
+    ledger = _Ledger(out, header, shards, dict(kept), scan, started)
+    ledger.save(complete=False, kept=len(kept))
+    todo = [s for s in shards if s.name not in kept]
+    if kept:
+        print(f"resuming {out}: kept {len(kept)} of {len(shards)} shards (sha256 verified), "
+              f"writing {len(todo)}")
+
+    if todo:
+        _write_shards(config, todo, ledger, on_shard_done)
     _remove_stale_temporaries(out)  # left by tasks whose node died mid-write
     return ledger.save(complete=True, kept=len(kept))
 
