@@ -93,7 +93,8 @@ def test_bad_files_are_rejected_with_reasons_and_the_rest_is_used(ray_local, odd
     assert reasons["sub_copy_of_good.png"].startswith("duplicate of folder:")
     assert reasons["sub_copy_of_good.png"].endswith("/good.png")
     source = manifest["per_source"][next(iter(manifest["per_source"]))]
-    assert source["files"] == 13 and source["rejected"] == 6
+    assert source["files"] == 13 and source["rejected"] == 6 and source["train_images"] == 7
+    assert manifest["totals"]["images"] == 7  # the truncated files were planned, then dropped at decode
     used = {s["json"]["file"]: s for s in _samples(out)}
     assert set(used) == {"good.png", "cmyk.jpg", "gray16.png", "rgba.png", "palette.png", "gray.png", "rotated.jpg"}
     assert manifest["totals"]["train_patches"] == 2 * 7 == len(_samples(out))

@@ -245,7 +245,7 @@ def write_shard(shard: ShardPlan, out_dir: str, recipe: PatchRecipe) -> dict:
 
     samples = 0
     rejected: list[dict] = []
-    per_source: dict[str, int] = {}
+    per_source: dict[str, dict[str, int]] = {}  # images and patches actually written
     target = Path(out_dir) / shard.name
     with atomic_path(target) as tmp, open(tmp, "wb") as stream:
         writer = TarWriter(stream, encoder=False, mtime=0, user="harness", group="harness", mode=0o444)
@@ -275,14 +275,16 @@ def write_shard(shard: ShardPlan, out_dir: str, recipe: PatchRecipe) -> dict:
                     "json": json.dumps(meta, sort_keys=True).encode(),
                 })
                 samples += 1
-            per_source[image.source] = per_source.get(image.source, 0) + len(transforms)
+            counts = per_source.setdefault(image.source, {"images": 0, "patches": 0})
+            counts["images"] += 1
+            counts["patches"] += len(transforms)
         writer.close()
         stream.flush()
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide shards from other users of a shared disk
     return {
         "name": shard.name,
         "split": shard.split,
-        "images": len(shard.jobs),
+        "images": len(shard.jobs) - len(rejected),
         "planned_patches": shard.planned_patches,
         "samples": samples,
         "sha256": sha256_file(target),
@@ -348,15 +350,14 @@ class _Ledger:
                                  "train_patches": 0, "val_patches": 0}
         for entry in rejected:
             per_source[entry["source"]]["rejected"] += 1
-        for shard, record in zip(self.shards, records):
-            for job in shard.jobs:
-                per_source[job.image.source][f"{shard.split}_images"] += 1
-            for label, count in record.get("per_source", {}).items():
-                per_source[label][f"{shard.split}_patches"] += count
+        for record in records:
+            for label, counts in record.get("per_source", {}).items():
+                per_source[label][f"{record['split']}_images"] += counts["images"]
+                per_source[label][f"{record['split']}_patches"] += counts["patches"]
         totals = {
             "shards": len(self.shards),
             "shards_done": len(self.done),
-            "images": sum(len(s.jobs) for s in self.shards),
+            "images": sum(r["images"] for r in records),
             "train_patches": sum(r.get("samples", 0) for r in records if r["split"] == "train"),
             "val_patches": sum(r.get("samples", 0) for r in records if r["split"] == "val"),
             "rejected": len(rejected),
