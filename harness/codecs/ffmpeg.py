@@ -81,7 +81,7 @@ class FFmpegCodec(Codec):
         raise NotImplementedError
 
     def probe(self) -> str:
-        return _probe(type(self), self.exe, self.format.ffmpeg_pix_fmt, tuple(sorted(self.settings.items())))
+        return _probe(type(self), self.exe, self.format.ffmpeg_pix_fmt)
 
     def _coded_size(self, height: int, width: int) -> tuple[int, int]:
         """4:2:0 encoders need even sizes: odd images are edge-padded by one sample
@@ -155,7 +155,7 @@ class FFmpegCodec(Codec):
 
 
 @lru_cache(maxsize=None)
-def _probe(cls: type[FFmpegCodec], exe: str, pix_fmt: str, settings: tuple) -> str:
+def _probe(cls: type[FFmpegCodec], exe: str, pix_fmt: str) -> str:
     """Encode one tiny frame to prove the encoder exists and read its library version."""
     ffmpeg = _ffmpeg_version(exe)
     argv = [exe, "-hide_banner", "-nostdin", "-loglevel", "info", "-f", "lavfi",
