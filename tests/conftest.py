@@ -35,6 +35,7 @@ def ray_local():
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # a private instance: never attach to another Ray running on this host
             num_cpus=2,
             include_dashboard=False,
             _node_ip_address="127.0.0.1",

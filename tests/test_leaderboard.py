@@ -52,7 +52,7 @@ def test_schema_is_documented_in_readme() -> None:
     text = (REPO / "README.md").read_text()
     section = text.split("## Leaderboard", 1)[1]
     documented = re.findall(r"^\| `(\w+)` \| ([\w\[\], ]+) \|", section, flags=re.M)
-    assert [(name, kind) for name, kind in documented] == [(f.name, str(f.type).replace("tz=UTC", "UTC")) for f in results.SCHEMA]
+    assert [(name, kind) for name, kind in documented] == [(f.name, str(f.type).replace("tz=UTC", "UTC").replace("double", "float64")) for f in results.SCHEMA]
 
 
 def test_run_rerun_force_and_bad_image(ray_local, folder: Path, codec_dir: Path, tmp_path: Path, capsys) -> None:
@@ -100,7 +100,7 @@ def test_rerun_computes_zero_cells(ray_local, folder: Path, codec_dir: Path, tmp
 
 def test_codec_failures_are_isolated(ray_local, folder: Path, codec_dir: Path, tmp_path: Path) -> None:
     (codec_dir / "hevc.toml").write_text((codec_dir / "hevc.toml").read_text() + '\n[configs.crash]\nladder = [30]\n'
-                                         'x265_params = { qp = "nan" }\n')
+                                         'preset = "no-such-preset"\n')
     config = _config(folder, codec_dir, tmp_path, codecs=("jpeg", "hevc:crash", "vvc"), timeout_s=None)
     plan_ = plan(config)
     rows = execute(plan_, config)
