@@ -7,9 +7,10 @@ either returns the version string recorded with every result row or raises
 :class:`CodecUnavailable` with the reason (binary missing, encoder not compiled
 in, ...), which the run summary lists instead of crashing.
 
-Classical codecs are stateless and run as plain Ray tasks; a codec that holds a
-loaded model sets ``stateful = True`` and is driven by a Ray actor instead, so
-the model loads once per worker.
+Classical codecs are stateless: the runner builds one per cell inside a Ray
+task. A learned codec is another subclass whose constructor loads its
+checkpoint (``probe`` returning the checkpoint hash, ``params`` its parameter
+count), to be held by a Ray actor so that the model loads once per worker.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ class Codec(ABC):
 
     id: ClassVar[str]
     description: ClassVar[str]
-    stateful: ClassVar[bool] = False
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
         self.settings = dict(settings)
