@@ -150,7 +150,7 @@ def _add_leaderboard(sub) -> None:
     parser.add_argument("--address", help="Ray cluster address to join (default: start a local Ray instance)")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     parser.add_argument("--timeout", type=float, help="seconds per encode or decode call (default: codec file)")
-    parser.add_argument("--anchor", default="vvc", help="BD-rate anchor, codec or codec:config (default: vvc)")
+    parser.add_argument("--anchor", help="BD-rate anchor, codec or codec:config (default: vtm when it ran, else vvc)")
     parser.add_argument("--no-report", action="store_true", help="write results.parquet only")
     parser.add_argument("--report-only", type=Path, metavar="RUN",
                         help="rebuild tables and plots of an existing run folder without encoding anything")

@@ -118,11 +118,13 @@ def test_codec_failures_are_isolated(ray_local, folder: Path, codec_dir: Path, t
 def test_unavailable_codec_is_listed_not_fatal(ray_local, folder: Path, codec_dir: Path, tmp_path: Path,
                                                monkeypatch, capsys) -> None:
     monkeypatch.delenv("HARNESS_VTM_DIR", raising=False)
-    config = _config(folder, codec_dir, tmp_path, codecs=("jpeg", "vtm"), max_images=1)
+    config = _config(folder, codec_dir, tmp_path, codecs=("jpeg", "vtm"), max_images=2)
     assert run(config) == 0
     out = capsys.readouterr().out
     assert re.search(r"vtm:quick\s+unavailable: VTM not configured", out)
     assert "vtm" not in set(results.read(tmp_path / "t" / "results.parquet")["codec"])
+    assert main(["leaderboard", "--report-only", str(tmp_path / "t"), "--anchor", "jpeg"]) == 0
+    assert "jpeg" in (tmp_path / "t" / "bdrate.md").read_text() and (tmp_path / "t" / "README.md").is_file()
 
 
 def test_atomic_write_keeps_previous_table(tmp_path: Path) -> None:

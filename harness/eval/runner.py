@@ -54,7 +54,7 @@ class LeaderboardConfig:
     num_cpus: int | None = None  # local instance only
     timeout_s: float | None = None  # per encode/decode call, overrides the codec files
     checkpoint_s: float = 30.0
-    anchor: str = "vvc"
+    anchor: str | None = None  # BD-rate anchor; None: vtm when it has results, else vvc
     report: bool = True
     report_only: Path | None = None
     progress: bool = True
@@ -351,8 +351,18 @@ def run(config: LeaderboardConfig) -> int:
     return 0
 
 
-def _report(run_dir: Path, anchor: str) -> None:
+ANCHOR_PREFERENCE = ("vtm", "vvc")
+
+
+def default_anchor(run_dir: Path) -> str:
+    """The paper's anchor (VTM) when the run has it, else VVenC's ``vvc``."""
+    frame = table.read(Path(run_dir) / "results.parquet")
+    present = set(frame.loc[frame["status"] == "ok", "codec"])
+    return next((codec for codec in ANCHOR_PREFERENCE if codec in present), ANCHOR_PREFERENCE[-1])
+
+
+def _report(run_dir: Path, anchor: str | None) -> None:
     from harness.eval.report import build_report
 
-    build_report(Path(run_dir), anchor)
+    build_report(Path(run_dir), anchor or default_anchor(run_dir))
     print(f"report: {Path(run_dir) / 'README.md'}")
