@@ -77,6 +77,7 @@ class Plan:
     versions: dict[str, str]  # codec label → version on the driver
     unavailable: dict[str, str]  # codec label → reason
     kept: pd.DataFrame  # rows of curves outside this plan, kept untouched
+    unreadable: dict[Cell, str] = field(default_factory=dict)  # cells of files that cannot be opened → reason
     reused: list[dict[str, Any]] = field(default_factory=list)
     todo: list[Cell] = field(default_factory=list)
 
@@ -117,13 +118,16 @@ def plan(config: LeaderboardConfig) -> Plan:
             unavailable[codec.label] = str(error)
     available = [c for c in codecs if c.label in versions]
 
-    cells, images = [], {}
+    cells, images, unreadable = [], {}, {}
     for spec in config.datasets:
         for name, path in _images_of(spec, config):
             try:
                 digest = sha256_file(path)
             except OSError as error:
-                raise HarnessError(f"cannot read {path}: {error.strerror}") from None
+                mine = [Cell(spec, name, "", c, q) for c in available for q in c.ladder]
+                unreadable.update({cell: f"cannot read image {path}: {error.strerror}" for cell in mine})
+                cells += mine
+                continue
             images.setdefault(digest, path)
             cells += [Cell(spec, name, digest, c, q) for c in available for q in c.ladder]
 
@@ -131,13 +135,15 @@ def plan(config: LeaderboardConfig) -> Plan:
     planned_curves = {(c.dataset, c.codec.codec, c.codec.config) for c in cells}
     curve_of = list(zip(existing["dataset"], existing["codec"], existing["config"]))
     kept = existing[[curve not in planned_curves for curve in curve_of]]
-    result = Plan(run_dir, cells, images, versions, unavailable, kept)
+    result = Plan(run_dir, cells, images, versions, unavailable, kept, unreadable)
 
     reusable: dict[tuple, dict[str, Any]] = {}
     if not config.force:
         for row in existing[existing["status"] == "ok"].to_dict("records"):
             reusable[tuple(row[k] for k in table.REUSE_KEY)] = row
     for cell in cells:
+        if cell in unreadable:
+            continue
         key = (cell.image_sha256, cell.codec.codec, versions[cell.codec.label], cell.codec.config_hash, cell.quality)
         row = reusable.get(key)
         if row is None:
@@ -218,7 +224,7 @@ def _git_commit() -> str | None:
 def _full_row(cell: Cell, partial: dict[str, Any], commit: str | None) -> dict[str, Any]:
     row = {column: None for column in table.COLUMNS}
     row.update(partial)
-    row.update(dataset=cell.dataset, image=cell.image, image_sha256=cell.image_sha256, codec=cell.codec.codec,
+    row.update(dataset=cell.dataset, image=cell.image, image_sha256=cell.image_sha256 or None, codec=cell.codec.codec,
                config=cell.codec.config, config_hash=cell.codec.config_hash, quality=cell.quality,
                harness_version=__version__, git_commit=commit)
     return row
@@ -261,7 +267,9 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
     from tqdm import tqdm
 
     commit = _git_commit()
-    rows: list[dict[str, Any]] = []
+    now = pd.Timestamp.now(tz="UTC")
+    rows = [_full_row(cell, {"status": "error", "error": reason, "created_at": now})
+            for cell, reason in plan_.unreadable.items()]
     if not plan_.todo:
         _save(plan_, rows)
         return rows
