@@ -18,14 +18,10 @@ LOCAL = dict(address="local", num_cpus=2, include_dashboard=False, _node_ip_addr
 
 
 @pytest.fixture()
-def cluster(monkeypatch):
+def cluster():
     import ray
-    from ray._private import ray_constants
     from ray.cluster_utils import Cluster
 
-    # Multi-node mode would rewrite 127.0.0.1 to this host's routable address, where
-    # nothing listens; single-machine mode keeps every node on the loopback.
-    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
     was_running = ray.is_initialized()
     ray.shutdown()  # the session's local instance must not take these tasks
     cluster = Cluster(initialize_head=True, head_node_args={

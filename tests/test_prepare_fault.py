@@ -13,16 +13,12 @@ from harness.data.shards import PrepareConfig, run
 
 
 @pytest.fixture
-def cluster(monkeypatch):
+def cluster():
     """Head (no CPUs) + two 1-CPU worker nodes, all on 127.0.0.1, instead of the
     session's local instance (the next ``ray_local`` starts a fresh one)."""
     import ray
-    from ray._private import ray_constants
     from ray.cluster_utils import Cluster
 
-    # ray.init(address=...) swaps a loopback host for this machine's outward IP,
-    # where nothing listens; Ray's single-machine mode keeps 127.0.0.1.
-    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
     ray.shutdown()
     cluster = Cluster(
         initialize_head=True,
