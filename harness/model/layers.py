@@ -70,19 +70,22 @@ class WaveletDomainConv(nn.Module):
         pad_h, pad_w = -height % multiple, -width % multiple
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        # The 2D DWT acts on each channel alone, so one call covers all channel groups.
         groups = _split_channels(x, self.wavelet, self.channel_levels)
-        filtered = [self._filter_group(g, group) for g, group in enumerate(groups)]
-        return _merge_channels(filtered, self.wavelet, self.channel_levels)[..., :height, :width]
-
-    def _filter_group(self, g: int, group: Tensor) -> Tensor:
-        low, highs = wavelets.dwt2(group, self.wavelet, self.spatial_levels)
-        low = self.low[g](low)
-        channels = group.shape[1]
+        low, highs = wavelets.dwt2(torch.cat(groups, dim=1), self.wavelet, self.spatial_levels)
+        sizes = list(self.group_sizes)
+        low = torch.cat([f(t) for f, t in zip(self.low, torch.split(low, sizes, dim=1))], dim=1)
         filtered_highs = []
         for level, bands in enumerate(highs):
-            mixed = self.high[g][level](torch.cat(bands, dim=1))
-            filtered_highs.append(tuple(torch.split(mixed, channels, dim=1)))
-        return wavelets.idwt2(low, filtered_highs, self.wavelet)
+            per_band = [torch.split(band, sizes, dim=1) for band in bands]
+            outs = []
+            for g, conv_g in enumerate(self.high):
+                mixed = conv_g[level](torch.cat([band[g] for band in per_band], dim=1))
+                outs.append(torch.split(mixed, sizes[g], dim=1))
+            filtered_highs.append(tuple(torch.cat([out[b] for out in outs], dim=1) for b in range(3)))
+        merged = wavelets.idwt2(low, filtered_highs, self.wavelet)
+        groups = list(torch.split(merged, sizes, dim=1))
+        return _merge_channels(groups, self.wavelet, self.channel_levels)[..., :height, :width]
 
 
 class WeConvDown(nn.Module):
