@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +37,16 @@ def save_checkpoint(model: WeConvene, path: str | Path) -> None:
     """Update the entropy tables and write the checkpoint atomically (temp file + rename)."""
     model.update(force=True)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "state_dict": model.state_dict()}
     partial = path.with_name(path.name + ".partial")
-    torch.save(payload, partial)
-    partial.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(payload, partial)
+        partial.replace(path)
+    except OSError as error:
+        if partial.parent.is_dir():
+            partial.unlink(missing_ok=True)
+        raise HarnessError(f"cannot write checkpoint {path}: {error.strerror or error}") from None
 
 
 def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
@@ -53,7 +56,7 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
         raise HarnessError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as error:
+    except Exception as error:  # torch.load fails on damaged files in many ways (KeyError, EOFError, ...)
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise HarnessError(f"{path} is not a model checkpoint ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
