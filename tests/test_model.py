@@ -195,3 +195,17 @@ def test_invalid_loss_and_config_values():
         LossConfig(stage=3)
     with pytest.raises(HarnessError, match="wavelet"):
         replace(get_config("tiny"), wavelet="db4")
+
+
+@pytest.mark.parametrize("size", [(1, 1), (17, 33), (70, 130)])
+def test_compress_decompress_walk_the_forward_path(size):
+    """The decoder rebuilds the encoder's reconstruction bit-exactly, and both equal forward() in eval mode."""
+    model = tiny().eval()
+    model.update(force=True)
+    x = torch.rand(1, 3, *size)
+    encoded = model.compress(x, reconstruct=True)
+    assert len(encoded["strings"]) == 1 + len(model.config.slices)
+    decoded = model.decompress(encoded["strings"], encoded["shape"], encoded["size"])
+    assert torch.equal(decoded["x_hat"], encoded["x_hat"])
+    with torch.no_grad():
+        assert torch.equal(decoded["x_hat"], model(x)["x_hat"].clamp(0, 1))

@@ -190,3 +190,36 @@ class WeChARM(LatentCodec):
         per_subband = self.subbands_of(likelihoods)
         per_subband["z"] = z_likelihoods
         return {"likelihoods": per_subband, "y_hat": y_hat}
+
+    # ---- real bitstreams (compressai's rANS coder) -----------------------------------
+
+    def compress(self, y: Tensor) -> dict:
+        """rANS-code y: ``strings`` = [z strings, then one list per slice in coding order],
+        each list holding one bytes object per batch element; ``shape`` = z's H x W;
+        ``y_hat`` = exactly what :meth:`decompress` will rebuild."""
+        subbands = self.analysis(y)
+        y_slices = self.slices_of(subbands)
+        z = self.h_a(torch.cat([subbands[name] for name in self.config.subbands], dim=1))
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+        gc = self.gaussian_conditional
+        slice_strings: list[list[bytes]] = []
+
+        def quantize(index: int, mean: Tensor, scale: Tensor) -> Tensor:
+            slice_strings.append(gc.compress(y_slices[index], gc.build_indexes(scale), mean))
+            return gc.dequantize(gc.quantize(y_slices[index], "symbols", mean), mean)
+
+        y_hat = self.synthesis(self._walk(z_hat, quantize))
+        return {"strings": [z_strings, *slice_strings], "shape": tuple(z.shape[-2:]), "y_hat": y_hat}
+
+    def decompress(self, strings: list[list[bytes]], shape: tuple[int, int]) -> dict:
+        """Inverse of :meth:`compress`: every slice is decoded from already-decoded slices only."""
+        if len(strings) != 1 + len(self.slice_nets):
+            raise ValueError(f"expected {1 + len(self.slice_nets)} streams, got {len(strings)}")
+        z_hat = self.entropy_bottleneck.decompress(strings[0], tuple(shape))
+        gc = self.gaussian_conditional
+
+        def quantize(index: int, mean: Tensor, scale: Tensor) -> Tensor:
+            return gc.decompress(strings[1 + index], gc.build_indexes(scale), mean.dtype, mean)
+
+        return {"y_hat": self.synthesis(self._walk(z_hat, quantize))}

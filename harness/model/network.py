@@ -81,6 +81,28 @@ class WeConvene(CompressionModel):
         x_hat = self.g_s(out["y_hat"])[..., :height, :width]
         return {"x_hat": x_hat, "likelihoods": out["likelihoods"]}
 
+    @torch.no_grad()
+    def compress(self, x: Tensor, reconstruct: bool = False) -> dict:
+        """Entropy-code a batch: ``{"strings", "shape", "size"}`` (+ ``"x_hat"``, the
+        reconstruction the decoder will produce, when ``reconstruct``). Needs
+        :meth:`update` (done by checkpoints) for the entropy tables."""
+        height, width = x.shape[-2:] if x.dim() == 4 else (0, 0)
+        out = self.latent_codec.compress(self.g_a(self.pad(x)))
+        result = {"strings": out["strings"], "shape": out["shape"], "size": (int(height), int(width))}
+        if reconstruct:
+            result["x_hat"] = self._synthesize(out["y_hat"], (height, width))
+        return result
+
+    @torch.no_grad()
+    def decompress(self, strings: list[list[bytes]], shape: tuple[int, int], size: tuple[int, int]) -> dict:
+        """Rebuild ``{"x_hat"}`` (clamped to [0, 1], cropped to ``size``) from :meth:`compress` output."""
+        y_hat = self.latent_codec.decompress(strings, shape)["y_hat"]
+        return {"x_hat": self._synthesize(y_hat, size)}
+
+    def _synthesize(self, y_hat: Tensor, size: tuple[int, int]) -> Tensor:
+        height, width = size
+        return self.g_s(y_hat)[..., :height, :width].clamp(0, 1)
+
 
 def check_images(x: Tensor) -> None:
     """Raise HarnessError unless x is a finite float N x 3 x H x W batch."""
