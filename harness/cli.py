@@ -122,3 +122,49 @@ def _add_init_model(sub) -> None:
         return 0
 
     parser.set_defaults(func=handle)
+
+
+@_registrar
+def _add_compress(sub) -> None:
+    from pathlib import Path
+
+    parser = _command(
+        sub,
+        "compress",
+        "Compress an image into a .3dmw bitstream with a model checkpoint.",
+        "  harness compress kodim01.png -m model.pt -o kodim01.3dmw\n",
+    )
+    parser.add_argument("image", type=Path, help="any image Pillow reads (converted to 8-bit RGB)")
+    parser.add_argument("-m", "--model", required=True, type=Path, help="checkpoint from init-model or training")
+    parser.add_argument("-o", "--out", required=True, type=Path, help="bitstream file to write")
+
+    def handle(args) -> int:
+        from harness.model.coding import CompressConfig, run_compress
+
+        run_compress(CompressConfig(image=args.image, checkpoint=args.model, out=args.out))
+        return 0
+
+    parser.set_defaults(func=handle)
+
+
+@_registrar
+def _add_decompress(sub) -> None:
+    from pathlib import Path
+
+    parser = _command(
+        sub,
+        "decompress",
+        "Decode a .3dmw bitstream to a PNG with the model that encoded it.",
+        "  harness decompress kodim01.3dmw -m model.pt -o kodim01.png\n",
+    )
+    parser.add_argument("bitstream", type=Path, help="file written by harness compress")
+    parser.add_argument("-m", "--model", required=True, type=Path, help="the checkpoint that encoded it")
+    parser.add_argument("-o", "--out", required=True, type=Path, help="PNG file to write")
+
+    def handle(args) -> int:
+        from harness.model.coding import DecompressConfig, run_decompress
+
+        run_decompress(DecompressConfig(bitstream=args.bitstream, checkpoint=args.model, out=args.out))
+        return 0
+
+    parser.set_defaults(func=handle)
