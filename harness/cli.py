@@ -77,6 +77,48 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 @_registrar
+def _add_datasets(sub) -> None:
+    from pathlib import Path
+
+    parser = _command(
+        sub,
+        "datasets",
+        "list, download and verify the registered datasets (datasets/*.toml)",
+        "  harness datasets list\n"
+        "  harness datasets verify kodak\n"
+        "  harness datasets fetch clic2021-test --root /data/harness\n"
+        "  HARNESS_DATA=/data/harness harness datasets verify tecnick\n",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    root_help = "data root (default: $HARNESS_DATA, else ~/.cache/harness); Kodak always uses the vendored copy"
+    _command(actions, "list", "table of datasets: role, image count, present locally?",
+             "  harness datasets list --root /data/harness\n").add_argument("--root", type=Path, help=root_help)
+    fetch = _command(actions, "fetch", "download (resuming), check checksums and safely unpack a dataset",
+                     "  harness datasets fetch tecnick\n  harness datasets fetch coco2017-train --root /data/harness\n")
+    fetch.add_argument("name", help="dataset name (see `harness datasets list`)")
+    fetch.add_argument("--root", type=Path, help=root_help)
+    fetch.add_argument("--retries", type=int, default=3, help="resume an interrupted download this often (default 3)")
+    fetch.add_argument("--keep-archives", action="store_true", help="keep downloaded archives after unpacking")
+    verify = _command(actions, "verify", "check image count and SHA-256 of every image; exit 1 listing bad files",
+                      "  harness datasets verify kodak\n  harness datasets verify clic2021-test --root /data/harness\n")
+    verify.add_argument("name", help="dataset name (see `harness datasets list`)")
+    verify.add_argument("--root", type=Path, help=root_help)
+
+    def handle(args: argparse.Namespace) -> int:
+        from harness.data.manage import DatasetsConfig, run
+
+        return run(DatasetsConfig(
+            action=args.action,
+            name=getattr(args, "name", None),
+            root=args.root,
+            retries=getattr(args, "retries", 3),
+            keep_archives=getattr(args, "keep_archives", False),
+        ))
+
+    parser.set_defaults(func=handle)
+
+
+@_registrar
 def _add_model_info(sub) -> None:
     from harness.model.config import DEFAULT_VARIANT, VARIANTS
 

@@ -1,0 +1,46 @@
+"""Atomic file writes: readers see the old file or the complete new one, never half.
+
+Everything the harness leaves behind for a later run to trust (shards, result
+tables, manifests, checkpoints) is written to a temporary name in the same
+directory, flushed to disk and renamed over the target.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it over ``target`` if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_open(target: str | Path, mode: str = "w") -> Iterator[IO]:
+    """``open()`` for writing whose result appears at ``target`` only when complete."""
+    with atomic_path(target) as tmp, open(tmp, mode) as handle:
+        yield handle
+
+
+def write_parquet_atomic(frame: "pd.DataFrame", target: str | Path) -> None:
+    with atomic_path(target) as tmp:
+        frame.to_parquet(tmp, index=False)
