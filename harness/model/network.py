@@ -10,12 +10,15 @@ import torch
 import torch.nn.functional as F
 from compressai.layers import ResidualBlockUpsample, ResidualBlockWithStride, conv3x3, subpel_conv3x3
 from compressai.models import CompressionModel
+from compressai.models.base import get_scale_table
 from torch import Tensor, nn
 
 from harness.errors import HarnessError
 from harness.model.config import ModelConfig, get_config
 from harness.model.entropy import WeChARM
 from harness.model.layers import WeConvDown, WeConvUp, res_group
+
+SCALE_TABLE_LEVELS = 256
 
 
 def core_analysis(c: ModelConfig) -> nn.Sequential:
@@ -55,6 +58,14 @@ class WeConvene(CompressionModel):
         self.g_a = core_analysis(config)
         self.g_s = core_synthesis(config)
         self.latent_codec = WeChARM(config)
+
+    def update(self, scale_table: Tensor | None = None, force: bool = False, update_quantiles: bool = False) -> bool:
+        """Entropy tables for rANS coding. Default: 256 Gaussian scales (CompressAI uses 64);
+        coding each scale with the next larger table entry wastes ~6 % of the bits
+        with 64 levels on Kodak and ~2 % with 256 (measured on a briefly trained ``tiny``)."""
+        if scale_table is None:
+            scale_table = get_scale_table(levels=SCALE_TABLE_LEVELS)
+        return super().update(scale_table, force=force, update_quantiles=update_quantiles)
 
     @classmethod
     def from_variant(cls, variant: str) -> "WeConvene":
