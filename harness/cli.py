@@ -278,3 +278,97 @@ def _add_leaderboard(sub) -> None:
         ))
 
     parser.set_defaults(func=handle)
+
+
+@_registrar
+def _add_model_info(sub) -> None:
+    from harness.model.config import DEFAULT_VARIANT, VARIANTS
+
+    parser = _command(
+        sub,
+        "model-info",
+        "Parameter counts of a network variant, total and per module.",
+        "  harness model-info\n  harness model-info --variant wecharm2d --json\n",
+    )
+    parser.add_argument("--variant", default=DEFAULT_VARIANT, choices=list(VARIANTS), help="network variant")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+    def handle(args) -> int:
+        from harness.model.info import ModelInfoConfig, run
+
+        run(ModelInfoConfig(variant=args.variant, as_json=args.json))
+        return 0
+
+    parser.set_defaults(func=handle)
+
+
+@_registrar
+def _add_init_model(sub) -> None:
+    from pathlib import Path
+
+    from harness.model.config import DEFAULT_VARIANT, VARIANTS
+
+    parser = _command(
+        sub,
+        "init-model",
+        "Write a freshly initialised model checkpoint (config + weights, entropy tables updated).",
+        "  harness init-model --out model.pt\n  harness init-model --variant tiny --out tiny.pt --seed 1\n",
+    )
+    parser.add_argument("--variant", default=DEFAULT_VARIANT, choices=list(VARIANTS), help="network variant")
+    parser.add_argument("--out", required=True, type=Path, help="checkpoint file to write")
+    parser.add_argument("--seed", type=int, default=0, help="torch seed of the initialisation")
+
+    def handle(args) -> int:
+        from harness.model.checkpoint import InitModelConfig, run_init
+
+        digest = run_init(InitModelConfig(variant=args.variant, out=args.out, seed=args.seed))
+        print(f"wrote {args.out} (variant {args.variant}, fingerprint {digest[:16]})")
+        return 0
+
+    parser.set_defaults(func=handle)
+
+
+@_registrar
+def _add_compress(sub) -> None:
+    from pathlib import Path
+
+    parser = _command(
+        sub,
+        "compress",
+        "Compress an image into a .3dmw bitstream with a model checkpoint.",
+        "  harness compress kodim01.png -m model.pt -o kodim01.3dmw\n",
+    )
+    parser.add_argument("image", type=Path, help="any image Pillow reads (converted to 8-bit RGB)")
+    parser.add_argument("-m", "--model", required=True, type=Path, help="checkpoint from init-model or training")
+    parser.add_argument("-o", "--out", required=True, type=Path, help="bitstream file to write")
+
+    def handle(args) -> int:
+        from harness.model.coding import CompressConfig, run_compress
+
+        run_compress(CompressConfig(image=args.image, checkpoint=args.model, out=args.out))
+        return 0
+
+    parser.set_defaults(func=handle)
+
+
+@_registrar
+def _add_decompress(sub) -> None:
+    from pathlib import Path
+
+    parser = _command(
+        sub,
+        "decompress",
+        "Decode a .3dmw bitstream to a PNG with the model that encoded it.",
+        "  harness decompress kodim01.3dmw -m model.pt -o kodim01.png\n",
+    )
+    parser.add_argument("bitstream", type=Path, help="file written by harness compress")
+    parser.add_argument("-m", "--model", required=True, type=Path, help="the checkpoint that encoded it")
+    parser.add_argument("-o", "--out", required=True, type=Path, help="PNG file to write")
+
+    def handle(args) -> int:
+        from harness.model.coding import DecompressConfig, run_decompress
+
+        run_decompress(DecompressConfig(bitstream=args.bitstream, checkpoint=args.model, out=args.out))
+        return 0
+
+    parser.set_defaults(func=handle)

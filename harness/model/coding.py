@@ -1,0 +1,107 @@
+"""``harness compress`` / ``harness decompress``: one image <-> one ``.3dmw`` container.
+
+The model pads the image to its stride and the decoder crops back to the size
+in the header; the decoder refuses a container written by another model
+(fingerprints differ) before touching the entropy-coded streams.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.errors import HarnessError
+from harness.images import load_rgb, save_png
+from harness.model.bitstream import Container, pack, unpack
+from harness.model.checkpoint import fingerprint, load_checkpoint
+from harness.model.network import WeConvene
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    image: Path
+    checkpoint: Path
+    out: Path
+
+
+@dataclass(frozen=True)
+class DecompressConfig:
+    bitstream: Path
+    checkpoint: Path
+    out: Path
+
+
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """H x W x 3 uint8 -> 1 x 3 x H x W float in [0, 1]."""
+    return torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255
+
+
+def to_pixels(x_hat: torch.Tensor) -> np.ndarray:
+    """1 x 3 x H x W in [0, 1] -> H x W x 3 uint8 (round to nearest)."""
+    return (x_hat[0] * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+
+def encode(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", digest: str | None = None) -> bytes:
+    """Container bytes for one RGB image."""
+    encoded = model.compress(to_tensor(pixels))
+    streams = tuple(strings[0] for strings in encoded["strings"])
+    height, width = pixels.shape[:2]
+    return pack(Container(digest or fingerprint(model), height, width, mode, streams))
+
+
+def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str | None = None) -> np.ndarray:
+    """H x W x 3 uint8 image from container bytes written by the same model."""
+    container = unpack(data, name)
+    expected = digest or fingerprint(model)
+    if container.fingerprint != expected:
+        raise HarnessError(
+            f"{name} was encoded by model {container.fingerprint[:16]}, "
+            f"but the checkpoint given is model {expected[:16]}"
+        )
+    if len(container.streams) != 1 + len(model.config.slices):
+        raise HarnessError(f"{name} has {len(container.streams)} streams, the model codes {1 + len(model.config.slices)}")
+    shape = (math.ceil(container.height / model.stride), math.ceil(container.width / model.stride))
+    decoded = model.decompress([[s] for s in container.streams], shape, (container.height, container.width))
+    return to_pixels(decoded["x_hat"])
+
+
+def _write_atomically(path: Path, write) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        write(partial)
+        partial.replace(path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise HarnessError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def run_compress(config: CompressConfig) -> dict:
+    model = load_checkpoint(config.checkpoint)
+    image = load_rgb(config.image)
+    if image.notice:
+        print(f"harness compress: notice: {config.image}: {image.notice}", file=sys.stderr)
+    data = encode(model, image.pixels, image.source_mode)
+    _write_atomically(config.out, lambda p: p.write_bytes(data))
+    bpp = 8 * len(data) / (image.height * image.width)
+    print(f"{config.out}: {len(data)} bytes, {bpp:.4f} bpp ({image.width}x{image.height})")
+    return {"bytes": len(data), "bpp": bpp}
+
+
+def run_decompress(config: DecompressConfig) -> None:
+    try:
+        data = config.bitstream.read_bytes()
+    except OSError as error:
+        raise HarnessError(f"cannot read {config.bitstream}: {error.strerror or error}") from None
+    name = str(config.bitstream)
+    unpack(data, name)  # reject damaged files before loading the model
+    pixels = decode(load_checkpoint(config.checkpoint), data, name)
+    _write_atomically(config.out, lambda p: save_png(pixels, p))
+    print(f"{config.out}: {pixels.shape[1]}x{pixels.shape[0]}")

@@ -1,0 +1,211 @@
+"""The network: variants, shapes with padding, subband likelihoods, loss, input errors."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from functools import lru_cache
+
+import pytest
+import torch
+
+from harness.errors import HarnessError
+from harness.model import VARIANTS, WeConvene, get_config
+from harness.model.config import SUBBANDS_3D
+from harness.model.info import describe
+from harness.model.loss import LossConfig, RateDistortionLoss
+
+PAPER_DEFAULT_PARAMS = 73.95e6
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is ~10x faster than two fighting over shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@lru_cache(maxsize=None)
+def tiny() -> WeConvene:
+    torch.manual_seed(0)
+    return WeConvene.from_variant("tiny")
+
+
+@lru_cache(maxsize=None)
+def params(variant: str) -> int:
+    return describe(variant)["params"]
+
+
+def test_unknown_variant_is_a_clear_error():
+    with pytest.raises(HarnessError, match="unknown model variant 'nope'.*3dm-weconvene"):
+        get_config("nope")
+
+
+def test_default_variant_within_5_percent_of_paper():
+    assert abs(params("3dm-weconvene") / PAPER_DEFAULT_PARAMS - 1) <= 0.05
+
+
+def test_ablation_sizes_ordered_as_in_paper():
+    default = params("3dm-weconvene")
+    assert params("weconv2d") > default and params("hf3x3") > default
+    assert 0.95 * default < params("levels1") < default
+    entropy_default = describe("3dm-weconvene")["modules"]["entropy_model"]
+    entropy_2d = describe("wecharm2d")["modules"]["entropy_model"]
+    # Table IV: WeChARM is 97.19 - 72.95 = 24.24 M larger than 3DWeChARM.
+    assert 20e6 < entropy_2d - entropy_default < 28e6
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "tiny"])
+def test_every_variant_builds_and_runs_forward(variant):
+    torch.manual_seed(0)
+    model = WeConvene.from_variant(variant).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 64))
+    assert out["x_hat"].shape == (1, 3, 64, 64)
+    assert set(out["likelihoods"]) == {*model.config.subbands, "z"}
+    assert all(torch.isfinite(v).all() for v in out["likelihoods"].values())
+
+
+@pytest.mark.parametrize("size", [(64, 64), (128, 64), (70, 45), (1, 1), (65, 130)])
+def test_shapes_padded_to_stride_and_cropped_back(size):
+    model = tiny()
+    height, width = size
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, height, width))
+    assert out["x_hat"].shape == (2, 3, height, width)
+    rows, cols = math.ceil(height / 64), math.ceil(width / 64)
+    likelihoods = out["likelihoods"]
+    assert list(likelihoods) == [*SUBBANDS_3D, "z"]
+    for name in SUBBANDS_3D:
+        assert likelihoods[name].shape == (2, model.config.M // 2, 4 * rows, 4 * cols), name
+    assert likelihoods["z"].shape == (2, model.config.Z, rows, cols)
+
+
+def test_wecharm2d_codes_four_spatial_subbands():
+    config = replace(get_config("tiny"), variant="tiny-2d", entropy="2d", M=40)
+    assert [sum(b - a for _, a, b in s) for s in config.slices] == [8] * 5 + [24] * 5
+    with torch.no_grad():
+        out = WeConvene(config)(torch.rand(1, 3, 64, 64))
+    assert {k: tuple(v.shape) for k, v in out["likelihoods"].items()} == {
+        "LL": (1, 40, 4, 4), "LH": (1, 40, 4, 4), "HL": (1, 40, 4, 4), "HH": (1, 40, 4, 4), "z": (1, 32, 1, 1)
+    }
+
+
+def test_3d_slices_follow_the_paper():
+    slices = get_config("3dm-weconvene").slices
+    names = ["".join(sorted({name for name, _, _ in s})) for s in slices]
+    assert names == ["LLL", "LLL", "HLL", "HLL", "LLH", "LHL", "LHH", "HLH", "HHL", "HHH"]
+    assert [sum(b - a for _, a, b in s) for s in slices] == [80] * 4 + [160] * 6
+
+
+def test_training_adds_noise_evaluation_rounds():
+    model = tiny()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        model.train()
+        noisy = [model(x)["likelihoods"]["LLL"] for _ in range(2)]
+        model.eval()
+        rounded = [model(x)["likelihoods"]["LLL"] for _ in range(2)]
+    assert not torch.equal(*noisy)
+    assert torch.equal(*rounded)
+
+
+def _output(model: WeConvene, x: torch.Tensor, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    return model(x)
+
+
+def test_stage2_reduces_to_stage1_with_unit_weights():
+    model = tiny().train()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        out = _output(model, x)
+    stage1 = RateDistortionLoss(LossConfig(lmbda=0.01, stage=1))(out, x)
+    stage2 = RateDistortionLoss(LossConfig(lmbda=0.01, stage=2, w1=1.0, w2=1.0))(out, x)
+    assert torch.allclose(stage1["loss"], stage2["loss"])
+
+
+def test_bpp_per_subband_and_stage2_weights():
+    model = tiny().train()
+    x = torch.rand(1, 3, 70, 45)
+    with torch.no_grad():
+        out = _output(model, x)
+    result = RateDistortionLoss(LossConfig(lmbda=0.01, stage=2, w1=2.0, w2=0.0))(out, x)
+    subbands = sum(result[f"bpp_{name}"] for name in SUBBANDS_3D)
+    assert torch.allclose(result["bpp_y"], subbands)
+    assert torch.allclose(result["bpp"], subbands + result["bpp_z"])
+    bits = -sum(torch.log2(v).sum() for v in out["likelihoods"].values())
+    assert torch.allclose(result["bpp"], bits / (70 * 45))  # pixels of the original, not the padded image
+    rate = result["loss"] - 0.01 * result["distortion"]
+    assert torch.allclose(rate, 2 * (result["bpp_LLL"] + result["bpp_HLL"]) + result["bpp_z"], rtol=1e-4)
+    assert torch.allclose(result["distortion"], 255**2 * result["mse"])
+
+
+def test_one_optimisation_step_lowers_the_loss():
+    torch.manual_seed(1)
+    model = WeConvene.from_variant("tiny").train()
+    criterion = RateDistortionLoss(LossConfig(lmbda=0.01))
+    x = torch.rand(2, 3, 64, 64)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    before = criterion(_output(model, x), x)["loss"]
+    optimizer.zero_grad()
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = criterion(_output(model, x), x)["loss"]
+    assert after < before
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (torch.rand(3, 64, 64), "N x 3 x H x W, got a 3-D"),
+        (torch.rand(1, 1, 64, 64), "3 colour channels"),
+        (torch.rand(1, 4, 64, 64), "3 colour channels"),
+        (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "float images"),
+        (torch.rand(0, 3, 64, 64), "non-empty"),
+        (torch.full((1, 3, 64, 64), float("nan")), "NaN"),
+        (torch.tensor([[[[float("inf")]]] * 3]).reshape(1, 3, 1, 1), "NaN or infinite"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(x, message):
+    with pytest.raises(HarnessError, match=message):
+        tiny()(x)
+
+
+def test_ms_ssim_distortion_and_its_size_limit():
+    model = tiny().eval()
+    criterion = RateDistortionLoss(LossConfig(lmbda=8.0, metric="ms-ssim"))
+    small = torch.rand(1, 3, 64, 64)
+    with torch.no_grad(), pytest.raises(HarnessError, match="MS-SSIM needs images of at least 161"):
+        criterion(model(small), small)
+    x = torch.rand(1, 3, 192, 192)
+    with torch.no_grad():
+        result = criterion(model(x), x)
+    assert 0 < result["ms_ssim"] <= 1
+    assert torch.allclose(result["distortion"], 1 - result["ms_ssim"])
+
+
+def test_invalid_loss_and_config_values():
+    with pytest.raises(HarnessError, match="metric"):
+        LossConfig(metric="psnr")
+    with pytest.raises(HarnessError, match="stage"):
+        LossConfig(stage=3)
+    with pytest.raises(HarnessError, match="wavelet"):
+        replace(get_config("tiny"), wavelet="db4")
+
+
+@pytest.mark.parametrize("size", [(1, 1), (17, 33), (70, 130)])
+def test_compress_decompress_walk_the_forward_path(size):
+    """The decoder rebuilds the encoder's reconstruction bit-exactly, and both equal forward() in eval mode."""
+    model = tiny().eval()
+    model.update(force=True)
+    x = torch.rand(1, 3, *size)
+    encoded = model.compress(x, reconstruct=True)
+    assert len(encoded["strings"]) == 1 + len(model.config.slices)
+    decoded = model.decompress(encoded["strings"], encoded["shape"], encoded["size"])
+    assert torch.equal(decoded["x_hat"], encoded["x_hat"])
+    with torch.no_grad():
+        assert torch.equal(decoded["x_hat"], model(x)["x_hat"].clamp(0, 1))

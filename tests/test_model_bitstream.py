@@ -1,0 +1,150 @@
+"""Real bitstreams: round trips, the container's defences, input conversions."""
+
+from __future__ import annotations
+
+import struct
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.images import load_rgb
+from harness.model.bitstream import unpack
+from harness.model.checkpoint import fingerprint, load_checkpoint
+from harness.model.coding import decode, encode, to_pixels, to_tensor
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    assert main(["init-model", "--variant", "tiny", "--out", str(path), "--seed", "0"]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint):
+    return load_checkpoint(checkpoint)
+
+
+@pytest.fixture(scope="module")
+def kodim(kodak_dir):
+    return load_rgb(kodak_dir / "kodim23.png").pixels
+
+
+def _image(kodim: np.ndarray, height: int, width: int) -> np.ndarray:
+    tiled = np.tile(kodim, (height // kodim.shape[0] + 1, width // kodim.shape[1] + 1, 1))
+    return np.ascontiguousarray(tiled[:height, :width])
+
+
+@pytest.mark.parametrize("size", [(1, 1), (17, 33), (768, 512), (512, 768), (1365, 2048)])
+def test_round_trip_equals_encoder_reconstruction(model, kodim, size):
+    pixels = _image(kodim, *size)
+    data = encode(model, pixels)
+    decoded = decode(model, data)
+    assert decoded.shape == (*size, 3)
+    own = to_pixels(model.compress(to_tensor(pixels), reconstruct=True)["x_hat"])
+    assert np.array_equal(decoded, own)
+
+
+def test_cli_round_trip_writes_png(checkpoint, model, kodak_dir, tmp_path, capsys):
+    source, stream, out = kodak_dir / "kodim01.png", tmp_path / "k.3dmw", tmp_path / "k.png"
+    assert main(["compress", str(source), "-m", str(checkpoint), "-o", str(stream)]) == 0
+    assert main(["decompress", str(stream), "-m", str(checkpoint), "-o", str(out)]) == 0
+    decoded = np.asarray(Image.open(out))
+    assert decoded.shape == (512, 768, 3)
+    container = unpack(stream.read_bytes())
+    assert (container.height, container.width, container.mode) == (512, 768, "RGB")
+    assert container.fingerprint == fingerprint(model)
+    assert len(container.streams) == 11
+
+
+def _decompress_fails(data: bytes, checkpoint, tmp_path, capsys, match: str) -> None:
+    stream, out = tmp_path / "bad.3dmw", tmp_path / "bad.png"
+    stream.write_bytes(data)
+    start = time.monotonic()
+    assert main(["decompress", str(stream), "-m", str(checkpoint), "-o", str(out)]) == 1
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and match in err, err
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def good_stream(model, kodim):
+    return encode(model, _image(kodim, 40, 70))
+
+
+def test_truncation_at_every_offset_is_rejected(good_stream, checkpoint, tmp_path, capsys):
+    for cut in range(len(good_stream)):
+        _decompress_fails(good_stream[:cut], checkpoint, tmp_path, capsys, "error:")
+
+
+def test_every_single_bit_flip_is_rejected(good_stream, checkpoint, tmp_path, capsys):
+    for position in range(len(good_stream)):
+        for bit in (0, 3, 7):
+            flipped = bytearray(good_stream)
+            flipped[position] ^= 1 << bit
+            _decompress_fails(bytes(flipped), checkpoint, tmp_path, capsys, "error:")
+
+
+def test_magic_version_empty_and_other_model(good_stream, checkpoint, tmp_path, capsys):
+    _decompress_fails(b"", checkpoint, tmp_path, capsys, "is empty")
+    _decompress_fails(b"PNG!" + good_stream[4:], checkpoint, tmp_path, capsys, "bad magic bytes")
+    _decompress_fails(good_stream[:4] + bytes([2]) + good_stream[5:], checkpoint, tmp_path, capsys,
+                      "format version 2")
+    other = tmp_path / "other.pt"
+    assert main(["init-model", "--variant", "tiny", "--out", str(other), "--seed", "1"]) == 0
+    stream, out = tmp_path / "x.3dmw", tmp_path / "x.png"
+    stream.write_bytes(good_stream)
+    assert main(["decompress", str(stream), "-m", str(other), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert unpack(good_stream).fingerprint[:16] in err and fingerprint(load_checkpoint(other))[:16] in err
+    assert not out.exists()
+
+
+def test_header_layout_is_as_documented(good_stream):
+    assert good_stream[:5] == b"3DMW\x01"
+    assert struct.unpack(">II", good_stream[37:45]) == (40, 70)
+
+
+@pytest.mark.parametrize(
+    "mode, make",
+    [
+        ("L", lambda a: Image.fromarray(a[..., 0], "L")),
+        ("RGBA", lambda a: Image.fromarray(np.dstack([a, a[..., :1]]), "RGBA")),
+        ("P", lambda a: Image.fromarray(a, "RGB").convert("P")),
+        ("I;16", lambda a: Image.fromarray(a[..., 0].astype("<u2") * 257)),
+        ("CMYK", lambda a: Image.fromarray(a, "RGB").convert("CMYK")),
+    ],
+)
+def test_other_modes_are_converted_with_a_notice(mode, make, checkpoint, kodim, tmp_path, capsys):
+    source = tmp_path / ("in.tif" if mode == "CMYK" else "in.png")
+    make(np.ascontiguousarray(kodim[:24, :40])).save(source)
+    stream, out = tmp_path / "m.3dmw", tmp_path / "m.png"
+    assert main(["compress", str(source), "-m", str(checkpoint), "-o", str(stream)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "notice" in err
+    assert main(["decompress", str(stream), "-m", str(checkpoint), "-o", str(out)]) == 0
+    assert np.asarray(Image.open(out)).shape == (24, 40, 3)
+
+
+def test_unreadable_image_and_checkpoint_errors(checkpoint, tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    assert main(["compress", str(broken), "-m", str(checkpoint), "-o", str(tmp_path / "o.3dmw")]) == 1
+    assert "cannot read image" in capsys.readouterr().err
+    assert not (tmp_path / "o.3dmw").exists()
+    with pytest.raises(HarnessError, match="not a model checkpoint"):
+        load_checkpoint(broken)
