@@ -116,3 +116,51 @@ def _add_datasets(sub) -> None:
         ))
 
     parser.set_defaults(func=handle)
+
+
+@_registrar
+def _add_model_info(sub) -> None:
+    from harness.model.config import DEFAULT_VARIANT, VARIANTS
+
+    parser = _command(
+        sub,
+        "model-info",
+        "Parameter counts of a network variant, total and per module.",
+        "  harness model-info\n  harness model-info --variant wecharm2d --json\n",
+    )
+    parser.add_argument("--variant", default=DEFAULT_VARIANT, choices=list(VARIANTS), help="network variant")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+    def handle(args) -> int:
+        from harness.model.info import ModelInfoConfig, run
+
+        run(ModelInfoConfig(variant=args.variant, as_json=args.json))
+        return 0
+
+    parser.set_defaults(func=handle)
+
+
+@_registrar
+def _add_init_model(sub) -> None:
+    from pathlib import Path
+
+    from harness.model.config import DEFAULT_VARIANT, VARIANTS
+
+    parser = _command(
+        sub,
+        "init-model",
+        "Write a freshly initialised model checkpoint (config + weights, entropy tables updated).",
+        "  harness init-model --out model.pt\n  harness init-model --variant tiny --out tiny.pt --seed 1\n",
+    )
+    parser.add_argument("--variant", default=DEFAULT_VARIANT, choices=list(VARIANTS), help="network variant")
+    parser.add_argument("--out", required=True, type=Path, help="checkpoint file to write")
+    parser.add_argument("--seed", type=int, default=0, help="torch seed of the initialisation")
+
+    def handle(args) -> int:
+        from harness.model.checkpoint import InitModelConfig, run_init
+
+        digest = run_init(InitModelConfig(variant=args.variant, out=args.out, seed=args.seed))
+        print(f"wrote {args.out} (variant {args.variant}, fingerprint {digest[:16]})")
+        return 0
+
+    parser.set_defaults(func=handle)
