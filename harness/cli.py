@@ -164,3 +164,102 @@ def _add_init_model(sub) -> None:
         return 0
 
     parser.set_defaults(func=handle)
+
+    parser.set_defaults(func=handle)
+
+
+@_registrar
+def _resize_arg(value: str) -> int | None:
+    if value.lower() == "none":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a side length in pixels or 'none', got {value!r}") from None
+
+
+def _ints(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def _scale_range(value: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX, got {value!r}") from None
+    return low, high
+
+
+@_registrar
+def _add_prepare_data(sub) -> None:
+    p = _command(
+        sub,
+        "prepare-data",
+        "Cut source images into WebDataset shards of training patches (paper §III-C recipe) with Ray.",
+        "  harness prepare-data --source folder:../shared/data/photos --out data/photos\n"
+        "  harness prepare-data --source clic-train --source liu4k --source coco2017-train \\\n"
+        "      --root /data --target-patches 160000 --out data/paper\n"
+        "  harness prepare-data --source folder:imgs --resize none --patch 256 --workers 8 --out data/small\n"
+        "  harness prepare-data --source folder:/nfs/imgs --out /nfs/shards --address HEAD:6379\n",
+    )
+    p.add_argument("--source", action="append", required=True, metavar="SPEC",
+                   help="registry name (clic-train, liu4k, coco2017-train) or folder:PATH; repeatable")
+    p.add_argument("--out", required=True, help="output directory (shards + manifest.json)")
+    p.add_argument("--root", help="data root where registry datasets live")
+    p.add_argument("--resize", type=_resize_arg, default=2000, metavar="N|none",
+                   help="resize every image to NxN first, or 'none' to keep size and aspect (default 2000)")
+    p.add_argument("--patch", type=int, default=480, help="patch side in pixels (default 480)")
+    p.add_argument("--patches-per-image", type=int, default=8, metavar="K",
+                   help="patches per training image, and per validation image always (default 8)")
+    p.add_argument("--target-patches", type=int, metavar="N",
+                   help="N training patches in total, split evenly over the sources then their images")
+    p.add_argument("--rotations", type=_ints, default=(0, 90, 180, 270), metavar="DEG,...",
+                   help="rotation augmentation: angles drawn per patch (default 0,90,180,270)")
+    p.add_argument("--scale", type=_scale_range, default=(0.5, 1.0), metavar="MIN,MAX",
+                   help="scaling augmentation: patch pixels per resized-image pixel (default 0.5,1.0)")
+    p.add_argument("--small", choices=("reject", "upscale"), default="reject",
+                   help="images smaller than the patch: reject with a reason (default) or upscale")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and every patch (default 0)")
+    p.add_argument("--val-fraction", type=float, default=0.05,
+                   help="fraction of source images held out as val-*.tar (default 0.05)")
+    p.add_argument("--shard-patches", type=int, default=256, help="patches per shard (default 256)")
+    p.add_argument("--workers", type=int, help="concurrent shard tasks / CPUs of the local Ray (default: all)")
+    p.add_argument("--address", help="join this Ray cluster instead of starting a local one")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_prepare_data)
+
+
+def _run_prepare_data(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.data import shards
+    from harness.data.recipe import PatchRecipe
+
+    recipe = PatchRecipe(
+        patch=args.patch,
+        resize=args.resize,
+        patches_per_image=args.patches_per_image,
+        rotations=args.rotations,
+        scale_min=args.scale[0],
+        scale_max=args.scale[1],
+        small=args.small,
+        seed=args.seed,
+    )
+    config = shards.PrepareConfig(
+        sources=tuple(args.source),
+        out=Path(args.out),
+        recipe=recipe,
+        root=Path(args.root) if args.root else None,
+        target_patches=args.target_patches,
+        val_fraction=args.val_fraction,
+        shard_patches=args.shard_patches,
+        workers=args.workers,
+        address=args.address,
+        progress=not args.no_progress,
+    )
+    manifest = shards.run(config)
+    print(shards.summary_line(manifest, config.out))
+    return 0
