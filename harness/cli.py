@@ -165,10 +165,7 @@ def _add_init_model(sub) -> None:
 
     parser.set_defaults(func=handle)
 
-    parser.set_defaults(func=handle)
 
-
-@_registrar
 def _resize_arg(value: str) -> int | None:
     if value.lower() == "none":
         return None
