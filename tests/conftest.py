@@ -27,18 +27,31 @@ def photos_dir(shared_dir: Path) -> Path:
     return shared_dir / "data" / "photos"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def ray_local():
-    """One Ray instance on 127.0.0.1 for the whole session (tests with their own
-    ``ray.cluster_utils.Cluster`` must shut this one down first and not use it)."""
+    """A local Ray instance on 127.0.0.1, started on first use and kept for later tests.
+
+    ``address="local"`` so that a stale cluster of an earlier test (or another
+    program on this machine) is never joined. Tests that build their own
+    ``ray.cluster_utils.Cluster`` call ``ray.shutdown()`` first; the next test
+    asking for this fixture gets a fresh instance.
+    """
     import ray
 
     if not ray.is_initialized():
         ray.init(
+            address="local",
             num_cpus=2,
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
             log_to_driver=False,
         )
-    yield ray
+    return ray
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shutdown_ray_at_exit():
+    yield
+    import ray
+
     ray.shutdown()
