@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Ray's documented switch for single-machine clusters: every node, driver and
+# worker (subprocesses inherit it) uses 127.0.0.1. Without it, joining a test
+# cluster by address swaps loopback for this machine's outward IP.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
