@@ -165,7 +165,6 @@ def _add_init_model(sub) -> None:
 
     parser.set_defaults(func=handle)
 
-
 def _resize_arg(value: str) -> int | None:
     if value.lower() == "none":
         return None
@@ -325,3 +324,4 @@ def _add_train_sweep(sub) -> None:
         return 0
 
     parser.set_defaults(func=handle)
+

@@ -66,7 +66,7 @@ def odd_folder(tmp_path_factory) -> Path:
     (folder / "truncated.jpg").write_bytes(data.getvalue()[: len(data.getvalue()) // 2])
     (folder / "notes.jpg").write_text("this is not a JPEG\n")
     (folder / "empty.png").write_bytes(b"")
-    (folder / "README.txt").write_text("ignored: not an image suffix\n")
+    (folder / "README.txt").write_text("not an image suffix: not even listed\n")
     Image.fromarray(_noise(120, 160, 4)).convert("CMYK").save(folder / "cmyk.jpg", quality=95)
     Image.fromarray((np.arange(120 * 160).reshape(120, 160) * 3).astype(np.uint16)).save(folder / "gray16.png")
     Image.fromarray(np.dstack([_noise(120, 160, 5), np.full((120, 160, 1), 128, np.uint8)])).save(folder / "rgba.png")
@@ -79,14 +79,9 @@ def odd_folder(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def odd_run(ray_local, odd_folder, tmp_path_factory):
-    out = tmp_path_factory.mktemp("odd-out")
-    return out, run(_config([odd_folder], out, val_fraction=0.0))
-
-
-def test_bad_files_are_rejected_with_reasons_and_the_rest_is_used(odd_run):
-    out, manifest = odd_run
+def test_bad_files_are_rejected_with_reasons_and_the_rest_is_used(ray_local, odd_folder, tmp_path):
+    out = tmp_path
+    manifest = run(_config([odd_folder], out, val_fraction=0.0))
     reasons = {r["file"]: r["reason"] for r in manifest["rejected"]}
     assert set(reasons) == {"truncated.png", "truncated.jpg", "notes.jpg", "empty.png", "tiny.png",
                             "sub_copy_of_good.png"}
@@ -98,7 +93,8 @@ def test_bad_files_are_rejected_with_reasons_and_the_rest_is_used(odd_run):
     assert reasons["sub_copy_of_good.png"].startswith("duplicate of folder:")
     assert reasons["sub_copy_of_good.png"].endswith("/good.png")
     source = manifest["per_source"][next(iter(manifest["per_source"]))]
-    assert source["ignored_non_images"] == 1 and source["rejected"] == 6
+    assert source["files"] == 13 and source["rejected"] == 6 and source["train_images"] == 7
+    assert manifest["totals"]["images"] == 7  # the truncated files were planned, then dropped at decode
     used = {s["json"]["file"]: s for s in _samples(out)}
     assert set(used) == {"good.png", "cmyk.jpg", "gray16.png", "rgba.png", "palette.png", "gray.png", "rotated.jpg"}
     assert manifest["totals"]["train_patches"] == 2 * 7 == len(_samples(out))
@@ -118,9 +114,9 @@ def test_small_images_can_be_upscaled_instead(ray_local, odd_folder, tmp_path):
 
 def test_empty_or_imageless_source_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(HarnessError, match="has no image files"):
+    with pytest.raises(HarnessError, match="no image files"):
         run(_config([tmp_path / "empty"], tmp_path / "out"))
-    with pytest.raises(HarnessError, match="is not a directory"):
+    with pytest.raises(HarnessError, match="no such directory"):
         run(_config([tmp_path / "missing"], tmp_path / "out"))
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.png").write_bytes(b"")
@@ -160,12 +156,13 @@ def test_resume_rewrites_only_missing_or_corrupt_shards(ray_local, photo_subset,
         run(_config([photo_subset], tmp_path, PatchRecipe(patch=64, resize=None, seed=7)))
 
 
-def test_acceptance_480px_patches_on_the_photos(ray_local, photo_subset, tmp_path, capsys):
-    """The paper's recipe (2000×2000 resize, rotation/scaling, 480×480) through the CLI."""
-    argv = ["prepare-data", "--source", f"folder:{photo_subset}", "--patches-per-image", "2",
-            "--shard-patches", "4", "--val-fraction", "0.2", "--no-progress"]
+def test_acceptance_480px_patches_on_the_photos(ray_local, photos_dir, tmp_path, capsys):
+    """Issue acceptance: the paper's recipe (2000x2000 resize, rotation/scaling, 480x480) on
+    ../shared/data/photos through the CLI, 1 and 2 workers, one patch per photo to stay fast."""
+    argv = ["prepare-data", "--source", f"folder:{photos_dir}", "--patches-per-image", "1",
+            "--shard-patches", "8", "--no-progress"]
     assert main([*argv, "--out", str(tmp_path / "a"), "--workers", "1"]) == 0
-    assert "prepared 10 train + 2 val patches (480px) from 6 images" in capsys.readouterr().out
+    assert "prepared 47 train + 2 val patches (480px) from 49 images in 7 shards" in capsys.readouterr().out
     assert main([*argv, "--out", str(tmp_path / "b"), "--workers", "2"]) == 0
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert _shard_hashes(manifest) == _shard_hashes(json.loads((tmp_path / "b" / "manifest.json").read_text()))
@@ -176,7 +173,7 @@ def test_acceptance_480px_patches_on_the_photos(ray_local, photo_subset, tmp_pat
         for sample in samples:
             assert sample["png"].mode == "RGB" and sample["png"].size == (480, 480)
             assert sample["json"]["patch"]["rotation"] in (0, 90, 180, 270)
-    assert manifest["totals"]["train_patches"] + manifest["totals"]["val_patches"] == 12
+    assert manifest["totals"]["train_patches"] + manifest["totals"]["val_patches"] == 49
 
 
 def test_cli_reports_bad_source_on_one_line(tmp_path, capsys):
@@ -198,3 +195,38 @@ def test_stream_gives_seeded_float_crops_and_checks_the_shards(ray_local, photo_
         stream.train_dataset(tmp_path, 128)
     with pytest.raises(HarnessError, match="no prepared data"):
         stream.train_dataset(tmp_path / "missing", 48)
+
+
+def test_registry_sources_by_name(ray_local, tmp_path):
+    """Registry names resolve through harness.data.registry (Kodak is vendored, so no download)."""
+    recipe = PatchRecipe(patch=64, resize=None, patches_per_image=1)
+    manifest = run(PrepareConfig(sources=("kodak",), out=tmp_path / "k", recipe=recipe, shard_patches=12,
+                                 val_fraction=0.0, progress=False))
+    assert manifest["per_source"]["kodak"]["train_patches"] == 24
+    assert {s["json"]["source"] for s in _samples(tmp_path / "k")} == {"kodak"}
+    assert {s["json"]["file"] for s in _samples(tmp_path / "k")} >= {"kodim01.png", "kodim24.png"}
+    with pytest.raises(HarnessError, match="clic-train is not present"):
+        run(PrepareConfig(sources=("clic-train",), out=tmp_path / "c", root=tmp_path / "empty-root",
+                          progress=False))
+
+
+def test_target_patches_are_spread_over_sources_then_images(tmp_path):
+    from harness.data.shards import SourceImage, plan_shards
+
+    images = [SourceImage("a", f"{i}.png", f"/a/{i}.png", f"{i:064x}") for i in range(3)]
+    images += [SourceImage("b", f"{i}.png", f"/b/{i}.png", f"{i + 100:064x}") for i in range(5)]
+    config = PrepareConfig(sources=("folder:a",), out=tmp_path, target_patches=11, val_fraction=0.25,
+                           shard_patches=4, progress=False)
+    shards = plan_shards(images, config)
+    jobs = [job for shard in shards for job in shard.jobs]
+    train = [job for shard in shards if shard.split == "train" for job in shard.jobs]
+    val = [job for shard in shards if shard.split == "val" for job in shard.jobs]
+    assert sum(j.patches for j in train) == 11
+    assert sum(j.patches for j in train if j.image.source == "a") == 6  # 11 split 6/5 over two sources
+    assert sorted(j.patches for j in train if j.image.source == "a") == [3, 3]  # a: 3 images, 1 held out
+    assert len(val) == 1 + 1 and all(j.patches == config.recipe.patches_per_image for j in val)
+    assert len({j.image.sha256 for j in jobs}) == len(jobs) == 8
+    assert [s.name for s in shards] == [f"train-{i:06d}.tar" for i in range(len(shards) - 2)] + [
+        "val-000000.tar", "val-000001.tar"]  # shards end at image boundaries: one 8-patch val image each
+    # The order files are listed in within a source does not matter.
+    assert shards == plan_shards(images[:3][::-1] + images[3:][::-1], config)

@@ -37,7 +37,7 @@ from harness.atomic import atomic_path
 from harness.data.recipe import RECIPE_VERSION, PatchRecipe, cut_patch, plan_patches, small_image_reason
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
-from harness.images import IMAGE_SUFFIXES, image_size, load_rgb
+from harness.images import image_size, load_rgb
 
 MANIFEST = "manifest.json"
 FORMAT = "harness-prepare-data/1"
@@ -107,22 +107,20 @@ class ScanResult:
     images: list[SourceImage]
     rejected: list[Rejection]
     found: dict[str, int]  # image files listed per source
-    ignored: dict[str, int]  # files without an image suffix per source
 
 
 # --------------------------------------------------------------------- scan
 
 
-def _resolve_source(spec: str, root: Path | None) -> tuple[str, Path, list[Path], int]:
-    """``(label, root, image files, ignored file count)`` of one ``--source``."""
-    if not spec.startswith("folder:"):
-        raise HarnessError(f"unknown source {spec!r}: use folder:PATH")
-    folder = Path(spec.removeprefix("folder:")).expanduser()
-    if not folder.is_dir():
-        raise HarnessError(f"source {spec}: {folder} is not a directory")
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    return f"folder:{folder.resolve().name}", folder, images, len(files) - len(images)
+def _resolve_source(spec: str, root: Path | None) -> tuple[str, Path, list[Path]]:
+    """``(label, directory, image files)`` of one ``--source``, through the dataset registry."""
+    from harness.data import registry
+
+    files = registry.dataset_images(spec, root)
+    if spec.startswith(registry.FOLDER_PREFIX):
+        folder = Path(spec.removeprefix(registry.FOLDER_PREFIX)).expanduser()
+        return f"folder:{folder.resolve().name}", folder, files
+    return spec, registry.dataset_dir(registry.load_manifest(spec), root), files
 
 
 def _reason(error: HarnessError, path: Path) -> str:
@@ -141,15 +139,12 @@ def _screen(path: Path, recipe: PatchRecipe) -> tuple[str | None, str | None]:
 
 def scan_sources(config: PrepareConfig) -> ScanResult:
     """List, hash and screen every source; duplicates (by sha256) are kept once, first seen wins."""
-    result = ScanResult([], [], {}, {})
+    result = ScanResult([], [], {})
     seen: dict[str, SourceImage] = {}
     with ThreadPoolExecutor(max_workers=8) as pool:  # hashing is I/O bound and releases the GIL
         for spec in config.sources:
-            label, root, files, ignored = _resolve_source(spec, config.root)
-            if not files:
-                raise HarnessError(f"source {spec} has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            label, root, files = _resolve_source(spec, config.root)
             result.found[label] = result.found.get(label, 0) + len(files)
-            result.ignored[label] = result.ignored.get(label, 0) + ignored
             for path, (sha, reason) in zip(files, pool.map(lambda p: _screen(p, config.recipe), files)):
                 relative = path.relative_to(root).as_posix()
                 if reason is not None:
@@ -250,7 +245,7 @@ def write_shard(shard: ShardPlan, out_dir: str, recipe: PatchRecipe) -> dict:
 
     samples = 0
     rejected: list[dict] = []
-    per_source: dict[str, int] = {}
+    per_source: dict[str, dict[str, int]] = {}  # images and patches actually written
     target = Path(out_dir) / shard.name
     with atomic_path(target) as tmp, open(tmp, "wb") as stream:
         writer = TarWriter(stream, encoder=False, mtime=0, user="harness", group="harness", mode=0o444)
@@ -280,14 +275,16 @@ def write_shard(shard: ShardPlan, out_dir: str, recipe: PatchRecipe) -> dict:
                     "json": json.dumps(meta, sort_keys=True).encode(),
                 })
                 samples += 1
-            per_source[image.source] = per_source.get(image.source, 0) + len(transforms)
+            counts = per_source.setdefault(image.source, {"images": 0, "patches": 0})
+            counts["images"] += 1
+            counts["patches"] += len(transforms)
         writer.close()
         stream.flush()
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide shards from other users of a shared disk
     return {
         "name": shard.name,
         "split": shard.split,
-        "images": len(shard.jobs),
+        "images": len(shard.jobs) - len(rejected),
         "planned_patches": shard.planned_patches,
         "samples": samples,
         "sha256": sha256_file(target),
@@ -349,20 +346,18 @@ class _Ledger:
             rejected += record.get("rejected", [])
         per_source: dict[str, dict] = {}
         for label, found in self.scan.found.items():
-            per_source[label] = {"files": found, "ignored_non_images": self.scan.ignored[label],
-                                 "rejected": 0, "train_images": 0, "val_images": 0,
+            per_source[label] = {"files": found, "rejected": 0, "train_images": 0, "val_images": 0,
                                  "train_patches": 0, "val_patches": 0}
         for entry in rejected:
             per_source[entry["source"]]["rejected"] += 1
-        for shard, record in zip(self.shards, records):
-            for job in shard.jobs:
-                per_source[job.image.source][f"{shard.split}_images"] += 1
-            for label, count in record.get("per_source", {}).items():
-                per_source[label][f"{shard.split}_patches"] += count
+        for record in records:
+            for label, counts in record.get("per_source", {}).items():
+                per_source[label][f"{record['split']}_images"] += counts["images"]
+                per_source[label][f"{record['split']}_patches"] += counts["patches"]
         totals = {
             "shards": len(self.shards),
             "shards_done": len(self.done),
-            "images": sum(len(s.jobs) for s in self.shards),
+            "images": sum(r["images"] for r in records),
             "train_patches": sum(r.get("samples", 0) for r in records if r["split"] == "train"),
             "val_patches": sum(r.get("samples", 0) for r in records if r["split"] == "val"),
             "rejected": len(rejected),
@@ -398,7 +393,8 @@ def _start_ray(config: PrepareConfig) -> bool:
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise HarnessError(f"cannot join the Ray cluster at {config.address}: {error}") from None
     else:
-        ray.init(num_cpus=config.workers or os.cpu_count(), include_dashboard=False,
+        # address="local": never attach to whatever cluster another process last started on this machine.
+        ray.init(address="local", num_cpus=config.workers or os.cpu_count(), include_dashboard=False,
                  _node_ip_address="127.0.0.1", log_to_driver=False)
     return True
 
@@ -409,14 +405,60 @@ def _remove_stale_temporaries(out: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+def _write_shards(config: PrepareConfig, todo: list[ShardPlan], ledger: _Ledger,
+                  on_shard_done: Callable[[dict], None] | None) -> None:
+    """One Ray task per shard, at most ``config.workers`` at a time; the ledger records each as it lands."""
+    import ray
+    from tqdm import tqdm
+
+    out = ledger.out
+    kept = len(ledger.done)
+    started_ray = _start_ray(config)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(write_shard)
+        limit = config.workers or len(todo)
+        recipe_ref = ray.put(config.recipe)
+        queue = list(todo)
+        pending: dict = {}
+        written = 0
+        start = time.perf_counter()
+        with tqdm(total=len(ledger.shards), initial=kept, unit="shard", disable=not config.progress,
+                  desc="prepare-data", dynamic_ncols=True) as bar:
+            def fill() -> None:
+                while queue and len(pending) < limit:
+                    shard = queue.pop(0)
+                    pending[task.remote(shard, str(out.resolve()), recipe_ref)] = shard
+
+            fill()
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                shard = pending.pop(ready[0])
+                fill()  # before the bookkeeping below, so no worker waits on the manifest write
+                try:
+                    record = ray.get(ready[0])
+                except ray.exceptions.RayError as error:
+                    first = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+                    raise HarnessError(
+                        f"shard {shard.name} failed: {first}; rerun the same command to resume"
+                    ) from None
+                ledger.done[shard.name] = record
+                ledger.save(complete=False, kept=kept)
+                written += record["samples"]
+                bar.update(1)
+                bar.set_postfix_str(f"{written / max(time.perf_counter() - start, 1e-9):.1f} patches/s")
+                if on_shard_done is not None:
+                    on_shard_done(record)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
 def run(config: PrepareConfig, on_shard_done: Callable[[dict], None] | None = None) -> dict:
     """Prepare (or resume) ``config.out``; returns the final manifest.
 
     ``on_shard_done`` is called with each newly written shard's record.
     """
-    import ray
-    from tqdm import tqdm
-
+    started = time.perf_counter()
     scan = scan_sources(config)
     shards = plan_shards(scan.images, config)
     digest = plan_digest(shards, config.recipe)
@@ -434,47 +476,15 @@ def run(config: PrepareConfig, on_shard_done: Callable[[dict], None] | None = No
         "val_fraction": config.val_fraction,
         "shard_patches": config.shard_patches,
     }
-    ledger = _Ledger(out, header, shards, dict(kept), scan)
+    ledger = _Ledger(out, header, shards, dict(kept), scan, started)
     ledger.save(complete=False, kept=len(kept))
     todo = [s for s in shards if s.name not in kept]
     if kept:
         print(f"resuming {out}: kept {len(kept)} of {len(shards)} shards (sha256 verified), "
               f"writing {len(todo)}")
 
-    started_ray = _start_ray(config) if todo else False
-    try:
-        task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(write_shard)
-        limit = config.workers or len(todo)
-        recipe_ref = ray.put(config.recipe)
-        queue = list(todo)
-        pending: dict = {}
-        written = 0
-        start = time.perf_counter()
-        with tqdm(total=len(shards), initial=len(kept), unit="shard", disable=not config.progress,
-                  desc="prepare-data", dynamic_ncols=True) as bar:
-            while queue or pending:
-                while queue and len(pending) < limit:
-                    shard = queue.pop(0)
-                    pending[task.remote(shard, str(out.resolve()), recipe_ref)] = shard
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                shard = pending.pop(ready[0])
-                try:
-                    record = ray.get(ready[0])
-                except ray.exceptions.RayError as error:
-                    first = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-                    raise HarnessError(
-                        f"shard {shard.name} failed: {first}; rerun the same command to resume"
-                    ) from None
-                ledger.done[shard.name] = record
-                ledger.save(complete=False, kept=len(kept))
-                written += record["samples"]
-                bar.update(1)
-                bar.set_postfix_str(f"{written / max(time.perf_counter() - start, 1e-9):.1f} patches/s")
-                if on_shard_done is not None:
-                    on_shard_done(record)
-    finally:
-        if started_ray:
-            ray.shutdown()
+    if todo:
+        _write_shards(config, todo, ledger, on_shard_done)
     _remove_stale_temporaries(out)  # left by tasks whose node died mid-write
     return ledger.save(complete=True, kept=len(kept))
 
