@@ -140,7 +140,7 @@ class _State:
         np.random.set_state(state["rng"]["numpy"])
 
 
-def _evaluate(model: WeConvene, loss: RateDistortionLoss, config: TrialConfig) -> dict[str, float]:
+def _evaluate(model: WeConvene, loss: RateDistortionLoss, config: TrialConfig, device: torch.device) -> dict[str, float]:
     """Validation in eval mode (rounding, not noise): mean bpp, PSNR (and MS-SSIM) over val patches."""
     from harness.data.stream import val_loader
 
@@ -151,6 +151,7 @@ def _evaluate(model: WeConvene, loss: RateDistortionLoss, config: TrialConfig) -
         for index, batch in enumerate(val_loader(config.data, config.patch, config.batch_size)):
             if index >= config.val_batches:
                 break
+            batch = batch.to(device)
             out = loss(model(batch), batch)
             for key in ("bpp", "psnr", "ms_ssim"):
                 if key in out:
@@ -183,7 +184,10 @@ def train_trial(params: dict) -> None:
             state.load(Path(directory))
     losses = {stage: RateDistortionLoss(LossConfig(config.lmbda, config.metric, stage, config.w1, config.w2))
               for stage in (1, 2)}
-    model = state.model.train()
+    # Ray exposes only the trial's GPUs (none for a CPU trial) through CUDA_VISIBLE_DEVICES.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = state.model.to(device).train()
+    _optimizer_to(state, device)
     batches = _train_batches(config, state.step)
     window_start, window_images = time.perf_counter(), 0
     while state.step < config.total_steps:
@@ -191,7 +195,7 @@ def train_trial(params: dict) -> None:
         if state.step == config.stage1_steps:
             for group in state.optimizer.param_groups:  # stage 2 runs at a fixed lr
                 group["lr"] = config.lr
-        batch = next(batches)
+        batch = next(batches).to(device, non_blocking=True)
         out = losses[stage](model(batch), batch)
         state.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
@@ -220,7 +224,7 @@ def train_trial(params: dict) -> None:
             "images_per_s": window_images / max(time.perf_counter() - window_start, 1e-9),
             "restarts": len(state.restored_from),
             **{key: value.item() for key, value in out.items() if key.startswith("bpp") or key in ("psnr", "mse")},
-            **_evaluate(model, losses[stage], config),
+            **_evaluate(model, losses[stage], config, device),
         }
         window_start, window_images = time.perf_counter(), 0
         if last:
@@ -233,10 +237,20 @@ def train_trial(params: dict) -> None:
             tune.report(metrics)
 
 
+def _optimizer_to(state: _State, device: torch.device) -> None:
+    """Move restored optimiser moments next to the parameters they belong to."""
+    for optimizer in (state.optimizer, state.aux_optimizer):
+        for moments in optimizer.state.values():
+            for key, value in moments.items():
+                if torch.is_tensor(value) and key != "step":
+                    moments[key] = value.to(device)
+
+
 def _export(state: _State, config: TrialConfig, final: dict) -> dict:
-    """Write ``models/<name>.pt`` and its JSON card; returns what the card says about the result."""
+    """Write ``models/<name>.pt`` (on the CPU) and its JSON card; returns where the model went."""
     models = Path(config.out) / "models"
-    model = state.model.eval()
+    device = next(state.model.parameters()).device
+    model = state.model.cpu().eval()
     path = models / f"{config.name}.pt"
     save_checkpoint(model, path)
     card = {
@@ -263,5 +277,5 @@ def _export(state: _State, config: TrialConfig, final: dict) -> dict:
     }
     with atomic_open(models / f"{config.name}.json") as handle:
         json.dump(card, handle, indent=1, sort_keys=True)
-    model.train()
+    model.to(device).train()
     return {"exported": str(path)}

@@ -77,6 +77,8 @@ def validate(config: SweepConfig) -> str:
         raise HarnessError("--stage1-steps must be >= 1 and --stage2-steps >= 0")
     if any(not 0 < f < 1 for f in config.milestones):
         raise HarnessError(f"--milestones are fractions of stage 1 in (0, 1), got {list(config.milestones)}")
+    if config.gpus_per_trial > 1:
+        raise HarnessError("a trial trains on one device: use --gpus-per-trial 1 (or a fraction) and one trial per GPU")
     if config.batch_size < 1 or config.checkpoint_every < 1 or config.log_every < 1:
         raise HarnessError("--batch-size, --checkpoint-every and --log-every must be >= 1")
     stride = get_config(config.variant).stride
