@@ -372,3 +372,68 @@ def _add_decompress(sub) -> None:
         return 0
 
     parser.set_defaults(func=handle)
+
+
+def _floats(value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}") from None
+
+
+@_registrar
+def _add_train_sweep(sub) -> None:
+    from pathlib import Path
+
+    parser = _command(
+        sub,
+        "train-sweep",
+        "Train one model per lambda (two stages, paper recipe) as parallel Ray Tune trials.",
+        "  harness train-sweep --data shards/ --metric mse --out runs/mse\n"
+        "  harness train-sweep --data shards/ --variant tiny --lambdas 0.0067,0.05 \\\n"
+        "      --stage1-steps 60 --stage2-steps 20 --batch-size 4 --patch 64 --out runs/tiny\n"
+        "  harness train-sweep --data /mnt/harness/shards --gpus-per-trial 1 --address auto --out /mnt/harness/sweep\n"
+        "  harness train-sweep --data shards/ --out runs/mse --resume\n",
+    )
+    parser.add_argument("--data", required=True, type=Path, help="prepare-data output directory")
+    parser.add_argument("--metric", default="mse", help="distortion: mse or ms-ssim (default mse)")
+    parser.add_argument("--lambdas", type=_floats, default=(),
+                        help="comma-separated lambdas (default: the paper's set for the metric)")
+    parser.add_argument("--variant", default="3dm-weconvene", help="network variant (see harness model-info)")
+    parser.add_argument("--stage1-steps", type=int, default=1_500_000, help="stage-1 iterations (paper: 1.5M)")
+    parser.add_argument("--stage2-steps", type=int, default=50_000, help="stage-2 (reweighted) iterations")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--patch", type=int, default=256, help="training crop side in pixels")
+    parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (paper 1e-4)")
+    parser.add_argument("--milestones", type=_floats, default=None,
+                        help="stage-1 lr /= 10 at these fractions of the run (default: the paper's "
+                             "750k, 850k, ... of 1.5M, i.e. 0.5,0.567,...)")
+    parser.add_argument("--w1", type=float, default=1.1, help="stage-2 weight of the LLL+HLL rates")
+    parser.add_argument("--w2", type=float, default=0.9, help="stage-2 weight of the six high subbands' rates")
+    parser.add_argument("--out", type=Path, default=Path("runs/sweep"))
+    parser.add_argument("--address", help="Ray cluster to join (default: a local instance)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out")
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0)
+    parser.add_argument("--cpus-per-trial", type=int, default=1)
+    parser.add_argument("--checkpoint-every", type=int, default=1000, help="steps between Ray checkpoints")
+    parser.add_argument("--log-every", type=int, default=100, help="steps between metric rows (with validation)")
+    parser.add_argument("--val-batches", type=int, default=4, help="validation batches per log")
+    parser.add_argument("--max-failures", type=int, default=3, help="restarts of a crashed trial from its checkpoint")
+    parser.add_argument("--seed", type=int, default=0)
+
+    def handle(args: argparse.Namespace) -> int:
+        from harness.train.loop import PAPER_MILESTONES
+        from harness.train.sweep import SweepConfig, run
+
+        run(SweepConfig(
+            data=args.data, metric=args.metric, lambdas=args.lambdas, variant=args.variant,
+            stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, batch_size=args.batch_size,
+            patch=args.patch, lr=args.lr, w1=args.w1, w2=args.w2,
+            milestones=PAPER_MILESTONES if args.milestones is None else args.milestones, out=args.out, address=args.address,
+            resume=args.resume, gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+            checkpoint_every=args.checkpoint_every, log_every=args.log_every, val_batches=args.val_batches,
+            max_failures=args.max_failures, seed=args.seed,
+        ))
+        return 0
+
+    parser.set_defaults(func=handle)
