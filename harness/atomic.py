@@ -11,9 +11,10 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, TYPE_CHECKING, Iterator
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @contextmanager
@@ -40,6 +41,6 @@ def atomic_open(target: str | Path, mode: str = "w") -> Iterator[IO]:
         yield handle
 
 
-def write_parquet_atomic(frame: pd.DataFrame, target: str | Path) -> None:
+def write_parquet_atomic(frame: "pd.DataFrame", target: str | Path) -> None:
     with atomic_path(target) as tmp:
         frame.to_parquet(tmp, index=False)

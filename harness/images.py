@@ -92,3 +92,24 @@ def save_png(pixels: np.ndarray, path: str | Path) -> None:
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
         raise HarnessError(f"expected an HxWx3 uint8 array, got {pixels.dtype} {pixels.shape}")
     Image.fromarray(pixels, "RGB").save(path, format="PNG", optimize=False, compress_level=6)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """Width and height from the file header, without decoding the pixels.
+
+    Cheap enough to screen a large corpus; truncation in the pixel data only
+    shows when :func:`load_rgb` decodes the file.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise HarnessError(f"cannot read image {path}: empty file")
+        with Image.open(path) as opened:
+            return int(opened.width), int(opened.height)
+    except HarnessError:
+        raise
+    except FileNotFoundError:
+        raise HarnessError(f"cannot read image {path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise HarnessError(f"cannot read image {path}: {reason}") from None

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Ray's documented switch for single-machine clusters: every node, driver and
+# worker (subprocesses inherit it) uses 127.0.0.1. Without it, joining a test
+# cluster by address swaps loopback for this machine's outward IP.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -27,18 +33,31 @@ def photos_dir(shared_dir: Path) -> Path:
     return shared_dir / "data" / "photos"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def ray_local():
-    """One Ray instance on 127.0.0.1 for the whole session (tests with their own
-    ``ray.cluster_utils.Cluster`` must shut this one down first and not use it)."""
+    """A local Ray instance on 127.0.0.1, started on first use and kept for later tests.
+
+    ``address="local"`` so that a stale cluster of an earlier test (or another
+    program on this machine) is never joined. Tests that build their own
+    ``ray.cluster_utils.Cluster`` call ``ray.shutdown()`` first; the next test
+    asking for this fixture gets a fresh instance.
+    """
     import ray
 
     if not ray.is_initialized():
         ray.init(
+            address="local",
             num_cpus=2,
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
             log_to_driver=False,
         )
-    yield ray
+    return ray
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shutdown_ray_at_exit():
+    yield
+    import ray
+
     ray.shutdown()

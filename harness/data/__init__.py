@@ -1,0 +1,1 @@
+"""Data stages: dataset registry, downloads, safe archive extraction, training shards."""

@@ -1,0 +1,1 @@
+"""Evaluation: codec runs, metrics, BD-rate, tables and plots for leaderboards."""

@@ -1,0 +1,94 @@
+"""Model checkpoints: ``{"format", "version", "config", "state_dict"}`` in one torch file.
+
+Only plain types and tensors, so ``torch.load(path, weights_only=True)`` reads it
+without executing code. Entropy tables (CDFs of the EntropyBottleneck and the
+GaussianConditional scale table) are updated before saving so a checkpoint can
+code real bitstreams straight away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.errors import HarnessError
+from harness.model.config import VARIANTS, ModelConfig, get_config
+from harness.model.network import WeConvene
+
+FORMAT = "harness-weconvene-checkpoint"
+VERSION = 1
+
+
+def fingerprint(model: WeConvene) -> str:
+    """SHA-256 over the config and every tensor of the state dict (names, shapes, dtypes, bytes)."""
+    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_checkpoint(model: WeConvene, path: str | Path) -> None:
+    """Update the entropy tables and write the checkpoint atomically (temp file + rename)."""
+    model.update(force=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "state_dict": model.state_dict()}
+    partial = path.with_name(path.name + ".partial")
+    torch.save(payload, partial)
+    partial.replace(path)
+
+
+def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
+    """Rebuild the model stored at ``path`` (in eval mode); ``variant`` checks which one it must be."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise HarnessError(f"{path} is not a model checkpoint ({reason})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise HarnessError(f"{path} is not a {FORMAT} file")
+    if payload.get("version") != VERSION:
+        raise HarnessError(f"{path}: checkpoint format version {payload.get('version')} unsupported (need {VERSION})")
+    if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("state_dict"), dict):
+        raise HarnessError(f"{path}: checkpoint lacks its config or weights")
+    try:
+        config = ModelConfig.from_dict(payload["config"])
+    except TypeError as error:
+        raise HarnessError(f"{path}: invalid model config ({error})") from None
+    if variant is not None and config.variant != variant:
+        raise HarnessError(f"{path} holds variant {config.variant!r}, expected {variant!r}")
+    if config.variant in VARIANTS and config != VARIANTS[config.variant]:
+        raise HarnessError(f"{path}: its {config.variant!r} config differs from this version's definition")
+    model = WeConvene(config)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise HarnessError(f"{path}: weights do not match variant {config.variant!r} ({str(error).splitlines()[0]})") from None
+    model.update(force=False)
+    return model.eval()
+
+
+@dataclass(frozen=True)
+class InitModelConfig:
+    variant: str
+    out: Path
+    seed: int = 0
+
+
+def run_init(config: InitModelConfig) -> str:
+    """``harness init-model``: a freshly initialised checkpoint; returns its fingerprint."""
+    torch.manual_seed(config.seed)
+    model = WeConvene(get_config(config.variant))
+    save_checkpoint(model, config.out)
+    return fingerprint(model.eval())

@@ -1,0 +1,192 @@
+"""3DWeChARM (paper §III-B, Figs. 5-6) and the ECCV WeChARM, as a CompressAI-style latent codec.
+
+The latent y is taken to the wavelet domain (3D: one channel + one spatial DWT
+level, 8 subbands; 2D: one spatial level, 4 subbands), the hyperprior h_a/h_s
+codes side information z from all subbands, and the subbands are coded slice by
+slice in :attr:`ModelConfig.slices` order. Each slice's ``e_Slice`` network
+predicts the Gaussian mean and scale from the hyper features and all previously
+coded slices (AttentionNet -> ParamNet), then adds Latent Residual Prediction
+(Minnen & Singh 2020) to the dequantised slice.
+
+Every use of the model, training forward, evaluation forward, ``compress`` and
+``decompress``, walks the slices through one method, :meth:`WeChARM._walk`;
+the uses differ only in how a slice is quantised (noise / rounding / rANS
+encode / rANS decode), so the decoder sees exactly the context the encoder saw.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.latent_codecs import LatentCodec
+from compressai.layers import AttentionBlock, conv1x1, conv3x3, subpel_conv3x3
+from compressai.ops import quantize_ste
+from torch import Tensor, nn
+
+from harness import wavelets
+from harness.model.config import ModelConfig
+from harness.model.layers import WeConvDown, WeConvUp, conv, res_group
+
+# Quantises one slice given its predicted mean and scale; returns the dequantised slice.
+SliceQuantizer = Callable[[int, Tensor, Tensor], Tensor]
+
+
+class AttentionNet(nn.Module):
+    """Context fusion of e_Slice: 1x1 in, a residual attention block, 1x1 out (Fig. 6)."""
+
+    def __init__(self, channels: int, inner: int) -> None:
+        super().__init__()
+        self.inp = conv1x1(channels, inner)
+        self.attention = AttentionBlock(inner)
+        self.out = conv1x1(inner, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.attention(self.inp(x)))
+
+
+class ParamNet(nn.Module):
+    """Three convs with GELUs; kernel sizes per layer (1x1 where the paper saves parameters)."""
+
+    def __init__(self, in_ch: int, out_ch: int, hidden: tuple[int, int], kernels: tuple[int, int, int]) -> None:
+        super().__init__()
+        widths = (in_ch, *hidden, out_ch)
+        layers: list[nn.Module] = []
+        for i, kernel in enumerate(kernels):
+            layers.append(conv(widths[i], widths[i + 1], kernel))
+            if i < 2:
+                layers.append(nn.GELU())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class SliceNet(nn.Module):
+    """e_Slice: mean and scale of one slice from hyper features + coded slices, and its LRP."""
+
+    def __init__(self, context_ch: int, slice_ch: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.mean_attention = AttentionNet(context_ch, config.attention_channels)
+        self.scale_attention = AttentionNet(context_ch, config.attention_channels)
+        self.mean = ParamNet(context_ch, slice_ch, config.param_hidden, config.param_kernels)
+        self.scale = ParamNet(context_ch, slice_ch, config.param_hidden, config.param_kernels)
+        self.lrp = ParamNet(context_ch + slice_ch, slice_ch, config.param_hidden, config.lrp_kernels)
+
+    def predict(self, hyper_means: Tensor, hyper_scales: Tensor, coded: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        mean_support = self.mean_attention(torch.cat([hyper_means, *coded], dim=1))
+        scale_support = self.scale_attention(torch.cat([hyper_scales, *coded], dim=1))
+        return self.mean(mean_support), self.scale(scale_support), mean_support
+
+    def refine(self, mean_support: Tensor, y_hat: Tensor) -> Tensor:
+        return y_hat + 0.5 * torch.tanh(self.lrp(torch.cat([mean_support, y_hat], dim=1)))
+
+
+def hyper_analysis(config: ModelConfig) -> nn.Sequential:
+    """h_a: 3DM-WeConv down-sampling from all subbands (4M channels), ResGroup, strided conv to Z."""
+    c = config
+    return nn.Sequential(
+        WeConvDown(4 * c.M, c.N, c.wavelet, c.conv_channel_levels, c.conv_spatial_levels, c.conv_hf_kernel),
+        *res_group(c.N, c.res_blocks),
+        conv3x3(c.N, c.Z, stride=2),
+    )
+
+
+def hyper_synthesis(config: ModelConfig) -> nn.Sequential:
+    """One h_s branch: inverse 3DM-WeConv up-sampling, ResGroup, sub-pixel conv to M hyper features."""
+    c = config
+    return nn.Sequential(
+        WeConvUp(c.Z, c.N, c.wavelet, c.conv_channel_levels, c.conv_spatial_levels, c.conv_hf_kernel),
+        *res_group(c.N, c.res_blocks),
+        subpel_conv3x3(c.N, c.M, 2),
+    )
+
+
+class WeChARM(LatentCodec):
+    """Hyperprior + wavelet-domain channel-wise autoregressive latent codec (3D or 2D per config)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.h_a = hyper_analysis(config)
+        self.h_s_mean = hyper_synthesis(config)
+        self.h_s_scale = hyper_synthesis(config)
+        self.entropy_bottleneck = EntropyBottleneck(config.Z)
+        self.gaussian_conditional = GaussianConditional(None)
+        self.slice_nets = nn.ModuleList()
+        coded = 0
+        for parts in config.slices:
+            width = sum(stop - start for _, start, stop in parts)
+            self.slice_nets.append(SliceNet(config.M + coded, width, config))
+            coded += width
+
+    # ---- wavelet domain -------------------------------------------------------------
+
+    def analysis(self, y: Tensor) -> dict[str, Tensor]:
+        """Subbands of y, keyed by name (3D: LLL..HHH; 2D: LL, LH, HL, HH)."""
+        if self.config.entropy == "3d":
+            return dict(wavelets.dwt3(y, self.config.wavelet, channel_levels=1, spatial_levels=1, channel_dim=1))
+        low, highs = wavelets.dwt2(y, self.config.wavelet, 1)
+        lh, hl, hh = highs[0]
+        return {"LL": low, "LH": lh, "HL": hl, "HH": hh}
+
+    def synthesis(self, subbands: dict[str, Tensor]) -> Tensor:
+        if self.config.entropy == "3d":
+            return wavelets.idwt3(subbands, self.config.wavelet, channel_levels=1, spatial_levels=1, channel_dim=1)
+        return wavelets.idwt2(subbands["LL"], [(subbands["LH"], subbands["HL"], subbands["HH"])], self.config.wavelet)
+
+    def slices_of(self, subbands: dict[str, Tensor]) -> list[Tensor]:
+        return [torch.cat([subbands[name][:, a:b] for name, a, b in parts], dim=1) for parts in self.config.slices]
+
+    def subbands_of(self, slices: list[Tensor]) -> dict[str, Tensor]:
+        """Inverse of :meth:`slices_of` (also regroups per-slice likelihoods per subband)."""
+        pieces: dict[str, list[Tensor]] = {name: [] for name in self.config.subbands}
+        for parts, tensor in zip(self.config.slices, slices):
+            offset = 0
+            for name, a, b in parts:
+                pieces[name].append(tensor[:, offset : offset + b - a])
+                offset += b - a
+        return {name: torch.cat(chunks, dim=1) for name, chunks in pieces.items()}
+
+    # ---- the one slice walk ---------------------------------------------------------
+
+    def _hyper(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        return self.h_s_mean(z_hat), self.h_s_scale(z_hat)
+
+    def _walk(self, z_hat: Tensor, quantize: SliceQuantizer) -> dict[str, Tensor]:
+        """Code every slice in order; returns the reconstructed subbands (with LRP)."""
+        hyper_means, hyper_scales = self._hyper(z_hat)
+        coded: list[Tensor] = []
+        for index, net in enumerate(self.slice_nets):
+            mean, scale, support = net.predict(hyper_means, hyper_scales, coded)
+            coded.append(net.refine(support, quantize(index, mean, scale)))
+        return self.subbands_of(coded)
+
+    # ---- training / evaluation ------------------------------------------------------
+
+    def forward(self, y: Tensor) -> dict:
+        """Likelihoods per subband and z, and y_hat.
+
+        Rates use additive uniform noise in training and rounding of y - mean in
+        evaluation (GaussianConditional's own modes). What the synthesis sees is
+        round(y - mean) + mean with a straight-through gradient in both modes, as
+        in the authors' code, so training and decoding see the same values.
+        """
+        subbands = self.analysis(y)
+        y_slices = self.slices_of(subbands)
+        z = self.h_a(torch.cat([subbands[name] for name in self.config.subbands], dim=1))
+        _, z_likelihoods = self.entropy_bottleneck(z)
+        medians = self.entropy_bottleneck._get_medians()
+        z_hat = quantize_ste(z - medians) + medians
+        likelihoods: list[Tensor] = []
+
+        def quantize(index: int, mean: Tensor, scale: Tensor) -> Tensor:
+            _, slice_likelihoods = self.gaussian_conditional(y_slices[index], scale, mean)
+            likelihoods.append(slice_likelihoods)
+            return quantize_ste(y_slices[index] - mean) + mean
+
+        y_hat = self.synthesis(self._walk(z_hat, quantize))
+        per_subband = self.subbands_of(likelihoods)
+        per_subband["z"] = z_likelihoods
+        return {"likelihoods": per_subband, "y_hat": y_hat}

@@ -1,0 +1,71 @@
+"""``harness model-info``: parameter counts per module, next to the paper's Tables I-IV."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import torch
+
+from harness.model.config import get_config
+from harness.model.network import WeConvene
+
+# Millions of parameters reported for each variant (Tables I-IV, reference/published/).
+PAPER_PARAMS_M = {
+    "3dm-weconvene": 73.95,
+    "weconv2d": 83.90,
+    "hf3x3": 82.89,
+    "levels1": 72.25,
+    "wecharm2d": 97.19,
+}
+
+
+@dataclass(frozen=True)
+class ModelInfoConfig:
+    variant: str
+    as_json: bool = False
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def parameter_counts(model: WeConvene) -> dict[str, int]:
+    """Trainable parameters of g_a, g_s, h_a, h_s (both branches) and the entropy model (e_Slices + z prior)."""
+    codec = model.latent_codec
+    hyper_s = _count(codec.h_s_mean) + _count(codec.h_s_scale)
+    return {
+        "g_a": _count(model.g_a),
+        "g_s": _count(model.g_s),
+        "h_a": _count(codec.h_a),
+        "h_s": hyper_s,
+        "entropy_model": _count(codec) - _count(codec.h_a) - hyper_s,
+    }
+
+
+def describe(variant: str) -> dict:
+    config = get_config(variant)
+    modules = parameter_counts(WeConvene(config))
+    return {
+        "variant": variant,
+        "params": sum(modules.values()),
+        "modules": modules,
+        "paper_params": None if variant not in PAPER_PARAMS_M else round(PAPER_PARAMS_M[variant] * 1e6),
+        "stride": config.stride,
+        "config": config.to_dict(),
+    }
+
+
+def run(config: ModelInfoConfig) -> dict:
+    info = describe(config.variant)
+    if config.as_json:
+        print(json.dumps(info, indent=2))
+        return info
+    print(f"variant {info['variant']}  (wavelet {info['config']['wavelet']}, pads images to multiples of {info['stride']})")
+    for name, count in info["modules"].items():
+        print(f"  {name:<14}{count:>14,}")
+    line = f"  {'total':<14}{info['params']:>14,}"
+    if info["paper_params"]:
+        line += f"   (paper: {info['paper_params'] / 1e6:.2f} M, {100 * (info['params'] / info['paper_params'] - 1):+.1f} %)"
+    print(line)
+    return info

@@ -1,0 +1,133 @@
+"""Building blocks of the core and hyper networks: ResGroups and the 3DM-WeConv layer.
+
+3DM-WeConv (paper §III-A, Figs. 3-4): a (strided or sub-pixel up-sampling) conv,
+then in the wavelet domain a 1D DWT across channels splits the channels into
+groups, a multi-level 2D DWT splits each group into a low band and 3 high bands
+per level; a 3x3 conv filters the low band, 1x1 convs (filtering across channels
+only, which keeps the high bands sparse) filter each level's high bands; the
+inverse 2D and channel DWTs bring the result back to the spatial domain, where a
+residual connection adds the (projected) input. The ECCV 2024 WeConv layer is
+the special case of no channel DWT, one spatial level and 3x3 high-band convs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from compressai.layers import GDN, ResidualBlock, conv1x1, conv3x3, subpel_conv3x3
+from torch import Tensor, nn
+
+from harness import wavelets
+
+
+def res_group(channels: int, blocks: int) -> list[nn.Module]:
+    """A ResGroup: ``blocks`` residual blocks of two 3x3 convs (Fig. 2)."""
+    return [ResidualBlock(channels, channels) for _ in range(blocks)]
+
+
+def conv(in_ch: int, out_ch: int, kernel: int) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, kernel_size=kernel, padding=kernel // 2)
+
+
+class WaveletDomainConv(nn.Module):
+    """Channel DWT -> multi-level 2D DWT -> per-subband convs -> inverse DWTs.
+
+    Each channel group has its own convs: a 3x3 conv + GDN on its spatial low
+    band and, per spatial level, a ``hf_kernel`` conv + GDN on the concatenated
+    LH/HL/HH bands. Feature maps whose size is not a multiple of 2^spatial_levels
+    (the hyper networks' smallest maps) are edge-padded for the transform and
+    cropped back, so every level's three high bands have one shape.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        wavelet: str,
+        channel_levels: int,
+        spatial_levels: int,
+        hf_kernel: int,
+        inverse: bool = False,
+    ) -> None:
+        super().__init__()
+        self.wavelet = wavelet
+        self.channel_levels = channel_levels
+        self.spatial_levels = spatial_levels
+        self.group_sizes = _channel_group_sizes(channels, wavelet, channel_levels)
+        self.low = nn.ModuleList(
+            nn.Sequential(conv3x3(c, c), GDN(c, inverse=inverse)) for c in self.group_sizes
+        )
+        self.high = nn.ModuleList(
+            nn.ModuleList(
+                nn.Sequential(conv(3 * c, 3 * c, hf_kernel), GDN(3 * c, inverse=inverse))
+                for _ in range(spatial_levels)
+            )
+            for c in self.group_sizes
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        height, width = x.shape[-2:]
+        multiple = 2**self.spatial_levels
+        pad_h, pad_w = -height % multiple, -width % multiple
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        groups = _split_channels(x, self.wavelet, self.channel_levels)
+        filtered = [self._filter_group(g, group) for g, group in enumerate(groups)]
+        return _merge_channels(filtered, self.wavelet, self.channel_levels)[..., :height, :width]
+
+    def _filter_group(self, g: int, group: Tensor) -> Tensor:
+        low, highs = wavelets.dwt2(group, self.wavelet, self.spatial_levels)
+        low = self.low[g](low)
+        channels = group.shape[1]
+        filtered_highs = []
+        for level, bands in enumerate(highs):
+            mixed = self.high[g][level](torch.cat(bands, dim=1))
+            filtered_highs.append(tuple(torch.split(mixed, channels, dim=1)))
+        return wavelets.idwt2(low, filtered_highs, self.wavelet)
+
+
+class WeConvDown(nn.Module):
+    """Forward 3DM-WeConv layer: strided 3x3 conv -> wavelet-domain conv, + 1x1 strided skip."""
+
+    def __init__(self, in_ch: int, out_ch: int, wavelet: str, channel_levels: int, spatial_levels: int,
+                 hf_kernel: int, stride: int = 2) -> None:
+        super().__init__()
+        self.conv = conv3x3(in_ch, out_ch, stride=stride)
+        self.act = nn.LeakyReLU(inplace=True)
+        self.wavelet_conv = WaveletDomainConv(out_ch, wavelet, channel_levels, spatial_levels, hf_kernel)
+        self.skip = conv1x1(in_ch, out_ch, stride=stride) if stride != 1 or in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.wavelet_conv(self.act(self.conv(x))) + self.skip(x)
+
+
+class WeConvUp(nn.Module):
+    """Inverse 3DM-WeConv layer: sub-pixel up-sampling conv -> wavelet-domain conv (inverse GDN), + up-sampled skip."""
+
+    def __init__(self, in_ch: int, out_ch: int, wavelet: str, channel_levels: int, spatial_levels: int,
+                 hf_kernel: int, upsample: int = 2) -> None:
+        super().__init__()
+        self.conv = subpel_conv3x3(in_ch, out_ch, upsample)
+        self.act = nn.LeakyReLU(inplace=True)
+        self.wavelet_conv = WaveletDomainConv(out_ch, wavelet, channel_levels, spatial_levels, hf_kernel,
+                                              inverse=True)
+        self.skip = subpel_conv3x3(in_ch, out_ch, upsample)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.wavelet_conv(self.act(self.conv(x))) + self.skip(x)
+
+
+def _split_channels(x: Tensor, wavelet: str, levels: int) -> list[Tensor]:
+    if levels == 0:
+        return [x]
+    return wavelets.channel_dwt(x, wavelet, levels, dim=1)
+
+
+def _merge_channels(groups: list[Tensor], wavelet: str, levels: int) -> Tensor:
+    if levels == 0:
+        return groups[0]
+    return wavelets.channel_idwt(groups, wavelet, dim=1)
+
+
+def _channel_group_sizes(channels: int, wavelet: str, levels: int) -> tuple[int, ...]:
+    probe = torch.zeros(1, channels, 1, 1)
+    return tuple(int(g.shape[1]) for g in _split_channels(probe, wavelet, levels))

@@ -1,0 +1,98 @@
+"""The 3DM-WeConvene codec (paper Fig. 2): g_a, g_s and the 3DWeChARM latent codec.
+
+Input: N x 3 x H x W float images in [0, 1], any H and W: the model edge-pads to
+its stride (64) and crops the reconstruction back, so callers never pad.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from compressai.layers import ResidualBlockUpsample, ResidualBlockWithStride, conv3x3, subpel_conv3x3
+from compressai.models import CompressionModel
+from torch import Tensor, nn
+
+from harness.errors import HarnessError
+from harness.model.config import ModelConfig, get_config
+from harness.model.entropy import WeChARM
+from harness.model.layers import WeConvDown, WeConvUp, res_group
+
+
+def core_analysis(c: ModelConfig) -> nn.Sequential:
+    """g_a: stem, then ResGroup + 3DM-WeConv down-sampling twice, ResGroup + strided conv to M (stride 8)."""
+    weconv = (c.wavelet, c.conv_channel_levels, c.conv_spatial_levels, c.conv_hf_kernel)
+    return nn.Sequential(
+        ResidualBlockWithStride(3, c.N, stride=1),
+        *res_group(c.N, c.res_blocks),
+        WeConvDown(c.N, c.N, *weconv),
+        *res_group(c.N, c.res_blocks),
+        WeConvDown(c.N, c.N, *weconv),
+        *res_group(c.N, c.res_blocks),
+        conv3x3(c.N, c.M, stride=2),
+    )
+
+
+def core_synthesis(c: ModelConfig) -> nn.Sequential:
+    """g_s: mirror of g_a with inverse 3DM-WeConv (sub-pixel up-sampling) layers."""
+    weconv = (c.wavelet, c.conv_channel_levels, c.conv_spatial_levels, c.conv_hf_kernel)
+    return nn.Sequential(
+        ResidualBlockUpsample(c.M, c.N, upsample=1),
+        *res_group(c.N, c.res_blocks),
+        WeConvUp(c.N, c.N, *weconv),
+        *res_group(c.N, c.res_blocks),
+        WeConvUp(c.N, c.N, *weconv),
+        *res_group(c.N, c.res_blocks),
+        subpel_conv3x3(c.N, 3, 2),
+    )
+
+
+class WeConvene(CompressionModel):
+    """3DM-WeConvene and its ablations; ``forward`` for training, ``compress``/``decompress`` for bitstreams."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.g_a = core_analysis(config)
+        self.g_s = core_synthesis(config)
+        self.latent_codec = WeChARM(config)
+
+    @classmethod
+    def from_variant(cls, variant: str) -> "WeConvene":
+        return cls(get_config(variant))
+
+    @property
+    def stride(self) -> int:
+        return self.config.stride
+
+    def pad(self, x: Tensor) -> Tensor:
+        """Edge-pad x at the bottom/right to a multiple of the stride."""
+        check_images(x)
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % self.stride, -width % self.stride
+        if pad_h == 0 and pad_w == 0:
+            return x
+        return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+
+    def forward(self, x: Tensor) -> dict:
+        """``{"x_hat": N x 3 x H x W, "likelihoods": {subband: tensor, ..., "z": tensor}}``."""
+        height, width = x.shape[-2:] if x.dim() == 4 else (0, 0)
+        y = self.g_a(self.pad(x))
+        out = self.latent_codec(y)
+        x_hat = self.g_s(out["y_hat"])[..., :height, :width]
+        return {"x_hat": x_hat, "likelihoods": out["likelihoods"]}
+
+
+def check_images(x: Tensor) -> None:
+    """Raise HarnessError unless x is a finite float N x 3 x H x W batch."""
+    if not isinstance(x, Tensor):
+        raise HarnessError(f"expected a torch.Tensor of images, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise HarnessError(f"expected images shaped N x 3 x H x W, got a {x.dim()}-D tensor {tuple(x.shape)}")
+    if x.shape[1] != 3:
+        raise HarnessError(f"expected 3 colour channels (RGB), got {x.shape[1]} in {tuple(x.shape)}")
+    if min(x.shape) == 0:
+        raise HarnessError(f"expected a non-empty batch of images, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise HarnessError(f"expected float images in [0, 1], got dtype {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise HarnessError("input images contain NaN or infinite values")

@@ -1,0 +1,1 @@
+"""Training: one λ trial (``loop``) and the Ray Tune sweep over λ (``sweep``)."""

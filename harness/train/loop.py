@@ -1,0 +1,281 @@
+"""One training trial: a model for one λ, two stages, checkpointed through Ray.
+
+The recipe is the paper's (§III-C): Adam at 1e-4, batch 8; stage 1 optimises
+eq. (1) with the learning rate divided by 10 at the paper's milestones — 750 k
+of 1.5 M iterations, then every 100 k — scaled to ``stage1_steps``; stage 2
+fine-tunes eq. (2) (rate reweighting, w1 > w2) at a fixed 1e-4. The entropy
+bottleneck's quantiles get their own Adam on the auxiliary loss (CompressAI's
+convention, lr 1e-3); gradients are clipped at 1.0.
+
+:func:`train_trial` runs inside a Ray Tune trial. Every ``checkpoint_every``
+steps it hands Ray a checkpoint (weights, both optimisers, scheduler, step,
+stage, RNG states), so a trial whose worker dies restarts from there rather
+than from step 0. When both stages are done it exports the model
+(``models/<metric>-<λ>.pt``, entropy tables updated) and a JSON card.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.atomic import atomic_open
+from harness.model.checkpoint import fingerprint, save_checkpoint
+from harness.model.config import get_config
+from harness.model.loss import LossConfig, RateDistortionLoss
+from harness.model.network import WeConvene
+
+PAPER_ITERATIONS = 1_500_000
+# lr /= 10 at 750 k and every 100 k after, as fractions of the paper's run.
+PAPER_MILESTONES = tuple(m / PAPER_ITERATIONS for m in range(750_000, PAPER_ITERATIONS, 100_000))
+AUX_LR = 1e-3
+CLIP_NORM = 1.0
+STATE_FILE = "state.pt"
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything that determines one trained model (its card records all of it)."""
+
+    data: str
+    data_manifest_sha256: str
+    out: str
+    variant: str
+    metric: str
+    lmbda: float
+    stage1_steps: int
+    stage2_steps: int
+    batch_size: int = 8
+    patch: int = 256
+    lr: float = 1e-4
+    # Stage-1 lr milestones as fractions of stage1_steps (lr /= 10 at each).
+    milestones: tuple[float, ...] = PAPER_MILESTONES
+    w1: float = 1.1
+    w2: float = 0.9
+    checkpoint_every: int = 1000
+    log_every: int = 100
+    val_batches: int = 4
+    seed: int = 0
+    threads: int = 1
+
+    @property
+    def total_steps(self) -> int:
+        return self.stage1_steps + self.stage2_steps
+
+    @property
+    def name(self) -> str:
+        return model_name(self.metric, self.lmbda)
+
+    def inputs_hash(self) -> str:
+        """Hash of what determines the model: reused models must match it exactly."""
+        import hashlib
+
+        keep = {k: v for k, v in asdict(self).items() if k not in ("out", "data", "checkpoint_every", "log_every", "threads")}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrialConfig":
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        values["milestones"] = tuple(values.get("milestones", PAPER_MILESTONES))
+        return cls(**values)
+
+
+def model_name(metric: str, lmbda: float) -> str:
+    return f"{metric}-{lmbda:g}"
+
+
+def stage1_milestones(steps: int, fractions: tuple[float, ...] = PAPER_MILESTONES) -> list[int]:
+    """Milestones (fractions of the run; default the paper's) as distinct steps of a ``steps``-long stage 1."""
+    return sorted({max(1, round(f * steps)) for f in fractions if round(f * steps) < steps})
+
+
+class _State:
+    """Model, optimisers and scheduler of a trial, and their (de)serialisation."""
+
+    def __init__(self, config: TrialConfig) -> None:
+        self.model = WeConvene(get_config(config.variant))
+        main = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
+        aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
+        self.optimizer = torch.optim.Adam(main, lr=config.lr)
+        self.aux_optimizer = torch.optim.Adam(aux, lr=AUX_LR)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=stage1_milestones(config.stage1_steps, config.milestones), gamma=0.1
+        )
+        self.step = 0
+        self.restored_from: list[int] = []
+
+    def save(self, directory: Path) -> None:
+        torch.save({
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "aux_optimizer": self.aux_optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "restored_from": self.restored_from,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+            },
+        }, directory / STATE_FILE)
+
+    def load(self, directory: Path) -> None:
+        state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.aux_optimizer.load_state_dict(state["aux_optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        self.restored_from = [*state["restored_from"], self.step]
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+
+
+def _evaluate(model: WeConvene, loss: RateDistortionLoss, config: TrialConfig, device: torch.device) -> dict[str, float]:
+    """Validation in eval mode (rounding, not noise): mean bpp, PSNR (and MS-SSIM) over val patches."""
+    from harness.data.stream import val_loader
+
+    model.eval()
+    totals: dict[str, float] = {}
+    count = 0
+    with torch.no_grad():
+        for index, batch in enumerate(val_loader(config.data, config.patch, config.batch_size)):
+            if index >= config.val_batches:
+                break
+            batch = batch.to(device)
+            out = loss(model(batch), batch)
+            for key in ("bpp", "psnr", "ms_ssim"):
+                if key in out:
+                    totals[key] = totals.get(key, 0.0) + float(out[key]) * len(batch)
+            count += len(batch)
+    model.train()
+    return {f"val_{k}": v / max(count, 1) for k, v in totals.items()}
+
+
+def _train_batches(config: TrialConfig, start_step: int):
+    """Training batches; a restarted trial reseeds the stream by its step so it sees new patches."""
+    from harness.data.stream import train_loader
+
+    return iter(train_loader(config.data, config.patch, config.batch_size, seed=config.seed * 1_000_003 + start_step))
+
+
+def train_trial(params: dict) -> None:
+    """Ray Tune function trainable: ``params["trial"]`` is a :class:`TrialConfig` as a dict."""
+    from ray import tune
+
+    config = TrialConfig.from_dict(params["trial"])
+    torch.set_num_threads(max(1, config.threads))
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    state = _State(config)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state.load(Path(directory))
+    losses = {stage: RateDistortionLoss(LossConfig(config.lmbda, config.metric, stage, config.w1, config.w2))
+              for stage in (1, 2)}
+    # Ray exposes only the trial's GPUs (none for a CPU trial) through CUDA_VISIBLE_DEVICES.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = state.model.to(device).train()
+    _optimizer_to(state, device)
+    batches = _train_batches(config, state.step)
+    window_start, window_images = time.perf_counter(), 0
+    while state.step < config.total_steps:
+        stage = 1 if state.step < config.stage1_steps else 2
+        if state.step == config.stage1_steps:
+            for group in state.optimizer.param_groups:  # stage 2 runs at a fixed lr
+                group["lr"] = config.lr
+        batch = next(batches).to(device, non_blocking=True)
+        out = losses[stage](model(batch), batch)
+        state.optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
+        state.optimizer.step()
+        aux_loss = model.aux_loss()
+        state.aux_optimizer.zero_grad(set_to_none=True)
+        aux_loss.backward()
+        state.aux_optimizer.step()
+        if stage == 1:
+            state.scheduler.step()
+        state.step += 1
+        window_images += len(batch)
+        last = state.step == config.total_steps
+        if state.step % config.log_every and state.step % config.checkpoint_every and not last:
+            continue
+        metrics = {
+            "metric": config.metric,
+            "step": state.step,
+            "stage": stage,
+            "lmbda": config.lmbda,
+            "loss": out["loss"].item(),
+            "distortion": out["distortion"].item(),
+            "aux_loss": aux_loss.item(),
+            "lr": state.optimizer.param_groups[0]["lr"],
+            "images_per_s": window_images / max(time.perf_counter() - window_start, 1e-9),
+            "restarts": len(state.restored_from),
+            **{key: value.item() for key, value in out.items() if key.startswith("bpp") or key in ("psnr", "mse")},
+            **_evaluate(model, losses[stage], config, device),
+        }
+        window_start, window_images = time.perf_counter(), 0
+        if last:
+            metrics.update(_export(state, config, metrics))
+        if state.step % config.checkpoint_every == 0 or last:
+            with tempfile.TemporaryDirectory() as directory:
+                state.save(Path(directory))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        else:
+            tune.report(metrics)
+
+
+def _optimizer_to(state: _State, device: torch.device) -> None:
+    """Move restored optimiser moments next to the parameters they belong to."""
+    for optimizer in (state.optimizer, state.aux_optimizer):
+        for moments in optimizer.state.values():
+            for key, value in moments.items():
+                if torch.is_tensor(value) and key != "step":
+                    moments[key] = value.to(device)
+
+
+def _export(state: _State, config: TrialConfig, final: dict) -> dict:
+    """Write ``models/<name>.pt`` (on the CPU) and its JSON card; returns where the model went."""
+    models = Path(config.out) / "models"
+    device = next(state.model.parameters()).device
+    model = state.model.cpu().eval()
+    path = models / f"{config.name}.pt"
+    save_checkpoint(model, path)
+    card = {
+        "name": config.name,
+        "variant": config.variant,
+        "metric": config.metric,
+        "lambda": config.lmbda,
+        "stages": {
+            "1": {"steps": config.stage1_steps, "loss": "eq. 1", "lr": config.lr,
+                  "milestones": stage1_milestones(config.stage1_steps, config.milestones)},
+            "2": {"steps": config.stage2_steps, "loss": "eq. 2", "lr": config.lr, "w1": config.w1, "w2": config.w2},
+        },
+        "batch_size": config.batch_size,
+        "patch": config.patch,
+        "seed": config.seed,
+        "data": config.data,
+        "data_manifest_sha256": config.data_manifest_sha256,
+        "params": sum(p.numel() for p in model.parameters()),
+        "fingerprint": fingerprint(model),
+        "inputs_hash": config.inputs_hash(),
+        "restored_from_steps": state.restored_from,
+        "final": {k: final[k] for k in ("val_bpp", "val_psnr", "val_ms_ssim") if k in final and math.isfinite(final[k])},
+        "checkpoint": path.name,
+    }
+    with atomic_open(models / f"{config.name}.json") as handle:
+        json.dump(card, handle, indent=1, sort_keys=True)
+    model.to(device).train()
+    return {"exported": str(path)}

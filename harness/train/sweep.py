@@ -1,0 +1,227 @@
+"""``harness train-sweep``: one Ray Tune trial per λ, two-stage training, exported models.
+
+The driver only plans: it validates the inputs (shards, λ, metric) before any
+trial starts, skips λ whose exported model already matches the same inputs,
+and hands the rest to a Tune grid search with per-trial resources and
+``FailureConfig(max_failures)``, so a trial whose worker dies restarts from its
+last checkpoint. Per-trial metrics stream into ``OUT/metrics.parquet`` (one
+row per report) and a progress line per report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harness.atomic import write_parquet_atomic
+from harness.errors import HarnessError
+from harness.hashing import sha256_file
+from harness.model.config import get_config
+from harness.model.loss import MS_SSIM_MIN_SIDE
+from harness.train.loop import PAPER_MILESTONES, TrialConfig, model_name, train_trial
+
+PAPER_LAMBDAS = {
+    "mse": (0.0025, 0.0035, 0.0067, 0.013, 0.025, 0.05),
+    "ms-ssim": (5.0, 8.0, 16.0, 32.0, 64.0),
+}
+EXPERIMENT = "sweep"
+METRICS_FILE = "metrics.parquet"
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    data: Path
+    metric: str = "mse"
+    lambdas: tuple[float, ...] = ()
+    variant: str = "3dm-weconvene"
+    stage1_steps: int = 1_500_000
+    stage2_steps: int = 50_000
+    batch_size: int = 8
+    patch: int = 256
+    lr: float = 1e-4
+    milestones: tuple[float, ...] = PAPER_MILESTONES
+    w1: float = 1.1
+    w2: float = 0.9
+    out: Path = Path("runs/sweep")
+    address: str | None = None
+    resume: bool = False
+    gpus_per_trial: float = 0.0
+    cpus_per_trial: int = 1
+    checkpoint_every: int = 1000
+    log_every: int = 100
+    val_batches: int = 4
+    max_failures: int = 3
+    seed: int = 0
+
+    @property
+    def chosen_lambdas(self) -> tuple[float, ...]:
+        return self.lambdas or PAPER_LAMBDAS.get(self.metric, ())
+
+
+def validate(config: SweepConfig) -> str:
+    """Every check that can fail before a trial starts; returns the data manifest's sha256."""
+    from harness.data.stream import shard_paths
+
+    if config.metric not in PAPER_LAMBDAS:
+        raise HarnessError(f"unknown metric {config.metric!r}: choose {' or '.join(PAPER_LAMBDAS)}")
+    bad = [lmbda for lmbda in config.chosen_lambdas if not (math.isfinite(lmbda) and lmbda > 0)]
+    if bad:
+        raise HarnessError(f"every lambda must be a positive number, got {', '.join(f'{b:g}' for b in bad)}")
+    if len(set(config.chosen_lambdas)) != len(config.chosen_lambdas):
+        raise HarnessError("the lambda list has duplicates")
+    get_config(config.variant)
+    if config.stage1_steps < 1 or config.stage2_steps < 0:
+        raise HarnessError("--stage1-steps must be >= 1 and --stage2-steps >= 0")
+    if any(not 0 < f < 1 for f in config.milestones):
+        raise HarnessError(f"--milestones are fractions of stage 1 in (0, 1), got {list(config.milestones)}")
+    if config.gpus_per_trial > 1:
+        raise HarnessError("a trial trains on one device: use --gpus-per-trial 1 (or a fraction) and one trial per GPU")
+    if config.batch_size < 1 or config.checkpoint_every < 1 or config.log_every < 1:
+        raise HarnessError("--batch-size, --checkpoint-every and --log-every must be >= 1")
+    stride = get_config(config.variant).stride
+    if config.patch % stride:
+        raise HarnessError(f"--patch {config.patch} must be a multiple of the model stride {stride}")
+    if config.metric == "ms-ssim" and config.patch < MS_SSIM_MIN_SIDE:
+        raise HarnessError(f"MS-SSIM training needs --patch >= {MS_SSIM_MIN_SIDE}, got {config.patch}")
+    shard_paths(config.data, "train", config.patch)
+    shard_paths(config.data, "val", config.patch)
+    return sha256_file(Path(config.data) / "manifest.json")
+
+
+def trial_configs(config: SweepConfig, manifest_sha256: str) -> list[TrialConfig]:
+    return [
+        TrialConfig(
+            data=str(Path(config.data).resolve()),
+            data_manifest_sha256=manifest_sha256,
+            out=str(Path(config.out).resolve()),
+            variant=config.variant,
+            metric=config.metric,
+            lmbda=float(lmbda),
+            stage1_steps=config.stage1_steps,
+            stage2_steps=config.stage2_steps,
+            batch_size=config.batch_size,
+            patch=config.patch,
+            lr=config.lr,
+            milestones=config.milestones,
+            w1=config.w1,
+            w2=config.w2,
+            checkpoint_every=config.checkpoint_every,
+            log_every=config.log_every,
+            val_batches=config.val_batches,
+            seed=config.seed,
+            threads=max(1, config.cpus_per_trial),
+        )
+        for lmbda in config.chosen_lambdas
+    ]
+
+
+def already_trained(trial: TrialConfig) -> bool:
+    """True when ``models/<name>.pt`` exists and its card was made from the same inputs."""
+    models = Path(trial.out) / "models"
+    card_path, model_path = models / f"{trial.name}.json", models / f"{trial.name}.pt"
+    if not (card_path.is_file() and model_path.is_file()):
+        return False
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return card.get("inputs_hash") == trial.inputs_hash()
+
+
+REPORT_KEYS = ("trial_id", "metric", "lmbda", "step", "stage", "loss", "distortion", "aux_loss", "lr", "images_per_s",
+               "restarts", "psnr", "mse")
+
+
+def _metrics_callback(path: Path, totals: dict[float, int]):
+    """A Tune callback appending one row per trial report to ``path`` and printing a progress line.
+
+    It keeps no rows in memory between reports of a restored sweep: the parquet
+    file is the log, read back on the first report after a restart.
+    """
+    from ray.tune import Callback
+
+    class MetricsCallback(Callback):
+        def __init__(self) -> None:
+            self.rows: list[dict] | None = None
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            import pandas as pd
+
+            if self.rows is None:
+                self.rows = pd.read_parquet(path).to_dict("records") if path.is_file() else []
+            row = {k: v for k, v in result.items() if k in REPORT_KEYS or k.startswith(("bpp", "val_"))}
+            row["time"] = time.time()
+            self.rows.append(row)
+            write_parquet_atomic(pd.DataFrame(self.rows), path)
+            validation = f" | val {result['val_bpp']:.3f} bpp {result['val_psnr']:.2f} dB" if "val_bpp" in result else ""
+            print(
+                f"[{model_name(result['metric'], result['lmbda'])}] stage {result['stage']} "
+                f"step {result['step']}/{totals.get(result['lmbda'], '?')} loss {result['loss']:.4f} "
+                f"bpp {result['bpp']:.3f} psnr {result['psnr']:.2f} dB{validation} "
+                f"lr {result['lr']:.1e} {result['images_per_s']:.1f} img/s",
+                flush=True,
+            )
+
+    return MetricsCallback()
+
+
+def run(config: SweepConfig) -> list[Path]:
+    """Train (or reuse) one model per λ; returns the exported checkpoints in λ order."""
+    manifest_sha256 = validate(config)
+    trials = trial_configs(config, manifest_sha256)
+    out = Path(config.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [t for t in trials if not already_trained(t)]
+    kept = len(trials) - len(todo)
+    if kept:
+        print(f"train-sweep: {kept} of {len(trials)} models already trained on the same inputs, kept", flush=True)
+    if todo:
+        _tune(config, todo, out)
+    models = [out / "models" / f"{t.name}.pt" for t in trials]
+    missing = [m.name for m in models if not m.is_file()]
+    if missing:
+        raise HarnessError(f"{len(missing)} trial(s) failed ({', '.join(missing)}): see {out / EXPERIMENT}; rerun with --resume")
+    print(f"train-sweep: {len(todo)} trained, {kept} kept -> {out / 'models'}", flush=True)
+    return models
+
+
+def _trial_dirname(trial) -> str:
+    params = trial.config["trial"]
+    return f"{model_name(params['metric'], params['lmbda'])}-{trial.trial_id}"
+
+
+def _tune(config: SweepConfig, todo: list[TrialConfig], out: Path) -> None:
+    import ray
+    from ray import tune
+
+    if not ray.is_initialized():
+        if config.address:
+            ray.init(address=config.address, log_to_driver=True)
+        else:
+            ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
+    experiment = out / EXPERIMENT
+    trainable = tune.with_resources(train_trial, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
+    if config.resume:
+        if not tune.Tuner.can_restore(str(experiment)):
+            raise HarnessError(f"nothing to resume at {experiment}: run without --resume")
+        tuner = tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
+    else:
+        if experiment.exists():
+            raise HarnessError(f"{experiment} holds an earlier sweep: pass --resume to continue it or choose another --out")
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search([asdict(t) for t in todo])},
+            run_config=tune.RunConfig(
+                name=EXPERIMENT,
+                storage_path=str(out),
+                failure_config=tune.FailureConfig(max_failures=config.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=[_metrics_callback(out / METRICS_FILE, {t.lmbda: t.total_steps for t in todo})],
+                verbose=0,
+            ),
+            tune_config=tune.TuneConfig(max_concurrent_trials=len(todo), trial_dirname_creator=_trial_dirname),
+        )
+    tuner.fit()

@@ -1,0 +1,224 @@
+"""Leaderboard report from a synthesized results.parquet, and the published anchors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from harness.errors import HarnessError
+from harness.eval.anchors import ANCHORS_DIR, anchor_bdrate_table, load_published_curves
+from harness.eval.report import build_report
+
+# codec -> (rate factor vs the anchor, qualities, parameter count)
+CODECS = {
+    "vvc": (1.0, [37, 32, 27, 22], None),
+    "hevc": (1.3, [37, 32, 27, 22], None),
+    "jpeg": (2.5, [20, 40, 60, 80, 95], None),
+    "3dm-weconvene": (0.9, [1, 2, 3, 4, 5, 6], 73.95e6),
+}
+
+
+def _rows(dataset: str, n_images: int, codecs: dict, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_images):
+        difficulty = rng.uniform(0.7, 1.4)
+        for codec, (factor, qualities, params) in codecs.items():
+            for k, quality in enumerate(qualities):
+                # Same log-spaced quality targets for every codec; the rate factor
+                # alone separates the curves, so the true BD-rate is factor - 1.
+                base = 0.1 * 2 ** (k * 5 / (len(qualities) - 1)) * difficulty
+                psnr = 27.0 + 4.0 * np.log2(base / 0.1) + rng.normal(0, 0.05)
+                ms_ssim = 1 - 10 ** (-(10.0 + 3.5 * np.log2(base / 0.1)) / 10)
+                bpp = base * factor
+                rows.append(
+                    dict(
+                        dataset=dataset, image=f"img{i:02d}.png", image_sha256=f"{i:064x}", width=768, height=512,
+                        codec=codec, codec_version=f"{codec} 1.0", config="quick", config_hash="c0ffee",
+                        quality=float(quality), bytes=int(bpp * 768 * 512 / 8), bpp=bpp, psnr_rgb=psnr,
+                        ms_ssim=ms_ssim, ms_ssim_db=-10 * np.log10(1 - ms_ssim), enc_s=0.2 * factor, dec_s=0.05,
+                        device="cpu", params=params, harness_version="0.1.0", git_commit="abc1234",
+                        created_at=pd.Timestamp("2026-11-25T12:00:00Z"), status="ok", error=None,
+                    )
+                )
+    return rows
+
+
+def _write(run_dir: Path, rows: list[dict]) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(run_dir / "results.parquet", index=False)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory) -> Path:
+    rows = _rows("kodak", 6, CODECS)
+    # Bad curves in the same run: too few points, a NaN metric, no overlap with the anchor.
+    rows += _rows("kodak", 6, {"short": (1.1, [1, 2, 3], None)}, seed=1)
+    nan_rows = _rows("kodak", 6, {"broken": (1.0, [1, 2, 3, 4], None)}, seed=2)
+    for row in nan_rows:
+        row["psnr_rgb"] = math.nan
+    rows += nan_rows
+    far = _rows("kodak", 6, {"far": (1.0, [1, 2, 3, 4], None)}, seed=3)
+    for row in far:
+        row["psnr_rgb"] += 40.0
+        row["ms_ssim_db"] += 40.0
+    rows += far
+    # A failed cell is excluded from the averages; a second dataset without the anchor.
+    rows.append({**rows[0], "image": "corrupt.png", "status": "error", "error": "cannot identify image", "bpp": math.nan})
+    rows += _rows("tecnick", 3, {"hevc": CODECS["hevc"]}, seed=4)
+    run_dir = _write(tmp_path_factory.mktemp("run") / "kodak-quick", rows)
+    with pytest.warns(UserWarning, match="1 result row"):
+        build_report(run_dir, resamples=300)
+    return run_dir
+
+
+def test_build_report_writes_every_file(report_dir):
+    expected = [
+        "bdrate.md", "bdrate.csv", "timing.md", "params.md", "fidelity.md", "anchors-bdrate.md", "README.md",
+        "bdrate_per_image.parquet", "rd-kodak-psnr.png", "rd-kodak-msssim.png", "rd-tecnick-psnr.png",
+        "rd-tecnick-msssim.png", "bdrate-kodak-per-image.png",
+    ]
+    for name in expected:
+        assert (report_dir / name).stat().st_size > 0, name
+    assert not list(report_dir.glob("*.tmp"))
+    for png in report_dir.glob("*.png"):
+        with Image.open(png) as image:
+            assert image.format == "PNG" and image.size[0] > 400 and image.size[1] > 300
+            assert len(image.convert("L").getcolors(1 << 16)) > 10  # something was drawn
+
+
+def test_bdrate_table_lists_every_codec_with_ci_and_known_values(report_dir):
+    table = pd.read_csv(report_dir / "bdrate.csv", keep_default_na=False, na_values=[""])
+    kodak = table[table["dataset"] == "kodak"].set_index(["codec", "metric"])
+    for metric in ("psnr", "msssim"):
+        assert kodak.loc[("vvc", metric), "bd_rate_pct"] == pytest.approx(0.0, abs=1e-6)
+        for codec, (factor, _, _) in CODECS.items():
+            row = kodak.loc[(codec, metric)]
+            assert row["bd_rate_pct"] == pytest.approx((factor - 1) * 100, abs=1.0), (codec, metric)
+            assert row["ci95_low"] <= row["bd_rate_pct"] <= row["ci95_high"]
+            assert bool(row["reliable"]) and row["n_images"] == 6
+    markdown = (report_dir / "bdrate.md").read_text()
+    assert "| vvc [anchor] |" in markdown and "**kodak** (6 images)" in markdown
+    for codec in ("hevc", "jpeg", "3dm-weconvene"):
+        line = next(l for l in markdown.splitlines() if l.startswith(f"| {codec} |"))
+        assert line.count("[") >= 2, line  # a CI for PSNR and MS-SSIM
+    assert "73.95 M" in markdown
+
+
+def test_bad_curves_become_flagged_rows(report_dir):
+    table = pd.read_csv(report_dir / "bdrate.csv", keep_default_na=False, na_values=[""]).set_index(["dataset", "codec", "metric"])
+    assert "test:few-points" in table.loc[("kodak", "short", "psnr"), "flags"]
+    assert "test:invalid-values" in table.loc[("kodak", "broken", "psnr"), "flags"]
+    assert "no-overlap" in table.loc[("kodak", "far", "psnr"), "flags"]
+    for codec in ("short", "broken", "far"):
+        assert not table.loc[("kodak", codec, "psnr"), "reliable"]
+        assert math.isnan(table.loc[("kodak", codec, "psnr"), "bd_rate_pct"])
+    assert table.loc[("tecnick", "hevc", "psnr"), "flags"] == "anchor-missing"
+    markdown = (report_dir / "bdrate.md").read_text()
+    short = next(l for l in markdown.splitlines() if l.startswith("| short |"))
+    assert "n/a" in short and "few-points" in short
+
+
+def test_per_image_distribution(report_dir):
+    per_image = pd.read_parquet(report_dir / "bdrate_per_image.parquet")
+    hevc = per_image[(per_image["codec"] == "hevc") & (per_image["dataset"] == "kodak")]
+    assert len(hevc) == 6 * 2 and set(hevc["metric"]) == {"psnr", "msssim"}
+    assert hevc["bd_rate_pct"].to_numpy() == pytest.approx(30.0, abs=2.0)
+    assert "corrupt.png" not in set(per_image["image"])
+    assert not per_image[per_image["codec"] == "vvc"].shape[0]  # no self-comparison rows
+
+
+def test_timing_params_and_readme(report_dir):
+    timing = (report_dir / "timing.md").read_text()
+    assert "| kodak | jpeg | 0.5 s | 0.05 s |" in timing and "cpu" in timing
+    params = (report_dir / "params.md").read_text()
+    assert "3dm-weconvene" in params and "73.95 M" in params and "| jpeg |" not in params
+    readme = (report_dir / "README.md").read_text()
+    for name in ("rd-kodak-psnr.png", "rd-kodak-msssim.png", "bdrate-kodak-per-image.png"):
+        assert f"]({name})" in readme
+    assert "BD-rate vs the published VTM" in readme and "| vvc [anchor] |" in readme
+    assert "corrupt" not in readme and "1 error" in readme
+
+
+def test_anchor_choice_and_errors(tmp_path):
+    run_dir = _write(tmp_path / "run", _rows("kodak", 3, {k: CODECS[k] for k in ("vvc", "hevc")}))
+    with pytest.warns(UserWarning, match="has no ok results.*hevc, vvc"):
+        build_report(run_dir, anchor="vtm", resamples=50)
+    assert "anchor `vtm` has no ok results" in (run_dir / "bdrate.md").read_text()
+    assert set(pd.read_csv(run_dir / "bdrate.csv")["flags"]) == {"anchor-missing"}
+    assert (run_dir / "rd-kodak-psnr.png").is_file() and (run_dir / "timing.md").is_file()
+    build_report(run_dir, anchor="hevc:quick", resamples=50)
+    table = pd.read_csv(run_dir / "bdrate.csv").set_index(["codec", "metric"])
+    assert table.loc[("vvc", "psnr"), "bd_rate_pct"] == pytest.approx(100 / 1.3 - 100, abs=1.0)
+    with pytest.raises(HarnessError, match="no config 'paper'"):
+        build_report(run_dir, anchor="hevc:paper", resamples=50)
+    two = _rows("kodak", 3, {"vvc": CODECS["vvc"]}) + [
+        {**row, "config": "slow"} for row in _rows("kodak", 3, {"vvc": CODECS["vvc"]})
+    ]
+    two[0]["status"] = "error"  # "slow" has more ok rows, so it is the default anchor config
+    with pytest.warns(UserWarning, match="status 'error'"):
+        build_report(_write(tmp_path / "two", two), resamples=50)
+    assert "using `slow` (pass --anchor vvc:CONFIG" in (tmp_path / "two" / "bdrate.md").read_text()
+    labels = set(pd.read_csv(tmp_path / "two" / "bdrate.csv")["label"])
+    assert labels == {"vvc (quick)", "vvc (slow)"}
+
+
+def test_unreadable_results_are_one_line_errors(tmp_path):
+    with pytest.raises(HarnessError, match="not found"):
+        build_report(tmp_path)
+    (tmp_path / "results.parquet").write_bytes(b"PAR1 truncated")
+    with pytest.raises(HarnessError, match="cannot read"):
+        build_report(tmp_path)
+    pd.DataFrame({"dataset": ["kodak"]}).to_parquet(tmp_path / "results.parquet")
+    with pytest.raises(HarnessError, match="lacks column"):
+        build_report(tmp_path)
+    rows = _rows("kodak", 2, {"vvc": CODECS["vvc"]})
+    _write(tmp_path, [{**row, "status": "error"} for row in rows])
+    with pytest.raises(HarnessError, match="no rows with status 'ok'"):
+        build_report(tmp_path)
+
+
+def test_published_anchors_are_unchanged_copies_with_sources(shared_dir):
+    manifest = json.loads((ANCHORS_DIR / "manifest.json").read_text())["files"]
+    listed = {entry["file"] for entry in manifest}
+    on_disk = {str(p.relative_to(ANCHORS_DIR)) for p in ANCHORS_DIR.rglob("*") if p.is_file()} - {"manifest.json", "README.md"}
+    assert listed == on_disk
+    reference = shared_dir / "data" / "reference"
+    for entry in manifest:
+        assert len(entry["source"]) > 40 and entry["datasets"]
+        copy = ANCHORS_DIR / entry["file"]
+        original = reference / entry["file"]
+        assert hashlib.sha256(copy.read_bytes()).digest() == hashlib.sha256(original.read_bytes()).digest(), entry["file"]
+    labels = {(c.dataset, c.label) for c in load_published_curves()}
+    assert ("kodak", "VTM") in labels and ("kodak", "WeConvene (ECCV 2024)") in labels
+
+
+def test_weconvene_vs_published_vtm_on_kodak():
+    table = anchor_bdrate_table().set_index(["dataset", "label", "metric"])
+    row = table.loc[("kodak", "WeConvene (ECCV 2024)", "psnr")]
+    assert -9.0 < row["bd_rate_pct"] < -8.0 and row["reliable"]
+    assert row["paper_bd_rate_pct"] == pytest.approx(-9.8)
+    assert table.loc[("tecnick", "WeConvene (ECCV 2024)", "psnr"), "flags"] == "no published VTM"
+    assert not any(label == "VTM" for _, label, _ in table.index)
+
+
+def test_fidelity_against_published_curve_of_the_same_codec(tmp_path, shared_dir):
+    published = json.loads((shared_dir / "data" / "reference" / "compressai" / "kodak" / "jpeg.json").read_text())["results"]
+    rows = []
+    for codec, factor in (("jpeg", 1.0), ("vvc", 0.5)):
+        for quality, (bpp, psnr, ms_ssim) in enumerate(zip(published["bpp"], published["psnr-rgb"], published["ms-ssim-rgb"])):
+            rows.append({**_rows("kodak", 1, {"vvc": CODECS["vvc"]})[0], "codec": codec, "quality": float(quality),
+                         "bpp": bpp * factor, "psnr_rgb": psnr, "ms_ssim": ms_ssim, "ms_ssim_db": -10 * np.log10(1 - ms_ssim)})
+    build_report(_write(tmp_path / "run", rows), resamples=20)
+    fidelity = (tmp_path / "run" / "fidelity.md").read_text()
+    assert "| kodak | jpeg | PSNR-RGB | JPEG | +0.00 % |" in fidelity
+    assert "| kodak | jpeg | MS-SSIM (dB) | JPEG | +0.00 % |" in fidelity
+    assert "Measured vs published curves" in (tmp_path / "run" / "README.md").read_text()

@@ -1,0 +1,148 @@
+"""harness train-sweep: input checks, a real two-λ tiny sweep on photo shards, and crash recovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.data.recipe import PatchRecipe
+from harness.data.shards import PrepareConfig
+from harness.data.shards import run as prepare
+from harness.errors import HarnessError
+from harness.model.config import LOW_FREQUENCY_SUBBANDS
+from harness.train.sweep import SweepConfig, run, validate
+
+REPO = Path(__file__).resolve().parents[1]
+LOW = sorted(LOW_FREQUENCY_SUBBANDS - {"LL"})
+HIGH = ["LLH", "LHL", "LHH", "HLH", "HHL", "HHH"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, photos_dir) -> Path:
+    """64px patches from 24 photos (two val images), written by prepare-data itself."""
+    sources = tmp_path_factory.mktemp("photos")
+    for photo in sorted(photos_dir.glob("*.png"))[:24]:
+        shutil.copy(photo, sources / photo.name)
+    out = tmp_path_factory.mktemp("shards")
+    prepare(PrepareConfig(
+        sources=(f"folder:{sources}",), out=out, val_fraction=0.1, progress=False,
+        recipe=PatchRecipe(patch=64, resize=256, patches_per_image=4),
+    ))
+    return out
+
+
+def _sweep(shards: Path, out: Path, **overrides) -> SweepConfig:
+    base = dict(data=shards, variant="tiny", lambdas=(0.0067, 0.05), stage1_steps=4, stage2_steps=2, batch_size=2,
+                patch=64, out=out, checkpoint_every=2, log_every=2, val_batches=2)
+    return SweepConfig(**{**base, **overrides})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(metric="psnr"), "unknown metric 'psnr'"),
+    (dict(lambdas=(0.01, 0.0)), "every lambda must be a positive number"),
+    (dict(lambdas=(-1.0,)), "every lambda must be a positive number"),
+    (dict(patch=128), "64px patches, smaller than the 128px training crop"),
+    (dict(patch=65), "multiple of the model stride"),
+    (dict(metric="ms-ssim", lambdas=(8.0,)), "MS-SSIM training needs --patch >= 161"),
+    (dict(variant="big"), "unknown model variant"),
+])
+def test_bad_sweeps_fail_before_any_trial(shards, tmp_path, overrides, message):
+    with pytest.raises(HarnessError, match=message):
+        run(_sweep(shards, tmp_path / "out", **overrides))
+    assert not (tmp_path / "out" / "sweep").exists()
+
+
+def test_missing_or_empty_shard_directory(tmp_path):
+    with pytest.raises(HarnessError, match="no prepared data at"):
+        validate(SweepConfig(data=tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HarnessError, match="has no manifest.json"):
+        validate(SweepConfig(data=tmp_path / "empty"))
+
+
+def _rate(row: pd.Series, names: list[str]) -> float:
+    return sum(row[f"bpp_{name}"] for name in names)
+
+
+def test_tiny_sweep_trains_both_lambdas_in_two_stages(shards, tmp_path, ray_local):
+    out = tmp_path / "sweep"
+    config = _sweep(shards, out, stage1_steps=60, stage2_steps=20, log_every=10, checkpoint_every=20,
+                    batch_size=4, lr=1e-3, milestones=(), w1=2.0, w2=0.5, val_batches=4)
+    models = run(config)
+    assert [m.name for m in models] == ["mse-0.0067.pt", "mse-0.05.pt"]
+    cards = [json.loads(m.with_suffix(".json").read_text()) for m in models]
+    for card in cards:
+        assert card["stages"]["1"]["steps"] == 60 and card["stages"]["2"]["steps"] == 20
+        assert (card["stages"]["2"]["w1"], card["stages"]["2"]["w2"]) == (2.0, 0.5)
+        assert card["data_manifest_sha256"] and card["params"] > 0 and card["restored_from_steps"] == []
+    # The larger λ buys rate. (Its PSNR lead only shows once training leaves the
+    # distortion-dominated start, after a few hundred steps: see README "Training".)
+    low, high = (card["final"] for card in cards)
+    assert high["val_bpp"] > low["val_bpp"]
+
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    for lmbda, rows in metrics.groupby("lmbda"):
+        rows = rows.sort_values("step")
+        assert list(rows["step"]) == list(range(10, 81, 10))
+        assert rows["loss"].iloc[:2].mean() > rows["loss"].iloc[-4:-2].mean()  # stage 1 learns
+        # Stage 2 optimises eq. 2: the reported loss is the reweighted rate plus λ·D.
+        for _, row in rows[rows["stage"] == 2].iterrows():
+            expected = 2.0 * _rate(row, LOW) + 0.5 * _rate(row, HIGH) + row["bpp_z"] + lmbda * row["distortion"]
+            assert row["loss"] == pytest.approx(expected, rel=1e-4)
+        for _, row in rows[rows["stage"] == 1].iterrows():
+            assert row["loss"] == pytest.approx(row["bpp"] + lmbda * row["distortion"], rel=1e-4)
+
+    again = run(config)  # same inputs: both models reused, nothing trained
+    assert again == models
+    assert len(pd.read_parquet(out / "metrics.parquet")) == len(metrics)
+
+
+def test_resume_without_a_sweep_and_rerun_into_a_used_directory(shards, tmp_path, ray_local):
+    with pytest.raises(HarnessError, match="nothing to resume"):
+        run(_sweep(shards, tmp_path / "a", lambdas=(0.01,), resume=True))
+    (tmp_path / "b" / "sweep").mkdir(parents=True)
+    with pytest.raises(HarnessError, match="holds an earlier sweep: pass --resume"):
+        run(_sweep(shards, tmp_path / "b", lambdas=(0.01,)))
+
+
+def test_trial_resumes_from_its_checkpoint_when_its_node_dies(shards, tmp_path, ray_local):
+    """A worker node killed mid-stage-1: the trial restarts on a new node from its checkpoint."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1",
+                                                             "include_dashboard": False})
+    worker = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "harness", "train-sweep", "--data", str(shards), "--variant", "tiny",
+               "--lambdas", "0.01", "--stage1-steps", "40", "--stage2-steps", "4", "--batch-size", "2",
+               "--patch", "64", "--checkpoint-every", "10", "--log-every", "5", "--val-batches", "1",
+               "--out", str(out), "--address", cluster.address]
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out.glob("sweep/*/checkpoint_000001")):
+            assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read()
+            time.sleep(0.2)
+        cluster.remove_node(worker, allow_graceful=False)
+        cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        output, _ = driver.communicate(timeout=300)
+        assert driver.returncode == 0, output
+    finally:
+        driver.kill()
+        cluster.shutdown()
+    card = json.loads((out / "models" / "mse-0.01.json").read_text())
+    assert card["restored_from_steps"] and min(card["restored_from_steps"]) >= 20
+    metrics = pd.read_parquet(out / "metrics.parquet").sort_values("time")
+    assert metrics["step"].max() == 44
+    assert metrics[metrics["restarts"] > 0]["step"].min() > 20

@@ -1,0 +1,303 @@
+"""Properties of harness.wavelets: perfect reconstruction, filter fidelity against
+PyWavelets, differentiability, shapes, and errors on bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from harness import wavelets as wt
+from harness.errors import HarnessError
+
+LENGTHS = range(2, 66)
+
+
+@pytest.mark.parametrize("wavelet", wt.WAVELETS)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_1d_perfect_reconstruction_all_lengths(wavelet, dtype, tol):
+    gen = torch.Generator().manual_seed(0)
+    for n in LENGTHS:
+        # one tensor per length, transformed along a middle dim with batch dims on both sides
+        x = torch.rand(2, n, 3, generator=gen, dtype=dtype)
+        low, high = wt.dwt(x, wavelet, dim=1)
+        assert low.shape == (2, (n + 1) // 2, 3) and high.shape == (2, n // 2, 3)
+        assert low.dtype == dtype and high.dtype == dtype
+        err = (wt.idwt(low, high, wavelet, dim=1) - x).abs().max().item()
+        assert err <= tol, f"n={n}: max error {err}"
+
+
+@pytest.mark.parametrize("wavelet", wt.WAVELETS)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("levels", [1, 2, 3])
+def test_2d_perfect_reconstruction(wavelet, dtype, tol, levels):
+    gen = torch.Generator().manual_seed(levels)
+    lo = wt.min_size(levels)
+    # every height and every width from the minimum the levels allow up to 65
+    for h in range(lo, 66):
+        w = lo + 65 - h
+        x = torch.rand(2, 2, h, w, generator=gen, dtype=dtype)
+        ll, highs = wt.dwt2(x, wavelet, levels)
+        assert len(highs) == levels
+        err = (wt.idwt2(ll, highs, wavelet) - x).abs().max().item()
+        assert err <= tol, f"{h}x{w}: max error {err}"
+
+
+@pytest.mark.parametrize("wavelet", wt.WAVELETS)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("channel_levels,spatial_levels", [(1, 1), (1, 2), (2, 1), (2, 3)])
+def test_3d_perfect_reconstruction(wavelet, dtype, tol, channel_levels, spatial_levels):
+    gen = torch.Generator().manual_seed(channel_levels * 10 + spatial_levels)
+    lo_c, lo_s = wt.min_size(channel_levels), wt.min_size(spatial_levels)
+    # every channel count up to 65, spatial sizes cycling through odd and even lengths
+    for c in range(lo_c, 66):
+        h, w = lo_s + c % 7, lo_s + (c * 3) % 8
+        x = torch.rand(1, c, h, w, generator=gen, dtype=dtype)
+        bands = wt.dwt3(x, wavelet, channel_levels, spatial_levels)
+        assert tuple(bands) == wt.subband_names(channel_levels, spatial_levels)
+        y = wt.idwt3(bands, wavelet, channel_levels, spatial_levels)
+        err = (y - x).abs().max().item()
+        assert err <= tol, f"{c}x{h}x{w}: max error {err}"
+
+
+def test_3d_subband_names_and_shapes():
+    x = torch.rand(1, 320, 17, 16)
+    bands = wt.dwt3(x, "9/7")
+    assert tuple(bands) == ("LLL", "LLH", "LHL", "LHH", "HLL", "HLH", "HHL", "HHH")
+    assert bands["LLL"].shape == (1, 160, 9, 8)
+    assert bands["LHL"].shape == (1, 160, 8, 8)  # high along height (17 -> 8), low along width
+    assert bands["HLH"].shape == (1, 160, 9, 8)
+    assert bands["HHH"].shape == (1, 160, 8, 8)
+
+
+def test_channel_dwt_groups_lowest_first():
+    x = torch.rand(2, 40, 5, 6, dtype=torch.float64)
+    groups = wt.channel_dwt(x, "5/3", levels=3)
+    assert [g.shape[1] for g in groups] == [5, 5, 10, 20]
+    assert torch.allclose(wt.channel_idwt(groups, "5/3"), x, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("wavelet", wt.WAVELETS)
+def test_length_one_passes_through(wavelet):
+    x = torch.rand(2, 3, 1, 1)
+    low, high = wt.dwt(x, wavelet, dim=-1)
+    assert torch.equal(low, x) and high.shape == (2, 3, 1, 0)
+    assert torch.equal(wt.idwt(low, high, wavelet, dim=-1), x)
+    bands = wt.dwt3(x, wavelet, 1, 2, strict=False)
+    assert torch.allclose(wt.idwt3(bands, wavelet, 1, 2), x)
+
+
+# ----------------------------------------------------------------- filter fidelity
+
+PYWT_NAMES = {"haar": "haar", "5/3": "bior2.2", "9/7": "bior4.4"}
+# One scale factor per band relative to PyWavelets (JPEG 2000 normalisation:
+# low-pass DC gain 1, high-pass Nyquist gain 2), as documented in the module.
+LOW_SCALE = 1 / math.sqrt(2)
+HIGH_SCALE = -math.sqrt(2)
+
+
+def _analysis_rows(wavelet: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Analysis matrices (coefficient x input sample) from the transform of impulses."""
+    low, high = wt.dwt(torch.eye(n, dtype=torch.float64), wavelet, dim=1)
+    return low.T, high.T
+
+
+def _pywt_filters(wavelet: str):
+    pywt = pytest.importorskip("pywt")
+    w = pywt.Wavelet(PYWT_NAMES[wavelet])
+    # PyWavelets convolves; as a row acting on increasing sample index the filter is reversed.
+    return torch.tensor(w.dec_lo[::-1], dtype=torch.float64), torch.tensor(
+        w.dec_hi[::-1], dtype=torch.float64
+    )
+
+
+def _support(row: torch.Tensor) -> torch.Tensor:
+    nz = torch.nonzero(row.abs() > 1e-14).flatten()
+    return row[nz.min() : nz.max() + 1]
+
+
+@pytest.mark.parametrize("wavelet", wt.WAVELETS)
+def test_impulse_responses_match_pywavelets(wavelet):
+    dec_lo, dec_hi = _pywt_filters(wavelet)
+    a_low, a_high = _analysis_rows(wavelet, 48)
+    for k in (10, 13):  # interior coefficients, far from both boundaries
+        low_row, high_row = _support(a_low[k]), _support(a_high[k])
+        # T.800 gives the 9/7 lifting constants to 15-16 digits: agreement is ~1e-11 relative
+        assert torch.allclose(low_row, LOW_SCALE * _support(dec_lo), atol=0, rtol=1e-10)
+        assert torch.allclose(high_row, HIGH_SCALE * _support(dec_hi), atol=0, rtol=1e-10)
+        # low band centred on sample 2k, high band on sample 2k+1 (T.800 sub-sampling)
+        centre_low = (a_low[k].abs() > 1e-14).nonzero().float().mean().item()
+        centre_high = (a_high[k].abs() > 1e-14).nonzero().float().mean().item()
+        assert centre_low == (2 * k + 0.5 if wavelet == "haar" else 2 * k)
+        assert centre_high == 2 * k + (0.5 if wavelet == "haar" else 1)
+
+
+@pytest.mark.parametrize("wavelet", wt.WAVELETS)
+def test_boundaries_equal_filter_bank_on_symmetric_extension(wavelet):
+    """Every coefficient, boundaries included, equals the scaled PyWavelets filter
+    applied to the symmetrically extended signal (whole-sample for 5/3 and 9/7 as in
+    T.800 F.3.7, half-sample for haar)."""
+    dec_lo, dec_hi = _pywt_filters(wavelet)
+    lo_f, hi_f = LOW_SCALE * _support(dec_lo), HIGH_SCALE * _support(dec_hi)
+    mode = "symmetric" if wavelet == "haar" else "reflect"
+    pad = 8
+    gen = torch.Generator().manual_seed(1)
+    for n in range(2, 40):
+        x = torch.rand(n, generator=gen, dtype=torch.float64)
+        idx = torch.arange(-pad, n + pad)
+        if mode == "reflect":
+            period = 2 * (n - 1)
+            m = idx % period
+            idx = torch.where(m < n, m, period - m)
+        else:
+            period = 2 * n
+            m = idx % period
+            idx = torch.where(m < n, m, period - 1 - m)
+        ext = x[idx]  # ext[j + pad] = extended x[j]
+        low, high = wt.dwt(x, wavelet, dim=0)
+        # centre offsets of the rows found above: low at 2k (haar 2k..2k+1), high at 2k+1
+        lo_start = 0 if wavelet == "haar" else -(len(lo_f) // 2)
+        hi_start = 0 if wavelet == "haar" else 1 - len(hi_f) // 2
+        want_low = torch.stack(
+            [ext[2 * k + lo_start + pad : 2 * k + lo_start + pad + len(lo_f)] @ lo_f for k in range(low.numel())]
+        )
+        want_high = torch.stack(
+            [ext[2 * k + hi_start + pad : 2 * k + hi_start + pad + len(hi_f)] @ hi_f for k in range(high.numel())]
+        )
+        assert torch.allclose(low, want_low, atol=1e-9, rtol=0), (n, (low - want_low).abs().max())
+        assert torch.allclose(high, want_high, atol=1e-9, rtol=0), (n, (high - want_high).abs().max())
+
+
+# ----------------------------------------------------------------- autograd, dtypes
+
+@pytest.mark.parametrize("wavelet", wt.WAVELETS)
+def test_gradcheck_1d_and_3d(wavelet):
+    gen = torch.Generator().manual_seed(2)
+    for n in (1, 2, 5, 6):
+        x = torch.rand(2, n, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda t: wt.dwt(t, wavelet, 1), (x,))
+        low, high = (b.detach().requires_grad_() for b in wt.dwt(x, wavelet, 1))
+        assert torch.autograd.gradcheck(lambda lo, hi: wt.idwt(lo, hi, wavelet, 1), (low, high))
+    x = torch.rand(1, 3, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    def round_trip_bands(t):
+        bands = wt.dwt3(t, wavelet, 1, 2)
+        return (*bands.values(), wt.idwt3(bands, wavelet, 1, 2) * 2)
+
+    assert torch.autograd.gradcheck(round_trip_bands, (x,))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 0.01), (torch.bfloat16, 0.1)])
+def test_half_precision_keeps_dtype(dtype, tol):
+    x = torch.rand(1, 8, 12, 10).to(dtype)
+    bands = wt.dwt3(x, "9/7", 1, 2)
+    assert all(b.dtype == dtype for b in bands.values())
+    y = wt.idwt3(bands, "9/7", 1, 2)
+    assert y.dtype == dtype and (y.float() - x.float()).abs().max() < tol
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("wavelet", wt.WAVELETS)
+def test_cuda_matches_cpu(wavelet):
+    x = torch.rand(2, 9, 13, 16, dtype=torch.float64)
+    cpu = wt.dwt3(x, wavelet, 1, 2)
+    gpu = wt.dwt3(x.cuda(), wavelet, 1, 2)
+    for name, band in cpu.items():
+        assert gpu[name].device.type == "cuda"
+        assert torch.allclose(gpu[name].cpu(), band, atol=1e-12, rtol=0)
+    assert torch.allclose(wt.idwt3(gpu, wavelet, 1, 2).cpu(), x, atol=1e-10, rtol=0)
+
+
+# ----------------------------------------------------------------- bad input
+
+def test_unknown_wavelet_names_valid_ones():
+    with pytest.raises(ValueError, match=r"'db4'.*'haar', '5/3', '9/7'"):
+        wt.dwt(torch.rand(4), "db4", 0)
+    with pytest.raises(HarnessError):
+        wt.dwt3(torch.rand(1, 4, 4, 4), "cdf97")
+
+
+def test_too_many_levels_names_minimum_size():
+    with pytest.raises(ValueError, match="3 level.*at least 5 samples, got 4"):
+        wt.dwt2(torch.rand(1, 4, 16), "haar", levels=3)
+    with pytest.raises(ValueError, match="2 level.*at least 3 samples, got 2"):
+        wt.channel_dwt(torch.rand(1, 2, 4, 4), "5/3", levels=2)
+    with pytest.raises(ValueError, match="1 level.*at least 2 samples, got 1"):
+        wt.dwt3(torch.rand(1, 8, 1, 1), "9/7")
+    with pytest.raises(ValueError, match="levels must be an integer >= 1"):
+        wt.dwt2(torch.rand(1, 4, 4), "haar", levels=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8, torch.bool, torch.complex64])
+def test_non_floating_tensor_rejected(dtype):
+    x = torch.zeros(1, 4, 4, 4, dtype=dtype)
+    with pytest.raises(TypeError, match="floating-point tensor.*" + str(dtype).replace(".", r"\.")):
+        wt.dwt3(x, "haar")
+    with pytest.raises(HarnessError):
+        wt.dwt(x, "haar", 1)
+
+
+def test_mismatched_bands_rejected():
+    low, high = wt.dwt(torch.rand(3, 10), "5/3", 1)
+    with pytest.raises(ValueError, match="do not fit"):
+        wt.idwt(low, high[:, :3], "5/3", 1)
+    with pytest.raises(ValueError, match="do not fit"):
+        wt.idwt(low, high[:2], "5/3", 1)
+    with pytest.raises(ValueError, match="not length=11"):
+        wt.idwt(low, high, "5/3", 1, length=11)
+    bands = wt.dwt3(torch.rand(1, 4, 6, 6), "haar")
+    del bands["HHH"]
+    with pytest.raises(ValueError, match=r"missing \['HHH'\]"):
+        wt.idwt3(bands, "haar")
+    with pytest.raises(ValueError, match="spatial"):
+        wt.dwt3(torch.rand(1, 4, 6, 6), "haar", channel_dim=-1)
+    with pytest.raises(ValueError, match="out of range"):
+        wt.dwt(torch.rand(3, 4), "haar", 2)
+
+
+def test_non_contiguous_inputs_and_negative_dims():
+    x = torch.rand(2, 6, 9, 10, dtype=torch.float64)
+    cl = x.to(memory_format=torch.channels_last)
+    t = x.transpose(1, 3)  # 2x10x9x6
+    for wavelet in wt.WAVELETS:
+        a, b = wt.dwt3(x, wavelet, 1, 2), wt.dwt3(cl, wavelet, 1, 2)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        low, high = wt.dwt(t, wavelet, dim=-1)
+        ref_low, ref_high = wt.dwt(x, wavelet, dim=1)
+        assert torch.equal(low, ref_low.transpose(1, 3)) and torch.equal(high, ref_high.transpose(1, 3))
+        assert torch.allclose(wt.idwt(low, high, wavelet, dim=-1), t, atol=1e-12, rtol=0)
+
+
+def test_empty_batch_and_mixed_band_dtypes():
+    x = torch.rand(0, 4, 8, 8)
+    bands = wt.dwt3(x, "9/7")
+    assert bands["HHH"].shape == (0, 2, 4, 4)
+    assert wt.idwt3(bands, "9/7").shape == x.shape
+    low, high = wt.dwt(torch.rand(3, 8, dtype=torch.float64), "5/3", 1)
+    assert wt.idwt(low.float(), high, "5/3", 1).dtype == torch.float64  # promoted, not truncated
+
+
+def test_gradient_is_transpose_of_transform():
+    """<dwt(x), g> == <x, dwt^T(g)>: backward applies the adjoint, not the inverse."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 7, 11, 12, generator=gen, dtype=torch.float64, requires_grad=True)
+    for wavelet in ("5/3", "9/7"):
+        bands = wt.dwt3(x, wavelet, 1, 2)
+        gs = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in bands.items()}
+        (grad,) = torch.autograd.grad(sum((bands[k] * gs[k]).sum() for k in bands), x)
+        inverse = wt.idwt3(gs, wavelet, 1, 2)
+        assert not torch.allclose(grad, inverse, atol=1e-6)  # biorthogonal: adjoint != inverse
+        lhs = sum((bands[k] * gs[k]).sum() for k in bands)
+        assert torch.allclose(lhs, (x * grad).sum(), atol=1e-10, rtol=0)
+
+
+def test_inference_mode_then_autograd():
+    """The CPU workspace made under inference_mode must stay usable afterwards."""
+    x = torch.rand(1, 4, 8, 8)
+    with torch.inference_mode():
+        ref = wt.idwt3(wt.dwt3(x, "9/7"), "9/7")
+    xg = x.clone().requires_grad_()
+    y = wt.idwt3(wt.dwt3(xg, "9/7"), "9/7")
+    y.sum().backward()
+    assert torch.allclose(y.detach(), ref) and xg.grad is not None
