@@ -325,3 +325,68 @@ def _add_train_sweep(sub) -> None:
 
     parser.set_defaults(func=handle)
 
+
+@_registrar
+def _add_leaderboard(sub) -> None:
+    from pathlib import Path
+
+    parser = _command(
+        sub,
+        "leaderboard",
+        "encode/decode a dataset with every codec (real bitstreams) on Ray, write results.parquet and the report",
+        "  harness leaderboard                                   # Kodak, quick profile -> reports/kodak-quick/\n"
+        "  harness leaderboard --profile paper --dataset kodak --dataset tecnick --root /data/harness\n"
+        "  harness leaderboard --codecs hevc,vvc:quick-400x3,jpeg --dataset folder:~/photos --run mine\n"
+        "  harness leaderboard --address ray://head:10001 --profile paper   # join a Ray cluster\n"
+        "  harness leaderboard --report-only reports/kodak-quick --anchor hevc\n",
+    )
+    parser.add_argument("--dataset", action="append", dest="datasets", metavar="NAME",
+                        help="registry name (kodak, tecnick, clic2021-test, ...) or folder:PATH; repeatable "
+                             "(default: kodak)")
+    parser.add_argument("--root", type=Path, help="data root for registry datasets (default: $HARNESS_DATA)")
+    parser.add_argument("--profile", default="quick",
+                        help="configuration of every codec: quick (4 points, fast presets) or paper "
+                             "(6 points, slow presets) (default: quick)")
+    parser.add_argument("--codecs", default="",
+                        help="comma-separated codec ids, each optionally id:config (default: every codec in "
+                             "codecs/; unavailable ones are listed with the reason)")
+    parser.add_argument("--codec-dir", type=Path, help="folder of codec .toml files (default: the repo's codecs/)")
+    parser.add_argument("--run", dest="run_name", help="run folder name under --reports (default: DATASET-PROFILE)")
+    parser.add_argument("--reports", type=Path, default=Path("reports"), help="reports folder (default: reports)")
+    parser.add_argument("--max-images", type=int, help="only the first N images of each dataset")
+    parser.add_argument("--force", action="store_true", help="recompute cells that already have an ok result")
+    parser.add_argument("--address", help="Ray cluster address to join (default: start a local Ray instance)")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    parser.add_argument("--timeout", type=float, help="seconds per encode or decode call (default: codec file)")
+    parser.add_argument("--anchor", help="BD-rate anchor, codec or codec:config (default: vtm when it ran, else vvc)")
+    parser.add_argument("--no-report", action="store_true", help="write results.parquet only")
+    parser.add_argument("--report-only", type=Path, metavar="RUN",
+                        help="rebuild tables and plots of an existing run folder without encoding anything")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def handle(args: argparse.Namespace) -> int:
+        from harness.codecs.config import DEFAULT_DIR
+        from harness.eval.runner import LeaderboardConfig, run
+
+        if args.max_images is not None and args.max_images < 1:
+            raise HarnessError("--max-images must be at least 1")
+        return run(LeaderboardConfig(
+            datasets=tuple(args.datasets or ("kodak",)),
+            profile=args.profile,
+            codecs=tuple(c.strip() for c in args.codecs.split(",") if c.strip()),
+            run_name=args.run_name,
+            reports_dir=args.reports,
+            root=args.root,
+            codec_dir=args.codec_dir or DEFAULT_DIR,
+            max_images=args.max_images,
+            force=args.force,
+            address=args.address,
+            num_cpus=args.num_cpus,
+            timeout_s=args.timeout,
+            anchor=args.anchor,
+            report=not args.no_report,
+            report_only=args.report_only,
+            progress=not args.no_progress,
+        ))
+
+    parser.set_defaults(func=handle)

@@ -1,0 +1,82 @@
+"""What every codec in the leaderboard is: a class that turns an 8-bit RGB image
+into a real bitstream at one point of its quality ladder and back.
+
+A codec is built from its configuration (one table of ``codecs/<id>.toml``,
+see :mod:`harness.codecs.config`). ``probe()`` runs once per process and
+either returns the version string recorded with every result row or raises
+:class:`CodecUnavailable` with the reason (binary missing, encoder not compiled
+in, ...), which the run summary lists instead of crashing.
+
+Classical codecs are stateless: the runner builds one per cell inside a Ray
+task. A learned codec is another subclass whose constructor loads its
+checkpoint (``probe`` returning the checkpoint hash, ``params`` its parameter
+count), to be held by a Ray actor so that the model loads once per worker.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+
+class CodecUnavailable(HarnessError):
+    """The codec cannot run on this machine; the message says why."""
+
+
+class CodecError(HarnessError):
+    """One encode or decode failed (crash, timeout, bad bitstream)."""
+
+
+class Codec(ABC):
+    """Base class. Subclasses set ``id`` and implement ``probe``, ``encode``, ``decode``."""
+
+    id: ClassVar[str]
+    description: ClassVar[str]
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        self.settings = dict(settings)
+        self.timeout_s = float(self.settings.get("timeout_s", 300.0))
+
+    @abstractmethod
+    def probe(self) -> str:
+        """Return the version string of everything that shapes the bitstream, or
+        raise :class:`CodecUnavailable`."""
+
+    @abstractmethod
+    def encode(self, rgb: np.ndarray, quality: float, workdir: Path) -> bytes:
+        """Compress an H×W×3 uint8 image at ladder point ``quality``; return the bitstream."""
+
+    @abstractmethod
+    def decode(self, bitstream: bytes, height: int, width: int, workdir: Path) -> np.ndarray:
+        """Reconstruct the H×W×3 uint8 image from the bitstream alone (plus its size)."""
+
+    @property
+    def params(self) -> float | None:
+        """Number of model parameters (learned codecs); ``None`` for classical codecs."""
+        return None
+
+    def run_tool(self, args: Sequence[str | os.PathLike], what: str) -> subprocess.CompletedProcess:
+        """Run an external binary with an argument list (no shell) under the codec's timeout."""
+        argv = [os.fspath(a) for a in args]
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=self.timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            raise CodecError(f"{self.id} {what} timed out after {self.timeout_s:g} s") from None
+        except OSError as error:
+            raise CodecError(f"{self.id} {what} could not start {argv[0]}: {error.strerror}") from None
+        if done.returncode != 0:
+            tail = _last_line(done.stderr) or _last_line(done.stdout) or "no output"
+            raise CodecError(f"{self.id} {what} failed (exit {done.returncode}): {tail}")
+        return done
+
+
+def _last_line(data: bytes) -> str:
+    lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""

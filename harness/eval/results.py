@@ -1,0 +1,92 @@
+"""The leaderboard's results table (``reports/<run>/results.parquet``): one row
+per (dataset, image, codec, config, quality) cell, with a fixed Arrow schema so
+that every run, merge and reader agrees on names and types.
+
+Writes are atomic (temporary file in the same folder, fsync, ``os.replace``):
+a kill at any moment leaves either the previous table or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harness.errors import HarnessError
+
+SCHEMA = pa.schema(
+    [
+        ("dataset", pa.string()),        # registry name or folder:PATH
+        ("image", pa.string()),          # file name within the dataset
+        ("image_sha256", pa.string()),   # of the image file's bytes
+        ("width", pa.int32()),           # null when the image could not be read
+        ("height", pa.int32()),
+        ("codec", pa.string()),          # codec id (vvc, hevc, jpeg, ... or a model name)
+        ("config", pa.string()),         # configuration / profile name; (dataset, codec, config) is a curve
+        ("codec_version", pa.string()),  # library/binary versions or checkpoint hash
+        ("config_hash", pa.string()),    # hash of every bitstream-shaping setting
+        ("quality", pa.float64()),       # ladder value: QP, quality, crf, target bpp or λ
+        ("params", pa.float64()),        # model parameters; null for classical codecs
+        ("bytes", pa.int64()),           # size of the real bitstream
+        ("bpp", pa.float64()),           # bytes·8 / (width·height)
+        ("psnr_rgb", pa.float64()),      # dB, over all RGB samples
+        ("ms_ssim", pa.float64()),       # RGB, data range 255; NaN for images under 161 px
+        ("ms_ssim_db", pa.float64()),    # −10·log10(1 − ms_ssim)
+        ("enc_s", pa.float64()),         # encode wall seconds
+        ("dec_s", pa.float64()),         # decode wall seconds
+        ("device", pa.string()),         # where the cell ran, e.g. "cpu: AMD EPYC 7B13 @ host"
+        ("harness_version", pa.string()),
+        ("git_commit", pa.string()),     # of the harness checkout ("+dirty" when modified)
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("status", pa.string()),         # "ok" or "error"
+        ("error", pa.string()),          # one-line reason when status is "error"
+    ]
+)
+COLUMNS = tuple(SCHEMA.names)
+CELL = ("dataset", "image", "codec", "config", "quality")
+REUSE_KEY = ("image_sha256", "codec", "codec_version", "config_hash", "quality")
+
+
+def empty() -> pd.DataFrame:
+    return SCHEMA.empty_table().to_pandas()
+
+
+def to_table(rows: pd.DataFrame) -> pa.Table:
+    missing = [c for c in COLUMNS if c not in rows.columns]
+    if missing:
+        raise HarnessError(f"results rows lack columns: {', '.join(missing)}")
+    return pa.Table.from_pandas(rows[list(COLUMNS)], schema=SCHEMA, preserve_index=False)
+
+
+def write(rows: pd.DataFrame, path: Path) -> None:
+    """Write ``rows`` to ``path`` atomically, sorted by cell."""
+    table = to_table(rows.sort_values(list(CELL), kind="stable").reset_index(drop=True))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=".results-", suffix=".parquet.tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            pq.write_table(table, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def read(path: Path) -> pd.DataFrame:
+    """The results table at ``path`` (empty if absent), checked against :data:`SCHEMA`."""
+    if not path.exists():
+        return empty()
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as error:
+        raise HarnessError(f"cannot read results {path}: {error} (move it away to start afresh)") from None
+    if not set(COLUMNS) <= set(table.column_names):
+        missing = sorted(set(COLUMNS) - set(table.column_names))
+        raise HarnessError(f"{path} is not a leaderboard results table (missing {', '.join(missing)})")
+    return table.select(list(COLUMNS)).cast(SCHEMA).to_pandas()

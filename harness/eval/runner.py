@@ -1,0 +1,376 @@
+"""The leaderboard's evaluation engine: every (image, codec config, quality)
+cell encoded to a real bitstream, decoded, measured, as Ray tasks.
+
+Flow of :func:`run`: resolve the datasets (:func:`harness.data.registry.dataset_images`)
+and the codec configurations (``codecs/*.toml``); probe each codec once, listing
+unavailable ones with their reason; reuse every ``ok`` row of the existing
+``results.parquet`` whose (image sha256, codec, codec version, config hash,
+quality) matches; run the remaining cells as Ray tasks (one CPU each, retried
+when a worker or node dies); checkpoint the table atomically every
+``checkpoint_s`` seconds and at the end; print a summary; build the report.
+
+A failing cell (unreadable image, codec crash, timeout, lost worker) becomes a
+row with status ``error`` and the one-line reason; it never stops other cells.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness import __version__
+from harness.codecs import codec_class
+from harness.codecs.base import CodecUnavailable
+from harness.codecs.config import DEFAULT_DIR, CodecConfig, resolve_codecs
+from harness.errors import HarnessError
+from harness.eval import results as table
+from harness.hashing import sha256_file
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class LeaderboardConfig:
+    datasets: tuple[str, ...] = ("kodak",)
+    profile: str = "quick"
+    codecs: tuple[str, ...] = ()  # "id" or "id:config"; empty = every codec's profile config
+    run_name: str | None = None  # folder under reports_dir; default "<datasets>-<profile>"
+    reports_dir: Path = Path("reports")
+    root: Path | None = None  # data root for registry datasets other than vendored Kodak
+    codec_dir: Path = DEFAULT_DIR
+    max_images: int | None = None  # first N images of each dataset
+    force: bool = False
+    address: str | None = None  # Ray cluster to join; None starts a local instance
+    num_cpus: int | None = None  # local instance only
+    timeout_s: float | None = None  # per encode/decode call, overrides the codec files
+    checkpoint_s: float = 30.0
+    anchor: str | None = None  # BD-rate anchor; None: vtm when it has results, else vvc
+    report: bool = True
+    report_only: Path | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    image: str
+    image_sha256: str
+    codec: CodecConfig
+    quality: float
+
+
+@dataclass
+class Plan:
+    run_dir: Path
+    cells: list[Cell]
+    images: dict[str, Path]  # sha256 → file (one copy per content)
+    versions: dict[str, str]  # codec label → version on the driver
+    unavailable: dict[str, str]  # codec label → reason
+    kept: pd.DataFrame  # rows of curves outside this plan, kept untouched
+    unreadable: dict[Cell, str] = field(default_factory=dict)  # cells of files that cannot be opened → reason
+    reused: list[dict[str, Any]] = field(default_factory=list)
+    todo: list[Cell] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text).strip("_") or "run"
+
+
+def default_run_name(config: LeaderboardConfig) -> str:
+    return _slug("+".join(config.datasets)) + f"-{config.profile}"
+
+
+def _images_of(spec: str, config: LeaderboardConfig) -> list[tuple[str, Path]]:
+    from harness.data.registry import dataset_images
+
+    paths = dataset_images(spec, config.root)
+    if config.max_images is not None:
+        paths = paths[: config.max_images]
+    base = Path(os.path.commonpath([p.parent for p in paths]))
+    return [(p.relative_to(base).as_posix(), p) for p in paths]
+
+
+def _probe(codec: CodecConfig) -> str:
+    return codec_class(codec.codec)(codec.settings).probe()
+
+
+def plan(config: LeaderboardConfig) -> Plan:
+    run_dir = config.reports_dir / (config.run_name or default_run_name(config))
+    codecs = resolve_codecs(config.codecs, config.profile, config.codec_dir, config.timeout_s)
+    versions, unavailable = {}, {}
+    for codec in codecs:
+        try:
+            versions[codec.label] = _probe(codec)
+        except CodecUnavailable as error:
+            unavailable[codec.label] = str(error)
+    available = [c for c in codecs if c.label in versions]
+
+    cells, images, unreadable = [], {}, {}
+    for spec in config.datasets:
+        for name, path in _images_of(spec, config):
+            try:
+                digest = sha256_file(path)
+            except OSError as error:
+                mine = [Cell(spec, name, "", c, q) for c in available for q in c.ladder]
+                unreadable.update({cell: f"cannot read image {path}: {error.strerror}" for cell in mine})
+                cells += mine
+                continue
+            images.setdefault(digest, path)
+            cells += [Cell(spec, name, digest, c, q) for c in available for q in c.ladder]
+
+    existing = table.read(run_dir / "results.parquet")
+    planned_curves = {(c.dataset, c.codec.codec, c.codec.config) for c in cells}
+    curve_of = list(zip(existing["dataset"], existing["codec"], existing["config"]))
+    kept = existing[[curve not in planned_curves for curve in curve_of]]
+    result = Plan(run_dir, cells, images, versions, unavailable, kept, unreadable)
+
+    reusable: dict[tuple, dict[str, Any]] = {}
+    if not config.force:
+        for row in existing[existing["status"] == "ok"].to_dict("records"):
+            reusable[tuple(row[k] for k in table.REUSE_KEY)] = row
+    for cell in cells:
+        if cell in unreadable:
+            continue
+        key = (cell.image_sha256, cell.codec.codec, versions[cell.codec.label], cell.codec.config_hash, cell.quality)
+        row = reusable.get(key)
+        if row is None:
+            result.todo.append(cell)
+        else:
+            result.reused.append({**row, "dataset": cell.dataset, "image": cell.image, "config": cell.codec.config})
+    return result
+
+
+# ----------------------------------------------------------------------------- one cell (on a Ray worker)
+
+_PROBED: dict[tuple[str, str], str] = {}
+
+
+def _device() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"cpu: {model}"
+
+
+def evaluate_cell(image_bytes: bytes, suffix: str, codec: CodecConfig, quality: float) -> dict[str, Any]:
+    """Encode, decode and measure one cell; failures become an ``error`` row."""
+    from harness.eval.metrics import ms_ssim, ms_ssim_db, psnr_rgb
+    from harness.images import load_rgb
+
+    row: dict[str, Any] = {"device": _device(), "status": "error", "error": None}
+    try:
+        instance = codec_class(codec.codec)(codec.settings)
+        key = (codec.codec, codec.settings_json)
+        if key not in _PROBED:
+            _PROBED[key] = instance.probe()
+        row["codec_version"] = _PROBED[key]
+        row["params"] = instance.params
+        with tempfile.TemporaryDirectory(prefix="harness-cell-") as scratch:
+            workdir = Path(scratch)
+            source = workdir / f"image{suffix}"
+            source.write_bytes(image_bytes)
+            original = load_rgb(source).pixels
+            height, width = original.shape[:2]
+            row.update(width=width, height=height)
+            start = time.perf_counter()
+            bitstream = instance.encode(original, quality, workdir)
+            row["enc_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            decoded = instance.decode(bitstream, height, width, workdir)
+            row["dec_s"] = time.perf_counter() - start
+        value = ms_ssim(original, decoded)
+        row.update(bytes=len(bitstream), bpp=len(bitstream) * 8.0 / (height * width),
+                   psnr_rgb=psnr_rgb(original, decoded), ms_ssim=value, ms_ssim_db=ms_ssim_db(value),
+                   status="ok")
+    except HarnessError as error:
+        row["error"] = str(error)
+    except Exception as error:  # a codec bug must not take the other cells down
+        row["error"] = f"{type(error).__name__}: {error}".splitlines()[0]
+    row["created_at"] = pd.Timestamp.now(tz="UTC")
+    return row
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def _git_commit() -> str | None:
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _full_row(cell: Cell, partial: dict[str, Any], commit: str | None) -> dict[str, Any]:
+    row = {column: None for column in table.COLUMNS}
+    row.update(partial)
+    row.update(dataset=cell.dataset, image=cell.image, image_sha256=cell.image_sha256 or None, codec=cell.codec.codec,
+               config=cell.codec.config, config_hash=cell.codec.config_hash, quality=cell.quality,
+               harness_version=__version__, git_commit=commit)
+    return row
+
+
+def _init_ray(config: LeaderboardConfig) -> bool:
+    """Connect to Ray; True when this call started it (and must shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                               "configure_logging": True, "logging_level": "warning"}
+    if config.address:
+        ray.init(address=config.address, **options)
+    else:
+        # "local" always starts a private instance, never attaches to another user's cluster on this host.
+        ray.init(address="local", num_cpus=config.num_cpus, _node_ip_address="127.0.0.1", **options)
+    return True
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    if not rows:
+        return table.empty()
+    frame = pd.DataFrame(rows, columns=list(table.COLUMNS))
+    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
+    return frame
+
+
+def _save(plan_: Plan, rows: list[dict[str, Any]]) -> None:
+    parts = [f for f in (plan_.kept, _frame(plan_.reused + rows)) if not f.empty]
+    merged = pd.concat(parts, ignore_index=True) if parts else table.empty()
+    merged = merged.drop_duplicates(subset=list(table.CELL), keep="last")
+    table.write(merged, plan_.run_dir / "results.parquet")
+
+
+def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
+    """Run the plan's missing cells on Ray; returns the new rows (also saved)."""
+    import ray
+    from tqdm import tqdm
+
+    commit = _git_commit()
+    now = pd.Timestamp.now(tz="UTC")
+    rows = [_full_row(cell, {"status": "error", "error": reason, "created_at": now})
+            for cell, reason in plan_.unreadable.items()]
+    if not plan_.todo:
+        _save(plan_, rows)
+        return rows
+    started = _init_ray(config)
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=3)(evaluate_cell)
+        image_refs = {digest: ray.put(path.read_bytes()) for digest, path in plan_.images.items()
+                      if any(c.image_sha256 == digest for c in plan_.todo)}
+        suffixes = {digest: path.suffix for digest, path in plan_.images.items()}
+        pending = {remote.remote(image_refs[c.image_sha256], suffixes[c.image_sha256], c.codec, c.quality): c
+                   for c in plan_.todo}
+        last_save = time.monotonic()
+        with tqdm(total=len(pending), unit="cell", desc="leaderboard", disable=not config.progress,
+                  file=sys.stderr, dynamic_ncols=True) as bar:
+            try:
+                while pending:
+                    done, _ = ray.wait(list(pending), num_returns=min(len(pending), 16), timeout=1.0)
+                    for ref in done:
+                        cell = pending.pop(ref)
+                        try:
+                            partial = ray.get(ref)
+                        except ray.exceptions.RayError as error:
+                            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                            partial = {"status": "error", "error": f"worker lost: {type(error).__name__}: {reason}",
+                                       "created_at": pd.Timestamp.now(tz="UTC")}
+                        rows.append(_full_row(cell, partial, commit))
+                    bar.update(len(done))
+                    if time.monotonic() - last_save > config.checkpoint_s:
+                        _save(plan_, rows)
+                        last_save = time.monotonic()
+            finally:
+                _save(plan_, rows)  # also on Ctrl-C: what finished is kept, the rerun resumes
+    finally:
+        if started:
+            ray.shutdown()
+    return rows
+
+
+def _summary(plan_: Plan, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    frame = _frame(plan_.reused + rows)
+    codecs = []
+    for label, version in plan_.versions.items():
+        codec, _, cfg = label.partition(":")
+        mine = frame[(frame["codec"] == codec) & (frame["config"] == cfg)]
+        ok = mine[mine["status"] == "ok"]
+        codecs.append({"codec": label, "version": version, "ok": int(len(ok)), "error": int(len(mine) - len(ok)),
+                       "bpp_mean": float(ok["bpp"].mean()) if len(ok) else None,
+                       "psnr_mean": float(ok["psnr_rgb"].mean()) if len(ok) else None})
+    errors = frame[frame["status"] != "ok"]
+    return {
+        "run_dir": str(plan_.run_dir), "cells": len(plan_.cells), "computed": len(rows), "reused": len(plan_.reused),
+        "errors": int(len(errors)), "codecs": codecs,
+        "unavailable": [{"codec": k, "reason": v} for k, v in plan_.unavailable.items()],
+        "first_errors": sorted(set(errors["error"].astype(str)))[:5],
+    }
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print(f"{summary['run_dir']}/results.parquet: {summary['cells']} cells, "
+          f"{summary['computed']} computed, {summary['reused']} reused, {summary['errors']} errors")
+    for c in summary["codecs"]:
+        means = (f"mean {c['bpp_mean']:.3f} bpp, {c['psnr_mean']:.2f} dB" if c["ok"] else "no ok cells")
+        print(f"  {c['codec']:<22} {c['ok']:>4} ok {c['error']:>3} err  {means}  [{c['version']}]")
+    for u in summary["unavailable"]:
+        print(f"  {u['codec']:<22} unavailable: {u['reason']}")
+    if summary["errors"]:
+        print(f"warning: {summary['errors']} cell(s) failed and are excluded from averages; "
+              f"e.g. {'; '.join(summary['first_errors'][:3])}", file=sys.stderr)
+
+
+def run(config: LeaderboardConfig) -> int:
+    if config.report_only is not None:
+        _report(config.report_only, config.anchor)
+        return 0
+    plan_ = plan(config)
+    if not plan_.versions:
+        reasons = "; ".join(f"{k}: {v}" for k, v in plan_.unavailable.items())
+        raise HarnessError(f"no requested codec is available ({reasons})")
+    plan_.run_dir.mkdir(parents=True, exist_ok=True)
+    rows = execute(plan_, config)
+    summary = _summary(plan_, rows)
+    summary.update(profile=config.profile, datasets=list(config.datasets), finished_at=pd.Timestamp.now(tz="UTC").isoformat())
+    (plan_.run_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _print_summary(summary)
+    if config.report:
+        _report(plan_.run_dir, config.anchor)
+    return 0
+
+
+ANCHOR_PREFERENCE = ("vtm", "vvc")
+
+
+def default_anchor(run_dir: Path) -> str:
+    """The paper's anchor (VTM) when the run has it, else VVenC's ``vvc``."""
+    frame = table.read(Path(run_dir) / "results.parquet")
+    present = set(frame.loc[frame["status"] == "ok", "codec"])
+    return next((codec for codec in ANCHOR_PREFERENCE if codec in present), ANCHOR_PREFERENCE[-1])
+
+
+def _report(run_dir: Path, anchor: str | None) -> None:
+    from harness.eval.report import build_report
+
+    build_report(Path(run_dir), anchor or default_anchor(run_dir))
+    print(f"report: {Path(run_dir) / 'README.md'}")

@@ -1,0 +1,149 @@
+"""Leaderboard engine end to end on a tiny folder dataset with real codecs on Ray:
+schema, incremental reruns, bad images, codec failures, atomic writes, CLI."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from harness.cli import main
+from harness.eval import results
+from harness.eval.runner import LeaderboardConfig, execute, plan, run
+from harness.images import load_rgb, save_png
+
+REPO = Path(__file__).resolve().parents[1]
+CODECS = ("jpeg", "hevc", "vvc")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, kodak_dir: Path) -> Path:
+    """Two 176×176 Kodak crops (large enough for MS-SSIM) and one truncated PNG."""
+    root = tmp_path_factory.mktemp("images")
+    for name in ("kodim03.png", "kodim19.png"):
+        save_png(np.ascontiguousarray(load_rgb(kodak_dir / name).pixels[100:276, 200:376]), root / name)
+    (root / "broken.png").write_bytes((root / "kodim03.png").read_bytes()[:300])
+    return root
+
+
+@pytest.fixture()
+def codec_dir(tmp_path: Path) -> Path:
+    """Two-point ladders of the shipped configs, so the tests stay fast."""
+    out = tmp_path / "codecs"
+    out.mkdir()
+    for codec in CODECS + ("vtm",):
+        text = (REPO / "codecs" / f"{codec}.toml").read_text()
+        text = re.sub(r"(\[configs\.quick\][^\[]*?)ladder = \[([\d.]+), ([\d.]+), [^\]]*\]", r"\1ladder = [\2, \3]", text)
+        (out / f"{codec}.toml").write_text(text)
+    return out
+
+
+def _config(folder: Path, codec_dir: Path, reports: Path, **kw) -> LeaderboardConfig:
+    base = dict(datasets=(f"folder:{folder}",), codecs=CODECS, run_name="t", reports_dir=reports,
+                codec_dir=codec_dir, report=False, progress=False, checkpoint_s=0.0)
+    return LeaderboardConfig(**{**base, **kw})
+
+
+def test_schema_is_documented_in_readme() -> None:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Leaderboard", 1)[1]
+    documented = re.findall(r"^\| `(\w+)` \| ([\w\[\], ]+) \|", section, flags=re.M)
+    assert [(name, kind) for name, kind in documented] == [(f.name, str(f.type).replace("tz=UTC", "UTC").replace("double", "float64")) for f in results.SCHEMA]
+
+
+def test_run_rerun_force_and_bad_image(ray_local, folder: Path, codec_dir: Path, tmp_path: Path, capsys) -> None:
+    config = _config(folder, codec_dir, tmp_path)
+    assert run(config) == 0
+    path = tmp_path / "t" / "results.parquet"
+    assert pq.read_schema(path).remove_metadata().equals(results.SCHEMA)
+    frame = results.read(path)
+    assert len(frame) == 3 * 3 * 2 and not frame.duplicated(list(results.CELL)).any()
+    bad = frame[frame["image"] == "broken.png"]
+    assert (bad["status"] == "error").all() and bad["error"].str.contains("cannot read image").all()
+    good = frame[frame["image"] != "broken.png"]
+    assert (good["status"] == "ok").all()
+    assert np.allclose(good["bpp"], good["bytes"] * 8 / (good["width"] * good["height"]))
+    assert good["ms_ssim_db"].gt(5).all() and good["psnr_rgb"].between(25, 50).all()
+    assert good.loc[good["codec"] == "hevc", "codec_version"].str.contains("libx265").all()
+    assert good["params"].isna().all() and good["git_commit"].notna().all()
+    out = capsys.readouterr()
+    assert "6 error" in out.out.replace("errors", "error") and "excluded from averages" in out.err
+
+    again = plan(config)  # nothing changed: only the unreadable image's cells are retried
+    assert {c.image for c in again.todo} == {"broken.png"} and len(again.reused) == 12
+
+    forced = plan(_config(folder, codec_dir, tmp_path, force=True))
+    assert len(forced.todo) == 18
+
+    (codec_dir / "jpeg.toml").write_text((codec_dir / "jpeg.toml").read_text().replace("optimize = false", "optimize = true"))
+    changed = plan(config)  # a bitstream-shaping setting changed: that codec only is recomputed
+    assert {c.codec.codec for c in changed.todo if c.image != "broken.png"} == {"jpeg"}
+
+
+def test_rerun_computes_zero_cells(ray_local, folder: Path, codec_dir: Path, tmp_path: Path) -> None:
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    (clean / "a.png").write_bytes((folder / "kodim19.png").read_bytes())
+    config = _config(clean, codec_dir, tmp_path, codecs=("jpeg", "hevc"))
+    first = plan(config)
+    assert len(execute(first, config)) == 4
+    before = results.read(tmp_path / "t" / "results.parquet")
+    second = plan(config)
+    assert second.todo == [] and execute(second, config) == []
+    after = results.read(tmp_path / "t" / "results.parquet")
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_codec_failures_are_isolated(ray_local, folder: Path, codec_dir: Path, tmp_path: Path) -> None:
+    (codec_dir / "hevc.toml").write_text((codec_dir / "hevc.toml").read_text() + '\n[configs.crash]\nladder = [30]\n'
+                                         'preset = "no-such-preset"\n')
+    config = _config(folder, codec_dir, tmp_path, codecs=("jpeg", "hevc:crash", "vvc"), timeout_s=None)
+    plan_ = plan(config)
+    rows = execute(plan_, config)
+    frame = pd.DataFrame(rows)
+    readable = frame[frame["image"] != "broken.png"]
+    crashed = readable[readable["codec"] == "hevc"]
+    assert (crashed["status"] == "error").all() and crashed["error"].str.contains("hevc encode failed").all()
+    assert (readable.loc[readable["codec"] != "hevc", "status"] == "ok").all()
+
+    slow = _config(folder, codec_dir, tmp_path, codecs=("vvc",), timeout_s=0.001, run_name="slow")
+    frame = pd.DataFrame(execute(plan(slow), slow))
+    assert frame["error"].str.contains("timed out after 0.001 s|cannot read image").all()
+
+
+def test_unavailable_codec_is_listed_not_fatal(ray_local, folder: Path, codec_dir: Path, tmp_path: Path,
+                                               monkeypatch, capsys) -> None:
+    monkeypatch.delenv("HARNESS_VTM_DIR", raising=False)
+    config = _config(folder, codec_dir, tmp_path, codecs=("jpeg", "vtm"), max_images=2)
+    assert run(config) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"vtm:quick\s+unavailable: VTM not configured", out)
+    assert "vtm" not in set(results.read(tmp_path / "t" / "results.parquet")["codec"])
+    assert main(["leaderboard", "--report-only", str(tmp_path / "t"), "--anchor", "jpeg"]) == 0
+    assert "jpeg" in (tmp_path / "t" / "bdrate.md").read_text() and (tmp_path / "t" / "README.md").is_file()
+
+
+def test_atomic_write_keeps_previous_table(tmp_path: Path) -> None:
+    path = tmp_path / "results.parquet"
+    row = {c: None for c in results.COLUMNS} | {"dataset": "d", "image": "i", "codec": "jpeg", "config": "quick",
+                                                 "quality": 50.0, "status": "ok", "bpp": 1.0}
+    results.write(pd.DataFrame([row]), path)
+    with pytest.raises(Exception):
+        results.write(pd.DataFrame([row | {"bpp": "not a number"}]), path)
+    assert results.read(path)["bpp"].tolist() == [1.0]
+    assert [p.name for p in tmp_path.iterdir()] == ["results.parquet"]
+
+
+def test_cli_errors(tmp_path: Path, capsys) -> None:
+    assert main(["leaderboard", "--codecs", "h264", "--reports", str(tmp_path), "--no-report"]) == 1
+    assert "unknown codec 'h264'; known codecs: av1, bpg, hevc, jpeg, jpeg2000, vtm, vvc, webp" in capsys.readouterr().err
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.parquet").write_bytes(b"PAR1 truncated")
+    assert main(["leaderboard", "--report-only", str(tmp_path / "run")]) == 1
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["leaderboard", "--dataset", f"folder:{tmp_path / 'missing'}", "--reports", str(tmp_path)]) == 1
+    assert "no such directory" in capsys.readouterr().err

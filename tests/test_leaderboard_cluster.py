@@ -1,0 +1,77 @@
+"""A worker node killed mid-run (ray.cluster_utils.Cluster on 127.0.0.1): Ray
+retries its cells elsewhere and every cell ends up in the table exactly once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.eval import results
+from harness.eval.runner import LeaderboardConfig, execute, plan
+from harness.images import load_rgb, save_png
+
+LOCAL = dict(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+
+
+@pytest.fixture()
+def cluster(monkeypatch):
+    import ray
+    from ray._private import ray_constants
+    from ray.cluster_utils import Cluster
+
+    # Multi-node mode would rewrite 127.0.0.1 to this host's routable address, where
+    # nothing listens; single-machine mode keeps every node on the loopback.
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+    was_running = ray.is_initialized()
+    ray.shutdown()  # the session's local instance must not take these tasks
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False,
+        # notice the killed node within ~2 s instead of ~30 s
+        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3},
+    })
+    nodes = [cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1") for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, _node_ip_address="127.0.0.1", log_to_driver=False)
+    yield cluster, nodes
+    ray.shutdown()
+    cluster.shutdown()
+    if was_running:
+        ray.init(**LOCAL)
+
+
+def test_killed_worker_node_leaves_every_cell_once(cluster, kodak_dir: Path, tmp_path: Path) -> None:
+    cluster_, nodes = cluster
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("kodim05.png", "kodim21.png", "kodim24.png"):
+        save_png(np.ascontiguousarray(load_rgb(kodak_dir / name).pixels[:128, :192]), images / name)
+    config = LeaderboardConfig(datasets=(f"folder:{images}",), codecs=("hevc", "av1", "jpeg"), run_name="c",
+                               reports_dir=tmp_path, report=False, progress=False, checkpoint_s=0.0)
+    plan_ = plan(config)
+    path = tmp_path / "c" / "results.parquet"
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            execute(plan_, config)
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not path.exists() or len(results.read(path)) < 3):
+        time.sleep(0.2)
+    assert path.exists(), "no cell finished before the deadline"
+    cluster_.remove_node(nodes[0], allow_graceful=False)
+    assert len(results.read(path)) < len(plan_.cells), "the node was killed after the run, not during it"
+    thread.join(timeout=300)
+    assert not thread.is_alive() and not errors
+    frame = results.read(path)
+    assert len(frame) == len(plan_.cells) == 3 * 3 * 4
+    assert not frame.duplicated(list(results.CELL)).any()
+    assert (frame["status"] == "ok").all(), frame.loc[frame["status"] != "ok", "error"].tolist()
