@@ -192,11 +192,13 @@ def run_here(config: RerunConfig) -> int:
         )
         history = append_run(plan.report_dir, record)
         changes = compare_last_two(history, config.bd_rate_threshold, config.time_threshold)
-        (plan.report_dir / "changes.md").write_text(
-            f"# Changes since the previous run\n\nRun {record.run_id} ({len(history)} runs in runs.parquet): "
-            f"{record.cells_computed} cells computed, {record.cells_reused} reused, {record.cells_failed} failed.\n\n"
-            + changes_markdown(changes)
+        changes_md = (
+            f"Run {record.run_id} ({len(history)} runs in runs.parquet): {record.cells_computed} cells computed, "
+            f"{record.cells_reused} reused, {record.cells_failed} failed.\n\n" + changes_markdown(changes)
         )
+        (plan.report_dir / "changes.md").write_text("# Changes since the previous run\n\n" + changes_md)
+        with open(plan.report_dir / "README.md", "a") as readme:
+            readme.write("\n## Changes since the previous run\n\n" + changes_md)
         regressions = [c for c in changes if c.regression]
         print(f"rerun {plan.name}: {record.cells_computed} cells computed, {record.cells_reused} reused, "
               f"{record.cells_failed} failed; {len(regressions)} regression(s) -> {plan.report_dir}", flush=True)
