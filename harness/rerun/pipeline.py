@@ -30,6 +30,7 @@ from harness.rerun.lock import report_lock
 from harness.rerun.plan import Plan, load_plan
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+SUBMIT_PATIENCE_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,18 @@ def submit(config: RerunConfig) -> int:
         config.python, "-m", "harness", "rerun", "--plan", str(plan.path), "--wait", f"{config.wait_s:g}",
         "--bd-rate-threshold", f"{config.bd_rate_threshold:g}", "--time-threshold", f"{config.time_threshold:g}",
     ])
-    job_id = client.submit_job(
-        entrypoint=entrypoint,
-        submission_id=f"harness-rerun-{plan.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}",
-        runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
-    )
+    submission_id = f"harness-rerun-{plan.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}"
+    deadline = time.monotonic() + SUBMIT_PATIENCE_S
+    while True:
+        try:
+            job_id = client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
+                                       runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}})
+            break
+        except RuntimeError as error:
+            # A freshly started head answers "No available agent" until its job agent is up.
+            if "No available agent" not in str(error) or time.monotonic() > deadline:
+                raise HarnessError(f"Ray at {config.address} refused the rerun job: {str(error).splitlines()[0]}") from None
+            time.sleep(2.0)
     print(f"rerun: submitted Ray job {job_id} to {config.address}", flush=True)
     shown = 0
     while True:
