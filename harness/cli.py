@@ -437,3 +437,34 @@ def _add_train_sweep(sub) -> None:
         return 0
 
     parser.set_defaults(func=handle)
+
+
+@_registrar
+def _add_rerun(sub) -> None:
+    from pathlib import Path
+
+    parser = _command(
+        sub,
+        "rerun",
+        "Run a plan (shards -> sweeps -> leaderboard -> report) incrementally, as a Ray Job on a cluster.",
+        "  harness rerun --plan plans/nightly.toml\n"
+        "  harness rerun --plan /mnt/harness/plans/nightly.toml --address http://127.0.0.1:8265\n"
+        "  harness rerun --plan plans/nightly.toml --wait 3600   # queue behind a running rerun\n",
+    )
+    parser.add_argument("--plan", required=True, type=Path, help="plan file (TOML; see README 'Scheduled reruns')")
+    parser.add_argument("--address", help="Ray Jobs API of a cluster (http://HEAD:8265); default: run here")
+    parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for a concurrent rerun's lock")
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter that runs the job on the head node (default: this one)")
+    parser.add_argument("--bd-rate-threshold", type=float, default=1.0,
+                        help="BD-rate increase (percentage points) flagged as a regression")
+    parser.add_argument("--time-threshold", type=float, default=0.2,
+                        help="relative encode/decode slow-down flagged as a regression")
+
+    def handle(args: argparse.Namespace) -> int:
+        from harness.rerun.pipeline import RerunConfig, run
+
+        return run(RerunConfig(plan=args.plan, address=args.address, wait_s=args.wait, python=args.python,
+                               bd_rate_threshold=args.bd_rate_threshold, time_threshold=args.time_threshold))
+
+    parser.set_defaults(func=handle)

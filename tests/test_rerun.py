@@ -1,0 +1,90 @@
+"""harness rerun: plan validation, incremental reruns with history, the report lock."""
+
+from __future__ import annotations
+
+import fcntl
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.errors import HarnessError
+from harness.rerun.lock import report_lock
+from harness.rerun.pipeline import RerunConfig, run_here
+from harness.rerun.plan import load_plan
+
+REPO = Path(__file__).resolve().parents[1]
+
+PLAN = """
+name = "nightly"
+reports_dir = "reports"
+work_dir = "work"
+
+[leaderboard]
+datasets = ["kodak"]
+max_images = 2
+codecs = [{codecs}]
+anchor = "jpeg"
+"""
+
+
+def _write_plan(directory: Path, codecs: str = '"jpeg"') -> Path:
+    path = directory / "plan.toml"
+    path.write_text(PLAN.format(codecs=codecs))
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[leaderboard]\ndatasets=["kodak"]\n', "needs a name"),
+    ('name="a"\n', "no \\[leaderboard\\] section"),
+    ('name="a"\nbogus=1\n[leaderboard]\n', "unknown key\\(s\\) bogus"),
+    ('name="a"\n[leaderboard]\nqualities=[1]\n', "\\[leaderboard\\]: unknown key\\(s\\) qualities; allowed: "),
+    ('name="a"\n[[sweep]]\nlambda=0.1\n[leaderboard]\n', "\\[\\[sweep\\]\\] #1: unknown key\\(s\\) lambda"),
+    ('name="a"\n[data]\nsources="x"\npatchsize=3\n[leaderboard]\n', "\\[data\\]: unknown key\\(s\\) patchsize"),
+    ('name = \n', "cannot parse plan"),
+])
+def test_bad_plans_are_clear_errors(tmp_path, text, message):
+    path = tmp_path / "plan.toml"
+    path.write_text(text)
+    with pytest.raises(HarnessError, match=message):
+        load_plan(path)
+
+
+def test_plan_paths_are_relative_to_the_plan(tmp_path):
+    (tmp_path / "plans").mkdir()
+    path = tmp_path / "plans" / "p.toml"
+    path.write_text('name="n"\n[data]\nsources=["folder:../photos", "clic-train"]\n[leaderboard]\nmodels=["m"]\n')
+    plan = load_plan(path)
+    assert plan.data["sources"] == [f"folder:{tmp_path / 'photos'}", "clic-train"]
+    assert plan.leaderboard["models"] == [tmp_path / "plans" / "m"]
+    assert plan.report_dir == tmp_path / "plans" / "reports" / "n"
+
+
+def test_reruns_compute_only_what_is_missing_and_keep_history(tmp_path, ray_local):
+    plan = _write_plan(tmp_path)
+    report = tmp_path / "reports" / "nightly"
+    run_here(RerunConfig(plan=plan))
+    run_here(RerunConfig(plan=plan))
+    _write_plan(tmp_path, '"jpeg", "webp"')
+    run_here(RerunConfig(plan=plan))
+    history = pd.read_parquet(report / "runs.parquet")
+    assert list(history["cells_computed"]) == [8, 0, 8]
+    assert list(history["cells_reused"]) == [0, 8, 8]
+    assert "webp:quick" in history.iloc[-1]["codec_versions"]
+    results = pd.read_parquet(report / "results.parquet")
+    assert len(results) == 16 and not results.duplicated(["image", "codec", "config", "quality"]).any()
+    readme = (report / "README.md").read_text()
+    assert "## Changes since the previous run" in readme and "8 cells computed, 8 reused" in readme
+
+
+def test_a_second_rerun_of_the_same_report_is_refused_with_the_holder(tmp_path):
+    plan = _write_plan(tmp_path)
+    with report_lock(tmp_path / "reports" / "nightly"):
+        done = subprocess.run([sys.executable, "-m", "harness", "rerun", "--plan", str(plan)],
+                              capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is locked by pid" in lines[0] and "--wait" in lines[0]
+    assert not (tmp_path / "reports" / "nightly" / "results.parquet").exists()

@@ -1,0 +1,122 @@
+"""harness rerun as a Ray Job on a real two-node cluster on 127.0.0.1: the whole pipeline
+(photos -> shards -> tiny λ sweep -> leaderboard with jpeg + the trained models), a worker
+node killed during the first run, then incremental reruns."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+PLAN = """
+name = "cluster"
+reports_dir = "reports"
+work_dir = "work"
+
+[data]
+sources = ["folder:photos"]
+patch = 64
+resize = 256
+patches_per_image = 2
+val_fraction = 0.2
+shard_patches = 4
+
+[[sweep]]
+variant = "tiny"
+lambdas = [0.0067, 0.05]
+stage1_steps = 6
+stage2_steps = 2
+batch_size = 2
+patch = 64
+checkpoint_every = 2
+log_every = 2
+val_batches = 1
+
+[leaderboard]
+datasets = ["kodak"]
+max_images = 4
+codecs = [{codecs}]
+anchor = "jpeg"
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def cluster():
+    """Head (1 CPU, dashboard + job agent) and one 2-CPU worker node, all on 127.0.0.1."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    dashboard = _free_port()
+    # Every node's dashboard agent needs its own port on a shared host.
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": True, "dashboard_host": "127.0.0.1",
+        "dashboard_port": dashboard, "dashboard_agent_listen_port": _free_port(),
+        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3},
+    })
+    cluster.jobs_address = f"http://127.0.0.1:{dashboard}"
+    cluster.add_worker = lambda: cluster.add_node(num_cpus=2, node_ip_address="127.0.0.1",
+                                                  dashboard_agent_listen_port=_free_port())
+    cluster.worker = cluster.add_worker()
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+def _rerun(plan: Path, address: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness", "rerun", "--plan", str(plan), "--address", address],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(process: subprocess.Popen) -> str:
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def test_rerun_job_survives_a_killed_node_and_reruns_incrementally(tmp_path, photos_dir, cluster):
+    (tmp_path / "photos").mkdir()
+    for photo in sorted(photos_dir.glob("*.png"))[:6]:
+        shutil.copy(photo, tmp_path / "photos" / photo.name)
+    plan = tmp_path / "plan.toml"
+    plan.write_text(PLAN.format(codecs='"jpeg"'))
+    report = tmp_path / "reports" / "cluster"
+
+    first = _rerun(plan, cluster.jobs_address)
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "work").glob("sweep-*/sweep/*/checkpoint_000000")):
+        assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()[-4000:]
+        time.sleep(0.2)
+    cluster.remove_node(cluster.worker, allow_graceful=False)
+    cluster.add_worker()
+    _finish(first)
+
+    results = pd.read_parquet(report / "results.parquet")
+    assert (results["status"] == "ok").all()
+    assert set(results["codec"]) == {"jpeg", "3dm-weconvene"} or len(set(results["codec"])) == 2
+    assert not results.duplicated(["image", "codec", "config", "quality"]).any()
+    cells = len(results)
+
+    again = _finish(_rerun(plan, cluster.jobs_address))
+    assert "0 cells computed" in again
+    plan.write_text(PLAN.format(codecs='"jpeg", "webp"'))
+    more = _finish(_rerun(plan, cluster.jobs_address))
+    history = pd.read_parquet(report / "runs.parquet")
+    webp_cells = len(pd.read_parquet(report / "results.parquet").query("codec == 'webp'"))
+    assert list(history["cells_computed"]) == [cells, 0, webp_cells] and webp_cells > 0, more[-2000:]
+    assert (report / "bdrate.md").is_file() and (report / "changes.md").is_file()

@@ -1,0 +1,76 @@
+"""Report lock (two scheduled reruns never write at once) and run history."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.rerun.history import RunRecord, append_run, compare_last_two, changes_markdown
+from harness.rerun.lock import report_lock
+
+
+def _hold(report_dir: str, ready, release) -> None:
+    with report_lock(Path(report_dir)):
+        ready.set()
+        release.wait(30)
+
+
+def test_second_holder_is_refused_with_the_holder_named(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold, args=(str(tmp_path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(HarnessError, match=rf"locked by pid {holder.pid} on "):
+            with report_lock(tmp_path):
+                pass
+    finally:
+        release.set()
+        holder.join(30)
+    with report_lock(tmp_path):
+        pass
+
+
+def test_waiting_holder_gets_the_lock_when_released(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold, args=(str(tmp_path), ready, release))
+    holder.start()
+    assert ready.wait(30)
+    release.set()
+    start = time.monotonic()
+    with report_lock(tmp_path, wait_s=30):
+        assert time.monotonic() - start < 30
+    holder.join(30)
+
+
+def test_lock_of_a_killed_holder_is_free(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold, args=(str(tmp_path), ready, release))
+    holder.start()
+    assert ready.wait(30)
+    holder.kill()
+    holder.join(30)
+    with report_lock(tmp_path):
+        pass
+
+
+def _record(run_id: str, bd: float, enc: float) -> RunRecord:
+    return RunRecord(run_id, "2026-01-01T00:00:00", 1.0, "abc", "0.1.0", 3, 1, 0, {"jpeg": "libjpeg 9"},
+                     {"kodak/jpeg/quick": {"bd_rate": bd, "enc_s": enc, "dec_s": 0.01}})
+
+
+def test_history_appends_and_flags_regressions(tmp_path):
+    append_run(tmp_path, _record("a", 10.0, 0.10))
+    history = append_run(tmp_path, _record("b", 12.5, 0.11))
+    assert list(history["run_id"]) == ["a", "b"]
+    changes = {c.quantity: c for c in compare_last_two(history)}
+    assert changes["bd_rate"].regression and changes["bd_rate"].delta == pytest.approx(2.5)
+    assert not changes["enc_s"].regression
+    assert "**regression**" in changes_markdown(list(changes.values()))
