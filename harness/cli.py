@@ -226,7 +226,8 @@ def _add_leaderboard(sub) -> None:
         "  harness leaderboard --profile paper --dataset kodak --dataset tecnick --root /data/harness\n"
         "  harness leaderboard --codecs hevc,vvc:quick-400x3,jpeg --dataset folder:~/photos --run mine\n"
         "  harness leaderboard --address ray://head:10001 --profile paper   # join a Ray cluster\n"
-        "  harness leaderboard --report-only reports/kodak-quick --anchor hevc\n",
+        "  harness leaderboard --report-only reports/kodak-quick --anchor hevc\n"
+        "  harness leaderboard --codecs jpeg,hevc --models runs/tiny/models --run tiny-vs-classics\n",
     )
     parser.add_argument("--dataset", action="append", dest="datasets", metavar="NAME",
                         help="registry name (kodak, tecnick, clic2021-test, ...) or folder:PATH; repeatable "
@@ -239,6 +240,10 @@ def _add_leaderboard(sub) -> None:
                         help="comma-separated codec ids, each optionally id:config (default: every codec in "
                              "codecs/; unavailable ones are listed with the reason)")
     parser.add_argument("--codec-dir", type=Path, help="folder of codec .toml files (default: the repo's codecs/)")
+    parser.add_argument("--models", action="append", type=Path, default=[], metavar="DIR",
+                        help="train-sweep models folder (OUT/models): one learned curve, a point per lambda; repeatable")
+    parser.add_argument("--gpus-per-model", type=float, default=0.0,
+                        help="GPUs per learned-codec cell on a GPU cluster (default 0: CPU)")
     parser.add_argument("--run", dest="run_name", help="run folder name under --reports (default: DATASET-PROFILE)")
     parser.add_argument("--reports", type=Path, default=Path("reports"), help="reports folder (default: reports)")
     parser.add_argument("--max-images", type=int, help="only the first N images of each dataset")
@@ -266,6 +271,8 @@ def _add_leaderboard(sub) -> None:
             reports_dir=args.reports,
             root=args.root,
             codec_dir=args.codec_dir or DEFAULT_DIR,
+            models=tuple(args.models),
+            gpus_per_model=args.gpus_per_model,
             max_images=args.max_images,
             force=args.force,
             address=args.address,

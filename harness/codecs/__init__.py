@@ -5,6 +5,7 @@ from __future__ import annotations
 from harness.codecs.base import Codec, CodecError, CodecUnavailable
 from harness.codecs.bpg import BPG
 from harness.codecs.ffmpeg import AV1, HEVC, VVC
+from harness.codecs.learned import Learned
 from harness.codecs.pillow import JPEG, JPEG2000, WebP
 from harness.codecs.vtm import VTM
 from harness.errors import HarnessError
@@ -13,10 +14,16 @@ CODECS: dict[str, type[Codec]] = {cls.id: cls for cls in (VTM, VVC, BPG, HEVC, A
 
 
 def codec_class(codec_id: str) -> type[Codec]:
+    """The class of a classical codec id, or :class:`Learned` for a network variant name."""
+    from harness.model.config import VARIANTS
+
+    if codec_id in VARIANTS:
+        return Learned
     try:
         return CODECS[codec_id]
     except KeyError:
-        raise HarnessError(f"unknown codec {codec_id!r}; known codecs: {', '.join(sorted(CODECS))}") from None
+        known = ", ".join(sorted(CODECS))
+        raise HarnessError(f"unknown codec {codec_id!r}; known codecs: {known} (learned models: --models DIR)") from None
 
 
 __all__ = ["CODECS", "Codec", "CodecError", "CodecUnavailable", "codec_class"]

@@ -62,6 +62,18 @@ class Codec(ABC):
         """Number of model parameters (learned codecs); ``None`` for classical codecs."""
         return None
 
+    @property
+    def device(self) -> str | None:
+        """Where the codec computes when not on the worker's CPU (e.g. ``cuda: <name>``)."""
+        return None
+
+    def version_at(self, version: str, quality: float) -> str:
+        """The version recorded for one ladder point (learned codecs add that point's checkpoint)."""
+        return version
+
+    def prepare(self, quality: float) -> None:
+        """Load whatever a ladder point needs before the encode timer starts."""
+
     def run_tool(self, args: Sequence[str | os.PathLike], what: str) -> subprocess.CompletedProcess:
         """Run an external binary with an argument list (no shell) under the codec's timeout."""
         argv = [os.fspath(a) for a in args]

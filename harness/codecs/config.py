@@ -24,7 +24,8 @@ from harness.codecs import CODECS, codec_class
 from harness.errors import HarnessError
 from harness.hashing import sha256_bytes
 
-_UNHASHED = frozenset({"ladder", "timeout_s", "threads"})
+# Learned codecs' checkpoints are versioned per ladder point (Codec.version_at), not per curve.
+_UNHASHED = frozenset({"ladder", "timeout_s", "threads", "checkpoints"})
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "codecs"
 
 

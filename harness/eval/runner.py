@@ -35,6 +35,7 @@ from harness.codecs.config import DEFAULT_DIR, CodecConfig, resolve_codecs
 from harness.errors import HarnessError
 from harness.eval import results as table
 from harness.hashing import sha256_file
+from harness.model.config import VARIANTS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,6 +49,8 @@ class LeaderboardConfig:
     reports_dir: Path = Path("reports")
     root: Path | None = None  # data root for registry datasets other than vendored Kodak
     codec_dir: Path = DEFAULT_DIR
+    models: tuple[Path, ...] = ()  # train-sweep model folders: one learned curve each
+    gpus_per_model: float = 0.0  # GPUs per learned-codec cell (0 on CPU-only clusters)
     max_images: int | None = None  # first N images of each dataset
     force: bool = False
     address: str | None = None  # Ray cluster to join; None starts a local instance
@@ -107,9 +110,16 @@ def _probe(codec: CodecConfig) -> str:
     return codec_class(codec.codec)(codec.settings).probe()
 
 
+def _cell_version(codec: CodecConfig, version: str, quality: float) -> str:
+    return codec_class(codec.codec)(codec.settings).version_at(version, quality)
+
+
 def plan(config: LeaderboardConfig) -> Plan:
     run_dir = config.reports_dir / (config.run_name or default_run_name(config))
+    from harness.codecs.learned import sweep_configs
+
     codecs = resolve_codecs(config.codecs, config.profile, config.codec_dir, config.timeout_s)
+    codecs += [c for folder in config.models for c in sweep_configs(folder)]
     versions, unavailable = {}, {}
     for codec in codecs:
         try:
@@ -144,7 +154,8 @@ def plan(config: LeaderboardConfig) -> Plan:
     for cell in cells:
         if cell in unreadable:
             continue
-        key = (cell.image_sha256, cell.codec.codec, versions[cell.codec.label], cell.codec.config_hash, cell.quality)
+        version = _cell_version(cell.codec, versions[cell.codec.label], cell.quality)
+        key = (cell.image_sha256, cell.codec.codec, version, cell.codec.config_hash, cell.quality)
         row = reusable.get(key)
         if row is None:
             result.todo.append(cell)
@@ -179,8 +190,10 @@ def evaluate_cell(image_bytes: bytes, suffix: str, codec: CodecConfig, quality: 
         key = (codec.codec, codec.settings_json)
         if key not in _PROBED:
             _PROBED[key] = instance.probe()
-        row["codec_version"] = _PROBED[key]
+        row["codec_version"] = instance.version_at(_PROBED[key], quality)
         row["params"] = instance.params
+        row["device"] = instance.device or row["device"]
+        instance.prepare(quality)
         with tempfile.TemporaryDirectory(prefix="harness-cell-") as scratch:
             workdir = Path(scratch)
             source = workdir / f"image{suffix}"
@@ -279,7 +292,9 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
         image_refs = {digest: ray.put(path.read_bytes()) for digest, path in plan_.images.items()
                       if any(c.image_sha256 == digest for c in plan_.todo)}
         suffixes = {digest: path.suffix for digest, path in plan_.images.items()}
-        pending = {remote.remote(image_refs[c.image_sha256], suffixes[c.image_sha256], c.codec, c.quality): c
+        learned = remote.options(num_gpus=config.gpus_per_model)
+        pending = {(learned if c.codec.codec in VARIANTS else remote).remote(
+                       image_refs[c.image_sha256], suffixes[c.image_sha256], c.codec, c.quality): c
                    for c in plan_.todo}
         last_save = time.monotonic()
         with tqdm(total=len(pending), unit="cell", desc="leaderboard", disable=not config.progress,

@@ -1,0 +1,157 @@
+"""Learned codecs: a folder of ``train-sweep`` checkpoints as one RD curve.
+
+Every ``<metric>-<λ>.pt`` in a models folder (with its JSON card) is one point
+of the curve, its ladder value being λ. Cells run the real pipeline —
+``harness compress`` / ``harness decompress`` through compressai's rANS coder —
+and the measured bytes are the ``.3dmw`` container's. Models are loaded once
+per Ray worker process (Ray reuses its workers, so the cache below lives as
+long as the worker) and before the encode timer starts; on a GPU worker they
+run on the GPU.
+
+The codec id is the network variant (``3dm-weconvene``, ``tiny``, the
+ablations); the config name is the sweep folder's name. Each row's
+``codec_version`` ends with the SHA-256 prefix of that point's checkpoint, so
+retraining one λ recomputes only that λ's cells and adding a λ only its own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from harness import __version__
+from harness.codecs.base import Codec, CodecUnavailable
+from harness.errors import HarnessError
+from harness.hashing import sha256_file
+
+# Per worker process: checkpoint sha256 -> (model, fingerprint), and fingerprint -> model.
+_MODELS: dict[str, tuple[Any, str]] = {}
+_BY_FINGERPRINT: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    lmbda: float
+    checkpoint: Path
+    sha256: str
+
+
+def _point_key(quality: float) -> str:
+    return f"{quality:g}"
+
+
+class Learned(Codec):
+    """One sweep of 3DM-WeConvene (or an ablation) checkpoints; quality = λ."""
+
+    id: ClassVar[str] = "3dm-weconvene"
+    description: ClassVar[str] = "3DM-WeConvene checkpoints from train-sweep (real .3dmw bitstreams)"
+
+    def _point(self, quality: float) -> tuple[Path, str]:
+        points = self.settings["checkpoints"]
+        key = _point_key(quality)
+        if key not in points:
+            raise HarnessError(f"no checkpoint for lambda {key} in this sweep (have {', '.join(points)})")
+        path, digest = points[key]
+        return Path(path), digest
+
+    def probe(self) -> str:
+        import torch
+
+        missing = [p for p, _ in self.settings["checkpoints"].values() if not Path(p).is_file()]
+        if missing:
+            raise CodecUnavailable(f"checkpoint {missing[0]} is missing")
+        return f"harness {__version__}; torch {torch.__version__}"
+
+    def version_at(self, version: str, quality: float) -> str:
+        return f"{version}; checkpoint {self._point(quality)[1][:12]}"
+
+    @property
+    def params(self) -> float | None:
+        return float(self.settings["params"])
+
+    @property
+    def device(self) -> str | None:
+        import torch
+
+        return f"cuda: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else None
+
+    def prepare(self, quality: float) -> None:
+        self._model(quality)
+
+    def _model(self, quality: float) -> tuple[Any, str]:
+        import torch
+
+        from harness.model.checkpoint import fingerprint, load_checkpoint
+
+        path, digest = self._point(quality)
+        if digest not in _MODELS:
+            if sha256_file(path) != digest:
+                raise HarnessError(f"{path} changed since the run was planned; rerun the leaderboard")
+            model = load_checkpoint(path, variant=self.settings["variant"])
+            torch.set_num_threads(max(1, int(self.settings.get("threads", 1))))
+            _MODELS[digest] = (model, fingerprint(model))
+            _BY_FINGERPRINT[_MODELS[digest][1]] = model
+            if torch.cuda.is_available():
+                model.cuda()
+        return _MODELS[digest]
+
+    def encode(self, rgb: np.ndarray, quality: float, workdir: Path) -> bytes:
+        import torch
+
+        from harness.model.coding import encode
+
+        model, digest = self._model(quality)
+        with torch.inference_mode():
+            return encode(model, rgb, digest=digest)
+
+    def decode(self, bitstream: bytes, height: int, width: int, workdir: Path) -> np.ndarray:
+        import torch
+
+        from harness.model.coding import decode
+
+        from harness.model.bitstream import unpack
+
+        # The container names the model that wrote it: decode with that one.
+        fingerprint = unpack(bitstream).fingerprint
+        if fingerprint not in _BY_FINGERPRINT:
+            for key in self.settings["checkpoints"]:
+                self._model(float(key))
+        if fingerprint not in _BY_FINGERPRINT:
+            raise HarnessError(f"no checkpoint of this sweep is model {fingerprint[:16]}, which wrote the bitstream")
+        with torch.inference_mode():
+            return decode(_BY_FINGERPRINT[fingerprint], bitstream, digest=fingerprint)
+
+
+def sweep_configs(models_dir: Path) -> list:
+    """One :class:`CodecConfig` per (variant, metric) of the checkpoints in ``models_dir``."""
+    from harness.codecs.config import CodecConfig
+
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        raise HarnessError(f"--models {models_dir} is not a folder (expected train-sweep's OUT/models)")
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for card_path in sorted(models_dir.glob("*.json")):
+        try:
+            card = json.loads(card_path.read_text())
+            checkpoint = models_dir / card["checkpoint"]
+            key = (str(card["variant"]), str(card["metric"]))
+            lmbda, params = float(card["lambda"]), int(card["params"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise HarnessError(f"{card_path} is not a train-sweep model card ({error})") from None
+        if not checkpoint.is_file():
+            raise HarnessError(f"{card_path} names {checkpoint.name}, which is missing")
+        group = groups.setdefault(key, {"variant": key[0], "metric": key[1], "params": params, "checkpoints": {}})
+        group["checkpoints"][_point_key(lmbda)] = [str(checkpoint.resolve()), sha256_file(checkpoint)]
+    if not groups:
+        raise HarnessError(f"{models_dir} holds no train-sweep models (*.pt with a .json card)")
+    name = (models_dir.parent if models_dir.name == "models" else models_dir).name
+    configs = []
+    for (variant, metric), settings in sorted(groups.items()):
+        ladder = tuple(sorted(float(k) for k in settings["checkpoints"]))
+        config = name if len(groups) == 1 else f"{name}-{metric}"
+        configs.append(CodecConfig(variant, config, ladder, json.dumps(settings, sort_keys=True)))
+    return configs

@@ -1,0 +1,88 @@
+"""Learned-codec rows: a train-sweep models folder becomes one curve of real .3dmw bitstreams."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.codecs.learned import sweep_configs
+from harness.errors import HarnessError
+from harness.hashing import sha256_file
+from harness.eval.runner import LeaderboardConfig, run
+from harness.images import load_rgb, save_png
+from harness.model.checkpoint import InitModelConfig, load_checkpoint, run_init
+from harness.model.coding import encode
+
+
+def _sweep(folder: Path, lambdas: tuple[float, ...], seed: int = 0) -> Path:
+    """A models folder laid out as train-sweep exports it: <metric>-<λ>.pt + card."""
+    models = folder / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    for index, lmbda in enumerate(lambdas):
+        name = f"mse-{lmbda:g}"
+        run_init(InitModelConfig(variant="tiny", out=models / f"{name}.pt", seed=seed + index))
+        card = {"name": name, "variant": "tiny", "metric": "mse", "lambda": lmbda, "params": 1, "checkpoint": f"{name}.pt"}
+        (models / f"{name}.json").write_text(json.dumps(card))
+    return models
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, kodak_dir: Path) -> Path:
+    root = tmp_path_factory.mktemp("images")
+    for name in ("kodim05.png", "kodim23.png"):
+        save_png(np.ascontiguousarray(load_rgb(kodak_dir / name).pixels[:96, :128]), root / name)
+    return root
+
+
+def _config(images: Path, models: Path, reports: Path) -> LeaderboardConfig:
+    return LeaderboardConfig(datasets=(f"folder:{images}",), codecs=("jpeg:quick",), models=(models,), run_name="t",
+                             reports_dir=reports, report=False, progress=False, checkpoint_s=0.0)
+
+
+def test_models_folder_is_one_curve_of_real_bitstreams(ray_local, images, tmp_path):
+    models = _sweep(tmp_path / "sweep-a", (0.0067, 0.05))
+    run(_config(images, models, tmp_path))
+    frame = pd.read_parquet(tmp_path / "t" / "results.parquet")
+    learned = frame[frame["codec"] == "tiny"]
+    assert len(learned) == 4 and (learned["status"] == "ok").all()
+    assert set(learned["config"]) == {"sweep-a"} and set(learned["quality"]) == {0.0067, 0.05}
+    assert learned["params"].notna().all() and learned["psnr_rgb"].notna().all()
+    # The bytes are those of `harness compress` with the same checkpoint.
+    row = learned[(learned["image"] == "kodim05.png") & (learned["quality"] == 0.05)].iloc[0]
+    pixels = load_rgb(images / "kodim05.png").pixels
+    assert row["bytes"] == len(encode(load_checkpoint(models / "mse-0.05.pt"), pixels))
+    assert row["codec_version"].endswith(f"checkpoint {sha256_file(models / 'mse-0.05.pt')[:12]}")
+
+
+def test_retraining_one_lambda_recomputes_only_its_cells(ray_local, images, tmp_path):
+    models = _sweep(tmp_path / "sweep-b", (0.0067, 0.05))
+    run(_config(images, models, tmp_path))
+    first = pd.read_parquet(tmp_path / "t" / "results.parquet")
+    _sweep(tmp_path / "retrained", (0.05,), seed=7)
+    shutil.copy(tmp_path / "retrained" / "models" / "mse-0.05.pt", models / "mse-0.05.pt")
+    _sweep(tmp_path / "added", (0.013,), seed=9)
+    for suffix in (".pt", ".json"):
+        shutil.copy(tmp_path / "added" / "models" / f"mse-0.013{suffix}", models / f"mse-0.013{suffix}")
+    run(_config(images, models, tmp_path))
+    second = pd.read_parquet(tmp_path / "t" / "results.parquet")
+    changed = second.merge(first, on=["image", "codec", "config", "quality"], how="left", suffixes=("", "_old"))
+    recomputed = changed[changed["created_at"] != changed["created_at_old"]]
+    assert sorted(set(recomputed["quality"])) == [0.013, 0.05]
+    assert set(recomputed["codec"]) == {"tiny"}
+
+
+def test_bad_models_folders_are_clear_errors(tmp_path):
+    with pytest.raises(HarnessError, match="is not a folder"):
+        sweep_configs(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HarnessError, match="holds no train-sweep models"):
+        sweep_configs(tmp_path / "empty")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.json").write_text("{}")
+    with pytest.raises(HarnessError, match="is not a train-sweep model card"):
+        sweep_configs(tmp_path / "bad")
