@@ -437,7 +437,7 @@ def _add_train_sweep(sub) -> None:
             stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, batch_size=args.batch_size,
             patch=args.patch, lr=args.lr, w1=args.w1, w2=args.w2,
             milestones=PAPER_MILESTONES if args.milestones is None else args.milestones, out=args.out, address=args.address,
-            resume=args.resume, gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+            resume="yes" if args.resume else "no", gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
             checkpoint_every=args.checkpoint_every, log_every=args.log_every, val_batches=args.val_batches,
             max_failures=args.max_failures, seed=args.seed,
         ))

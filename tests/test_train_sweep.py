@@ -18,7 +18,7 @@ from harness.data.shards import PrepareConfig
 from harness.data.shards import run as prepare
 from harness.errors import HarnessError
 from harness.model.config import LOW_FREQUENCY_SUBBANDS
-from harness.train.sweep import SweepConfig, run, validate
+from harness.train.sweep import SweepConfig, experiment_dir, run, trial_configs, validate
 
 REPO = Path(__file__).resolve().parents[1]
 LOW = sorted(LOW_FREQUENCY_SUBBANDS - {"LL"})
@@ -107,10 +107,11 @@ def test_tiny_sweep_trains_both_lambdas_in_two_stages(shards, tmp_path, ray_loca
 
 def test_resume_without_a_sweep_and_rerun_into_a_used_directory(shards, tmp_path, ray_local):
     with pytest.raises(HarnessError, match="nothing to resume"):
-        run(_sweep(shards, tmp_path / "a", lambdas=(0.01,), resume=True))
-    (tmp_path / "b" / "sweep").mkdir(parents=True)
+        run(_sweep(shards, tmp_path / "a", lambdas=(0.01,), resume="yes"))
+    config = _sweep(shards, tmp_path / "b", lambdas=(0.01,))
+    experiment_dir(config.out, trial_configs(config, validate(config))).mkdir(parents=True)
     with pytest.raises(HarnessError, match="holds an earlier sweep: pass --resume"):
-        run(_sweep(shards, tmp_path / "b", lambdas=(0.01,)))
+        run(config)
 
 
 def test_trial_resumes_from_its_checkpoint_when_its_node_dies(shards, tmp_path, ray_local):
@@ -131,7 +132,7 @@ def test_trial_resumes_from_its_checkpoint_when_its_node_dies(shards, tmp_path, 
                               env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         deadline = time.monotonic() + 240
-        while not list(out.glob("sweep/*/checkpoint_000001")):
+        while not list(out.glob("sweep-*/*/checkpoint_000001")):
             assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read()
             time.sleep(0.2)
         cluster.remove_node(worker, allow_graceful=False)

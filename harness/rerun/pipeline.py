@@ -124,6 +124,7 @@ def _sweeps(plan: Plan) -> list[Path]:
     for section in plan.sweeps:
         values = dict(section)
         values.setdefault("data", plan.shards_dir)
+        values.setdefault("resume", "auto")  # a rerun continues a sweep an earlier rerun left unfinished
         values.setdefault("out", plan.work_dir / f"sweep-{values.get('variant', '3dm-weconvene')}-{values.get('metric', 'mse')}")
         for key in ("lambdas", "milestones"):
             if key in values:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from harness.atomic import atomic_open
+from harness.hashing import sha256_file
 from harness.model.checkpoint import fingerprint, save_checkpoint
 from harness.model.config import get_config
 from harness.model.loss import LossConfig, RateDistortionLoss
@@ -46,7 +47,7 @@ class TrialConfig:
     """Everything that determines one trained model (its card records all of it)."""
 
     data: str
-    data_manifest_sha256: str
+    data_sha256: str  # identity of the shards (see sweep.data_identity)
     out: str
     variant: str
     metric: str
@@ -267,7 +268,8 @@ def _export(state: _State, config: TrialConfig, final: dict) -> dict:
         "patch": config.patch,
         "seed": config.seed,
         "data": config.data,
-        "data_manifest_sha256": config.data_manifest_sha256,
+        "data_sha256": config.data_sha256,
+        "data_manifest_sha256": sha256_file(Path(config.data) / "manifest.json"),
         "params": sum(p.numel() for p in model.parameters()),
         "fingerprint": fingerprint(model),
         "inputs_hash": config.inputs_hash(),

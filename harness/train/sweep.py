@@ -18,7 +18,7 @@ from pathlib import Path
 
 from harness.atomic import write_parquet_atomic
 from harness.errors import HarnessError
-from harness.hashing import sha256_file
+from harness.hashing import sha256_bytes
 from harness.model.config import get_config
 from harness.model.loss import MS_SSIM_MIN_SIDE
 from harness.train.loop import PAPER_MILESTONES, TrialConfig, model_name, train_trial
@@ -47,7 +47,7 @@ class SweepConfig:
     w2: float = 0.9
     out: Path = Path("runs/sweep")
     address: str | None = None
-    resume: bool = False
+    resume: str = "no"  # "yes": continue the interrupted sweep; "auto": continue it if there is one
     gpus_per_trial: float = 0.0
     cpus_per_trial: int = 1
     checkpoint_every: int = 1000
@@ -65,6 +65,8 @@ def validate(config: SweepConfig) -> str:
     """Every check that can fail before a trial starts; returns the data manifest's sha256."""
     from harness.data.stream import shard_paths
 
+    if config.resume not in ("no", "yes", "auto"):
+        raise HarnessError(f"resume must be no, yes or auto, got {config.resume!r}")
     if config.metric not in PAPER_LAMBDAS:
         raise HarnessError(f"unknown metric {config.metric!r}: choose {' or '.join(PAPER_LAMBDAS)}")
     bad = [lmbda for lmbda in config.chosen_lambdas if not (math.isfinite(lmbda) and lmbda > 0)]
@@ -88,14 +90,22 @@ def validate(config: SweepConfig) -> str:
         raise HarnessError(f"MS-SSIM training needs --patch >= {MS_SSIM_MIN_SIDE}, got {config.patch}")
     shard_paths(config.data, "train", config.patch)
     shard_paths(config.data, "val", config.patch)
-    return sha256_file(Path(config.data) / "manifest.json")
+    return data_identity(Path(config.data))
 
 
-def trial_configs(config: SweepConfig, manifest_sha256: str) -> list[TrialConfig]:
+def data_identity(data: Path) -> str:
+    """SHA-256 over the shards' names and hashes: the same data gives the same value, however
+    often prepare-data resumed (the manifest file itself records wall times and resume counts)."""
+    manifest = json.loads((data / "manifest.json").read_text())
+    shards = sorted((shard["name"], shard["sha256"]) for shard in manifest["shards"])
+    return sha256_bytes(json.dumps(shards).encode())
+
+
+def trial_configs(config: SweepConfig, data_sha256: str) -> list[TrialConfig]:
     return [
         TrialConfig(
             data=str(Path(config.data).resolve()),
-            data_manifest_sha256=manifest_sha256,
+            data_sha256=data_sha256,
             out=str(Path(config.out).resolve()),
             variant=config.variant,
             metric=config.metric,
@@ -170,8 +180,7 @@ def _metrics_callback(path: Path, totals: dict[float, int]):
 
 def run(config: SweepConfig) -> list[Path]:
     """Train (or reuse) one model per λ; returns the exported checkpoints in λ order."""
-    manifest_sha256 = validate(config)
-    trials = trial_configs(config, manifest_sha256)
+    trials = trial_configs(config, validate(config))
     out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     todo = [t for t in trials if not already_trained(t)]
@@ -179,13 +188,20 @@ def run(config: SweepConfig) -> list[Path]:
     if kept:
         print(f"train-sweep: {kept} of {len(trials)} models already trained on the same inputs, kept", flush=True)
     if todo:
-        _tune(config, todo, out)
+        _tune(config, trials, todo, out)
     models = [out / "models" / f"{t.name}.pt" for t in trials]
     missing = [m.name for m in models if not m.is_file()]
     if missing:
-        raise HarnessError(f"{len(missing)} trial(s) failed ({', '.join(missing)}): see {out / EXPERIMENT}; rerun with --resume")
+        raise HarnessError(f"{len(missing)} trial(s) failed ({', '.join(missing)}): see {experiment_dir(out, trials)}; "
+                           f"rerun with --resume")
     print(f"train-sweep: {len(todo)} trained, {kept} kept -> {out / 'models'}", flush=True)
     return models
+
+
+def experiment_dir(out: Path, todo: list[TrialConfig]) -> Path:
+    """Where Tune keeps the sweep of these trials (the whole λ set: a sweep of other λ gets its own)."""
+    digest = sha256_bytes(json.dumps(sorted(t.inputs_hash() for t in todo)).encode())[:12]
+    return Path(out) / f"{EXPERIMENT}-{digest}"
 
 
 def _trial_dirname(trial) -> str:
@@ -193,7 +209,7 @@ def _trial_dirname(trial) -> str:
     return f"{model_name(params['metric'], params['lmbda'])}-{trial.trial_id}"
 
 
-def _tune(config: SweepConfig, todo: list[TrialConfig], out: Path) -> None:
+def _tune(config: SweepConfig, trials: list[TrialConfig], todo: list[TrialConfig], out: Path) -> None:
     import ray
     from ray import tune
 
@@ -202,9 +218,9 @@ def _tune(config: SweepConfig, todo: list[TrialConfig], out: Path) -> None:
             ray.init(address=config.address, log_to_driver=True)
         else:
             ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
-    experiment = out / EXPERIMENT
+    experiment = experiment_dir(out, trials)
     trainable = tune.with_resources(train_trial, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
-    if config.resume:
+    if config.resume == "yes" or (config.resume == "auto" and tune.Tuner.can_restore(str(experiment))):
         if not tune.Tuner.can_restore(str(experiment)):
             raise HarnessError(f"nothing to resume at {experiment}: run without --resume")
         tuner = tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
@@ -215,7 +231,7 @@ def _tune(config: SweepConfig, todo: list[TrialConfig], out: Path) -> None:
             trainable,
             param_space={"trial": tune.grid_search([asdict(t) for t in todo])},
             run_config=tune.RunConfig(
-                name=EXPERIMENT,
+                name=experiment.name,
                 storage_path=str(out),
                 failure_config=tune.FailureConfig(max_failures=config.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
