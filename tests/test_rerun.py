@@ -88,3 +88,18 @@ def test_a_second_rerun_of_the_same_report_is_refused_with_the_holder(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "is locked by pid" in lines[0] and "--wait" in lines[0]
     assert not (tmp_path / "reports" / "nightly" / "results.parquet").exists()
+
+
+def test_shipped_schedule_is_a_valid_plan_and_command():
+    import shlex
+
+    from harness.cli import build_parser
+
+    plan = load_plan(REPO / "schedule" / "nightly.toml")
+    assert plan.sweeps and plan.data and plan.leaderboard["codecs"]
+    service = (REPO / "schedule" / "harness-rerun.service").read_text()
+    exec_start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
+    argv = shlex.split(exec_start.split("=", 1)[1])
+    args = build_parser().parse_args(argv[1:])
+    assert args.command == "rerun" and args.plan == Path("schedule/nightly.toml") and args.wait > 0
+    assert "OnCalendar=" in (REPO / "schedule" / "harness-rerun.timer").read_text()
