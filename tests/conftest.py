@@ -61,3 +61,52 @@ def _shutdown_ray_at_exit():
     import ray
 
     ray.shutdown()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def loopback_cluster():
+    """Factory of real multi-node Ray clusters on 127.0.0.1 (``ray.cluster_utils.Cluster``).
+
+    ``make(head_cpus, workers, dashboard, connect)`` shuts the session's local
+    instance down, starts a head and one worker node per entry of ``workers``
+    (its CPU count), and joins it unless ``connect=False`` (a subprocess driver
+    joins instead). Dead nodes are noticed within ~2 s. Every node gets its own
+    dashboard-agent port, which the Ray Jobs API (``dashboard=True``) needs on a
+    shared host. ``cluster.add_worker(cpus)`` adds a node, ``cluster.workers``
+    lists the first ones, ``cluster.jobs_address`` is the Jobs API URL.
+    """
+    import ray
+    from ray.cluster_utils import Cluster
+
+    made = []
+
+    def make(head_cpus: int = 0, workers: tuple[int, ...] = (1, 1), dashboard: bool = False, connect: bool = True):
+        ray.shutdown()
+        head = {"num_cpus": head_cpus, "node_ip_address": "127.0.0.1", "include_dashboard": dashboard,
+                "dashboard_agent_listen_port": free_port(),
+                "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3}}
+        if dashboard:
+            head.update(dashboard_host="127.0.0.1", dashboard_port=free_port())
+        cluster = Cluster(initialize_head=True, head_node_args=head)
+        made.append(cluster)
+        cluster.jobs_address = f"http://127.0.0.1:{head['dashboard_port']}" if dashboard else None
+        cluster.add_worker = lambda cpus: cluster.add_node(num_cpus=cpus, node_ip_address="127.0.0.1",
+                                                           dashboard_agent_listen_port=free_port())
+        cluster.workers = [cluster.add_worker(cpus) for cpus in workers]
+        cluster.wait_for_nodes()
+        if connect:
+            ray.init(address=cluster.address, _node_ip_address="127.0.0.1", log_to_driver=False)
+        return cluster
+
+    yield make
+    ray.shutdown()
+    for cluster in made:
+        cluster.shutdown()

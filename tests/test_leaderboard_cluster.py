@@ -14,29 +14,10 @@ from harness.eval import results
 from harness.eval.runner import LeaderboardConfig, execute, plan
 from harness.images import load_rgb, save_png
 
-LOCAL = dict(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-
-
 @pytest.fixture()
-def cluster():
-    import ray
-    from ray.cluster_utils import Cluster
-
-    was_running = ray.is_initialized()
-    ray.shutdown()  # the session's local instance must not take these tasks
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False,
-        # notice the killed node within ~2 s instead of ~30 s
-        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3},
-    })
-    nodes = [cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1") for _ in range(2)]
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, _node_ip_address="127.0.0.1", log_to_driver=False)
-    yield cluster, nodes
-    ray.shutdown()
-    cluster.shutdown()
-    if was_running:
-        ray.init(**LOCAL)
+def cluster(loopback_cluster):
+    cluster = loopback_cluster(head_cpus=0, workers=(1, 1))
+    return cluster, cluster.workers
 
 
 def test_killed_worker_node_leaves_every_cell_once(cluster, kodak_dir: Path, tmp_path: Path) -> None:

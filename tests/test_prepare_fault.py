@@ -13,31 +13,10 @@ from harness.data.shards import PrepareConfig, run
 
 
 @pytest.fixture
-def cluster():
-    """Head (no CPUs) + two 1-CPU worker nodes, all on 127.0.0.1, instead of the
-    session's local instance (the next ``ray_local`` starts a fresh one)."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    ray.shutdown()
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 0,
-            "node_ip_address": "127.0.0.1",
-            "include_dashboard": False,
-            # Notice a dead node within ~2 s instead of the default ~30 s.
-            "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3},
-        },
-    )
-    workers = [cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1") for _ in range(2)]
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, _node_ip_address="127.0.0.1", log_to_driver=False)
-    try:
-        yield cluster, workers
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+def cluster(loopback_cluster):
+    """Head (no CPUs) + two 1-CPU worker nodes, all on 127.0.0.1."""
+    cluster = loopback_cluster(head_cpus=0, workers=(1, 1))
+    return cluster, cluster.workers
 
 
 def _keys(out: Path, names: list[str]) -> list[str]:

@@ -5,7 +5,6 @@ node killed during the first run, then incremental reruns."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -48,34 +47,10 @@ anchor = "jpeg"
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def cluster():
-    """Head (1 CPU, dashboard + job agent) and one 2-CPU worker node, all on 127.0.0.1."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    ray.shutdown()
-    dashboard = _free_port()
-    # Every node's dashboard agent needs its own port on a shared host.
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": True, "dashboard_host": "127.0.0.1",
-        "dashboard_port": dashboard, "dashboard_agent_listen_port": _free_port(),
-        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3},
-    })
-    cluster.jobs_address = f"http://127.0.0.1:{dashboard}"
-    cluster.add_worker = lambda: cluster.add_node(num_cpus=2, node_ip_address="127.0.0.1",
-                                                  dashboard_agent_listen_port=_free_port())
-    cluster.worker = cluster.add_worker()
-    try:
-        yield cluster
-    finally:
-        cluster.shutdown()
+def cluster(loopback_cluster):
+    """Head (1 CPU, dashboard + job agent) and one 2-CPU worker node; the rerun's job driver joins it."""
+    return loopback_cluster(head_cpus=1, workers=(2,), dashboard=True, connect=False)
 
 
 def _rerun(plan: Path, address: str) -> subprocess.Popen:
@@ -102,8 +77,8 @@ def test_rerun_job_survives_a_killed_node_and_reruns_incrementally(tmp_path, pho
     while not list((tmp_path / "work").glob("sweep-*/sweep-*/*/checkpoint_000000")):
         assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()[-4000:]
         time.sleep(0.2)
-    cluster.remove_node(cluster.worker, allow_graceful=False)
-    cluster.add_worker()
+    cluster.remove_node(cluster.workers[0], allow_graceful=False)
+    cluster.add_worker(2)
     _finish(first)
 
     results = pd.read_parquet(report / "results.parquet")

@@ -114,15 +114,9 @@ def test_resume_without_a_sweep_and_rerun_into_a_used_directory(shards, tmp_path
         run(config)
 
 
-def test_trial_resumes_from_its_checkpoint_when_its_node_dies(shards, tmp_path, ray_local):
+def test_trial_resumes_from_its_checkpoint_when_its_node_dies(shards, tmp_path, loopback_cluster):
     """A worker node killed mid-stage-1: the trial restarts on a new node from its checkpoint."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1",
-                                                             "include_dashboard": False})
-    worker = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    cluster = loopback_cluster(head_cpus=0, workers=(1,), connect=False)
     out = tmp_path / "sweep"
     command = [sys.executable, "-m", "harness", "train-sweep", "--data", str(shards), "--variant", "tiny",
                "--lambdas", "0.01", "--stage1-steps", "40", "--stage2-steps", "4", "--batch-size", "2",
@@ -135,13 +129,12 @@ def test_trial_resumes_from_its_checkpoint_when_its_node_dies(shards, tmp_path, 
         while not list(out.glob("sweep-*/*/checkpoint_000001")):
             assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read()
             time.sleep(0.2)
-        cluster.remove_node(worker, allow_graceful=False)
-        cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        cluster.remove_node(cluster.workers[0], allow_graceful=False)
+        cluster.add_worker(1)
         output, _ = driver.communicate(timeout=300)
         assert driver.returncode == 0, output
     finally:
         driver.kill()
-        cluster.shutdown()
     card = json.loads((out / "models" / "mse-0.01.json").read_text())
     assert card["restored_from_steps"] and min(card["restored_from_steps"]) >= 20
     metrics = pd.read_parquet(out / "metrics.parquet").sort_values("time")

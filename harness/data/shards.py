@@ -36,6 +36,7 @@ from typing import Callable
 from harness.atomic import atomic_path
 from harness.data.recipe import RECIPE_VERSION, PatchRecipe, cut_patch, plan_patches, small_image_reason
 from harness.errors import HarnessError
+from harness.raycluster import connect
 from harness.hashing import sha256_file
 from harness.images import image_size, load_rgb
 
@@ -381,24 +382,6 @@ class _Ledger:
         return manifest
 
 
-def _start_ray(config: PrepareConfig) -> bool:
-    """Connect to Ray; returns True when this call started it (and must shut it down)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if config.address:
-        try:
-            ray.init(address=config.address, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            raise HarnessError(f"cannot join the Ray cluster at {config.address}: {error}") from None
-    else:
-        # address="local": never attach to whatever cluster another process last started on this machine.
-        ray.init(address="local", num_cpus=config.workers or os.cpu_count(), include_dashboard=False,
-                 _node_ip_address="127.0.0.1", log_to_driver=False)
-    return True
-
-
 def _remove_stale_temporaries(out: Path) -> None:
     for stale in out.glob(".*.tmp"):
         if stale.name.startswith((".train-", ".val-", f".{MANIFEST}")):
@@ -413,7 +396,7 @@ def _write_shards(config: PrepareConfig, todo: list[ShardPlan], ledger: _Ledger,
 
     out = ledger.out
     kept = len(ledger.done)
-    started_ray = _start_ray(config)
+    started_ray = connect(config.address, num_cpus=config.workers or os.cpu_count())
     try:
         task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(write_shard)
         limit = config.workers or len(todo)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,11 +32,12 @@ from harness.codecs import codec_class
 from harness.codecs.base import CodecUnavailable
 from harness.codecs.config import DEFAULT_DIR, CodecConfig, resolve_codecs
 from harness.errors import HarnessError
+from harness.raycluster import connect
 from harness.eval import results as table
 from harness.hashing import sha256_file
+from harness.provenance import git_commit
 from harness.model.config import VARIANTS
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -222,18 +222,6 @@ def evaluate_cell(image_bytes: bytes, suffix: str, codec: CodecConfig, quality: 
 # ----------------------------------------------------------------------------- driver
 
 
-def _git_commit() -> str | None:
-    try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
 def _full_row(cell: Cell, partial: dict[str, Any], commit: str | None) -> dict[str, Any]:
     row = {column: None for column in table.COLUMNS}
     row.update(partial)
@@ -241,22 +229,6 @@ def _full_row(cell: Cell, partial: dict[str, Any], commit: str | None) -> dict[s
                config=cell.codec.config, config_hash=cell.codec.config_hash, quality=cell.quality,
                harness_version=__version__, git_commit=commit)
     return row
-
-
-def _init_ray(config: LeaderboardConfig) -> bool:
-    """Connect to Ray; True when this call started it (and must shut it down)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                               "configure_logging": True, "logging_level": "warning"}
-    if config.address:
-        ray.init(address=config.address, **options)
-    else:
-        # "local" always starts a private instance, never attaches to another user's cluster on this host.
-        ray.init(address="local", num_cpus=config.num_cpus, _node_ip_address="127.0.0.1", **options)
-    return True
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -279,14 +251,14 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
     import ray
     from tqdm import tqdm
 
-    commit = _git_commit()
+    commit = git_commit()
     now = pd.Timestamp.now(tz="UTC")
     rows = [_full_row(cell, {"status": "error", "error": reason, "created_at": now})
             for cell, reason in plan_.unreadable.items()]
     if not plan_.todo:
         _save(plan_, rows)
         return rows
-    started = _init_ray(config)
+    started = connect(config.address, num_cpus=config.num_cpus)
     try:
         remote = ray.remote(num_cpus=1, max_retries=3)(evaluate_cell)
         image_refs = {digest: ray.put(path.read_bytes()) for digest, path in plan_.images.items()

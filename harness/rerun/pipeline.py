@@ -25,6 +25,8 @@ from pathlib import Path
 
 from harness import __version__
 from harness.errors import HarnessError
+from harness.provenance import git_commit
+from harness.raycluster import connect
 from harness.rerun.history import RunRecord, append_run, changes_markdown, compare_last_two
 from harness.rerun.lock import report_lock
 from harness.rerun.plan import Plan, load_plan
@@ -89,17 +91,6 @@ def submit(config: RerunConfig) -> int:
     if status != "SUCCEEDED":
         raise HarnessError(f"rerun job {job_id} {status.lower()}: see `ray job logs {job_id}`")
     return 0
-
-
-def _connect_ray() -> None:
-    """Inside a Ray Job the cluster is in RAY_ADDRESS; otherwise a private local instance."""
-    import ray
-
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(address="auto", log_to_driver=True)
-        else:
-            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
 
 
 def _prepare(plan: Plan) -> None:
@@ -167,22 +158,11 @@ def _curves(report_dir: Path) -> dict[str, dict[str, float]]:
     return curves
 
 
-def _git_commit() -> str:
-    import subprocess
-
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).resolve().parent)
-    except OSError:
-        return ""
-    return done.stdout.strip() if done.returncode == 0 else ""
-
-
 def run_here(config: RerunConfig) -> int:
     plan = load_plan(config.plan)
     with report_lock(plan.report_dir, wait_s=config.wait_s):
         started = time.time()
-        _connect_ray()
+        connect(log_to_driver=True)
         if plan.data is not None:
             _prepare(plan)
         model_dirs = _sweeps(plan)
@@ -191,7 +171,7 @@ def run_here(config: RerunConfig) -> int:
             run_id=f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}",
             started_at=datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
             wall_s=time.time() - started,
-            git_commit=_git_commit(),
+            git_commit=git_commit() or "",
             harness_version=__version__,
             cells_computed=int(summary["computed"]),
             cells_reused=int(summary["reused"]),

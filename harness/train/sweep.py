@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from harness.atomic import write_parquet_atomic
 from harness.errors import HarnessError
+from harness.raycluster import connect
 from harness.hashing import sha256_bytes
 from harness.model.config import get_config
 from harness.model.loss import MS_SSIM_MIN_SIDE
@@ -102,30 +103,11 @@ def data_identity(data: Path) -> str:
 
 
 def trial_configs(config: SweepConfig, data_sha256: str) -> list[TrialConfig]:
-    return [
-        TrialConfig(
-            data=str(Path(config.data).resolve()),
-            data_sha256=data_sha256,
-            out=str(Path(config.out).resolve()),
-            variant=config.variant,
-            metric=config.metric,
-            lmbda=float(lmbda),
-            stage1_steps=config.stage1_steps,
-            stage2_steps=config.stage2_steps,
-            batch_size=config.batch_size,
-            patch=config.patch,
-            lr=config.lr,
-            milestones=config.milestones,
-            w1=config.w1,
-            w2=config.w2,
-            checkpoint_every=config.checkpoint_every,
-            log_every=config.log_every,
-            val_batches=config.val_batches,
-            seed=config.seed,
-            threads=max(1, config.cpus_per_trial),
-        )
-        for lmbda in config.chosen_lambdas
-    ]
+    """One trial per λ: the sweep's recipe (every field the two configs share) plus λ and paths."""
+    shared = {f.name: getattr(config, f.name) for f in fields(TrialConfig) if hasattr(config, f.name)}
+    shared.update(data=str(Path(config.data).resolve()), out=str(Path(config.out).resolve()),
+                  data_sha256=data_sha256, threads=max(1, config.cpus_per_trial))
+    return [TrialConfig(**{**shared, "lmbda": float(lmbda)}) for lmbda in config.chosen_lambdas]
 
 
 def already_trained(trial: TrialConfig) -> bool:
@@ -210,14 +192,9 @@ def _trial_dirname(trial) -> str:
 
 
 def _tune(config: SweepConfig, trials: list[TrialConfig], todo: list[TrialConfig], out: Path) -> None:
-    import ray
     from ray import tune
 
-    if not ray.is_initialized():
-        if config.address:
-            ray.init(address=config.address, log_to_driver=True)
-        else:
-            ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
+    connect(config.address, log_to_driver=True)  # trials' warnings and errors reach the user
     experiment = experiment_dir(out, trials)
     trainable = tune.with_resources(train_trial, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
     if config.resume == "yes" or (config.resume == "auto" and tune.Tuner.can_restore(str(experiment))):
