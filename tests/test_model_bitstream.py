@@ -67,7 +67,7 @@ def test_cli_round_trip_writes_png(checkpoint, model, kodak_dir, tmp_path, capsy
     container = unpack(stream.read_bytes())
     assert (container.height, container.width, container.mode) == (512, 768, "RGB")
     assert container.fingerprint == fingerprint(model)
-    assert len(container.streams) == 11
+    assert len(container.streams) == 1
 
 
 def _decompress_fails(data: bytes, checkpoint, tmp_path, capsys, match: str) -> None:
@@ -102,8 +102,8 @@ def test_every_single_bit_flip_is_rejected(good_stream, checkpoint, tmp_path, ca
 def test_magic_version_empty_and_other_model(good_stream, checkpoint, tmp_path, capsys):
     _decompress_fails(b"", checkpoint, tmp_path, capsys, "is empty")
     _decompress_fails(b"PNG!" + good_stream[4:], checkpoint, tmp_path, capsys, "bad magic bytes")
-    _decompress_fails(good_stream[:4] + bytes([2]) + good_stream[5:], checkpoint, tmp_path, capsys,
-                      "format version 2")
+    _decompress_fails(good_stream[:4] + bytes([3]) + good_stream[5:], checkpoint, tmp_path, capsys,
+                      "format version 3")
     other = tmp_path / "other.pt"
     assert main(["init-model", "--variant", "tiny", "--out", str(other), "--seed", "1"]) == 0
     stream, out = tmp_path / "x.3dmw", tmp_path / "x.png"
@@ -115,7 +115,7 @@ def test_magic_version_empty_and_other_model(good_stream, checkpoint, tmp_path, 
 
 
 def test_header_layout_is_as_documented(good_stream):
-    assert good_stream[:5] == b"3DMW\x01"
+    assert good_stream[:5] == b"3DMW\x02"
     assert struct.unpack(">II", good_stream[37:45]) == (40, 70)
 
 
