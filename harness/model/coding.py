@@ -84,8 +84,8 @@ def _write_atomically(path: Path, write) -> None:
 
 
 def run_compress(config: CompressConfig) -> dict:
+    image = load_rgb(config.image)  # a bad image fails before the (possibly large) model loads
     model = load_checkpoint(config.checkpoint)
-    image = load_rgb(config.image)
     if image.notice:
         print(f"harness compress: notice: {config.image}: {image.notice}", file=sys.stderr)
     data = encode(model, image.pixels, image.source_mode)
