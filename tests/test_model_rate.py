@@ -19,7 +19,7 @@ import torch
 from harness.images import load_rgb
 from harness.model import WeConvene
 from harness.model.bitstream import unpack
-from harness.model.coding import encode, to_tensor
+from harness.model.coding import decode, encode, to_pixels, to_tensor
 from harness.model.loss import LossConfig, RateDistortionLoss
 
 STEPS, BATCH, CROP = 150, 4, 64
@@ -85,3 +85,9 @@ def test_file_bits_within_one_percent_of_the_likelihood_estimate(trained_tiny, k
         # A trained model codes real content: the payload is not a handful of flush bytes.
         assert estimated > 0.1 * pixels.shape[0] * pixels.shape[1]
     assert max(ratios.values()) <= 1.01, ratios
+
+
+def test_trained_model_round_trip_is_bit_exact(trained_tiny, kodak_dir):
+    pixels = load_rgb(kodak_dir / "kodim05.png").pixels[:200, :300]
+    own = to_pixels(trained_tiny.compress(to_tensor(pixels), reconstruct=True)["x_hat"])
+    assert np.array_equal(decode(trained_tiny, encode(trained_tiny, pixels)), own)
