@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 
@@ -67,7 +68,7 @@ def test_cli_round_trip_writes_png(checkpoint, model, kodak_dir, tmp_path, capsy
     container = unpack(stream.read_bytes())
     assert (container.height, container.width, container.mode) == (512, 768, "RGB")
     assert container.fingerprint == fingerprint(model)
-    assert len(container.streams) == 11
+    assert len(container.streams) == 1
 
 
 def _decompress_fails(data: bytes, checkpoint, tmp_path, capsys, match: str) -> None:
@@ -102,8 +103,8 @@ def test_every_single_bit_flip_is_rejected(good_stream, checkpoint, tmp_path, ca
 def test_magic_version_empty_and_other_model(good_stream, checkpoint, tmp_path, capsys):
     _decompress_fails(b"", checkpoint, tmp_path, capsys, "is empty")
     _decompress_fails(b"PNG!" + good_stream[4:], checkpoint, tmp_path, capsys, "bad magic bytes")
-    _decompress_fails(good_stream[:4] + bytes([2]) + good_stream[5:], checkpoint, tmp_path, capsys,
-                      "format version 2")
+    _decompress_fails(good_stream[:4] + bytes([3]) + good_stream[5:], checkpoint, tmp_path, capsys,
+                      "format version 3")
     other = tmp_path / "other.pt"
     assert main(["init-model", "--variant", "tiny", "--out", str(other), "--seed", "1"]) == 0
     stream, out = tmp_path / "x.3dmw", tmp_path / "x.png"
@@ -115,7 +116,7 @@ def test_magic_version_empty_and_other_model(good_stream, checkpoint, tmp_path, 
 
 
 def test_header_layout_is_as_documented(good_stream):
-    assert good_stream[:5] == b"3DMW\x01"
+    assert good_stream[:5] == b"3DMW\x02"
     assert struct.unpack(">II", good_stream[37:45]) == (40, 70)
 
 
@@ -148,3 +149,49 @@ def test_unreadable_image_and_checkpoint_errors(checkpoint, tmp_path, capsys):
     assert not (tmp_path / "o.3dmw").exists()
     with pytest.raises(HarnessError, match="not a model checkpoint"):
         load_checkpoint(broken)
+
+
+def _fails_with_one_line(argv: list[str], capsys, *fragments: str) -> None:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and all(f in err for f in fragments), err
+
+
+def test_missing_inputs_give_one_line_errors(checkpoint, good_stream, kodak_dir, tmp_path, capsys):
+    image, stream, out = kodak_dir / "kodim23.png", tmp_path / "s.3dmw", tmp_path / "o.png"
+    stream.write_bytes(good_stream)
+    missing = tmp_path / "nowhere"
+    _fails_with_one_line(["compress", str(missing / "a.png"), "-m", str(checkpoint), "-o", str(stream)], capsys,
+                         "a.png")
+    _fails_with_one_line(["compress", str(image), "-m", str(missing / "m.pt"), "-o", str(tmp_path / "x.3dmw")],
+                         capsys, "m.pt", "does not exist")
+    _fails_with_one_line(["compress", str(image), "-m", str(tmp_path), "-o", str(tmp_path / "x.3dmw")],
+                         capsys, "is a directory")
+    _fails_with_one_line(["decompress", str(missing / "b.3dmw"), "-m", str(checkpoint), "-o", str(out)], capsys,
+                         "b.3dmw")
+    _fails_with_one_line(["decompress", str(stream), "-m", str(missing / "m.pt"), "-o", str(out)], capsys,
+                         "m.pt", "does not exist")
+    _fails_with_one_line(["decompress", str(stream), "-m", str(checkpoint), "-o", str(missing / "o.png")], capsys,
+                         "cannot write")
+    assert not (tmp_path / "x.3dmw").exists() and not out.exists() and not missing.exists()
+
+
+def test_unreadable_image_gives_one_line_error(checkpoint, tmp_path, capsys):
+    for name, data in [("empty.png", b""), ("text.jpg", b"not an image at all\n"), ("cut.png", None)]:
+        source = tmp_path / name
+        if data is None:
+            Image.new("RGB", (64, 64), "red").save(source)
+            data = source.read_bytes()[:60]
+        source.write_bytes(data)
+        _fails_with_one_line(["compress", str(source), "-m", str(checkpoint), "-o", str(tmp_path / "o.3dmw")],
+                             capsys, "cannot read image", name)
+    unreadable = tmp_path / "locked.png"
+    Image.new("RGB", (8, 8)).save(unreadable)
+    unreadable.chmod(0)
+    try:
+        if not os.access(unreadable, os.R_OK):  # root reads anything
+            _fails_with_one_line(["compress", str(unreadable), "-m", str(checkpoint), "-o", str(tmp_path / "o.3dmw")],
+                                 capsys, "locked.png")
+    finally:
+        unreadable.chmod(0o644)
+    assert not (tmp_path / "o.3dmw").exists()

@@ -2,13 +2,14 @@
 
     offset  size  field
     0       4     magic b"3DMW"
-    4       1     format version (1)
+    4       1     format version (2)
     5       32    model fingerprint: SHA-256 of config + weights (checkpoint.fingerprint)
     37      4     original image height (>= 1)
     41      4     original image width (>= 1)
     45      1     length L of the source Pillow mode name (ASCII, e.g. "RGB", "I;16", "CMYK")
     46      L     source mode name (informational: the codec always codes 8-bit RGB)
-    46+L    1     number S of entropy-coded streams (z, then one per slice in coding order)
+    46+L    1     number S of entropy-coded streams (version 2 models write one: z, then
+                  every slice in coding order, in a single rANS stream)
     47+L    4*S   byte length of each stream
     47+L+4S 4     CRC-32 of every byte before it and of the payload
     51+L+4S ...   payload: the S streams back to back
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from harness.errors import HarnessError
 
 MAGIC = b"3DMW"
-VERSION = 1
+VERSION = 2  # 1: a separate rANS stream for z and for each slice
 MAX_SIDE = 1 << 16  # larger than any image images.load_rgb accepts along one side
 _FIXED = struct.Struct(">4sB32sIIB")
 

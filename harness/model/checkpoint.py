@@ -52,6 +52,8 @@ def save_checkpoint(model: WeConvene, path: str | Path) -> None:
 def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
     """Rebuild the model stored at ``path`` (in eval mode); ``variant`` checks which one it must be."""
     path = Path(path)
+    if path.is_dir():
+        raise HarnessError(f"checkpoint {path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise HarnessError(f"checkpoint {path} does not exist")
     try:

@@ -64,8 +64,8 @@ def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str |
             f"{name} was encoded by model {container.fingerprint[:16]}, "
             f"but the checkpoint given is model {expected[:16]}"
         )
-    if len(container.streams) != 1 + len(model.config.slices):
-        raise HarnessError(f"{name} has {len(container.streams)} streams, the model codes {1 + len(model.config.slices)}")
+    if len(container.streams) != 1:
+        raise HarnessError(f"{name} has {len(container.streams)} entropy-coded streams, the model codes 1")
     shape = (math.ceil(container.height / model.stride), math.ceil(container.width / model.stride))
     decoded = model.decompress([[s] for s in container.streams], shape, (container.height, container.width))
     return to_pixels(decoded["x_hat"])
@@ -84,8 +84,8 @@ def _write_atomically(path: Path, write) -> None:
 
 
 def run_compress(config: CompressConfig) -> dict:
+    image = load_rgb(config.image)  # a bad image fails before the (possibly large) model loads
     model = load_checkpoint(config.checkpoint)
-    image = load_rgb(config.image)
     if image.notice:
         print(f"harness compress: notice: {config.image}: {image.notice}", file=sys.stderr)
     data = encode(model, image.pixels, image.source_mode)

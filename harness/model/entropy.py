@@ -12,6 +12,11 @@ Every use of the model, training forward, evaluation forward, ``compress`` and
 ``decompress``, walks the slices through one method, :meth:`WeChARM._walk`;
 the uses differ only in how a slice is quantised (noise / rounding / rANS
 encode / rANS decode), so the decoder sees exactly the context the encoder saw.
+
+Bitstream: z and then every slice go into ONE rANS stream per image
+(compressai's ``BufferedRansEncoder``; the decoder pulls symbols from one
+``RansDecoder`` slice by slice). A stream per slice costs a 64-bit coder flush
+each, about 0.5 % of a low-rate image's bits for 11 streams.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.ans import BufferedRansEncoder, RansDecoder
+from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianConditional
 from compressai.latent_codecs import LatentCodec
 from compressai.layers import AttentionBlock, conv1x1, conv3x3, subpel_conv3x3
 from compressai.ops import quantize_ste
@@ -31,6 +37,42 @@ from harness.model.layers import WeConvDown, WeConvUp, conv, res_group
 
 # Quantises one slice given its predicted mean and scale; returns the dequantised slice.
 SliceQuantizer = Callable[[int, Tensor, Tensor], Tensor]
+
+
+class NearestScaleGaussian(GaussianConditional):
+    """GaussianConditional that codes each scale with the table entry of least expected cost.
+
+    CompressAI's ``build_indexes`` rounds a scale up to the next table entry, so
+    every symbol is coded with a too-wide Gaussian: 1.35 % more bits than the
+    likelihoods on Kodak for a briefly trained ``tiny`` with 256 log-spaced
+    scales. Between entries a < b the cost of coding N(0, s) with a or b, i.e.
+    the KL divergence ln(t/s) + s^2/(2t^2) - 1/2, is equal at
+    s* = sqrt(2 ln(b/a) / (1/a^2 - 1/b^2)); scales below s* use a, others b.
+    That cuts the table overhead to within 0.1 % of the likelihoods.
+    """
+
+    def build_indexes(self, scales: Tensor) -> Tensor:
+        table = self.scale_table.double()
+        low, high = table[:-1], table[1:]
+        thresholds = torch.sqrt(2 * torch.log(high / low) / (low.reciprocal() ** 2 - high.reciprocal() ** 2))
+        return torch.bucketize(self.lower_bound_scale(scales), thresholds.to(scales.dtype)).int()
+
+
+class _Tables:
+    """One entropy model's rANS tables as the Python lists the C++ coder takes (built once per image)."""
+
+    def __init__(self, model: EntropyModel) -> None:
+        self.cdfs = model.quantized_cdf.tolist()
+        self.lengths = model.cdf_length.reshape(-1).int().tolist()
+        self.offsets = model.offset.reshape(-1).int().tolist()
+
+    def encode(self, encoder: BufferedRansEncoder, symbols: Tensor, indexes: Tensor) -> None:
+        encoder.encode_with_indexes(symbols.reshape(-1).tolist(), indexes.reshape(-1).tolist(), self.cdfs,
+                                    self.lengths, self.offsets)
+
+    def decode(self, decoder: RansDecoder, indexes: Tensor) -> Tensor:
+        values = decoder.decode_stream(indexes.reshape(-1).tolist(), self.cdfs, self.lengths, self.offsets)
+        return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape)
 
 
 class AttentionNet(nn.Module):
@@ -113,7 +155,7 @@ class WeChARM(LatentCodec):
         self.h_s_mean = hyper_synthesis(config)
         self.h_s_scale = hyper_synthesis(config)
         self.entropy_bottleneck = EntropyBottleneck(config.Z)
-        self.gaussian_conditional = GaussianConditional(None)
+        self.gaussian_conditional = NearestScaleGaussian(None)
         self.slice_nets = nn.ModuleList()
         coded = 0
         for parts in config.slices:
@@ -194,32 +236,51 @@ class WeChARM(LatentCodec):
     # ---- real bitstreams (compressai's rANS coder) -----------------------------------
 
     def compress(self, y: Tensor) -> dict:
-        """rANS-code y: ``strings`` = [z strings, then one list per slice in coding order],
-        each list holding one bytes object per batch element; ``shape`` = z's H x W;
-        ``y_hat`` = exactly what :meth:`decompress` will rebuild."""
+        """rANS-code y: ``strings`` = [[one bytes object per batch element]] holding z and then
+        every slice in coding order; ``shape`` = z's H x W; ``y_hat`` = exactly what
+        :meth:`decompress` will rebuild."""
         subbands = self.analysis(y)
         y_slices = self.slices_of(subbands)
         z = self.h_a(torch.cat([subbands[name] for name in self.config.subbands], dim=1))
-        z_strings = self.entropy_bottleneck.compress(z)
-        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-        gc = self.gaussian_conditional
-        slice_strings: list[list[bytes]] = []
+        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
+        z_tables, y_tables = _Tables(eb), _Tables(gc)
+        encoders = [BufferedRansEncoder() for _ in range(y.shape[0])]
+        medians = eb._get_medians().detach().reshape(1, -1, 1, 1)
+        z_symbols = eb.quantize(z, "symbols", medians)
+        z_indexes = eb._build_indexes(z.size())
+        for b, encoder in enumerate(encoders):
+            z_tables.encode(encoder, z_symbols[b], z_indexes[b])
+        z_hat = eb.dequantize(z_symbols, medians)
 
         def quantize(index: int, mean: Tensor, scale: Tensor) -> Tensor:
-            slice_strings.append(gc.compress(y_slices[index], gc.build_indexes(scale), mean))
-            return gc.dequantize(gc.quantize(y_slices[index], "symbols", mean), mean)
+            symbols = gc.quantize(y_slices[index], "symbols", mean)
+            indexes = gc.build_indexes(scale)
+            for b, encoder in enumerate(encoders):
+                y_tables.encode(encoder, symbols[b], indexes[b])
+            return gc.dequantize(symbols, mean)
 
         y_hat = self.synthesis(self._walk(z_hat, quantize))
-        return {"strings": [z_strings, *slice_strings], "shape": tuple(z.shape[-2:]), "y_hat": y_hat}
+        strings = [[encoder.flush() for encoder in encoders]]
+        return {"strings": strings, "shape": tuple(z.shape[-2:]), "y_hat": y_hat}
 
     def decompress(self, strings: list[list[bytes]], shape: tuple[int, int]) -> dict:
         """Inverse of :meth:`compress`: every slice is decoded from already-decoded slices only."""
-        if len(strings) != 1 + len(self.slice_nets):
-            raise ValueError(f"expected {1 + len(self.slice_nets)} streams, got {len(strings)}")
-        z_hat = self.entropy_bottleneck.decompress(strings[0], tuple(shape))
-        gc = self.gaussian_conditional
+        if len(strings) != 1:
+            raise ValueError(f"expected 1 stream per image, got {len(strings)}")
+        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
+        z_tables, y_tables = _Tables(eb), _Tables(gc)
+        decoders = []
+        for string in strings[0]:
+            decoders.append(RansDecoder())
+            decoders[-1].set_stream(string)
+        z_indexes = eb._build_indexes((1, self.config.Z, *shape))[0]
+        z_symbols = torch.stack([z_tables.decode(decoder, z_indexes) for decoder in decoders])
+        medians = eb._get_medians().detach().reshape(1, -1, 1, 1)
+        z_hat = eb.dequantize(z_symbols, medians)
 
         def quantize(index: int, mean: Tensor, scale: Tensor) -> Tensor:
-            return gc.decompress(strings[1 + index], gc.build_indexes(scale), mean.dtype, mean)
+            indexes = gc.build_indexes(scale)
+            symbols = torch.stack([y_tables.decode(decoder, indexes[b]) for b, decoder in enumerate(decoders)])
+            return gc.dequantize(symbols, mean)
 
         return {"y_hat": self.synthesis(self._walk(z_hat, quantize))}

@@ -60,9 +60,10 @@ class WeConvene(CompressionModel):
         self.latent_codec = WeChARM(config)
 
     def update(self, scale_table: Tensor | None = None, force: bool = False, update_quantiles: bool = False) -> bool:
-        """Entropy tables for rANS coding. Default: 256 Gaussian scales (CompressAI uses 64);
-        coding each scale with the next larger table entry wastes ~6 % of the bits
-        with 64 levels on Kodak and ~2 % with 256 (measured on a briefly trained ``tiny``)."""
+        """Entropy tables for rANS coding. Default: 256 Gaussian scales (CompressAI uses 64).
+        With the least-cost entry per scale (``NearestScaleGaussian``) the tables cost
+        0.28 % more bits than the likelihoods with 64 levels and 0.0 % with 256 on kodim01
+        (briefly trained ``tiny``); with CompressAI's round-up rule, 1.35 % at 256 levels."""
         if scale_table is None:
             scale_table = get_scale_table(levels=SCALE_TABLE_LEVELS)
         return super().update(scale_table, force=force, update_quantiles=update_quantiles)
