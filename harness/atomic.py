@@ -11,7 +11,9 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Iterator
+from typing import IO, TYPE_CHECKING, Callable, Iterator
+
+from harness.errors import HarnessError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,6 +41,20 @@ def atomic_open(target: str | Path, mode: str = "w") -> Iterator[IO]:
     """``open()`` for writing whose result appears at ``target`` only when complete."""
     with atomic_path(target) as tmp, open(tmp, mode) as handle:
         yield handle
+
+
+def write_atomic(target: str | Path, write: Callable[[Path], None], *, what: str = "",
+                 make_parents: bool = True) -> None:
+    """``write(tmp)`` a file beside ``target`` and rename it over ``target``; an OSError
+    (missing folder, full disk, no permission) becomes a one-line :class:`HarnessError`."""
+    target = Path(target)
+    try:
+        if not make_parents and not target.parent.is_dir():
+            raise FileNotFoundError(2, f"no folder {target.parent}")
+        with atomic_path(target) as tmp:
+            write(tmp)
+    except OSError as error:
+        raise HarnessError(f"cannot write {what}{target}: {error.strerror or error}") from None
 
 
 def write_parquet_atomic(frame: "pd.DataFrame", target: str | Path) -> None:

@@ -19,7 +19,6 @@ and ``README.md`` embedding all of them.
 from __future__ import annotations
 
 import math
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.atomic import write_atomic
 from harness.errors import HarnessError
 from harness.eval import plots, tables
 from harness.eval.anchors import ANCHORS_DIR, anchor_bdrate_table, load_published_curves, load_table1
@@ -236,18 +236,14 @@ def _slug(name: str) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def _write_frame(path: Path, frame: pd.DataFrame) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".csv":
-        frame.to_csv(tmp, index=False, float_format="%.4f")
+        write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.4f"))
     else:
-        frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+        write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def _plots(run_dir: Path, ok: pd.DataFrame, anchor: Anchor, per_image: pd.DataFrame, published: list) -> dict[str, list[str]]:

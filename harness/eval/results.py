@@ -8,14 +8,13 @@ a kill at any moment leaves either the previous table or the new one.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness.atomic import atomic_path
 from harness.errors import HarnessError
 
 SCHEMA = pa.schema(
@@ -65,17 +64,8 @@ def to_table(rows: pd.DataFrame) -> pa.Table:
 def write(rows: pd.DataFrame, path: Path) -> None:
     """Write ``rows`` to ``path`` atomically, sorted by cell."""
     table = to_table(rows.sort_values(list(CELL), kind="stable").reset_index(drop=True))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=".results-", suffix=".parquet.tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            pq.write_table(table, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def read(path: Path) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from harness.atomic import write_atomic
 from harness.errors import HarnessError
 from harness.model.config import VARIANTS, ModelConfig, get_config
 from harness.model.network import WeConvene
@@ -38,15 +39,7 @@ def save_checkpoint(model: WeConvene, path: str | Path) -> None:
     model.update(force=True)
     path = Path(path)
     payload = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "state_dict": model.state_dict()}
-    partial = path.with_name(path.name + ".partial")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(payload, partial)
-        partial.replace(path)
-    except OSError as error:
-        if partial.parent.is_dir():
-            partial.unlink(missing_ok=True)
-        raise HarnessError(f"cannot write checkpoint {path}: {error.strerror or error}") from None
+    write_atomic(path, lambda tmp: torch.save(payload, tmp), what="checkpoint ")
 
 
 def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:

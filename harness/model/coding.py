@@ -8,7 +8,6 @@ in the header; the decoder refuses a container written by another model
 from __future__ import annotations
 
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.atomic import write_atomic
 from harness.errors import HarnessError
 from harness.images import load_rgb, save_png
 from harness.model.bitstream import Container, pack, unpack
@@ -71,25 +71,13 @@ def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str |
     return to_pixels(decoded["x_hat"])
 
 
-def _write_atomically(path: Path, write) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        write(partial)
-        partial.replace(path)
-    except OSError as error:
-        partial.unlink(missing_ok=True)
-        raise HarnessError(f"cannot write {path}: {error.strerror or error}") from None
-    finally:
-        partial.unlink(missing_ok=True)
-
-
 def run_compress(config: CompressConfig) -> dict:
     image = load_rgb(config.image)  # a bad image fails before the (possibly large) model loads
     model = load_checkpoint(config.checkpoint)
     if image.notice:
         print(f"harness compress: notice: {config.image}: {image.notice}", file=sys.stderr)
     data = encode(model, image.pixels, image.source_mode)
-    _write_atomically(config.out, lambda p: p.write_bytes(data))
+    write_atomic(config.out, lambda p: p.write_bytes(data), make_parents=False)
     bpp = 8 * len(data) / (image.height * image.width)
     print(f"{config.out}: {len(data)} bytes, {bpp:.4f} bpp ({image.width}x{image.height})")
     return {"bytes": len(data), "bpp": bpp}
@@ -103,5 +91,5 @@ def run_decompress(config: DecompressConfig) -> None:
     name = str(config.bitstream)
     unpack(data, name)  # reject damaged files before loading the model
     pixels = decode(load_checkpoint(config.checkpoint), data, name)
-    _write_atomically(config.out, lambda p: save_png(pixels, p))
+    write_atomic(config.out, lambda p: save_png(pixels, p), make_parents=False)
     print(f"{config.out}: {pixels.shape[1]}x{pixels.shape[0]}")
