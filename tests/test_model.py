@@ -18,13 +18,7 @@ from harness.model.loss import LossConfig, RateDistortionLoss
 PAPER_DEFAULT_PARAMS = 73.95e6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is ~10x faster than two fighting over shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @lru_cache(maxsize=None)

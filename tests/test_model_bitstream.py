@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from harness.cli import main
@@ -19,12 +18,7 @@ from harness.model.checkpoint import fingerprint, load_checkpoint
 from harness.model.coding import decode, encode, to_pixels, to_tensor
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,7 @@ STEPS, BATCH, CROP = 150, 4, 64
 KODAK_SUBSET = [f"kodim{i:02d}.png" for i in range(1, 25, 3)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def train_tiny(photos: list[np.ndarray], steps: int, seed: int = 0) -> WeConvene:
