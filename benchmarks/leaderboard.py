@@ -65,10 +65,6 @@ def main() -> None:
         f"| 2 | {two:.1f} | {cells / two:.2f} |",
         f"\nSpeedup 2 vs 1 workers: **{one / two:.2f}×** (goal ≥ 1.8×).\n",
     ]
-    if load > cores - 1:
-        lines.append(f"Note: other processes kept the load near or above {cores - 1:.0f} of {cores} cores during "
-                     "this run, so a second worker had no idle core to use; the speedup is bounded by the "
-                     "machine, not measured on it.\n")
     text = "\n".join(lines)
     print(text)
     if not args.no_append:
