@@ -61,7 +61,7 @@ def _codec(codec_id: str, **overrides):
     try:
         codec.probe()
     except CodecUnavailable as reason:
-        pytest.skip(f"{codec_id} unavailable here: {reason}")
+        pytest.skip(reason=f"{codec_id} unavailable here: {reason}")
     return codec, config.ladder
 
 

@@ -11,17 +11,9 @@ from harness.model import WeConvene
 from harness.model.loss import LossConfig, RateDistortionLoss
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: one intra-op thread is much faster than two fighting over shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.timeout(180)
-def test_200_steps_overfit_a_photo_crop(photos_dir, one_thread):
+def test_200_steps_overfit_a_photo_crop(photos_dir, torch_one_thread):
     torch.manual_seed(0)
     photo = sorted(photos_dir.glob("*.png"))[0]
     pixels = np.asarray(Image.open(photo).convert("RGB"))[100:164, 100:164]

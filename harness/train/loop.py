@@ -44,7 +44,8 @@ STATE_FILE = "state.pt"
 
 @dataclass(frozen=True)
 class TrialConfig:
-    """Everything that determines one trained model (its card records all of it)."""
+    """One λ of a sweep: everything that determines its model (its card records all of it).
+    Built by ``sweep.trial_configs`` from a :class:`~harness.train.sweep.SweepConfig`."""
 
     data: str
     data_sha256: str  # identity of the shards (see sweep.data_identity)
@@ -54,18 +55,17 @@ class TrialConfig:
     lmbda: float
     stage1_steps: int
     stage2_steps: int
-    batch_size: int = 8
-    patch: int = 256
-    lr: float = 1e-4
-    # Stage-1 lr milestones as fractions of stage1_steps (lr /= 10 at each).
-    milestones: tuple[float, ...] = PAPER_MILESTONES
-    w1: float = 1.1
-    w2: float = 0.9
-    checkpoint_every: int = 1000
-    log_every: int = 100
-    val_batches: int = 4
-    seed: int = 0
-    threads: int = 1
+    batch_size: int
+    patch: int
+    lr: float
+    milestones: tuple[float, ...]  # stage-1 lr /= 10 at these fractions of stage1_steps
+    w1: float
+    w2: float
+    checkpoint_every: int
+    log_every: int
+    val_batches: int
+    seed: int
+    threads: int  # torch intra-op threads (the trial's CPUs)
 
     @property
     def total_steps(self) -> int:
@@ -84,8 +84,8 @@ class TrialConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrialConfig":
-        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-        values["milestones"] = tuple(values.get("milestones", PAPER_MILESTONES))
+        values = {f.name: data[f.name] for f in fields(cls)}
+        values["milestones"] = tuple(values["milestones"])  # a list after Ray's round trip
         return cls(**values)
 
 
