@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from pathlib import Path
 
@@ -19,42 +20,39 @@ def _hold(report_dir: str, ready, release) -> None:
         release.wait(30)
 
 
-def test_second_holder_is_refused_with_the_holder_named(tmp_path):
+@pytest.fixture
+def holder(tmp_path):
+    """Another process holding the report's lock until ``holder.release.set()``."""
     context = multiprocessing.get_context("spawn")
     ready, release = context.Event(), context.Event()
-    holder = context.Process(target=_hold, args=(str(tmp_path), ready, release))
-    holder.start()
-    try:
-        assert ready.wait(30)
-        with pytest.raises(HarnessError, match=rf"locked by pid {holder.pid} on "):
-            with report_lock(tmp_path):
-                pass
-    finally:
+    process = context.Process(target=_hold, args=(str(tmp_path), ready, release))
+    process.start()
+    process.release = release
+    assert ready.wait(30)
+    yield process
+    if process.is_alive():  # a killed holder may have left the event's lock taken: don't touch it
         release.set()
-        holder.join(30)
+        process.join(30)
+
+
+def test_second_holder_is_refused_with_the_holder_named(tmp_path, holder):
+    with pytest.raises(HarnessError, match=rf"locked by pid {holder.pid} on .* since .*--wait"):
+        with report_lock(tmp_path):
+            pass
+    holder.release.set()
+    holder.join(30)
     with report_lock(tmp_path):
         pass
 
 
-def test_waiting_holder_gets_the_lock_when_released(tmp_path):
-    context = multiprocessing.get_context("spawn")
-    ready, release = context.Event(), context.Event()
-    holder = context.Process(target=_hold, args=(str(tmp_path), ready, release))
-    holder.start()
-    assert ready.wait(30)
-    release.set()
+def test_waiting_holder_gets_the_lock_when_released(tmp_path, holder):
+    threading.Timer(1.0, holder.release.set).start()
     start = time.monotonic()
     with report_lock(tmp_path, wait_s=30):
-        assert time.monotonic() - start < 30
-    holder.join(30)
+        assert 0.5 < time.monotonic() - start < 30
 
 
-def test_lock_of_a_killed_holder_is_free(tmp_path):
-    context = multiprocessing.get_context("spawn")
-    ready, release = context.Event(), context.Event()
-    holder = context.Process(target=_hold, args=(str(tmp_path), ready, release))
-    holder.start()
-    assert ready.wait(30)
+def test_lock_of_a_killed_holder_is_free(tmp_path, holder):
     holder.kill()
     holder.join(30)
     with report_lock(tmp_path):
