@@ -3,10 +3,10 @@
 Every ``<metric>-<λ>.pt`` in a models folder (with its JSON card) is one point
 of the curve, its ladder value being λ. Cells run the real pipeline —
 ``harness compress`` / ``harness decompress`` through compressai's rANS coder —
-and the measured bytes are the ``.3dmw`` container's. Models are loaded once
-per Ray worker process (Ray reuses its workers, so the cache below lives as
-long as the worker) and before the encode timer starts; on a GPU worker they
-run on the GPU.
+and the measured bytes are the ``.3dmw`` container's. Cells run on the
+leaderboard's ``CellWorker`` actors, so the per-process cache below keeps every
+checkpoint an actor has loaded; loading happens before the encode timer starts,
+and on a GPU actor the model runs on the GPU.
 
 The codec id is the network variant (``3dm-weconvene``, ``tiny``, the
 ablations); the config name is the sweep folder's name. Each row's

@@ -246,6 +246,30 @@ def _save(plan_: Plan, rows: list[dict[str, Any]]) -> None:
     table.write(merged, plan_.run_dir / "results.parquet")
 
 
+class CellWorker:
+    """Ray actor for learned-codec cells: the models it loads (``harness.codecs.learned``'s
+    per-process cache) stay loaded for every later cell it gets."""
+
+    def evaluate(self, image_bytes: bytes, suffix: str, codec: CodecConfig, quality: float) -> dict[str, Any]:
+        return evaluate_cell(image_bytes, suffix, codec, quality)
+
+
+def _learned_workers(cells: int, gpus_per_model: float) -> list:
+    """Learned-codec actors: half the cluster's slots (at most one per cell), so classical
+    cells keep running beside them; they are killed once their cells are done.
+
+    A node that dies takes its actors along; Ray restarts them elsewhere and retries
+    their pending cells (``max_restarts``/``max_task_retries``)."""
+    import ray
+
+    if not cells:
+        return []
+    resources = ray.cluster_resources()
+    slots = resources.get("GPU", 0) / gpus_per_model if gpus_per_model else resources.get("CPU", 1)
+    actor = ray.remote(num_cpus=1, num_gpus=gpus_per_model, max_restarts=-1, max_task_retries=3)(CellWorker)
+    return [actor.remote() for _ in range(max(1, min(cells, int(slots) // 2)))]
+
+
 def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
     """Run the plan's missing cells on Ray; returns the new rows (also saved)."""
     import ray
@@ -264,10 +288,16 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
         image_refs = {digest: ray.put(path.read_bytes()) for digest, path in plan_.images.items()
                       if any(c.image_sha256 == digest for c in plan_.todo)}
         suffixes = {digest: path.suffix for digest, path in plan_.images.items()}
-        learned = remote.options(num_gpus=config.gpus_per_model)
-        pending = {(learned if c.codec.codec in VARIANTS else remote).remote(
-                       image_refs[c.image_sha256], suffixes[c.image_sha256], c.codec, c.quality): c
-                   for c in plan_.todo}
+        learned_cells = [c for c in plan_.todo if c.codec.codec in VARIANTS]
+        workers = _learned_workers(len(learned_cells), config.gpus_per_model)
+        pending = {}
+        for cell in plan_.todo:
+            args = (image_refs[cell.image_sha256], suffixes[cell.image_sha256], cell.codec, cell.quality)
+            if cell.codec.codec in VARIANTS:
+                # Round-robin over the actors: each loads a checkpoint once and keeps it.
+                pending[workers[len(pending) % len(workers)].evaluate.remote(*args)] = cell
+            else:
+                pending[remote.remote(*args)] = cell
         last_save = time.monotonic()
         with tqdm(total=len(pending), unit="cell", desc="leaderboard", disable=not config.progress,
                   file=sys.stderr, dynamic_ncols=True) as bar:
@@ -284,6 +314,10 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
                                        "created_at": pd.Timestamp.now(tz="UTC")}
                         rows.append(_full_row(cell, partial, commit))
                     bar.update(len(done))
+                    if workers and not any(c.codec.codec in VARIANTS for c in pending.values()):
+                        for worker in workers:  # free their CPUs/GPUs for the remaining cells
+                            ray.kill(worker)
+                        workers = []
                     if time.monotonic() - last_save > config.checkpoint_s:
                         _save(plan_, rows)
                         last_save = time.monotonic()
