@@ -75,7 +75,6 @@ def validate(config: SweepConfig) -> str:
         raise HarnessError(f"every lambda must be a positive number, got {', '.join(f'{b:g}' for b in bad)}")
     if len(set(config.chosen_lambdas)) != len(config.chosen_lambdas):
         raise HarnessError("the lambda list has duplicates")
-    get_config(config.variant)
     if config.stage1_steps < 1 or config.stage2_steps < 0:
         raise HarnessError("--stage1-steps must be >= 1 and --stage2-steps >= 0")
     if any(not 0 < f < 1 for f in config.milestones):
@@ -130,14 +129,19 @@ REPORT_KEYS = ("trial_id", "metric", "lmbda", "step", "stage", "loss", "distorti
 def _metrics_callback(path: Path, totals: dict[float, int]):
     """A Tune callback appending one row per trial report to ``path`` and printing a progress line.
 
-    It keeps no rows in memory between reports of a restored sweep: the parquet
-    file is the log, read back on the first report after a restart.
+    The table is rewritten after every report, so a dead driver loses nothing. A restored
+    sweep reads the file back on its first report: the parquet file is the log.
     """
     from ray.tune import Callback
 
     class MetricsCallback(Callback):
         def __init__(self) -> None:
             self.rows: list[dict] | None = None
+
+        def _flush(self) -> None:
+            import pandas as pd
+
+            write_parquet_atomic(pd.DataFrame(self.rows), path)
 
         def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
             import pandas as pd
@@ -147,7 +151,7 @@ def _metrics_callback(path: Path, totals: dict[float, int]):
             row = {k: v for k, v in result.items() if k in REPORT_KEYS or k.startswith(("bpp", "val_"))}
             row["time"] = time.time()
             self.rows.append(row)
-            write_parquet_atomic(pd.DataFrame(self.rows), path)
+            self._flush()
             validation = f" | val {result['val_bpp']:.3f} bpp {result['val_psnr']:.2f} dB" if "val_bpp" in result else ""
             print(
                 f"[{model_name(result['metric'], result['lmbda'])}] stage {result['stage']} "
