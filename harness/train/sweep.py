@@ -138,11 +138,6 @@ def _metrics_callback(path: Path, totals: dict[float, int]):
         def __init__(self) -> None:
             self.rows: list[dict] | None = None
 
-        def _flush(self) -> None:
-            import pandas as pd
-
-            write_parquet_atomic(pd.DataFrame(self.rows), path)
-
         def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
             import pandas as pd
 
@@ -151,7 +146,7 @@ def _metrics_callback(path: Path, totals: dict[float, int]):
             row = {k: v for k, v in result.items() if k in REPORT_KEYS or k.startswith(("bpp", "val_"))}
             row["time"] = time.time()
             self.rows.append(row)
-            self._flush()
+            write_parquet_atomic(pd.DataFrame(self.rows), path)
             validation = f" | val {result['val_bpp']:.3f} bpp {result['val_psnr']:.2f} dB" if "val_bpp" in result else ""
             print(
                 f"[{model_name(result['metric'], result['lmbda'])}] stage {result['stage']} "
