@@ -13,6 +13,10 @@ Both models freshly initialised (seed 0) with entropy tables updated, kodim01
 * ``other``: the rest (wavelet transforms of y, Gaussian scale indexes,
   quantisation, concatenations).
 
+It also counts each direction's arithmetic (convolution and matmul FLOPs, by
+``torch.utils.flop_counter``): on a CPU, where both models are compute-bound,
+the FLOP ratio is the time ratio an implementation can at best reach.
+
 Usage: PYTHONPATH=. python benchmarks/bitstream.py [--threads N] [--repeats R] [--image PATH]
 """
 
@@ -27,6 +31,7 @@ from pathlib import Path
 
 import torch
 from compressai.models import Elic2022Official
+from torch.utils.flop_counter import FlopCounterMode
 
 from harness.images import load_rgb
 from harness.model import WeConvene
@@ -98,6 +103,13 @@ def timed(function, *args):
     return result, time.perf_counter() - start
 
 
+def gflop(function, *args) -> float:
+    """Convolution and matmul GFLOP of one call."""
+    with FlopCounterMode(display=False) as counter:
+        function(*args)
+    return counter.get_total_flops() / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -133,6 +145,12 @@ def main() -> None:
         warm = elic.compress(small)
         elic.decompress(warm["strings"], warm["shape"])
         breakdown.take(0.0)
+        enc_ours = ours.compress(x)
+        enc_elic = elic.compress(x)
+        flops_ours = (gflop(ours.compress, x), gflop(ours.decompress, enc_ours["strings"], enc_ours["shape"],
+                                                     enc_ours["size"]))
+        flops_elic = (gflop(elic.compress, x), gflop(elic.decompress, enc_elic["strings"], enc_elic["shape"]))
+        breakdown.take(0.0)
         runs_ours, runs_elic = [], []
         for _ in range(args.repeats):
             runs_ours.append(ours_round_trip())
@@ -148,6 +166,9 @@ def main() -> None:
           f"({runs_ours[0][4]} bytes, untrained)")
     print(f"ELIC official ({params[1]:.1f} M params): encode {elic_enc:.2f} s, decode {elic_dec:.2f} s")
     print(f"ratio ours/ELIC: encode {enc / elic_enc:.2f}x, decode {dec / elic_dec:.2f}x (goal <= 1.2x)")
+    print(f"arithmetic: ours {flops_ours[0]:.0f} / {flops_ours[1]:.0f} GFLOP, ELIC {flops_elic[0]:.0f} / "
+          f"{flops_elic[1]:.0f} GFLOP (encode / decode); ratio encode {flops_ours[0] / flops_elic[0]:.2f}x, "
+          f"decode {flops_ours[1] / flops_elic[1]:.2f}x")
     for label, index, total in (("encode", 1, enc), ("decode", 3, dec)):
         run = min(runs_ours, key=lambda r: abs(r[index - 1] - total))
         parts = ", ".join(f"{k} {v:.2f} s ({100 * v / run[index - 1]:.0f}%)" for k, v in run[index].items())

@@ -5,6 +5,7 @@ backward). Private to the package; the public transforms are in ``harness.wavele
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from typing import Sequence
@@ -211,6 +212,77 @@ def _merge_into(src: Tensor, dim: int, dst: Tensor) -> None:
     dst[_strided(dim, 1)] = src.narrow(dim, ns, src.shape[dim] - ns)
 
 
+# --------------------------------------------------------------------------- matrix form
+#
+# On the CPU, a lifting pass over a large tensor is limited by memory bandwidth
+# (~6 passes per transformed axis), while one matmul with the transform's n x n
+# matrix reads and writes the tensor once, at 2n flops per sample: cheaper for
+# short axes (the spatial axes of deep feature maps and of y). The matrices are
+# built by the lifting code itself from an identity in float64, so both paths
+# compute the same linear map; float32 results differ by rounding only. CUDA
+# keeps the lifting: its passes are cheap, and a matmul there may run in TF32
+# when a user enables it, which would break perfect reconstruction.
+
+MATRIX_MAX = 96  # longest axis transformed by a matmul: break-even with lifting lies at 64-128 here
+_ANALYSIS_MODES = ("forward", "inverse_t")  # split, then lift; the others lift, then merge
+
+
+@functools.lru_cache(maxsize=512)
+def _matrix(wavelet: str, n: int, mode: str, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The n x n matrix of one lifting step along an axis: ``dst = M @ src``."""
+    eye = torch.eye(n, dtype=torch.float64)
+    out = torch.empty_like(eye)
+    if mode in _ANALYSIS_MODES:
+        _split_into(eye, 0, out)
+        _lift_(out, 0, wavelet, mode)
+    else:
+        _lift_(eye, 0, wavelet, mode)
+        _merge_into(eye, 0, out)
+    return out.to(dtype=dtype, device=device)
+
+
+def _matmul_into(matrix: Tensor, src: Tensor, dim: int, dst: Tensor) -> bool:
+    """``dst = matrix`` applied along ``dim`` of ``src``; False where the layout needs a copy first."""
+    if src.numel() == 0:
+        return False
+    if src.dim() == 1:  # matmul's out= wants the 1 x n form of a vector
+        src, dst, dim = src.unsqueeze(0), dst.unsqueeze(0), 1
+    if dim == src.dim() - 1:
+        product = lambda out=None: torch.matmul(src, matrix.mT, out=out)  # noqa: E731
+    elif dim == src.dim() - 2:
+        product = lambda out=None: torch.matmul(matrix, src, out=out)  # noqa: E731
+    elif src.is_contiguous():
+        a, n = math.prod(src.shape[:dim]), src.shape[dim]
+        flat = src.view(a, n, -1)
+        if dst.is_contiguous():
+            torch.matmul(matrix, flat, out=dst.view(a, n, -1))
+        else:
+            dst.copy_(torch.matmul(matrix, flat).view(dst.shape))
+        return True
+    else:
+        return False
+    if dst.is_contiguous():
+        product(out=dst)
+    else:
+        dst.copy_(product())
+    return True
+
+
+def _step(src: Tensor, dim: int, dst: Tensor, wavelet: str, mode: str) -> None:
+    """One level along ``dim`` from ``src`` into ``dst``: analysis modes deinterleave and
+    lift, synthesis modes lift and interleave. ``src`` may be overwritten."""
+    n = src.shape[dim]
+    if src.device.type == "cpu" and 1 < n <= MATRIX_MAX:
+        if _matmul_into(_matrix(wavelet, n, mode, src.dtype, src.device), src, dim, dst):
+            return
+    if mode in _ANALYSIS_MODES:
+        _split_into(src, dim, dst)
+        _lift_(dst, dim, wavelet, mode)
+    else:
+        _lift_(src, dim, wavelet, mode)
+        _merge_into(src, dim, dst)
+
+
 # --------------------------------------------------------------------------- Mallat engine
 
 # A plan is a sequence of groups ``(dims, levels)``: each level of a group
@@ -290,8 +362,7 @@ def _analysis(x: Tensor, wavelet: str, plan: Plan, mode: str = "forward") -> Ten
                 dst = region if (len(dims) - i) % 2 == 1 else scratch.like(region)
                 if dst is cur:
                     dst = scratch.like(region)
-                _split_into(cur, d, dst)
-                _lift_(dst, d, wavelet, mode)
+                _step(cur, d, dst, wavelet, mode)
                 cur = dst
             if cur is not region:
                 region.copy_(cur)
@@ -332,9 +403,8 @@ def _synthesis(
             tmp = scratch.like(region)
             cur = region
             for d in reversed(dims):
-                _lift_(cur, d, wavelet, mode)
                 dst = tmp if cur is region else region
-                _merge_into(cur, d, dst)
+                _step(cur, d, dst, wavelet, mode)
                 cur = dst
             if cur is not region:
                 if outermost:
