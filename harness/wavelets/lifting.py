@@ -228,8 +228,8 @@ _ANALYSIS_MODES = ("forward", "inverse_t")  # split, then lift; the others lift,
 
 
 @functools.lru_cache(maxsize=512)
-def _matrix(wavelet: str, n: int, mode: str, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """The n x n matrix of one lifting step along an axis: ``dst = M @ src``."""
+def _matrix(wavelet: str, n: int, mode: str, dtype: torch.dtype) -> Tensor:
+    """The n x n CPU matrix of one lifting step along an axis: ``dst = M @ src``."""
     eye = torch.eye(n, dtype=torch.float64)
     out = torch.empty_like(eye)
     if mode in _ANALYSIS_MODES:
@@ -238,7 +238,7 @@ def _matrix(wavelet: str, n: int, mode: str, dtype: torch.dtype, device: torch.d
     else:
         _lift_(eye, 0, wavelet, mode)
         _merge_into(eye, 0, out)
-    return out.to(dtype=dtype, device=device)
+    return out.to(dtype)
 
 
 def _matmul_into(matrix: Tensor, src: Tensor, dim: int, dst: Tensor) -> bool:
@@ -273,7 +273,7 @@ def _step(src: Tensor, dim: int, dst: Tensor, wavelet: str, mode: str) -> None:
     lift, synthesis modes lift and interleave. ``src`` may be overwritten."""
     n = src.shape[dim]
     if src.device.type == "cpu" and 1 < n <= MATRIX_MAX:
-        if _matmul_into(_matrix(wavelet, n, mode, src.dtype, src.device), src, dim, dst):
+        if _matmul_into(_matrix(wavelet, n, mode, src.dtype), src, dim, dst):
             return
     if mode in _ANALYSIS_MODES:
         _split_into(src, dim, dst)
