@@ -248,23 +248,18 @@ def _matmul_into(matrix: Tensor, src: Tensor, dim: int, dst: Tensor) -> bool:
     if src.dim() == 1:  # matmul's out= wants the 1 x n form of a vector
         src, dst, dim = src.unsqueeze(0), dst.unsqueeze(0), 1
     if dim == src.dim() - 1:
-        product = lambda out=None: torch.matmul(src, matrix.mT, out=out)  # noqa: E731
+        left, right, shape = src, matrix.mT, src.shape
     elif dim == src.dim() - 2:
-        product = lambda out=None: torch.matmul(matrix, src, out=out)  # noqa: E731
-    elif src.is_contiguous():
-        a, n = math.prod(src.shape[:dim]), src.shape[dim]
-        flat = src.view(a, n, -1)
-        if dst.is_contiguous():
-            torch.matmul(matrix, flat, out=dst.view(a, n, -1))
-        else:
-            dst.copy_(torch.matmul(matrix, flat).view(dst.shape))
-        return True
+        left, right, shape = matrix, src, src.shape
+    elif src.is_contiguous():  # an outer dim: (before, n, after) with the matrix broadcast over before
+        right = src.view(math.prod(src.shape[:dim]), src.shape[dim], -1)
+        left, shape = matrix, right.shape
     else:
         return False
     if dst.is_contiguous():
-        product(out=dst)
+        torch.matmul(left, right, out=dst.view(shape))
     else:
-        dst.copy_(product())
+        dst.copy_(torch.matmul(left, right).view(dst.shape))
     return True
 
 
