@@ -400,6 +400,7 @@ def _add_train_sweep(sub) -> None:
         "  harness train-sweep --data shards/ --variant tiny --lambdas 0.0067,0.05 \\\n"
         "      --stage1-steps 60 --stage2-steps 20 --batch-size 4 --patch 64 --out runs/tiny\n"
         "  harness train-sweep --data /mnt/harness/shards --gpus-per-trial 1 --address auto --out /mnt/harness/sweep\n"
+        "  harness train-sweep --data /mnt/harness/shards --gpus-per-trial 4 --address auto --out /mnt/harness/ddp\n"
         "  harness train-sweep --data shards/ --out runs/mse --resume\n",
     )
     parser.add_argument("--data", required=True, type=Path, help="prepare-data output directory")
@@ -420,8 +421,11 @@ def _add_train_sweep(sub) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/sweep"))
     parser.add_argument("--address", help="Ray cluster to join (default: a local instance)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out")
-    parser.add_argument("--gpus-per-trial", type=float, default=0.0)
-    parser.add_argument("--cpus-per-trial", type=int, default=1)
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0,
+                        help="GPUs of each trial; above 1, one DDP worker per GPU (Ray Train)")
+    parser.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs of each trial (of each worker)")
+    parser.add_argument("--workers-per-trial", type=int, default=0,
+                        help="DDP workers per trial sharing the batch (default: one per GPU, else 1)")
     parser.add_argument("--checkpoint-every", type=int, default=1000, help="steps between Ray checkpoints")
     parser.add_argument("--log-every", type=int, default=100, help="steps between metric rows (with validation)")
     parser.add_argument("--val-batches", type=int, default=4, help="validation batches per log")
@@ -438,6 +442,7 @@ def _add_train_sweep(sub) -> None:
             patch=args.patch, lr=args.lr, w1=args.w1, w2=args.w2,
             milestones=PAPER_MILESTONES if args.milestones is None else args.milestones, out=args.out, address=args.address,
             resume="yes" if args.resume else "no", gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+            workers_per_trial=args.workers_per_trial,
             checkpoint_every=args.checkpoint_every, log_every=args.log_every, val_batches=args.val_batches,
             max_failures=args.max_failures, seed=args.seed,
         ))

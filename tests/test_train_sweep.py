@@ -18,6 +18,10 @@ from harness.data.shards import PrepareConfig
 from harness.data.shards import run as prepare
 from harness.errors import HarnessError
 from harness.model.config import LOW_FREQUENCY_SUBBANDS
+from harness.images import load_rgb
+from harness.model.checkpoint import load_checkpoint
+from harness.model.coding import decode, encode
+from harness.train.loop import TRAIN_RUNS
 from harness.train.sweep import SweepConfig, experiment_dir, run, trial_configs, validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +57,9 @@ def _sweep(shards: Path, out: Path, **overrides) -> SweepConfig:
     (dict(patch=65), "multiple of the model stride"),
     (dict(metric="ms-ssim", lambdas=(8.0,)), "MS-SSIM training needs --patch >= 161"),
     (dict(variant="big"), "unknown model variant"),
+    (dict(gpus_per_trial=2.5), "does not split into whole GPUs over 2 workers"),
+    (dict(gpus_per_trial=2, workers_per_trial=1), "with one worker: a worker drives one device"),
+    (dict(workers_per_trial=3), "--batch-size 2 does not split evenly over 3 workers"),
 ])
 def test_bad_sweeps_fail_before_any_trial(shards, tmp_path, overrides, message):
     with pytest.raises(HarnessError, match=message):
@@ -114,29 +121,52 @@ def test_resume_without_a_sweep_and_rerun_into_a_used_directory(shards, tmp_path
         run(config)
 
 
-def test_trial_resumes_from_its_checkpoint_when_its_node_dies(shards, tmp_path, loopback_cluster):
-    """A worker node killed mid-stage-1: the trial restarts on a new node from its checkpoint."""
-    cluster = loopback_cluster(head_cpus=0, workers=(1,), connect=False)
+def test_trial_on_two_ddp_workers(shards, tmp_path, loopback_cluster):
+    """A trial with two workers: Ray Train DDP over the batch, rank 0 reports and exports."""
+    loopback_cluster(head_cpus=1, workers=(2,))
+    out = tmp_path / "ddp"
+    (model,) = run(_sweep(shards, out, lambdas=(0.013,), batch_size=4, workers_per_trial=2))
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    assert list(metrics["step"]) == [2, 4, 6] and set(metrics["workers"]) == {2}
+    assert metrics["val_bpp"].notna().all()
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["stages"]["2"]["steps"] == 2 and card["final"]["val_bpp"] > 0
+    pixels = load_rgb(REPO / "datasets" / "kodak" / "kodim01.png").pixels[:64, :96]
+    net = load_checkpoint(model)
+    assert decode(net, encode(net, pixels)).shape == pixels.shape
+    assert list((out / TRAIN_RUNS).iterdir())  # Ray Train kept the workers' checkpoints
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_trial_resumes_from_its_checkpoint_when_its_node_dies(shards, tmp_path, loopback_cluster, workers):
+    """A worker node killed mid-stage-1: the trial restarts on a new node from its checkpoint
+    (for a DDP trial, from Ray Train's checkpoint of its workers)."""
+    cpus = workers + 1  # DDP workers and the trial that drives them
+    # Ray Train releases a dead run's placement group through the state API (the dashboard):
+    # without it the orphaned group would hold the new node's CPUs.
+    cluster = loopback_cluster(head_cpus=0, workers=(cpus,), dashboard=workers > 1, connect=False)
     out = tmp_path / "sweep"
     command = [sys.executable, "-m", "harness", "train-sweep", "--data", str(shards), "--variant", "tiny",
                "--lambdas", "0.01", "--stage1-steps", "40", "--stage2-steps", "4", "--batch-size", "2",
                "--patch", "64", "--checkpoint-every", "10", "--log-every", "5", "--val-batches", "1",
-               "--out", str(out), "--address", cluster.address]
+               "--workers-per-trial", str(workers), "--out", str(out), "--address", cluster.address]
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    checkpoints = "sweep-*/*/checkpoint_000001" if workers == 1 else f"{TRAIN_RUNS}/*/checkpoint_*"
     try:
         deadline = time.monotonic() + 240
-        while not list(out.glob("sweep-*/*/checkpoint_000001")):
+        while len(list(out.glob(checkpoints))) < workers:
             assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read()
             time.sleep(0.2)
         cluster.remove_node(cluster.workers[0], allow_graceful=False)
-        cluster.add_worker(1)
+        cluster.add_worker(cpus)
         output, _ = driver.communicate(timeout=300)
         assert driver.returncode == 0, output
     finally:
         driver.kill()
     card = json.loads((out / "models" / "mse-0.01.json").read_text())
-    assert card["restored_from_steps"] and min(card["restored_from_steps"]) >= 20
+    restored = card["restored_from_steps"]
+    assert restored and min(restored) >= 10  # from a checkpoint, never from step 0
     metrics = pd.read_parquet(out / "metrics.parquet").sort_values("time")
-    assert metrics["step"].max() == 44
-    assert metrics[metrics["restarts"] > 0]["step"].min() > 20
+    assert metrics["step"].max() == 44 and set(metrics["workers"]) == {workers}
+    assert metrics[metrics["restarts"] > 0]["step"].min() > min(restored)

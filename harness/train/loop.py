@@ -12,6 +12,12 @@ steps it hands Ray a checkpoint (weights, both optimisers, scheduler, step,
 stage, RNG states), so a trial whose worker dies restarts from there rather
 than from step 0. When both stages are done it exports the model
 (``models/<metric>-<λ>.pt``, entropy tables updated) and a JSON card.
+
+A trial with several workers (e.g. one per GPU) runs the same loop on each of
+them as a Ray Train ``TorchTrainer`` inside the Tune trial: PyTorch DDP over
+the global batch split evenly between the workers, rank 0 validating,
+checkpointing and exporting; Ray Train keeps the checkpoints under
+``OUT/train-runs`` and resumes from them when the trial restarts.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ PAPER_MILESTONES = tuple(m / PAPER_ITERATIONS for m in range(750_000, PAPER_ITER
 AUX_LR = 1e-3
 CLIP_NORM = 1.0
 STATE_FILE = "state.pt"
+TRAIN_RUNS = "train-runs"  # under OUT: Ray Train's storage of the multi-worker trials
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,9 @@ class TrialConfig:
     log_every: int
     val_batches: int
     seed: int
-    threads: int  # torch intra-op threads (the trial's CPUs)
+    threads: int  # torch intra-op threads (the CPUs of the trial, or of each of its workers)
+    workers: int = 1  # DDP workers of the trial (Ray Train); 1: the Tune trial trains by itself
+    gpus_per_worker: float = 0.0
 
     @property
     def total_steps(self) -> int:
@@ -79,7 +88,8 @@ class TrialConfig:
         """Hash of what determines the model: reused models must match it exactly."""
         import hashlib
 
-        keep = {k: v for k, v in asdict(self).items() if k not in ("out", "data", "checkpoint_every", "log_every", "threads")}
+        placement = ("out", "data", "checkpoint_every", "log_every", "threads", "workers", "gpus_per_worker")
+        keep = {k: v for k, v in asdict(self).items() if k not in placement}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
     @classmethod
@@ -162,34 +172,115 @@ def _evaluate(model: WeConvene, loss: RateDistortionLoss, config: TrialConfig, d
     return {f"val_{k}": v / max(count, 1) for k, v in totals.items()}
 
 
-def _train_batches(config: TrialConfig, start_step: int):
-    """Training batches; a restarted trial reseeds the stream by its step so it sees new patches."""
+def _train_batches(config: TrialConfig, start_step: int, rank: int, world: int):
+    """This worker's share of each batch; a restarted trial reseeds the stream by its step so
+    it sees new patches, and every worker draws its own stream."""
     from harness.data.stream import train_loader
 
-    return iter(train_loader(config.data, config.patch, config.batch_size, seed=config.seed * 1_000_003 + start_step))
+    seed = config.seed * 1_000_003 + start_step + rank * 1_000_000_007
+    return iter(train_loader(config.data, config.patch, config.batch_size // world, seed=seed))
+
+
+class _Session:
+    """Where a trial's checkpoint comes from and its reports go: Tune itself, or Ray Train."""
+
+    def __init__(self, distributed: bool) -> None:
+        if distributed:
+            import ray.train
+
+            context = ray.train.get_context()
+            self.rank, self.world = context.get_world_rank(), context.get_world_size()
+            self._api = ray.train
+        else:
+            from ray import tune
+
+            self.rank, self.world = 0, 1
+            self._api = tune
+
+    def get_checkpoint(self):
+        return self._api.get_checkpoint()
+
+    def report(self, metrics: dict, state: "_State | None") -> None:
+        """Report ``metrics``; with ``state``, rank 0 attaches a checkpoint of it (every rank
+        reports: Ray Train synchronises its workers on each report)."""
+        if state is None:
+            self._api.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = None
+            if self.rank == 0:
+                state.save(Path(directory))
+                checkpoint = self._api.Checkpoint.from_directory(directory)
+            self._api.report(metrics, checkpoint=checkpoint)
+
+
+def _prepare(state: "_State", session: _Session) -> tuple[torch.nn.Module, torch.device]:
+    """The module to train with and its device: DDP on each worker of a multi-worker trial."""
+    model = state.model
+    if session.world == 1:
+        # Ray exposes only the trial's GPUs (none for a CPU trial) through CUDA_VISIBLE_DEVICES.
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return model.to(device).train(), device
+    import ray.train.torch
+
+    # Each worker fits the entropy bottleneck's quantiles on its own (their auxiliary loss is
+    # separate from the main one): DDP leaves them alone and rank 0 exports its own.
+    model._ddp_params_and_buffers_to_ignore = [n for n, _ in model.named_parameters() if n.endswith(".quantiles")]
+    return ray.train.torch.prepare_model(model.train()), ray.train.torch.get_device()
 
 
 def train_trial(params: dict) -> None:
     """Ray Tune function trainable: ``params["trial"]`` is a :class:`TrialConfig` as a dict."""
-    from ray import tune
-
     config = TrialConfig.from_dict(params["trial"])
+    if config.workers > 1:
+        _fit_workers(config)
+    else:
+        _train(config, _Session(distributed=False))
+
+
+def _train_worker(params: dict) -> None:
+    """Ray Train's loop on each worker of a multi-worker trial."""
+    _train(TrialConfig.from_dict(params["trial"]), _Session(distributed=True))
+
+
+def _fit_workers(config: TrialConfig) -> None:
+    """Run the trial on ``config.workers`` DDP workers; their rank-0 reports reach Tune."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    resources = {"CPU": config.threads, **({"GPU": config.gpus_per_worker} if config.gpus_per_worker else {})}
+    TorchTrainer(
+        _train_worker,
+        train_loop_config={"trial": asdict(config)},
+        scaling_config=ScalingConfig(
+            num_workers=config.workers, use_gpu=config.gpus_per_worker > 0, resources_per_worker=resources
+        ),
+        # Named by the trial's inputs: a restarted trial (or --resume) finds its checkpoints here.
+        run_config=RunConfig(
+            name=f"{config.name}-{config.inputs_hash()[:12]}",
+            storage_path=str(Path(config.out) / TRAIN_RUNS),
+            callbacks=[TuneReportCallback()],
+        ),
+    ).fit()
+
+
+def _train(config: TrialConfig, session: _Session) -> None:
     torch.set_num_threads(max(1, config.threads))
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed)
     state = _State(config)
-    checkpoint = tune.get_checkpoint()
+    checkpoint = session.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state.load(Path(directory))
     losses = {stage: RateDistortionLoss(LossConfig(config.lmbda, config.metric, stage, config.w1, config.w2))
               for stage in (1, 2)}
-    # Ray exposes only the trial's GPUs (none for a CPU trial) through CUDA_VISIBLE_DEVICES.
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = state.model.to(device).train()
+    model = state.model
+    net, device = _prepare(state, session)
     _optimizer_to(state, device)
-    batches = _train_batches(config, state.step)
+    batches = _train_batches(config, state.step, session.rank, session.world)
     window_start, window_images = time.perf_counter(), 0
     while state.step < config.total_steps:
         stage = 1 if state.step < config.stage1_steps else 2
@@ -197,7 +288,7 @@ def train_trial(params: dict) -> None:
             for group in state.optimizer.param_groups:  # stage 2 runs at a fixed lr
                 group["lr"] = config.lr
         batch = next(batches).to(device, non_blocking=True)
-        out = losses[stage](model(batch), batch)
+        out = losses[stage](net(batch), batch)
         state.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
@@ -209,7 +300,7 @@ def train_trial(params: dict) -> None:
         if stage == 1:
             state.scheduler.step()
         state.step += 1
-        window_images += len(batch)
+        window_images += len(batch) * session.world
         last = state.step == config.total_steps
         if state.step % config.log_every and state.step % config.checkpoint_every and not last:
             continue
@@ -224,18 +315,15 @@ def train_trial(params: dict) -> None:
             "lr": state.optimizer.param_groups[0]["lr"],
             "images_per_s": window_images / max(time.perf_counter() - window_start, 1e-9),
             "restarts": len(state.restored_from),
+            "workers": session.world,
             **{key: value.item() for key, value in out.items() if key.startswith("bpp") or key in ("psnr", "mse")},
-            **_evaluate(model, losses[stage], config, device),
+            **(_evaluate(model, losses[stage], config, device) if session.rank == 0 else {}),
         }
         window_start, window_images = time.perf_counter(), 0
-        if last:
+        if last and session.rank == 0:
             metrics.update(_export(state, config, metrics))
-        if state.step % config.checkpoint_every == 0 or last:
-            with tempfile.TemporaryDirectory() as directory:
-                state.save(Path(directory))
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-        else:
-            tune.report(metrics)
+        checkpoint_due = state.step % config.checkpoint_every == 0 or last
+        session.report(metrics, state if checkpoint_due else None)
 
 
 def _optimizer_to(state: _State, device: torch.device) -> None:

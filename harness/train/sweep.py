@@ -4,8 +4,10 @@ The driver only plans: it validates the inputs (shards, λ, metric) before any
 trial starts, skips λ whose exported model already matches the same inputs,
 and hands the rest to a Tune grid search with per-trial resources and
 ``FailureConfig(max_failures)``, so a trial whose worker dies restarts from its
-last checkpoint. Per-trial metrics stream into ``OUT/metrics.parquet`` (one
-row per report) and a progress line per report.
+last checkpoint. A trial with several workers (``--gpus-per-trial N`` or
+``--workers-per-trial N``) trains with DDP under Ray Train inside its Tune trial
+(see :mod:`harness.train.loop`). Per-trial metrics stream into
+``OUT/metrics.parquet`` (one row per report) and a progress line per report.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ PAPER_LAMBDAS = {
     "ms-ssim": (5.0, 8.0, 16.0, 32.0, 64.0),
 }
 EXPERIMENT = "sweep"
+DRIVER_CPU = 0.01  # what a multi-worker trial itself reserves (Ray wants a non-empty request)
 METRICS_FILE = "metrics.parquet"
 
 
@@ -50,7 +53,8 @@ class SweepConfig:
     address: str | None = None
     resume: str = "no"  # "yes": continue the interrupted sweep; "auto": continue it if there is one
     gpus_per_trial: float = 0.0
-    cpus_per_trial: int = 1
+    cpus_per_trial: int = 1  # per worker when a trial has several
+    workers_per_trial: int = 0  # DDP workers per trial; 0: one per GPU when --gpus-per-trial > 1, else 1
     checkpoint_every: int = 1000
     log_every: int = 100
     val_batches: int = 4
@@ -60,6 +64,12 @@ class SweepConfig:
     @property
     def chosen_lambdas(self) -> tuple[float, ...]:
         return self.lambdas or PAPER_LAMBDAS.get(self.metric, ())
+
+    @property
+    def workers(self) -> int:
+        if self.workers_per_trial:
+            return self.workers_per_trial
+        return int(self.gpus_per_trial) if self.gpus_per_trial > 1 else 1
 
 
 def validate(config: SweepConfig) -> str:
@@ -79,8 +89,16 @@ def validate(config: SweepConfig) -> str:
         raise HarnessError("--stage1-steps must be >= 1 and --stage2-steps >= 0")
     if any(not 0 < f < 1 for f in config.milestones):
         raise HarnessError(f"--milestones are fractions of stage 1 in (0, 1), got {list(config.milestones)}")
-    if config.gpus_per_trial > 1:
-        raise HarnessError("a trial trains on one device: use --gpus-per-trial 1 (or a fraction) and one trial per GPU")
+    if config.workers_per_trial < 0 or config.gpus_per_trial < 0 or config.cpus_per_trial < 1:
+        raise HarnessError("--workers-per-trial and --gpus-per-trial must be >= 0, --cpus-per-trial >= 1")
+    workers = config.workers
+    if workers > 1 and config.gpus_per_trial and config.gpus_per_trial != workers * round(config.gpus_per_trial / workers):
+        raise HarnessError(f"--gpus-per-trial {config.gpus_per_trial:g} does not split into whole GPUs over "
+                           f"{workers} workers: give one GPU (or a whole number) per worker")
+    if workers == 1 and config.gpus_per_trial > 1:
+        raise HarnessError(f"--gpus-per-trial {config.gpus_per_trial:g} with one worker: a worker drives one device")
+    if config.batch_size % workers:
+        raise HarnessError(f"--batch-size {config.batch_size} does not split evenly over {workers} workers")
     if config.batch_size < 1 or config.checkpoint_every < 1 or config.log_every < 1:
         raise HarnessError("--batch-size, --checkpoint-every and --log-every must be >= 1")
     stride = get_config(config.variant).stride
@@ -105,7 +123,8 @@ def trial_configs(config: SweepConfig, data_sha256: str) -> list[TrialConfig]:
     """One trial per λ: the sweep's recipe (every field the two configs share) plus λ and paths."""
     shared = {f.name: getattr(config, f.name) for f in fields(TrialConfig) if hasattr(config, f.name)}
     shared.update(data=str(Path(config.data).resolve()), out=str(Path(config.out).resolve()),
-                  data_sha256=data_sha256, threads=max(1, config.cpus_per_trial))
+                  data_sha256=data_sha256, threads=max(1, config.cpus_per_trial), workers=config.workers,
+                  gpus_per_worker=config.gpus_per_trial / config.workers)
     return [TrialConfig(**{**shared, "lmbda": float(lmbda)}) for lmbda in config.chosen_lambdas]
 
 
@@ -123,7 +142,7 @@ def already_trained(trial: TrialConfig) -> bool:
 
 
 REPORT_KEYS = ("trial_id", "metric", "lmbda", "step", "stage", "loss", "distortion", "aux_loss", "lr", "images_per_s",
-               "restarts", "psnr", "mse")
+               "restarts", "workers", "psnr", "mse")
 
 
 def _metrics_callback(path: Path, totals: dict[float, int]):
@@ -195,7 +214,11 @@ def _tune(config: SweepConfig, trials: list[TrialConfig], todo: list[TrialConfig
 
     connect(config.address, log_to_driver=True)  # trials' warnings and errors reach the user
     experiment = experiment_dir(out, trials)
-    trainable = tune.with_resources(train_trial, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
+    if config.workers > 1:  # the trial only drives its Ray Train workers, which hold the resources
+        resources = {"cpu": DRIVER_CPU}
+    else:
+        resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
+    trainable = tune.with_resources(train_trial, resources)
     if config.resume == "yes" or (config.resume == "auto" and tune.Tuner.can_restore(str(experiment))):
         if not tune.Tuner.can_restore(str(experiment)):
             raise HarnessError(f"nothing to resume at {experiment}: run without --resume")
