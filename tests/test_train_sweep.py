@@ -67,6 +67,14 @@ def test_bad_sweeps_fail_before_any_trial(shards, tmp_path, overrides, message):
     assert not (tmp_path / "out" / "sweep").exists()
 
 
+@pytest.mark.parametrize("overrides", [dict(workers_per_trial=2), dict(cpus_per_trial=3)])
+def test_trial_larger_than_the_local_ray_is_refused(shards, tmp_path, ray_local, overrides):
+    """Tune would wait forever for resources a local instance never gets."""
+    with pytest.raises(HarnessError, match="but the local Ray has 2 CPUs"):
+        run(_sweep(shards, tmp_path / "out", **overrides))
+    assert not list((tmp_path / "out").glob("sweep-*"))
+
+
 def test_missing_or_empty_shard_directory(tmp_path):
     with pytest.raises(HarnessError, match="no prepared data at"):
         validate(SweepConfig(data=tmp_path / "nowhere"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -209,10 +210,31 @@ def _trial_dirname(trial) -> str:
     return f"{model_name(params['metric'], params['lmbda'])}-{trial.trial_id}"
 
 
+def _check_fits(config: SweepConfig) -> None:
+    """On this machine's own Ray (no --address), refuse a trial that could never be scheduled:
+    Tune would wait for it forever. A cluster may still autoscale, so it is not checked."""
+    import ray
+
+    if config.address or os.environ.get("RAY_ADDRESS"):
+        return
+    total = ray.cluster_resources()
+    workers = config.workers
+    cpus = workers * config.cpus_per_trial + (DRIVER_CPU if workers > 1 else 0.0)
+    have_cpus, have_gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    if cpus > have_cpus or config.gpus_per_trial > have_gpus:
+        raise HarnessError(
+            f"a trial needs {cpus:g} CPUs and {config.gpus_per_trial:g} GPUs ({workers} worker(s) x "
+            f"--cpus-per-trial {config.cpus_per_trial}{' + its driver' if workers > 1 else ''}), but the local Ray "
+            f"has {have_cpus:g} CPUs and {have_gpus:g} GPUs: lower --cpus-per-trial, --workers-per-trial or "
+            "--gpus-per-trial, or join a cluster with --address"
+        )
+
+
 def _tune(config: SweepConfig, trials: list[TrialConfig], todo: list[TrialConfig], out: Path) -> None:
     from ray import tune
 
     connect(config.address, log_to_driver=True)  # trials' warnings and errors reach the user
+    _check_fits(config)
     experiment = experiment_dir(out, trials)
     if config.workers > 1:  # the trial only drives its Ray Train workers, which hold the resources
         resources = {"cpu": DRIVER_CPU}
