@@ -203,20 +203,16 @@ class _Session:
     def report(self, metrics: dict, state: "_State | None") -> None:
         """Report ``metrics``; with ``state``, rank 0 attaches a checkpoint of it (every rank
         reports: Ray Train synchronises its workers on each report)."""
-        if state is None:
+        if state is None or self.rank:
             self._api.report(metrics)
             return
         with tempfile.TemporaryDirectory() as directory:
-            checkpoint = None
-            if self.rank == 0:
-                state.save(Path(directory))
-                checkpoint = self._api.Checkpoint.from_directory(directory)
-            self._api.report(metrics, checkpoint=checkpoint)
+            state.save(Path(directory))
+            self._api.report(metrics, checkpoint=self._api.Checkpoint.from_directory(directory))
 
 
-def _prepare(state: "_State", session: _Session) -> tuple[torch.nn.Module, torch.device]:
+def _prepare(model: WeConvene, session: _Session) -> tuple[torch.nn.Module, torch.device]:
     """The module to train with and its device: DDP on each worker of a multi-worker trial."""
-    model = state.model
     if session.world == 1:
         # Ray exposes only the trial's GPUs (none for a CPU trial) through CUDA_VISIBLE_DEVICES.
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -278,7 +274,7 @@ def _train(config: TrialConfig, session: _Session) -> None:
     losses = {stage: RateDistortionLoss(LossConfig(config.lmbda, config.metric, stage, config.w1, config.w2))
               for stage in (1, 2)}
     model = state.model
-    net, device = _prepare(state, session)
+    net, device = _prepare(model, session)
     _optimizer_to(state, device)
     batches = _train_batches(config, state.step, session.rank, session.world)
     window_start, window_images = time.perf_counter(), 0

@@ -93,7 +93,7 @@ def validate(config: SweepConfig) -> str:
     if config.workers_per_trial < 0 or config.gpus_per_trial < 0 or config.cpus_per_trial < 1:
         raise HarnessError("--workers-per-trial and --gpus-per-trial must be >= 0, --cpus-per-trial >= 1")
     workers = config.workers
-    if workers > 1 and config.gpus_per_trial and config.gpus_per_trial != workers * round(config.gpus_per_trial / workers):
+    if workers > 1 and not float(config.gpus_per_trial / workers).is_integer():
         raise HarnessError(f"--gpus-per-trial {config.gpus_per_trial:g} does not split into whole GPUs over "
                            f"{workers} workers: give one GPU (or a whole number) per worker")
     if workers == 1 and config.gpus_per_trial > 1:
@@ -210,7 +210,14 @@ def _trial_dirname(trial) -> str:
     return f"{model_name(params['metric'], params['lmbda'])}-{trial.trial_id}"
 
 
-def _check_fits(config: SweepConfig) -> None:
+def _trial_resources(config: SweepConfig) -> tuple[dict[str, float], float]:
+    """Tune's request for one trial, and the CPUs the whole trial takes with its workers."""
+    if config.workers > 1:  # the trial only drives its Ray Train workers, which hold the resources
+        return {"cpu": DRIVER_CPU}, DRIVER_CPU + config.workers * config.cpus_per_trial
+    return {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}, config.cpus_per_trial
+
+
+def _check_fits(config: SweepConfig, cpus: float) -> None:
     """On this machine's own Ray (no --address), refuse a trial that could never be scheduled:
     Tune would wait for it forever. A cluster may still autoscale, so it is not checked."""
     import ray
@@ -218,13 +225,11 @@ def _check_fits(config: SweepConfig) -> None:
     if config.address or os.environ.get("RAY_ADDRESS"):
         return
     total = ray.cluster_resources()
-    workers = config.workers
-    cpus = workers * config.cpus_per_trial + (DRIVER_CPU if workers > 1 else 0.0)
     have_cpus, have_gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
     if cpus > have_cpus or config.gpus_per_trial > have_gpus:
         raise HarnessError(
-            f"a trial needs {cpus:g} CPUs and {config.gpus_per_trial:g} GPUs ({workers} worker(s) x "
-            f"--cpus-per-trial {config.cpus_per_trial}{' + its driver' if workers > 1 else ''}), but the local Ray "
+            f"a trial needs {cpus:g} CPUs and {config.gpus_per_trial:g} GPUs ({config.workers} worker(s) x "
+            f"--cpus-per-trial {config.cpus_per_trial}{' + its driver' if config.workers > 1 else ''}), but the local Ray "
             f"has {have_cpus:g} CPUs and {have_gpus:g} GPUs: lower --cpus-per-trial, --workers-per-trial or "
             "--gpus-per-trial, or join a cluster with --address"
         )
@@ -234,12 +239,9 @@ def _tune(config: SweepConfig, trials: list[TrialConfig], todo: list[TrialConfig
     from ray import tune
 
     connect(config.address, log_to_driver=True)  # trials' warnings and errors reach the user
-    _check_fits(config)
+    resources, cpus = _trial_resources(config)
+    _check_fits(config, cpus)
     experiment = experiment_dir(out, trials)
-    if config.workers > 1:  # the trial only drives its Ray Train workers, which hold the resources
-        resources = {"cpu": DRIVER_CPU}
-    else:
-        resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
     trainable = tune.with_resources(train_trial, resources)
     if config.resume == "yes" or (config.resume == "auto" and tune.Tuner.can_restore(str(experiment))):
         if not tune.Tuner.can_restore(str(experiment)):
