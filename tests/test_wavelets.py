@@ -14,11 +14,12 @@ from harness.errors import HarnessError
 LENGTHS = range(2, 66)
 
 
-@pytest.fixture(params=["matmul", "lifting"], autouse=True)
+@pytest.fixture(params=["kernel", "torch"], autouse=True)
 def engine(request, monkeypatch) -> str:
-    """Every test runs on both CPU paths: one matmul per short axis, and lifting passes."""
-    if request.param == "lifting":
-        monkeypatch.setattr(wt.lifting, "MATRIX_MAX", 0)
+    """Every test runs on both CPU paths: the compiled one-pass kernel, and the torch ops
+    that other devices use."""
+    if request.param == "torch":
+        monkeypatch.setattr(wt.cpu, "ENABLED", False)
     return request.param
 
 
@@ -269,7 +270,8 @@ def test_non_contiguous_inputs_and_negative_dims():
     cl = x.to(memory_format=torch.channels_last)
     t = x.transpose(1, 3)  # 2x10x9x6
     for wavelet in wt.WAVELETS:
-        # Same values whatever the layout (up to the rounding of a different summation order).
+        # Same values whatever the layout, up to rounding: a layout whose dims do not fold
+        # for the CPU kernel takes the torch path, which orders its adds differently.
         a, b = wt.dwt3(x, wavelet, 1, 2), wt.dwt3(cl, wavelet, 1, 2)
         assert all(torch.allclose(a[k], b[k], atol=1e-14, rtol=0) for k in a)
         low, high = wt.dwt(t, wavelet, dim=-1)
@@ -303,12 +305,59 @@ def test_gradient_is_transpose_of_transform():
 
 
 def test_inference_mode_then_autograd():
-    """The CPU workspace and transform matrices made under inference_mode stay usable afterwards."""
+    """The CPU workspace made under inference_mode stays usable afterwards."""
     x = torch.rand(1, 4, 8, 8)
-    wt.lifting._matrix.cache_clear()
     with torch.inference_mode():
         ref = wt.idwt3(wt.dwt3(x, "9/7"), "9/7")
     xg = x.clone().requires_grad_()
     y = wt.idwt3(wt.dwt3(xg, "9/7"), "9/7")
     y.sum().backward()
     assert torch.allclose(y.detach(), ref) and xg.grad is not None
+
+
+def test_cpu_kernel_takes_every_layout_whose_dims_fold(engine):
+    """The compiled kernel runs where the dims around the axis fold into one each (the torch
+    path is the fallback), and splitting its tiles over threads does not change a value."""
+    if engine == "torch":
+        pytest.skip("about the kernel")
+    forward = wt.lifting.program("9/7", "forward")
+    x = torch.rand(4, 40, 33, 31)
+    for dim in range(4):
+        assert wt.cpu.level_(x, torch.empty_like(x), dim, forward, True)
+    region = x[:, :, :17, :16]  # a Mallat region: a view of a bigger buffer
+    assert wt.cpu.level_(region, torch.empty(region.shape), 3, forward, True)
+    t = x.transpose(1, 3)
+    assert not wt.cpu.level_(t, torch.empty_like(t), 3, forward, True)
+    assert not wt.cpu.level_(x.half(), torch.empty_like(x.half()), 1, forward, True)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = wt.dwt3(x, "9/7", 1, 2)
+        torch.set_num_threads(2)
+        two = wt.dwt3(x, "9/7", 1, 2)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(one[k], two[k]) for k in one)
+
+
+def _forked_round_trip(x: torch.Tensor, queue) -> None:
+    torch.set_num_threads(1)  # as DataLoader workers do: torch's OpenMP pool does not survive fork
+    y = wt.idwt3(wt.dwt3(x, "9/7"), "9/7")
+    queue.put(float(abs(y.numpy() - x.numpy()).max()))
+
+
+@pytest.mark.timeout(120)
+def test_forked_child_transforms_after_the_parent_did():
+    """A worker process forked after the parent ran the multi-threaded kernel (a DataLoader
+    worker, say) transforms with the compiled kernel too, and does not hang."""
+    import multiprocessing
+
+    x = torch.rand(2, 32, 64, 64)  # large enough to be split over threads in the parent
+    wt.idwt3(wt.dwt3(x, "9/7"), "9/7")
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_forked_round_trip, args=(x, queue))
+    child.start()
+    err = queue.get(timeout=100)
+    child.join(timeout=10)
+    assert child.exitcode == 0 and err < 1e-5

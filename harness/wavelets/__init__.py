@@ -4,8 +4,8 @@ The 3DM-WeConv layers and the 3DWeChARM entropy model (Fu et al., 3DM-WeConvene,
 Sec. III) apply a 1D DWT across channels and a multi-level 2D DWT over space.
 This module provides those transforms for any tensor dimension, batched,
 differentiable and device/dtype agnostic (slicing and element-wise lifting steps;
-on the CPU, axes of up to 96 samples are transformed by one matmul with the
-lifting's own matrix, which is faster there and equal up to rounding).
+on the CPU a compiled kernel runs each level in one pass, see
+:mod:`harness.wavelets.cpu`).
 
 Filters and boundaries follow ITU-T T.800 (JPEG 2000) Annex F:
 

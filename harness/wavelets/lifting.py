@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from harness.errors import HarnessError
+from harness.wavelets import cpu
 
 WAVELETS = ("haar", "5/3", "9/7")
 
@@ -24,13 +25,6 @@ BETA = -0.052980118572961
 GAMMA = 0.882911075530934
 DELTA = 0.443506852043971
 K = 1.230174104914001
-
-# (is_predict, coefficient) per lifting step; predict steps update the odd
-# (high) samples from their even neighbours, update steps the even (low) ones.
-_LIFTING: dict[str, tuple[tuple[tuple[bool, float], ...], float]] = {
-    "5/3": (((True, -0.5), (False, 0.25)), 1.0),
-    "9/7": (((True, ALPHA), (False, BETA), (True, GAMMA), (False, DELTA)), K),
-}
 
 Highs2D = tuple[Tensor, Tensor, Tensor]
 
@@ -90,18 +84,69 @@ def _check_size(n: int, levels: int, what: str, strict: bool) -> None:
         )
 
 
-# --------------------------------------------------------------------------- lifting kernels
+# --------------------------------------------------------------------------- lifting programs
 #
-# The transforms work on buffers in Mallat layout: along a transformed dim the
-# low band's samples come first, then the high band's. Lifting steps update one
-# half of such a buffer in place from the other half, so a whole multi-level 3D
-# transform needs two full-size allocations. Large fresh CPU allocations are
-# page-faulted in by the kernel and cost more than the arithmetic, and in-place
-# adds need no saved tensors, so autograd still differentiates through them.
+# A transform along one axis is a program: a list of steps (their kinds are
+# defined in harness.wavelets.cpu) on a buffer split ``[even | odd]``. T.800
+# gives the analysis; the synthesis runs the inverse steps in reverse order, and
+# autograd needs the transposes of both, because the biorthogonal transforms are
+# not orthogonal: the gradient of the analysis is its adjoint ("forward_t"), not
+# the inverse, and likewise for the synthesis ("inverse_t").
 
 
-def _predict_(odd: Tensor, even: Tensor, c: float, dim: int) -> None:
-    """``odd[k] += c * (even[k] + even[k+1])``, whole-sample symmetric at the right end."""
+
+_ANALYSIS: dict[str, cpu.Program] = {
+    "haar": ((cpu.HAAR_PREDICT, -1.0), (cpu.HAAR_UPDATE, 0.5)),
+    "5/3": ((cpu.PREDICT, -0.5), (cpu.UPDATE, 0.25)),  # T.800 eq. F-5/F-6 without rounding
+    "9/7": (
+        (cpu.PREDICT, ALPHA), (cpu.UPDATE, BETA), (cpu.PREDICT, GAMMA), (cpu.UPDATE, DELTA),
+        (cpu.SCALE_EVEN, 1.0 / K), (cpu.SCALE_ODD, K),
+    ),
+}
+_TRANSPOSED = {
+    cpu.PREDICT: cpu.PREDICT_T, cpu.PREDICT_T: cpu.PREDICT,
+    cpu.UPDATE: cpu.UPDATE_T, cpu.UPDATE_T: cpu.UPDATE,
+    cpu.HAAR_PREDICT: cpu.HAAR_UPDATE, cpu.HAAR_UPDATE: cpu.HAAR_PREDICT,
+    cpu.SCALE_EVEN: cpu.SCALE_EVEN, cpu.SCALE_ODD: cpu.SCALE_ODD,
+}
+_SCALES = (cpu.SCALE_EVEN, cpu.SCALE_ODD)
+
+# "forward" is the analysis, "inverse" the synthesis, "*_t" their transposes.
+# Analysis modes deinterleave their input, then run their program; the others
+# run their program, then interleave.
+_MODES = ("forward", "inverse", "forward_t", "inverse_t")
+_ANALYSIS_MODES = ("forward", "inverse_t")
+
+
+def _inverse(steps: cpu.Program) -> cpu.Program:
+    return tuple((k, 1.0 / c if k in _SCALES else -c) for k, c in reversed(steps))
+
+
+def _transpose(steps: cpu.Program) -> cpu.Program:
+    return tuple((_TRANSPOSED[k], c) for k, c in reversed(steps))
+
+
+@functools.cache
+def program(wavelet: str, mode: str) -> cpu.Program:
+    """The lifting steps of ``wavelet`` in ``mode`` (one of ``_MODES``)."""
+    forward = _ANALYSIS[wavelet]
+    return {
+        "forward": forward,
+        "inverse": _inverse(forward),
+        "forward_t": _transpose(forward),
+        "inverse_t": _transpose(_inverse(forward)),
+    }[mode]
+
+
+# --------------------------------------------------------------------------- torch steps
+#
+# The device-agnostic path: each step is a few in-place adds on narrowed views
+# of a buffer in Mallat layout (along a transformed dim the low band's samples
+# come first, then the high band's). In-place adds need no saved tensors, and a
+# whole multi-level 3D transform needs two full-size allocations.
+
+
+def _predict_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:
     nd, ns = odd.shape[dim], even.shape[dim]
     odd.add_(even.narrow(dim, 0, nd), alpha=c)
     inner = min(nd, ns - 1)
@@ -112,7 +157,6 @@ def _predict_(odd: Tensor, even: Tensor, c: float, dim: int) -> None:
 
 
 def _update_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:
-    """``even[k] += c * (odd[k-1] + odd[k])``, whole-sample symmetric at both ends."""
     ns, nd = even.shape[dim], odd.shape[dim]
     even.narrow(dim, 0, nd).add_(odd, alpha=c)
     if ns > nd:  # odd length: odd[nd] mirrors to odd[nd-1]
@@ -122,7 +166,6 @@ def _update_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:
 
 
 def _predict_t_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:
-    """Transpose of :func:`_predict_`: ``even += c * A^T odd`` (for the adjoint)."""
     nd, ns = odd.shape[dim], even.shape[dim]
     even.narrow(dim, 0, nd).add_(odd, alpha=c)
     inner = min(nd, ns - 1)
@@ -132,8 +175,7 @@ def _predict_t_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:
         even.narrow(dim, ns - 1, 1).add_(odd.narrow(dim, nd - 1, 1), alpha=c)
 
 
-def _update_t_(odd: Tensor, even: Tensor, c: float, dim: int) -> None:
-    """Transpose of :func:`_update_`: ``odd += c * B^T even`` (for the adjoint)."""
+def _update_t_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:
     ns, nd = even.shape[dim], odd.shape[dim]
     odd.add_(even.narrow(dim, 0, nd), alpha=c)
     if ns > nd:
@@ -142,56 +184,43 @@ def _update_t_(odd: Tensor, even: Tensor, c: float, dim: int) -> None:
     odd.narrow(dim, 0, 1).add_(even.narrow(dim, 0, 1), alpha=c)
 
 
-# Lifting modes: the analysis ("forward"), the synthesis ("inverse"), and their
-# transposes, which autograd needs because the biorthogonal transforms are not
-# orthogonal: the gradient of the analysis is the adjoint ("forward_t"), not the
-# inverse, and likewise for the synthesis ("inverse_t").
-_MODES = ("forward", "inverse", "forward_t", "inverse_t")
+def _haar_predict_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:
+    odd.add_(even.narrow(dim, 0, odd.shape[dim]), alpha=c)
 
 
-def _lift_(buf: Tensor, dim: int, wavelet: str, mode: str) -> None:
-    """Lifting in place on a buffer split ``[even | odd]`` along ``dim``."""
+def _haar_update_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:
+    even.narrow(dim, 0, odd.shape[dim]).add_(odd, alpha=c)
+
+
+def _scale_even_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:
+    even.mul_(c)
+
+
+def _scale_odd_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:
+    odd.mul_(c)
+
+
+_TORCH_STEPS = {
+    cpu.PREDICT: _predict_,
+    cpu.UPDATE: _update_,
+    cpu.PREDICT_T: _predict_t_,
+    cpu.UPDATE_T: _update_t_,
+    cpu.HAAR_PREDICT: _haar_predict_,
+    cpu.HAAR_UPDATE: _haar_update_,
+    cpu.SCALE_EVEN: _scale_even_,
+    cpu.SCALE_ODD: _scale_odd_,
+}
+
+
+def _lift_(buf: Tensor, dim: int, steps: cpu.Program) -> None:
+    """Run ``steps`` in place on a buffer split ``[even | odd]`` along ``dim``."""
     n = buf.shape[dim]
     ns = (n + 1) // 2
-    nd = n - ns
-    if nd == 0:  # a single sample passes through (T.800 F.3.7)
+    if n == ns:  # a single sample passes through (T.800 F.3.7)
         return
-    even, odd = buf.narrow(dim, 0, ns), buf.narrow(dim, ns, nd)
-    if wavelet == "haar":
-        e = even.narrow(dim, 0, nd)
-        if mode == "forward":
-            odd.sub_(e)
-            e.add_(odd, alpha=0.5)
-        elif mode == "inverse":
-            e.sub_(odd, alpha=0.5)
-            odd.add_(e)
-        elif mode == "forward_t":
-            odd.add_(e, alpha=0.5)
-            e.sub_(odd)
-        else:
-            e.add_(odd)
-            odd.sub_(e, alpha=0.5)
-        return
-    steps, scale = _LIFTING[wavelet]
-    sign = 1.0 if mode in ("forward", "forward_t") else -1.0
-    order = steps if mode in ("forward", "inverse_t") else tuple(reversed(steps))
-    transposed = mode.endswith("_t")
-    if mode in ("inverse", "forward_t") and scale != 1.0:
-        even.mul_(scale if mode == "inverse" else 1.0 / scale)
-        odd.mul_(1.0 / scale if mode == "inverse" else scale)
-    for is_predict, c in order:
-        if is_predict:
-            if transposed:
-                _predict_t_(even, odd, sign * c, dim)
-            else:
-                _predict_(odd, even, sign * c, dim)
-        elif transposed:
-            _update_t_(odd, even, sign * c, dim)
-        else:
-            _update_(even, odd, sign * c, dim)
-    if mode in ("forward", "inverse_t") and scale != 1.0:
-        even.mul_(1.0 / scale if mode == "forward" else scale)
-        odd.mul_(scale if mode == "forward" else 1.0 / scale)
+    even, odd = buf.narrow(dim, 0, ns), buf.narrow(dim, ns, n - ns)
+    for kind, c in steps:
+        _TORCH_STEPS[kind](even, odd, c, dim)
 
 
 def _strided(dim: int, start: int) -> tuple[slice, ...]:
@@ -212,69 +241,19 @@ def _merge_into(src: Tensor, dim: int, dst: Tensor) -> None:
     dst[_strided(dim, 1)] = src.narrow(dim, ns, src.shape[dim] - ns)
 
 
-# --------------------------------------------------------------------------- matrix form
-#
-# On the CPU, a lifting pass over a large tensor is limited by memory bandwidth
-# (~6 passes per transformed axis), while one matmul with the transform's n x n
-# matrix reads and writes the tensor once, at 2n flops per sample: cheaper for
-# short axes (the spatial axes of deep feature maps and of y). The matrices are
-# built by the lifting code itself from an identity in float64, so both paths
-# compute the same linear map; float32 results differ by rounding only. CUDA
-# keeps the lifting: its passes are cheap, and a matmul there may run in TF32
-# when a user enables it, which would break perfect reconstruction.
-
-MATRIX_MAX = 96  # longest axis transformed by a matmul: break-even with lifting lies at 64-128 here
-_ANALYSIS_MODES = ("forward", "inverse_t")  # split, then lift; the others lift, then merge
-
-
-@functools.lru_cache(maxsize=512)
-def _matrix(wavelet: str, n: int, mode: str, dtype: torch.dtype) -> Tensor:
-    """The n x n CPU matrix of one lifting step along an axis: ``dst = M @ src``."""
-    eye = torch.eye(n, dtype=torch.float64)
-    out = torch.empty_like(eye)
-    if mode in _ANALYSIS_MODES:
-        _split_into(eye, 0, out)
-        _lift_(out, 0, wavelet, mode)
-    else:
-        _lift_(eye, 0, wavelet, mode)
-        _merge_into(eye, 0, out)
-    return out.to(dtype)
-
-
-def _matmul_into(matrix: Tensor, src: Tensor, dim: int, dst: Tensor) -> bool:
-    """``dst = matrix`` applied along ``dim`` of ``src``; False where the layout needs a copy first."""
-    if src.numel() == 0:
-        return False
-    if src.dim() == 1:  # matmul's out= wants the 1 x n form of a vector
-        src, dst, dim = src.unsqueeze(0), dst.unsqueeze(0), 1
-    if dim == src.dim() - 1:
-        left, right, shape = src, matrix.mT, src.shape
-    elif dim == src.dim() - 2:
-        left, right, shape = matrix, src, src.shape
-    elif src.is_contiguous():  # an outer dim: (before, n, after) with the matrix broadcast over before
-        right = src.view(math.prod(src.shape[:dim]), src.shape[dim], -1)
-        left, shape = matrix, right.shape
-    else:
-        return False
-    if dst.is_contiguous():
-        torch.matmul(left, right, out=dst.view(shape))
-    else:
-        dst.copy_(torch.matmul(left, right).view(dst.shape))
-    return True
-
-
 def _step(src: Tensor, dim: int, dst: Tensor, wavelet: str, mode: str) -> None:
     """One level along ``dim`` from ``src`` into ``dst``: analysis modes deinterleave and
-    lift, synthesis modes lift and interleave. ``src`` may be overwritten."""
-    n = src.shape[dim]
-    if src.device.type == "cpu" and 1 < n <= MATRIX_MAX:
-        if _matmul_into(_matrix(wavelet, n, mode, src.dtype), src, dim, dst):
-            return
-    if mode in _ANALYSIS_MODES:
+    lift, synthesis modes lift and interleave. ``src`` may be overwritten. On the CPU the
+    compiled kernel does it in one pass; elsewhere (and for other dtypes) torch ops do."""
+    steps = program(wavelet, mode)
+    analysis = mode in _ANALYSIS_MODES
+    if cpu.level_(src, dst, dim, steps, analysis):
+        return
+    if analysis:
         _split_into(src, dim, dst)
-        _lift_(dst, dim, wavelet, mode)
+        _lift_(dst, dim, steps)
     else:
-        _lift_(src, dim, wavelet, mode)
+        _lift_(src, dim, steps)
         _merge_into(src, dim, dst)
 
 

@@ -1,0 +1,262 @@
+"""The CPU kernel of :mod:`harness.wavelets`: one whole lifting level along one axis in one pass.
+
+Done with torch ops, a 9/7 level is about ten passes over the tensor (deinterleave, four
+lifting steps of two adds each, two scalings), each limited by memory bandwidth on a CPU.
+This kernel (compiled by numba) copies a tile of the tensor into a buffer that stays in
+cache, deinterleaving it for an analysis, runs the whole lifting program on the buffer, and
+writes the tile back, interleaving it for a synthesis: one read and one write of the tensor
+per level and axis. Tiles are spread over ``torch.get_num_threads()`` threads (the compiled
+code releases the GIL). The program is the same list of steps that the torch path runs
+(:func:`harness.wavelets.lifting.program`), so the two compute the same map up to rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import numba
+import numpy as np
+import torch
+from numpy.lib.stride_tricks import as_strided
+from torch import Tensor
+
+# Step kinds of a lifting program (harness.wavelets.lifting builds the programs). With
+# ``even``/``odd`` the two halves of a buffer split ``[even | odd]`` (ns and nd samples):
+PREDICT = 0  # odd[k] += c * (even[k] + even[min(k+1, ns-1)])   whole-sample symmetric
+UPDATE = 1  # even[k] += c * (odd[max(k-1, 0)] + odd[min(k, nd-1)])
+PREDICT_T = 2  # transpose of PREDICT: even += c * A^T odd
+UPDATE_T = 3  # transpose of UPDATE: odd += c * B^T even
+HAAR_PREDICT = 4  # odd[k] += c * even[k]
+HAAR_UPDATE = 5  # even[k] += c * odd[k] for k < nd (an odd length's last sample passes)
+SCALE_EVEN = 6  # even *= c
+SCALE_ODD = 7  # odd *= c
+
+Program = tuple[tuple[int, float], ...]
+
+ENABLED = True  # tests switch the kernel off to run the torch path on the CPU
+_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_PARALLEL_MIN = 1 << 16  # below this many samples a level runs on the calling thread
+_BUFFER_BYTES = 1 << 18  # a tile's buffer when rows are copied: within one core's L2 cache
+_COLUMNS = 32  # a tile's width when lines are copied into columns
+
+
+_jit = numba.njit(nogil=True, cache=True)
+
+
+@_jit
+def _buffer_row(i: int, ns: int) -> int:
+    """Row of sample ``i`` in a buffer split ``[even | odd]``."""
+    return i // 2 if i % 2 == 0 else ns + i // 2
+
+
+@_jit
+def _gather(src, base, s_n, s_q, buf, q0, width, ns, deinterleave):
+    """Copy ``width`` lines from ``q0`` on into ``buf`` (one line per column); the three loops
+    are one per memory order, so that the compiler sees unit strides where there are some."""
+    n = buf.shape[0]
+    if s_q == 1:
+        for i in range(n):
+            row = buf[_buffer_row(i, ns) if deinterleave else i]
+            line = src[base + i * s_n + q0 :]
+            for j in range(width):
+                row[j] = line[j]
+    elif s_n == 1:
+        for j in range(width):
+            line = src[base + (q0 + j) * s_q :]
+            for i in range(n):
+                buf[_buffer_row(i, ns) if deinterleave else i, j] = line[i]
+    else:
+        for i in range(n):
+            row = buf[_buffer_row(i, ns) if deinterleave else i]
+            for j in range(width):
+                row[j] = src[base + i * s_n + (q0 + j) * s_q]
+
+
+@_jit
+def _scatter(buf, dst, base, s_n, s_q, q0, width, ns, interleave):
+    n = buf.shape[0]
+    if s_q == 1:
+        for i in range(n):
+            row = buf[_buffer_row(i, ns) if interleave else i]
+            line = dst[base + i * s_n + q0 :]
+            for j in range(width):
+                line[j] = row[j]
+    elif s_n == 1:
+        for j in range(width):
+            line = dst[base + (q0 + j) * s_q :]
+            for i in range(n):
+                line[i] = buf[_buffer_row(i, ns) if interleave else i, j]
+    else:
+        for i in range(n):
+            row = buf[_buffer_row(i, ns) if interleave else i]
+            for j in range(width):
+                dst[base + i * s_n + (q0 + j) * s_q] = row[j]
+
+
+@_jit
+def _add_scaled(dst, src, c, width):
+    for j in range(width):
+        dst[j] += c * src[j]
+
+
+@_jit
+def _run(buf, ns, nd, kinds, coefs, width):
+    for s in range(kinds.shape[0]):
+        kind, c = kinds[s], coefs[s]
+        if kind == PREDICT:
+            for k in range(nd):
+                d, a, b = buf[ns + k], buf[k], buf[min(k + 1, ns - 1)]
+                for j in range(width):
+                    d[j] += c * (a[j] + b[j])
+        elif kind == UPDATE:
+            for k in range(ns):
+                d, a, b = buf[k], buf[ns + max(k - 1, 0)], buf[ns + min(k, nd - 1)]
+                for j in range(width):
+                    d[j] += c * (a[j] + b[j])
+        elif kind == PREDICT_T:
+            for k in range(nd):
+                _add_scaled(buf[k], buf[ns + k], c, width)
+                _add_scaled(buf[min(k + 1, ns - 1)], buf[ns + k], c, width)
+        elif kind == UPDATE_T:
+            for k in range(ns):
+                _add_scaled(buf[ns + max(k - 1, 0)], buf[k], c, width)
+                _add_scaled(buf[ns + min(k, nd - 1)], buf[k], c, width)
+        elif kind == HAAR_PREDICT:
+            for k in range(nd):
+                _add_scaled(buf[ns + k], buf[k], c, width)
+        elif kind == HAAR_UPDATE:
+            for k in range(nd):
+                _add_scaled(buf[k], buf[ns + k], c, width)
+        else:
+            first, count = (0, ns) if kind == SCALE_EVEN else (ns, nd)
+            for k in range(first, first + count):
+                row = buf[k]
+                for j in range(width):
+                    row[j] *= c
+
+
+def _level(src, src_strides, dst, dst_strides, n, width_q, kinds, coefs, analysis, start, stop, tile):
+    """Tiles ``start:stop`` of one level. ``src`` and ``dst`` are flat arrays holding (P, n, Q)
+    tensors with the given element strides; a tile is ``tile`` consecutive indices of Q at one
+    index of P."""
+    ns = (n + 1) // 2
+    nd = n - ns
+    tiles = (width_q + tile - 1) // tile
+    buf = np.empty((n, tile), dtype=src.dtype)
+    for item in range(start, stop):
+        p = item // tiles
+        q0 = (item % tiles) * tile
+        width = min(tile, width_q - q0)
+        _gather(src, p * src_strides[0], src_strides[1], src_strides[2], buf, q0, width, ns, analysis)
+        if nd > 0:  # a single sample passes through (T.800 F.3.7)
+            _run(buf, ns, nd, kinds, coefs, width)
+        _scatter(buf, dst, p * dst_strides[0], dst_strides[1], dst_strides[2], q0, width, ns, not analysis)
+
+
+@functools.cache
+def _compiled():
+    """:func:`_level` compiled for float32 and float64 on first use (numba caches it on disk);
+    strides are arguments, so one compilation serves every layout."""
+    sigs = [
+        f"void({t}[::1], int64[::1], {t}[::1], int64[::1], int64, int64, int64[::1], {t}[::1], "
+        "boolean, int64, int64, int64)"
+        for t in ("float32", "float64")
+    ]
+    return numba.njit(sigs, nogil=True, cache=True)(_level)
+
+
+def _merged(shape: Sequence[int], strides: Sequence[Sequence[int]]) -> list[tuple[int, list[int]]]:
+    """Adjacent dims merged wherever every tensor's memory allows: ``(size, strides)`` groups."""
+    groups: list[tuple[int, list[int]]] = []
+    for d, size in enumerate(shape):
+        if size == 1:
+            continue
+        st = [s[d] for s in strides]
+        if groups and all(g == s * size for g, s in zip(groups[-1][1], st)):
+            groups[-1] = (groups[-1][0] * size, st)
+        else:
+            groups.append((size, st))
+    return groups
+
+
+def _fold(src: Tensor, dst: Tensor, dim: int) -> tuple[int, int, np.ndarray, np.ndarray] | None:
+    """``src`` and ``dst`` as (P, n, Q) tensors: ``(P * Q-tiles.., Q, strides, strides)``; None
+    if the dims around ``dim`` do not fold into one each. Q is the dim the kernel vectorises
+    over: the dims after ``dim``, or for an innermost ``dim`` the lines (the dims before it)."""
+    strides = (src.stride(), dst.stride())
+    before = _merged(src.shape[:dim], strides)
+    after = _merged(src.shape[dim + 1 :], [s[dim + 1 :] for s in strides])
+    if not after:
+        before, after = before[:-1], before[-1:]
+    if len(before) > 1 or len(after) > 1:
+        return None
+    (p, p_st), (q, q_st) = (before or [(1, [0, 0])])[0], (after or [(1, [0, 0])])[0]
+    src_st, dst_st = (np.array([p_st[k], strides[k][dim], q_st[k]], dtype=np.int64) for k in (0, 1))
+    return p, q, src_st, dst_st
+
+
+def _flat(t: Tensor) -> np.ndarray:
+    """The memory a tensor spans, as a 1D array from its first element (shares memory)."""
+    arr = t.detach().numpy()
+    span = 1 + sum((size - 1) * st for size, st in zip(t.shape, t.stride()))
+    return as_strided(arr, (span,), (arr.itemsize,))
+
+
+@functools.cache
+def _program_arrays(program: Program, dtype) -> tuple[np.ndarray, np.ndarray]:
+    kinds = np.array([k for k, _ in program], dtype=np.int64)
+    coefs = np.array([c for _, c in program], dtype=dtype)
+    return kinds, coefs
+
+
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    # keyed by pid too: a forked child inherits the executor object but not its threads
+    key = (os.getpid(), threads)
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="harness-dwt")
+    return _POOLS[key]
+
+
+def level_(src: Tensor, dst: Tensor, dim: int, program: Program, analysis: bool) -> bool:
+    """One lifting level along ``dim`` from ``src`` into ``dst`` (same shape, no overlap):
+    an analysis deinterleaves then runs ``program``, a synthesis runs it then interleaves.
+    Returns False, doing nothing, where the kernel does not apply (not a CPU float32/float64
+    pair, or a layout whose dims do not fold); the caller then uses torch ops."""
+    if (
+        not ENABLED
+        or src.device.type != "cpu"
+        or dst.device.type != "cpu"
+        or src.dtype not in _DTYPES
+        or dst.dtype != src.dtype
+        or src.numel() == 0
+    ):
+        return False
+    folded = _fold(src, dst, dim)
+    if folded is None:
+        return False
+    p, q, src_st, dst_st = folded
+    n = src.shape[dim]
+    if src_st[2] == 1 or dst_st[2] == 1:  # rows copied whole: a tile as wide as the cache allows
+        tile = max(16, min(q, _BUFFER_BYTES // (n * src.element_size())))
+    else:  # lines copied into columns
+        tile = min(q, _COLUMNS)
+    items = p * math.ceil(q / tile)
+    kinds, coefs = _program_arrays(program, _DTYPES[src.dtype])
+    args = (_flat(src), src_st, _flat(dst), dst_st, n, q, kinds, coefs, analysis)
+    kernel = _compiled()
+    threads = min(torch.get_num_threads(), items)
+    if threads <= 1 or src.numel() < _PARALLEL_MIN:
+        kernel(*args, 0, items, tile)
+        return True
+    cuts = [items * i // threads for i in range(threads + 1)]
+    futures = [_pool(threads).submit(kernel, *args, cuts[i], cuts[i + 1], tile) for i in range(threads)]
+    for f in futures:
+        f.result()
+    return True
