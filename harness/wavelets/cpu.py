@@ -1,13 +1,15 @@
-"""The CPU kernel of :mod:`harness.wavelets`: one whole lifting level along one axis in one pass.
+"""The CPU kernels of :mod:`harness.wavelets`: a whole lifting level in one pass over memory.
 
-Done with torch ops, a 9/7 level is about ten passes over the tensor (deinterleave, four
-lifting steps of two adds each, two scalings), each limited by memory bandwidth on a CPU.
-This kernel (compiled by numba) copies a tile of the tensor into a buffer that stays in
-cache, deinterleaving it for an analysis, runs the whole lifting program on the buffer, and
-writes the tile back, interleaving it for a synthesis: one read and one write of the tensor
-per level and axis. Tiles are spread over ``torch.get_num_threads()`` threads (the compiled
-code releases the GIL). The program is the same list of steps that the torch path runs
-(:func:`harness.wavelets.lifting.program`), so the two compute the same map up to rounding.
+Done with torch ops, a 9/7 level along one axis is about ten passes over the tensor
+(deinterleave, four lifting steps of two adds each, two scalings), each limited by memory
+bandwidth on a CPU. These kernels (compiled by numba) copy a tile of the tensor into a
+buffer that stays in cache, deinterleaving it for an analysis, run the whole lifting program
+on the buffer, and write the tile back, interleaving it for a synthesis. ``level_`` does one
+axis (tiles of lines); ``plane_level_`` does a 2D level over the last two dims (one plane per
+tile, transposed in cache between the axes), so a level of ``dwt2``/``dwt3`` reads and
+writes the tensor once. Tiles are spread over ``torch.get_num_threads()`` threads (the
+compiled code releases the GIL). The program is the list of steps that the torch path runs
+too (:func:`harness.wavelets.lifting.program`): the two compute the same map up to rounding.
 """
 
 from __future__ import annotations
@@ -157,16 +159,59 @@ def _level(src, src_strides, dst, dst_strides, n, width_q, kinds, coefs, analysi
         _scatter(buf, dst, p * dst_strides[0], dst_strides[1], dst_strides[2], q0, width, ns, not analysis)
 
 
+@_jit
+def _transpose(src, dst, ns, deinterleave):
+    """``dst`` = ``src`` transposed, in cache. With ``deinterleave`` the rows of ``dst`` go to
+    their ``[even | odd]`` places (``dst[row(j)][i] = src[i][j]``); otherwise the rows of
+    ``src`` are read from theirs (``dst[i][j] = src[row(j)][i]``)."""
+    if deinterleave:
+        for j in range(src.shape[1]):
+            row = dst[_buffer_row(j, ns)]
+            for i in range(src.shape[0]):
+                row[i] = src[i, j]
+    else:
+        for j in range(src.shape[0]):
+            row = src[_buffer_row(j, ns)]
+            for i in range(src.shape[1]):
+                dst[i, j] = row[i]
+
+
+def _planes(src, src_strides, dst, dst_strides, h, w, kinds, coefs, analysis, start, stop):
+    """Planes ``start:stop`` of one 2D level (both axes, one read and one write of each
+    plane). ``src`` and ``dst`` are flat arrays holding (P, h, w) tensors with the given
+    element strides; they may be the same memory, as a plane is read whole before it is
+    written. The analysis lifts along height then width, the synthesis the other way."""
+    ns_h, ns_w = (h + 1) // 2, (w + 1) // 2
+    rows = np.empty((h, w), dtype=src.dtype)  # samples along height, width in the columns
+    cols = np.empty((w, h), dtype=src.dtype)  # the transpose
+    for p in range(start, stop):
+        s0, d0 = p * src_strides[0], p * dst_strides[0]
+        if analysis:
+            _gather(src, s0, src_strides[1], src_strides[2], rows, 0, w, ns_h, True)
+            if h > ns_h:
+                _run(rows, ns_h, h - ns_h, kinds, coefs, w)
+            _transpose(rows, cols, ns_w, True)
+            if w > ns_w:
+                _run(cols, ns_w, w - ns_w, kinds, coefs, h)
+            _scatter(cols, dst, d0, dst_strides[2], dst_strides[1], 0, h, ns_w, False)
+        else:
+            _gather(src, s0, src_strides[2], src_strides[1], cols, 0, h, ns_w, False)
+            if w > ns_w:
+                _run(cols, ns_w, w - ns_w, kinds, coefs, h)
+            _transpose(cols, rows, ns_w, False)
+            if h > ns_h:
+                _run(rows, ns_h, h - ns_h, kinds, coefs, w)
+            _scatter(rows, dst, d0, dst_strides[1], dst_strides[2], 0, w, ns_h, True)
+
+
 @functools.cache
-def _compiled():
-    """:func:`_level` compiled for float32 and float64 on first use (numba caches it on disk);
-    strides are arguments, so one compilation serves every layout."""
-    sigs = [
-        f"void({t}[::1], int64[::1], {t}[::1], int64[::1], int64, int64, int64[::1], {t}[::1], "
-        "boolean, int64, int64, int64)"
-        for t in ("float32", "float64")
-    ]
-    return numba.njit(sigs, nogil=True, cache=True)(_level)
+def _compiled(kernel: str):
+    """``_level`` or ``_planes`` compiled for float32 and float64 on first use (numba caches
+    it on disk); strides are arguments, so one compilation serves every layout."""
+    head = "{t}[::1], int64[::1], {t}[::1], int64[::1], int64, int64, int64[::1], {t}[::1], boolean"
+    tail = ", int64, int64" + (", int64" if kernel == "_level" else "")
+    sigs = [f"void({(head + tail).format(t=t)})" for t in ("float32", "float64")]
+    return numba.njit(sigs, nogil=True, cache=True)(globals()[kernel])
 
 
 def _merged(shape: Sequence[int], strides: Sequence[Sequence[int]]) -> list[tuple[int, list[int]]]:
@@ -183,8 +228,20 @@ def _merged(shape: Sequence[int], strides: Sequence[Sequence[int]]) -> list[tupl
     return groups
 
 
+def _single(groups: list[tuple[int, list[int]]]) -> tuple[int, list[int]] | None:
+    """The one group of ``groups`` (size 1 if none); None if there are several."""
+    if len(groups) > 1:
+        return None
+    return groups[0] if groups else (1, [0, 0])
+
+
+def _strides(outer: list[int], inner: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per tensor: the folded outer stride, then the given inner strides."""
+    return tuple(np.array([outer[k], *inner[k]], dtype=np.int64) for k in (0, 1))
+
+
 def _fold(src: Tensor, dst: Tensor, dim: int) -> tuple[int, int, np.ndarray, np.ndarray] | None:
-    """``src`` and ``dst`` as (P, n, Q) tensors: ``(P * Q-tiles.., Q, strides, strides)``; None
+    """``src`` and ``dst`` as (P, n, Q) tensors: ``(P, Q, src strides, dst strides)``; None
     if the dims around ``dim`` do not fold into one each. Q is the dim the kernel vectorises
     over: the dims after ``dim``, or for an innermost ``dim`` the lines (the dims before it)."""
     strides = (src.stride(), dst.stride())
@@ -192,11 +249,11 @@ def _fold(src: Tensor, dst: Tensor, dim: int) -> tuple[int, int, np.ndarray, np.
     after = _merged(src.shape[dim + 1 :], [s[dim + 1 :] for s in strides])
     if not after:
         before, after = before[:-1], before[-1:]
-    if len(before) > 1 or len(after) > 1:
+    outer, inner = _single(before), _single(after)
+    if outer is None or inner is None:
         return None
-    (p, p_st), (q, q_st) = (before or [(1, [0, 0])])[0], (after or [(1, [0, 0])])[0]
-    src_st, dst_st = (np.array([p_st[k], strides[k][dim], q_st[k]], dtype=np.int64) for k in (0, 1))
-    return p, q, src_st, dst_st
+    src_st, dst_st = _strides(outer[1], [(s[dim], inner[1][k]) for k, s in enumerate(strides)])
+    return outer[0], inner[0], src_st, dst_st
 
 
 def _flat(t: Tensor) -> np.ndarray:
@@ -224,19 +281,37 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return _POOLS[key]
 
 
+def _usable(src: Tensor, dst: Tensor) -> bool:
+    return (
+        ENABLED
+        and src.device.type == "cpu"
+        and dst.device.type == "cpu"
+        and src.dtype in _DTYPES
+        and dst.dtype == src.dtype
+        and src.numel() > 0
+    )
+
+
+def _launch(kernel: str, args: tuple, items: int, numel: int, *tail: int) -> None:
+    """Run ``kernel`` over ``items`` work items, split over torch's thread count."""
+    compiled = _compiled(kernel)
+    threads = min(torch.get_num_threads(), items)
+    if threads <= 1 or numel < _PARALLEL_MIN:
+        compiled(*args, 0, items, *tail)
+        return
+    cuts = [items * i // threads for i in range(threads + 1)]
+    pool = _pool(threads)
+    futures = [pool.submit(compiled, *args, cuts[i], cuts[i + 1], *tail) for i in range(threads)]
+    for f in futures:
+        f.result()
+
+
 def level_(src: Tensor, dst: Tensor, dim: int, program: Program, analysis: bool) -> bool:
     """One lifting level along ``dim`` from ``src`` into ``dst`` (same shape, no overlap):
     an analysis deinterleaves then runs ``program``, a synthesis runs it then interleaves.
     Returns False, doing nothing, where the kernel does not apply (not a CPU float32/float64
     pair, or a layout whose dims do not fold); the caller then uses torch ops."""
-    if (
-        not ENABLED
-        or src.device.type != "cpu"
-        or dst.device.type != "cpu"
-        or src.dtype not in _DTYPES
-        or dst.dtype != src.dtype
-        or src.numel() == 0
-    ):
+    if not _usable(src, dst):
         return False
     folded = _fold(src, dst, dim)
     if folded is None:
@@ -247,16 +322,28 @@ def level_(src: Tensor, dst: Tensor, dim: int, program: Program, analysis: bool)
         tile = max(16, min(q, _BUFFER_BYTES // (n * src.element_size())))
     else:  # lines copied into columns
         tile = min(q, _COLUMNS)
-    items = p * math.ceil(q / tile)
     kinds, coefs = _program_arrays(program, _DTYPES[src.dtype])
     args = (_flat(src), src_st, _flat(dst), dst_st, n, q, kinds, coefs, analysis)
-    kernel = _compiled()
-    threads = min(torch.get_num_threads(), items)
-    if threads <= 1 or src.numel() < _PARALLEL_MIN:
-        kernel(*args, 0, items, tile)
-        return True
-    cuts = [items * i // threads for i in range(threads + 1)]
-    futures = [_pool(threads).submit(kernel, *args, cuts[i], cuts[i + 1], tile) for i in range(threads)]
-    for f in futures:
-        f.result()
+    _launch("_level", args, p * math.ceil(q / tile), src.numel(), tile)
+    return True
+
+
+def plane_level_(src: Tensor, dst: Tensor, program: Program, analysis: bool) -> bool:
+    """One 2D level over the last two dims from ``src`` into ``dst`` (same shape; may be the
+    same tensor): an analysis along height then width, a synthesis along width then height,
+    each with the deinterleaving or interleaving of :func:`level_`. False where the kernel
+    does not apply (as for :func:`level_`, or planes too big for the cache)."""
+    if not _usable(src, dst) or src.dim() < 2:
+        return False
+    h, w = src.shape[-2:]
+    if h * w * src.element_size() > _BUFFER_BYTES:
+        return False
+    strides = (src.stride(), dst.stride())
+    outer = _single(_merged(src.shape[:-2], [st[:-2] for st in strides]))
+    if outer is None:
+        return False
+    src_st, dst_st = _strides(outer[1], [st[-2:] for st in strides])
+    kinds, coefs = _program_arrays(program, _DTYPES[src.dtype])
+    args = (_flat(src), src_st, _flat(dst), dst_st, h, w, kinds, coefs, analysis)
+    _launch("_planes", args, outer[0], src.numel())
     return True

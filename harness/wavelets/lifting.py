@@ -320,6 +320,29 @@ class _Scratch:
         return self._flat.narrow(0, 0, t.numel()).view(t.shape)
 
 
+def _group_level(
+    src: Tensor, region: Tensor, dims: Sequence[int], scratch: _Scratch, wavelet: str, mode: str
+) -> Tensor:
+    """One level of a group of ``dims`` from ``src`` towards ``region`` (``src`` may be
+    ``region``); returns the buffer that holds the result: ``region``, or the scratch
+    buffer when the level took an odd number of steps into it. On the CPU, a level over
+    both spatial dims is one pass of the plane kernel."""
+    steps = program(wavelet, mode)
+    analysis = mode in _ANALYSIS_MODES
+    if len(dims) == 2 and dims[1] == src.dim() - 1 and dims[0] == dims[1] - 1:
+        if cpu.plane_level_(src, region, steps, analysis):
+            return region
+    cur = src
+    for i, d in enumerate(dims if analysis else tuple(reversed(dims))):
+        # alternate buffers so that the last dim lands in ``region``
+        dst = region if (len(dims) - i) % 2 == 1 else scratch.like(region)
+        if dst is cur:
+            dst = scratch.like(region)
+        _step(cur, d, dst, wavelet, mode)
+        cur = dst
+    return cur
+
+
 def _analysis(x: Tensor, wavelet: str, plan: Plan, mode: str = "forward") -> Tensor:
     """Forward transform of ``x`` by ``plan`` (or, with ``mode="inverse_t"``, the
     transpose of the synthesis); returns a new buffer in Mallat layout."""
@@ -330,14 +353,7 @@ def _analysis(x: Tensor, wavelet: str, plan: Plan, mode: str = "forward") -> Ten
         sizes = {d: _sizes(x.shape[d], levels) for d in dims}
         for level in range(levels):
             region = _region(out, dims, {d: sizes[d][level] for d in dims})
-            cur = region if src is None else src
-            for i, d in enumerate(dims):
-                # alternate buffers so that the last dim lands in ``region``
-                dst = region if (len(dims) - i) % 2 == 1 else scratch.like(region)
-                if dst is cur:
-                    dst = scratch.like(region)
-                _step(cur, d, dst, wavelet, mode)
-                cur = dst
+            cur = _group_level(region if src is None else src, region, dims, scratch, wavelet, mode)
             if cur is not region:
                 region.copy_(cur)
             src = None
@@ -373,15 +389,9 @@ def _synthesis(
         sizes = {d: _sizes(buf.shape[d], levels) for d in dims}
         for level in range(levels - 1, -1, -1):
             region = _region(buf, dims, {d: sizes[d][level] for d in dims})
-            outermost = g == 0 and level == 0
-            tmp = scratch.like(region)
-            cur = region
-            for d in reversed(dims):
-                dst = tmp if cur is region else region
-                _step(cur, d, dst, wavelet, mode)
-                cur = dst
+            cur = _group_level(region, region, dims, scratch, wavelet, mode)
             if cur is not region:
-                if outermost:
+                if g == 0 and level == 0:  # the outermost level: its buffer is the result
                     spare = cur
                 else:
                     region.copy_(cur)
