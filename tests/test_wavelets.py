@@ -331,13 +331,13 @@ def test_cpu_kernel_takes_every_layout_whose_dims_fold(engine):
     assert not wt.cpu.level_(x.half(), torch.empty_like(x.half()), 1, forward, True)
     # the 2D level: into another tensor, or in place (a plane is read whole before it is written)
     out = torch.empty_like(x)
-    assert wt.cpu.plane_level_(x, out, forward, True)
+    assert wt.cpu.plane_levels_(x, out, forward, True, 1)
     same = x.clone()
-    assert wt.cpu.plane_level_(same, same, forward, True) and torch.equal(same, out)
-    assert wt.cpu.plane_level_(region, region.clone(), forward, True)
-    assert not wt.cpu.plane_level_(t, torch.empty_like(t), forward, True)  # outer dims do not fold
+    assert wt.cpu.plane_levels_(same, same, forward, True, 1) and torch.equal(same, out)
+    assert wt.cpu.plane_levels_(region, region.clone(), forward, True, 1)
+    assert not wt.cpu.plane_levels_(t, torch.empty_like(t), forward, True, 1)  # outer dims do not fold
     big = torch.rand(1, 1, 512, 512)  # a plane larger than the kernel's cache budget
-    assert not wt.cpu.plane_level_(big, torch.empty_like(big), forward, True)
+    assert not wt.cpu.plane_levels_(big, torch.empty_like(big), forward, True, 1)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

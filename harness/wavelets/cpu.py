@@ -56,47 +56,40 @@ def _buffer_row(i: int, ns: int) -> int:
 
 
 @_jit
-def _gather(src, base, s_n, s_q, buf, q0, width, ns, deinterleave):
-    """Copy ``width`` lines from ``q0`` on into ``buf`` (one line per column); the three loops
-    are one per memory order, so that the compiler sees unit strides where there are some."""
+def _copy(flat, base, s_n, s_q, buf, q0, width, ns, permute, into_buf):
+    """Copy lines ``q0:q0+width`` of an (n, Q) tensor held in ``flat`` (element strides
+    ``s_n``, ``s_q`` from ``base``) into the columns of ``buf`` (n rows), or back. With
+    ``permute``, sample i sits in row ``_buffer_row(i, ns)`` of ``buf``. The three loops are
+    one per memory order, so that the compiler sees unit strides where there are some."""
     n = buf.shape[0]
     if s_q == 1:
         for i in range(n):
-            row = buf[_buffer_row(i, ns) if deinterleave else i]
-            line = src[base + i * s_n + q0 :]
-            for j in range(width):
-                row[j] = line[j]
+            row = buf[_buffer_row(i, ns) if permute else i]
+            line = flat[base + i * s_n + q0 :]
+            if into_buf:
+                for j in range(width):
+                    row[j] = line[j]
+            else:
+                for j in range(width):
+                    line[j] = row[j]
     elif s_n == 1:
         for j in range(width):
-            line = src[base + (q0 + j) * s_q :]
-            for i in range(n):
-                buf[_buffer_row(i, ns) if deinterleave else i, j] = line[i]
+            line = flat[base + (q0 + j) * s_q :]
+            if into_buf:
+                for i in range(n):
+                    buf[_buffer_row(i, ns) if permute else i, j] = line[i]
+            else:
+                for i in range(n):
+                    line[i] = buf[_buffer_row(i, ns) if permute else i, j]
     else:
         for i in range(n):
-            row = buf[_buffer_row(i, ns) if deinterleave else i]
+            row = buf[_buffer_row(i, ns) if permute else i]
             for j in range(width):
-                row[j] = src[base + i * s_n + (q0 + j) * s_q]
-
-
-@_jit
-def _scatter(buf, dst, base, s_n, s_q, q0, width, ns, interleave):
-    n = buf.shape[0]
-    if s_q == 1:
-        for i in range(n):
-            row = buf[_buffer_row(i, ns) if interleave else i]
-            line = dst[base + i * s_n + q0 :]
-            for j in range(width):
-                line[j] = row[j]
-    elif s_n == 1:
-        for j in range(width):
-            line = dst[base + (q0 + j) * s_q :]
-            for i in range(n):
-                line[i] = buf[_buffer_row(i, ns) if interleave else i, j]
-    else:
-        for i in range(n):
-            row = buf[_buffer_row(i, ns) if interleave else i]
-            for j in range(width):
-                dst[base + i * s_n + (q0 + j) * s_q] = row[j]
+                at = base + i * s_n + (q0 + j) * s_q
+                if into_buf:
+                    row[j] = flat[at]
+                else:
+                    flat[at] = row[j]
 
 
 @_jit
@@ -107,6 +100,9 @@ def _add_scaled(dst, src, c, width):
 
 @_jit
 def _run(buf, ns, nd, kinds, coefs, width):
+    """The program on rows ``0:ns+nd`` (split ``[even | odd]``), columns ``0:width`` of ``buf``."""
+    if nd == 0:  # a single sample passes through (T.800 F.3.7)
+        return
     for s in range(kinds.shape[0]):
         kind, c = kinds[s], coefs[s]
         if kind == PREDICT:
@@ -153,65 +149,80 @@ def _level(src, src_strides, dst, dst_strides, n, width_q, kinds, coefs, analysi
         p = item // tiles
         q0 = (item % tiles) * tile
         width = min(tile, width_q - q0)
-        _gather(src, p * src_strides[0], src_strides[1], src_strides[2], buf, q0, width, ns, analysis)
-        if nd > 0:  # a single sample passes through (T.800 F.3.7)
-            _run(buf, ns, nd, kinds, coefs, width)
-        _scatter(buf, dst, p * dst_strides[0], dst_strides[1], dst_strides[2], q0, width, ns, not analysis)
+        _copy(src, p * src_strides[0], src_strides[1], src_strides[2], buf, q0, width, ns, analysis, True)
+        _run(buf, ns, nd, kinds, coefs, width)
+        _copy(dst, p * dst_strides[0], dst_strides[1], dst_strides[2], buf, q0, width, ns, not analysis, False)
 
 
 @_jit
-def _transpose(src, dst, ns, deinterleave):
-    """``dst`` = ``src`` transposed, in cache. With ``deinterleave`` the rows of ``dst`` go to
-    their ``[even | odd]`` places (``dst[row(j)][i] = src[i][j]``); otherwise the rows of
-    ``src`` are read from theirs (``dst[i][j] = src[row(j)][i]``)."""
+def _transpose(src, dst, n, m, ns, deinterleave):
+    """``dst[:m, :n]`` = ``src[:n, :m]`` transposed, in cache. With ``deinterleave`` the rows
+    of ``dst`` go to their ``[even | odd]`` places (``dst[row(j), i] = src[i, j]``, ``ns`` of
+    the m samples even); otherwise the rows of ``src`` are read from theirs
+    (``dst[i, j] = src[row(j), i]``, ``ns`` of the n samples even)."""
     if deinterleave:
-        for j in range(src.shape[1]):
+        for j in range(m):
             row = dst[_buffer_row(j, ns)]
-            for i in range(src.shape[0]):
+            for i in range(n):
                 row[i] = src[i, j]
     else:
-        for j in range(src.shape[0]):
+        for j in range(n):
             row = src[_buffer_row(j, ns)]
-            for i in range(src.shape[1]):
+            for i in range(m):
                 dst[i, j] = row[i]
 
 
-def _planes(src, src_strides, dst, dst_strides, h, w, kinds, coefs, analysis, start, stop):
-    """Planes ``start:stop`` of one 2D level (both axes, one read and one write of each
-    plane). ``src`` and ``dst`` are flat arrays holding (P, h, w) tensors with the given
+def _planes(src, src_strides, dst, dst_strides, h, w, kinds, coefs, analysis, start, stop, levels):
+    """Planes ``start:stop`` of a ``levels``-level 2D transform (Mallat: each level on the
+    previous one's LL block), each plane read once and written once; the levels run in
+    cache. ``src`` and ``dst`` are flat arrays holding (P, h, w) tensors with the given
     element strides; they may be the same memory, as a plane is read whole before it is
-    written. The analysis lifts along height then width, the synthesis the other way."""
-    ns_h, ns_w = (h + 1) // 2, (w + 1) // 2
-    rows = np.empty((h, w), dtype=src.dtype)  # samples along height, width in the columns
-    cols = np.empty((w, h), dtype=src.dtype)  # the transpose
+    written. ``rows`` holds a plane as it is stored, ``cols`` its transpose: a level lifts
+    along width in ``cols`` and along height in ``rows``, so that both vectorise over lines.
+    The synthesis undoes the analysis step by step in reverse."""
+    rows = np.empty((h, w), dtype=src.dtype)
+    cols = np.empty((w, h), dtype=src.dtype)
     for p in range(start, stop):
         s0, d0 = p * src_strides[0], p * dst_strides[0]
         if analysis:
-            _gather(src, s0, src_strides[1], src_strides[2], rows, 0, w, ns_h, True)
-            if h > ns_h:
-                _run(rows, ns_h, h - ns_h, kinds, coefs, w)
-            _transpose(rows, cols, ns_w, True)
-            if w > ns_w:
-                _run(cols, ns_w, w - ns_w, kinds, coefs, h)
-            _scatter(cols, dst, d0, dst_strides[2], dst_strides[1], 0, h, ns_w, False)
+            hh, ww = h, w
+            for level in range(levels):
+                ns_h, ns_w = (hh + 1) // 2, (ww + 1) // 2
+                if level == 0:
+                    _copy(src, s0, src_strides[2], src_strides[1], cols, 0, h, ns_w, True, True)
+                else:
+                    _transpose(rows, cols, hh, ww, ns_w, True)
+                _run(cols, ns_w, ww - ns_w, kinds, coefs, hh)
+                _transpose(cols, rows, ww, hh, ns_h, True)
+                _run(rows, ns_h, hh - ns_h, kinds, coefs, ww)
+                hh, ww = ns_h, ns_w
+            _copy(dst, d0, dst_strides[1], dst_strides[2], rows, 0, w, 0, False, False)
         else:
-            _gather(src, s0, src_strides[2], src_strides[1], cols, 0, h, ns_w, False)
-            if w > ns_w:
-                _run(cols, ns_w, w - ns_w, kinds, coefs, h)
-            _transpose(cols, rows, ns_w, False)
-            if h > ns_h:
-                _run(rows, ns_h, h - ns_h, kinds, coefs, w)
-            _scatter(rows, dst, d0, dst_strides[1], dst_strides[2], 0, w, ns_h, True)
+            _copy(src, s0, src_strides[1], src_strides[2], rows, 0, w, 0, False, True)
+            for level in range(levels - 1, -1, -1):
+                hh, ww = h, w
+                for _ in range(level):
+                    hh, ww = (hh + 1) // 2, (ww + 1) // 2
+                ns_h, ns_w = (hh + 1) // 2, (ww + 1) // 2
+                _run(rows, ns_h, hh - ns_h, kinds, coefs, ww)
+                _transpose(rows, cols, hh, ww, ns_h, False)
+                _run(cols, ns_w, ww - ns_w, kinds, coefs, hh)
+                if level > 0:
+                    _transpose(cols, rows, ww, hh, ns_w, False)
+                else:
+                    _copy(dst, d0, dst_strides[2], dst_strides[1], cols, 0, h, ns_w, True, False)
 
 
 @functools.cache
-def _compiled(kernel: str):
-    """``_level`` or ``_planes`` compiled for float32 and float64 on first use (numba caches
-    it on disk); strides are arguments, so one compilation serves every layout."""
-    head = "{t}[::1], int64[::1], {t}[::1], int64[::1], int64, int64, int64[::1], {t}[::1], boolean"
-    tail = ", int64, int64" + (", int64" if kernel == "_level" else "")
-    sigs = [f"void({(head + tail).format(t=t)})" for t in ("float32", "float64")]
-    return numba.njit(sigs, nogil=True, cache=True)(globals()[kernel])
+def _compiled(kernel: str, dtype: str):
+    """``_level`` or ``_planes`` compiled for one dtype on first use (numba caches it on
+    disk, next to this module); strides are arguments, so one compilation serves every
+    layout."""
+    sig = (
+        "void({t}[::1], int64[::1], {t}[::1], int64[::1], int64, int64, int64[::1], {t}[::1], "
+        "boolean, int64, int64, int64)"  # ..., start, stop, and the tile width or level count
+    ).format(t=dtype)
+    return numba.njit([sig], nogil=True, cache=True)(globals()[kernel])
 
 
 def _merged(shape: Sequence[int], strides: Sequence[Sequence[int]]) -> list[tuple[int, list[int]]]:
@@ -294,7 +305,7 @@ def _usable(src: Tensor, dst: Tensor) -> bool:
 
 def _launch(kernel: str, args: tuple, items: int, numel: int, *tail: int) -> None:
     """Run ``kernel`` over ``items`` work items, split over torch's thread count."""
-    compiled = _compiled(kernel)
+    compiled = _compiled(kernel, str(args[0].dtype))
     threads = min(torch.get_num_threads(), items)
     if threads <= 1 or numel < _PARALLEL_MIN:
         compiled(*args, 0, items, *tail)
@@ -328,11 +339,12 @@ def level_(src: Tensor, dst: Tensor, dim: int, program: Program, analysis: bool)
     return True
 
 
-def plane_level_(src: Tensor, dst: Tensor, program: Program, analysis: bool) -> bool:
-    """One 2D level over the last two dims from ``src`` into ``dst`` (same shape; may be the
-    same tensor): an analysis along height then width, a synthesis along width then height,
-    each with the deinterleaving or interleaving of :func:`level_`. False where the kernel
-    does not apply (as for :func:`level_`, or planes too big for the cache)."""
+def plane_levels_(src: Tensor, dst: Tensor, program: Program, analysis: bool, levels: int) -> bool:
+    """A ``levels``-level 2D transform over the last two dims from ``src`` into ``dst`` (same
+    shape; may be the same tensor), in Mallat layout like the engine's. The analysis lifts
+    along width then height at each level, the synthesis undoes it (the two axes of a level
+    commute, so this is the engine's transform up to rounding). False where the kernel does
+    not apply (as for :func:`level_`, or planes too big for the cache)."""
     if not _usable(src, dst) or src.dim() < 2:
         return False
     h, w = src.shape[-2:]
@@ -345,5 +357,5 @@ def plane_level_(src: Tensor, dst: Tensor, program: Program, analysis: bool) -> 
     src_st, dst_st = _strides(outer[1], [st[-2:] for st in strides])
     kinds, coefs = _program_arrays(program, _DTYPES[src.dtype])
     args = (_flat(src), src_st, _flat(dst), dst_st, h, w, kinds, coefs, analysis)
-    _launch("_planes", args, outer[0], src.numel())
+    _launch("_planes", args, outer[0], src.numel(), levels)
     return True

@@ -320,18 +320,21 @@ class _Scratch:
         return self._flat.narrow(0, 0, t.numel()).view(t.shape)
 
 
+def _planes(src: Tensor, dst: Tensor, dims: Sequence[int], levels: int, wavelet: str, mode: str) -> bool:
+    """All levels of a group over the last two dims by the CPU plane kernel, from ``src``
+    into ``dst`` (full buffers; may be the same); False where it does not apply."""
+    if tuple(dims) != (src.dim() - 2, src.dim() - 1):
+        return False
+    return cpu.plane_levels_(src, dst, program(wavelet, mode), mode in _ANALYSIS_MODES, levels)
+
+
 def _group_level(
     src: Tensor, region: Tensor, dims: Sequence[int], scratch: _Scratch, wavelet: str, mode: str
 ) -> Tensor:
     """One level of a group of ``dims`` from ``src`` towards ``region`` (``src`` may be
     ``region``); returns the buffer that holds the result: ``region``, or the scratch
-    buffer when the level took an odd number of steps into it. On the CPU, a level over
-    both spatial dims is one pass of the plane kernel."""
-    steps = program(wavelet, mode)
+    buffer when the level took an odd number of steps into it."""
     analysis = mode in _ANALYSIS_MODES
-    if len(dims) == 2 and dims[1] == src.dim() - 1 and dims[0] == dims[1] - 1:
-        if cpu.plane_level_(src, region, steps, analysis):
-            return region
     cur = src
     for i, d in enumerate(dims if analysis else tuple(reversed(dims))):
         # alternate buffers so that the last dim lands in ``region``
@@ -350,6 +353,9 @@ def _analysis(x: Tensor, wavelet: str, plan: Plan, mode: str = "forward") -> Ten
     scratch = _Scratch(out, fresh=False)
     src: Tensor | None = x  # the input is read once, by the first split
     for dims, levels in plan:
+        if _planes(out if src is None else src, out, dims, levels, wavelet, mode):
+            src = None
+            continue
         sizes = {d: _sizes(x.shape[d], levels) for d in dims}
         for level in range(levels):
             region = _region(out, dims, {d: sizes[d][level] for d in dims})
@@ -386,6 +392,8 @@ def _synthesis(
     groups = list(plan)
     for g in range(len(groups) - 1, -1, -1):
         dims, levels = groups[g]
+        if _planes(buf, buf, dims, levels, wavelet, mode):
+            continue
         sizes = {d: _sizes(buf.shape[d], levels) for d in dims}
         for level in range(levels - 1, -1, -1):
             region = _region(buf, dims, {d: sizes[d][level] for d in dims})
