@@ -99,30 +99,44 @@ def _add_scaled(dst, src, c, width):
 
 
 @_jit
+def _add_pair(dst, a, b, c, width):
+    for j in range(width):
+        dst[j] += c * (a[j] + b[j])
+
+
+@_jit
 def _run(buf, ns, nd, kinds, coefs, width):
-    """The program on rows ``0:ns+nd`` (split ``[even | odd]``), columns ``0:width`` of ``buf``."""
+    """The program on rows ``0:ns+nd`` (split ``[even | odd]``), columns ``0:width`` of ``buf``.
+    Every step updates each row of one half once, from one or two rows of the other half
+    (the transposed steps are written that way too, boundary terms added separately)."""
     if nd == 0:  # a single sample passes through (T.800 F.3.7)
         return
     for s in range(kinds.shape[0]):
         kind, c = kinds[s], coefs[s]
         if kind == PREDICT:
             for k in range(nd):
-                d, a, b = buf[ns + k], buf[k], buf[min(k + 1, ns - 1)]
-                for j in range(width):
-                    d[j] += c * (a[j] + b[j])
+                _add_pair(buf[ns + k], buf[k], buf[min(k + 1, ns - 1)], c, width)
         elif kind == UPDATE:
             for k in range(ns):
-                d, a, b = buf[k], buf[ns + max(k - 1, 0)], buf[ns + min(k, nd - 1)]
-                for j in range(width):
-                    d[j] += c * (a[j] + b[j])
-        elif kind == PREDICT_T:
-            for k in range(nd):
-                _add_scaled(buf[k], buf[ns + k], c, width)
-                _add_scaled(buf[min(k + 1, ns - 1)], buf[ns + k], c, width)
-        elif kind == UPDATE_T:
-            for k in range(ns):
-                _add_scaled(buf[ns + max(k - 1, 0)], buf[k], c, width)
-                _add_scaled(buf[ns + min(k, nd - 1)], buf[k], c, width)
+                _add_pair(buf[k], buf[ns + max(k - 1, 0)], buf[ns + min(k, nd - 1)], c, width)
+        elif kind == PREDICT_T:  # even[j] gets odd[j] and odd[j-1]; the mirrored odd[nd-1]
+            for j in range(ns):
+                if 1 <= j < nd:
+                    _add_pair(buf[j], buf[ns + j], buf[ns + j - 1], c, width)
+                else:
+                    _add_scaled(buf[j], buf[ns + (j if j < nd else j - 1)], c, width)
+                if j == ns - 1 and nd == ns:
+                    _add_scaled(buf[j], buf[ns + nd - 1], c, width)
+        elif kind == UPDATE_T:  # odd[i] gets even[i] and even[i+1]; the mirrored even[0], even[nd]
+            for i in range(nd):
+                if i + 1 < ns:
+                    _add_pair(buf[ns + i], buf[i], buf[i + 1], c, width)
+                else:
+                    _add_scaled(buf[ns + i], buf[i], c, width)
+                if i == 0:
+                    _add_scaled(buf[ns], buf[0], c, width)
+                if i == nd - 1 and ns > nd:
+                    _add_scaled(buf[ns + i], buf[nd], c, width)
         elif kind == HAAR_PREDICT:
             for k in range(nd):
                 _add_scaled(buf[ns + k], buf[k], c, width)
