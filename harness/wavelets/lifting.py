@@ -320,7 +320,7 @@ class _Scratch:
         return self._flat.narrow(0, 0, t.numel()).view(t.shape)
 
 
-def _planes(src: Tensor, dst: Tensor, dims: Sequence[int], levels: int, wavelet: str, mode: str) -> bool:
+def _plane_levels(src: Tensor, dst: Tensor, dims: Sequence[int], levels: int, wavelet: str, mode: str) -> bool:
     """All levels of a group over the last two dims by the CPU plane kernel, from ``src``
     into ``dst`` (full buffers; may be the same); False where it does not apply."""
     if tuple(dims) != (src.dim() - 2, src.dim() - 1):
@@ -353,7 +353,7 @@ def _analysis(x: Tensor, wavelet: str, plan: Plan, mode: str = "forward") -> Ten
     scratch = _Scratch(out, fresh=False)
     src: Tensor | None = x  # the input is read once, by the first split
     for dims, levels in plan:
-        if _planes(out if src is None else src, out, dims, levels, wavelet, mode):
+        if _plane_levels(out if src is None else src, out, dims, levels, wavelet, mode):
             src = None
             continue
         sizes = {d: _sizes(x.shape[d], levels) for d in dims}
@@ -392,7 +392,7 @@ def _synthesis(
     groups = list(plan)
     for g in range(len(groups) - 1, -1, -1):
         dims, levels = groups[g]
-        if _planes(buf, buf, dims, levels, wavelet, mode):
+        if _plane_levels(buf, buf, dims, levels, wavelet, mode):
             continue
         sizes = {d: _sizes(buf.shape[d], levels) for d in dims}
         for level in range(levels - 1, -1, -1):
