@@ -370,3 +370,33 @@ def test_forked_child_transforms_after_the_parent_did():
     err = queue.get(timeout=100)
     child.join(timeout=10)
     assert child.exitcode == 0 and err < 1e-5
+
+
+@pytest.mark.timeout(180)
+def test_read_only_install_compiles_without_a_disk_cache(tmp_path, engine):
+    """Run by a user who can write neither next to the package (root's checkout) nor in
+    HOME, numba has nowhere to cache the kernels: the transform must still import and run,
+    compiling in the process, instead of failing at import."""
+    if engine == "torch":
+        pytest.skip("about the kernel")
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to run the check as an unprivileged user")
+    home = tmp_path / "home"
+    home.mkdir(mode=0o555)
+    script = (
+        "import torch, harness.wavelets as wt; x = torch.rand(1, 4, 8, 8); "
+        "print((wt.idwt3(wt.dwt3(x, '9/7'), '9/7') - x).abs().max().item())"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    run = subprocess.run(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", script],
+        env={**env, "HOME": str(home)}, cwd="/", capture_output=True, text=True, timeout=170,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert float(run.stdout.split()[-1]) < 1e-5

@@ -46,16 +46,27 @@ _BUFFER_BYTES = 1 << 18  # a tile's buffer when rows are copied: within one core
 _COLUMNS = 32  # a tile's width when lines are copied into columns
 
 
-_jit = numba.njit(nogil=True, cache=True)
+def _jit(*signatures):
+    """``numba.njit`` without the GIL, cached on disk where numba finds a writable place
+    (next to this module, else its user cache); with a read-only install and home, each
+    process compiles anew instead of failing at import."""
+
+    def compile_(function):
+        try:
+            return numba.njit(*signatures, nogil=True, cache=True)(function)
+        except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+            return numba.njit(*signatures, nogil=True)(function)
+
+    return compile_
 
 
-@_jit
+@_jit()
 def _buffer_row(i: int, ns: int) -> int:
     """Row of sample ``i`` in a buffer split ``[even | odd]``."""
     return i // 2 if i % 2 == 0 else ns + i // 2
 
 
-@_jit
+@_jit()
 def _copy(flat, base, s_n, s_q, buf, q0, width, ns, permute, into_buf):
     """Copy lines ``q0:q0+width`` of an (n, Q) tensor held in ``flat`` (element strides
     ``s_n``, ``s_q`` from ``base``) into the columns of ``buf`` (n rows), or back. With
@@ -92,19 +103,19 @@ def _copy(flat, base, s_n, s_q, buf, q0, width, ns, permute, into_buf):
                     flat[at] = row[j]
 
 
-@_jit
+@_jit()
 def _add_scaled(dst, src, c, width):
     for j in range(width):
         dst[j] += c * src[j]
 
 
-@_jit
+@_jit()
 def _add_pair(dst, a, b, c, width):
     for j in range(width):
         dst[j] += c * (a[j] + b[j])
 
 
-@_jit
+@_jit()
 def _run(buf, ns, nd, kinds, coefs, width):
     """The program on rows ``0:ns+nd`` (split ``[even | odd]``), columns ``0:width`` of ``buf``.
     Every step updates each row of one half once, from one or two rows of the other half
@@ -168,7 +179,7 @@ def _level(src, src_strides, dst, dst_strides, n, width_q, kinds, coefs, analysi
         _copy(dst, p * dst_strides[0], dst_strides[1], dst_strides[2], buf, q0, width, ns, not analysis, False)
 
 
-@_jit
+@_jit()
 def _transpose(src, dst, n, m, ns, deinterleave):
     """``dst[:m, :n]`` = ``src[:n, :m]`` transposed, in cache. With ``deinterleave`` the rows
     of ``dst`` go to their ``[even | odd]`` places (``dst[row(j), i] = src[i, j]``, ``ns`` of
@@ -236,7 +247,7 @@ def _compiled(kernel: str, dtype: str):
         "void({t}[::1], int64[::1], {t}[::1], int64[::1], int64, int64, int64[::1], {t}[::1], "
         "boolean, int64, int64, int64)"  # ..., start, stop, and the tile width or level count
     ).format(t=dtype)
-    return numba.njit([sig], nogil=True, cache=True)(globals()[kernel])
+    return _jit([sig])(globals()[kernel])
 
 
 def _merged(shape: Sequence[int], strides: Sequence[Sequence[int]]) -> list[tuple[int, list[int]]]:
