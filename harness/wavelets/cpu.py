@@ -5,9 +5,9 @@ Done with torch ops, a 9/7 level along one axis is about ten passes over the ten
 bandwidth on a CPU. These kernels (compiled by numba) copy a tile of the tensor into a
 buffer that stays in cache, deinterleaving it for an analysis, run the whole lifting program
 on the buffer, and write the tile back, interleaving it for a synthesis. ``level_`` does one
-axis (tiles of lines); ``plane_level_`` does a 2D level over the last two dims (one plane per
-tile, transposed in cache between the axes), so a level of ``dwt2``/``dwt3`` reads and
-writes the tensor once. Tiles are spread over ``torch.get_num_threads()`` threads (the
+axis (tiles of lines); ``plane_levels_`` does every level of a 2D transform over the last two
+dims (one plane per tile, transposed in cache between the axes), so the spatial part of
+``dwt2``/``dwt3`` reads and writes the tensor once. Tiles are spread over ``torch.get_num_threads()`` threads (the
 compiled code releases the GIL). The program is the list of steps that the torch path runs
 too (:func:`harness.wavelets.lifting.program`): the two compute the same map up to rounding.
 """
@@ -240,9 +240,8 @@ def _planes(src, src_strides, dst, dst_strides, h, w, kinds, coefs, analysis, st
 
 @functools.cache
 def _compiled(kernel: str, dtype: str):
-    """``_level`` or ``_planes`` compiled for one dtype on first use (numba caches it on
-    disk, next to this module); strides are arguments, so one compilation serves every
-    layout."""
+    """``_level`` or ``_planes`` compiled for one dtype on first use (cached on disk where
+    :func:`_jit` can); strides are arguments, so one compilation serves every layout."""
     sig = (
         "void({t}[::1], int64[::1], {t}[::1], int64[::1], int64, int64, int64[::1], {t}[::1], "
         "boolean, int64, int64, int64)"  # ..., start, stop, and the tile width or level count

@@ -111,10 +111,9 @@ _TRANSPOSED = {
 }
 _SCALES = (cpu.SCALE_EVEN, cpu.SCALE_ODD)
 
-# "forward" is the analysis, "inverse" the synthesis, "*_t" their transposes.
-# Analysis modes deinterleave their input, then run their program; the others
-# run their program, then interleave.
-_MODES = ("forward", "inverse", "forward_t", "inverse_t")
+# Modes: "forward" is the analysis, "inverse" the synthesis, "forward_t" and
+# "inverse_t" their transposes. Analysis modes deinterleave their input, then run
+# their program; the others run their program, then interleave.
 _ANALYSIS_MODES = ("forward", "inverse_t")
 
 
@@ -128,14 +127,11 @@ def _transpose(steps: cpu.Program) -> cpu.Program:
 
 @functools.cache
 def program(wavelet: str, mode: str) -> cpu.Program:
-    """The lifting steps of ``wavelet`` in ``mode`` (one of ``_MODES``)."""
-    forward = _ANALYSIS[wavelet]
-    return {
-        "forward": forward,
-        "inverse": _inverse(forward),
-        "forward_t": _transpose(forward),
-        "inverse_t": _transpose(_inverse(forward)),
-    }[mode]
+    """The lifting steps of ``wavelet`` in ``mode`` (see the modes above)."""
+    steps = _ANALYSIS[wavelet]
+    if mode in ("inverse", "inverse_t"):
+        steps = _inverse(steps)
+    return _transpose(steps) if mode.endswith("_t") else steps
 
 
 # --------------------------------------------------------------------------- torch steps
