@@ -349,6 +349,59 @@ def test_cpu_kernel_takes_every_layout_whose_dims_fold(engine):
     assert all(torch.equal(one[k], two[k]) for k in one)
 
 
+def test_cpu_volume_kernel_gives_the_values_of_the_per_axis_kernels(engine, monkeypatch):
+    """The one-pass 3D kernel (one channel level streamed through a ring of planes, the 2D
+    levels on each plane as it comes out) computes the very values of the per-axis kernels
+    run one after the other: with the channels cut into items for threads or not, odd
+    channel counts, bands read where they are in any layout, and missing (None) bands."""
+    if engine == "torch":
+        pytest.skip("about the kernel")
+    gen = torch.Generator().manual_seed(5)
+    shapes = [(1, 1, 5, 4), (1, 2, 7, 7), (3, 9, 13, 16), (1, 65, 6, 5), (2, 40, 33, 31), (1, 33, 1, 9)]
+    for shape in shapes:
+        x = torch.rand(*shape, generator=gen, dtype=torch.float64)
+        for wavelet in wt.WAVELETS:
+            for levels in (1, 2):
+                fused = wt.dwt3(x, wavelet, 1, levels, strict=False)
+                # separate tensors in other layouts, as a model's per-band convolutions give
+                bands = {k: (v.to(memory_format=torch.channels_last) if i % 2 else v.mT.contiguous().mT)
+                         for i, (k, v) in enumerate(fused.items())}
+                y = wt.idwt3(bands, wavelet, 1, levels)
+                with monkeypatch.context() as m:
+                    m.setattr(wt.lifting, "_volume", lambda *args: False)
+                    per_axis = wt.dwt3(x, wavelet, 1, levels, strict=False)
+                    y_per_axis = wt.idwt3(per_axis, wavelet, 1, levels)
+                assert all(torch.equal(fused[k], per_axis[k]) for k in fused), (shape, wavelet, levels)
+                assert torch.equal(y, y_per_axis), (shape, wavelet, levels)
+    # the backward of the analysis with gradients for only some bands (the others None)
+    xg = torch.rand(2, 11, 12, 10, generator=gen, dtype=torch.float64, requires_grad=True)
+    bands = wt.dwt3(xg, "9/7", 1, 2)
+    (grad,) = torch.autograd.grad(bands["LLL"].sum() + bands["HHH2"].pow(2).sum(), xg)
+    with monkeypatch.context() as m:
+        m.setattr(wt.lifting, "_volume", lambda *args: False)
+        bands = wt.dwt3(xg, "9/7", 1, 2)
+        (ref,) = torch.autograd.grad(bands["LLL"].sum() + bands["HHH2"].pow(2).sum(), xg)
+    assert torch.equal(grad, ref)
+    # where the kernel applies, and where the per-axis path takes over
+    forward = wt.lifting.program("9/7", "forward")
+    x = torch.rand(4, 40, 33, 31)
+    assert wt.cpu.volume_([(x.to(memory_format=torch.channels_last), {})], torch.empty_like(x), 1, forward, True, 2)
+    five = torch.rand(2, 8, 3, 16, 16)  # a dim between the channels and the planes
+    assert not wt.cpu.volume_([(five, {})], torch.empty_like(five), 1, forward, True, 1)
+    big = torch.rand(1, 2, 512, 512)  # planes larger than the kernel's cache budget
+    assert not wt.cpu.volume_([(big, {})], torch.empty_like(big), 1, forward, True, 1)
+    threads = torch.get_num_threads()
+    x = torch.rand(1, 64, 32, 32)  # one item per thread: the channels are cut in two
+    try:
+        torch.set_num_threads(1)
+        one = wt.idwt3(wt.dwt3(x, "9/7", 1, 2), "9/7", 1, 2)
+        torch.set_num_threads(2)
+        two = wt.idwt3(wt.dwt3(x, "9/7", 1, 2), "9/7", 1, 2)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
 def _forked_round_trip(x: torch.Tensor, queue) -> None:
     torch.set_num_threads(1)  # as DataLoader workers do: torch's OpenMP pool does not survive fork
     y = wt.idwt3(wt.dwt3(x, "9/7"), "9/7")

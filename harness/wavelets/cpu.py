@@ -116,50 +116,69 @@ def _add_pair(dst, a, b, c, width):
 
 
 @_jit()
+def _targets(kind, ns, nd):
+    """``(count, parity)`` of the samples a step updates: ``parity`` 1 for the odd half."""
+    if kind == PREDICT or kind == UPDATE_T or kind == HAAR_PREDICT or kind == SCALE_ODD:
+        return nd, 1
+    return (nd if kind == HAAR_UPDATE else ns), 0
+
+
+@_jit()
+def _lift(buf, kind, c, k0, k1, ns, nd, mask, odd, width):
+    """Step ``kind`` on samples ``k0:k1`` of the half it updates, columns ``0:width`` of
+    ``buf``; even sample k sits in row ``k & mask``, odd sample k in ``odd + (k & mask)``
+    (``mask`` -1 and ``odd`` ns for a buffer split ``[even | odd]``, a power of two less
+    one and the ring's size for :func:`_volume`'s ring). Every step updates each row of one
+    half once, from one or two rows of the other half (the transposed steps are written that
+    way too, boundary terms added separately)."""
+    if kind == PREDICT:
+        for k in range(k0, k1):
+            _add_pair(buf[odd + (k & mask)], buf[k & mask], buf[min(k + 1, ns - 1) & mask], c, width)
+    elif kind == UPDATE:
+        for k in range(k0, k1):
+            _add_pair(
+                buf[k & mask], buf[odd + (max(k - 1, 0) & mask)], buf[odd + (min(k, nd - 1) & mask)], c, width
+            )
+    elif kind == PREDICT_T:  # even[j] gets odd[j] and odd[j-1]; the mirrored odd[nd-1]
+        for j in range(k0, k1):
+            if 1 <= j < nd:
+                _add_pair(buf[j & mask], buf[odd + (j & mask)], buf[odd + ((j - 1) & mask)], c, width)
+            else:
+                _add_scaled(buf[j & mask], buf[odd + ((j if j < nd else j - 1) & mask)], c, width)
+            if j == ns - 1 and nd == ns:
+                _add_scaled(buf[j & mask], buf[odd + ((nd - 1) & mask)], c, width)
+    elif kind == UPDATE_T:  # odd[i] gets even[i] and even[i+1]; the mirrored even[0], even[nd]
+        for i in range(k0, k1):
+            if i + 1 < ns:
+                _add_pair(buf[odd + (i & mask)], buf[i & mask], buf[(i + 1) & mask], c, width)
+            else:
+                _add_scaled(buf[odd + (i & mask)], buf[i & mask], c, width)
+            if i == 0:
+                _add_scaled(buf[odd + (0 & mask)], buf[0 & mask], c, width)
+            if i == nd - 1 and ns > nd:
+                _add_scaled(buf[odd + (i & mask)], buf[nd & mask], c, width)
+    elif kind == HAAR_PREDICT:
+        for k in range(k0, k1):
+            _add_scaled(buf[odd + (k & mask)], buf[k & mask], c, width)
+    elif kind == HAAR_UPDATE:
+        for k in range(k0, k1):
+            _add_scaled(buf[k & mask], buf[odd + (k & mask)], c, width)
+    else:
+        base = odd if kind == SCALE_ODD else 0
+        for k in range(k0, k1):
+            row = buf[base + (k & mask)]
+            for j in range(width):
+                row[j] *= c
+
+
+@_jit()
 def _run(buf, ns, nd, kinds, coefs, width):
-    """The program on rows ``0:ns+nd`` (split ``[even | odd]``), columns ``0:width`` of ``buf``.
-    Every step updates each row of one half once, from one or two rows of the other half
-    (the transposed steps are written that way too, boundary terms added separately)."""
+    """The program on rows ``0:ns+nd`` (split ``[even | odd]``), columns ``0:width`` of ``buf``."""
     if nd == 0:  # a single sample passes through (T.800 F.3.7)
         return
     for s in range(kinds.shape[0]):
-        kind, c = kinds[s], coefs[s]
-        if kind == PREDICT:
-            for k in range(nd):
-                _add_pair(buf[ns + k], buf[k], buf[min(k + 1, ns - 1)], c, width)
-        elif kind == UPDATE:
-            for k in range(ns):
-                _add_pair(buf[k], buf[ns + max(k - 1, 0)], buf[ns + min(k, nd - 1)], c, width)
-        elif kind == PREDICT_T:  # even[j] gets odd[j] and odd[j-1]; the mirrored odd[nd-1]
-            for j in range(ns):
-                if 1 <= j < nd:
-                    _add_pair(buf[j], buf[ns + j], buf[ns + j - 1], c, width)
-                else:
-                    _add_scaled(buf[j], buf[ns + (j if j < nd else j - 1)], c, width)
-                if j == ns - 1 and nd == ns:
-                    _add_scaled(buf[j], buf[ns + nd - 1], c, width)
-        elif kind == UPDATE_T:  # odd[i] gets even[i] and even[i+1]; the mirrored even[0], even[nd]
-            for i in range(nd):
-                if i + 1 < ns:
-                    _add_pair(buf[ns + i], buf[i], buf[i + 1], c, width)
-                else:
-                    _add_scaled(buf[ns + i], buf[i], c, width)
-                if i == 0:
-                    _add_scaled(buf[ns], buf[0], c, width)
-                if i == nd - 1 and ns > nd:
-                    _add_scaled(buf[ns + i], buf[nd], c, width)
-        elif kind == HAAR_PREDICT:
-            for k in range(nd):
-                _add_scaled(buf[ns + k], buf[k], c, width)
-        elif kind == HAAR_UPDATE:
-            for k in range(nd):
-                _add_scaled(buf[k], buf[ns + k], c, width)
-        else:
-            first, count = (0, ns) if kind == SCALE_EVEN else (ns, nd)
-            for k in range(first, first + count):
-                row = buf[k]
-                for j in range(width):
-                    row[j] *= c
+        count, _ = _targets(kinds[s], ns, nd)
+        _lift(buf, kinds[s], coefs[s], 0, count, ns, nd, -1, ns, width)
 
 
 def _level(src, src_strides, dst, dst_strides, n, width_q, kinds, coefs, analysis, start, stop, tile):
@@ -197,56 +216,185 @@ def _transpose(src, dst, n, m, ns, deinterleave):
                 dst[i, j] = row[i]
 
 
+@_jit()
+def _plane_analysis(src, s0, s_h, s_w, dst, d0, d_h, d_w, h, w, rows, cols, kinds, coefs, levels):
+    """A ``levels``-level 2D analysis of one h x w plane (Mallat: each level on the previous
+    one's LL block) from ``src`` into ``dst`` (flat arrays; the plane at element ``s0``/``d0``
+    with strides ``s_h, s_w``/``d_h, d_w``); the plane is read whole before it is written.
+    ``rows`` holds the plane as it is stored, ``cols`` its transpose: a level lifts along
+    width in ``cols`` and along height in ``rows``, so that both vectorise over lines."""
+    hh, ww = h, w
+    for level in range(levels):
+        ns_h, ns_w = (hh + 1) // 2, (ww + 1) // 2
+        if level == 0:
+            _copy(src, s0, s_w, s_h, cols, 0, h, ns_w, True, True)
+        else:
+            _transpose(rows, cols, hh, ww, ns_w, True)
+        _run(cols, ns_w, ww - ns_w, kinds, coefs, hh)
+        _transpose(cols, rows, ww, hh, ns_h, True)
+        _run(rows, ns_h, hh - ns_h, kinds, coefs, ww)
+        hh, ww = ns_h, ns_w
+    _copy(dst, d0, d_h, d_w, rows, 0, w, 0, False, False)
+
+
+@_jit()
+def _plane_synthesis(src, s0, s_h, s_w, dst, d0, d_h, d_w, h, w, rows, cols, kinds, coefs, levels):
+    """The synthesis that undoes :func:`_plane_analysis` step by step in reverse (same
+    arguments)."""
+    _copy(src, s0, s_h, s_w, rows, 0, w, 0, False, True)
+    _synthesize(rows, cols, dst, d0, d_h, d_w, h, w, kinds, coefs, levels)
+
+
+@_jit()
+def _synthesize(rows, cols, dst, d0, d_h, d_w, h, w, kinds, coefs, levels):
+    """:func:`_plane_synthesis` of the plane already in ``rows``."""
+    for level in range(levels - 1, -1, -1):
+        hh, ww = h, w
+        for _ in range(level):
+            hh, ww = (hh + 1) // 2, (ww + 1) // 2
+        ns_h, ns_w = (hh + 1) // 2, (ww + 1) // 2
+        _run(rows, ns_h, hh - ns_h, kinds, coefs, ww)
+        _transpose(rows, cols, hh, ww, ns_h, False)
+        _run(cols, ns_w, ww - ns_w, kinds, coefs, hh)
+        if level > 0:
+            _transpose(cols, rows, ww, hh, ns_w, False)
+        else:
+            _copy(dst, d0, d_w, d_h, cols, 0, h, ns_w, True, False)
+
+
 def _planes(src, src_strides, dst, dst_strides, h, w, kinds, coefs, analysis, start, stop, levels):
-    """Planes ``start:stop`` of a ``levels``-level 2D transform (Mallat: each level on the
-    previous one's LL block), each plane read once and written once; the levels run in
-    cache. ``src`` and ``dst`` are flat arrays holding (P, h, w) tensors with the given
-    element strides; they may be the same memory, as a plane is read whole before it is
-    written. ``rows`` holds a plane as it is stored, ``cols`` its transpose: a level lifts
-    along width in ``cols`` and along height in ``rows``, so that both vectorise over lines.
-    The synthesis undoes the analysis step by step in reverse."""
+    """Planes ``start:stop`` of a ``levels``-level 2D transform. ``src`` and ``dst`` are
+    flat arrays holding (P, h, w) tensors with the given element strides; they may be the
+    same memory."""
     rows = np.empty((h, w), dtype=src.dtype)
     cols = np.empty((w, h), dtype=src.dtype)
     for p in range(start, stop):
         s0, d0 = p * src_strides[0], p * dst_strides[0]
         if analysis:
-            hh, ww = h, w
-            for level in range(levels):
-                ns_h, ns_w = (hh + 1) // 2, (ww + 1) // 2
-                if level == 0:
-                    _copy(src, s0, src_strides[2], src_strides[1], cols, 0, h, ns_w, True, True)
-                else:
-                    _transpose(rows, cols, hh, ww, ns_w, True)
-                _run(cols, ns_w, ww - ns_w, kinds, coefs, hh)
-                _transpose(cols, rows, ww, hh, ns_h, True)
-                _run(rows, ns_h, hh - ns_h, kinds, coefs, ww)
-                hh, ww = ns_h, ns_w
-            _copy(dst, d0, dst_strides[1], dst_strides[2], rows, 0, w, 0, False, False)
+            _plane_analysis(
+                src, s0, src_strides[1], src_strides[2], dst, d0, dst_strides[1], dst_strides[2],
+                h, w, rows, cols, kinds, coefs, levels,
+            )
         else:
-            _copy(src, s0, src_strides[1], src_strides[2], rows, 0, w, 0, False, True)
-            for level in range(levels - 1, -1, -1):
-                hh, ww = h, w
-                for _ in range(level):
-                    hh, ww = (hh + 1) // 2, (ww + 1) // 2
-                ns_h, ns_w = (hh + 1) // 2, (ww + 1) // 2
-                _run(rows, ns_h, hh - ns_h, kinds, coefs, ww)
-                _transpose(rows, cols, hh, ww, ns_h, False)
-                _run(cols, ns_w, ww - ns_w, kinds, coefs, hh)
-                if level > 0:
-                    _transpose(cols, rows, ww, hh, ns_w, False)
+            _plane_synthesis(
+                src, s0, src_strides[1], src_strides[2], dst, d0, dst_strides[1], dst_strides[2],
+                h, w, rows, cols, kinds, coefs, levels,
+            )
+
+
+@_jit()
+def _advance(buf, ns, nd, kinds, coefs, width, mask, odd, done, loaded, n):
+    """Run every step of the program as far as the first ``loaded`` of ``n`` samples
+    (interleaved positions) allow, a wavefront: a step reads its neighbours at distance one,
+    so each step trails the one before it by one position until all ``n`` are loaded.
+    ``done[s]`` is the position up to which step s has run. Returns the position below which
+    every sample is final."""
+    f = loaded
+    for s in range(kinds.shape[0]):
+        if f < n:
+            f = max(f - 1, 0)
+        count, parity = _targets(kinds[s], ns, nd)
+        if parity == 1:
+            k0, k1 = done[s] // 2, min(f // 2, count)
+        else:
+            k0, k1 = (done[s] + 1) // 2, min((f + 1) // 2, count)
+        if nd > 0 and k1 > k0:
+            _lift(buf, kinds[s], coefs[s], k0, k1, ns, nd, mask, odd, width)
+        done[s] = f
+    return f
+
+
+@_jit()
+def _gather(srcs, table, parity, p, ch, target):
+    """Plane ``ch`` at index ``p`` of every band in ``srcs`` on the ``parity`` side of the
+    channel transform, copied into its place in ``target`` (h x w). Row i of ``table``
+    describes ``srcs[i]``: its parity, the first row and column of its place, its height
+    and width, and its element strides along P, channels, height and width."""
+    for i in range(table.shape[0]):
+        if table[i, 0] != parity:
+            continue
+        r0, c0, hb, wb = table[i, 1], table[i, 2], table[i, 3], table[i, 4]
+        at = p * table[i, 5] + ch * table[i, 6]
+        _copy(srcs[i], at, table[i, 7], table[i, 8], target[r0 : r0 + hb, c0 : c0 + wb], 0, wb, 0, False, True)
+
+
+def _volume(srcs, table, dst, dst_strides, c, h, w, kinds, coefs, analysis, start, stop, levels, chunk):
+    """Items ``start:stop`` of a 3D transform: one level along channels and ``levels`` 2D
+    levels over every plane, each sample read once and written once. ``dst`` is a flat array
+    holding a (P, c, h, w) tensor with the given element strides; an analysis reads such a
+    tensor, the one entry of ``srcs``, and a synthesis reads the bands in ``srcs`` (placed by
+    ``table``, see :func:`_gather`). An item is ``chunk`` channel pairs at one index of P.
+
+    The channel lifting streams through a ring of planes in cache (:func:`_advance`): an
+    analysis loads the planes of a channel pair, and each plane that comes out final is
+    transformed in 2D and written; a synthesis loads the 2D synthesis of a pair of band
+    planes and writes each final plane. An item starts and stops ``kinds.shape[0]`` pairs
+    beyond its own (clipped to the signal), so that the samples it writes are computed as
+    from the whole signal."""
+    ns_c = (c + 1) // 2
+    nd_c = c - ns_c
+    steps = kinds.shape[0]
+    ring = 1
+    while 2 * ring <= steps + 2:  # every sample still needed stays in the ring
+        ring *= 2
+    plane = h * w
+    buf = np.empty((2 * ring, plane), dtype=dst.dtype)
+    flat = buf.reshape(2 * ring * plane)
+    rows = np.empty((h, w), dtype=dst.dtype)
+    cols = np.empty((w, h), dtype=dst.dtype)
+    done = np.zeros(steps, dtype=np.int64)
+    chunks = (ns_c + chunk - 1) // chunk
+    mask = ring - 1
+    for item in range(start, stop):
+        p = item // chunks
+        k0 = (item % chunks) * chunk
+        k1 = min(ns_c, k0 + chunk)
+        j0, j1 = max(0, k0 - steps), min(ns_c, k1 + steps)
+        ns, nd = j1 - j0, min(nd_c, j1) - j0
+        n = ns + nd
+        d_p = p * dst_strides[0]
+        done[:] = 0
+        final = 0
+        for m in range(ns):
+            for parity in range(2 if m < nd else 1):
+                row = parity * ring + (m & mask)
+                if analysis:
+                    _gather(srcs, table, 0, p, 2 * (j0 + m) + parity, buf[row].reshape((h, w)))
                 else:
-                    _copy(dst, d0, dst_strides[2], dst_strides[1], cols, 0, h, ns_w, True, False)
+                    _gather(srcs, table, parity, p, j0 + m, rows)
+                    _synthesize(rows, cols, flat, row * plane, w, 1, h, w, kinds, coefs, levels)
+            ready = _advance(buf, ns, nd, kinds, coefs, plane, mask, ring, done, min(n, 2 * m + 2), n)
+            for t in range(final, ready):
+                k, parity = j0 + t // 2, t % 2
+                if k < k0 or k >= k1:
+                    continue
+                row = parity * ring + ((t // 2) & mask)
+                if analysis:
+                    at = d_p + (k + parity * ns_c) * dst_strides[1]
+                    _plane_analysis(
+                        flat, row * plane, w, 1, dst, at, dst_strides[2], dst_strides[3],
+                        h, w, rows, cols, kinds, coefs, levels,
+                    )
+                else:
+                    at = d_p + (2 * k + parity) * dst_strides[1]
+                    source = buf[row].reshape((h, w))
+                    _copy(dst, at, dst_strides[2], dst_strides[3], source, 0, w, 0, False, False)
+            final = ready
 
 
 @functools.cache
 def _compiled(kernel: str, dtype: str):
-    """``_level`` or ``_planes`` compiled for one dtype on first use (cached on disk where
-    :func:`_jit` can); strides are arguments, so one compilation serves every layout."""
-    sig = (
-        "void({t}[::1], int64[::1], {t}[::1], int64[::1], int64, int64, int64[::1], {t}[::1], "
-        "boolean, int64, int64, int64)"  # ..., start, stop, and the tile width or level count
-    ).format(t=dtype)
-    return _jit([sig])(globals()[kernel])
+    """A kernel compiled for one dtype on first use (cached on disk where :func:`_jit` can);
+    strides are arguments, so one compilation serves every layout."""
+    t = numba.from_dtype(np.dtype(dtype))[::1]
+    i64, ints = numba.int64, numba.int64[::1]
+    if kernel == "_volume":  # the bands, their table, dst, its strides, c, h, w
+        head = (numba.types.ListType(t), numba.int64[:, ::1], t, ints, i64, i64, i64)
+    else:  # src, its strides, dst, its strides, the line length or h, the width or w
+        head = (t, ints, t, ints, i64, i64)
+    # then the program, the analysis flag, the items' start and stop, the kernel's own ints
+    own = (i64, i64) if kernel == "_volume" else (i64,)
+    return _jit([numba.void(*head, ints, t, numba.boolean, i64, i64, *own)])(globals()[kernel])
 
 
 def _merged(shape: Sequence[int], strides: Sequence[Sequence[int]]) -> list[tuple[int, list[int]]]:
@@ -263,11 +411,12 @@ def _merged(shape: Sequence[int], strides: Sequence[Sequence[int]]) -> list[tupl
     return groups
 
 
-def _single(groups: list[tuple[int, list[int]]]) -> tuple[int, list[int]] | None:
-    """The one group of ``groups`` (size 1 if none); None if there are several."""
+def _single(groups: list[tuple[int, list[int]]], tensors: int = 2) -> tuple[int, list[int]] | None:
+    """The one group of ``groups`` (size 1 if none) of ``tensors`` tensors' dims; None if
+    there are several."""
     if len(groups) > 1:
         return None
-    return groups[0] if groups else (1, [0, 0])
+    return groups[0] if groups else (1, [0] * tensors)
 
 
 def _strides(outer: list[int], inner: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -329,7 +478,7 @@ def _usable(src: Tensor, dst: Tensor) -> bool:
 
 def _launch(kernel: str, args: tuple, items: int, numel: int, *tail: int) -> None:
     """Run ``kernel`` over ``items`` work items, split over torch's thread count."""
-    compiled = _compiled(kernel, str(args[0].dtype))
+    compiled = _compiled(kernel, str(args[2].dtype))
     threads = min(torch.get_num_threads(), items)
     if threads <= 1 or numel < _PARALLEL_MIN:
         compiled(*args, 0, items, *tail)
@@ -382,4 +531,55 @@ def plane_levels_(src: Tensor, dst: Tensor, program: Program, analysis: bool, le
     kinds, coefs = _program_arrays(program, _DTYPES[src.dtype])
     args = (_flat(src), src_st, _flat(dst), dst_st, h, w, kinds, coefs, analysis)
     _launch("_planes", args, outer[0], src.numel(), levels)
+    return True
+
+
+def volume_(
+    sources: Sequence[tuple[Tensor, dict[int, tuple[int, int]]]],
+    dst: Tensor,
+    cdim: int,
+    program: Program,
+    analysis: bool,
+    levels: int,
+) -> bool:
+    """The 3D transform of one channel level along ``cdim`` and ``levels`` 2D levels over
+    the last two dims into ``dst``, in one pass over memory. An analysis reads one tensor of
+    ``dst``'s shape (``sources = [(x, {})]``) and writes Mallat layout; a synthesis reads the
+    bands where they are, each placed by its spans (``{cdim: ..., hdim: ..., wdim: ...}``
+    in the Mallat layout of ``dst``'s shape), and writes the signal. The analysis lifts along
+    channels and then in 2D, the synthesis undoes it in reverse: the same arithmetic as
+    :func:`level_` and :func:`plane_levels_`. False where the kernel does not apply (as for
+    :func:`plane_levels_`, or dims between ``cdim`` and the planes)."""
+    tensors = [t for t, _ in sources]
+    if not all(_usable(t, dst) for t in tensors) or dst.dim() < 3 or cdim >= dst.dim() - 2:
+        return False
+    h, w = dst.shape[-2:]
+    if math.prod(dst.shape[cdim + 1 : -2]) != 1 or h * w * dst.element_size() > _BUFFER_BYTES:
+        return False
+    strides = [dst.stride()] + [t.stride() for t in tensors]
+    folded = _single(_merged(dst.shape[:cdim], [st[:cdim] for st in strides]), len(strides))
+    if folded is None:
+        return False
+    (p, outer), hdim, wdim = folded, dst.dim() - 2, dst.dim() - 1
+    table = np.array(
+        [
+            [
+                int(spans.get(cdim, (0, 0))[0] > 0), spans.get(hdim, (0, 0))[0], spans.get(wdim, (0, 0))[0],
+                t.shape[hdim], t.shape[wdim], outer[k + 1], t.stride(cdim), t.stride(hdim), t.stride(wdim),
+            ]
+            for k, (t, spans) in enumerate(sources)
+        ],
+        dtype=np.int64,
+    ).reshape(-1, 9)
+    srcs = numba.typed.List.empty_list(numba.from_dtype(_DTYPES[dst.dtype])[::1])
+    for t in tensors:
+        srcs.append(_flat(t))
+    dst_st = np.array([outer[0], dst.stride(cdim), dst.stride(hdim), dst.stride(wdim)], dtype=np.int64)
+    c = dst.shape[cdim]
+    pairs = (c + 1) // 2
+    # Enough items for every thread; an item recomputes len(program) pairs at each end.
+    chunk = max(len(program), math.ceil(pairs / math.ceil(torch.get_num_threads() / p)))
+    kinds, coefs = _program_arrays(program, _DTYPES[dst.dtype])
+    args = (srcs, table, _flat(dst), dst_st, c, h, w, kinds, coefs, analysis)
+    _launch("_volume", args, p * math.ceil(pairs / chunk), dst.numel(), levels, chunk)
     return True

@@ -299,20 +299,16 @@ def _workspace(device: torch.device, dtype: torch.dtype, numel: int) -> Tensor:
 
 
 class _Scratch:
-    """One flat buffer (the workspace, or a fresh one) for the temporaries of a transform."""
+    """One flat buffer for the temporaries of a transform: ``flat``, or else the workspace
+    (taken on first use)."""
 
-    def __init__(self, like: Tensor, fresh: bool) -> None:
+    def __init__(self, like: Tensor, flat: Tensor | None = None) -> None:
         self._like = like
-        self._fresh = fresh
-        self._flat: Tensor | None = None
+        self._flat = flat
 
     def like(self, t: Tensor) -> Tensor:
         if self._flat is None:
-            n = self._like.numel()
-            if self._fresh:
-                self._flat = self._like.new_empty(n)
-            else:
-                self._flat = _workspace(self._like.device, self._like.dtype, n)
+            self._flat = _workspace(self._like.device, self._like.dtype, self._like.numel())
         return self._flat.narrow(0, 0, t.numel()).view(t.shape)
 
 
@@ -322,6 +318,18 @@ def _plane_levels(src: Tensor, dst: Tensor, dims: Sequence[int], levels: int, wa
     if tuple(dims) != (src.dim() - 2, src.dim() - 1):
         return False
     return cpu.plane_levels_(src, dst, program(wavelet, mode), mode in _ANALYSIS_MODES, levels)
+
+
+def _volume(sources: Sequence[tuple[Tensor, Spans]], dst: Tensor, plan: Plan, wavelet: str, mode: str) -> bool:
+    """A plan of one channel level and a spatial group over the last two dims, whole, by the
+    CPU volume kernel into ``dst`` (see :func:`cpu.volume_` for ``sources``); False where it
+    does not apply."""
+    if len(plan) != 2:
+        return False
+    (cdims, clevels), (sdims, slevels) = plan
+    if len(cdims) != 1 or clevels != 1 or tuple(sdims) != (dst.dim() - 2, dst.dim() - 1):
+        return False
+    return cpu.volume_(sources, dst, cdims[0], program(wavelet, mode), mode in _ANALYSIS_MODES, slevels)
 
 
 def _group_level(
@@ -346,7 +354,9 @@ def _analysis(x: Tensor, wavelet: str, plan: Plan, mode: str = "forward") -> Ten
     """Forward transform of ``x`` by ``plan`` (or, with ``mode="inverse_t"``, the
     transpose of the synthesis); returns a new buffer in Mallat layout."""
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    scratch = _Scratch(out, fresh=False)
+    if _volume([(x, {})], out, plan, wavelet, mode):
+        return out
+    scratch = _Scratch(out)
     src: Tensor | None = x  # the input is read once, by the first split
     for dims, levels in plan:
         if _plane_levels(out if src is None else src, out, dims, levels, wavelet, mode):
@@ -374,16 +384,21 @@ def _synthesis(
     of bands placed at ``spans`` in a Mallat buffer of ``shape``; returns a new tensor."""
     like = next(b for b in bands if b is not None)
     dtype = _bands_dtype(bands, like)
+    placed = _placed(bands, spans, shape, dtype)
     # The outermost level ends in the scratch buffer when its group has an odd
     # number of dims, so then the workspace holds the bands and the scratch is
     # the fresh result (and the other way round otherwise).
-    ends_in_scratch = len(plan[0][0]) % 2 == 1
-    if ends_in_scratch:
+    if len(plan[0][0]) % 2 == 1:
+        out = like.new_empty(list(shape), dtype=dtype)
+        if _volume(placed, out, plan, wavelet, mode):  # reads the bands where they are
+            return out
         buf = _workspace(like.device, dtype, math.prod(shape)).view(list(shape))
+        scratch = _Scratch(buf, out.view(-1))
     else:
         buf = like.new_empty(list(shape), dtype=dtype)
-    _assemble_into(buf, bands, spans)
-    scratch = _Scratch(buf, fresh=ends_in_scratch)
+        scratch = _Scratch(buf)
+    for band, span in placed:
+        _band(buf, span).copy_(band)
     spare: Tensor | None = None
     groups = list(plan)
     for g in range(len(groups) - 1, -1, -1):
@@ -425,22 +440,24 @@ def _bands_dtype(bands: Sequence[Tensor | None], like: Tensor) -> torch.dtype:
     return dtype
 
 
-def _assemble_into(buf: Tensor, bands: Sequence[Tensor | None], spans: Sequence[Spans]) -> None:
-    """Copy bands into the Mallat buffer ``buf`` (``None`` bands become zeros)
-    after checking every band's shape."""
-    shape = tuple(buf.shape)
-    if any(b is None for b in bands):
-        buf.zero_()
+def _placed(
+    bands: Sequence[Tensor | None], spans: Sequence[Spans], shape: Sequence[int], dtype: torch.dtype
+) -> list[tuple[Tensor, Spans]]:
+    """Each band with its spans in a Mallat buffer of ``shape``, after checking its shape;
+    as ``dtype``, and ``None`` bands as zeros (broadcast, without memory)."""
+    like = next(b for b in bands if b is not None)
+    placed = []
     for band, span in zip(bands, spans):
-        if band is None:
-            continue
         want = tuple(span[d][1] - span[d][0] if d in span else shape[d] for d in range(len(shape)))
-        if tuple(band.shape) != want:
+        if band is None:
+            band = torch.zeros((), device=like.device, dtype=dtype).expand(want)
+        elif tuple(band.shape) != want:
             raise WaveletError(
                 f"bands do not fit together: a band of shape {tuple(band.shape)} where "
-                f"{want} is expected for a signal of shape {shape}"
+                f"{want} is expected for a signal of shape {tuple(shape)}"
             )
-        _band(buf, span).copy_(band)
+        placed.append((band.to(dtype), span))
+    return placed
 
 
 class _Analysis(torch.autograd.Function):
