@@ -199,21 +199,26 @@ def _level(src, src_strides, dst, dst_strides, n, width_q, kinds, coefs, analysi
 
 
 @_jit()
-def _transpose(src, dst, n, m, ns, deinterleave):
-    """``dst[:m, :n]`` = ``src[:n, :m]`` transposed, in cache. With ``deinterleave`` the rows
-    of ``dst`` go to their ``[even | odd]`` places (``dst[row(j), i] = src[i, j]``, ``ns`` of
-    the m samples even); otherwise the rows of ``src`` are read from theirs
-    (``dst[i, j] = src[row(j), i]``, ``ns`` of the n samples even)."""
-    if deinterleave:
-        for j in range(m):
-            row = dst[_buffer_row(j, ns)]
-            for i in range(n):
-                row[i] = src[i, j]
-    else:
-        for j in range(n):
-            row = src[_buffer_row(j, ns)]
-            for i in range(m):
-                dst[i, j] = row[i]
+def _transpose(src, s0, s_n, s_m, dst, n, m, ns, deinterleave):
+    """``dst[:m, :n]`` = the n x m block at ``src[s0]`` (a flat array, strides ``s_n``,
+    ``s_m``) transposed, reading it line by line and writing ``dst`` with a stride (in
+    cache). With ``deinterleave`` the rows of ``dst`` go to their ``[even | odd]`` places
+    (``ns`` of the m samples even); otherwise the lines of ``src`` come from theirs (``ns``
+    of the n samples even)."""
+    for i in range(n):
+        line = src[s0 + i * s_n :]
+        if deinterleave and s_m == 1:  # unit stride spelled out, so that it vectorises
+            for j in range(ns):
+                dst[j, i] = line[2 * j]
+            for j in range(m - ns):
+                dst[ns + j, i] = line[2 * j + 1]
+        elif deinterleave:
+            for j in range(m):
+                dst[_buffer_row(j, ns), i] = line[j * s_m]
+        else:
+            j = 2 * i if i < ns else 2 * (i - ns) + 1
+            for k in range(m):
+                dst[k, j] = line[k * s_m]
 
 
 @_jit()
@@ -223,15 +228,16 @@ def _plane_analysis(src, s0, s_h, s_w, dst, d0, d_h, d_w, h, w, rows, cols, kind
     with strides ``s_h, s_w``/``d_h, d_w``); the plane is read whole before it is written.
     ``rows`` holds the plane as it is stored, ``cols`` its transpose: a level lifts along
     width in ``cols`` and along height in ``rows``, so that both vectorise over lines."""
+    flat_rows, flat_cols = rows.reshape(h * w), cols.reshape(w * h)
     hh, ww = h, w
     for level in range(levels):
         ns_h, ns_w = (hh + 1) // 2, (ww + 1) // 2
         if level == 0:
-            _copy(src, s0, s_w, s_h, cols, 0, h, ns_w, True, True)
+            _transpose(src, s0, s_h, s_w, cols, h, w, ns_w, True)
         else:
-            _transpose(rows, cols, hh, ww, ns_w, True)
+            _transpose(flat_rows, 0, w, 1, cols, hh, ww, ns_w, True)
         _run(cols, ns_w, ww - ns_w, kinds, coefs, hh)
-        _transpose(cols, rows, ww, hh, ns_h, True)
+        _transpose(flat_cols, 0, h, 1, rows, ww, hh, ns_h, True)
         _run(rows, ns_h, hh - ns_h, kinds, coefs, ww)
         hh, ww = ns_h, ns_w
     _copy(dst, d0, d_h, d_w, rows, 0, w, 0, False, False)
@@ -248,18 +254,17 @@ def _plane_synthesis(src, s0, s_h, s_w, dst, d0, d_h, d_w, h, w, rows, cols, kin
 @_jit()
 def _synthesize(rows, cols, dst, d0, d_h, d_w, h, w, kinds, coefs, levels):
     """:func:`_plane_synthesis` of the plane already in ``rows``."""
+    flat_rows, flat_cols = rows.reshape(h * w), cols.reshape(w * h)
     for level in range(levels - 1, -1, -1):
         hh, ww = h, w
         for _ in range(level):
             hh, ww = (hh + 1) // 2, (ww + 1) // 2
         ns_h, ns_w = (hh + 1) // 2, (ww + 1) // 2
         _run(rows, ns_h, hh - ns_h, kinds, coefs, ww)
-        _transpose(rows, cols, hh, ww, ns_h, False)
+        _transpose(flat_rows, 0, w, 1, cols, hh, ww, ns_h, False)
         _run(cols, ns_w, ww - ns_w, kinds, coefs, hh)
-        if level > 0:
-            _transpose(cols, rows, ww, hh, ns_w, False)
-        else:
-            _copy(dst, d0, d_w, d_h, cols, 0, h, ns_w, True, False)
+        _transpose(flat_cols, 0, h, 1, rows, ww, hh, ns_w, False)
+    _copy(dst, d0, d_h, d_w, rows, 0, w, 0, False, False)
 
 
 def _planes(src, src_strides, dst, dst_strides, h, w, kinds, coefs, analysis, start, stop, levels):
