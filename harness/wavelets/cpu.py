@@ -1,4 +1,4 @@
-"""The CPU kernels of :mod:`harness.wavelets`: a whole lifting level in one pass over memory.
+"""The CPU kernels of :mod:`harness.wavelets`: whole transforms in one pass over memory.
 
 Done with torch ops, a 9/7 level along one axis is about ten passes over the tensor
 (deinterleave, four lifting steps of two adds each, two scalings), each limited by memory
@@ -6,10 +6,13 @@ bandwidth on a CPU. These kernels (compiled by numba) copy a tile of the tensor 
 buffer that stays in cache, deinterleaving it for an analysis, run the whole lifting program
 on the buffer, and write the tile back, interleaving it for a synthesis. ``level_`` does one
 axis (tiles of lines); ``plane_levels_`` does every level of a 2D transform over the last two
-dims (one plane per tile, transposed in cache between the axes), so the spatial part of
-``dwt2``/``dwt3`` reads and writes the tensor once. Tiles are spread over ``torch.get_num_threads()`` threads (the
-compiled code releases the GIL). The program is the list of steps that the torch path runs
-too (:func:`harness.wavelets.lifting.program`): the two compute the same map up to rounding.
+dims (one plane per tile, transposed in cache between the axes); ``volume_`` does a whole 3D
+transform of one channel level and the 2D levels (the channel lifting streams through a ring
+of planes, and each plane is transformed in 2D as it comes out), so ``dwt3``/``idwt3`` read
+and write each sample once, the synthesis reading the bands where they are. Work is spread
+over ``torch.get_num_threads()`` threads (the compiled code releases the GIL). The program is
+the list of steps that the torch path runs too (:func:`harness.wavelets.lifting.program`):
+the two compute the same map up to rounding, and the three kernels the very same values.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Sequence
 
 import numba
 import numpy as np
+from numba import typed
 import torch
 from numpy.lib.stride_tricks import as_strided
 from torch import Tensor
@@ -318,9 +322,17 @@ def _gather(srcs, table, parity, p, ch, target):
     for i in range(table.shape[0]):
         if table[i, 0] != parity:
             continue
-        r0, c0, hb, wb = table[i, 1], table[i, 2], table[i, 3], table[i, 4]
+        src = srcs[i]
+        r0, c0, hb, wb, s_h, s_w = table[i, 1], table[i, 2], table[i, 3], table[i, 4], table[i, 7], table[i, 8]
         at = p * table[i, 5] + ch * table[i, 6]
-        _copy(srcs[i], at, table[i, 7], table[i, 8], target[r0 : r0 + hb, c0 : c0 + wb], 0, wb, 0, False, True)
+        for r in range(hb):
+            line, row = src[at + r * s_h :], target[r0 + r, c0:]
+            if s_w == 1:  # unit stride spelled out, so that the compiler vectorises it
+                for j in range(wb):
+                    row[j] = line[j]
+            else:
+                for j in range(wb):
+                    row[j] = line[j * s_w]
 
 
 def _volume(srcs, table, dst, dst_strides, c, h, w, kinds, coefs, analysis, start, stop, levels, chunk):
@@ -576,7 +588,7 @@ def volume_(
         ],
         dtype=np.int64,
     ).reshape(-1, 9)
-    srcs = numba.typed.List.empty_list(numba.from_dtype(_DTYPES[dst.dtype])[::1])
+    srcs = typed.List.empty_list(numba.from_dtype(_DTYPES[dst.dtype])[::1])
     for t in tensors:
         srcs.append(_flat(t))
     dst_st = np.array([outer[0], dst.stride(cdim), dst.stride(hdim), dst.stride(wdim)], dtype=np.int64)
