@@ -390,6 +390,12 @@ def test_cpu_volume_kernel_gives_the_values_of_the_per_axis_kernels(engine, monk
     assert not wt.cpu.volume_([(five, {})], torch.empty_like(five), 1, forward, True, 1)
     big = torch.rand(1, 2, 512, 512)  # planes larger than the kernel's cache budget
     assert not wt.cpu.volume_([(big, {})], torch.empty_like(big), 1, forward, True, 1)
+    ran, volume = [], wt.cpu.volume_
+    with monkeypatch.context() as m:
+        m.setattr(wt.cpu, "volume_", lambda *args: ran.append(volume(*args)) or ran[-1])
+        flat = torch.rand(1, 33, 1, 9)  # a 1-pixel-high map: the bands high along height are empty
+        wt.idwt3(wt.dwt3(flat, "9/7", 1, 2, strict=False), "9/7", 1, 2)
+    assert ran == [True, True]
     threads = torch.get_num_threads()
     x = torch.rand(1, 64, 32, 32)  # one item per thread: the channels are cut in two
     try:

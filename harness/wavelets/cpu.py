@@ -567,8 +567,9 @@ def volume_(
     channels and then in 2D, the synthesis undoes it in reverse: the same arithmetic as
     :func:`level_` and :func:`plane_levels_`. False where the kernel does not apply (as for
     :func:`plane_levels_`, or dims between ``cdim`` and the planes)."""
+    sources = [(t, spans) for t, spans in sources if t.numel() > 0]  # an empty band adds nothing
     tensors = [t for t, _ in sources]
-    if not all(_usable(t, dst) for t in tensors) or dst.dim() < 3 or cdim >= dst.dim() - 2:
+    if not tensors or not all(_usable(t, dst) for t in tensors) or dst.dim() < 3 or cdim >= dst.dim() - 2:
         return False
     h, w = dst.shape[-2:]
     if math.prod(dst.shape[cdim + 1 : -2]) != 1 or h * w * dst.element_size() > _BUFFER_BYTES:
