@@ -385,14 +385,14 @@ def test_cpu_volume_kernel_gives_the_values_of_the_per_axis_kernels(engine, monk
     # where the kernel applies, and where the per-axis path takes over
     forward = wt.lifting.program("9/7", "forward")
     x = torch.rand(4, 40, 33, 31)
-    assert wt.cpu.volume_([(x.to(memory_format=torch.channels_last), {})], torch.empty_like(x), 1, forward, True, 2)
+    assert wt.volume.volume_([(x.to(memory_format=torch.channels_last), {})], torch.empty_like(x), 1, forward, True, 2)
     five = torch.rand(2, 8, 3, 16, 16)  # a dim between the channels and the planes
-    assert not wt.cpu.volume_([(five, {})], torch.empty_like(five), 1, forward, True, 1)
+    assert not wt.volume.volume_([(five, {})], torch.empty_like(five), 1, forward, True, 1)
     big = torch.rand(1, 2, 512, 512)  # planes larger than the kernel's cache budget
-    assert not wt.cpu.volume_([(big, {})], torch.empty_like(big), 1, forward, True, 1)
-    ran, volume = [], wt.cpu.volume_
+    assert not wt.volume.volume_([(big, {})], torch.empty_like(big), 1, forward, True, 1)
+    ran, volume = [], wt.volume.volume_
     with monkeypatch.context() as m:
-        m.setattr(wt.cpu, "volume_", lambda *args: ran.append(volume(*args)) or ran[-1])
+        m.setattr(wt.volume, "volume_", lambda *args: ran.append(volume(*args)) or ran[-1])
         flat = torch.rand(1, 33, 1, 9)  # a 1-pixel-high map: the bands high along height are empty
         wt.idwt3(wt.dwt3(flat, "9/7", 1, 2, strict=False), "9/7", 1, 2)
     assert ran == [True, True]

@@ -6,10 +6,9 @@ bandwidth on a CPU. These kernels (compiled by numba) copy a tile of the tensor 
 buffer that stays in cache, deinterleaving it for an analysis, run the whole lifting program
 on the buffer, and write the tile back, interleaving it for a synthesis. ``level_`` does one
 axis (tiles of lines); ``plane_levels_`` does every level of a 2D transform over the last two
-dims (one plane per tile, transposed in cache between the axes); ``volume_`` does a whole 3D
-transform of one channel level and the 2D levels (the channel lifting streams through a ring
-of planes, and each plane is transformed in 2D as it comes out), so ``dwt3``/``idwt3`` read
-and write each sample once, the synthesis reading the bands where they are. Work is spread
+dims (one plane per tile, transposed in cache between the axes); the routines here also serve
+:mod:`harness.wavelets.volume`, which does ``dwt3``/``idwt3`` of one channel level in one
+pass. Work is spread
 over ``torch.get_num_threads()`` threads (the compiled code releases the GIL). The program is
 the list of steps that the torch path runs too (:func:`harness.wavelets.lifting.program`):
 the two compute the same map up to rounding, and the three kernels the very same values.
@@ -25,7 +24,6 @@ from typing import Sequence
 
 import numba
 import numpy as np
-from numba import typed
 import torch
 from numpy.lib.stride_tricks import as_strided
 from torch import Tensor
@@ -132,7 +130,7 @@ def _lift(buf, kind, c, k0, k1, ns, nd, mask, odd, width):
     """Step ``kind`` on samples ``k0:k1`` of the half it updates, columns ``0:width`` of
     ``buf``; even sample k sits in row ``k & mask``, odd sample k in ``odd + (k & mask)``
     (``mask`` -1 and ``odd`` ns for a buffer split ``[even | odd]``, a power of two less
-    one and the ring's size for :func:`_volume`'s ring). Every step updates each row of one
+    one and the ring's size for the volume kernel's ring). Every step updates each row of one
     half once, from one or two rows of the other half (the transposed steps are written that
     way too, boundary terms added separately)."""
     if kind == PREDICT:
@@ -291,127 +289,26 @@ def _planes(src, src_strides, dst, dst_strides, h, w, kinds, coefs, analysis, st
             )
 
 
-@_jit()
-def _advance(buf, ns, nd, kinds, coefs, width, mask, odd, done, loaded, n):
-    """Run every step of the program as far as the first ``loaded`` of ``n`` samples
-    (interleaved positions) allow, a wavefront: a step reads its neighbours at distance one,
-    so each step trails the one before it by one position until all ``n`` are loaded.
-    ``done[s]`` is the position up to which step s has run. Returns the position below which
-    every sample is final."""
-    f = loaded
-    for s in range(kinds.shape[0]):
-        if f < n:
-            f = max(f - 1, 0)
-        count, parity = _targets(kinds[s], ns, nd)
-        if parity == 1:
-            k0, k1 = done[s] // 2, min(f // 2, count)
-        else:
-            k0, k1 = (done[s] + 1) // 2, min((f + 1) // 2, count)
-        if nd > 0 and k1 > k0:
-            _lift(buf, kinds[s], coefs[s], k0, k1, ns, nd, mask, odd, width)
-        done[s] = f
-    return f
+def _array(dtype: type):
+    """numba's type of a flat contiguous array of ``dtype`` (a numpy scalar type)."""
+    return numba.from_dtype(np.dtype(dtype))[::1]
 
 
-@_jit()
-def _gather(srcs, table, parity, p, ch, target):
-    """Plane ``ch`` at index ``p`` of every band in ``srcs`` on the ``parity`` side of the
-    channel transform, copied into its place in ``target`` (h x w). Row i of ``table``
-    describes ``srcs[i]``: its parity, the first row and column of its place, its height
-    and width, and its element strides along P, channels, height and width."""
-    for i in range(table.shape[0]):
-        if table[i, 0] != parity:
-            continue
-        src = srcs[i]
-        r0, c0, hb, wb, s_h, s_w = table[i, 1], table[i, 2], table[i, 3], table[i, 4], table[i, 7], table[i, 8]
-        at = p * table[i, 5] + ch * table[i, 6]
-        for r in range(hb):
-            line, row = src[at + r * s_h :], target[r0 + r, c0:]
-            if s_w == 1:  # unit stride spelled out, so that the compiler vectorises it
-                for j in range(wb):
-                    row[j] = line[j]
-            else:
-                for j in range(wb):
-                    row[j] = line[j * s_w]
-
-
-def _volume(srcs, table, dst, dst_strides, c, h, w, kinds, coefs, analysis, start, stop, levels, chunk):
-    """Items ``start:stop`` of a 3D transform: one level along channels and ``levels`` 2D
-    levels over every plane, each sample read once and written once. ``dst`` is a flat array
-    holding a (P, c, h, w) tensor with the given element strides; an analysis reads such a
-    tensor, the one entry of ``srcs``, and a synthesis reads the bands in ``srcs`` (placed by
-    ``table``, see :func:`_gather`). An item is ``chunk`` channel pairs at one index of P.
-
-    The channel lifting streams through a ring of planes in cache (:func:`_advance`): an
-    analysis loads the planes of a channel pair, and each plane that comes out final is
-    transformed in 2D and written; a synthesis loads the 2D synthesis of a pair of band
-    planes and writes each final plane. An item starts and stops ``kinds.shape[0]`` pairs
-    beyond its own (clipped to the signal), so that the samples it writes are computed as
-    from the whole signal."""
-    ns_c = (c + 1) // 2
-    nd_c = c - ns_c
-    steps = kinds.shape[0]
-    ring = 1
-    while 2 * ring <= steps + 2:  # every sample still needed stays in the ring
-        ring *= 2
-    plane = h * w
-    buf = np.empty((2 * ring, plane), dtype=dst.dtype)
-    flat = buf.reshape(2 * ring * plane)
-    rows = np.empty((h, w), dtype=dst.dtype)
-    cols = np.empty((w, h), dtype=dst.dtype)
-    done = np.zeros(steps, dtype=np.int64)
-    chunks = (ns_c + chunk - 1) // chunk
-    mask = ring - 1
-    for item in range(start, stop):
-        p = item // chunks
-        k0 = (item % chunks) * chunk
-        k1 = min(ns_c, k0 + chunk)
-        j0, j1 = max(0, k0 - steps), min(ns_c, k1 + steps)
-        ns, nd = j1 - j0, min(nd_c, j1) - j0
-        n = ns + nd
-        d_p = p * dst_strides[0]
-        done[:] = 0
-        final = 0
-        for m in range(ns):
-            for parity in range(2 if m < nd else 1):
-                row = parity * ring + (m & mask)
-                if analysis:
-                    _gather(srcs, table, 0, p, 2 * (j0 + m) + parity, buf[row].reshape((h, w)))
-                else:
-                    _gather(srcs, table, parity, p, j0 + m, rows)
-                    _synthesize(rows, cols, flat, row * plane, w, 1, h, w, kinds, coefs, levels)
-            ready = _advance(buf, ns, nd, kinds, coefs, plane, mask, ring, done, min(n, 2 * m + 2), n)
-            for t in range(final, ready):
-                k, parity = j0 + t // 2, t % 2
-                if k < k0 or k >= k1:
-                    continue
-                row = parity * ring + ((t // 2) & mask)
-                if analysis:
-                    at = d_p + (k + parity * ns_c) * dst_strides[1]
-                    _plane_analysis(
-                        flat, row * plane, w, 1, dst, at, dst_strides[2], dst_strides[3],
-                        h, w, rows, cols, kinds, coefs, levels,
-                    )
-                else:
-                    at = d_p + (2 * k + parity) * dst_strides[1]
-                    source = buf[row].reshape((h, w))
-                    _copy(dst, at, dst_strides[2], dst_strides[3], source, 0, w, 0, False, False)
-            final = ready
+def _signature(t, head: tuple, own: int):
+    """A kernel's numba signature, for element arrays of type ``t``: the arguments ``head``,
+    then the program's kinds and coefficients, the analysis flag, the items' start and stop,
+    and ``own`` ints of the kernel's own."""
+    i64 = numba.int64
+    return numba.void(*head, numba.int64[::1], t, numba.boolean, i64, i64, *(i64,) * own)
 
 
 @functools.cache
-def _compiled(kernel: str, dtype: str):
-    """A kernel compiled for one dtype on first use (cached on disk where :func:`_jit` can);
-    strides are arguments, so one compilation serves every layout."""
-    t = numba.from_dtype(np.dtype(dtype))[::1]
-    i64, ints = numba.int64, numba.int64[::1]
-    if kernel == "_volume":  # the bands, their table, dst, its strides, c, h, w
-        head = (numba.types.ListType(t), numba.int64[:, ::1], t, ints, i64, i64, i64)
-    else:  # src, its strides, dst, its strides, the line length or h, the width or w
-        head = (t, ints, t, ints, i64, i64)
-    # then the program, the analysis flag, the items' start and stop, the kernel's own ints
-    own = (i64, i64) if kernel == "_volume" else (i64,)
-    return _jit([numba.void(*head, ints, t, numba.boolean, i64, i64, *own)])(globals()[kernel])
+def _compiled(kernel: str, dtype: type):
+    """``_level`` or ``_planes`` compiled for one dtype on first use (cached on disk where
+    :func:`_jit` can); strides are arguments, so one compilation serves every layout."""
+    t, i64 = _array(dtype), numba.int64
+    # src, its strides, dst, its strides, the line length or h, the width or w; the tile or levels
+    return _jit([_signature(t, (t, i64[::1], t, i64[::1], i64, i64), 1)])(globals()[kernel])
 
 
 def _merged(shape: Sequence[int], strides: Sequence[Sequence[int]]) -> list[tuple[int, list[int]]]:
@@ -493,9 +390,8 @@ def _usable(src: Tensor, dst: Tensor) -> bool:
     )
 
 
-def _launch(kernel: str, args: tuple, items: int, numel: int, *tail: int) -> None:
-    """Run ``kernel`` over ``items`` work items, split over torch's thread count."""
-    compiled = _compiled(kernel, str(args[2].dtype))
+def _launch(compiled, args: tuple, items: int, numel: int, *tail: int) -> None:
+    """Run a ``compiled`` kernel over ``items`` work items, split over torch's thread count."""
     threads = min(torch.get_num_threads(), items)
     if threads <= 1 or numel < _PARALLEL_MIN:
         compiled(*args, 0, items, *tail)
@@ -525,7 +421,7 @@ def level_(src: Tensor, dst: Tensor, dim: int, program: Program, analysis: bool)
         tile = min(q, _COLUMNS)
     kinds, coefs = _program_arrays(program, _DTYPES[src.dtype])
     args = (_flat(src), src_st, _flat(dst), dst_st, n, q, kinds, coefs, analysis)
-    _launch("_level", args, p * math.ceil(q / tile), src.numel(), tile)
+    _launch(_compiled("_level", _DTYPES[src.dtype]), args, p * math.ceil(q / tile), src.numel(), tile)
     return True
 
 
@@ -547,57 +443,5 @@ def plane_levels_(src: Tensor, dst: Tensor, program: Program, analysis: bool, le
     src_st, dst_st = _strides(outer[1], [st[-2:] for st in strides])
     kinds, coefs = _program_arrays(program, _DTYPES[src.dtype])
     args = (_flat(src), src_st, _flat(dst), dst_st, h, w, kinds, coefs, analysis)
-    _launch("_planes", args, outer[0], src.numel(), levels)
-    return True
-
-
-def volume_(
-    sources: Sequence[tuple[Tensor, dict[int, tuple[int, int]]]],
-    dst: Tensor,
-    cdim: int,
-    program: Program,
-    analysis: bool,
-    levels: int,
-) -> bool:
-    """The 3D transform of one channel level along ``cdim`` and ``levels`` 2D levels over
-    the last two dims into ``dst``, in one pass over memory. An analysis reads one tensor of
-    ``dst``'s shape (``sources = [(x, {})]``) and writes Mallat layout; a synthesis reads the
-    bands where they are, each placed by its spans (``{cdim: ..., hdim: ..., wdim: ...}``
-    in the Mallat layout of ``dst``'s shape), and writes the signal. The analysis lifts along
-    channels and then in 2D, the synthesis undoes it in reverse: the same arithmetic as
-    :func:`level_` and :func:`plane_levels_`. False where the kernel does not apply (as for
-    :func:`plane_levels_`, or dims between ``cdim`` and the planes)."""
-    sources = [(t, spans) for t, spans in sources if t.numel() > 0]  # an empty band adds nothing
-    tensors = [t for t, _ in sources]
-    if not tensors or not all(_usable(t, dst) for t in tensors) or dst.dim() < 3 or cdim >= dst.dim() - 2:
-        return False
-    h, w = dst.shape[-2:]
-    if math.prod(dst.shape[cdim + 1 : -2]) != 1 or h * w * dst.element_size() > _BUFFER_BYTES:
-        return False
-    strides = [dst.stride()] + [t.stride() for t in tensors]
-    folded = _single(_merged(dst.shape[:cdim], [st[:cdim] for st in strides]), len(strides))
-    if folded is None:
-        return False
-    (p, outer), hdim, wdim = folded, dst.dim() - 2, dst.dim() - 1
-    table = np.array(
-        [
-            [
-                int(spans.get(cdim, (0, 0))[0] > 0), spans.get(hdim, (0, 0))[0], spans.get(wdim, (0, 0))[0],
-                t.shape[hdim], t.shape[wdim], outer[k + 1], t.stride(cdim), t.stride(hdim), t.stride(wdim),
-            ]
-            for k, (t, spans) in enumerate(sources)
-        ],
-        dtype=np.int64,
-    ).reshape(-1, 9)
-    srcs = typed.List.empty_list(numba.from_dtype(_DTYPES[dst.dtype])[::1])
-    for t in tensors:
-        srcs.append(_flat(t))
-    dst_st = np.array([outer[0], dst.stride(cdim), dst.stride(hdim), dst.stride(wdim)], dtype=np.int64)
-    c = dst.shape[cdim]
-    pairs = (c + 1) // 2
-    # Enough items for every thread; an item recomputes len(program) pairs at each end.
-    chunk = max(len(program), math.ceil(pairs / math.ceil(torch.get_num_threads() / p)))
-    kinds, coefs = _program_arrays(program, _DTYPES[dst.dtype])
-    args = (srcs, table, _flat(dst), dst_st, c, h, w, kinds, coefs, analysis)
-    _launch("_volume", args, p * math.ceil(pairs / chunk), dst.numel(), levels, chunk)
+    _launch(_compiled("_planes", _DTYPES[src.dtype]), args, outer[0], src.numel(), levels)
     return True

@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from harness.errors import HarnessError
-from harness.wavelets import cpu
+from harness.wavelets import cpu, volume
 
 WAVELETS = ("haar", "5/3", "9/7")
 
@@ -322,14 +322,14 @@ def _plane_levels(src: Tensor, dst: Tensor, dims: Sequence[int], levels: int, wa
 
 def _volume(sources: Sequence[tuple[Tensor, Spans]], dst: Tensor, plan: Plan, wavelet: str, mode: str) -> bool:
     """A plan of one channel level and a spatial group over the last two dims, whole, by the
-    CPU volume kernel into ``dst`` (see :func:`cpu.volume_` for ``sources``); False where it
+    CPU volume kernel into ``dst`` (see :func:`volume.volume_` for ``sources``); False where it
     does not apply."""
     if len(plan) != 2:
         return False
     (cdims, clevels), (sdims, slevels) = plan
     if len(cdims) != 1 or clevels != 1 or tuple(sdims) != (dst.dim() - 2, dst.dim() - 1):
         return False
-    return cpu.volume_(sources, dst, cdims[0], program(wavelet, mode), mode in _ANALYSIS_MODES, slevels)
+    return volume.volume_(sources, dst, cdims[0], program(wavelet, mode), mode in _ANALYSIS_MODES, slevels)
 
 
 def _group_level(
@@ -384,7 +384,7 @@ def _synthesis(
     of bands placed at ``spans`` in a Mallat buffer of ``shape``; returns a new tensor."""
     like = next(b for b in bands if b is not None)
     dtype = _bands_dtype(bands, like)
-    placed = _placed(bands, spans, shape, dtype)
+    placed = _placed(bands, spans, shape, like, dtype)
     # The outermost level ends in the scratch buffer when its group has an odd
     # number of dims, so then the workspace holds the bands and the scratch is
     # the fresh result (and the other way round otherwise).
@@ -441,11 +441,10 @@ def _bands_dtype(bands: Sequence[Tensor | None], like: Tensor) -> torch.dtype:
 
 
 def _placed(
-    bands: Sequence[Tensor | None], spans: Sequence[Spans], shape: Sequence[int], dtype: torch.dtype
+    bands: Sequence[Tensor | None], spans: Sequence[Spans], shape: Sequence[int], like: Tensor, dtype: torch.dtype
 ) -> list[tuple[Tensor, Spans]]:
     """Each band with its spans in a Mallat buffer of ``shape``, after checking its shape;
-    as ``dtype``, and ``None`` bands as zeros (broadcast, without memory)."""
-    like = next(b for b in bands if b is not None)
+    as ``dtype``, and ``None`` bands as zeros on ``like``'s device (broadcast, without memory)."""
     placed = []
     for band, span in zip(bands, spans):
         want = tuple(span[d][1] - span[d][0] if d in span else shape[d] for d in range(len(shape)))
