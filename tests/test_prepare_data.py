@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -195,6 +196,26 @@ def test_stream_gives_seeded_float_crops_and_checks_the_shards(ray_local, photo_
         stream.train_dataset(tmp_path, 128)
     with pytest.raises(HarnessError, match="no prepared data"):
         stream.train_dataset(tmp_path / "missing", 48)
+
+
+def test_stream_replays_in_another_process(ray_local, photo_subset, tmp_path):
+    """Seeded means the same patches in every process (each Ray trial is one), whatever
+    Python's per-process string hashing."""
+    import subprocess
+    import sys
+
+    run(_config([photo_subset], tmp_path))
+    script = (
+        "import sys, torch; from harness.data import stream; "
+        "b = next(iter(stream.train_loader(sys.argv[1], 48, 4, shuffle_buffer=8, seed=3))); "
+        "print(float(b.double().sum()), float((b.double() ** 2).sum()))"
+    )
+    sums = {
+        subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": hashseed}).stdout
+        for hashseed in ("1", "2")
+    }
+    assert len(sums) == 1, sums
 
 
 def test_registry_sources_by_name(ray_local, tmp_path):

@@ -71,10 +71,14 @@ def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     return image[..., top : top + size, left : left + size]
 
 
-def _worker_rng(seed: int) -> random.Random:
+def _worker_rng(seed: int, stage: str) -> random.Random:
+    """The generator of one pipeline stage in this DataLoader worker and node. Seeded by a
+    string, which ``random`` digests with SHA-512: the same in every process (WebDataset's
+    ``make_seed`` mixes in ``hash()`` of its arguments, which for a str changes with
+    PYTHONHASHSEED, i.e. from one process to the next)."""
     import webdataset as wds
 
-    return random.Random(wds.utils.make_seed(wds.utils.pytorch_worker_seed(), seed, "crop"))
+    return random.Random(f"{wds.utils.pytorch_worker_seed()}/{seed}/{stage}")
 
 
 def _shuffle(buffer: int, seed: int):
@@ -82,14 +86,14 @@ def _shuffle(buffer: int, seed: int):
 
     def stage(samples: Iterable[dict]) -> Iterator[dict]:
         # The generator is made when iteration starts, i.e. inside each DataLoader worker.
-        return wds.shuffle(buffer, initial=min(buffer, 100), rng=_worker_rng(seed + 1))(samples)
+        return wds.shuffle(buffer, initial=min(buffer, 100), rng=_worker_rng(seed, "shuffle"))(samples)
 
     return stage
 
 
 def _train_samples(crop: int, seed: int):
     def stage(samples: Iterable[dict]) -> Iterator[torch.Tensor]:
-        rng = _worker_rng(seed)
+        rng = _worker_rng(seed, "crop")
         for sample in samples:
             yield random_crop(decode_patch(sample["png"]), crop, rng)
 
