@@ -51,7 +51,7 @@ def ray_run(folder: Path, recipe: PatchRecipe, workers: int, shard_patches: int)
                                shard_patches=shard_patches, workers=workers, progress=False)
         start = time.perf_counter()
         manifest = run(config)
-        return manifest["totals"]["train_patches"], time.perf_counter() - start
+        return manifest.totals["train_patches"], time.perf_counter() - start
 
 
 def main() -> None:

@@ -1,9 +1,11 @@
 """Command-line entry point: argument parsing only.
 
 Every subcommand is registered by one ``_add_<command>`` function below. Its
-handler builds the stage's frozen config dataclass from the parsed arguments
-and calls that stage's ``run(config)``; the work itself lives in the stage
-module (``harness.data``, ``harness.train``, ``harness.eval``, ...).
+handler builds the stage's frozen config dataclass from the options the user
+gave (only those: every default and every check lives in the config, see
+:mod:`harness.configs`) and calls that stage's ``run(config)``; the work
+itself lives in the stage module (``harness.data``, ``harness.train``,
+``harness.eval``, ...).
 
 Errors: :class:`HarnessError` becomes one line on stderr and exit status 1,
 usage errors exit 2, ``--verbose`` adds the traceback.
@@ -14,9 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from harness import __version__
+from harness.configs import build, default_of, field_names
 from harness.errors import HarnessError
 
 
@@ -35,6 +38,36 @@ def _command(sub, name: str, help: str, examples: str) -> argparse.ArgumentParse
         epilog="examples:\n" + examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):
+        return ",".join(_shown(v) for v in value) or "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _option(parser: argparse.ArgumentParser, flag: str, config: type, help: str, *, field: str | None = None,
+            default_text: str | None = None, **kwargs) -> None:
+    """An option for field ``field`` (default: the flag's name) of the stage's ``config``
+    dataclass. It is set only when the user gives it, so the config's default applies
+    otherwise, and the help shows that default (or ``default_text``)."""
+    name = field or flag.lstrip("-").replace("-", "_")
+    shown = default_text if default_text is not None else _shown(default_of(config, name))
+    parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=f"{help} (default: {shown})", **kwargs)
+
+
+def _flag(parser: argparse.ArgumentParser, flag: str, field: str, help: str, value: Any) -> None:
+    """A switch that sets ``field`` to ``value`` when given, and leaves the config's default otherwise."""
+    parser.add_argument(flag, dest=field, action="store_const", const=value, default=argparse.SUPPRESS, help=help)
+
+
+def _given(args: argparse.Namespace, *configs: type) -> dict[str, Any]:
+    """The fields of ``configs`` that the user set on the command line."""
+    return {name: getattr(args, name) for name in field_names(*configs) if hasattr(args, name)}
 
 
 REGISTRARS: list[Callable] = []
@@ -80,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _add_datasets(sub) -> None:
     from pathlib import Path
 
+    from harness.data.manage import DatasetsConfig
+
     parser = _command(
         sub,
         "datasets",
@@ -97,23 +132,17 @@ def _add_datasets(sub) -> None:
                      "  harness datasets fetch tecnick\n  harness datasets fetch coco2017-train --root /data/harness\n")
     fetch.add_argument("name", help="dataset name (see `harness datasets list`)")
     fetch.add_argument("--root", type=Path, help=root_help)
-    fetch.add_argument("--retries", type=int, default=3, help="resume an interrupted download this often (default 3)")
-    fetch.add_argument("--keep-archives", action="store_true", help="keep downloaded archives after unpacking")
+    _option(fetch, "--retries", DatasetsConfig, "resume an interrupted download this often", type=int)
+    _flag(fetch, "--keep-archives", "keep_archives", "keep downloaded archives after unpacking", True)
     verify = _command(actions, "verify", "check image count and SHA-256 of every image; exit 1 listing bad files",
                       "  harness datasets verify kodak\n  harness datasets verify clic2021-test --root /data/harness\n")
     verify.add_argument("name", help="dataset name (see `harness datasets list`)")
     verify.add_argument("--root", type=Path, help=root_help)
 
     def handle(args: argparse.Namespace) -> int:
-        from harness.data.manage import DatasetsConfig, run
+        from harness.data.manage import run
 
-        return run(DatasetsConfig(
-            action=args.action,
-            name=getattr(args, "name", None),
-            root=args.root,
-            retries=getattr(args, "retries", 3),
-            keep_archives=getattr(args, "keep_archives", False),
-        ))
+        return run(build(DatasetsConfig, _given(args, DatasetsConfig)))
 
     parser.set_defaults(func=handle)
 
@@ -144,6 +173,9 @@ def _scale_range(value: str) -> tuple[float, float]:
 
 @_registrar
 def _add_prepare_data(sub) -> None:
+    from harness.data.recipe import SMALL_POLICIES, PatchRecipe
+    from harness.data.shards import PrepareConfig
+
     p = _command(
         sub,
         "prepare-data",
@@ -154,69 +186,57 @@ def _add_prepare_data(sub) -> None:
         "  harness prepare-data --source folder:imgs --resize none --patch 256 --workers 8 --out data/small\n"
         "  harness prepare-data --source folder:/nfs/imgs --out /nfs/shards --address HEAD:6379\n",
     )
-    p.add_argument("--source", action="append", required=True, metavar="SPEC",
+    p.add_argument("--source", action="append", dest="sources", required=True, metavar="SPEC",
                    help="registry name (clic-train, liu4k, coco2017-train) or folder:PATH; repeatable")
     p.add_argument("--out", required=True, help="output directory (shards + manifest.json)")
-    p.add_argument("--root", help="data root where registry datasets live")
-    p.add_argument("--resize", type=_resize_arg, default=2000, metavar="N|none",
-                   help="resize every image to NxN first, or 'none' to keep size and aspect (default 2000)")
-    p.add_argument("--patch", type=int, default=480, help="patch side in pixels (default 480)")
-    p.add_argument("--patches-per-image", type=int, default=8, metavar="K",
-                   help="patches per training image, and per validation image always (default 8)")
-    p.add_argument("--target-patches", type=int, metavar="N",
-                   help="N training patches in total, split evenly over the sources then their images")
-    p.add_argument("--rotations", type=_ints, default=(0, 90, 180, 270), metavar="DEG,...",
-                   help="rotation augmentation: angles drawn per patch (default 0,90,180,270)")
-    p.add_argument("--scale", type=_scale_range, default=(0.5, 1.0), metavar="MIN,MAX",
-                   help="scaling augmentation: patch pixels per resized-image pixel (default 0.5,1.0)")
-    p.add_argument("--small", choices=("reject", "upscale"), default="reject",
-                   help="images smaller than the patch: reject with a reason (default) or upscale")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and every patch (default 0)")
-    p.add_argument("--val-fraction", type=float, default=0.05,
-                   help="fraction of source images held out as val-*.tar (default 0.05)")
-    p.add_argument("--shard-patches", type=int, default=256, help="patches per shard (default 256)")
-    p.add_argument("--workers", type=int, help="concurrent shard tasks / CPUs of the local Ray (default: all)")
-    p.add_argument("--address", help="join this Ray cluster instead of starting a local one")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _option(p, "--root", PrepareConfig, "data root where registry datasets live", default_text="$HARNESS_DATA")
+    _option(p, "--resize", PatchRecipe, "resize every image to NxN first, or 'none' to keep size and aspect",
+            type=_resize_arg, metavar="N|none")
+    _option(p, "--patch", PatchRecipe, "patch side in pixels", type=int)
+    _option(p, "--patches-per-image", PatchRecipe, "patches per training image, and per validation image always",
+            type=int, metavar="K")
+    _option(p, "--target-patches", PrepareConfig, "N training patches in total, split evenly over the sources "
+            "then their images", type=int, metavar="N", default_text="K per image")
+    _option(p, "--rotations", PatchRecipe, "rotation augmentation: angles drawn per patch", type=_ints,
+            metavar="DEG,...")
+    _option(p, "--scale", PatchRecipe, "scaling augmentation: patch pixels per resized-image pixel",
+            type=_scale_range, metavar="MIN,MAX", field="scale",
+            default_text=f"{default_of(PatchRecipe, 'scale_min'):g},{default_of(PatchRecipe, 'scale_max'):g}")
+    _option(p, "--small", PatchRecipe, "images smaller than the patch: reject with a reason, or upscale",
+            choices=SMALL_POLICIES)
+    _option(p, "--seed", PatchRecipe, "seed of the split and every patch", type=int)
+    _option(p, "--val-fraction", PrepareConfig, "fraction of source images held out as val-*.tar", type=float)
+    _option(p, "--shard-patches", PrepareConfig, "patches per shard", type=int)
+    _option(p, "--workers", PrepareConfig, "concurrent shard tasks / CPUs of the local Ray", type=int,
+            default_text="all")
+    _option(p, "--address", PrepareConfig, "join this Ray cluster instead of starting a local one",
+            default_text="a local instance")
+    _flag(p, "--no-progress", "progress", "no progress bar", False)
     p.set_defaults(func=_run_prepare_data)
 
 
 def _run_prepare_data(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from harness.data import shards
     from harness.data.recipe import PatchRecipe
 
-    recipe = PatchRecipe(
-        patch=args.patch,
-        resize=args.resize,
-        patches_per_image=args.patches_per_image,
-        rotations=args.rotations,
-        scale_min=args.scale[0],
-        scale_max=args.scale[1],
-        small=args.small,
-        seed=args.seed,
-    )
-    config = shards.PrepareConfig(
-        sources=tuple(args.source),
-        out=Path(args.out),
-        recipe=recipe,
-        root=Path(args.root) if args.root else None,
-        target_patches=args.target_patches,
-        val_fraction=args.val_fraction,
-        shard_patches=args.shard_patches,
-        workers=args.workers,
-        address=args.address,
-        progress=not args.no_progress,
-    )
+    values = _given(args, shards.PrepareConfig, PatchRecipe)
+    if hasattr(args, "scale"):
+        values["scale_min"], values["scale_max"] = args.scale
+    config = shards.prepare_config(values)
     manifest = shards.run(config)
     print(shards.summary_line(manifest, config.out))
     return 0
 
 
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
 @_registrar
 def _add_leaderboard(sub) -> None:
     from pathlib import Path
+
+    from harness.eval.runner import LeaderboardConfig
 
     parser = _command(
         sub,
@@ -229,67 +249,45 @@ def _add_leaderboard(sub) -> None:
         "  harness leaderboard --report-only reports/kodak-quick --anchor hevc\n"
         "  harness leaderboard --codecs jpeg,hevc --models runs/tiny/models --run tiny-vs-classics\n",
     )
-    parser.add_argument("--dataset", action="append", dest="datasets", metavar="NAME",
-                        help="registry name (kodak, tecnick, clic2021-test, ...) or folder:PATH; repeatable "
-                             "(default: kodak)")
-    parser.add_argument("--root", type=Path, help="data root for registry datasets (default: $HARNESS_DATA)")
-    parser.add_argument("--profile", default="quick",
-                        help="configuration of every codec: quick (4 points, fast presets) or paper "
-                             "(6 points, slow presets) (default: quick)")
-    parser.add_argument("--codecs", default="",
-                        help="comma-separated codec ids, each optionally id:config (default: every codec in "
-                             "codecs/; unavailable ones are listed with the reason)")
-    parser.add_argument("--codec-dir", type=Path, help="folder of codec .toml files (default: the repo's codecs/)")
-    parser.add_argument("--models", action="append", type=Path, default=[], metavar="DIR",
-                        help="train-sweep models folder (OUT/models): one learned curve, a point per lambda; repeatable")
-    parser.add_argument("--gpus-per-model", type=float, default=0.0,
-                        help="GPUs per learned-codec cell on a GPU cluster (default 0: CPU)")
-    parser.add_argument("--run", dest="run_name", help="run folder name under --reports (default: DATASET-PROFILE)")
-    parser.add_argument("--reports", type=Path, default=Path("reports"), help="reports folder (default: reports)")
-    parser.add_argument("--max-images", type=int, help="only the first N images of each dataset")
-    parser.add_argument("--force", action="store_true", help="recompute cells that already have an ok result")
-    parser.add_argument("--address", help="Ray cluster address to join (default: start a local Ray instance)")
-    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
-    parser.add_argument("--timeout", type=float, help="seconds per encode or decode call (default: codec file)")
-    parser.add_argument("--anchor", help="BD-rate anchor, codec or codec:config (default: vtm when it ran, else vvc)")
-    parser.add_argument("--no-report", action="store_true", help="write results.parquet only")
-    parser.add_argument("--report-only", type=Path, metavar="RUN",
+    board = LeaderboardConfig
+    _option(parser, "--dataset", board, "registry name (kodak, tecnick, clic2021-test, ...) or folder:PATH; "
+            "repeatable", field="datasets", action="append", metavar="NAME")
+    _option(parser, "--root", board, "data root for registry datasets", type=Path, default_text="$HARNESS_DATA")
+    _option(parser, "--profile", board, "configuration of every codec: quick (4 points, fast presets) or paper "
+            "(6 points, slow presets)")
+    _option(parser, "--codecs", board, "comma-separated codec ids, each optionally id:config (unavailable ones are "
+            "listed with the reason)", type=_names, default_text="every codec in codecs/")
+    _option(parser, "--codec-dir", board, "folder of codec .toml files", type=Path, default_text="the repo's codecs/")
+    _option(parser, "--models", board, "train-sweep models folder (OUT/models): one learned curve, a point per "
+            "lambda; repeatable", action="append", type=Path, metavar="DIR")
+    _option(parser, "--gpus-per-model", board, "GPUs per learned-codec cell on a GPU cluster (0: CPU)", type=float)
+    _option(parser, "--run", board, "run folder name under --reports", field="run_name", default_text="DATASET-PROFILE")
+    _option(parser, "--reports", board, "reports folder", field="reports_dir", type=Path)
+    _option(parser, "--max-images", board, "only the first N images of each dataset", type=int, default_text="all")
+    _flag(parser, "--force", "force", "recompute cells that already have an ok result", True)
+    _option(parser, "--address", board, "Ray cluster address to join", default_text="start a local Ray instance")
+    _option(parser, "--num-cpus", board, "CPUs of the local Ray instance", type=int, default_text="all")
+    _option(parser, "--timeout", board, "seconds per encode or decode call", field="timeout_s", type=float,
+            default_text="the codec file's")
+    _option(parser, "--anchor", board, "BD-rate anchor, codec or codec:config", default_text="vtm when it ran, else vvc")
+    _flag(parser, "--no-report", "report", "write results.parquet only", False)
+    parser.add_argument("--report-only", type=Path, metavar="RUN", default=argparse.SUPPRESS,
                         help="rebuild tables and plots of an existing run folder without encoding anything")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _flag(parser, "--no-progress", "progress", "no progress bar", False)
 
     def handle(args: argparse.Namespace) -> int:
-        from harness.codecs.config import DEFAULT_DIR
-        from harness.eval.runner import LeaderboardConfig, run
+        from harness.eval.runner import run
 
-        if args.max_images is not None and args.max_images < 1:
-            raise HarnessError("--max-images must be at least 1")
-        return run(LeaderboardConfig(
-            datasets=tuple(args.datasets or ("kodak",)),
-            profile=args.profile,
-            codecs=tuple(c.strip() for c in args.codecs.split(",") if c.strip()),
-            run_name=args.run_name,
-            reports_dir=args.reports,
-            root=args.root,
-            codec_dir=args.codec_dir or DEFAULT_DIR,
-            models=tuple(args.models),
-            gpus_per_model=args.gpus_per_model,
-            max_images=args.max_images,
-            force=args.force,
-            address=args.address,
-            num_cpus=args.num_cpus,
-            timeout_s=args.timeout,
-            anchor=args.anchor,
-            report=not args.no_report,
-            report_only=args.report_only,
-            progress=not args.no_progress,
-        ))
+        run(build(board, _given(args, board)))
+        return 0
 
     parser.set_defaults(func=handle)
 
 
 @_registrar
 def _add_model_info(sub) -> None:
-    from harness.model.config import DEFAULT_VARIANT, VARIANTS
+    from harness.model.config import VARIANTS
+    from harness.model.info import ModelInfoConfig
 
     parser = _command(
         sub,
@@ -297,13 +295,13 @@ def _add_model_info(sub) -> None:
         "Parameter counts of a network variant, total and per module.",
         "  harness model-info\n  harness model-info --variant wecharm2d --json\n",
     )
-    parser.add_argument("--variant", default=DEFAULT_VARIANT, choices=list(VARIANTS), help="network variant")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    _option(parser, "--variant", ModelInfoConfig, "network variant", choices=list(VARIANTS))
+    _flag(parser, "--json", "as_json", "print one JSON object", True)
 
     def handle(args) -> int:
-        from harness.model.info import ModelInfoConfig, run
+        from harness.model.info import run
 
-        run(ModelInfoConfig(variant=args.variant, as_json=args.json))
+        run(build(ModelInfoConfig, _given(args, ModelInfoConfig)))
         return 0
 
     parser.set_defaults(func=handle)
@@ -313,7 +311,8 @@ def _add_model_info(sub) -> None:
 def _add_init_model(sub) -> None:
     from pathlib import Path
 
-    from harness.model.config import DEFAULT_VARIANT, VARIANTS
+    from harness.model.checkpoint import InitModelConfig
+    from harness.model.config import VARIANTS
 
     parser = _command(
         sub,
@@ -321,15 +320,16 @@ def _add_init_model(sub) -> None:
         "Write a freshly initialised model checkpoint (config + weights, entropy tables updated).",
         "  harness init-model --out model.pt\n  harness init-model --variant tiny --out tiny.pt --seed 1\n",
     )
-    parser.add_argument("--variant", default=DEFAULT_VARIANT, choices=list(VARIANTS), help="network variant")
+    _option(parser, "--variant", InitModelConfig, "network variant", choices=list(VARIANTS))
     parser.add_argument("--out", required=True, type=Path, help="checkpoint file to write")
-    parser.add_argument("--seed", type=int, default=0, help="torch seed of the initialisation")
+    _option(parser, "--seed", InitModelConfig, "torch seed of the initialisation", type=int)
 
     def handle(args) -> int:
-        from harness.model.checkpoint import InitModelConfig, run_init
+        from harness.model.checkpoint import run_init
 
-        digest = run_init(InitModelConfig(variant=args.variant, out=args.out, seed=args.seed))
-        print(f"wrote {args.out} (variant {args.variant}, fingerprint {digest[:16]})")
+        config = build(InitModelConfig, _given(args, InitModelConfig))
+        digest = run_init(config)
+        print(f"wrote {config.out} (variant {config.variant}, fingerprint {digest[:16]})")
         return 0
 
     parser.set_defaults(func=handle)
@@ -392,6 +392,8 @@ def _floats(value: str) -> tuple[float, ...]:
 def _add_train_sweep(sub) -> None:
     from pathlib import Path
 
+    from harness.train.sweep import SweepConfig
+
     parser = _command(
         sub,
         "train-sweep",
@@ -403,49 +405,39 @@ def _add_train_sweep(sub) -> None:
         "  harness train-sweep --data /mnt/harness/shards --gpus-per-trial 4 --address auto --out /mnt/harness/ddp\n"
         "  harness train-sweep --data shards/ --out runs/mse --resume\n",
     )
+    sweep = SweepConfig
     parser.add_argument("--data", required=True, type=Path, help="prepare-data output directory")
-    parser.add_argument("--metric", default="mse", help="distortion: mse or ms-ssim (default mse)")
-    parser.add_argument("--lambdas", type=_floats, default=(),
-                        help="comma-separated lambdas (default: the paper's set for the metric)")
-    parser.add_argument("--variant", default="3dm-weconvene", help="network variant (see harness model-info)")
-    parser.add_argument("--stage1-steps", type=int, default=1_500_000, help="stage-1 iterations (paper: 1.5M)")
-    parser.add_argument("--stage2-steps", type=int, default=50_000, help="stage-2 (reweighted) iterations")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--patch", type=int, default=256, help="training crop side in pixels")
-    parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (paper 1e-4)")
-    parser.add_argument("--milestones", type=_floats, default=None,
-                        help="stage-1 lr /= 10 at these fractions of the run (default: the paper's "
-                             "750k, 850k, ... of 1.5M, i.e. 0.5,0.567,...)")
-    parser.add_argument("--w1", type=float, default=1.1, help="stage-2 weight of the LLL+HLL rates")
-    parser.add_argument("--w2", type=float, default=0.9, help="stage-2 weight of the six high subbands' rates")
-    parser.add_argument("--out", type=Path, default=Path("runs/sweep"))
-    parser.add_argument("--address", help="Ray cluster to join (default: a local instance)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out")
-    parser.add_argument("--gpus-per-trial", type=float, default=0.0,
-                        help="GPUs of each trial; above 1, one DDP worker per GPU (Ray Train)")
-    parser.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs of each trial (of each worker)")
-    parser.add_argument("--workers-per-trial", type=int, default=0,
-                        help="DDP workers per trial sharing the batch (default: one per GPU, else 1)")
-    parser.add_argument("--checkpoint-every", type=int, default=1000, help="steps between Ray checkpoints")
-    parser.add_argument("--log-every", type=int, default=100, help="steps between metric rows (with validation)")
-    parser.add_argument("--val-batches", type=int, default=4, help="validation batches per log")
-    parser.add_argument("--max-failures", type=int, default=3, help="restarts of a crashed trial from its checkpoint")
-    parser.add_argument("--seed", type=int, default=0)
+    _option(parser, "--metric", sweep, "distortion: mse or ms-ssim")
+    _option(parser, "--lambdas", sweep, "comma-separated lambdas", type=_floats,
+            default_text="the paper's set for the metric")
+    _option(parser, "--variant", sweep, "network variant (see harness model-info)")
+    _option(parser, "--stage1-steps", sweep, "stage-1 iterations (paper: 1.5M)", type=int)
+    _option(parser, "--stage2-steps", sweep, "stage-2 (reweighted) iterations", type=int)
+    _option(parser, "--batch-size", sweep, "patches per step, split over a trial's workers", type=int)
+    _option(parser, "--patch", sweep, "training crop side in pixels", type=int)
+    _option(parser, "--lr", sweep, "Adam learning rate (paper 1e-4)", type=float)
+    _option(parser, "--milestones", sweep, "stage-1 lr /= 10 at these fractions of the run", type=_floats,
+            default_text="the paper's 750k, 850k, ... of 1.5M, i.e. 0.5,0.567,...")
+    _option(parser, "--w1", sweep, "stage-2 weight of the LLL+HLL rates", type=float)
+    _option(parser, "--w2", sweep, "stage-2 weight of the six high subbands' rates", type=float)
+    _option(parser, "--out", sweep, "output folder (models/, metrics.parquet, Tune's experiment)", type=Path)
+    _option(parser, "--address", sweep, "Ray cluster to join", default_text="a local instance")
+    _flag(parser, "--resume", "resume", "continue an interrupted sweep in --out", "yes")
+    _option(parser, "--gpus-per-trial", sweep, "GPUs of each trial; above 1, one DDP worker per GPU (Ray Train)",
+            type=float)
+    _option(parser, "--cpus-per-trial", sweep, "CPUs of each trial (of each worker)", type=int)
+    _option(parser, "--workers-per-trial", sweep, "DDP workers per trial sharing the batch", type=int,
+            default_text="one per GPU, else 1")
+    _option(parser, "--checkpoint-every", sweep, "steps between Ray checkpoints", type=int)
+    _option(parser, "--log-every", sweep, "steps between metric rows (with validation)", type=int)
+    _option(parser, "--val-batches", sweep, "validation batches per log", type=int)
+    _option(parser, "--max-failures", sweep, "restarts of a crashed trial from its checkpoint", type=int)
+    _option(parser, "--seed", sweep, "seed of the initialisation and the data stream", type=int)
 
     def handle(args: argparse.Namespace) -> int:
-        from harness.train.loop import PAPER_MILESTONES
-        from harness.train.sweep import SweepConfig, run
+        from harness.train.sweep import run
 
-        run(SweepConfig(
-            data=args.data, metric=args.metric, lambdas=args.lambdas, variant=args.variant,
-            stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, batch_size=args.batch_size,
-            patch=args.patch, lr=args.lr, w1=args.w1, w2=args.w2,
-            milestones=PAPER_MILESTONES if args.milestones is None else args.milestones, out=args.out, address=args.address,
-            resume="yes" if args.resume else "no", gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
-            workers_per_trial=args.workers_per_trial,
-            checkpoint_every=args.checkpoint_every, log_every=args.log_every, val_batches=args.val_batches,
-            max_failures=args.max_failures, seed=args.seed,
-        ))
+        run(build(sweep, _given(args, sweep)))
         return 0
 
     parser.set_defaults(func=handle)
@@ -454,6 +446,10 @@ def _add_train_sweep(sub) -> None:
 @_registrar
 def _add_rerun(sub) -> None:
     from pathlib import Path
+
+    from harness.rerun.pipeline import RerunConfig
+
+    rerun = RerunConfig
 
     parser = _command(
         sub,
@@ -464,19 +460,17 @@ def _add_rerun(sub) -> None:
         "  harness rerun --plan plans/nightly.toml --wait 3600   # queue behind a running rerun\n",
     )
     parser.add_argument("--plan", required=True, type=Path, help="plan file (TOML; see README 'Scheduled reruns')")
-    parser.add_argument("--address", help="Ray Jobs API of a cluster (http://HEAD:8265); default: run here")
-    parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for a concurrent rerun's lock")
-    parser.add_argument("--python", default=sys.executable,
-                        help="interpreter that runs the job on the head node (default: this one)")
-    parser.add_argument("--bd-rate-threshold", type=float, default=1.0,
-                        help="BD-rate increase (percentage points) flagged as a regression")
-    parser.add_argument("--time-threshold", type=float, default=0.2,
-                        help="relative encode/decode slow-down flagged as a regression")
+    _option(parser, "--address", rerun, "Ray Jobs API of a cluster (http://HEAD:8265)", default_text="run here")
+    _option(parser, "--wait", rerun, "seconds to wait for a concurrent rerun's lock", field="wait_s", type=float)
+    _option(parser, "--python", rerun, "interpreter that runs the job on the head node", default_text="this one")
+    _option(parser, "--bd-rate-threshold", rerun, "BD-rate increase (percentage points) flagged as a regression",
+            type=float)
+    _option(parser, "--time-threshold", rerun, "relative encode/decode slow-down flagged as a regression", type=float)
 
     def handle(args: argparse.Namespace) -> int:
-        from harness.rerun.pipeline import RerunConfig, run
+        from harness.rerun.pipeline import run
 
-        return run(RerunConfig(plan=args.plan, address=args.address, wait_s=args.wait, python=args.python,
-                               bd_rate_threshold=args.bd_rate_threshold, time_threshold=args.time_threshold))
+        run(build(rerun, _given(args, rerun)))
+        return 0
 
     parser.set_defaults(func=handle)

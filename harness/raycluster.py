@@ -5,13 +5,21 @@ Every stage runs the same code locally and on a cluster. With an address
 Ray Job (``RAY_ADDRESS`` set by Ray) it joins the job's cluster; otherwise it
 starts a private instance on 127.0.0.1 — ``address="local"``, so it never
 attaches to some other Ray that happens to run on the same host.
+
+:func:`as_completed` is the one bounded task pool of the stages that fan out
+(prepare-data's shards, the leaderboard's cells).
 """
 
 from __future__ import annotations
 
 import os
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 from harness.errors import HarnessError
+
+T = TypeVar("T")
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = False) -> bool:
@@ -25,9 +33,63 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, log_to_d
         try:
             ray.init(address=address, log_to_driver=log_to_driver)
         except (ConnectionError, RuntimeError, ValueError) as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise HarnessError(f"cannot join the Ray cluster at {address}: {reason}") from None
+            raise HarnessError(f"cannot join the Ray cluster at {address}: {one_line(error)}") from None
     else:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
                  log_to_driver=log_to_driver, configure_logging=True, logging_level="warning")
     return True
+
+
+def one_line(error: BaseException) -> str:
+    """A failure in one line: a task's own exception (the last line of Ray's traceback text)
+    or the first line of anything else (a lost worker or node, a refused connection)."""
+    import ray
+
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    lines = text.splitlines()
+    return lines[-1].strip() if isinstance(error, ray.exceptions.RayTaskError) else lines[0].strip()
+
+
+@dataclass(frozen=True)
+class Finished(Generic[T]):
+    """One item of :func:`as_completed`: its task's return value, or the error that ended it."""
+
+    item: T
+    value: Any = None
+    error: BaseException | None = None
+
+
+def as_completed(submit: Callable[[T], Any], items: Iterable[T], *, limit: int | None = None,
+                 batch: int = 1, poll_s: float | None = None) -> Iterator[list[Finished[T]]]:
+    """Submit ``submit(item)`` (an ObjectRef) for every item, at most ``limit`` in flight, and
+    yield the finished ones as they land, up to ``batch`` at a time.
+
+    With ``poll_s`` an empty list comes every ``poll_s`` seconds in which nothing finished, so
+    the caller can checkpoint. The pool is refilled before each yield: no worker idles while
+    the caller does its bookkeeping. A task that raised, or whose worker or node died after
+    Ray's retries, comes back with ``error`` set; it does not stop the others.
+    """
+    import ray
+
+    queue = deque(items)
+    pending: dict[Any, T] = {}
+
+    def fill() -> None:
+        while queue and (limit is None or len(pending) < limit):
+            item = queue.popleft()
+            pending[submit(item)] = item
+
+    fill()
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=min(len(pending), batch), timeout=poll_s)
+        landed = [(ref, pending.pop(ref)) for ref in ready]
+        fill()
+        finished = []
+        for ref, item in landed:
+            try:
+                finished.append(Finished(item, ray.get(ref)))
+            except ray.exceptions.RayError as error:
+                finished.append(Finished(item, error=error))
+        yield finished

@@ -16,6 +16,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+# Starting Ray costs ~10 s on 2 cores: every test that needs an instance belongs to the slow tier.
+RAY_FIXTURES = frozenset({"ray_local", "loopback_cluster"})
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
-from harness.eval.anchors import ms_ssim_to_db
+from harness.eval.metrics import ms_ssim_db
 from harness.eval.bdrate import (
     FEW_POINTS,
     INVALID_VALUES,
@@ -39,7 +39,7 @@ def _kodak_curves(shared_dir):
         results = json.loads(path.read_text())["results"]
         curves[(path.stem, "psnr")] = (results["bpp"], results["psnr-rgb"])
         if "ms-ssim-rgb" in results:
-            curves[(path.stem, "msssim")] = (results["bpp"], ms_ssim_to_db(results["ms-ssim-rgb"]))
+            curves[(path.stem, "msssim")] = (results["bpp"], ms_ssim_db(results["ms-ssim-rgb"]))
     return curves
 
 

@@ -74,6 +74,7 @@ def _tiny_zip() -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.slow
 def test_help_lists_subcommands_and_examples():
     top = _harness("--help")
     assert top.returncode == 0 and "datasets" in top.stdout
@@ -81,6 +82,7 @@ def test_help_lists_subcommands_and_examples():
     assert sub.returncode == 0 and "examples:" in sub.stdout and "--root" in sub.stdout
 
 
+@pytest.mark.slow
 def test_usage_errors_exit_2():
     for args in (("datasets",), ("datasets", "fetch"), ("datasets", "verify", "kodak", "--bogus"), ("nope",)):
         result = _harness(*args)
@@ -88,6 +90,7 @@ def test_usage_errors_exit_2():
         assert result.stderr.strip().count("\n") <= 1 and "error:" in result.stderr
 
 
+@pytest.mark.slow
 def test_failure_is_one_line_exit_1_and_verbose_adds_traceback():
     result = _harness("datasets", "verify", "kodakk")
     assert result.returncode == 1
@@ -222,6 +225,7 @@ def test_manual_dataset_explains_where_to_put_it(tmp_path: Path, capsys):
     assert "cannot be downloaded automatically" in err and str(tmp_path / "liu4k") in err
 
 
+@pytest.mark.slow
 def test_list_real_registry_without_local_data():
     result = _harness("datasets", "list", env={"HARNESS_DATA": "/nonexistent-harness-root"})
     assert result.returncode == 0 and "coco2017-train" in result.stdout and "118287" in result.stdout

@@ -4,6 +4,8 @@ schema, incremental reruns, bad images, codec failures, atomic writes, CLI."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import pytest
 from harness.cli import main
 from harness.eval import results
 from harness.eval.runner import LeaderboardConfig, execute, plan, run
+from harness.eval.summary import read_summary
 from harness.images import load_rgb, save_png
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +60,9 @@ def test_schema_is_documented_in_readme() -> None:
 
 def test_run_rerun_force_and_bad_image(ray_local, folder: Path, codec_dir: Path, tmp_path: Path, capsys) -> None:
     config = _config(folder, codec_dir, tmp_path)
-    assert run(config) == 0
+    summary = run(config)
+    assert (summary.cells, summary.computed, summary.reused, summary.errors) == (18, 18, 0, 6)
+    assert summary == read_summary(tmp_path / "t")
     path = tmp_path / "t" / "results.parquet"
     assert pq.read_schema(path).remove_metadata().equals(results.SCHEMA)
     frame = results.read(path)
@@ -119,7 +124,8 @@ def test_unavailable_codec_is_listed_not_fatal(ray_local, folder: Path, codec_di
                                                monkeypatch, capsys) -> None:
     monkeypatch.delenv("HARNESS_VTM_DIR", raising=False)
     config = _config(folder, codec_dir, tmp_path, codecs=("jpeg", "vtm"), max_images=2)
-    assert run(config) == 0
+    summary = run(config)
+    assert [u["codec"] for u in summary.unavailable] == ["vtm:quick"] and summary.codec_versions.keys() == {"jpeg:quick"}
     out = capsys.readouterr().out
     assert re.search(r"vtm:quick\s+unavailable: VTM not configured", out)
     assert "vtm" not in set(results.read(tmp_path / "t" / "results.parquet")["codec"])
@@ -127,13 +133,34 @@ def test_unavailable_codec_is_listed_not_fatal(ray_local, folder: Path, codec_di
     assert "jpeg" in (tmp_path / "t" / "bdrate.md").read_text() and (tmp_path / "t" / "README.md").is_file()
 
 
+# A writer that runs out of file size mid-write (RLIMIT_FSIZE, as on a full disk): the
+# temporary file is half written when write() fails with EFBIG.
+_FAILING_WRITE = """
+import resource, signal, sys
+import numpy as np, pandas as pd
+from harness.eval import results
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+rows = pd.DataFrame([{c: None for c in results.COLUMNS} | {"dataset": "d", "image": f"i{k}", "codec": "jpeg",
+                      "config": "quick", "quality": 50.0, "status": "ok", "bpp": float(k),
+                      "error": "x" * 64} for k in range(20000)])
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+try:
+    results.write(rows, sys.argv[1])
+except OSError as error:
+    print(f"OSError errno {error.errno}")
+"""
+
+
 def test_atomic_write_keeps_previous_table(tmp_path: Path) -> None:
+    import errno
+
     path = tmp_path / "results.parquet"
     row = {c: None for c in results.COLUMNS} | {"dataset": "d", "image": "i", "codec": "jpeg", "config": "quick",
                                                  "quality": 50.0, "status": "ok", "bpp": 1.0}
     results.write(pd.DataFrame([row]), path)
-    with pytest.raises(Exception):
-        results.write(pd.DataFrame([row | {"bpp": "not a number"}]), path)
+    done = subprocess.run([sys.executable, "-c", _FAILING_WRITE, str(path)], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert done.stdout.strip() == f"OSError errno {errno.EFBIG}", done.stderr[-2000:]
     assert results.read(path)["bpp"].tolist() == [1.0]
     assert [p.name for p in tmp_path.iterdir()] == ["results.parquet"]
 

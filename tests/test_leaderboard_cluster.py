@@ -14,6 +14,9 @@ from harness.eval import results
 from harness.eval.runner import LeaderboardConfig, execute, plan
 from harness.images import load_rgb, save_png
 
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture()
 def cluster(loopback_cluster):
     cluster = loopback_cluster(head_cpus=0, workers=(1, 1))

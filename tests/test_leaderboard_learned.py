@@ -2,33 +2,50 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from harness.codecs.learned import sweep_configs
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
 from harness.eval.runner import LeaderboardConfig, run
 from harness.images import load_rgb, save_png
-from harness.model.checkpoint import InitModelConfig, load_checkpoint, run_init
+from harness.data.recipe import PatchRecipe
+from harness.data.shards import PrepareConfig
+from harness.data.shards import run as prepare
+from harness.model.card import read_card
+from harness.model.checkpoint import fingerprint, load_checkpoint
 from harness.model.coding import encode
+from harness.model.config import get_config
+from harness.model.network import WeConvene
+from harness.train.loop import export_model, models_dir
+from harness.train.sweep import SweepConfig, check_data, trial_configs
 
 
-def _sweep(folder: Path, lambdas: tuple[float, ...], seed: int = 0) -> Path:
-    """A models folder laid out as train-sweep exports it: <metric>-<λ>.pt + card."""
-    models = folder / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    for index, lmbda in enumerate(lambdas):
-        name = f"mse-{lmbda:g}"
-        run_init(InitModelConfig(variant="tiny", out=models / f"{name}.pt", seed=seed + index))
-        card = {"name": name, "variant": "tiny", "metric": "mse", "lambda": lmbda, "params": 1, "checkpoint": f"{name}.pt"}
-        (models / f"{name}.json").write_text(json.dumps(card))
-    return models
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, photos_dir) -> Path:
+    """A small shard folder: the data a sweep's cards name."""
+    sources = tmp_path_factory.mktemp("photos")
+    for photo in sorted(photos_dir.glob("*.png"))[:4]:
+        shutil.copy(photo, sources / photo.name)
+    out = tmp_path_factory.mktemp("shards")
+    prepare(PrepareConfig(sources=(f"folder:{sources}",), out=out, val_fraction=0.25, progress=False,
+                          recipe=PatchRecipe(patch=64, resize=128, patches_per_image=1)))
+    return out
+
+
+def _sweep(folder: Path, lambdas: tuple[float, ...], shards: Path, seed: int = 0) -> Path:
+    """A models folder as train-sweep exports it (its own export function), with untrained weights."""
+    config = SweepConfig(data=shards, variant="tiny", lambdas=lambdas, patch=64, out=folder)
+    for index, trial in enumerate(trial_configs(config, check_data(config))):
+        torch.manual_seed(seed + index)
+        export_model(WeConvene(get_config("tiny")).eval(), trial, final={})
+    return models_dir(folder)
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +61,18 @@ def _config(images: Path, models: Path, reports: Path) -> LeaderboardConfig:
                              reports_dir=reports, report=False, progress=False, checkpoint_s=0.0)
 
 
-def test_models_folder_is_one_curve_of_real_bitstreams(ray_local, images, tmp_path):
-    models = _sweep(tmp_path / "sweep-a", (0.0067, 0.05))
+@pytest.mark.slow
+def test_models_folder_is_one_curve_of_real_bitstreams(ray_local, images, shards, tmp_path):
+    models = _sweep(tmp_path / "sweep-a", (0.0067, 0.05), shards)
     run(_config(images, models, tmp_path))
     frame = pd.read_parquet(tmp_path / "t" / "results.parquet")
     learned = frame[frame["codec"] == "tiny"]
     assert len(learned) == 4 and (learned["status"] == "ok").all()
     assert set(learned["config"]) == {"sweep-a"} and set(learned["quality"]) == {0.0067, 0.05}
-    assert learned["params"].notna().all() and learned["psnr_rgb"].notna().all()
+    card = read_card(models / "mse-0.05.json")
+    assert set(learned["params"]) == {card.params} and learned["psnr_rgb"].notna().all()
+    net = load_checkpoint(models / "mse-0.05.pt")
+    assert card.fingerprint == fingerprint(net) and card.params == sum(p.numel() for p in net.parameters())
     # The bytes are those of `harness compress` with the same checkpoint.
     row = learned[(learned["image"] == "kodim05.png") & (learned["quality"] == 0.05)].iloc[0]
     pixels = load_rgb(images / "kodim05.png").pixels
@@ -59,13 +80,14 @@ def test_models_folder_is_one_curve_of_real_bitstreams(ray_local, images, tmp_pa
     assert row["codec_version"].endswith(f"checkpoint {sha256_file(models / 'mse-0.05.pt')[:12]}")
 
 
-def test_retraining_one_lambda_recomputes_only_its_cells(ray_local, images, tmp_path):
-    models = _sweep(tmp_path / "sweep-b", (0.0067, 0.05))
+@pytest.mark.slow
+def test_retraining_one_lambda_recomputes_only_its_cells(ray_local, images, shards, tmp_path):
+    models = _sweep(tmp_path / "sweep-b", (0.0067, 0.05), shards)
     run(_config(images, models, tmp_path))
     first = pd.read_parquet(tmp_path / "t" / "results.parquet")
-    _sweep(tmp_path / "retrained", (0.05,), seed=7)
+    _sweep(tmp_path / "retrained", (0.05,), shards, seed=7)
     shutil.copy(tmp_path / "retrained" / "models" / "mse-0.05.pt", models / "mse-0.05.pt")
-    _sweep(tmp_path / "added", (0.013,), seed=9)
+    _sweep(tmp_path / "added", (0.013,), shards, seed=9)
     for suffix in (".pt", ".json"):
         shutil.copy(tmp_path / "added" / "models" / f"mse-0.013{suffix}", models / f"mse-0.013{suffix}")
     run(_config(images, models, tmp_path))

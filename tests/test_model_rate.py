@@ -26,7 +26,7 @@ STEPS, BATCH, CROP = 150, 4, 64
 KODAK_SUBSET = [f"kodim{i:02d}.png" for i in range(1, 25, 3)]
 
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_one_thread")]
 
 
 def train_tiny(photos: list[np.ndarray], steps: int, seed: int = 0) -> WeConvene:

@@ -10,6 +10,7 @@ from PIL import Image
 from harness.model import WeConvene
 from harness.model.loss import LossConfig, RateDistortionLoss
 
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(180)

@@ -18,6 +18,7 @@ from PIL import Image
 
 from harness.cli import main
 from harness.data import stream
+from harness.data.manifest import ShardManifest, read_manifest
 from harness.data.recipe import PatchRecipe
 from harness.data.shards import PrepareConfig, run
 from harness.errors import HarnessError
@@ -40,8 +41,8 @@ def _samples(out: Path, split: str = "train") -> list[dict]:
     return list(wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("pil"))
 
 
-def _shard_hashes(manifest: dict) -> dict[str, str]:
-    return {record["name"]: record["sha256"] for record in manifest["shards"]}
+def _shard_hashes(manifest: ShardManifest) -> dict[str, str]:
+    return {record.name: record.sha256 for record in manifest.shards}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def odd_folder(tmp_path_factory) -> Path:
 def test_bad_files_are_rejected_with_reasons_and_the_rest_is_used(ray_local, odd_folder, tmp_path):
     out = tmp_path
     manifest = run(_config([odd_folder], out, val_fraction=0.0))
-    reasons = {r["file"]: r["reason"] for r in manifest["rejected"]}
+    reasons = {r["file"]: r["reason"] for r in manifest.rejected}
     assert set(reasons) == {"truncated.png", "truncated.jpg", "notes.jpg", "empty.png", "tiny.png",
                             "sub_copy_of_good.png"}
     assert "truncated" in reasons["truncated.png"] or "broken" in reasons["truncated.png"]
@@ -93,12 +94,12 @@ def test_bad_files_are_rejected_with_reasons_and_the_rest_is_used(ray_local, odd
     assert "40x50" in reasons["tiny.png"] or "50x40" in reasons["tiny.png"]
     assert reasons["sub_copy_of_good.png"].startswith("duplicate of folder:")
     assert reasons["sub_copy_of_good.png"].endswith("/good.png")
-    source = manifest["per_source"][next(iter(manifest["per_source"]))]
+    source = manifest.per_source[next(iter(manifest.per_source))]
     assert source["files"] == 13 and source["rejected"] == 6 and source["train_images"] == 7
-    assert manifest["totals"]["images"] == 7  # the truncated files were planned, then dropped at decode
+    assert manifest.totals["images"] == 7  # the truncated files were planned, then dropped at decode
     used = {s["json"]["file"]: s for s in _samples(out)}
     assert set(used) == {"good.png", "cmyk.jpg", "gray16.png", "rgba.png", "palette.png", "gray.png", "rotated.jpg"}
-    assert manifest["totals"]["train_patches"] == 2 * 7 == len(_samples(out))
+    assert manifest.totals["train_patches"] == 2 * 7 == len(_samples(out))
     for sample in used.values():
         assert sample["png"].mode == "RGB" and sample["png"].size == (64, 64)
     assert used["rotated.jpg"]["json"]["source_size"] == [100, 180]  # EXIF orientation applied
@@ -109,7 +110,7 @@ def test_bad_files_are_rejected_with_reasons_and_the_rest_is_used(ray_local, odd
 def test_small_images_can_be_upscaled_instead(ray_local, odd_folder, tmp_path):
     recipe = PatchRecipe(patch=64, resize=None, patches_per_image=1, small="upscale")
     manifest = run(_config([odd_folder], tmp_path, recipe, val_fraction=0.0))
-    assert "tiny.png" not in {r["file"] for r in manifest["rejected"]}
+    assert "tiny.png" not in {r["file"] for r in manifest.rejected}
     assert "tiny.png" in {s["json"]["file"] for s in _samples(tmp_path)}
 
 
@@ -128,7 +129,7 @@ def test_empty_or_imageless_source_is_a_clear_error(tmp_path):
 def test_same_bytes_with_one_or_two_workers(ray_local, photo_subset, tmp_path):
     one = run(_config([photo_subset], tmp_path / "one", workers=1))
     two = run(_config([photo_subset], tmp_path / "two", workers=2))
-    assert len(one["shards"]) >= 3
+    assert len(one.shards) >= 3
     assert _shard_hashes(one) == _shard_hashes(two)
     for name, digest in _shard_hashes(one).items():
         assert hashlib.sha256((tmp_path / "two" / name).read_bytes()).hexdigest() == digest
@@ -150,13 +151,14 @@ def test_resume_rewrites_only_missing_or_corrupt_shards(ray_local, photo_subset,
     capsys.readouterr()
     second = run(config)
     assert f"kept {len(names) - 2} of {len(names)} shards" in capsys.readouterr().out
-    assert second["resume"] == {"kept": len(names) - 2, "written": 2}
+    assert second.resume == {"kept": len(names) - 2, "written": 2}
     assert _shard_hashes(second) == _shard_hashes(first)
     assert not list(tmp_path.glob(".*.tmp"))
     with pytest.raises(HarnessError, match="different plan"):
         run(_config([photo_subset], tmp_path, PatchRecipe(patch=64, resize=None, seed=7)))
 
 
+@pytest.mark.slow
 def test_acceptance_480px_patches_on_the_photos(ray_local, photos_dir, tmp_path, capsys):
     """Issue acceptance: the paper's recipe (2000x2000 resize, rotation/scaling, 480x480) on
     ../shared/data/photos through the CLI, 1 and 2 workers, one patch per photo to stay fast."""
@@ -165,16 +167,16 @@ def test_acceptance_480px_patches_on_the_photos(ray_local, photos_dir, tmp_path,
     assert main([*argv, "--out", str(tmp_path / "a"), "--workers", "1"]) == 0
     assert "prepared 47 train + 2 val patches (480px) from 49 images in 7 shards" in capsys.readouterr().out
     assert main([*argv, "--out", str(tmp_path / "b"), "--workers", "2"]) == 0
-    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
-    assert _shard_hashes(manifest) == _shard_hashes(json.loads((tmp_path / "b" / "manifest.json").read_text()))
-    assert manifest["status"] == "complete" and manifest["recipe"]["resize"] == 2000
-    for record in manifest["shards"]:
-        samples = list(wds.WebDataset(str(tmp_path / "a" / record["name"]), shardshuffle=False).decode("pil"))
-        assert len(samples) == record["samples"]
+    manifest = read_manifest(tmp_path / "a")
+    assert _shard_hashes(manifest) == _shard_hashes(read_manifest(tmp_path / "b"))
+    assert manifest.status == "complete" and manifest.recipe["resize"] == 2000
+    for record in manifest.shards:
+        samples = list(wds.WebDataset(str(tmp_path / "a" / record.name), shardshuffle=False).decode("pil"))
+        assert len(samples) == record.samples
         for sample in samples:
             assert sample["png"].mode == "RGB" and sample["png"].size == (480, 480)
             assert sample["json"]["patch"]["rotation"] in (0, 90, 180, 270)
-    assert manifest["totals"]["train_patches"] + manifest["totals"]["val_patches"] == 49
+    assert manifest.totals["train_patches"] + manifest.totals["val_patches"] == 49
 
 
 def test_cli_reports_bad_source_on_one_line(tmp_path, capsys):
@@ -198,6 +200,7 @@ def test_stream_gives_seeded_float_crops_and_checks_the_shards(ray_local, photo_
         stream.train_dataset(tmp_path / "missing", 48)
 
 
+@pytest.mark.slow
 def test_stream_replays_in_another_process(ray_local, photo_subset, tmp_path):
     """Seeded means the same patches in every process (each Ray trial is one), whatever
     Python's per-process string hashing."""
@@ -223,7 +226,7 @@ def test_registry_sources_by_name(ray_local, tmp_path):
     recipe = PatchRecipe(patch=64, resize=None, patches_per_image=1)
     manifest = run(PrepareConfig(sources=("kodak",), out=tmp_path / "k", recipe=recipe, shard_patches=12,
                                  val_fraction=0.0, progress=False))
-    assert manifest["per_source"]["kodak"]["train_patches"] == 24
+    assert manifest.per_source["kodak"]["train_patches"] == 24
     assert {s["json"]["source"] for s in _samples(tmp_path / "k")} == {"kodak"}
     assert {s["json"]["file"] for s in _samples(tmp_path / "k")} >= {"kodim01.png", "kodim24.png"}
     with pytest.raises(HarnessError, match="clic-train is not present"):

@@ -11,6 +11,8 @@ import pytest
 from harness.data.recipe import PatchRecipe
 from harness.data.shards import PrepareConfig, run
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def cluster(loopback_cluster):
@@ -42,7 +44,7 @@ def test_killed_worker_node_mid_run_loses_and_duplicates_nothing(cluster, photos
     reference = run(config(tmp_path / "reference"))
     killed = []
 
-    def kill_a_worker_node(record: dict) -> None:
+    def kill_a_worker_node(record) -> None:
         if killed:
             return
         # Wait until both nodes are writing a shard (two temporaries), so the
@@ -54,11 +56,11 @@ def test_killed_worker_node_mid_run_loses_and_duplicates_nothing(cluster, photos
         cluster.remove_node(workers[0], allow_graceful=False)
 
     disturbed = run(config(tmp_path / "disturbed"), on_shard_done=kill_a_worker_node)
-    assert killed == [2] and disturbed["status"] == "complete"
-    names = [r["name"] for r in disturbed["shards"]]
+    assert killed == [2] and disturbed.complete
+    names = [r.name for r in disturbed.shards]
     assert len(names) == 8
-    assert {r["name"]: r["sha256"] for r in disturbed["shards"]} == {r["name"]: r["sha256"] for r in reference["shards"]}
+    assert {r.name: r.sha256 for r in disturbed.shards} == {r.name: r.sha256 for r in reference.shards}
     keys = _keys(tmp_path / "disturbed", names)
-    assert len(keys) == len(set(keys)) == 24 == disturbed["totals"]["train_patches"]
+    assert len(keys) == len(set(keys)) == 24 == disturbed.totals["train_patches"]
     assert sorted(keys) == sorted(_keys(tmp_path / "reference", names))
     assert not list((tmp_path / "disturbed").glob(".*.tmp"))

@@ -56,11 +56,12 @@ def test_plan_paths_are_relative_to_the_plan(tmp_path):
     path = tmp_path / "plans" / "p.toml"
     path.write_text('name="n"\n[data]\nsources=["folder:../photos", "clic-train"]\n[leaderboard]\nmodels=["m"]\n')
     plan = load_plan(path)
-    assert plan.data["sources"] == [f"folder:{tmp_path / 'photos'}", "clic-train"]
-    assert plan.leaderboard["models"] == [tmp_path / "plans" / "m"]
+    assert plan.prepare.sources == (f"folder:{tmp_path / 'photos'}", "clic-train")
+    assert plan.leaderboard.models == (tmp_path / "plans" / "m",)
     assert plan.report_dir == tmp_path / "plans" / "reports" / "n"
 
 
+@pytest.mark.slow
 def test_reruns_compute_only_what_is_missing_and_keep_history(tmp_path, ray_local):
     plan = _write_plan(tmp_path)
     report = tmp_path / "reports" / "nightly"
@@ -78,6 +79,7 @@ def test_reruns_compute_only_what_is_missing_and_keep_history(tmp_path, ray_loca
     assert "## Changes since the previous run" in readme and "8 cells computed, 8 reused" in readme
 
 
+@pytest.mark.slow
 def test_a_second_rerun_of_the_same_report_is_refused_with_the_holder(tmp_path):
     plan = _write_plan(tmp_path)
     with report_lock(tmp_path / "reports" / "nightly"):
@@ -95,10 +97,10 @@ def test_shipped_schedule_is_a_valid_plan_and_command():
     from harness.cli import build_parser
 
     plan = load_plan(REPO / "schedule" / "nightly.toml")
-    assert plan.sweeps and plan.data and plan.leaderboard["codecs"]
+    assert plan.sweeps and plan.prepare and plan.leaderboard.codecs
     service = (REPO / "schedule" / "harness-rerun.service").read_text()
     exec_start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
     argv = shlex.split(exec_start.split("=", 1)[1])
     args = build_parser().parse_args(argv[1:])
-    assert args.command == "rerun" and args.plan == Path("schedule/nightly.toml") and args.wait > 0
+    assert args.command == "rerun" and args.plan == Path("schedule/nightly.toml") and args.wait_s > 0
     assert "OnCalendar=" in (REPO / "schedule" / "harness-rerun.timer").read_text()

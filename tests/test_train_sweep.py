@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -19,10 +18,11 @@ from harness.data.shards import run as prepare
 from harness.errors import HarnessError
 from harness.model.config import LOW_FREQUENCY_SUBBANDS
 from harness.images import load_rgb
+from harness.model.card import read_card
 from harness.model.checkpoint import load_checkpoint
 from harness.model.coding import decode, encode
 from harness.train.loop import TRAIN_RUNS
-from harness.train.sweep import SweepConfig, experiment_dir, run, trial_configs, validate
+from harness.train.sweep import SweepConfig, check_data, experiment_dir, run, trial_configs
 
 REPO = Path(__file__).resolve().parents[1]
 LOW = sorted(LOW_FREQUENCY_SUBBANDS - {"LL"})
@@ -61,12 +61,14 @@ def _sweep(shards: Path, out: Path, **overrides) -> SweepConfig:
     (dict(gpus_per_trial=2, workers_per_trial=1), "with one worker: a worker drives one device"),
     (dict(workers_per_trial=3), "--batch-size 2 does not split evenly over 3 workers"),
 ])
+@pytest.mark.slow
 def test_bad_sweeps_fail_before_any_trial(shards, tmp_path, overrides, message):
     with pytest.raises(HarnessError, match=message):
         run(_sweep(shards, tmp_path / "out", **overrides))
     assert not (tmp_path / "out" / "sweep").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [dict(workers_per_trial=2), dict(cpus_per_trial=3)])
 def test_trial_larger_than_the_local_ray_is_refused(shards, tmp_path, ray_local, overrides):
     """Tune would wait forever for resources a local instance never gets."""
@@ -77,30 +79,31 @@ def test_trial_larger_than_the_local_ray_is_refused(shards, tmp_path, ray_local,
 
 def test_missing_or_empty_shard_directory(tmp_path):
     with pytest.raises(HarnessError, match="no prepared data at"):
-        validate(SweepConfig(data=tmp_path / "nowhere"))
+        check_data(SweepConfig(data=tmp_path / "nowhere"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(HarnessError, match="has no manifest.json"):
-        validate(SweepConfig(data=tmp_path / "empty"))
+        check_data(SweepConfig(data=tmp_path / "empty"))
 
 
 def _rate(row: pd.Series, names: list[str]) -> float:
     return sum(row[f"bpp_{name}"] for name in names)
 
 
+@pytest.mark.slow
 def test_tiny_sweep_trains_both_lambdas_in_two_stages(shards, tmp_path, ray_local):
     out = tmp_path / "sweep"
     config = _sweep(shards, out, stage1_steps=60, stage2_steps=20, log_every=10, checkpoint_every=20,
                     batch_size=4, lr=1e-3, milestones=(), w1=2.0, w2=0.5, val_batches=4)
-    models = run(config)
-    assert [m.name for m in models] == ["mse-0.0067.pt", "mse-0.05.pt"]
-    cards = [json.loads(m.with_suffix(".json").read_text()) for m in models]
+    cards = run(config)
+    assert [c.checkpoint for c in cards] == ["mse-0.0067.pt", "mse-0.05.pt"]
+    assert cards == [read_card(out / "models" / f"{c.name}.json") for c in cards]
     for card in cards:
-        assert card["stages"]["1"]["steps"] == 60 and card["stages"]["2"]["steps"] == 20
-        assert (card["stages"]["2"]["w1"], card["stages"]["2"]["w2"]) == (2.0, 0.5)
-        assert card["data_manifest_sha256"] and card["params"] > 0 and card["restored_from_steps"] == []
+        assert card.stages["1"]["steps"] == 60 and card.stages["2"]["steps"] == 20
+        assert (card.stages["2"]["w1"], card.stages["2"]["w2"]) == (2.0, 0.5)
+        assert card.data_manifest_sha256 and card.params > 0 and card.restored_from_steps == ()
     # The larger λ buys rate. (Its PSNR lead only shows once training leaves the
     # distortion-dominated start, after a few hundred steps: see README "Training".)
-    low, high = (card["final"] for card in cards)
+    low, high = (card.final for card in cards)
     assert high["val_bpp"] > low["val_bpp"]
 
     metrics = pd.read_parquet(out / "metrics.parquet")
@@ -116,35 +119,37 @@ def test_tiny_sweep_trains_both_lambdas_in_two_stages(shards, tmp_path, ray_loca
             assert row["loss"] == pytest.approx(row["bpp"] + lmbda * row["distortion"], rel=1e-4)
 
     again = run(config)  # same inputs: both models reused, nothing trained
-    assert again == models
+    assert again == cards
     assert len(pd.read_parquet(out / "metrics.parquet")) == len(metrics)
 
 
+@pytest.mark.slow
 def test_resume_without_a_sweep_and_rerun_into_a_used_directory(shards, tmp_path, ray_local):
     with pytest.raises(HarnessError, match="nothing to resume"):
         run(_sweep(shards, tmp_path / "a", lambdas=(0.01,), resume="yes"))
     config = _sweep(shards, tmp_path / "b", lambdas=(0.01,))
-    experiment_dir(config.out, trial_configs(config, validate(config))).mkdir(parents=True)
+    experiment_dir(config.out, trial_configs(config, check_data(config))).mkdir(parents=True)
     with pytest.raises(HarnessError, match="holds an earlier sweep: pass --resume"):
         run(config)
 
 
+@pytest.mark.slow
 def test_trial_on_two_ddp_workers(shards, tmp_path, loopback_cluster):
     """A trial with two workers: Ray Train DDP over the batch, rank 0 reports and exports."""
     loopback_cluster(head_cpus=1, workers=(2,))
     out = tmp_path / "ddp"
-    (model,) = run(_sweep(shards, out, lambdas=(0.013,), batch_size=4, workers_per_trial=2))
+    (card,) = run(_sweep(shards, out, lambdas=(0.013,), batch_size=4, workers_per_trial=2))
     metrics = pd.read_parquet(out / "metrics.parquet")
     assert list(metrics["step"]) == [2, 4, 6] and set(metrics["workers"]) == {2}
     assert metrics["val_bpp"].notna().all()
-    card = json.loads(model.with_suffix(".json").read_text())
-    assert card["stages"]["2"]["steps"] == 2 and card["final"]["val_bpp"] > 0
+    assert card.stages["2"]["steps"] == 2 and card.final["val_bpp"] > 0
     pixels = load_rgb(REPO / "datasets" / "kodak" / "kodim01.png").pixels[:64, :96]
-    net = load_checkpoint(model)
+    net = load_checkpoint(out / "models" / card.checkpoint)
     assert decode(net, encode(net, pixels)).shape == pixels.shape
     assert list((out / TRAIN_RUNS).iterdir())  # Ray Train kept the workers' checkpoints
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_trial_resumes_from_its_checkpoint_when_its_node_dies(shards, tmp_path, loopback_cluster, workers):
     """A worker node killed mid-stage-1: the trial restarts on a new node from its checkpoint
@@ -172,8 +177,7 @@ def test_trial_resumes_from_its_checkpoint_when_its_node_dies(shards, tmp_path, 
         assert driver.returncode == 0, output
     finally:
         driver.kill()
-    card = json.loads((out / "models" / "mse-0.01.json").read_text())
-    restored = card["restored_from_steps"]
+    restored = read_card(out / "models" / "mse-0.01.json").restored_from_steps
     assert restored and min(restored) >= 10  # from a checkpoint, never from step 0
     metrics = pd.read_parquet(out / "metrics.parquet").sort_values("time")
     assert metrics["step"].max() == 44 and set(metrics["workers"]) == {workers}

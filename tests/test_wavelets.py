@@ -94,7 +94,8 @@ def test_length_one_passes_through(wavelet):
     assert torch.equal(low, x) and high.shape == (2, 3, 1, 0)
     assert torch.equal(wt.idwt(low, high, wavelet, dim=-1), x)
     bands = wt.dwt3(x, wavelet, 1, 2, strict=False)
-    assert torch.allclose(wt.idwt3(bands, wavelet, 1, 2), x)
+    # float32 rounding of the channel lifting is ~1e-7 absolute: a relative test fails for x near 0
+    assert torch.allclose(wt.idwt3(bands, wavelet, 1, 2), x, atol=1e-6)
 
 
 # ----------------------------------------------------------------- filter fidelity
@@ -431,6 +432,7 @@ def test_forked_child_transforms_after_the_parent_did():
     assert child.exitcode == 0 and err < 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_read_only_install_compiles_without_a_disk_cache(tmp_path, engine):
     """Run by a user who can write neither next to the package (root's checkout) nor in
@@ -446,6 +448,15 @@ def test_read_only_install_compiles_without_a_disk_cache(tmp_path, engine):
     setpriv = shutil.which("setpriv")
     if os.geteuid() != 0 or setpriv is None:
         pytest.skip("needs root and setpriv to run the check as an unprivileged user")
+    user = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c"]
+    # The unprivileged user must reach the interpreter, torch and this checkout: a checkout
+    # under a folder only root may enter (a clone inside `mktemp -d`, say) makes that impossible.
+    reach = subprocess.run([*user, "import importlib.util, torch; assert importlib.util.find_spec('harness')"],
+                           cwd="/", capture_output=True, text=True, timeout=120)
+    if reach.returncode != 0:
+        lines = (reach.stderr or reach.stdout).strip().splitlines() or ["no output"]
+        pytest.skip(f"user 65534 cannot read {sys.executable} or this checkout ({lines[-1]}): "
+                    "clone into a folder every user may enter to run this check")
     home = tmp_path / "home"
     home.mkdir(mode=0o555)
     script = (
@@ -453,9 +464,7 @@ def test_read_only_install_compiles_without_a_disk_cache(tmp_path, engine):
         "print((wt.idwt3(wt.dwt3(x, '9/7'), '9/7') - x).abs().max().item())"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
-    run = subprocess.run(
-        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", script],
-        env={**env, "HOME": str(home)}, cwd="/", capture_output=True, text=True, timeout=170,
-    )
+    run = subprocess.run([*user, script], env={**env, "HOME": str(home)}, cwd="/", capture_output=True, text=True,
+                         timeout=170)
     assert run.returncode == 0, run.stderr[-2000:]
     assert float(run.stdout.split()[-1]) < 1e-5

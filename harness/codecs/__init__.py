@@ -15,15 +15,12 @@ CODECS: dict[str, type[Codec]] = {cls.id: cls for cls in (VTM, VVC, BPG, HEVC, A
 
 def codec_class(codec_id: str) -> type[Codec]:
     """The class of a classical codec id, or :class:`Learned` for a network variant name."""
-    from harness.model.config import VARIANTS
-
-    if codec_id in VARIANTS:
-        return Learned
-    try:
+    if codec_id in CODECS:
         return CODECS[codec_id]
-    except KeyError:
-        known = ", ".join(sorted(CODECS))
-        raise HarnessError(f"unknown codec {codec_id!r}; known codecs: {known} (learned models: --models DIR)") from None
+    if Learned.serves(codec_id):
+        return Learned
+    known = ", ".join(sorted(CODECS))
+    raise HarnessError(f"unknown codec {codec_id!r}; known codecs: {known} (learned models: --models DIR)")
 
 
 __all__ = ["CODECS", "Codec", "CodecError", "CodecUnavailable", "codec_class"]

@@ -27,6 +27,7 @@ from harness import __version__
 from harness.codecs.base import Codec, CodecUnavailable
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
+from harness.model.card import read_card
 
 # Per worker process: checkpoint sha256 -> (model, fingerprint), and fingerprint -> model.
 _MODELS: dict[str, tuple[Any, str]] = {}
@@ -49,6 +50,14 @@ class Learned(Codec):
 
     id: ClassVar[str] = "3dm-weconvene"
     description: ClassVar[str] = "3DM-WeConvene checkpoints from train-sweep (real .3dmw bitstreams)"
+    learned: ClassVar[bool] = True
+
+    @staticmethod
+    def serves(codec_id: str) -> bool:
+        """Whether ``codec_id`` names a network variant (the id of a learned curve)."""
+        from harness.model.config import VARIANTS
+
+        return codec_id in VARIANTS
 
     def _point(self, quality: float) -> tuple[Path, str]:
         points = self.settings["checkpoints"]
@@ -134,18 +143,14 @@ def sweep_configs(models_dir: Path) -> list:
     if not models_dir.is_dir():
         raise HarnessError(f"--models {models_dir} is not a folder (expected train-sweep's OUT/models)")
     groups: dict[tuple[str, str], dict[str, Any]] = {}
-    for card_path in sorted(models_dir.glob("*.json")):
-        try:
-            card = json.loads(card_path.read_text())
-            checkpoint = models_dir / card["checkpoint"]
-            key = (str(card["variant"]), str(card["metric"]))
-            lmbda, params = float(card["lambda"]), int(card["params"])
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise HarnessError(f"{card_path} is not a train-sweep model card ({error})") from None
+    for path in sorted(models_dir.glob("*.json")):
+        card = read_card(path)
+        checkpoint = card.checkpoint_path(path)
         if not checkpoint.is_file():
-            raise HarnessError(f"{card_path} names {checkpoint.name}, which is missing")
-        group = groups.setdefault(key, {"variant": key[0], "metric": key[1], "params": params, "checkpoints": {}})
-        group["checkpoints"][_point_key(lmbda)] = [str(checkpoint.resolve()), sha256_file(checkpoint)]
+            raise HarnessError(f"{path} names {checkpoint.name}, which is missing")
+        key = (card.variant, card.metric)
+        group = groups.setdefault(key, {"variant": key[0], "metric": key[1], "params": card.params, "checkpoints": {}})
+        group["checkpoints"][_point_key(card.lmbda)] = [str(checkpoint.resolve()), sha256_file(checkpoint)]
     if not groups:
         raise HarnessError(f"{models_dir} holds no train-sweep models (*.pt with a .json card)")
     name = (models_dir.parent if models_dir.name == "models" else models_dir).name

@@ -15,9 +15,9 @@ Three steps:
    count, any scheduling, a retried task after a node died, all give the same
    sha256.
 
-``DIR/manifest.json`` is rewritten (atomically) after every finished shard, so
-an interrupted run resumes: shards whose file matches the sha256 recorded in
-the manifest are kept, the rest are written again.
+``DIR/manifest.json`` (:mod:`harness.data.manifest`) is rewritten (atomically)
+after every finished shard, so an interrupted run resumes: shards whose file
+matches the sha256 recorded in the manifest are kept, the rest are written again.
 """
 
 from __future__ import annotations
@@ -31,17 +31,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from harness.atomic import atomic_path
+from harness.configs import build, field_names
+from harness.data.manifest import FORMAT, MANIFEST, ShardManifest, ShardRecord, read_manifest, write_manifest
 from harness.data.recipe import RECIPE_VERSION, PatchRecipe, cut_patch, plan_patches, small_image_reason
 from harness.errors import HarnessError
-from harness.raycluster import connect
+from harness.raycluster import as_completed, connect, one_line
 from harness.hashing import sha256_file
 from harness.images import image_size, load_rgb
 
-MANIFEST = "manifest.json"
-FORMAT = "harness-prepare-data/1"
 TASK_RETRIES = 5  # Ray re-runs a shard task this often after its worker or node dies
 
 
@@ -69,6 +69,17 @@ class PrepareConfig:
             raise HarnessError(f"--target-patches must be >= 1, got {self.target_patches}")
         if self.workers is not None and self.workers < 1:
             raise HarnessError(f"--workers must be >= 1, got {self.workers}")
+
+
+def prepare_config(values: Mapping[str, Any], where: str = "") -> PrepareConfig:
+    """A :class:`PrepareConfig` from flat keys, the recipe's fields beside the rest, as
+    both the command line and a rerun plan's ``[data]`` section give them (TOML has no null:
+    ``resize = "none"`` keeps the source size)."""
+    if isinstance(values.get("resize"), str) and values["resize"].lower() == "none":
+        values = {**values, "resize": None}
+    recipe_keys = field_names(PatchRecipe)
+    recipe = build(PatchRecipe, {k: v for k, v in values.items() if k in recipe_keys}, where)
+    return build(PrepareConfig, {**{k: v for k, v in values.items() if k not in recipe_keys}, "recipe": recipe}, where)
 
 
 @dataclass(frozen=True)
@@ -235,7 +246,7 @@ def _png_bytes(image) -> bytes:
     return buffer.getvalue()
 
 
-def write_shard(shard: ShardPlan, out_dir: str, recipe: PatchRecipe) -> dict:
+def write_shard(shard: ShardPlan, out_dir: str, recipe: PatchRecipe) -> ShardRecord:
     """Write one shard (runs as a Ray task). Returns its record for the manifest.
 
     An image that fails to decode (e.g. truncated) is left out of the shard and
@@ -282,48 +293,38 @@ def write_shard(shard: ShardPlan, out_dir: str, recipe: PatchRecipe) -> dict:
         writer.close()
         stream.flush()
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide shards from other users of a shared disk
-    return {
-        "name": shard.name,
-        "split": shard.split,
-        "images": len(shard.jobs) - len(rejected),
-        "planned_patches": shard.planned_patches,
-        "samples": samples,
-        "sha256": sha256_file(target),
-        "bytes": target.stat().st_size,
-        "per_source": per_source,
-        "rejected": rejected,
-    }
+    return ShardRecord(
+        name=shard.name,
+        split=shard.split,
+        images=len(shard.jobs) - len(rejected),
+        planned_patches=shard.planned_patches,
+        sha256=sha256_file(target),
+        samples=samples,
+        bytes=target.stat().st_size,
+        per_source=per_source,
+        rejected=tuple(rejected),
+    )
 
 
 # --------------------------------------------------------------------- run
 
 
-def read_manifest(out: Path) -> dict | None:
-    path = Path(out) / MANIFEST
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise HarnessError(f"{path} is unreadable ({error}); remove it to start over") from None
-
-
-def _kept_shards(out: Path, previous: dict | None, digest: str) -> dict[str, dict]:
+def _kept_shards(out: Path, previous: ShardManifest | None, digest: str) -> dict[str, ShardRecord]:
     """Shards from an earlier run of the same plan whose file still matches its recorded sha256."""
     if previous is None:
         if any(out.glob("*.tar")):
             raise HarnessError(f"{out} holds .tar files but no {MANIFEST}; choose an empty --out directory")
         return {}
-    if previous.get("plan_sha256") != digest:
+    if previous.plan_sha256 != digest:
         raise HarnessError(
             f"{out} holds shards of a different plan (sources, options or seed changed); "
             "choose another --out or delete it"
         )
     kept = {}
-    for record in previous.get("shards", []):
-        path = out / record["name"]
-        if record.get("sha256") and path.is_file() and sha256_file(path) == record["sha256"]:
-            kept[record["name"]] = record
+    for record in previous.shards:
+        path = out / record.name
+        if record.sha256 and path.is_file() and sha256_file(path) == record.sha256:
+            kept[record.name] = record
     return kept
 
 
@@ -332,19 +333,19 @@ class _Ledger:
     """The manifest as it grows; written after every shard so a crash loses at most running tasks."""
 
     out: Path
-    header: dict
+    config: PrepareConfig
+    digest: str
     shards: list[ShardPlan]
-    done: dict[str, dict]
+    done: dict[str, ShardRecord]
     scan: ScanResult
     started: float = field(default_factory=time.perf_counter)
 
-    def manifest(self, complete: bool, kept: int) -> dict:
-        records = [self.done.get(s.name) or {"name": s.name, "split": s.split, "images": len(s.jobs),
-                                              "planned_patches": s.planned_patches, "sha256": None}
+    def manifest(self, complete: bool, kept: int) -> ShardManifest:
+        records = [self.done.get(s.name) or ShardRecord(s.name, s.split, len(s.jobs), s.planned_patches)
                    for s in self.shards]
         rejected = [asdict(r) for r in self.scan.rejected]
         for record in records:
-            rejected += record.get("rejected", [])
+            rejected += record.rejected
         per_source: dict[str, dict] = {}
         for label, found in self.scan.found.items():
             per_source[label] = {"files": found, "rejected": 0, "train_images": 0, "val_images": 0,
@@ -352,33 +353,37 @@ class _Ledger:
         for entry in rejected:
             per_source[entry["source"]]["rejected"] += 1
         for record in records:
-            for label, counts in record.get("per_source", {}).items():
-                per_source[label][f"{record['split']}_images"] += counts["images"]
-                per_source[label][f"{record['split']}_patches"] += counts["patches"]
+            for label, counts in record.per_source.items():
+                per_source[label][f"{record.split}_images"] += counts["images"]
+                per_source[label][f"{record.split}_patches"] += counts["patches"]
         totals = {
             "shards": len(self.shards),
             "shards_done": len(self.done),
-            "images": sum(r["images"] for r in records),
-            "train_patches": sum(r.get("samples", 0) for r in records if r["split"] == "train"),
-            "val_patches": sum(r.get("samples", 0) for r in records if r["split"] == "val"),
+            "images": sum(r.images for r in records),
+            "train_patches": sum(r.samples for r in records if r.split == "train"),
+            "val_patches": sum(r.samples for r in records if r.split == "val"),
             "rejected": len(rejected),
         }
-        return {
-            **self.header,
-            "status": "complete" if complete else "incomplete",
-            "shards": records,
-            "per_source": per_source,
-            "rejected": sorted(rejected, key=lambda r: (r["source"], r["file"])),
-            "totals": totals,
-            "resume": {"kept": kept, "written": len(self.done) - kept},
-            "wall_time_s": round(time.perf_counter() - self.started, 3),
-        }
+        config = self.config
+        return ShardManifest(
+            plan_sha256=self.digest,
+            recipe=config.recipe.describe(),
+            sources=config.sources,
+            target_patches=config.target_patches,
+            val_fraction=config.val_fraction,
+            shard_patches=config.shard_patches,
+            status="complete" if complete else "incomplete",
+            shards=tuple(records),
+            per_source=per_source,
+            rejected=tuple(sorted(rejected, key=lambda r: (r["source"], r["file"]))),
+            totals=totals,
+            resume={"kept": kept, "written": len(self.done) - kept},
+            wall_time_s=round(time.perf_counter() - self.started, 3),
+        )
 
-    def save(self, complete: bool, kept: int) -> dict:
+    def save(self, complete: bool, kept: int) -> ShardManifest:
         manifest = self.manifest(complete, kept)
-        with atomic_path(self.out / MANIFEST) as tmp:
-            tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-            os.chmod(tmp, 0o644)
+        write_manifest(manifest, self.out)
         return manifest
 
 
@@ -389,7 +394,7 @@ def _remove_stale_temporaries(out: Path) -> None:
 
 
 def _write_shards(config: PrepareConfig, todo: list[ShardPlan], ledger: _Ledger,
-                  on_shard_done: Callable[[dict], None] | None) -> None:
+                  on_shard_done: Callable[[ShardRecord], None] | None) -> None:
     """One Ray task per shard, at most ``config.workers`` at a time; the ledger records each as it lands."""
     import ray
     from tqdm import tqdm
@@ -399,44 +404,32 @@ def _write_shards(config: PrepareConfig, todo: list[ShardPlan], ledger: _Ledger,
     started_ray = connect(config.address, num_cpus=config.workers or os.cpu_count())
     try:
         task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(write_shard)
-        limit = config.workers or len(todo)
         recipe_ref = ray.put(config.recipe)
-        queue = list(todo)
-        pending: dict = {}
+        target = str(out.resolve())
         written = 0
         start = time.perf_counter()
         with tqdm(total=len(ledger.shards), initial=kept, unit="shard", disable=not config.progress,
                   desc="prepare-data", dynamic_ncols=True) as bar:
-            def fill() -> None:
-                while queue and len(pending) < limit:
-                    shard = queue.pop(0)
-                    pending[task.remote(shard, str(out.resolve()), recipe_ref)] = shard
-
-            fill()
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                shard = pending.pop(ready[0])
-                fill()  # before the bookkeeping below, so no worker waits on the manifest write
-                try:
-                    record = ray.get(ready[0])
-                except ray.exceptions.RayError as error:
-                    first = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-                    raise HarnessError(
-                        f"shard {shard.name} failed: {first}; rerun the same command to resume"
-                    ) from None
-                ledger.done[shard.name] = record
-                ledger.save(complete=False, kept=kept)
-                written += record["samples"]
-                bar.update(1)
-                bar.set_postfix_str(f"{written / max(time.perf_counter() - start, 1e-9):.1f} patches/s")
-                if on_shard_done is not None:
-                    on_shard_done(record)
+            for finished in as_completed(lambda shard: task.remote(shard, target, recipe_ref), todo,
+                                         limit=config.workers):
+                for done in finished:
+                    if done.error is not None:
+                        raise HarnessError(f"shard {done.item.name} failed: {one_line(done.error)}; "
+                                           "rerun the same command to resume")
+                    record = done.value
+                    ledger.done[record.name] = record
+                    ledger.save(complete=False, kept=kept)
+                    written += record.samples
+                    bar.update(1)
+                    bar.set_postfix_str(f"{written / max(time.perf_counter() - start, 1e-9):.1f} patches/s")
+                    if on_shard_done is not None:
+                        on_shard_done(record)
     finally:
         if started_ray:
             ray.shutdown()
 
 
-def run(config: PrepareConfig, on_shard_done: Callable[[dict], None] | None = None) -> dict:
+def run(config: PrepareConfig, on_shard_done: Callable[[ShardRecord], None] | None = None) -> ShardManifest:
     """Prepare (or resume) ``config.out``; returns the final manifest.
 
     ``on_shard_done`` is called with each newly written shard's record.
@@ -449,17 +442,7 @@ def run(config: PrepareConfig, on_shard_done: Callable[[dict], None] | None = No
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out)
     kept = _kept_shards(out, read_manifest(out), digest)
-    header = {
-        "format": FORMAT,
-        "plan_sha256": digest,
-        "recipe": config.recipe.describe(),
-        "seed": config.recipe.seed,
-        "sources": list(config.sources),
-        "target_patches": config.target_patches,
-        "val_fraction": config.val_fraction,
-        "shard_patches": config.shard_patches,
-    }
-    ledger = _Ledger(out, header, shards, dict(kept), scan, started)
+    ledger = _Ledger(out, config, digest, shards, dict(kept), scan, started)
     ledger.save(complete=False, kept=len(kept))
     todo = [s for s in shards if s.name not in kept]
     if kept:
@@ -472,11 +455,11 @@ def run(config: PrepareConfig, on_shard_done: Callable[[dict], None] | None = No
     return ledger.save(complete=True, kept=len(kept))
 
 
-def summary_line(manifest: dict, out: Path) -> str:
-    totals, resume = manifest["totals"], manifest["resume"]
+def summary_line(manifest: ShardManifest, out: Path) -> str:
+    totals, resume = manifest.totals, manifest.resume
     return (
         f"prepared {totals['train_patches']} train + {totals['val_patches']} val patches "
-        f"({manifest['recipe']['patch']}px) from {totals['images']} images in {totals['shards']} shards "
+        f"({manifest.patch}px) from {totals['images']} images in {totals['shards']} shards "
         f"(kept {resume['kept']}, wrote {resume['written']}); {totals['rejected']} files rejected; "
-        f"{manifest['wall_time_s']:.1f} s -> {out / MANIFEST}"
+        f"{manifest.wall_time_s:.1f} s -> {out / MANIFEST}"
     )

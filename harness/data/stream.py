@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from harness.data.shards import MANIFEST, read_manifest
+from harness.data.manifest import require_manifest
 from harness.errors import HarnessError
 
 SPLITS = ("train", "val")
@@ -32,20 +32,13 @@ def shard_paths(data_dir: str | Path, split: str, crop: int) -> list[Path]:
     if split not in SPLITS:
         raise HarnessError(f"unknown split {split!r}: use train or val")
     data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise HarnessError(f"no prepared data at {data_dir}: run `harness prepare-data --out {data_dir}` first")
-    manifest = read_manifest(data_dir)
-    if manifest is None:
-        raise HarnessError(f"{data_dir} has no {MANIFEST}: not a `harness prepare-data` output")
-    if manifest.get("status") != "complete":
-        raise HarnessError(f"{data_dir} is incomplete: rerun the same `harness prepare-data` command to finish it")
-    patch = int(manifest["recipe"]["patch"])
-    if crop > patch:
-        raise HarnessError(f"{data_dir} holds {patch}px patches, smaller than the {crop}px training crop")
-    records = [r for r in manifest["shards"] if r["split"] == split and r.get("samples", 0) > 0]
+    manifest = require_manifest(data_dir)
+    if crop > manifest.patch:
+        raise HarnessError(f"{data_dir} holds {manifest.patch}px patches, smaller than the {crop}px training crop")
+    records = manifest.written(split)
     if not records:
         raise HarnessError(f"{data_dir} has no {split} samples (prepared with --val-fraction 0?)")
-    paths = [data_dir / r["name"] for r in records]
+    paths = [data_dir / r.name for r in records]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         raise HarnessError(f"{data_dir} lacks {len(missing)} shard(s), e.g. {missing[0]}: rerun prepare-data")

@@ -23,15 +23,9 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.eval.bdrate import RDCurve, bd_quality, bd_rate
+from harness.eval.metrics import ms_ssim_db
 
 ANCHORS_DIR = Path(__file__).resolve().parents[2] / "reports" / "anchors"
-
-
-def ms_ssim_to_db(ms_ssim) -> np.ndarray:
-    """MS-SSIM in dB, ``-10·log10(1 - MS-SSIM)``, as CompressAI plots it."""
-    values = np.asarray(ms_ssim, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return -10.0 * np.log10(1.0 - values)
 
 
 @dataclass(frozen=True)
@@ -88,7 +82,7 @@ def load_published_curves(anchors_dir: Path = ANCHORS_DIR) -> list[PublishedCurv
                     label=entry["label"],
                     bpp=np.asarray(block["bpp"], dtype=float),
                     psnr=np.asarray(block["psnr-rgb"], dtype=float),
-                    ms_ssim_db=None if ms_ssim is None else ms_ssim_to_db(ms_ssim),
+                    ms_ssim_db=None if ms_ssim is None else ms_ssim_db(np.asarray(ms_ssim, dtype=float)),
                     file=entry["file"],
                     source=entry["source"],
                     is_vtm=entry.get("role") == "vtm",

@@ -29,14 +29,12 @@ import pandas as pd
 
 from harness.atomic import write_atomic
 from harness.errors import HarnessError
+from harness.slug import slug
 from harness.eval import plots, tables
+from harness.eval.results import read as read_results
 from harness.eval.anchors import ANCHORS_DIR, anchor_bdrate_table, load_published_curves, load_table1
 from harness.eval.bdrate import PerImageCurves, bd_quality, bd_rate, bootstrap_ci
 
-REQUIRED_COLUMNS = (
-    "dataset", "image", "codec", "codec_version", "config", "quality", "bpp",
-    "psnr_rgb", "ms_ssim_db", "enc_s", "dec_s", "device", "params", "status",
-)
 METRICS = {"psnr": ("psnr_rgb", "PSNR-RGB (dB)"), "msssim": ("ms_ssim_db", "MS-SSIM (dB)")}
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
@@ -54,13 +52,7 @@ def load_results(run_dir: Path) -> pd.DataFrame:
     path = Path(run_dir) / "results.parquet"
     if not path.is_file():
         raise HarnessError(f"{path} not found: run `harness leaderboard` first or point at a run folder")
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as error:  # pyarrow raises several types for damaged files
-        raise HarnessError(f"cannot read {path}: {error}") from error
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise HarnessError(f"{path} lacks column(s) {', '.join(missing)}: not a results file of this harness")
+    frame = read_results(path)
     frame["config"] = frame["config"].fillna("").astype(str)
     return frame
 
@@ -231,10 +223,6 @@ def params_summary(ok: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["codec", "config", "label", "params_m", "codec_version"])
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "dataset"
-
-
 def _write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text))
 
@@ -266,13 +254,13 @@ def _plots(run_dir: Path, ok: pd.DataFrame, anchor: Anchor, per_image: pd.DataFr
                 for p in published
                 if p.dataset == dataset and p.curve(metric) is not None
             ]
-            name = f"rd-{_slug(dataset)}-{metric}.png"
+            name = f"rd-{slug(dataset, 'dataset')}-{metric}.png"
             plots.rd_plot(run_dir / name, f"{dataset}: rate-distortion, {ylabel}", ylabel, curves)
             files.append(name)
         psnr = per_image[(per_image["dataset"] == dataset) & (per_image["metric"] == "psnr") & per_image["reliable"]]
         values = {label: g["bd_rate_pct"].to_numpy() for label, g in psnr.groupby("label", sort=True)}
         if values:
-            name = f"bdrate-{_slug(dataset)}-per-image.png"
+            name = f"bdrate-{slug(dataset, 'dataset')}-per-image.png"
             plots.per_image_plot(run_dir / name, f"{dataset}: per-image BD-rate (PSNR-RGB) vs {anchor.codec}", values)
             files.append(name)
         written[dataset] = files
@@ -286,8 +274,9 @@ def build_report(
     anchors_dir: Path = ANCHORS_DIR,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
-) -> None:
-    """Rebuild every report file of ``run_dir`` from its ``results.parquet``."""
+) -> pd.DataFrame:
+    """Rebuild every report file of ``run_dir`` from its ``results.parquet``; returns the
+    BD-rate summary (one row per dataset × curve × metric, as in ``bdrate.csv``)."""
     run_dir = Path(run_dir)
     results = load_results(run_dir)
     ok = results[results["status"] == "ok"].copy()
@@ -358,6 +347,7 @@ def build_report(
         run_dir / "README.md",
         _readme(run_dir, results, errors, bd_md, timing_md, params_md, fidelity_md, anchors_md, figures),
     )
+    return summary
 
 
 def _demote(markdown: str) -> str:

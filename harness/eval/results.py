@@ -69,7 +69,8 @@ def write(rows: pd.DataFrame, path: Path) -> None:
 
 
 def read(path: Path) -> pd.DataFrame:
-    """The results table at ``path`` (empty if absent), checked against :data:`SCHEMA`."""
+    """The results table at ``path`` (empty if absent), checked against :data:`SCHEMA`: the one
+    reader of ``results.parquet`` (the runner, the report and the rerun history all use it)."""
     if not path.exists():
         return empty()
     try:
@@ -78,5 +79,5 @@ def read(path: Path) -> pd.DataFrame:
         raise HarnessError(f"cannot read results {path}: {error} (move it away to start afresh)") from None
     if not set(COLUMNS) <= set(table.column_names):
         missing = sorted(set(COLUMNS) - set(table.column_names))
-        raise HarnessError(f"{path} is not a leaderboard results table (missing {', '.join(missing)})")
+        raise HarnessError(f"{path} lacks column(s) {', '.join(missing)}: not a results table of this harness")
     return table.select(list(COLUMNS)).cast(SCHEMA).to_pandas()

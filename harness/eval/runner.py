@@ -15,13 +15,12 @@ row with status ``error`` and the one-line reason; it never stops other cells.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +31,12 @@ from harness.codecs import codec_class
 from harness.codecs.base import CodecUnavailable
 from harness.codecs.config import DEFAULT_DIR, CodecConfig, resolve_codecs
 from harness.errors import HarnessError
-from harness.raycluster import connect
 from harness.eval import results as table
+from harness.eval.summary import RUN_FILE, CodecSummary, RunSummary, read_summary, write_summary
 from harness.hashing import sha256_file
 from harness.provenance import git_commit
-from harness.model.config import VARIANTS
-
+from harness.raycluster import as_completed, connect, one_line
+from harness.slug import slug
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,18 @@ class LeaderboardConfig:
     report: bool = True
     report_only: Path | None = None
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.datasets:
+            raise HarnessError("give at least one --dataset")
+        if self.max_images is not None and self.max_images < 1:
+            raise HarnessError(f"--max-images must be at least 1, got {self.max_images}")
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise HarnessError(f"--num-cpus must be at least 1, got {self.num_cpus}")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise HarnessError(f"--timeout must be a positive number of seconds, got {self.timeout_s:g}")
+        if self.gpus_per_model < 0 or self.checkpoint_s < 0:
+            raise HarnessError("--gpus-per-model and checkpoint_s (seconds between table saves) must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -88,12 +99,8 @@ class Plan:
 # ----------------------------------------------------------------------------- planning
 
 
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text).strip("_") or "run"
-
-
 def default_run_name(config: LeaderboardConfig) -> str:
-    return _slug("+".join(config.datasets)) + f"-{config.profile}"
+    return slug("+".join(config.datasets)) + f"-{config.profile}"
 
 
 def _images_of(spec: str, config: LeaderboardConfig) -> list[tuple[str, Path]]:
@@ -239,11 +246,19 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def _save(plan_: Plan, rows: list[dict[str, Any]]) -> None:
+def _merged(plan_: Plan, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The run's whole table: curves outside this plan, reused rows and the new ones."""
     parts = [f for f in (plan_.kept, _frame(plan_.reused + rows)) if not f.empty]
     merged = pd.concat(parts, ignore_index=True) if parts else table.empty()
-    merged = merged.drop_duplicates(subset=list(table.CELL), keep="last")
-    table.write(merged, plan_.run_dir / "results.parquet")
+    return merged.drop_duplicates(subset=list(table.CELL), keep="last")
+
+
+def _save(plan_: Plan, rows: list[dict[str, Any]]) -> None:
+    table.write(_merged(plan_, rows), plan_.run_dir / "results.parquet")
+
+
+def _is_learned(cell: Cell) -> bool:
+    return codec_class(cell.codec.codec).learned
 
 
 class CellWorker:
@@ -288,33 +303,34 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
         image_refs = {digest: ray.put(path.read_bytes()) for digest, path in plan_.images.items()
                       if any(c.image_sha256 == digest for c in plan_.todo)}
         suffixes = {digest: path.suffix for digest, path in plan_.images.items()}
-        learned_cells = [c for c in plan_.todo if c.codec.codec in VARIANTS]
-        workers = _learned_workers(len(learned_cells), config.gpus_per_model)
-        pending = {}
-        for cell in plan_.todo:
+        learned_left = sum(map(_is_learned, plan_.todo))
+        workers = _learned_workers(learned_left, config.gpus_per_model)
+        submitted = 0
+
+        def submit(cell: Cell):
+            nonlocal submitted
             args = (image_refs[cell.image_sha256], suffixes[cell.image_sha256], cell.codec, cell.quality)
-            if cell.codec.codec in VARIANTS:
+            submitted += 1
+            if _is_learned(cell):
                 # Round-robin over the actors: each loads a checkpoint once and keeps it.
-                pending[workers[len(pending) % len(workers)].evaluate.remote(*args)] = cell
-            else:
-                pending[remote.remote(*args)] = cell
+                return workers[submitted % len(workers)].evaluate.remote(*args)
+            return remote.remote(*args)
+
         last_save = time.monotonic()
-        with tqdm(total=len(pending), unit="cell", desc="leaderboard", disable=not config.progress,
+        with tqdm(total=len(plan_.todo), unit="cell", desc="leaderboard", disable=not config.progress,
                   file=sys.stderr, dynamic_ncols=True) as bar:
             try:
-                while pending:
-                    done, _ = ray.wait(list(pending), num_returns=min(len(pending), 16), timeout=1.0)
-                    for ref in done:
-                        cell = pending.pop(ref)
-                        try:
-                            partial = ray.get(ref)
-                        except ray.exceptions.RayError as error:
-                            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                            partial = {"status": "error", "error": f"worker lost: {type(error).__name__}: {reason}",
+                for finished in as_completed(submit, plan_.todo, batch=16, poll_s=1.0):
+                    for done in finished:
+                        partial = done.value
+                        if done.error is not None:
+                            partial = {"status": "error",
+                                       "error": f"worker lost: {type(done.error).__name__}: {one_line(done.error)}",
                                        "created_at": pd.Timestamp.now(tz="UTC")}
-                        rows.append(_full_row(cell, partial, commit))
-                    bar.update(len(done))
-                    if workers and not any(c.codec.codec in VARIANTS for c in pending.values()):
+                        rows.append(_full_row(done.item, partial, commit))
+                        learned_left -= _is_learned(done.item)
+                    bar.update(len(finished))
+                    if workers and not learned_left:
                         for worker in workers:  # free their CPUs/GPUs for the remaining cells
                             ray.kill(worker)
                         workers = []
@@ -329,55 +345,77 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
     return rows
 
 
-def _summary(plan_: Plan, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _curves(frame: pd.DataFrame, bdrate: pd.DataFrame | None) -> dict[str, dict[str, float]]:
+    """Per curve of the run's table: mean encode/decode seconds, and the PSNR BD-rate vs the anchor."""
+    ok = frame[frame["status"] == "ok"]
+    curves = {f"{dataset}/{codec}:{cfg}": {"enc_s": float(rows["enc_s"].mean()), "dec_s": float(rows["dec_s"].mean())}
+              for (dataset, codec, cfg), rows in ok.groupby(["dataset", "codec", "config"])}
+    if bdrate is not None and not bdrate.empty:
+        for row in bdrate[bdrate["metric"] == "psnr"].itertuples():
+            curves.setdefault(f"{row.dataset}/{row.codec}:{row.config}", {})["bd_rate"] = float(row.bd_rate_pct)
+    return curves
+
+
+def _summary(plan_: Plan, rows: list[dict[str, Any]], config: LeaderboardConfig,
+             curves: dict[str, dict[str, float]]) -> RunSummary:
     frame = _frame(plan_.reused + rows)
     codecs = []
     for label, version in plan_.versions.items():
         codec, _, cfg = label.partition(":")
         mine = frame[(frame["codec"] == codec) & (frame["config"] == cfg)]
         ok = mine[mine["status"] == "ok"]
-        codecs.append({"codec": label, "version": version, "ok": int(len(ok)), "error": int(len(mine) - len(ok)),
-                       "bpp_mean": float(ok["bpp"].mean()) if len(ok) else None,
-                       "psnr_mean": float(ok["psnr_rgb"].mean()) if len(ok) else None})
+        codecs.append(CodecSummary(codec=label, version=version, ok=int(len(ok)), error=int(len(mine) - len(ok)),
+                                   bpp_mean=float(ok["bpp"].mean()) if len(ok) else None,
+                                   psnr_mean=float(ok["psnr_rgb"].mean()) if len(ok) else None))
     errors = frame[frame["status"] != "ok"]
-    return {
-        "run_dir": str(plan_.run_dir), "cells": len(plan_.cells), "computed": len(rows), "reused": len(plan_.reused),
-        "errors": int(len(errors)), "codecs": codecs,
-        "unavailable": [{"codec": k, "reason": v} for k, v in plan_.unavailable.items()],
-        "first_errors": sorted(set(errors["error"].astype(str)))[:5],
-    }
+    return RunSummary(
+        run_dir=str(plan_.run_dir), profile=config.profile, datasets=config.datasets, cells=len(plan_.cells),
+        computed=len(rows), reused=len(plan_.reused), errors=int(len(errors)), codecs=tuple(codecs),
+        unavailable=tuple({"codec": k, "reason": v} for k, v in plan_.unavailable.items()),
+        first_errors=tuple(sorted(set(errors["error"].astype(str)))[:5]),
+        finished_at=pd.Timestamp.now(tz="UTC").isoformat(), curves=curves,
+    )
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    print(f"{summary['run_dir']}/results.parquet: {summary['cells']} cells, "
-          f"{summary['computed']} computed, {summary['reused']} reused, {summary['errors']} errors")
-    for c in summary["codecs"]:
-        means = (f"mean {c['bpp_mean']:.3f} bpp, {c['psnr_mean']:.2f} dB" if c["ok"] else "no ok cells")
-        print(f"  {c['codec']:<22} {c['ok']:>4} ok {c['error']:>3} err  {means}  [{c['version']}]")
-    for u in summary["unavailable"]:
+def _print_summary(summary: RunSummary) -> None:
+    print(f"{summary.run_dir}/results.parquet: {summary.cells} cells, "
+          f"{summary.computed} computed, {summary.reused} reused, {summary.errors} errors")
+    for c in summary.codecs:
+        means = f"mean {c.bpp_mean:.3f} bpp, {c.psnr_mean:.2f} dB" if c.ok else "no ok cells"
+        print(f"  {c.codec:<22} {c.ok:>4} ok {c.error:>3} err  {means}  [{c.version}]")
+    for u in summary.unavailable:
         print(f"  {u['codec']:<22} unavailable: {u['reason']}")
-    if summary["errors"]:
-        print(f"warning: {summary['errors']} cell(s) failed and are excluded from averages; "
-              f"e.g. {'; '.join(summary['first_errors'][:3])}", file=sys.stderr)
+    if summary.errors:
+        print(f"warning: {summary.errors} cell(s) failed and are excluded from averages; "
+              f"e.g. {'; '.join(summary.first_errors[:3])}", file=sys.stderr)
 
 
-def run(config: LeaderboardConfig) -> int:
+def run(config: LeaderboardConfig) -> RunSummary | None:
+    """Plan, compute the missing cells, write ``results.parquet``, ``run.json`` and the report;
+    returns the run's summary. ``report_only`` rebuilds the report of an existing run (and
+    the BD-rates in its ``run.json``, when it has one) and returns that run's summary."""
     if config.report_only is not None:
-        _report(config.report_only, config.anchor)
-        return 0
+        run_dir = Path(config.report_only)
+        bdrate = _report(run_dir, config.anchor)
+        if not (run_dir / RUN_FILE).is_file():
+            return None
+        summary = replace(read_summary(run_dir), curves=_curves(table.read(run_dir / "results.parquet"), bdrate))
+        write_summary(summary, run_dir)
+        return summary
     plan_ = plan(config)
     if not plan_.versions:
         reasons = "; ".join(f"{k}: {v}" for k, v in plan_.unavailable.items())
         raise HarnessError(f"no requested codec is available ({reasons})")
     plan_.run_dir.mkdir(parents=True, exist_ok=True)
     rows = execute(plan_, config)
-    summary = _summary(plan_, rows)
-    summary.update(profile=config.profile, datasets=list(config.datasets), finished_at=pd.Timestamp.now(tz="UTC").isoformat())
-    (plan_.run_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
+    merged = _merged(plan_, rows)
+    summary = _summary(plan_, rows, config, _curves(merged, None))
+    write_summary(summary, plan_.run_dir)  # before the report: a run whose report fails still says what ran
     _print_summary(summary)
     if config.report:
-        _report(plan_.run_dir, config.anchor)
-    return 0
+        summary = replace(summary, curves=_curves(merged, _report(plan_.run_dir, config.anchor)))
+        write_summary(summary, plan_.run_dir)
+    return summary
 
 
 ANCHOR_PREFERENCE = ("vtm", "vvc")
@@ -390,8 +428,10 @@ def default_anchor(run_dir: Path) -> str:
     return next((codec for codec in ANCHOR_PREFERENCE if codec in present), ANCHOR_PREFERENCE[-1])
 
 
-def _report(run_dir: Path, anchor: str | None) -> None:
+def _report(run_dir: Path, anchor: str | None) -> pd.DataFrame:
+    """Build the report of ``run_dir``; returns its BD-rate table (bdrate.csv)."""
     from harness.eval.report import build_report
 
-    build_report(Path(run_dir), anchor or default_anchor(run_dir))
+    bdrate = build_report(Path(run_dir), anchor or default_anchor(run_dir))
     print(f"report: {Path(run_dir) / 'README.md'}")
+    return bdrate

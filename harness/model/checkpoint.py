@@ -17,7 +17,7 @@ import torch
 
 from harness.atomic import write_atomic
 from harness.errors import HarnessError
-from harness.model.config import VARIANTS, ModelConfig, get_config
+from harness.model.config import DEFAULT_VARIANT, VARIANTS, ModelConfig, get_config
 from harness.model.network import WeConvene
 
 FORMAT = "harness-weconvene-checkpoint"
@@ -79,8 +79,8 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
 
 @dataclass(frozen=True)
 class InitModelConfig:
-    variant: str
     out: Path
+    variant: str = DEFAULT_VARIANT
     seed: int = 0
 
 

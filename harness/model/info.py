@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.model.config import get_config
+from harness.model.config import DEFAULT_VARIANT, get_config
 from harness.model.network import WeConvene
 
 # Millions of parameters reported for each variant (Tables I-IV, reference/published/).
@@ -22,7 +22,7 @@ PAPER_PARAMS_M = {
 
 @dataclass(frozen=True)
 class ModelInfoConfig:
-    variant: str
+    variant: str = DEFAULT_VARIANT
     as_json: bool = False
 
 

@@ -24,10 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from harness.errors import HarnessError
+from harness.eval.metrics import MS_SSIM_MIN_SIDE
 from harness.model.config import LOW_FREQUENCY_SUBBANDS
-
-# pytorch-msssim's 5-scale MS-SSIM with an 11-tap window needs sides > 160 pixels.
-MS_SSIM_MIN_SIDE = 161
 
 
 @dataclass(frozen=True)

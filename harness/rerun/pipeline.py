@@ -14,7 +14,6 @@ API and this process follows its logs; without, it runs here.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
@@ -45,13 +44,15 @@ class RerunConfig:
     time_threshold: float = 0.2  # relative slow-down that counts as a regression
 
 
-def run(config: RerunConfig) -> int:
+def run(config: RerunConfig) -> RunRecord | None:
+    """The rerun's history row; None when it was submitted to a cluster (the row is written there)."""
     if config.address:
-        return submit(config)
+        submit(config)
+        return None
     return run_here(config)
 
 
-def submit(config: RerunConfig) -> int:
+def submit(config: RerunConfig) -> None:
     """Submit the rerun as a Ray Job and follow it to the end (its logs are printed here)."""
     from ray.job_submission import JobSubmissionClient
 
@@ -90,94 +91,34 @@ def submit(config: RerunConfig) -> int:
         time.sleep(1.0)
     if status != "SUCCEEDED":
         raise HarnessError(f"rerun job {job_id} {status.lower()}: see `ray job logs {job_id}`")
-    return 0
 
 
-def _prepare(plan: Plan) -> None:
-    from harness.data.recipe import PatchRecipe
-    from harness.data.shards import PrepareConfig
+def run_here(config: RerunConfig) -> RunRecord:
+    """Run the plan's stages here (inside a Ray Job on a cluster); returns the history row."""
     from harness.data.shards import run as prepare
-    from harness.rerun.plan import field_names
-
-    recipe_keys = field_names(PatchRecipe)
-    section = dict(plan.data or {})
-    recipe = PatchRecipe(**{k: v for k, v in section.items() if k in recipe_keys})
-    rest = {k: v for k, v in section.items() if k not in recipe_keys}
-    rest["sources"] = tuple(rest.get("sources", ()))
-    prepare(PrepareConfig(out=plan.shards_dir, recipe=recipe, progress=False, **rest))
-
-
-def _sweeps(plan: Plan) -> list[Path]:
-    from harness.train.sweep import SweepConfig
+    from harness.eval.runner import run as leaderboard
     from harness.train.sweep import run as sweep
 
-    model_dirs = []
-    for section in plan.sweeps:
-        values = dict(section)
-        values.setdefault("data", plan.shards_dir)
-        values.setdefault("resume", "auto")  # a rerun continues a sweep an earlier rerun left unfinished
-        values.setdefault("out", plan.work_dir / f"sweep-{values.get('variant', '3dm-weconvene')}-{values.get('metric', 'mse')}")
-        for key in ("lambdas", "milestones"):
-            if key in values:
-                values[key] = tuple(values[key])
-        sweep(SweepConfig(**values))
-        model_dirs.append(Path(values["out"]) / "models")
-    return model_dirs
-
-
-def _leaderboard(plan: Plan, model_dirs: list[Path]) -> dict:
-    from harness.eval.runner import LeaderboardConfig
-    from harness.eval.runner import run as leaderboard
-
-    values = dict(plan.leaderboard)
-    for key in ("datasets", "codecs"):
-        if key in values:
-            values[key] = tuple(values[key])
-    models = tuple(values.pop("models", ())) + tuple(model_dirs)
-    if models:
-        values["models"] = models
-    leaderboard(LeaderboardConfig(run_name=plan.name, reports_dir=plan.reports_dir, progress=False, **values))
-    return json.loads((plan.report_dir / "run.json").read_text())
-
-
-def _curves(report_dir: Path) -> dict[str, dict[str, float]]:
-    """Per curve: BD-rate (PSNR, PCHIP) vs the anchor and mean encode/decode seconds."""
-    import pandas as pd
-
-    curves: dict[str, dict[str, float]] = {}
-    results = pd.read_parquet(report_dir / "results.parquet")
-    ok = results[results["status"] == "ok"]
-    for (dataset, codec, cfg), rows in ok.groupby(["dataset", "codec", "config"]):
-        curves[f"{dataset}/{codec}:{cfg}"] = {"enc_s": float(rows["enc_s"].mean()), "dec_s": float(rows["dec_s"].mean())}
-    bdrate = report_dir / "bdrate.csv"
-    if bdrate.is_file():
-        table = pd.read_csv(bdrate)
-        for _, row in table[table["metric"] == "psnr"].iterrows():
-            key = f"{row['dataset']}/{row['codec']}:{row['config']}"
-            curves.setdefault(key, {})["bd_rate"] = float(row["bd_rate_pct"])
-    return curves
-
-
-def run_here(config: RerunConfig) -> int:
     plan = load_plan(config.plan)
     with report_lock(plan.report_dir, wait_s=config.wait_s):
         started = time.time()
         connect(log_to_driver=True)
-        if plan.data is not None:
-            _prepare(plan)
-        model_dirs = _sweeps(plan)
-        summary = _leaderboard(plan, model_dirs)
+        if plan.prepare is not None:
+            prepare(plan.prepare)
+        for sweep_config in plan.sweeps:
+            sweep(sweep_config)
+        summary = leaderboard(plan.leaderboard)
         record = RunRecord(
             run_id=f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}",
             started_at=datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
             wall_s=time.time() - started,
             git_commit=git_commit() or "",
             harness_version=__version__,
-            cells_computed=int(summary["computed"]),
-            cells_reused=int(summary["reused"]),
-            cells_failed=int(summary["errors"]),
-            codec_versions={c["codec"]: c["version"] for c in summary["codecs"]},
-            curves=_curves(plan.report_dir),
+            cells_computed=summary.computed,
+            cells_reused=summary.reused,
+            cells_failed=summary.errors,
+            codec_versions=summary.codec_versions,
+            curves=summary.curves,
         )
         history = append_run(plan.report_dir, record)
         changes = compare_last_two(history, config.bd_rate_threshold, config.time_threshold)
@@ -191,4 +132,4 @@ def run_here(config: RerunConfig) -> int:
         regressions = [c for c in changes if c.regression]
         print(f"rerun {plan.name}: {record.cells_computed} cells computed, {record.cells_reused} reused, "
               f"{record.cells_failed} failed; {len(regressions)} regression(s) -> {plan.report_dir}", flush=True)
-    return 0
+    return record

@@ -28,24 +28,32 @@ allowed ones. Relative paths are relative to the plan file.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from harness.configs import build, field_names
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.data.shards import PrepareConfig
+    from harness.eval.runner import LeaderboardConfig
+    from harness.train.sweep import SweepConfig
 
 _PATH_KEYS = frozenset({"out", "data", "root", "reports_dir", "codec_dir", "models", "sources", "work_dir"})
 
 
 @dataclass(frozen=True)
 class Plan:
+    """A loaded plan: each stage's config built (and so checked) before anything runs."""
+
     path: Path
     name: str
     reports_dir: Path
     work_dir: Path
-    data: dict[str, Any] | None
-    sweeps: tuple[dict[str, Any], ...]
-    leaderboard: dict[str, Any]
+    prepare: "PrepareConfig | None"
+    sweeps: "tuple[SweepConfig, ...]"
+    leaderboard: "LeaderboardConfig"
 
     @property
     def report_dir(self) -> Path:
@@ -80,14 +88,21 @@ def _section(raw: Any, where: str, allowed: set[str], base: Path) -> dict[str, A
     return {key: _resolve(base, key, value) for key, value in raw.items()}
 
 
-def field_names(*classes: type) -> set[str]:
-    return {f.name for cls in classes for f in fields(cls)}
+def _sweep(values: dict[str, Any], where: str, shards_dir: Path, work_dir: Path) -> "SweepConfig":
+    from harness.train.sweep import SweepConfig
+
+    # A rerun continues a sweep an earlier rerun left unfinished.
+    config = build(SweepConfig, {"data": shards_dir, "resume": "auto", **values}, where)
+    if "out" in values:
+        return config
+    return replace(config, out=work_dir / f"sweep-{config.variant}-{config.metric}")
 
 
 def load_plan(path: str | Path) -> Plan:
     from harness.data.recipe import PatchRecipe
-    from harness.data.shards import PrepareConfig
+    from harness.data.shards import PrepareConfig, prepare_config
     from harness.eval.runner import LeaderboardConfig
+    from harness.train.loop import models_dir
     from harness.train.sweep import SweepConfig
 
     path = Path(path).resolve()
@@ -113,12 +128,22 @@ def load_plan(path: str | Path) -> Plan:
     sweeps = raw.get("sweep", [])
     if not isinstance(sweeps, list):
         raise HarnessError(f"plan {path}: use [[sweep]] (an array of tables) for sweeps")
-    return Plan(
-        path=path,
-        name=name,
-        reports_dir=_resolve(base, "reports_dir", raw.get("reports_dir", "reports")),
-        work_dir=_resolve(base, "work_dir", raw.get("work_dir", f"runs/{name}")),
-        data=_section(raw["data"], "[data]", prepare_keys, base) if "data" in raw else None,
-        sweeps=tuple(_section(s, f"[[sweep]] #{i + 1}", sweep_keys, base) for i, s in enumerate(sweeps)),
-        leaderboard=_section(raw["leaderboard"], "[leaderboard]", board_keys, base),
+    reports_dir = _resolve(base, "reports_dir", raw.get("reports_dir", "reports"))
+    work_dir = _resolve(base, "work_dir", raw.get("work_dir", f"runs/{name}"))
+    shards_dir = work_dir / "shards"
+
+    prepare = None
+    if "data" in raw:
+        values = _section(raw["data"], "[data]", prepare_keys, base)
+        prepare = prepare_config({**values, "out": shards_dir, "progress": False}, "plan section [data]")
+    sweep_configs = tuple(
+        _sweep(_section(s, f"[[sweep]] #{i + 1}", sweep_keys, base), f"plan section [[sweep]] #{i + 1}",
+               shards_dir, work_dir)
+        for i, s in enumerate(sweeps)
     )
+    board = _section(raw["leaderboard"], "[leaderboard]", board_keys, base)
+    board["models"] = [*board.get("models", ()), *(models_dir(s.out) for s in sweep_configs)]
+    leaderboard = build(LeaderboardConfig, {**board, "run_name": name, "reports_dir": reports_dir, "progress": False},
+                        "plan section [leaderboard]")
+    return Plan(path=path, name=name, reports_dir=reports_dir, work_dir=work_dir, prepare=prepare,
+                sweeps=sweep_configs, leaderboard=leaderboard)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import random
 import tempfile
 import time
@@ -33,8 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.atomic import atomic_open
+from harness.data.manifest import MANIFEST
+from harness.errors import HarnessError
 from harness.hashing import sha256_file
+from harness.model.card import ModelCard, card_path, write_card
 from harness.model.checkpoint import fingerprint, save_checkpoint
 from harness.model.config import get_config
 from harness.model.loss import LossConfig, RateDistortionLoss
@@ -99,6 +102,11 @@ class TrialConfig:
         return cls(**values)
 
 
+def models_dir(out: str | Path) -> Path:
+    """Where a sweep exports its models and cards: the folder ``leaderboard --models`` takes."""
+    return Path(out) / "models"
+
+
 def model_name(metric: str, lmbda: float) -> str:
     return f"{metric}-{lmbda:g}"
 
@@ -106,6 +114,37 @@ def model_name(metric: str, lmbda: float) -> str:
 def stage1_milestones(steps: int, fractions: tuple[float, ...] = PAPER_MILESTONES) -> list[int]:
     """Milestones (fractions of the run; default the paper's) as distinct steps of a ``steps``-long stage 1."""
     return sorted({max(1, round(f * steps)) for f in fractions if round(f * steps) < steps})
+
+
+def _numpy_rng_state() -> dict:
+    """numpy's global generator state as tensors and plain types (``weights_only`` loads those)."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_rng_state(state: dict) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((state["kind"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"]))
+
+
+def read_state(path: Path) -> dict:
+    """A training state file as :meth:`_State.save` wrote it: tensors and plain types only.
+
+    It sits in the trial's checkpoint folder, shared storage on a cluster, so it is read
+    with ``weights_only=True``: a file holding any other pickled object is refused rather
+    than executed."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise HarnessError(f"{path} holds pickled objects other than tensors and plain types: refused, since "
+                           "loading it would run code; delete the trial's checkpoints to restart it") from None
+    except Exception as error:  # torch.load fails on damaged files in many ways (EOFError, RuntimeError, ...)
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise HarnessError(f"{path} is not a training state of this harness ({reason})") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "step", "rng"} <= set(state):
+        raise HarnessError(f"{path} is not a training state of this harness (keys missing)")
+    return state
 
 
 class _State:
@@ -134,12 +173,12 @@ class _State:
             "rng": {
                 "torch": torch.get_rng_state(),
                 "python": random.getstate(),
-                "numpy": np.random.get_state(),
+                "numpy": _numpy_rng_state(),
             },
         }, directory / STATE_FILE)
 
     def load(self, directory: Path) -> None:
-        state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False)
+        state = read_state(directory / STATE_FILE)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.aux_optimizer.load_state_dict(state["aux_optimizer"])
@@ -148,7 +187,7 @@ class _State:
         self.restored_from = [*state["restored_from"], self.step]
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
+        _set_numpy_rng_state(state["rng"]["numpy"])
 
 
 def _evaluate(model: WeConvene, loss: RateDistortionLoss, config: TrialConfig, device: torch.device) -> dict[str, float]:
@@ -331,37 +370,43 @@ def _optimizer_to(state: _State, device: torch.device) -> None:
                     moments[key] = value.to(device)
 
 
-def _export(state: _State, config: TrialConfig, final: dict) -> dict:
-    """Write ``models/<name>.pt`` (on the CPU) and its JSON card; returns where the model went."""
-    models = Path(config.out) / "models"
-    device = next(state.model.parameters()).device
-    model = state.model.cpu().eval()
+def export_model(model: WeConvene, config: TrialConfig, final: dict,
+                 restored_from: list[int] = ()) -> ModelCard:
+    """Write ``models/<name>.pt`` and its card (the model on the CPU, entropy tables updated);
+    ``final`` holds the last validation metrics. Returns the card."""
+    models = models_dir(config.out)
     path = models / f"{config.name}.pt"
     save_checkpoint(model, path)
-    card = {
-        "name": config.name,
-        "variant": config.variant,
-        "metric": config.metric,
-        "lambda": config.lmbda,
-        "stages": {
+    card = ModelCard(
+        name=config.name,
+        variant=config.variant,
+        metric=config.metric,
+        lmbda=config.lmbda,
+        stages={
             "1": {"steps": config.stage1_steps, "loss": "eq. 1", "lr": config.lr,
                   "milestones": stage1_milestones(config.stage1_steps, config.milestones)},
             "2": {"steps": config.stage2_steps, "loss": "eq. 2", "lr": config.lr, "w1": config.w1, "w2": config.w2},
         },
-        "batch_size": config.batch_size,
-        "patch": config.patch,
-        "seed": config.seed,
-        "data": config.data,
-        "data_sha256": config.data_sha256,
-        "data_manifest_sha256": sha256_file(Path(config.data) / "manifest.json"),
-        "params": sum(p.numel() for p in model.parameters()),
-        "fingerprint": fingerprint(model),
-        "inputs_hash": config.inputs_hash(),
-        "restored_from_steps": state.restored_from,
-        "final": {k: final[k] for k in ("val_bpp", "val_psnr", "val_ms_ssim") if k in final and math.isfinite(final[k])},
-        "checkpoint": path.name,
-    }
-    with atomic_open(models / f"{config.name}.json") as handle:
-        json.dump(card, handle, indent=1, sort_keys=True)
-    model.to(device).train()
-    return {"exported": str(path)}
+        batch_size=config.batch_size,
+        patch=config.patch,
+        seed=config.seed,
+        data=config.data,
+        data_sha256=config.data_sha256,
+        data_manifest_sha256=sha256_file(Path(config.data) / MANIFEST),
+        params=sum(p.numel() for p in model.parameters()),
+        fingerprint=fingerprint(model),
+        inputs_hash=config.inputs_hash(),
+        restored_from_steps=tuple(restored_from),
+        final={k: final[k] for k in ("val_bpp", "val_psnr", "val_ms_ssim") if k in final and math.isfinite(final[k])},
+        checkpoint=path.name,
+    )
+    write_card(card, card_path(models, config.name))
+    return card
+
+
+def _export(state: _State, config: TrialConfig, final: dict) -> dict:
+    """Export the trained model from the trial's device; returns where it went (for the report)."""
+    device = next(state.model.parameters()).device
+    card = export_model(state.model.cpu().eval(), config, final, state.restored_from)
+    state.model.to(device).train()
+    return {"exported": str(models_dir(config.out) / card.checkpoint)}

@@ -22,10 +22,12 @@ from pathlib import Path
 from harness.atomic import write_parquet_atomic
 from harness.errors import HarnessError
 from harness.raycluster import connect
+from harness.data.manifest import ShardManifest, require_manifest
+from harness.eval.metrics import MS_SSIM_MIN_SIDE
 from harness.hashing import sha256_bytes
+from harness.model.card import ModelCard, card_path, read_card
 from harness.model.config import get_config
-from harness.model.loss import MS_SSIM_MIN_SIDE
-from harness.train.loop import PAPER_MILESTONES, TrialConfig, model_name, train_trial
+from harness.train.loop import PAPER_MILESTONES, TrialConfig, model_name, models_dir, train_trial
 
 PAPER_LAMBDAS = {
     "mse": (0.0025, 0.0035, 0.0067, 0.013, 0.025, 0.05),
@@ -62,6 +64,43 @@ class SweepConfig:
     max_failures: int = 3
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        """Every check that needs no file: a bad sweep fails before Ray starts."""
+        if self.resume not in ("no", "yes", "auto"):
+            raise HarnessError(f"resume must be no, yes or auto, got {self.resume!r}")
+        if self.metric not in PAPER_LAMBDAS:
+            raise HarnessError(f"unknown metric {self.metric!r}: choose {' or '.join(PAPER_LAMBDAS)}")
+        bad = [lmbda for lmbda in self.chosen_lambdas if not (math.isfinite(lmbda) and lmbda > 0)]
+        if bad:
+            raise HarnessError(f"every lambda must be a positive number, got {', '.join(f'{b:g}' for b in bad)}")
+        if len(set(self.chosen_lambdas)) != len(self.chosen_lambdas):
+            raise HarnessError("the lambda list has duplicates")
+        if self.stage1_steps < 1 or self.stage2_steps < 0:
+            raise HarnessError("--stage1-steps must be >= 1 and --stage2-steps >= 0")
+        if any(not 0 < f < 1 for f in self.milestones):
+            raise HarnessError(f"--milestones are fractions of stage 1 in (0, 1), got {list(self.milestones)}")
+        if not (self.lr > 0 and self.w1 >= 0 and self.w2 >= 0):
+            raise HarnessError(f"--lr must be > 0 and --w1, --w2 >= 0, got {self.lr:g}, {self.w1:g}, {self.w2:g}")
+        if self.workers_per_trial < 0 or self.gpus_per_trial < 0 or self.cpus_per_trial < 1:
+            raise HarnessError("--workers-per-trial and --gpus-per-trial must be >= 0, --cpus-per-trial >= 1")
+        if self.max_failures < 0 or self.val_batches < 1:
+            raise HarnessError("--max-failures must be >= 0 and --val-batches >= 1")
+        workers = self.workers
+        if workers > 1 and not float(self.gpus_per_trial / workers).is_integer():
+            raise HarnessError(f"--gpus-per-trial {self.gpus_per_trial:g} does not split into whole GPUs over "
+                               f"{workers} workers: give one GPU (or a whole number) per worker")
+        if workers == 1 and self.gpus_per_trial > 1:
+            raise HarnessError(f"--gpus-per-trial {self.gpus_per_trial:g} with one worker: a worker drives one device")
+        if self.batch_size < 1 or self.checkpoint_every < 1 or self.log_every < 1:
+            raise HarnessError("--batch-size, --checkpoint-every and --log-every must be >= 1")
+        if self.batch_size % workers:
+            raise HarnessError(f"--batch-size {self.batch_size} does not split evenly over {workers} workers")
+        stride = get_config(self.variant).stride
+        if self.patch % stride:
+            raise HarnessError(f"--patch {self.patch} must be a multiple of the model stride {stride}")
+        if self.metric == "ms-ssim" and self.patch < MS_SSIM_MIN_SIDE:
+            raise HarnessError(f"MS-SSIM training needs --patch >= {MS_SSIM_MIN_SIDE}, got {self.patch}")
+
     @property
     def chosen_lambdas(self) -> tuple[float, ...]:
         return self.lambdas or PAPER_LAMBDAS.get(self.metric, ())
@@ -73,73 +112,38 @@ class SweepConfig:
         return int(self.gpus_per_trial) if self.gpus_per_trial > 1 else 1
 
 
-def validate(config: SweepConfig) -> str:
-    """Every check that can fail before a trial starts; returns the data manifest's sha256."""
+def check_data(config: SweepConfig) -> ShardManifest:
+    """The shard folder's checks (complete, both splits present, patches large enough for the
+    crop); returns its manifest. The config checked itself when it was made."""
     from harness.data.stream import shard_paths
 
-    if config.resume not in ("no", "yes", "auto"):
-        raise HarnessError(f"resume must be no, yes or auto, got {config.resume!r}")
-    if config.metric not in PAPER_LAMBDAS:
-        raise HarnessError(f"unknown metric {config.metric!r}: choose {' or '.join(PAPER_LAMBDAS)}")
-    bad = [lmbda for lmbda in config.chosen_lambdas if not (math.isfinite(lmbda) and lmbda > 0)]
-    if bad:
-        raise HarnessError(f"every lambda must be a positive number, got {', '.join(f'{b:g}' for b in bad)}")
-    if len(set(config.chosen_lambdas)) != len(config.chosen_lambdas):
-        raise HarnessError("the lambda list has duplicates")
-    if config.stage1_steps < 1 or config.stage2_steps < 0:
-        raise HarnessError("--stage1-steps must be >= 1 and --stage2-steps >= 0")
-    if any(not 0 < f < 1 for f in config.milestones):
-        raise HarnessError(f"--milestones are fractions of stage 1 in (0, 1), got {list(config.milestones)}")
-    if config.workers_per_trial < 0 or config.gpus_per_trial < 0 or config.cpus_per_trial < 1:
-        raise HarnessError("--workers-per-trial and --gpus-per-trial must be >= 0, --cpus-per-trial >= 1")
-    workers = config.workers
-    if workers > 1 and not float(config.gpus_per_trial / workers).is_integer():
-        raise HarnessError(f"--gpus-per-trial {config.gpus_per_trial:g} does not split into whole GPUs over "
-                           f"{workers} workers: give one GPU (or a whole number) per worker")
-    if workers == 1 and config.gpus_per_trial > 1:
-        raise HarnessError(f"--gpus-per-trial {config.gpus_per_trial:g} with one worker: a worker drives one device")
-    if config.batch_size % workers:
-        raise HarnessError(f"--batch-size {config.batch_size} does not split evenly over {workers} workers")
-    if config.batch_size < 1 or config.checkpoint_every < 1 or config.log_every < 1:
-        raise HarnessError("--batch-size, --checkpoint-every and --log-every must be >= 1")
-    stride = get_config(config.variant).stride
-    if config.patch % stride:
-        raise HarnessError(f"--patch {config.patch} must be a multiple of the model stride {stride}")
-    if config.metric == "ms-ssim" and config.patch < MS_SSIM_MIN_SIDE:
-        raise HarnessError(f"MS-SSIM training needs --patch >= {MS_SSIM_MIN_SIDE}, got {config.patch}")
     shard_paths(config.data, "train", config.patch)
     shard_paths(config.data, "val", config.patch)
-    return data_identity(Path(config.data))
+    return require_manifest(Path(config.data))
 
 
-def data_identity(data: Path) -> str:
-    """SHA-256 over the shards' names and hashes: the same data gives the same value, however
-    often prepare-data resumed (the manifest file itself records wall times and resume counts)."""
-    manifest = json.loads((data / "manifest.json").read_text())
-    shards = sorted((shard["name"], shard["sha256"]) for shard in manifest["shards"])
-    return sha256_bytes(json.dumps(shards).encode())
-
-
-def trial_configs(config: SweepConfig, data_sha256: str) -> list[TrialConfig]:
+def trial_configs(config: SweepConfig, data: ShardManifest) -> list[TrialConfig]:
     """One trial per λ: the sweep's recipe (every field the two configs share) plus λ and paths."""
     shared = {f.name: getattr(config, f.name) for f in fields(TrialConfig) if hasattr(config, f.name)}
     shared.update(data=str(Path(config.data).resolve()), out=str(Path(config.out).resolve()),
-                  data_sha256=data_sha256, threads=max(1, config.cpus_per_trial), workers=config.workers,
+                  data_sha256=data.identity(), threads=max(1, config.cpus_per_trial), workers=config.workers,
                   gpus_per_worker=config.gpus_per_trial / config.workers)
     return [TrialConfig(**{**shared, "lmbda": float(lmbda)}) for lmbda in config.chosen_lambdas]
 
 
-def already_trained(trial: TrialConfig) -> bool:
-    """True when ``models/<name>.pt`` exists and its card was made from the same inputs."""
-    models = Path(trial.out) / "models"
-    card_path, model_path = models / f"{trial.name}.json", models / f"{trial.name}.pt"
-    if not (card_path.is_file() and model_path.is_file()):
-        return False
+def trained_card(trial: TrialConfig) -> ModelCard | None:
+    """The card of ``models/<name>`` when it and its checkpoint exist and it was made from the
+    same inputs; None when the trial has to run (a damaged card means: train again)."""
+    path = card_path(models_dir(trial.out), trial.name)
+    if not path.is_file():
+        return None
     try:
-        card = json.loads(card_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return card.get("inputs_hash") == trial.inputs_hash()
+        card = read_card(path)
+    except HarnessError:
+        return None
+    if card.inputs_hash != trial.inputs_hash() or not card.checkpoint_path(path).is_file():
+        return None
+    return card
 
 
 REPORT_KEYS = ("trial_id", "metric", "lmbda", "step", "stage", "loss", "distortion", "aux_loss", "lr", "images_per_s",
@@ -179,24 +183,24 @@ def _metrics_callback(path: Path, totals: dict[float, int]):
     return MetricsCallback()
 
 
-def run(config: SweepConfig) -> list[Path]:
-    """Train (or reuse) one model per λ; returns the exported checkpoints in λ order."""
-    trials = trial_configs(config, validate(config))
+def run(config: SweepConfig) -> list[ModelCard]:
+    """Train (or reuse) one model per λ; returns their cards in λ order."""
+    trials = trial_configs(config, check_data(config))
     out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    todo = [t for t in trials if not already_trained(t)]
+    todo = [t for t in trials if trained_card(t) is None]
     kept = len(trials) - len(todo)
     if kept:
         print(f"train-sweep: {kept} of {len(trials)} models already trained on the same inputs, kept", flush=True)
     if todo:
         _tune(config, trials, todo, out)
-    models = [out / "models" / f"{t.name}.pt" for t in trials]
-    missing = [m.name for m in models if not m.is_file()]
+    cards = {t.name: trained_card(t) for t in trials}
+    missing = [name for name, card in cards.items() if card is None]
     if missing:
         raise HarnessError(f"{len(missing)} trial(s) failed ({', '.join(missing)}): see {experiment_dir(out, trials)}; "
                            f"rerun with --resume")
-    print(f"train-sweep: {len(todo)} trained, {kept} kept -> {out / 'models'}", flush=True)
-    return models
+    print(f"train-sweep: {len(todo)} trained, {kept} kept -> {models_dir(out)}", flush=True)
+    return list(cards.values())
 
 
 def experiment_dir(out: Path, todo: list[TrialConfig]) -> Path:

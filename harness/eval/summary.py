@@ -1,0 +1,76 @@
+"""``<run>/run.json``: the record a leaderboard run hands on (to its user, and to ``rerun``).
+
+:class:`RunSummary` says what the run covered (cells computed, reused, failed),
+which codec versions it saw, which codecs were unavailable and why, and per
+curve the mean encode/decode seconds and the BD-rate (PSNR) against the
+report's anchor. ``harness.eval.runner.run`` returns it and writes it with
+:func:`write_summary`; :func:`read_summary` is its only reader.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from harness.atomic import write_atomic
+from harness.errors import HarnessError
+
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class CodecSummary:
+    codec: str  # label, codec:config
+    version: str
+    ok: int
+    error: int
+    bpp_mean: float | None
+    psnr_mean: float | None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_dir: str
+    profile: str
+    datasets: tuple[str, ...]
+    cells: int
+    computed: int
+    reused: int
+    errors: int
+    codecs: tuple[CodecSummary, ...]
+    unavailable: tuple[dict[str, str], ...]  # codec, reason
+    first_errors: tuple[str, ...]
+    finished_at: str
+    # "dataset/codec:config" -> enc_s, dec_s (means over ok cells) and bd_rate (PSNR, %, when reported)
+    curves: dict[str, dict[str, float]]
+
+    @property
+    def codec_versions(self) -> dict[str, str]:
+        return {c.codec: c.version for c in self.codecs}
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunSummary":
+        values = {f.name: data[f.name] for f in fields(cls)}
+        values["codecs"] = tuple(CodecSummary(**c) for c in values["codecs"])
+        for key in ("datasets", "unavailable", "first_errors"):
+            values[key] = tuple(values[key])
+        return cls(**values)
+
+
+def write_summary(summary: RunSummary, run_dir: Path) -> None:
+    text = json.dumps(summary.to_json(), indent=2) + "\n"
+    write_atomic(Path(run_dir) / RUN_FILE, lambda tmp: tmp.write_text(text))
+
+
+def read_summary(run_dir: Path) -> RunSummary:
+    path = Path(run_dir) / RUN_FILE
+    try:
+        return RunSummary.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else f"{type(error).__name__}: {error}"
+        raise HarnessError(f"{path} is not a leaderboard run summary ({reason}): run `harness leaderboard`") from None

@@ -1,0 +1,92 @@
+"""One home for every default and check: the stage configs, built from CLI flags or plan sections."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cli import _given, build_parser
+from harness.configs import build
+from harness.data.recipe import PatchRecipe
+from harness.data.shards import PrepareConfig, prepare_config
+from harness.errors import HarnessError
+from harness.eval.runner import LeaderboardConfig
+from harness.train.sweep import SweepConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_build_converts_plan_values_to_the_field_types():
+    config = build(LeaderboardConfig, {"datasets": ["kodak", "tecnick"], "models": ["a/models"], "root": "/data",
+                                       "max_images": 3, "timeout_s": 5})
+    assert config.datasets == ("kodak", "tecnick") and config.models == (Path("a/models"),)
+    assert config.root == Path("/data") and config.timeout_s == 5.0 and isinstance(config.timeout_s, float)
+    sweep = build(SweepConfig, {"data": "d", "lambdas": [0.01, 1], "milestones": []})
+    assert sweep.lambdas == (0.01, 1.0) and sweep.milestones == () and sweep.data == Path("d")
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"max_images": "two"}, "max_images must be an integer, got 'two'"),
+    ({"max_images": True}, "max_images must be an integer, got True"),
+    ({"datasets": "kodak"}, "datasets must be a list, got 'kodak'"),
+    ({"datasets": ["kodak", 3]}, r"datasets\[1\] must be a string, got 3"),
+    ({"qualities": [1]}, r"unknown key\(s\) qualities; allowed: .*max_images"),
+    ({"max_images": 0}, "--max-images must be at least 1, got 0"),
+])
+def test_build_names_the_key_of_a_bad_value(values, message):
+    with pytest.raises(HarnessError, match=f"^plan section \\[leaderboard\\]: {message}"):
+        build(LeaderboardConfig, values, "plan section [leaderboard]")
+
+
+def test_flat_prepare_keys_split_into_the_recipe():
+    config = prepare_config({"sources": ["folder:x"], "out": "o", "patch": 64, "resize": "none", "seed": 3})
+    assert config.recipe == PatchRecipe(patch=64, resize=None, seed=3)
+    assert config.sources == ("folder:x",) and config.out == Path("o") and config.val_fraction == 0.05
+
+
+@pytest.mark.parametrize("argv, config, given", [
+    (["leaderboard"], LeaderboardConfig, {}),
+    (["leaderboard", "--max-images", "2", "--no-report"], LeaderboardConfig, {"max_images": 2, "report": False}),
+    (["train-sweep", "--data", "d"], SweepConfig, {"data": Path("d")}),
+    (["train-sweep", "--data", "d", "--resume", "--lambdas", "0.1,0.2"], SweepConfig,
+     {"data": Path("d"), "resume": "yes", "lambdas": (0.1, 0.2)}),
+    (["prepare-data", "--source", "a", "--out", "o"], PrepareConfig, {"sources": ["a"], "out": "o"}),
+])
+def test_the_cli_passes_only_what_the_user_gave(argv, config, given):
+    assert _given(build_parser().parse_args(argv), config, PatchRecipe) == given
+
+
+def test_help_shows_the_configs_own_defaults(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train-sweep", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    defaults = SweepConfig(data=Path("d"))
+    for flag, value in (("--stage1-steps", defaults.stage1_steps), ("--batch-size", defaults.batch_size),
+                        ("--w1", defaults.w1), ("--variant", defaults.variant)):
+        assert f"(default: {value:g})" in text if isinstance(value, float) else f"(default: {value})" in text, flag
+
+
+def _harness(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=180,
+                          cwd=cwd, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.parametrize("cli, plan, message", [
+    (["leaderboard", "--max-images", "0"], "[leaderboard]\nmax_images = 0\n", "--max-images must be at least 1, got 0"),
+    (["leaderboard", "--max-images", "-1"], "[leaderboard]\nmax_images = -1\n",
+     "--max-images must be at least 1, got -1"),
+    (["train-sweep", "--data", "d", "--metric", "psnr"], "[[sweep]]\nmetric = 'psnr'\n[leaderboard]\n",
+     "unknown metric 'psnr': choose mse or ms-ssim"),
+])
+@pytest.mark.slow
+def test_the_cli_and_a_plan_give_the_same_one_line_error(tmp_path, cli, plan, message):
+    from_cli = _harness(*cli, cwd=tmp_path)
+    (tmp_path / "plan.toml").write_text(f'name = "p"\n{plan}')
+    from_plan = _harness("rerun", "--plan", str(tmp_path / "plan.toml"), cwd=tmp_path)
+    for done in (from_cli, from_plan):
+        assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.rstrip().endswith(message), done.stderr
+    assert not list(tmp_path.glob("reports")) and not list(tmp_path.glob("runs"))

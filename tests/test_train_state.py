@@ -1,0 +1,74 @@
+"""A trial's training state: saved and restored with tensors and plain types only (weights_only)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness.errors import HarnessError
+from harness.train.loop import STATE_FILE, TrialConfig, _State, read_state
+
+
+def _trial(tmp_path: Path) -> TrialConfig:
+    return TrialConfig(data=str(tmp_path), data_sha256="0" * 64, out=str(tmp_path), variant="tiny", metric="mse",
+                       lmbda=0.01, stage1_steps=10, stage2_steps=2, batch_size=2, patch=64, lr=1e-4,
+                       milestones=(0.5,), w1=1.1, w2=0.9, checkpoint_every=5, log_every=5, val_batches=1, seed=0,
+                       threads=1)
+
+
+def test_state_round_trips_through_a_weights_only_load(tmp_path, torch_one_thread):
+    config = _trial(tmp_path)
+    state = _State(config)
+    x = torch.rand(1, 3, 64, 64)
+    state.model(x)["x_hat"].mean().backward()
+    state.optimizer.step()
+    state.scheduler.step()
+    state.step = 7
+    random.seed(3), np.random.seed(4), torch.manual_seed(5)
+    state.save(tmp_path)
+    draws = (random.random(), np.random.rand(), torch.rand(1).item())
+
+    restored = _State(config)
+    restored.load(tmp_path)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == draws  # every generator where it was
+    assert restored.step == 7 and restored.restored_from == [7]
+    assert restored.scheduler.state_dict() == state.scheduler.state_dict()
+    moments = restored.optimizer.state_dict()["state"]
+    assert moments and all(torch.equal(moments[k]["exp_avg"], v["exp_avg"])
+                           for k, v in state.optimizer.state_dict()["state"].items())
+    for name, tensor in state.model.state_dict().items():
+        assert torch.equal(restored.model.state_dict()[name], tensor), name
+
+
+class _Payload:
+    """Unpickling this object touches a file: proof that loading ran code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_state_file_holding_a_pickled_object_is_refused(tmp_path):
+    marker = tmp_path / "code-ran"
+    torch.save({"model": {}, "optimizer": {}, "step": 1, "rng": {}, "extra": _Payload(marker)}, tmp_path / STATE_FILE)
+    with pytest.raises(HarnessError) as caught:
+        read_state(tmp_path / STATE_FILE)
+    message = str(caught.value)
+    assert "\n" not in message and "pickled objects other than tensors and plain types: refused" in message
+    assert not marker.exists()
+
+
+def test_damaged_or_foreign_state_files_are_one_line_errors(tmp_path):
+    path = tmp_path / STATE_FILE
+    path.write_bytes(b"PK\x03\x04 not a torch file")
+    with pytest.raises(HarnessError, match="is not a training state of this harness"):
+        read_state(path)
+    torch.save({"weights": torch.zeros(1)}, path)
+    with pytest.raises(HarnessError, match=r"is not a training state of this harness \(keys missing\)"):
+        read_state(path)
