@@ -43,6 +43,27 @@ def photos_dir(shared_dir: Path) -> Path:
     return shared_dir / "data" / "photos"
 
 
+@pytest.fixture(scope="session")
+def photo_shards(tmp_path_factory, photos_dir):
+    """Factory of prepare-data outputs (written by prepare-data itself, on a Ray instance of its
+    own) from the first ``photos`` photos: ``make(photos, recipe, val_fraction)``."""
+    import shutil
+
+    from harness.data.shards import PrepareConfig
+    from harness.data.shards import run as prepare
+
+    def make(photos: int, recipe, val_fraction: float) -> Path:
+        sources = tmp_path_factory.mktemp("photos")
+        for photo in sorted(photos_dir.glob("*.png"))[:photos]:
+            shutil.copy(photo, sources / photo.name)
+        out = tmp_path_factory.mktemp("shards")
+        prepare(PrepareConfig(sources=(f"folder:{sources}",), out=out, val_fraction=val_fraction, progress=False,
+                              recipe=recipe))
+        return out
+
+    return make
+
+
 @pytest.fixture
 def ray_local():
     """A local Ray instance on 127.0.0.1, started on first use and kept for later tests.

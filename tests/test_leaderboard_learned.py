@@ -16,8 +16,6 @@ from harness.hashing import sha256_file
 from harness.eval.runner import LeaderboardConfig, run
 from harness.images import load_rgb, save_png
 from harness.data.recipe import PatchRecipe
-from harness.data.shards import PrepareConfig
-from harness.data.shards import run as prepare
 from harness.model.card import read_card
 from harness.model.checkpoint import fingerprint, load_checkpoint
 from harness.model.coding import encode
@@ -28,15 +26,9 @@ from harness.train.sweep import SweepConfig, check_data, trial_configs
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory, photos_dir) -> Path:
+def shards(photo_shards) -> Path:
     """A small shard folder: the data a sweep's cards name."""
-    sources = tmp_path_factory.mktemp("photos")
-    for photo in sorted(photos_dir.glob("*.png"))[:4]:
-        shutil.copy(photo, sources / photo.name)
-    out = tmp_path_factory.mktemp("shards")
-    prepare(PrepareConfig(sources=(f"folder:{sources}",), out=out, val_fraction=0.25, progress=False,
-                          recipe=PatchRecipe(patch=64, resize=128, patches_per_image=1)))
-    return out
+    return photo_shards(4, PatchRecipe(patch=64, resize=128, patches_per_image=1), val_fraction=0.25)
 
 
 def _sweep(folder: Path, lambdas: tuple[float, ...], shards: Path, seed: int = 0) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -13,8 +12,6 @@ import pandas as pd
 import pytest
 
 from harness.data.recipe import PatchRecipe
-from harness.data.shards import PrepareConfig
-from harness.data.shards import run as prepare
 from harness.errors import HarnessError
 from harness.model.config import LOW_FREQUENCY_SUBBANDS
 from harness.images import load_rgb
@@ -30,17 +27,9 @@ HIGH = ["LLH", "LHL", "LHH", "HLH", "HHL", "HHH"]
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory, photos_dir) -> Path:
-    """64px patches from 24 photos (two val images), written by prepare-data itself."""
-    sources = tmp_path_factory.mktemp("photos")
-    for photo in sorted(photos_dir.glob("*.png"))[:24]:
-        shutil.copy(photo, sources / photo.name)
-    out = tmp_path_factory.mktemp("shards")
-    prepare(PrepareConfig(
-        sources=(f"folder:{sources}",), out=out, val_fraction=0.1, progress=False,
-        recipe=PatchRecipe(patch=64, resize=256, patches_per_image=4),
-    ))
-    return out
+def shards(photo_shards) -> Path:
+    """64px patches from 24 photos (two val images)."""
+    return photo_shards(24, PatchRecipe(patch=64, resize=256, patches_per_image=4), val_fraction=0.1)
 
 
 def _sweep(shards: Path, out: Path, **overrides) -> SweepConfig:

@@ -31,7 +31,7 @@ from harness.atomic import write_atomic
 from harness.errors import HarnessError
 from harness.slug import slug
 from harness.eval import plots, tables
-from harness.eval.results import read as read_results
+from harness.eval.results import RESULTS_FILE, read as read_results
 from harness.eval.anchors import ANCHORS_DIR, anchor_bdrate_table, load_published_curves, load_table1
 from harness.eval.bdrate import PerImageCurves, bd_quality, bd_rate, bootstrap_ci
 
@@ -49,7 +49,7 @@ class Anchor:
 
 
 def load_results(run_dir: Path) -> pd.DataFrame:
-    path = Path(run_dir) / "results.parquet"
+    path = Path(run_dir) / RESULTS_FILE
     if not path.is_file():
         raise HarnessError(f"{path} not found: run `harness leaderboard` first or point at a run folder")
     frame = read_results(path)
@@ -281,7 +281,7 @@ def build_report(
     results = load_results(run_dir)
     ok = results[results["status"] == "ok"].copy()
     if ok.empty:
-        raise HarnessError(f"{run_dir / 'results.parquet'} has no rows with status 'ok': nothing to report")
+        raise HarnessError(f"{run_dir / RESULTS_FILE} has no rows with status 'ok': nothing to report")
     errors = results[results["status"] != "ok"]
     if len(errors):
         warnings.warn(f"{len(errors)} result row(s) with status 'error' are excluded from the averages")

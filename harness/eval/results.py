@@ -45,6 +45,7 @@ SCHEMA = pa.schema(
         ("error", pa.string()),          # one-line reason when status is "error"
     ]
 )
+RESULTS_FILE = "results.parquet"  # in every run folder
 COLUMNS = tuple(SCHEMA.names)
 CELL = ("dataset", "image", "codec", "config", "quality")
 REUSE_KEY = ("image_sha256", "codec", "codec_version", "config_hash", "quality")
@@ -70,7 +71,7 @@ def write(rows: pd.DataFrame, path: Path) -> None:
 
 def read(path: Path) -> pd.DataFrame:
     """The results table at ``path`` (empty if absent), checked against :data:`SCHEMA`: the one
-    reader of ``results.parquet`` (the runner, the report and the rerun history all use it)."""
+    reader of ``results.parquet`` (the runner and the report use it)."""
     if not path.exists():
         return empty()
     try:

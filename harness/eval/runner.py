@@ -148,7 +148,7 @@ def plan(config: LeaderboardConfig) -> Plan:
             images.setdefault(digest, path)
             cells += [Cell(spec, name, digest, c, q) for c in available for q in c.ladder]
 
-    existing = table.read(run_dir / "results.parquet")
+    existing = table.read(run_dir / table.RESULTS_FILE)
     planned_curves = {(c.dataset, c.codec.codec, c.codec.config) for c in cells}
     curve_of = list(zip(existing["dataset"], existing["codec"], existing["config"]))
     kept = existing[[curve not in planned_curves for curve in curve_of]]
@@ -254,7 +254,7 @@ def _merged(plan_: Plan, rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _save(plan_: Plan, rows: list[dict[str, Any]]) -> None:
-    table.write(_merged(plan_, rows), plan_.run_dir / "results.parquet")
+    table.write(_merged(plan_, rows), plan_.run_dir / table.RESULTS_FILE)
 
 
 def _is_learned(cell: Cell) -> bool:
@@ -399,7 +399,7 @@ def run(config: LeaderboardConfig) -> RunSummary | None:
         bdrate = _report(run_dir, config.anchor)
         if not (run_dir / RUN_FILE).is_file():
             return None
-        summary = replace(read_summary(run_dir), curves=_curves(table.read(run_dir / "results.parquet"), bdrate))
+        summary = replace(read_summary(run_dir), curves=_curves(table.read(run_dir / table.RESULTS_FILE), bdrate))
         write_summary(summary, run_dir)
         return summary
     plan_ = plan(config)
@@ -423,7 +423,7 @@ ANCHOR_PREFERENCE = ("vtm", "vvc")
 
 def default_anchor(run_dir: Path) -> str:
     """The paper's anchor (VTM) when the run has it, else VVenC's ``vvc``."""
-    frame = table.read(Path(run_dir) / "results.parquet")
+    frame = table.read(Path(run_dir) / table.RESULTS_FILE)
     present = set(frame.loc[frame["status"] == "ok", "codec"])
     return next((codec for codec in ANCHOR_PREFERENCE if codec in present), ANCHOR_PREFERENCE[-1])
 

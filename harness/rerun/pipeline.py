@@ -28,7 +28,7 @@ from harness.provenance import git_commit
 from harness.raycluster import connect
 from harness.rerun.history import RunRecord, append_run, changes_markdown, compare_last_two
 from harness.rerun.lock import report_lock
-from harness.rerun.plan import Plan, load_plan
+from harness.rerun.plan import load_plan
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 SUBMIT_PATIENCE_S = 120.0
