@@ -73,7 +73,9 @@ class Learned(Codec):
         missing = [p for p, _ in self.settings["checkpoints"].values() if not Path(p).is_file()]
         if missing:
             raise CodecUnavailable(f"checkpoint {missing[0]} is missing")
-        return f"harness {__version__}; torch {torch.__version__}"
+        from harness.model.bitstream import VERSION
+
+        return f"harness {__version__}; torch {torch.__version__}; container v{VERSION}"
 
     def version_at(self, version: str, quality: float) -> str:
         return f"{version}; checkpoint {self._point(quality)[1][:12]}"

@@ -2,20 +2,28 @@
 
     offset  size  field
     0       4     magic b"3DMW"
-    4       1     format version (2)
+    4       1     format version (3)
     5       32    model fingerprint: SHA-256 of config + weights (checkpoint.fingerprint)
     37      4     original image height (>= 1)
     41      4     original image width (>= 1)
-    45      1     length L of the source Pillow mode name (ASCII, e.g. "RGB", "I;16", "CMYK")
-    46      L     source mode name (informational: the codec always codes 8-bit RGB)
-    46+L    1     number S of entropy-coded streams (version 2 models write one: z, then
-                  every slice in coding order, in a single rANS stream)
-    47+L    4*S   byte length of each stream
-    47+L+4S 4     CRC-32 of every byte before it and of the payload
-    51+L+4S ...   payload: the S streams back to back
+    45      4     latent check: CRC-32 of every quantised symbol (z, then each slice, as
+                  int32) as the encoder coded them
+    49      1     length L of the source Pillow mode name (ASCII, e.g. "RGB", "I;16", "CMYK")
+    50      L     source mode name (informational: the codec always codes 8-bit RGB)
+    50+L    1     number S of entropy-coded streams (the models write one: z, then every
+                  slice in coding order, in a single rANS stream)
+    51+L    4*S   byte length of each stream
+    51+L+4S 4     CRC-32 of every byte before it and of the payload
+    55+L+4S ...   payload: the S streams back to back
 
-The CRC covers header and payload, so any truncation or bit flip is caught
-before the rANS decoder sees a byte. Errors raise HarnessError with one line.
+The last CRC covers header and payload, so any truncation or bit flip is caught
+before the rANS decoder sees a byte. The latent check catches what no damage to
+the file explains: a decoder whose entropy model computed other scales than the
+encoder's (other threads, CPU kernels or device) reads the stream with other
+CDFs and decodes other symbols (see :mod:`harness.model.coding`).
+
+Version 2 (no latent check: the mode length follows the width at offset 45) is
+still read; its images decode unchecked. Errors raise HarnessError with one line.
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ from dataclasses import dataclass
 from harness.errors import HarnessError
 
 MAGIC = b"3DMW"
-VERSION = 2  # 1: a separate rANS stream for z and for each slice
+VERSION = 3  # 1: a separate rANS stream for z and for each slice; 2: no latent check
+READABLE = (2, 3)
 MAX_SIDE = 1 << 16  # larger than any image images.load_rgb accepts along one side
-_FIXED = struct.Struct(">4sB32sIIB")
+_FIXED = {2: struct.Struct(">4sB32sIIB"), 3: struct.Struct(">4sB32sIIIB")}
 
 
 @dataclass(frozen=True)
@@ -39,14 +48,18 @@ class Container:
     width: int
     mode: str
     streams: tuple[bytes, ...]
+    latent_crc: int | None  # the encoder's symbol CRC-32; None in a version-2 file
+    version: int = VERSION
 
 
 def pack(container: Container) -> bytes:
     mode = container.mode.encode("ascii")
     if len(mode) > 255 or not container.streams or len(container.streams) > 255:
         raise HarnessError("cannot pack container: mode name or stream count out of range")
-    header = _FIXED.pack(MAGIC, VERSION, bytes.fromhex(container.fingerprint), container.height, container.width,
-                         len(mode))
+    if container.version != VERSION or container.latent_crc is None:
+        raise HarnessError(f"cannot pack container: this harness writes version {VERSION}, with its latent check")
+    header = _FIXED[VERSION].pack(MAGIC, VERSION, bytes.fromhex(container.fingerprint), container.height,
+                                  container.width, container.latent_crc, len(mode))
     header += mode + struct.pack(f">B{len(container.streams)}I", len(container.streams),
                                  *(len(s) for s in container.streams))
     payload = b"".join(container.streams)
@@ -60,12 +73,21 @@ def unpack(data: bytes, name: str = "bitstream") -> Container:
         raise HarnessError(f"{name} is empty")
     if len(data) < 4 or data[:4] != MAGIC:
         raise HarnessError(f"{name} is not a 3DM-WeConvene bitstream (bad magic bytes)")
-    if len(data) < _FIXED.size:
-        raise HarnessError(f"{name} is truncated ({len(data)} bytes, header needs {_FIXED.size})")
-    _, version, digest, height, width, mode_len = _FIXED.unpack_from(data)
-    if version != VERSION:
-        raise HarnessError(f"{name} has format version {version}; this harness reads version {VERSION}")
-    offset = _FIXED.size
+    if len(data) < 5:
+        raise HarnessError(f"{name} is truncated ({len(data)} bytes, no format version)")
+    version = data[4]
+    if version not in READABLE:
+        raise HarnessError(f"{name} has format version {version}; this harness reads versions "
+                           f"{', '.join(map(str, READABLE))}")
+    fixed = _FIXED[version]
+    if len(data) < fixed.size:
+        raise HarnessError(f"{name} is truncated ({len(data)} bytes, header needs {fixed.size})")
+    if version == 2:
+        _, _, digest, height, width, mode_len = fixed.unpack_from(data)
+        latent_crc = None
+    else:
+        _, _, digest, height, width, latent_crc, mode_len = fixed.unpack_from(data)
+    offset = fixed.size
     if len(data) < offset + mode_len + 1:
         raise HarnessError(f"{name} is truncated inside its header")
     mode_bytes = data[offset : offset + mode_len]
@@ -92,4 +114,4 @@ def unpack(data: bytes, name: str = "bitstream") -> Container:
     for length in lengths:
         streams.append(payload[start : start + length])
         start += length
-    return Container(digest.hex(), height, width, mode, tuple(streams))
+    return Container(digest.hex(), height, width, mode, tuple(streams), latent_crc, version)

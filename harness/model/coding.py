@@ -2,7 +2,11 @@
 
 The model pads the image to its stride and the decoder crops back to the size
 in the header; the decoder refuses a container written by another model
-(fingerprints differ) before touching the entropy-coded streams.
+(fingerprints differ) before touching the entropy-coded streams, and refuses
+an image whose decoded symbols differ from the encoder's (the container's
+latent check): the float networks that predict the scales can round
+differently on another machine, thread count or oneDNN kernel, and rANS then
+decodes garbage without noticing. Such a decode is an error, never an image.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def encode(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", digest: str 
     encoded = model.compress(to_tensor(pixels))
     streams = tuple(strings[0] for strings in encoded["strings"])
     height, width = pixels.shape[:2]
-    return pack(Container(digest or fingerprint(model), height, width, mode, streams))
+    return pack(Container(digest or fingerprint(model), height, width, mode, streams, encoded["latent_crc"][0]))
 
 
 def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str | None = None) -> np.ndarray:
@@ -68,6 +72,11 @@ def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str |
         raise HarnessError(f"{name} has {len(container.streams)} entropy-coded streams, the model codes 1")
     shape = (math.ceil(container.height / model.stride), math.ceil(container.width / model.stride))
     decoded = model.decompress([[s] for s in container.streams], shape, (container.height, container.width))
+    if container.latent_crc is not None and decoded["latent_crc"][0] != container.latent_crc:
+        raise HarnessError(
+            f"{name}: decoded latent differs from the encoder's: the entropy model ran differently on this "
+            f"machine (thread count, CPU kernels or device); decode it with the encoder's settings"
+        )
     return to_pixels(decoded["x_hat"])
 
 

@@ -100,16 +100,19 @@ class WeConvene(CompressionModel):
         :meth:`update` (done by checkpoints) for the entropy tables."""
         height, width = x.shape[-2:] if x.dim() == 4 else (0, 0)
         out = self.latent_codec.compress(self.g_a(self.pad(x)))
-        result = {"strings": out["strings"], "shape": out["shape"], "size": (int(height), int(width))}
+        result = {"strings": out["strings"], "shape": out["shape"], "size": (int(height), int(width)),
+                  "latent_crc": out["latent_crc"]}
         if reconstruct:
             result["x_hat"] = self._synthesize(out["y_hat"], (height, width))
         return result
 
     @torch.no_grad()
     def decompress(self, strings: list[list[bytes]], shape: tuple[int, int], size: tuple[int, int]) -> dict:
-        """Rebuild ``{"x_hat"}`` (clamped to [0, 1], cropped to ``size``) from :meth:`compress` output."""
-        y_hat = self.latent_codec.decompress(strings, shape)["y_hat"]
-        return {"x_hat": self._synthesize(y_hat, size)}
+        """Rebuild ``{"x_hat"}`` (clamped to [0, 1], cropped to ``size``) from :meth:`compress` output,
+        and ``latent_crc``, the CRC-32 of the symbols decoded (equal to compress's when the
+        entropy model ran as it did in the encoder)."""
+        out = self.latent_codec.decompress(strings, shape)
+        return {"x_hat": self._synthesize(out["y_hat"], size), "latent_crc": out["latent_crc"]}
 
     def _synthesize(self, y_hat: Tensor, size: tuple[int, int]) -> Tensor:
         height, width = size
