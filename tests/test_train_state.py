@@ -40,8 +40,9 @@ def test_state_round_trips_through_a_weights_only_load(tmp_path, torch_one_threa
     moments = restored.optimizer.state_dict()["state"]
     assert moments and all(torch.equal(moments[k]["exp_avg"], v["exp_avg"])
                            for k, v in state.optimizer.state_dict()["state"].items())
+    weights = restored.model.state_dict()
     for name, tensor in state.model.state_dict().items():
-        assert torch.equal(restored.model.state_dict()[name], tensor), name
+        assert torch.equal(weights[name], tensor), name
 
 
 class _Payload:
