@@ -37,10 +37,12 @@ def test_unknown_variant_is_a_clear_error():
         get_config("nope")
 
 
+@pytest.mark.slow
 def test_default_variant_within_5_percent_of_paper():
     assert abs(params("3dm-weconvene") / PAPER_DEFAULT_PARAMS - 1) <= 0.05
 
 
+@pytest.mark.slow
 def test_ablation_sizes_ordered_as_in_paper():
     default = params("3dm-weconvene")
     assert params("weconv2d") > default and params("hf3x3") > default

@@ -86,6 +86,7 @@ def test_truncation_at_every_offset_is_rejected(good_stream, checkpoint, tmp_pat
         _decompress_fails(good_stream[:cut], checkpoint, tmp_path, capsys, "error:")
 
 
+@pytest.mark.slow
 def test_every_single_bit_flip_is_rejected(good_stream, checkpoint, tmp_path, capsys):
     for position in range(len(good_stream)):
         for bit in (0, 3, 7):
