@@ -455,8 +455,8 @@ def test_read_only_install_compiles_without_a_disk_cache(tmp_path, engine):
                            cwd="/", capture_output=True, text=True, timeout=120)
     if reach.returncode != 0:
         lines = (reach.stderr or reach.stdout).strip().splitlines() or ["no output"]
-        pytest.skip(f"user 65534 cannot read {sys.executable} or this checkout ({lines[-1]}): "
-                    "clone into a folder every user may enter to run this check")
+        pytest.skip(reason=f"user 65534 cannot read {sys.executable} or this checkout ({lines[-1]}): "
+                           "clone into a folder every user may enter to run this check")
     home = tmp_path / "home"
     home.mkdir(mode=0o555)
     script = (
