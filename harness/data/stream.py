@@ -21,18 +21,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from harness.data.manifest import require_manifest
+from harness.data.manifest import ShardManifest, require_manifest
 from harness.errors import HarnessError
 
 SPLITS = ("train", "val")
 
 
-def shard_paths(data_dir: str | Path, split: str, crop: int) -> list[Path]:
-    """The shards of ``split`` in ``data_dir``, after checking they can feed ``crop``×``crop`` samples."""
+def shard_paths(data_dir: str | Path, split: str, crop: int, manifest: ShardManifest | None = None) -> list[Path]:
+    """The shards of ``split`` in ``data_dir``, after checking they can feed ``crop``×``crop`` samples
+    (``manifest``: the folder's, when the caller has read it already)."""
     if split not in SPLITS:
         raise HarnessError(f"unknown split {split!r}: use train or val")
     data_dir = Path(data_dir)
-    manifest = require_manifest(data_dir)
+    manifest = manifest or require_manifest(data_dir)
     if crop > manifest.patch:
         raise HarnessError(f"{data_dir} holds {manifest.patch}px patches, smaller than the {crop}px training crop")
     records = manifest.written(split)

@@ -117,9 +117,10 @@ def check_data(config: SweepConfig) -> ShardManifest:
     crop); returns its manifest. The config checked itself when it was made."""
     from harness.data.stream import shard_paths
 
-    shard_paths(config.data, "train", config.patch)
-    shard_paths(config.data, "val", config.patch)
-    return require_manifest(Path(config.data))
+    manifest = require_manifest(Path(config.data))
+    for split in ("train", "val"):
+        shard_paths(config.data, split, config.patch, manifest)
+    return manifest
 
 
 def trial_configs(config: SweepConfig, data: ShardManifest) -> list[TrialConfig]:
