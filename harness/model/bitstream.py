@@ -2,7 +2,7 @@
 
     offset  size  field
     0       4     magic b"3DMW"
-    4       1     format version (3)
+    4       1     format version (4)
     5       32    model fingerprint: SHA-256 of config + weights (checkpoint.fingerprint)
     37      4     original image height (>= 1)
     41      4     original image width (>= 1)
@@ -16,14 +16,20 @@
     51+L+4S 4     CRC-32 of every byte before it and of the payload
     55+L+4S ...   payload: the S streams back to back
 
+Version 4 is version 3's layout with the integer entropy path: the encoder
+predicted every mean and scale on :mod:`harness.model.exact`, so any machine
+decodes the same symbols. Version 3 files were coded with the float networks
+and decode (on that path, checked by their latent CRC) where the encoder's
+kernels run; version 2 (no latent check: the mode length follows the width at
+offset 45) decodes unchecked, on the float path too.
+
 The last CRC covers header and payload, so any truncation or bit flip is caught
 before the rANS decoder sees a byte. The latent check catches what no damage to
 the file explains: a decoder whose entropy model computed other scales than the
 encoder's (other threads, CPU kernels or device) reads the stream with other
 CDFs and decodes other symbols (see :mod:`harness.model.coding`).
 
-Version 2 (no latent check: the mode length follows the width at offset 45) is
-still read; its images decode unchecked. Errors raise HarnessError with one line.
+Errors raise HarnessError with one line.
 """
 
 from __future__ import annotations
@@ -35,10 +41,13 @@ from dataclasses import dataclass
 from harness.errors import HarnessError
 
 MAGIC = b"3DMW"
-VERSION = 3  # 1: a separate rANS stream for z and for each slice; 2: no latent check
-READABLE = (2, 3)
+VERSION = 4  # 1: a stream per slice; 2: no latent check; 3: float entropy networks
+READABLE = (2, 3, 4)
+INTEGER_PATH_SINCE = 4  # the first version whose means and scales come from harness.model.exact
+FLOAT_PATH = 3  # written only on request (harness.model.coding.encode(integer=False)), to compare the paths
+WRITABLE = (FLOAT_PATH, VERSION)
 MAX_SIDE = 1 << 16  # larger than any image images.load_rgb accepts along one side
-_FIXED = {2: struct.Struct(">4sB32sIIB"), 3: struct.Struct(">4sB32sIIIB")}
+_FIXED = {2: struct.Struct(">4sB32sIIB"), 3: struct.Struct(">4sB32sIIIB"), 4: struct.Struct(">4sB32sIIIB")}
 
 
 @dataclass(frozen=True)
@@ -51,14 +60,19 @@ class Container:
     latent_crc: int | None  # the encoder's symbol CRC-32; None in a version-2 file
     version: int = VERSION
 
+    @property
+    def integer_path(self) -> bool:
+        """Whether the encoder predicted the entropy parameters on the integer path."""
+        return self.version >= INTEGER_PATH_SINCE
+
 
 def pack(container: Container) -> bytes:
     mode = container.mode.encode("ascii")
     if len(mode) > 255 or not container.streams or len(container.streams) > 255:
         raise HarnessError("cannot pack container: mode name or stream count out of range")
-    if container.version != VERSION or container.latent_crc is None:
-        raise HarnessError(f"cannot pack container: this harness writes version {VERSION}, with its latent check")
-    header = _FIXED[VERSION].pack(MAGIC, VERSION, bytes.fromhex(container.fingerprint), container.height,
+    if container.version not in WRITABLE or container.latent_crc is None:
+        raise HarnessError(f"cannot pack container: this harness writes versions {WRITABLE}, with the latent check")
+    header = _FIXED[container.version].pack(MAGIC, container.version, bytes.fromhex(container.fingerprint), container.height,
                                   container.width, container.latent_crc, len(mode))
     header += mode + struct.pack(f">B{len(container.streams)}I", len(container.streams),
                                  *(len(s) for s in container.streams))

@@ -40,6 +40,9 @@ class ModelCard:
     restored_from_steps: tuple[int, ...]  # steps at which the trial restarted from a checkpoint
     final: dict[str, float]  # last validation: val_bpp, val_psnr (and val_ms_ssim)
     checkpoint: str  # file name of the checkpoint, beside the card
+    # harness.model.exact.PATH_ID: how compress/decompress/leaderboard predict the entropy
+    # parameters ("" on cards from before the integer path: built on load all the same)
+    entropy_path: str = ""
 
     def checkpoint_path(self, card_path: Path) -> Path:
         return Path(card_path).parent / self.checkpoint
@@ -52,7 +55,8 @@ class ModelCard:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ModelCard":
-        values = {f.name: data[f.name] for f in fields(cls) if f.name != "lmbda"}
+        values = {f.name: data[f.name] for f in fields(cls) if f.name not in ("lmbda", "entropy_path")}
+        values["entropy_path"] = data.get("entropy_path", "")
         card = cls(**{**values, "lmbda": float(data["lambda"]),
                       "restored_from_steps": tuple(int(s) for s in values["restored_from_steps"])})
         for name, kind in (("variant", str), ("metric", str), ("checkpoint", str), ("params", int),

@@ -3,7 +3,10 @@
 Only plain types and tensors, so ``torch.load(path, weights_only=True)`` reads it
 without executing code. Entropy tables (CDFs of the EntropyBottleneck and the
 GaussianConditional scale table) are updated before saving so a checkpoint can
-code real bitstreams straight away.
+code real bitstreams straight away. ``entropy_path`` names the integer entropy
+path (:data:`harness.model.exact.PATH_ID`) that coding builds from the weights,
+on every load (it is deterministic in them); checkpoints from before it lack the
+key and get it built all the same.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 
 from harness.atomic import write_atomic
 from harness.errors import HarnessError
+from harness.model import exact
 from harness.model.config import DEFAULT_VARIANT, VARIANTS, ModelConfig, get_config
 from harness.model.network import WeConvene
 
@@ -38,7 +42,8 @@ def save_checkpoint(model: WeConvene, path: str | Path) -> None:
     """Update the entropy tables and write the checkpoint atomically (temp file + rename)."""
     model.update(force=True)
     path = Path(path)
-    payload = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "state_dict": model.state_dict()}
+    payload = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "state_dict": model.state_dict(),
+               "entropy_path": exact.PATH_ID}
     write_atomic(path, lambda tmp: torch.save(payload, tmp), what="checkpoint ")
 
 
@@ -60,6 +65,9 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
         raise HarnessError(f"{path}: checkpoint format version {payload.get('version')} unsupported (need {VERSION})")
     if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("state_dict"), dict):
         raise HarnessError(f"{path}: checkpoint lacks its config or weights")
+    if payload.get("entropy_path", exact.PATH_ID) != exact.PATH_ID:
+        raise HarnessError(f"{path} was exported for entropy path {payload['entropy_path']!r}; this harness codes "
+                           f"with {exact.PATH_ID!r}: use the harness version that wrote it")
     try:
         config = ModelConfig.from_dict(payload["config"])
     except TypeError as error:

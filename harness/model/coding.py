@@ -4,9 +4,11 @@ The model pads the image to its stride and the decoder crops back to the size
 in the header; the decoder refuses a container written by another model
 (fingerprints differ) before touching the entropy-coded streams, and refuses
 an image whose decoded symbols differ from the encoder's (the container's
-latent check): the float networks that predict the scales can round
+latent check). Since container version 4 the means and scales come from the
+integer entropy path (:mod:`harness.model.exact`), the same bits on every
+machine; older files were coded with the float networks, which can round
 differently on another machine, thread count or oneDNN kernel, and rANS then
-decodes garbage without noticing. Such a decode is an error, never an image.
+decodes garbage. The check makes such a decode an error, never an image.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from harness.atomic import write_atomic
 from harness.errors import HarnessError
 from harness.images import load_rgb, save_png
-from harness.model.bitstream import Container, pack, unpack
+from harness.model.bitstream import FLOAT_PATH, VERSION, Container, pack, unpack
 from harness.model.checkpoint import fingerprint, load_checkpoint
 from harness.model.network import WeConvene
 
@@ -51,12 +53,24 @@ def to_pixels(x_hat: torch.Tensor) -> np.ndarray:
     return (x_hat[0] * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
-def encode(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", digest: str | None = None) -> bytes:
-    """Container bytes for one RGB image."""
-    encoded = model.compress(to_tensor(pixels))
+def encode(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", digest: str | None = None,
+           integer: bool = True) -> bytes:
+    """Container bytes for one RGB image. ``integer=False`` predicts the entropy parameters with
+    the float networks and writes a version-3 file, which decodes right only under the
+    encoder's thread count, CPU kernels and device: for comparing the two paths, not for use."""
+    return encode_reconstruct(model, pixels, mode, digest, integer, reconstruct=False)[0]
+
+
+def encode_reconstruct(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", digest: str | None = None,
+                       integer: bool = True, reconstruct: bool = True) -> tuple[bytes, np.ndarray | None]:
+    """:func:`encode`, and the image the decoder will produce (when ``reconstruct``)."""
+    encoded = model.compress(to_tensor(pixels), reconstruct=reconstruct, integer=integer)
     streams = tuple(strings[0] for strings in encoded["strings"])
     height, width = pixels.shape[:2]
-    return pack(Container(digest or fingerprint(model), height, width, mode, streams, encoded["latent_crc"][0]))
+    version = VERSION if integer else FLOAT_PATH
+    data = pack(Container(digest or fingerprint(model), height, width, mode, streams, encoded["latent_crc"][0],
+                          version))
+    return data, to_pixels(encoded["x_hat"]) if reconstruct else None
 
 
 def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str | None = None) -> np.ndarray:
@@ -71,13 +85,21 @@ def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str |
     if len(container.streams) != 1:
         raise HarnessError(f"{name} has {len(container.streams)} entropy-coded streams, the model codes 1")
     shape = (math.ceil(container.height / model.stride), math.ceil(container.width / model.stride))
-    decoded = model.decompress([[s] for s in container.streams], shape, (container.height, container.width))
+    decoded = model.decompress([[s] for s in container.streams], shape, (container.height, container.width),
+                               integer=container.integer_path)
     if container.latent_crc is not None and decoded["latent_crc"][0] != container.latent_crc:
         raise HarnessError(
             f"{name}: decoded latent differs from the encoder's: the entropy model ran differently on this "
-            f"machine (thread count, CPU kernels or device); decode it with the encoder's settings"
+            f"machine ({_latent_cause(container)})"
         )
     return to_pixels(decoded["x_hat"])
+
+
+def _latent_cause(container: Container) -> str:
+    if container.integer_path:
+        return "the integer entropy path gave other means or scales: checkpoint or harness version differ"
+    return (f"a version-{container.version} file, coded with float entropy networks: decode it with the encoder's "
+            f"thread count, CPU kernels and device")
 
 
 def run_compress(config: CompressConfig) -> dict:

@@ -28,7 +28,9 @@ wrong image.
 
 from __future__ import annotations
 
+import contextlib
 import zlib
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -40,6 +42,8 @@ from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
 from harness import wavelets
+from harness.errors import HarnessError
+from harness.model import exact
 from harness.model.config import ModelConfig
 from harness.model.layers import WeConvDown, WeConvUp, conv, res_group
 
@@ -60,10 +64,8 @@ class NearestScaleGaussian(GaussianConditional):
     """
 
     def build_indexes(self, scales: Tensor) -> Tensor:
-        table = self.scale_table.double()
-        low, high = table[:-1], table[1:]
-        thresholds = torch.sqrt(2 * torch.log(high / low) / (low.reciprocal() ** 2 - high.reciprocal() ** 2))
-        return torch.bucketize(self.lower_bound_scale(scales), thresholds.to(scales.dtype)).int()
+        thresholds = exact.scale_thresholds(self.scale_table).to(device=scales.device, dtype=scales.dtype)
+        return torch.bucketize(self.lower_bound_scale(scales).contiguous(), thresholds).int()
 
 
 class _Tables:
@@ -95,6 +97,7 @@ class _SymbolCRC:
             self.values[b] = zlib.crc32(data, self.values[b])
 
 
+@exact.register_composite
 class AttentionNet(nn.Module):
     """Context fusion of e_Slice: 1x1 in, a residual attention block, 1x1 out (Fig. 6)."""
 
@@ -108,6 +111,7 @@ class AttentionNet(nn.Module):
         return self.out(self.attention(self.inp(x)))
 
 
+@exact.register_composite
 class ParamNet(nn.Module):
     """Three convs with GELUs; kernel sizes per layer (1x1 where the paper saves parameters)."""
 
@@ -125,6 +129,7 @@ class ParamNet(nn.Module):
         return self.net(x)
 
 
+@exact.register_composite
 class SliceNet(nn.Module):
     """e_Slice: mean and scale of one slice from hyper features + coded slices, and its LRP."""
 
@@ -135,6 +140,7 @@ class SliceNet(nn.Module):
         self.mean = ParamNet(context_ch, slice_ch, config.param_hidden, config.param_kernels)
         self.scale = ParamNet(context_ch, slice_ch, config.param_hidden, config.param_kernels)
         self.lrp = ParamNet(context_ch + slice_ch, slice_ch, config.param_hidden, config.lrp_kernels)
+        self.squash = nn.Tanh()
 
     def predict(self, hyper_means: Tensor, hyper_scales: Tensor, coded: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         mean_support = self.mean_attention(torch.cat([hyper_means, *coded], dim=1))
@@ -142,7 +148,7 @@ class SliceNet(nn.Module):
         return self.mean(mean_support), self.scale(scale_support), mean_support
 
     def refine(self, mean_support: Tensor, y_hat: Tensor) -> Tensor:
-        return y_hat + 0.5 * torch.tanh(self.lrp(torch.cat([mean_support, y_hat], dim=1)))
+        return y_hat + 0.5 * self.squash(self.lrp(torch.cat([mean_support, y_hat], dim=1)))
 
 
 def hyper_analysis(config: ModelConfig) -> nn.Sequential:
@@ -165,8 +171,27 @@ def hyper_synthesis(config: ModelConfig) -> nn.Sequential:
     )
 
 
+@dataclass
+class _PriorNets:
+    """The networks that decide what the decoder reads: both h_s branches and the e_Slice nets."""
+
+    h_s_mean: nn.Module
+    h_s_scale: nn.Module
+    slice_nets: nn.ModuleList
+
+    def to(self, device: torch.device) -> "_PriorNets":
+        for net in (self.h_s_mean, self.h_s_scale, self.slice_nets):
+            net.to(device)
+        return self
+
+
 class WeChARM(LatentCodec):
-    """Hyperprior + wavelet-domain channel-wise autoregressive latent codec (3D or 2D per config)."""
+    """Hyperprior + wavelet-domain channel-wise autoregressive latent codec (3D or 2D per config).
+
+    ``compress``/``decompress`` run the prior networks on the integer entropy path
+    (:mod:`harness.model.exact`, built by :meth:`build_integer_path`) unless
+    ``integer=False``: the float path of containers before version 4, which decodes
+    right only where the encoder's kernels ran."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -182,6 +207,19 @@ class WeChARM(LatentCodec):
             width = sum(stop - start for _, start, stop in parts)
             self.slice_nets.append(SliceNet(config.M + coded, width, config))
             coded += width
+        self._integer: list[_PriorNets] = []  # a list keeps it out of the module tree and the state dict
+
+    def build_integer_path(self) -> None:
+        """(Re)build the integer prior networks from the current weights (deterministic in them)."""
+        nets = _PriorNets(exact.convert(self.h_s_mean), exact.convert(self.h_s_scale), exact.convert(self.slice_nets))
+        self._integer[:] = [nets]
+
+    def _prior_nets(self, integer: bool, device: torch.device) -> _PriorNets:
+        if not integer:
+            return _PriorNets(self.h_s_mean, self.h_s_scale, self.slice_nets)
+        if not self._integer:
+            raise HarnessError("the integer entropy path is not built: call update() (checkpoints do)")
+        return self._integer[0].to(device)
 
     # ---- wavelet domain -------------------------------------------------------------
 
@@ -213,16 +251,18 @@ class WeChARM(LatentCodec):
 
     # ---- the one slice walk ---------------------------------------------------------
 
-    def _hyper(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
-        return self.h_s_mean(z_hat), self.h_s_scale(z_hat)
-
-    def _walk(self, z_hat: Tensor, quantize: SliceQuantizer) -> dict[str, Tensor]:
-        """Code every slice in order; returns the reconstructed subbands (with LRP)."""
-        hyper_means, hyper_scales = self._hyper(z_hat)
-        coded: list[Tensor] = []
-        for index, net in enumerate(self.slice_nets):
-            mean, scale, support = net.predict(hyper_means, hyper_scales, coded)
-            coded.append(net.refine(support, quantize(index, mean, scale)))
+    def _walk(self, z_hat: Tensor, quantize: SliceQuantizer, integer: bool = False) -> dict[str, Tensor]:
+        """Code every slice in order; returns the reconstructed subbands (with LRP), in
+        float64 on the integer path (its networks take float64 values and run their
+        wavelets portably), in z_hat's dtype on the float path."""
+        nets = self._prior_nets(integer, z_hat.device)
+        with wavelets.portable() if integer else contextlib.nullcontext():
+            z_hat = z_hat.double() if integer else z_hat
+            hyper_means, hyper_scales = nets.h_s_mean(z_hat), nets.h_s_scale(z_hat)
+            coded: list[Tensor] = []
+            for index, net in enumerate(nets.slice_nets):
+                mean, scale, support = net.predict(hyper_means, hyper_scales, coded)
+                coded.append(net.refine(support, quantize(index, mean, scale)))
         return self.subbands_of(coded)
 
     # ---- training / evaluation ------------------------------------------------------
@@ -255,10 +295,11 @@ class WeChARM(LatentCodec):
 
     # ---- real bitstreams (compressai's rANS coder) -----------------------------------
 
-    def compress(self, y: Tensor) -> dict:
+    def compress(self, y: Tensor, integer: bool = True) -> dict:
         """rANS-code y: ``strings`` = [[one bytes object per batch element]] holding z and then
         every slice in coding order; ``shape`` = z's H x W; ``y_hat`` = exactly what
-        :meth:`decompress` will rebuild; ``latent_crc`` = per image, the CRC-32 of its symbols."""
+        :meth:`decompress` will rebuild; ``latent_crc`` = per image, the CRC-32 of its symbols.
+        ``integer``: predict means and scales on the integer path (else the float networks)."""
         subbands = self.analysis(y)
         y_slices = self.slices_of(subbands)
         z = self.h_a(torch.cat([subbands[name] for name in self.config.subbands], dim=1))
@@ -282,11 +323,11 @@ class WeChARM(LatentCodec):
                 y_tables.encode(encoder, symbols[b], indexes[b])
             return gc.dequantize(symbols, mean)
 
-        y_hat = self.synthesis(self._walk(z_hat, quantize))
+        y_hat = self.synthesis(self._float(self._walk(z_hat, quantize, integer), y.dtype))
         strings = [[encoder.flush() for encoder in encoders]]
         return {"strings": strings, "shape": tuple(z.shape[-2:]), "y_hat": y_hat, "latent_crc": crc.values}
 
-    def decompress(self, strings: list[list[bytes]], shape: tuple[int, int]) -> dict:
+    def decompress(self, strings: list[list[bytes]], shape: tuple[int, int], integer: bool = True) -> dict:
         """Inverse of :meth:`compress`: every slice is decoded from already-decoded slices only;
         ``latent_crc`` is the CRC-32 of the symbols decoded, to compare with the encoder's."""
         if len(strings) != 1:
@@ -310,4 +351,10 @@ class WeChARM(LatentCodec):
             crc.update(symbols)
             return gc.dequantize(symbols, mean)
 
-        return {"y_hat": self.synthesis(self._walk(z_hat, quantize)), "latent_crc": crc.values}
+        dtype = self.entropy_bottleneck.quantiles.dtype
+        return {"y_hat": self.synthesis(self._float(self._walk(z_hat, quantize, integer), dtype)),
+                "latent_crc": crc.values}
+
+    @staticmethod
+    def _float(subbands: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
+        return {name: band.to(dtype) for name, band in subbands.items()}

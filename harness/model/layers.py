@@ -18,6 +18,7 @@ from compressai.layers import GDN, ResidualBlock, conv1x1, conv3x3, subpel_conv3
 from torch import Tensor, nn
 
 from harness import wavelets
+from harness.model import exact
 
 
 def res_group(channels: int, blocks: int) -> list[nn.Module]:
@@ -29,6 +30,7 @@ def conv(in_ch: int, out_ch: int, kernel: int) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel_size=kernel, padding=kernel // 2)
 
 
+@exact.register_composite
 class WaveletDomainConv(nn.Module):
     """Channel DWT -> multi-level 2D DWT -> per-subband convs -> inverse DWTs.
 
@@ -103,6 +105,7 @@ class WeConvDown(nn.Module):
         return self.wavelet_conv(self.act(self.conv(x))) + self.skip(x)
 
 
+@exact.register_composite
 class WeConvUp(nn.Module):
     """Inverse 3DM-WeConv layer: sub-pixel up-sampling conv -> wavelet-domain conv (inverse GDN), + up-sampled skip."""
 

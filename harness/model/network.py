@@ -63,10 +63,13 @@ class WeConvene(CompressionModel):
         """Entropy tables for rANS coding. Default: 256 Gaussian scales (CompressAI uses 64).
         With the least-cost entry per scale (``NearestScaleGaussian``) the tables cost
         0.28 % more bits than the likelihoods with 64 levels and 0.0 % with 256 on kodim01
-        (briefly trained ``tiny``); with CompressAI's round-up rule, 1.35 % at 256 levels."""
+        (briefly trained ``tiny``); with CompressAI's round-up rule, 1.35 % at 256 levels.
+        The integer entropy path (:mod:`harness.model.exact`) is rebuilt from the weights each time."""
         if scale_table is None:
             scale_table = get_scale_table(levels=SCALE_TABLE_LEVELS)
-        return super().update(scale_table, force=force, update_quantiles=update_quantiles)
+        updated = super().update(scale_table, force=force, update_quantiles=update_quantiles)
+        self.latent_codec.build_integer_path()
+        return updated
 
     @classmethod
     def from_variant(cls, variant: str) -> "WeConvene":
@@ -94,12 +97,14 @@ class WeConvene(CompressionModel):
         return {"x_hat": x_hat, "likelihoods": out["likelihoods"]}
 
     @torch.no_grad()
-    def compress(self, x: Tensor, reconstruct: bool = False) -> dict:
+    def compress(self, x: Tensor, reconstruct: bool = False, integer: bool = True) -> dict:
         """Entropy-code a batch: ``{"strings", "shape", "size"}`` (+ ``"x_hat"``, the
         reconstruction the decoder will produce, when ``reconstruct``). Needs
-        :meth:`update` (done by checkpoints) for the entropy tables."""
+        :meth:`update` (done by checkpoints) for the entropy tables and the integer path;
+        ``integer=False`` predicts the entropy parameters with the float networks, whose
+        streams decode right only where the encoder's kernels run (containers before v4)."""
         height, width = x.shape[-2:] if x.dim() == 4 else (0, 0)
-        out = self.latent_codec.compress(self.g_a(self.pad(x)))
+        out = self.latent_codec.compress(self.g_a(self.pad(x)), integer)
         result = {"strings": out["strings"], "shape": out["shape"], "size": (int(height), int(width)),
                   "latent_crc": out["latent_crc"]}
         if reconstruct:
@@ -107,11 +112,12 @@ class WeConvene(CompressionModel):
         return result
 
     @torch.no_grad()
-    def decompress(self, strings: list[list[bytes]], shape: tuple[int, int], size: tuple[int, int]) -> dict:
+    def decompress(self, strings: list[list[bytes]], shape: tuple[int, int], size: tuple[int, int],
+                   integer: bool = True) -> dict:
         """Rebuild ``{"x_hat"}`` (clamped to [0, 1], cropped to ``size``) from :meth:`compress` output,
         and ``latent_crc``, the CRC-32 of the symbols decoded (equal to compress's when the
         entropy model ran as it did in the encoder)."""
-        out = self.latent_codec.decompress(strings, shape)
+        out = self.latent_codec.decompress(strings, shape, integer)
         return {"x_hat": self._synthesize(out["y_hat"], size), "latent_crc": out["latent_crc"]}
 
     def _synthesize(self, y_hat: Tensor, size: tuple[int, int]) -> Tensor:

@@ -37,6 +37,7 @@ import torch
 from harness.data.manifest import MANIFEST
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
+from harness.model import exact
 from harness.model.card import ModelCard, card_path, write_card
 from harness.model.checkpoint import fingerprint, save_checkpoint
 from harness.model.config import get_config
@@ -399,6 +400,7 @@ def export_model(model: WeConvene, config: TrialConfig, final: dict,
         restored_from_steps=tuple(restored_from),
         final={k: final[k] for k in ("val_bpp", "val_psnr", "val_ms_ssim") if k in final and math.isfinite(final[k])},
         checkpoint=path.name,
+        entropy_path=exact.PATH_ID,
     )
     write_card(card, card_path(models, config.name))
     return card

@@ -44,10 +44,12 @@ length from the two bands: ``n = low.shape[dim] + high.shape[dim]``.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import contextlib
+from typing import Iterator, Mapping, Sequence
 
 from torch import Tensor
 
+from harness.wavelets import cpu
 from harness.wavelets.lifting import (
     WAVELETS,
     Highs2D,
@@ -66,8 +68,24 @@ from harness.wavelets.lifting import (
 
 __all__ = [
     "WAVELETS", "WaveletError", "WaveletTypeError", "min_size", "dwt", "idwt", "channel_dwt", "channel_idwt",
-    "dwt2", "idwt2", "subband_names", "dwt3", "idwt3",
+    "dwt2", "idwt2", "subband_names", "dwt3", "idwt3", "portable",
 ]
+
+
+@contextlib.contextmanager
+def portable() -> Iterator[None]:
+    """On this thread, run every transform on the torch path with unfused steps.
+
+    Each lifting step is then a multiply and an add, each correctly rounded, in one
+    fixed order: the same bits on every CPU, thread count and GPU (the compiled
+    kernels and ``add_(alpha=...)`` need not be). The integer entropy path
+    (:mod:`harness.model.exact`) runs its 3DM-WeConv layers under it."""
+    previous = cpu.portable_active()
+    cpu._PORTABLE.on = True
+    try:
+        yield
+    finally:
+        cpu._PORTABLE.on = previous
 
 
 # --------------------------------------------------------------------------- 1D

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -42,6 +43,7 @@ SCALE_ODD = 7  # odd *= c
 Program = tuple[tuple[int, float], ...]
 
 ENABLED = True  # tests switch the kernel off to run the torch path on the CPU
+_PORTABLE = threading.local()  # harness.wavelets.portable(): the torch path, unfused, on this thread
 _DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _PARALLEL_MIN = 1 << 16  # below this many samples a level runs on the calling thread
 _BUFFER_BYTES = 1 << 18  # a tile's buffer when rows are copied: within one core's L2 cache
@@ -379,9 +381,14 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return _POOLS[key]
 
 
+def portable_active() -> bool:
+    return getattr(_PORTABLE, "on", False)
+
+
 def _usable(src: Tensor, dst: Tensor) -> bool:
     return (
         ENABLED
+        and not portable_active()
         and src.device.type == "cpu"
         and dst.device.type == "cpu"
         and src.dtype in _DTYPES

@@ -142,50 +142,60 @@ def program(wavelet: str, mode: str) -> cpu.Program:
 # whole multi-level 3D transform needs two full-size allocations.
 
 
+def _axpy_(y: Tensor, x: Tensor, c: float) -> None:
+    """y += c * x. Under :func:`harness.wavelets.portable` as two correctly rounded ops:
+    ``add_(x, alpha=c)`` is a fused multiply-add on some CPUs and GPUs and not on
+    others, so its last bit depends on the machine."""
+    if cpu.portable_active():
+        y.add_(x * c)
+    else:
+        y.add_(x, alpha=c)
+
+
 def _predict_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:
     nd, ns = odd.shape[dim], even.shape[dim]
-    odd.add_(even.narrow(dim, 0, nd), alpha=c)
+    _axpy_(odd, even.narrow(dim, 0, nd), c)
     inner = min(nd, ns - 1)
     if inner:
-        odd.narrow(dim, 0, inner).add_(even.narrow(dim, 1, inner), alpha=c)
+        _axpy_(odd.narrow(dim, 0, inner), even.narrow(dim, 1, inner), c)
     if inner < nd:  # even length: even[nd] mirrors to even[nd-2] = even position nd-1
-        odd.narrow(dim, nd - 1, 1).add_(even.narrow(dim, ns - 1, 1), alpha=c)
+        _axpy_(odd.narrow(dim, nd - 1, 1), even.narrow(dim, ns - 1, 1), c)
 
 
 def _update_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:
     ns, nd = even.shape[dim], odd.shape[dim]
-    even.narrow(dim, 0, nd).add_(odd, alpha=c)
+    _axpy_(even.narrow(dim, 0, nd), odd, c)
     if ns > nd:  # odd length: odd[nd] mirrors to odd[nd-1]
-        even.narrow(dim, nd, 1).add_(odd.narrow(dim, nd - 1, 1), alpha=c)
-    even.narrow(dim, 1, ns - 1).add_(odd.narrow(dim, 0, ns - 1), alpha=c)
-    even.narrow(dim, 0, 1).add_(odd.narrow(dim, 0, 1), alpha=c)  # odd[-1] mirrors to odd[0]
+        _axpy_(even.narrow(dim, nd, 1), odd.narrow(dim, nd - 1, 1), c)
+    _axpy_(even.narrow(dim, 1, ns - 1), odd.narrow(dim, 0, ns - 1), c)
+    _axpy_(even.narrow(dim, 0, 1), odd.narrow(dim, 0, 1), c)  # odd[-1] mirrors to odd[0]
 
 
 def _predict_t_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:
     nd, ns = odd.shape[dim], even.shape[dim]
-    even.narrow(dim, 0, nd).add_(odd, alpha=c)
+    _axpy_(even.narrow(dim, 0, nd), odd, c)
     inner = min(nd, ns - 1)
     if inner:
-        even.narrow(dim, 1, inner).add_(odd.narrow(dim, 0, inner), alpha=c)
+        _axpy_(even.narrow(dim, 1, inner), odd.narrow(dim, 0, inner), c)
     if inner < nd:
-        even.narrow(dim, ns - 1, 1).add_(odd.narrow(dim, nd - 1, 1), alpha=c)
+        _axpy_(even.narrow(dim, ns - 1, 1), odd.narrow(dim, nd - 1, 1), c)
 
 
 def _update_t_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:
     ns, nd = even.shape[dim], odd.shape[dim]
-    odd.add_(even.narrow(dim, 0, nd), alpha=c)
+    _axpy_(odd, even.narrow(dim, 0, nd), c)
     if ns > nd:
-        odd.narrow(dim, nd - 1, 1).add_(even.narrow(dim, nd, 1), alpha=c)
-    odd.narrow(dim, 0, ns - 1).add_(even.narrow(dim, 1, ns - 1), alpha=c)
-    odd.narrow(dim, 0, 1).add_(even.narrow(dim, 0, 1), alpha=c)
+        _axpy_(odd.narrow(dim, nd - 1, 1), even.narrow(dim, nd, 1), c)
+    _axpy_(odd.narrow(dim, 0, ns - 1), even.narrow(dim, 1, ns - 1), c)
+    _axpy_(odd.narrow(dim, 0, 1), even.narrow(dim, 0, 1), c)
 
 
 def _haar_predict_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:
-    odd.add_(even.narrow(dim, 0, odd.shape[dim]), alpha=c)
+    _axpy_(odd, even.narrow(dim, 0, odd.shape[dim]), c)
 
 
 def _haar_update_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:
-    even.narrow(dim, 0, odd.shape[dim]).add_(odd, alpha=c)
+    _axpy_(even.narrow(dim, 0, odd.shape[dim]), odd, c)
 
 
 def _scale_even_(even: Tensor, odd: Tensor, c: float, dim: int) -> None:

@@ -1,0 +1,59 @@
+"""Does a bitstream decode the same on this machine? The cross-machine check of ``.3dmw`` files.
+
+``python -m harness.model.decode_check CHECKPOINT DIR`` decodes every ``DIR/*.3dmw``
+that has the encoder's own reconstruction beside it (``<stem>.ref.png``, written by
+:func:`write_case`) in this process's setting (thread count, ``ONEDNN_MAX_CPU_ISA``,
+device) and prints one JSON line per file: ``{"file", "status": "ok" | "error",
+"max_diff", "identical", "error"}``. ``benchmarks/cross_machine.py`` and the tests
+run it in subprocesses under other settings: a decode is a mismatch when it fails
+or any sample differs from the encoder's reconstruction by more than 2 (g_s's float
+rounding may differ between settings; the latent may not).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.images import load_rgb, save_png
+from harness.model.checkpoint import load_checkpoint
+from harness.model.coding import decode, encode_reconstruct
+from harness.model.network import WeConvene
+
+TOLERANCE = 2  # g_s runs in float: its rounding may move a sample by this much, never more
+
+
+def write_case(model: WeConvene, pixels: np.ndarray, stem: Path, integer: bool = True) -> None:
+    """``stem.3dmw`` and the encoder's reconstruction ``stem.ref.png``."""
+    data, own = encode_reconstruct(model, pixels, integer=integer)
+    stem.with_suffix(".3dmw").write_bytes(data)
+    save_png(own, stem.with_suffix(".ref.png"))
+
+
+def check(model: WeConvene, bitstream: Path) -> dict:
+    reference = load_rgb(bitstream.with_suffix(".ref.png")).pixels.astype(np.int16)
+    result = {"file": bitstream.name, "status": "ok", "max_diff": None, "identical": False, "error": None}
+    try:
+        pixels = decode(model, bitstream.read_bytes(), bitstream.name).astype(np.int16)
+    except HarnessError as error:
+        return {**result, "status": "error", "error": str(error)}
+    diff = int(np.abs(pixels - reference).max())
+    return {**result, "max_diff": diff, "identical": diff == 0,
+            "status": "ok" if diff <= TOLERANCE else "error",
+            "error": None if diff <= TOLERANCE else f"decoded image differs by up to {diff}"}
+
+
+def main(argv: list[str]) -> int:
+    checkpoint, folder = Path(argv[0]), Path(argv[1])
+    model = load_checkpoint(checkpoint)
+    for bitstream in sorted(folder.glob("*.3dmw")):
+        print(json.dumps(check(model, bitstream)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

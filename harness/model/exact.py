@@ -1,0 +1,354 @@
+"""The integer entropy path: what decides what the decoder reads, bit-identical on every machine.
+
+rANS decodes a symbol with the CDF its scale index names, so the networks that
+predict the scales and means (both h_s branches and every e_Slice: AttentionNet,
+ParamNet, LRP) must give the encoder and the decoder the same numbers, to the
+last bit, whatever the CPU, thread count, oneDNN/BLAS kernel or device. Float
+convolutions do not: their sums are rounded in an order each kernel chooses, a
+predicted scale moves across a table threshold and the rest of the stream
+decodes as garbage (CompressAI issues 279, 309, 340).
+
+After Ballé, Johnston and Minnen, "Integer networks for data compression"
+(ICLR 2019), the trained float networks are converted (no fine-tune) into a
+network whose every sum is an exact integer sum:
+
+* **Convolutions** (:class:`IntegerConv2d`): weights are integers per output
+  channel, ``w = round(w_float * 2^e_c)`` with ``|w| <= 2^12``; inputs are
+  integers per image, ``a = round(x * 2^e)`` with ``|a| <= 2^12`` (a power-of-two
+  exponent chosen from the image's largest magnitude, which is exact). Every
+  product is at most 2^24 and a whole sum below 2^40, so any summation order
+  gives the same integer: :func:`integer_matmul` computes it from 6-bit limbs
+  through torch's int8 GEMM with int32 sums (AMX/VNNI where the CPU has them),
+  or in float64, which holds integers below 2^53 exactly on every CPU and GPU.
+  Both give the integer itself, so identical bits. The limbs are at most 64 in
+  magnitude because oneDNN's kernels for CPUs without VNNI add pairs of
+  u8 x s8 products into a saturating int16 (``vpmaddubsw``) after shifting one
+  operand by 128: 7-bit limbs saturate there (measured with
+  ``ONEDNN_MAX_CPU_ISA=AVX2``), 6-bit ones stay below 2^15.
+* **Element-wise steps** run in float64 with +, -, x, / and sqrt only, each
+  correctly rounded by IEEE 754 on every device, and never fused (no FMA): bias
+  adds, the power-of-two rescale, ReLU/LeakyReLU, residual adds, GDN's
+  normalisation, the LRP update and the wavelet lifting inside 3DM-WeConv (run on
+  torch's portable path, see :func:`harness.wavelets.portable`).
+* **Non-linearities** (GELU, sigmoid, tanh: libm's and SLEEF's differ in the last
+  bits between CPUs) are tables on a 2^-8 grid with linear interpolation
+  (:class:`Table`), built from exp and erf evaluated with + - x / only
+  (:func:`_exp`, :func:`_erf`), so the tables are the same bits everywhere.
+* **Scale indexes** compare the float64 scale with thresholds computed in
+  decimal arithmetic (:func:`scale_thresholds`).
+
+Plain float64 would not do: it still rounds each partial sum, in an order that
+depends on the kernel. Training stays float; this path is built from the
+weights whenever the entropy tables are updated (export, checkpoint load) and
+is deterministic in them, so an encoder and a decoder that load the same
+checkpoint build the same network. :data:`PATH_ID` names this recipe in
+checkpoints, cards and the container version.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from decimal import Decimal, localcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from compressai.layers import GDN, AttentionBlock, ResidualBlock
+from torch import Tensor, nn
+
+from harness.errors import HarnessError
+
+PATH_ID = "integer-1"  # weights and activations 12-bit integers, tables on a 2^-8 grid
+ACTIVATION_BITS = 12  # |a| <= 2^12: a signed high limb in [-64, 64] and a low one in [0, 63]
+WEIGHT_BITS = 12
+_LIMB = 6
+_F64_EXACT = 2**53
+_TABLE_STEP_BITS = 8
+_TABLE_RANGE = 16.0
+
+
+# ---------------------------------------------------------------------------- exact sums
+
+
+def _int8_gemm_available(device: torch.device) -> bool:
+    return device.type == "cpu"
+
+
+def _limbs(values: Tensor) -> tuple[Tensor, Tensor]:
+    """Integers |v| <= 2^12 (held in float64) as (high, low) int8 limbs: v = high * 2^6 + low, low in [0, 63]."""
+    ints = values.to(torch.int16)
+    return (ints >> _LIMB).to(torch.int8), (ints & (2**_LIMB - 1)).to(torch.int8)
+
+
+def _pad_to(t: Tensor, dim: int, multiple: int) -> Tensor:
+    extra = -t.shape[dim] % multiple
+    if not extra:
+        return t
+    pad = [0, 0] * (t.dim() - 1 - dim) + [0, extra]
+    return F.pad(t, pad)
+
+
+def integer_matmul(a: Tensor, w: Tensor) -> Tensor:
+    """Exact ``a @ w`` of integer matrices (float64 holding |a|, |w| <= 2^12), as float64.
+
+    With K <= 2^16 terms every partial sum of every order is an integer below 2^40,
+    so the float64 product is exact; on the CPU the same integer comes from four limb
+    products accumulated in int32 (each below 2^28)."""
+    if a.shape[1] > 2**16:
+        raise HarnessError(f"integer entropy path: {a.shape[1]} terms per sum exceed 2^16")
+    if not _int8_gemm_available(a.device) or a.shape[0] <= 16:
+        return a @ w
+    m, n = a.shape[0], w.shape[1]
+    a_hi, a_lo = _limbs(_pad_to(a, 1, 8))
+    w_hi, w_lo = _limbs(_pad_to(_pad_to(w, 0, 8), 1, 8))
+    stacked = torch._int_mm(torch.cat([a_hi, a_lo]), torch.cat([w_hi, w_lo], dim=1)).to(torch.int64)
+    n8 = w_hi.shape[1]
+    hh, hl = stacked[:m, :n], stacked[:m, n8 : n8 + n]
+    lh, ll = stacked[m:, :n], stacked[m:, n8 : n8 + n]
+    return ((hh << (2 * _LIMB)) + ((hl + lh) << _LIMB) + ll).to(torch.float64)
+
+
+def _pow2(exponents: list[int], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Exact powers of two (math.ldexp; torch's pow may go through exp2)."""
+    return torch.tensor([math.ldexp(1.0, e) for e in exponents], dtype=dtype, device=device)
+
+
+def _exponents(magnitudes: Tensor, bits: int) -> list[int]:
+    """Per entry, e such that magnitude * 2^e <= 2^bits (frexp is exact; 0 for zeros)."""
+    _, exp = torch.frexp(magnitudes.double())
+    return [bits - int(e) if m > 0 else 0 for m, e in zip(magnitudes.tolist(), exp.tolist())]
+
+
+def quantize_per_image(x: Tensor, bits: int = ACTIVATION_BITS) -> tuple[Tensor, Tensor]:
+    """Integers a = round(x * 2^e_b) with |a| <= 2^bits, one exponent per image; returns (a, 2^-e_b)."""
+    exps = _exponents(x.abs().amax(dim=tuple(range(1, x.dim()))), bits)
+    up = _pow2(exps, torch.float64, x.device).reshape(-1, *([1] * (x.dim() - 1)))
+    down = _pow2([-e for e in exps], torch.float64, x.device)
+    return torch.round(x * up), down
+
+
+def quantize_weights(weight: Tensor, bits: int = WEIGHT_BITS) -> tuple[Tensor, Tensor]:
+    """Integer weights per output channel, |w| <= 2^bits; returns (w, 2^-e_c)."""
+    w = weight.detach().double().cpu()
+    exps = _exponents(w.abs().reshape(w.shape[0], -1).amax(dim=1), bits)
+    up = _pow2(exps, torch.float64, w.device).reshape(-1, *([1] * (w.dim() - 1)))
+    return torch.round(w * up), _pow2([-e for e in exps], torch.float64, w.device)
+
+
+# ---------------------------------------------------------------------------- layers
+
+
+class IntegerConv2d(nn.Module):
+    """A trained ``nn.Conv2d`` as an exact integer convolution (zero padding, no groups or dilation)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise HarnessError(f"integer entropy path: unsupported convolution {conv}")
+        self.kernel, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
+        weight, scale = quantize_weights(conv.weight)
+        self.out_channels = weight.shape[0]
+        self.register_buffer("weight", weight.reshape(weight.shape[0], -1).t().contiguous())
+        self.register_buffer("scale", scale)
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(self.out_channels)
+        self.register_buffer("bias", bias.double().cpu())
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, _, height, width = x.shape
+        ints, down = quantize_per_image(x)
+        if self.kernel == (1, 1) and self.stride == (1, 1):
+            rows, out_h, out_w = ints.permute(0, 2, 3, 1).reshape(-1, ints.shape[1]), height, width
+        else:
+            cols = F.unfold(ints, self.kernel, padding=self.padding, stride=self.stride)
+            rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+            out_h = (height + 2 * self.padding[0] - self.kernel[0]) // self.stride[0] + 1
+            out_w = (width + 2 * self.padding[1] - self.kernel[1]) // self.stride[1] + 1
+        sums = integer_matmul(rows, self.weight).reshape(n, out_h, out_w, self.out_channels).permute(0, 3, 1, 2)
+        scale = down.reshape(n, 1, 1, 1) * self.scale.reshape(1, -1, 1, 1)  # powers of two: exact
+        return sums * scale + self.bias.reshape(1, -1, 1, 1)
+
+
+class IntegerGDN(nn.Module):
+    """compressai's GDN / inverse GDN, y = x * sqrt(beta + gamma * x^2) (or its reciprocal), with an exact sum."""
+
+    def __init__(self, gdn: GDN) -> None:
+        super().__init__()
+        self.inverse = gdn.inverse
+        with torch.no_grad():
+            beta = gdn.beta_reparam(gdn.beta).double()
+            gamma = gdn.gamma_reparam(gdn.gamma).double()
+        weight, scale = quantize_weights(gamma)
+        self.register_buffer("weight", weight.t().contiguous())
+        self.register_buffer("scale", scale)
+        self.register_buffer("beta", beta.cpu())
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, height, width = x.shape
+        # x^2 of 12-bit integers needs 24 bits: float64 sums (below 2^(24+12+log2(c)) < 2^53)
+        ints, down = quantize_per_image(x)
+        rows = (ints * ints).permute(0, 2, 3, 1).reshape(-1, c)
+        sums = (rows @ self.weight).reshape(n, height, width, c).permute(0, 3, 1, 2)
+        scale = (down * down).reshape(n, 1, 1, 1) * self.scale.reshape(1, -1, 1, 1)
+        norm = torch.sqrt(sums * scale + self.beta.reshape(1, -1, 1, 1))
+        return x * norm if self.inverse else x / norm
+
+
+def _exp(x: np.ndarray) -> np.ndarray:
+    """exp from + - x / and ldexp only (Cody-Waite reduction, degree-16 Taylor polynomial).
+
+    Constants are literals or correctly rounded Python arithmetic (/, sqrt), never libm."""
+    ln2_hi, ln2_lo = 0.693145751953125, 1.4286068203094173e-06  # ln2_hi has 17 significant bits: k*ln2_hi is exact
+    k = np.rint(x * 1.4426950408889634)
+    r = (x - k * ln2_hi) - k * ln2_lo
+    p = np.ones_like(x)
+    for n in range(16, 0, -1):
+        p = 1.0 + p * r * (1.0 / n)
+    return np.ldexp(p, k.astype(np.int64))
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """erf(x) = 2/sqrt(pi) exp(-x^2) sum_n 2^n x^(2n+1) / (1*3*...*(2n+1)): positive terms, no cancellation."""
+    x2 = x * x
+    term, total = x.copy(), x.copy()
+    for n in range(1, 600):
+        term = term * (2.0 * x2) / (2 * n + 1)
+        total = total + term
+    return np.clip(total * _exp(-x2) * (2.0 / math.sqrt(math.pi)), -1.0, 1.0)
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    return x * (0.5 + 0.5 * _erf(x * (1.0 / math.sqrt(2.0))))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + _exp(-x))
+
+
+def _tanh(x: np.ndarray) -> np.ndarray:
+    e = _exp(-2.0 * np.abs(x))
+    return np.sign(x) * ((1.0 - e) / (1.0 + e))
+
+
+# name -> (function on the grid, value below the range, slope above it: f(x) = slope * x + value)
+_FUNCTIONS = {
+    "gelu": (_gelu, 0.0, (1.0, 0.0)),
+    "sigmoid": (_sigmoid, 0.0, (0.0, 1.0)),
+    "tanh": (_tanh, -1.0, (0.0, 1.0)),
+}
+
+
+@functools.cache
+def _table(name: str) -> np.ndarray:
+    count = int(_TABLE_RANGE * 2**_TABLE_STEP_BITS)
+    grid = np.arange(-count, count + 1, dtype=np.float64) * 2.0**-_TABLE_STEP_BITS
+    return _FUNCTIONS[name][0](grid)
+
+
+class Table(nn.Module):
+    """f(x) for GELU / sigmoid / tanh: linear interpolation in a table on a 2^-8 grid over [-16, 16].
+
+    Index and weight come from x exactly (x * 2^8 is exact, floor is exact), the blend
+    is one multiply and two adds; beyond the grid f is its asymptote (GELU: 0 or x)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.register_buffer("values", torch.from_numpy(_table(name)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        _, below, (slope, above) = _FUNCTIONS[self.name]
+        count = (self.values.numel() - 1) // 2
+        position = x * 2.0**_TABLE_STEP_BITS
+        inside = position.abs() < count
+        clamped = torch.where(inside, position, torch.zeros_like(position))
+        index = torch.floor(clamped)
+        frac = clamped - index
+        i = index.long() + count
+        low, high = self.values[i], self.values[i + 1]
+        y = low + (high - low) * frac
+        outside = torch.where(x > 0, x * slope + above, torch.full_like(x, below))
+        return torch.where(inside, y, outside)
+
+
+class IntegerAttentionBlock(nn.Module):
+    """compressai's AttentionBlock (Cheng et al. 2020): x + a(x) * sigmoid(b(x)), sigmoid as a table."""
+
+    def __init__(self, block: AttentionBlock) -> None:
+        super().__init__()
+        self.conv_a = convert(block.conv_a)
+        self.conv_b = convert(block.conv_b)
+        self.gate = Table("sigmoid")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv_a(x) * self.gate(self.conv_b(x))
+
+
+# Modules whose forward is only sub-modules, adds, concatenations, slicing, 0.5 * x and
+# the wavelet lifting: they stay as they are, with their children converted.
+_COMPOSITES: tuple[type, ...] = (nn.Sequential, nn.ModuleList, ResidualBlock)
+_EXACT_AS_IS: tuple[type, ...] = (nn.ReLU, nn.LeakyReLU, nn.PixelShuffle, nn.Identity)
+_EXTRA_COMPOSITES: list[type] = []
+
+
+def register_composite(cls: type) -> type:
+    """Mark a module class whose own forward is exact in float64 (decorator)."""
+    _EXTRA_COMPOSITES.append(cls)
+    return cls
+
+
+def _is_composite(module: nn.Module) -> bool:
+    # compressai defines AttentionBlock's residual unit inside __init__, so it has no importable name
+    local_unit = type(module).__qualname__ == "AttentionBlock.__init__.<locals>.ResidualUnit"
+    return local_unit or isinstance(module, (*_COMPOSITES, *_EXTRA_COMPOSITES))
+
+
+def convert(module: nn.Module) -> nn.Module:
+    """The integer version of a trained float network (a new module; ``module`` is not changed)."""
+    if isinstance(module, nn.Conv2d):
+        return IntegerConv2d(module)
+    if isinstance(module, GDN):
+        return IntegerGDN(module)
+    if isinstance(module, AttentionBlock):
+        return IntegerAttentionBlock(module)
+    if isinstance(module, nn.GELU) and module.approximate == "none":
+        return Table("gelu")
+    if isinstance(module, nn.Sigmoid):
+        return Table("sigmoid")
+    if isinstance(module, nn.Tanh):
+        return Table("tanh")
+    if isinstance(module, _EXACT_AS_IS):
+        return copy.deepcopy(module)
+    if not _is_composite(module):
+        raise HarnessError(f"integer entropy path: no exact version of {type(module).__qualname__}")
+    shell = copy.copy(module)
+    shell._modules = {name: convert(child) for name, child in module._modules.items()}
+    shell._parameters, shell._buffers = {}, {}
+    if list(module.parameters(recurse=False)):
+        raise HarnessError(f"integer entropy path: {type(module).__qualname__} holds its own parameters")
+    return shell
+
+
+# ---------------------------------------------------------------------------- scale indexes
+
+
+@functools.cache
+def _thresholds(table: tuple[float, ...]) -> tuple[float, ...]:
+    with localcontext() as ctx:
+        ctx.prec = 40
+        values = [Decimal(v) for v in table]
+        out = []
+        for a, b in zip(values[:-1], values[1:]):
+            cut = (2 * (b / a).ln() / (1 / (a * a) - 1 / (b * b))).sqrt()
+            out.append(float(cut))
+    return tuple(out)
+
+
+def scale_thresholds(scale_table: Tensor) -> Tensor:
+    """Where coding with table entry b beats entry a (equal KL cost), in float64, computed in decimal.
+
+    Between entries a < b the expected cost of coding N(0, s) with either is equal at
+    s* = sqrt(2 ln(b/a) / (1/a^2 - 1/b^2)); ``torch.log`` would give machine-dependent
+    last bits, so s* is computed to 40 digits and rounded once."""
+    return torch.tensor(_thresholds(tuple(scale_table.double().tolist())), dtype=torch.float64)
