@@ -1,7 +1,7 @@
 """Rate honesty on all 24 Kodak images (issue 5): rANS payload bits / likelihood bits.
 
-Trains ``tiny`` exactly as tests/test_model_rate.py does (150 steps, batch 4 x
-64^2 photo crops; the test checks every third image) and reports, per image, the
+Trains ``tiny`` exactly as tests/conftest.py's ``train_tiny`` does (150 steps,
+batch 4 x 64^2 photo crops; tests/test_model_rate.py checks every third image) and reports, per image, the
 bits estimated from the likelihoods, the payload and header bits of the .3dmw
 file and their ratio. Acceptance: payload <= 1.01 x estimate on every image.
 
@@ -23,11 +23,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _train_tiny():
-    spec = importlib.util.spec_from_file_location("test_model_rate", REPO / "tests" / "test_model_rate.py")
+    spec = importlib.util.spec_from_file_location("conftest", REPO / "tests" / "conftest.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     photos = [load_rgb(p).pixels for p in sorted((REPO / ".." / "shared" / "data" / "photos").glob("*.png"))[:16]]
-    return module.train_tiny(photos, module.STEPS)
+    return module.train_tiny(photos, module.TINY_STEPS)
 
 
 def main() -> None:

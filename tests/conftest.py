@@ -152,3 +152,57 @@ def loopback_cluster():
     ray.shutdown()
     for cluster in made:
         cluster.shutdown()
+
+
+TINY_STEPS, TINY_BATCH, TINY_CROP = 150, 4, 64
+
+
+def train_tiny(photos: list, steps: int, seed: int = 0):
+    """``tiny`` trained on random crops (stage-1 loss, lambda 0.013, lr 1e-3, CompressAI's
+    auxiliary quantile loss), entropy tables and integer path updated. A model at
+    initialisation predicts nearly empty latents; 150 steps of batch 4 x 64^2 crops of
+    ../shared/data/photos make it code real content (~45 s on one core)."""
+    import numpy as np
+    import torch
+
+    from harness.model import WeConvene
+    from harness.model.loss import LossConfig, RateDistortionLoss
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = WeConvene.from_variant("tiny")
+    criterion = RateDistortionLoss(LossConfig(lmbda=0.013))
+    main = [p for name, p in model.named_parameters() if not name.endswith(".quantiles")]
+    aux = [p for name, p in model.named_parameters() if name.endswith(".quantiles")]
+    optimizer, aux_optimizer = torch.optim.Adam(main, lr=1e-3), torch.optim.Adam(aux, lr=1e-3)
+    for _ in range(steps):
+        crops = []
+        for _ in range(TINY_BATCH):
+            photo = photos[rng.integers(len(photos))]
+            top, left = rng.integers(photo.shape[0] - TINY_CROP), rng.integers(photo.shape[1] - TINY_CROP)
+            crops.append(photo[top : top + TINY_CROP, left : left + TINY_CROP])
+        x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
+        optimizer.zero_grad()
+        aux_optimizer.zero_grad()
+        criterion(model(x), x)["loss"].backward()
+        optimizer.step()
+        model.aux_loss().backward()
+        aux_optimizer.step()
+    model.update(force=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(photos_dir):
+    """One briefly trained ``tiny`` per session (see :func:`train_tiny`)."""
+    import torch
+
+    from harness.images import load_rgb
+
+    photos = [load_rgb(path).pixels for path in sorted(photos_dir.glob("*.png"))[:16]]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # session fixtures start before the function-scoped one_thread
+    try:
+        return train_tiny(photos, TINY_STEPS)
+    finally:
+        torch.set_num_threads(threads)

@@ -1,6 +1,6 @@
 """Does a bitstream decode the same on this machine? The cross-machine check of ``.3dmw`` files.
 
-``python -m harness.model.decode_check CHECKPOINT DIR`` decodes every ``DIR/*.3dmw``
+``python -m harness.model.decode_check CHECKPOINT DIR [CHECKPOINT DIR ...]`` decodes every ``DIR/*.3dmw``
 that has the encoder's own reconstruction beside it (``<stem>.ref.png``, written by
 :func:`write_case`) in this process's setting (thread count, ``ONEDNN_MAX_CPU_ISA``,
 device) and prints one JSON line per file: ``{"file", "status": "ok" | "error",
@@ -48,10 +48,13 @@ def check(model: WeConvene, bitstream: Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    checkpoint, folder = Path(argv[0]), Path(argv[1])
-    model = load_checkpoint(checkpoint)
-    for bitstream in sorted(folder.glob("*.3dmw")):
-        print(json.dumps(check(model, bitstream)), flush=True)
+    if not argv or len(argv) % 2:
+        print("usage: python -m harness.model.decode_check CHECKPOINT DIR [CHECKPOINT DIR ...]", file=sys.stderr)
+        return 2
+    for checkpoint, folder in zip(argv[::2], argv[1::2]):
+        model = load_checkpoint(checkpoint)
+        for bitstream in sorted(Path(folder).glob("*.3dmw")):
+            print(json.dumps({**check(model, bitstream), "dir": folder}), flush=True)
     return 0
 
 

@@ -1,0 +1,158 @@
+"""The integer entropy path (issue 16): cross-machine decodes, rate cost, speed.
+
+* ``cross-machine``: a fresh ``tiny`` (seed 0) and one briefly trained as
+  tests/conftest.py's ``train_tiny`` code every Kodak image in this process on both
+  paths (version 4 = integer, version 3 = float networks); a subprocess per setting
+  (1 and 2 threads, oneDNN limited to AVX2, AVX512_CORE, SSE41) decodes them all
+  with ``harness.model.decode_check``. A mismatch is a failed decode or a sample off
+  the encoder's reconstruction by more than 2. Goal: 0 on the integer path.
+* ``rate``: the trained ``tiny`` on all 24 images: file bytes on the integer path
+  against the bits the float likelihoods estimate (goal: at most 0.5 % more) and
+  against the float path's files.
+* ``speed``: compress and decompress of kodim01 with the default model (fresh,
+  seed 0), integer and float path interleaved in one process. Goal: integer at most
+  1.15x float each way.
+
+Usage: PYTHONPATH=. python benchmarks/integer_path.py {cross-machine,rate,speed} [options]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from harness.images import load_rgb
+from harness.model import WeConvene
+from harness.model.bitstream import unpack
+from harness.model.checkpoint import InitModelConfig, load_checkpoint, run_init, save_checkpoint
+from harness.model.coding import encode, to_tensor
+from harness.model.decode_check import write_case
+
+REPO = Path(__file__).resolve().parents[1]
+KODAK = sorted((REPO / "datasets" / "kodak").glob("*.png"))
+SETTINGS = ({"OMP_NUM_THREADS": "1"}, {"OMP_NUM_THREADS": "2"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+            {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, {"ONEDNN_MAX_CPU_ISA": "SSE41"})
+
+
+def trained_tiny() -> WeConvene:
+    """The test suite's briefly trained tiny (150 steps on photo crops), built by the same code."""
+    spec = importlib.util.spec_from_file_location("conftest", REPO / "tests" / "conftest.py")
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    photos = [load_rgb(p).pixels for p in sorted((REPO.parent / "shared" / "data" / "photos").glob("*.png"))[:16]]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return conftest.train_tiny(photos, conftest.TINY_STEPS)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def cross_machine(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="integer-path-"))
+    fresh = work / "fresh.pt"
+    run_init(InitModelConfig(out=fresh, variant="tiny", seed=0))
+    trained = work / "trained.pt"
+    save_checkpoint(trained_tiny(), trained)
+    images = KODAK[: args.images]
+    pairs = []
+    for label, path in (("fresh", fresh), ("trained", trained)):
+        folder = work / label
+        folder.mkdir()
+        model = load_checkpoint(path)
+        for image in images:
+            pixels = load_rgb(image).pixels
+            for integer in (True, False):
+                write_case(model, pixels, folder / f"{image.stem}-{'integer' if integer else 'float'}", integer)
+        pairs += [str(path), str(folder)]
+        print(f"{label}: {len(images)} images coded on both paths", flush=True)
+    print("| setting | model | integer mismatches | float mismatches |\n|---|---|---|---|")
+    for setting in SETTINGS:
+        done = subprocess.run([sys.executable, "-m", "harness.model.decode_check", *pairs], capture_output=True,
+                              text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **setting})
+        if done.returncode:
+            raise SystemExit(done.stderr)
+        results = [json.loads(line) for line in done.stdout.splitlines()]
+        label = " ".join(f"{k}={v}" for k, v in setting.items())
+        for model in ("fresh", "trained"):
+            mine = [r for r in results if r["dir"].endswith(model)]
+            counts = {path: sum(r["status"] == "error" for r in mine if r["file"].endswith(f"-{path}.3dmw"))
+                      for path in ("integer", "float")}
+            print(f"| {label} | {model} | {counts['integer']} of {len(images)} | {counts['float']} of {len(images)} |",
+                  flush=True)
+
+
+def rate(args: argparse.Namespace) -> None:
+    model = trained_tiny()
+    estimated = integer_bits = float_bits = 0.0
+    for image in KODAK:
+        pixels = load_rgb(image).pixels
+        with torch.no_grad():
+            estimate = sum(float(-torch.log2(lk).sum()) for lk in model(to_tensor(pixels))["likelihoods"].values())
+        sizes = {}
+        for integer in (True, False):
+            data = encode(model, pixels, integer=integer)
+            sizes[integer] = 8 * len(data)
+            header = 8 * (len(data) - sum(len(s) for s in unpack(data).streams))
+        estimated, integer_bits, float_bits = estimated + estimate, integer_bits + sizes[True], float_bits + sizes[False]
+        print(f"{image.name}: likelihoods {estimate:.0f} bits, integer file {sizes[True]}, float file {sizes[False]} "
+              f"(header {header})", flush=True)
+    print(f"24 images: integer files / float likelihoods = {integer_bits / estimated:.4f}, "
+          f"integer files / float files = {integer_bits / float_bits:.4f} (goal: integer <= 1.005 x likelihoods)")
+
+
+def speed(args: argparse.Namespace) -> None:
+    torch.manual_seed(0)
+    model = WeConvene.from_variant("3dm-weconvene").eval()
+    model.update(force=True)
+    x = to_tensor(load_rgb(REPO / "datasets" / "kodak" / "kodim01.png").pixels)
+    times: dict[str, list[float]] = {key: [] for key in ("integer enc", "integer dec", "float enc", "float dec")}
+    with torch.no_grad():
+        for integer in (True, False):  # warm-up: allocator, numba kernels, tables
+            model.decompress(**_strings(model.compress(x, integer=integer)), integer=integer)
+        for _ in range(args.repeats):
+            for integer in (True, False):
+                path = "integer" if integer else "float"
+                start = time.perf_counter()
+                encoded = model.compress(x, integer=integer)
+                times[f"{path} enc"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                model.decompress(**_strings(encoded), integer=integer)
+                times[f"{path} dec"].append(time.perf_counter() - start)
+    median = {key: statistics.median(values) for key, values in times.items()}
+    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {args.repeats} repeats")
+    for key, values in times.items():
+        print(f"{key}: median {median[key]:.3f} s ({', '.join(f'{v:.3f}' for v in values)})")
+    print(f"integer / float: compress {median['integer enc'] / median['float enc']:.3f}x, "
+          f"decompress {median['integer dec'] / median['float dec']:.3f}x (goal <= 1.15x)")
+
+
+def _strings(encoded: dict) -> dict:
+    return {"strings": encoded["strings"], "shape": encoded["shape"], "size": encoded["size"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    cross = sub.add_parser("cross-machine")
+    cross.add_argument("--images", type=int, default=24)
+    sub.add_parser("rate")
+    fast = sub.add_parser("speed")
+    fast.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    {"cross-machine": cross_machine, "rate": rate, "speed": speed}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

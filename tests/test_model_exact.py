@@ -1,0 +1,148 @@
+"""The integer entropy path: exact sums, deterministic tables and thresholds, faithful conversion."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from compressai.layers import GDN
+from torch import nn
+
+from harness.errors import HarnessError
+from harness.model import exact
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+REPO = Path(__file__).resolve().parents[1]
+LIMIT = 2**exact.ACTIVATION_BITS
+
+
+def _extreme_integers(rows: int, cols: int, seed: int) -> torch.Tensor:
+    """Integers in [-2^12, 2^12], a third of them at the extremes, where limbs and sums are largest."""
+    g = torch.Generator().manual_seed(seed)
+    values = torch.randint(-LIMIT, LIMIT + 1, (rows, cols), generator=g)
+    pick = torch.randint(0, 3, (rows, cols), generator=g)
+    values = torch.where(pick == 0, torch.full_like(values, LIMIT), values)
+    values = torch.where(pick == 1, torch.full_like(values, -LIMIT), values)
+    return values.double()
+
+
+def test_integer_matmul_is_the_exact_product_at_the_extremes():
+    a, w = _extreme_integers(40, 1000, 0), _extreme_integers(1000, 24, 1)
+    exact_product = (a.long() @ w.long()).double()  # int64: exact by definition
+    assert torch.equal(exact.integer_matmul(a, w), exact_product)
+    assert exact_product.abs().max() > 2**24  # float32 could not hold these sums
+
+
+_ISA_CHECK = """
+import torch
+from harness.model import exact
+g = torch.Generator().manual_seed(0)
+a = torch.randint(-4096, 4097, (64, 700), generator=g).double()
+w = torch.randint(-4096, 4097, (700, 40), generator=g).double()
+a[:, ::2] = 4096.0
+w[::3] = -4096.0
+print(torch.equal(exact.integer_matmul(a, w), (a.long() @ w.long()).double()))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isa", ["AVX2", "AVX512_CORE", "SSE41"])
+def test_integer_matmul_is_exact_with_every_onednn_kernel(isa):
+    """oneDNN's int8 GEMMs for CPUs without VNNI saturate pairs of products in int16: the limbs stay below it."""
+    done = subprocess.run([sys.executable, "-c", _ISA_CHECK], capture_output=True, text=True, timeout=120,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "ONEDNN_MAX_CPU_ISA": isa})
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
+
+
+def test_both_backends_and_thread_counts_give_the_same_bits(monkeypatch):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(48, 40, 3, padding=1)
+    layer = exact.IntegerConv2d(conv)
+    x = torch.randn(2, 48, 9, 11, dtype=torch.float64) * 3
+    int8 = layer(x)
+    torch.set_num_threads(2)
+    assert torch.equal(layer(x), int8)
+    monkeypatch.setattr(exact, "_int8_gemm_available", lambda device: False)
+    assert torch.equal(layer(x), int8)
+    with torch.no_grad():
+        reference = conv(x.float()).double()
+    assert (int8 - reference).abs().max() < 2e-3 * reference.abs().max()
+
+
+def test_each_image_of_a_batch_is_quantised_on_its_own():
+    """An image coded alone or in a batch beside a louder one gets the same means and scales."""
+    layer = exact.IntegerConv2d(nn.Conv2d(8, 8, 1))
+    quiet, loud = torch.randn(1, 8, 5, 5, dtype=torch.float64), 1000 * torch.randn(1, 8, 5, 5, dtype=torch.float64)
+    assert torch.equal(layer(torch.cat([quiet, loud]))[:1], layer(quiet))
+
+
+def test_integer_gdn_follows_gdn():
+    torch.manual_seed(0)
+    for inverse in (False, True):
+        gdn = GDN(16, inverse=inverse)
+        with torch.no_grad():
+            gdn.gamma.add_(0.05 * torch.rand_like(gdn.gamma))
+        x = torch.randn(1, 16, 6, 7)
+        with torch.no_grad():
+            reference = gdn(x).double()
+        assert torch.allclose(exact.IntegerGDN(gdn)(x.double()), reference, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("name, reference", [
+    ("gelu", lambda x: torch.nn.functional.gelu(x)),
+    ("sigmoid", torch.sigmoid),
+    ("tanh", torch.tanh),
+])
+def test_tables_follow_the_functions_between_and_beyond_the_grid(name, reference):
+    x = torch.linspace(-20, 20, 100_003, dtype=torch.float64)  # mostly off the 2^-8 grid
+    assert (exact.Table(name)(x) - reference(x)).abs().max() < 2e-6
+
+
+# SHA-256 of each table's float64 bytes. The tables are built with + - x / only, so every
+# machine builds these very bits; a libm call slipped into them would show here first.
+TABLE_SHA256 = {
+    "gelu": "cbcc01e02103ab19ceeeebdba01fe544c3f162d239d3f0ef73297320e6a2f6ee",
+    "sigmoid": "d389fc91a984bd3028fdc675581a3a85f1548cdce41d1e3226696ee786f6c90f",
+    "tanh": "3998a86e721b8f64516da0dfc91dddd95d91acf7e7d22733ec3f8264f3d38225",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TABLE_SHA256))
+def test_tables_are_the_same_bits_everywhere(name):
+    assert hashlib.sha256(exact._table(name).tobytes()).hexdigest() == TABLE_SHA256[name]
+
+
+def test_scale_thresholds_are_the_equal_cost_points():
+    table = torch.exp(torch.linspace(math.log(0.11), math.log(256), 64)).float()
+    thresholds = exact.scale_thresholds(table)
+    low, high = table[:-1].double(), table[1:].double()
+    formula = torch.sqrt(2 * torch.log(high / low) / (low.reciprocal() ** 2 - high.reciprocal() ** 2))
+    assert torch.allclose(thresholds, formula, rtol=1e-13, atol=0)
+    assert bool(((low < thresholds) & (thresholds < high)).all())
+
+
+def test_conversion_refuses_what_it_cannot_make_exact():
+    with pytest.raises(HarnessError, match="no exact version of GELU"):
+        exact.convert(nn.Sequential(nn.Conv2d(2, 2, 1), nn.GELU(approximate="tanh")))
+    with pytest.raises(HarnessError, match="no exact version of Softplus"):
+        exact.convert(nn.Sequential(nn.Softplus()))
+    with pytest.raises(HarnessError, match="unsupported convolution"):
+        exact.convert(nn.Conv2d(4, 4, 3, groups=2))
+
+
+def test_conversion_leaves_the_float_network_alone():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GELU(), nn.Conv2d(4, 2, 1))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    converted = exact.convert(net)
+    assert isinstance(converted[0], exact.IntegerConv2d) and isinstance(converted[1], exact.Table)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(converted(x.double()), net(x).double(), atol=2e-3)
