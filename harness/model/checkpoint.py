@@ -17,7 +17,8 @@ import torch
 
 from harness.atomic import write_atomic
 from harness.errors import HarnessError
-from harness.model.config import DEFAULT_VARIANT, VARIANTS, ModelConfig, get_config
+from harness.model.baselines import BaselineConfig, build_baseline, build_model, is_baseline
+from harness.model.config import DEFAULT_VARIANT, VARIANTS, ModelConfig
 from harness.model.network import WeConvene
 
 FORMAT = "harness-weconvene-checkpoint"
@@ -60,6 +61,8 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
         raise HarnessError(f"{path}: checkpoint format version {payload.get('version')} unsupported (need {VERSION})")
     if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("state_dict"), dict):
         raise HarnessError(f"{path}: checkpoint lacks its config or weights")
+    if is_baseline(payload["config"].get("variant")):
+        return _load_baseline(path, payload, variant)
     try:
         config = ModelConfig.from_dict(payload["config"])
     except TypeError as error:
@@ -69,6 +72,20 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
     if config.variant in VARIANTS and config != VARIANTS[config.variant]:
         raise HarnessError(f"{path}: its {config.variant!r} config differs from this version's definition")
     model = WeConvene(config)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise HarnessError(f"{path}: weights do not match variant {config.variant!r} ({str(error).splitlines()[0]})") from None
+    model.update(force=False)
+    return model.eval()
+
+
+def _load_baseline(path: Path, payload: dict, variant: str | None):
+    """A CompressAI baseline's checkpoint (see :mod:`harness.model.baselines`)."""
+    config = BaselineConfig.from_dict(payload["config"])
+    if variant is not None and config.variant != variant:
+        raise HarnessError(f"{path} holds variant {config.variant!r}, expected {variant!r}")
+    model = build_baseline(config)
     try:
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError, ValueError) as error:
@@ -87,6 +104,6 @@ class InitModelConfig:
 def run_init(config: InitModelConfig) -> str:
     """``harness init-model``: a freshly initialised checkpoint; returns its fingerprint."""
     torch.manual_seed(config.seed)
-    model = WeConvene(get_config(config.variant))
+    model = build_model(config.variant)
     save_checkpoint(model, config.out)
     return fingerprint(model.eval())

@@ -39,7 +39,7 @@ from harness.errors import HarnessError
 from harness.hashing import sha256_file
 from harness.model.card import ModelCard, card_path, write_card
 from harness.model.checkpoint import fingerprint, save_checkpoint
-from harness.model.config import get_config
+from harness.model.baselines import build_model
 from harness.model.loss import LossConfig, RateDistortionLoss
 from harness.model.network import WeConvene
 
@@ -151,7 +151,7 @@ class _State:
     """Model, optimisers and scheduler of a trial, and their (de)serialisation."""
 
     def __init__(self, config: TrialConfig) -> None:
-        self.model = WeConvene(get_config(config.variant))
+        self.model = build_model(config.variant)
         main = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
         aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
         self.optimizer = torch.optim.Adam(main, lr=config.lr)
@@ -385,7 +385,7 @@ def export_model(model: WeConvene, config: TrialConfig, final: dict,
         stages={
             "1": {"steps": config.stage1_steps, "loss": "eq. 1", "lr": config.lr,
                   "milestones": stage1_milestones(config.stage1_steps, config.milestones)},
-            "2": {"steps": config.stage2_steps, "loss": "eq. 2", "lr": config.lr, "w1": config.w1, "w2": config.w2},
+            "2": _stage2_card(model, config),
         },
         batch_size=config.batch_size,
         patch=config.patch,
@@ -402,6 +402,15 @@ def export_model(model: WeConvene, config: TrialConfig, final: dict,
     )
     write_card(card, card_path(models, config.name))
     return card
+
+
+def _stage2_card(model: WeConvene, config: TrialConfig) -> dict:
+    """Stage 2 as the card states it: eq. 2's subband reweighting, or (a model without
+    subbands, e.g. a CompressAI baseline) a plain fine-tune on eq. 1 at the fixed lr."""
+    if model.config.subbands:
+        return {"steps": config.stage2_steps, "loss": "eq. 2", "lr": config.lr, "w1": config.w1, "w2": config.w2}
+    return {"steps": config.stage2_steps, "loss": "eq. 1", "lr": config.lr,
+            "note": "plain fine-tune: the model has no subbands to reweight (w1, w2 unused)"}
 
 
 def _export(state: _State, config: TrialConfig, final: dict) -> dict:
