@@ -258,3 +258,51 @@ def test_stage_2_of_a_baseline_is_eq_1_and_rates_share_one_vocabulary(crop):
     assert float(stage1["bpp_z"]) > 0
     factorized = RateDistortionLoss()(build_model("compressai:bmshj2018-factorized?N=16,M=24")(x), x)
     assert float(factorized["bpp_z"]) == 0
+
+
+@pytest.mark.slow
+def test_baseline_and_3dm_sweeps_share_the_recipe_and_rank_side_by_side(photo_shards, ray_local, kodak_dir, tmp_path):
+    """train-sweep of compressai:mbt2018-mean (small widths) and of tiny 3DM-WeConvene on the same shards
+    with the same recipe; the leaderboard ranks both curves beside JPEG."""
+    import pandas as pd
+
+    from harness.data.recipe import PatchRecipe
+    from harness.eval.runner import LeaderboardConfig
+    from harness.eval.runner import run as leaderboard
+    from harness.train.sweep import SweepConfig
+    from harness.train.sweep import run as sweep
+
+    shards = photo_shards(6, PatchRecipe(patch=64, resize=128, patches_per_image=2), val_fraction=0.34)
+    recipe = dict(data=shards, lambdas=(0.0067, 0.05), stage1_steps=12, stage2_steps=6, batch_size=2, patch=64,
+                  lr=1e-3, milestones=(), w1=2.0, w2=0.5, log_every=6, checkpoint_every=6, val_batches=1)
+    baseline = sweep(SweepConfig(variant="compressai:mbt2018-mean?N=16,M=24", out=tmp_path / "mbt", **recipe))
+    tiny = sweep(SweepConfig(variant="tiny", out=tmp_path / "tiny", **recipe))
+    for card in baseline:
+        assert card.variant == "compressai:mbt2018-mean?N=16,M=24"
+        assert card.stages["2"]["loss"] == "eq. 1" and "plain fine-tune" in card.stages["2"]["note"]
+        assert "w1" not in card.stages["2"] and card.stages["2"]["steps"] == 6
+    assert all(card.stages["2"]["loss"] == "eq. 2" and card.stages["2"]["w1"] == 2.0 for card in tiny)
+    assert {c.data_sha256 for c in baseline} == {c.data_sha256 for c in tiny}
+
+    rows = pd.read_parquet(tmp_path / "mbt" / "metrics.parquet")
+    assert {c for c in rows.columns if c.startswith("bpp")} == {"bpp", "bpp_y", "bpp_z"}
+    assert "bpp_LLL" in pd.read_parquet(tmp_path / "tiny" / "metrics.parquet").columns
+    for _, row in rows[rows["stage"] == 2].iterrows():  # w1, w2 given, yet stage 2 optimises eq. 1
+        assert row["loss"] == pytest.approx(row["bpp"] + row["lmbda"] * row["distortion"], rel=1e-4)
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("kodim05.png", "kodim23.png"):
+        save_png(np.ascontiguousarray(load_rgb(kodak_dir / name).pixels[:96, :128]), images / name)
+    leaderboard(LeaderboardConfig(datasets=(f"folder:{images}",), codecs=("jpeg:quick",),
+                                  models=(tmp_path / "mbt" / "models", tmp_path / "tiny" / "models"), run_name="t",
+                                  reports_dir=tmp_path, anchor="jpeg", progress=False, checkpoint_s=0.0))
+    run_dir = tmp_path / "t"
+    frame = pd.read_parquet(run_dir / "results.parquet")
+    learned = frame[frame["codec"].isin(["compressai-mbt2018-mean", "tiny"])]
+    assert len(learned) == 8 and (learned["status"] == "ok").all()
+    assert set(learned.loc[learned["codec"] == "compressai-mbt2018-mean", "params"]) == {baseline[0].params}
+    for report in ("bdrate.md", "params.md", "timing.md"):
+        text = (run_dir / report).read_text()
+        assert "compressai-mbt2018-mean" in text and "tiny" in text, report
+    assert list(run_dir.glob("rd-*-psnr.png"))
