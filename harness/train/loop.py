@@ -3,7 +3,8 @@
 The recipe is the paper's (§III-C): Adam at 1e-4, batch 8; stage 1 optimises
 eq. (1) with the learning rate divided by 10 at the paper's milestones — 750 k
 of 1.5 M iterations, then every 100 k — scaled to ``stage1_steps``; stage 2
-fine-tunes eq. (2) (rate reweighting, w1 > w2) at a fixed 1e-4. The entropy
+fine-tunes eq. (2) (rate reweighting, w1 > w2) at a fixed 1e-4 — for a model without
+subbands (a CompressAI baseline) a plain fine-tune of eq. (1), as its card states. The entropy
 bottleneck's quantiles get their own Adam on the auxiliary loss (CompressAI's
 convention, lr 1e-3); gradients are clipped at 1.0.
 
