@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -159,8 +160,9 @@ def test_latent_check_catches_a_decoder_whose_entropy_model_differs(crop):
     pixels = load_rgb(crop).pixels
     data = encode(model, pixels)
     assert decode(model, data).shape == pixels.shape
-    other = build_model("compressai:mbt2018-mean?N=16,M=24").eval()
-    other.load_state_dict(model.state_dict())
+    # A copy records its own symbols (its hooks are its own), so it decodes the same file.
+    assert np.array_equal(decode(copy.deepcopy(model), data, digest=fingerprint(model)), decode(model, data))
+    other = copy.deepcopy(model)
     with torch.no_grad():
         other.h_s[-1].bias += 2.0  # every scale (and mean) moves: other CDFs, other symbols
     other.update(force=True)
@@ -235,6 +237,26 @@ def test_imported_qualities_are_one_leaderboard_curve(crop, tmp_path):
         data = codec.encode(pixels, quality, tmp_path)
         assert codec.decode(data, *pixels.shape[:2], tmp_path).shape == pixels.shape
     assert Learned.serves("compressai-mbt2018-mean") and not Learned.serves("compressai-mbt2019")
+
+
+def test_import_from_the_zoo_reads_torch_hubs_cache(tmp_path, monkeypatch, capsys):
+    """`--from zoo` goes through compressai's zoo URL and torch hub's cache: a file already in the
+    cache is used without a download (so this test needs no network)."""
+    from compressai.zoo.image import model_urls
+
+    url = model_urls["bmshj2018-hyperprior"]["ms-ssim"][3]
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    source, official = _official_file("bmshj2018-hyperprior", tmp_path)
+    source.rename(cache / url.rsplit("/", 1)[1])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert main(["import-weights", "compressai:bmshj2018-hyperprior", "--quality", "3", "--from", "zoo",
+                 "--metric", "ms-ssim", "--out", str(tmp_path / "out")]) == 0
+    card = read_card(tmp_path / "out" / "ms-ssim-8.73.json")
+    assert card.stages["published"]["file"] == url and card.variant == "compressai:bmshj2018-hyperprior?N=16,M=24"
+    assert main(["import-weights", "compressai:elic2022", "--quality", "3", "--from", "zoo",
+                 "--out", str(tmp_path / "elic")]) == 1
+    assert "CompressAI's zoo has no mse weights of elic2022" in capsys.readouterr().err
 
 
 def test_published_compressai_curves_name_their_codec():

@@ -15,6 +15,7 @@ canonically: no options at the default widths, else every width.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import pickle
@@ -206,25 +207,28 @@ class _SymbolCheck:
         self.crc = zlib.crc32(data, self.crc)
 
 
+def _recording_quantize(module: EntropyModel, inputs: Tensor, mode: str, means: Tensor | None = None) -> Tensor:
+    outputs = type(module).quantize(module, inputs, mode, means)
+    if mode == "symbols" and module._harness_symbols.mode == "encode":
+        module._harness_symbols.add(outputs)
+    return outputs
+
+
+def _recording_dequantize(module: EntropyModel, inputs: Tensor, means: Tensor | None = None,
+                          dtype: torch.dtype = torch.float) -> Tensor:
+    if module._harness_symbols.mode == "decode":
+        module._harness_symbols.add(inputs)
+    return type(module).dequantize(inputs, means, dtype)
+
+
 def _hook_entropy_models(model: torch.nn.Module, check: _SymbolCheck) -> None:
+    # Module-level functions bound with partial (not closures): a deep copy or a pickle of the
+    # model keeps its hooks pointing at its own entropy models and its own check.
     for module in model.modules():
-        if not isinstance(module, EntropyModel):
-            continue
-        quantize, dequantize = module.quantize, module.dequantize
-
-        def recording_quantize(inputs, mode, means=None, _quantize=quantize):
-            outputs = _quantize(inputs, mode, means)
-            if mode == "symbols" and check.mode == "encode":
-                check.add(outputs)
-            return outputs
-
-        def recording_dequantize(inputs, means=None, dtype=torch.float, _dequantize=dequantize):
-            if check.mode == "decode":
-                check.add(inputs)
-            return _dequantize(inputs, means, dtype)
-
-        module.quantize = recording_quantize
-        module.dequantize = recording_dequantize
+        if isinstance(module, EntropyModel):
+            module._harness_symbols = check
+            module.quantize = functools.partial(_recording_quantize, module)
+            module.dequantize = functools.partial(_recording_dequantize, module)
 
 
 def _apply_masks(model: torch.nn.Module) -> None:
