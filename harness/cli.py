@@ -336,11 +336,12 @@ def _add_init_model(sub) -> None:
     _option(parser, "--seed", InitModelConfig, "torch seed of the initialisation", type=int)
 
     def handle(args) -> int:
+        from harness.model.baselines import model_config
         from harness.model.checkpoint import run_init
 
         config = build(InitModelConfig, _given(args, InitModelConfig))
         digest = run_init(config)
-        print(f"wrote {config.out} (variant {config.variant}, fingerprint {digest[:16]})")
+        print(f"wrote {config.out} (variant {model_config(config.variant).variant}, fingerprint {digest[:16]})")
         return 0
 
     parser.set_defaults(func=handle)

@@ -328,3 +328,22 @@ def test_baseline_and_3dm_sweeps_share_the_recipe_and_rank_side_by_side(photo_sh
         text = (run_dir / report).read_text()
         assert "compressai-mbt2018-mean" in text and "tiny" in text, report
     assert list(run_dir.glob("rd-*-psnr.png"))
+
+
+def test_init_model_checkpoint_of_a_baseline_and_its_errors(tmp_path, capsys):
+    path = tmp_path / "mbt.pt"
+    assert main(["init-model", "--variant", "compressai:mbt2018-mean?M=24,N=16", "--out", str(path)]) == 0
+    assert "variant compressai:mbt2018-mean?N=16,M=24" in capsys.readouterr().out  # canonical spelling
+    model = load_checkpoint(path, variant="compressai:mbt2018-mean?N=16,M=24")
+    assert model.config == parse_variant("compressai:mbt2018-mean?N=16,M=24")
+    with pytest.raises(HarnessError, match="holds variant 'compressai:mbt2018-mean\\?N=16,M=24', expected 'tiny'"):
+        load_checkpoint(path, variant="tiny")
+    payload = torch.load(path, weights_only=True)
+    for config, message in (({**payload["config"], "M": 32}, "but its widths make 'compressai:mbt2018-mean\\?N=16,M=32'"),
+                            ({**payload["config"], "variant": "compressai:mbt2018?N=16,M=24", "architecture": "mbt2018"},
+                             "weights do not match variant 'compressai:mbt2018\\?N=16,M=24'"),
+                            ({**payload["config"], "K": 3}, "invalid CompressAI model config")):
+        torch.save({**payload, "config": config}, tmp_path / "bad.pt")
+        with pytest.raises(HarnessError, match=message) as error:
+            load_checkpoint(tmp_path / "bad.pt")
+        assert "\n" not in str(error.value)
