@@ -94,7 +94,7 @@ def test_bad_variants_are_one_line_errors(variant, message, capsys):
     assert err.count("\n") == 1 and "error:" in err
 
 
-@pytest.mark.parametrize("name", ["cheng2020-anchor", "mbt2018-mean"])
+@pytest.mark.parametrize("name", [pytest.param("cheng2020-anchor", marks=pytest.mark.slow), "mbt2018-mean"])
 def test_model_info_counts_equal_the_zoo_model_at_quality_6(name, capsys):
     assert main(["model-info", "--variant", f"compressai:{name}", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -112,8 +112,8 @@ def test_every_architecture_is_compressais_own_network():
         assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}, name
 
 
-# The context-model architectures take seconds each on 2 shared cores: slow tier.
-FAST = ("bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean")
+# The others take seconds each on 2 shared cores: slow tier (one per stream layout stays fast).
+FAST = ("bmshj2018-factorized", "mbt2018-mean")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in ARCHITECTURES])
