@@ -284,18 +284,30 @@ def _add_leaderboard(sub) -> None:
     parser.set_defaults(func=handle)
 
 
+def _variant_help() -> str:
+    from harness.model.baselines import ARCHITECTURES
+    from harness.model.config import VARIANTS
+
+    return (f"network variant: {', '.join(VARIANTS)}, or a CompressAI baseline compressai:NAME[?N=INT,M=INT] "
+            f"with NAME one of {', '.join(ARCHITECTURES)} (without options: the zoo's quality-6 widths)")
+
+
+_VARIANT_HELP = _variant_help()
+
+
 @_registrar
 def _add_model_info(sub) -> None:
-    from harness.model.config import VARIANTS
     from harness.model.info import ModelInfoConfig
 
     parser = _command(
         sub,
         "model-info",
         "Parameter counts of a network variant, total and per module.",
-        "  harness model-info\n  harness model-info --variant wecharm2d --json\n",
+        "  harness model-info\n  harness model-info --variant wecharm2d --json\n"
+        "  harness model-info --variant compressai:cheng2020-anchor\n"
+        "  harness model-info --variant 'compressai:mbt2018-mean?N=64,M=96' --json\n",
     )
-    _option(parser, "--variant", ModelInfoConfig, "network variant", choices=list(VARIANTS))
+    _option(parser, "--variant", ModelInfoConfig, _VARIANT_HELP)
     _flag(parser, "--json", "as_json", "print one JSON object", True)
 
     def handle(args) -> int:
@@ -312,7 +324,6 @@ def _add_init_model(sub) -> None:
     from pathlib import Path
 
     from harness.model.checkpoint import InitModelConfig
-    from harness.model.config import VARIANTS
 
     parser = _command(
         sub,
@@ -320,16 +331,17 @@ def _add_init_model(sub) -> None:
         "Write a freshly initialised model checkpoint (config + weights, entropy tables updated).",
         "  harness init-model --out model.pt\n  harness init-model --variant tiny --out tiny.pt --seed 1\n",
     )
-    _option(parser, "--variant", InitModelConfig, "network variant", choices=list(VARIANTS))
+    _option(parser, "--variant", InitModelConfig, _VARIANT_HELP)
     parser.add_argument("--out", required=True, type=Path, help="checkpoint file to write")
     _option(parser, "--seed", InitModelConfig, "torch seed of the initialisation", type=int)
 
     def handle(args) -> int:
+        from harness.model.baselines import model_config
         from harness.model.checkpoint import run_init
 
         config = build(InitModelConfig, _given(args, InitModelConfig))
         digest = run_init(config)
-        print(f"wrote {config.out} (variant {config.variant}, fingerprint {digest[:16]})")
+        print(f"wrote {config.out} (variant {model_config(config.variant).variant}, fingerprint {digest[:16]})")
         return 0
 
     parser.set_defaults(func=handle)
@@ -381,6 +393,37 @@ def _add_decompress(sub) -> None:
     parser.set_defaults(func=handle)
 
 
+@_registrar
+def _add_import_weights(sub) -> None:
+    from pathlib import Path
+
+    from harness.model.baselines import ImportWeightsConfig
+
+    parser = _command(
+        sub,
+        "import-weights",
+        "Turn a CompressAI checkpoint file (a zoo state dict) into a harness model and card for leaderboard --models.",
+        "  harness import-weights compressai:mbt2018-mean --quality 3 --from mbt2018-mean-3-723404a8.pth.tar "
+        "--out published/mbt2018-mean\n"
+        "  harness import-weights compressai:cheng2020-anchor --quality 6 --from zoo --out published/cheng2020\n",
+    )
+    parser.add_argument("variant", help="compressai:NAME (the widths come from the file)")
+    parser.add_argument("--quality", required=True, type=int, help="the zoo quality the weights were trained for: "
+                        "sets lambda from CompressAI's quality-to-lambda table")
+    parser.add_argument("--from", dest="source", required=True, help="state-dict file, or 'zoo' to download "
+                        "through compressai's zoo (torch hub's cache)")
+    parser.add_argument("--out", required=True, type=Path, help="folder for <metric>-<lambda>.pt and its .json card")
+    _option(parser, "--metric", ImportWeightsConfig, "what the weights were trained for: mse or ms-ssim")
+
+    def handle(args) -> int:
+        from harness.model.baselines import run_import
+
+        run_import(build(ImportWeightsConfig, _given(args, ImportWeightsConfig)))
+        return 0
+
+    parser.set_defaults(func=handle)
+
+
 def _floats(value: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in value.split(",") if v.strip())
@@ -410,7 +453,7 @@ def _add_train_sweep(sub) -> None:
     _option(parser, "--metric", sweep, "distortion: mse or ms-ssim")
     _option(parser, "--lambdas", sweep, "comma-separated lambdas", type=_floats,
             default_text="the paper's set for the metric")
-    _option(parser, "--variant", sweep, "network variant (see harness model-info)")
+    _option(parser, "--variant", sweep, _VARIANT_HELP)
     _option(parser, "--stage1-steps", sweep, "stage-1 iterations (paper: 1.5M)", type=int)
     _option(parser, "--stage2-steps", sweep, "stage-2 (reweighted) iterations", type=int)
     _option(parser, "--batch-size", sweep, "patches per step, split over a trial's workers", type=int)

@@ -9,7 +9,9 @@ checkpoint an actor has loaded; loading happens before the encode timer starts,
 and on a GPU actor the model runs on the GPU.
 
 The codec id is the network variant (``3dm-weconvene``, ``tiny``, the
-ablations); the config name is the sweep folder's name. Each row's
+ablations) or ``compressai-<name>`` for a CompressAI baseline, whose curve may mix
+widths (the zoo's qualities 1-5 are narrower than 6-8: the curve's ``params`` is its
+largest model's); the config name is the sweep folder's name. Each row's
 ``codec_version`` ends with the SHA-256 prefix of that point's checkpoint, so
 retraining one λ recomputes only that λ's cells and adding a λ only its own.
 """
@@ -55,9 +57,10 @@ class Learned(Codec):
     @staticmethod
     def serves(codec_id: str) -> bool:
         """Whether ``codec_id`` names a network variant (the id of a learned curve)."""
+        from harness.model.baselines import serves_codec
         from harness.model.config import VARIANTS
 
-        return codec_id in VARIANTS
+        return codec_id in VARIANTS or serves_codec(codec_id)
 
     def _point(self, quality: float) -> tuple[Path, str]:
         points = self.settings["checkpoints"]
@@ -96,13 +99,17 @@ class Learned(Codec):
     def _model(self, quality: float) -> tuple[Any, str]:
         import torch
 
+        from harness.model.baselines import codec_id
         from harness.model.checkpoint import fingerprint, load_checkpoint
 
         path, digest = self._point(quality)
         if digest not in _MODELS:
             if sha256_file(path) != digest:
                 raise HarnessError(f"{path} changed since the run was planned; rerun the leaderboard")
-            model = load_checkpoint(path, variant=self.settings["variant"])
+            model = load_checkpoint(path)
+            if codec_id(model.config.variant) != self.settings["variant"]:
+                raise HarnessError(f"{path} holds variant {model.config.variant!r}, not one of this curve's "
+                                   f"({self.settings['variant']})")
             torch.set_num_threads(max(1, int(self.settings.get("threads", 1))))
             _MODELS[digest] = (model, fingerprint(model))
             _BY_FINGERPRINT[_MODELS[digest][1]] = model
@@ -140,6 +147,7 @@ class Learned(Codec):
 def sweep_configs(models_dir: Path) -> list:
     """One :class:`CodecConfig` per (variant, metric) of the checkpoints in ``models_dir``."""
     from harness.codecs.config import CodecConfig
+    from harness.model.baselines import codec_id
 
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
@@ -150,9 +158,10 @@ def sweep_configs(models_dir: Path) -> list:
         checkpoint = card.checkpoint_path(path)
         if not checkpoint.is_file():
             raise HarnessError(f"{path} names {checkpoint.name}, which is missing")
-        key = (card.variant, card.metric)
+        key = (codec_id(card.variant), card.metric)
         group = groups.setdefault(key, {"variant": key[0], "metric": key[1], "params": card.params, "checkpoints": {}})
         group["checkpoints"][_point_key(card.lmbda)] = [str(checkpoint.resolve()), sha256_file(checkpoint)]
+        group["params"] = max(group["params"], card.params)
     if not groups:
         raise HarnessError(f"{models_dir} holds no train-sweep models (*.pt with a .json card)")
     name = (models_dir.parent if models_dir.name == "models" else models_dir).name

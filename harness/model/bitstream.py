@@ -10,8 +10,9 @@
                   int32) as the encoder coded them
     49      1     length L of the source Pillow mode name (ASCII, e.g. "RGB", "I;16", "CMYK")
     50      L     source mode name (informational: the codec always codes 8-bit RGB)
-    50+L    1     number S of entropy-coded streams (the models write one: z, then every
-                  slice in coding order, in a single rANS stream)
+    50+L    1     number S of entropy-coded streams (3DM-WeConvene writes one: z, then
+                  every slice in coding order, in a single rANS stream; a CompressAI
+                  baseline writes its model's own compress() strings)
     51+L    4*S   byte length of each stream
     51+L+4S 4     CRC-32 of every byte before it and of the payload
     55+L+4S ...   payload: the S streams back to back
@@ -19,8 +20,8 @@
 Version 4 is version 3's layout with the integer entropy path: the encoder
 predicted every mean and scale on :mod:`harness.model.exact`, so any machine
 decodes the same symbols. Version 3 files were coded with the float networks
-and decode (on that path, checked by their latent CRC) where the encoder's
-kernels run; version 2 (no latent check: the mode length follows the width at
+(3DM-WeConvene before the integer path, CompressAI's baselines always) and decode
+(on that path, checked by their latent CRC) where the encoder's kernels run; version 2 (no latent check: the mode length follows the width at
 offset 45) decodes unchecked, on the float path too.
 
 The last CRC covers header and payload, so any truncation or bit flip is caught

@@ -21,10 +21,12 @@ import torch
 from harness.atomic import write_atomic
 from harness.errors import HarnessError
 from harness.model import exact
-from harness.model.config import DEFAULT_VARIANT, VARIANTS, ModelConfig, get_config
+from harness.model.baselines import BaselineConfig, build_baseline, build_model, is_baseline
+from harness.model.config import DEFAULT_VARIANT, VARIANTS, ModelConfig
 from harness.model.network import WeConvene
 
 FORMAT = "harness-weconvene-checkpoint"
+FLOAT_ENTROPY = "float"
 VERSION = 1
 
 
@@ -38,12 +40,18 @@ def fingerprint(model: WeConvene) -> str:
     return digest.hexdigest()
 
 
+def entropy_path(model) -> str:
+    """How ``model`` predicts its entropy parameters when coding: the integer path's id, or
+    "float" (CompressAI's baselines code with their own float networks)."""
+    return exact.PATH_ID if model.integer_path else FLOAT_ENTROPY
+
+
 def save_checkpoint(model: WeConvene, path: str | Path) -> None:
     """Update the entropy tables and write the checkpoint atomically (temp file + rename)."""
     model.update(force=True)
     path = Path(path)
     payload = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "state_dict": model.state_dict(),
-               "entropy_path": exact.PATH_ID}
+               "entropy_path": entropy_path(model)}
     write_atomic(path, lambda tmp: torch.save(payload, tmp), what="checkpoint ")
 
 
@@ -65,6 +73,8 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
         raise HarnessError(f"{path}: checkpoint format version {payload.get('version')} unsupported (need {VERSION})")
     if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("state_dict"), dict):
         raise HarnessError(f"{path}: checkpoint lacks its config or weights")
+    if is_baseline(payload["config"].get("variant")):
+        return _load_baseline(path, payload, variant)
     if payload.get("entropy_path", exact.PATH_ID) != exact.PATH_ID:
         raise HarnessError(f"{path} was exported for entropy path {payload['entropy_path']!r}; this harness codes "
                            f"with {exact.PATH_ID!r}: use the harness version that wrote it")
@@ -85,6 +95,20 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
     return model.eval()
 
 
+def _load_baseline(path: Path, payload: dict, variant: str | None):
+    """A CompressAI baseline's checkpoint (see :mod:`harness.model.baselines`)."""
+    config = BaselineConfig.from_dict(payload["config"])
+    if variant is not None and config.variant != variant:
+        raise HarnessError(f"{path} holds variant {config.variant!r}, expected {variant!r}")
+    model = build_baseline(config)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise HarnessError(f"{path}: weights do not match variant {config.variant!r} ({str(error).splitlines()[0]})") from None
+    model.update(force=False)
+    return model.eval()
+
+
 @dataclass(frozen=True)
 class InitModelConfig:
     out: Path
@@ -95,6 +119,6 @@ class InitModelConfig:
 def run_init(config: InitModelConfig) -> str:
     """``harness init-model``: a freshly initialised checkpoint; returns its fingerprint."""
     torch.manual_seed(config.seed)
-    model = WeConvene(get_config(config.variant))
+    model = build_model(config.variant)
     save_checkpoint(model, config.out)
     return fingerprint(model.eval())

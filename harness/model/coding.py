@@ -54,16 +54,18 @@ def to_pixels(x_hat: torch.Tensor) -> np.ndarray:
 
 
 def encode(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", digest: str | None = None,
-           integer: bool = True) -> bytes:
-    """Container bytes for one RGB image. ``integer=False`` predicts the entropy parameters with
-    the float networks and writes a version-3 file, which decodes right only under the
-    encoder's thread count, CPU kernels and device: for comparing the two paths, not for use."""
+           integer: bool | None = None) -> bytes:
+    """Container bytes for one RGB image, on the model's integer entropy path where it has one.
+    ``integer=False`` predicts the entropy parameters with the float networks and writes a
+    version-3 file, which decodes right only under the encoder's thread count, CPU kernels and
+    device: for comparing the two paths (and all CompressAI baselines can do)."""
     return encode_reconstruct(model, pixels, mode, digest, integer, reconstruct=False)[0]
 
 
 def encode_reconstruct(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", digest: str | None = None,
-                       integer: bool = True, reconstruct: bool = True) -> tuple[bytes, np.ndarray | None]:
+                       integer: bool | None = None, reconstruct: bool = True) -> tuple[bytes, np.ndarray | None]:
     """:func:`encode`, and the image the decoder will produce (when ``reconstruct``)."""
+    integer = model.integer_path if integer is None else integer
     encoded = model.compress(to_tensor(pixels), reconstruct=reconstruct, integer=integer)
     streams = tuple(strings[0] for strings in encoded["strings"])
     height, width = pixels.shape[:2]
@@ -82,8 +84,9 @@ def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str |
             f"{name} was encoded by model {container.fingerprint[:16]}, "
             f"but the checkpoint given is model {expected[:16]}"
         )
-    if len(container.streams) != 1:
-        raise HarnessError(f"{name} has {len(container.streams)} entropy-coded streams, the model codes 1")
+    if len(container.streams) != model.stream_count:
+        raise HarnessError(f"{name} has {len(container.streams)} entropy-coded streams, "
+                           f"the model codes {model.stream_count}")
     shape = (math.ceil(container.height / model.stride), math.ceil(container.width / model.stride))
     decoded = model.decompress([[s] for s in container.streams], shape, (container.height, container.width),
                                integer=container.integer_path)

@@ -27,7 +27,7 @@ from harness.model.network import WeConvene
 TOLERANCE = 2  # g_s runs in float: its rounding may move a sample by this much, never more
 
 
-def write_case(model: WeConvene, pixels: np.ndarray, stem: Path, integer: bool = True) -> None:
+def write_case(model: WeConvene, pixels: np.ndarray, stem: Path, integer: bool | None = None) -> None:
     """``stem.3dmw`` and the encoder's reconstruction ``stem.ref.png``."""
     data, own = encode_reconstruct(model, pixels, integer=integer)
     stem.with_suffix(".3dmw").write_bytes(data)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.model.baselines import build_model, is_baseline, model_config, module_counts
 from harness.model.config import DEFAULT_VARIANT, get_config
 from harness.model.network import WeConvene
 
@@ -24,6 +25,9 @@ PAPER_PARAMS_M = {
 class ModelInfoConfig:
     variant: str = DEFAULT_VARIANT
     as_json: bool = False
+
+    def __post_init__(self) -> None:
+        model_config(self.variant)  # an unknown variant or bad width option fails here, in one line
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -44,6 +48,8 @@ def parameter_counts(model: WeConvene) -> dict[str, int]:
 
 
 def describe(variant: str) -> dict:
+    if is_baseline(variant):
+        return _describe_baseline(variant)
     config = get_config(variant)
     modules = parameter_counts(WeConvene(config))
     return {
@@ -56,12 +62,22 @@ def describe(variant: str) -> dict:
     }
 
 
+def _describe_baseline(variant: str) -> dict:
+    """A CompressAI architecture: modules as CompressAI names them; no paper count (Tables I-IV
+    list none of these widths), the zoo's own count is the reference (tests/test_model_baselines.py)."""
+    model = build_model(variant)
+    return {"variant": model.config.variant, "params": sum(p.numel() for p in model.parameters()),
+            "modules": module_counts(model), "paper_params": None, "stride": model.stride,
+            "config": model.config.to_dict()}
+
+
 def run(config: ModelInfoConfig) -> dict:
     info = describe(config.variant)
     if config.as_json:
         print(json.dumps(info, indent=2))
         return info
-    print(f"variant {info['variant']}  (wavelet {info['config']['wavelet']}, pads images to multiples of {info['stride']})")
+    wavelet = f"wavelet {info['config']['wavelet']}, " if "wavelet" in info["config"] else ""
+    print(f"variant {info['variant']}  ({wavelet}pads images to multiples of {info['stride']})")
     for name, count in info["modules"].items():
         print(f"  {name:<14}{count:>14,}")
     line = f"  {'total':<14}{info['params']:>14,}"

@@ -11,7 +11,9 @@ Defaults w1 = 1.1, w2 = 0.9: the paper gives only w1 > w2. With the Kodak split
 of its Table V (LLL + HLL = 42 % of the y bits) these weights change the total
 weighted rate by under 2 %, so fine-tuning keeps stage 1's operating point for
 the same lambda while shifting the trade-off between low and high subbands.
-For the 2D WeChARM variant the spatial low band LL gets w1.
+For the 2D WeChARM variant the spatial low band LL gets w1. CompressAI baselines
+(likelihoods ``y`` and ``z`` only) have no subbands: their stage 2 is eq. 1 again,
+a plain fine-tune, and a factorized prior's ``bpp_z`` is 0.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ class RateDistortionLoss(nn.Module):
         n, _, height, width = target.shape
         rates = subband_bpp(output["likelihoods"], n * height * width)
         out: dict[str, Tensor] = {f"bpp_{name}": value for name, value in rates.items()}
-        bpp_z = rates["z"]
+        bpp_z = rates["z"] if "z" in rates else target.new_zeros(())  # a factorized prior has no z
+        out["bpp_z"] = bpp_z
         low = sum(v for k, v in rates.items() if k in LOW_FREQUENCY_SUBBANDS)
         high = sum(v for k, v in rates.items() if k != "z" and k not in LOW_FREQUENCY_SUBBANDS)
         out["bpp_y"] = low + high
@@ -83,7 +86,7 @@ class RateDistortionLoss(nn.Module):
 
             out["ms_ssim"] = ms_ssim(x_hat.clamp(0, 1), target, data_range=1.0)
             distortion = 1 - out["ms_ssim"]
-        if self.config.stage == 1:
+        if self.config.stage == 1 or set(rates) <= {"y", "z"}:  # no subbands: stage 2 is eq. 1
             rate = out["bpp"]
         else:
             rate = self.config.w1 * low + self.config.w2 * high + bpp_z

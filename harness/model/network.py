@@ -52,6 +52,9 @@ def core_synthesis(c: ModelConfig) -> nn.Sequential:
 class WeConvene(CompressionModel):
     """3DM-WeConvene and its ablations; ``forward`` for training, ``compress``/``decompress`` for bitstreams."""
 
+    integer_path = True  # coding predicts the entropy parameters on harness.model.exact
+    stream_count = 1  # z and every slice in one rANS stream (CompressAI's baselines write their own)
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config

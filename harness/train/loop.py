@@ -3,7 +3,8 @@
 The recipe is the paper's (§III-C): Adam at 1e-4, batch 8; stage 1 optimises
 eq. (1) with the learning rate divided by 10 at the paper's milestones — 750 k
 of 1.5 M iterations, then every 100 k — scaled to ``stage1_steps``; stage 2
-fine-tunes eq. (2) (rate reweighting, w1 > w2) at a fixed 1e-4. The entropy
+fine-tunes eq. (2) (rate reweighting, w1 > w2) at a fixed 1e-4 — for a model without
+subbands (a CompressAI baseline) a plain fine-tune of eq. (1), as its card states. The entropy
 bottleneck's quantiles get their own Adam on the auxiliary loss (CompressAI's
 convention, lr 1e-3); gradients are clipped at 1.0.
 
@@ -37,10 +38,9 @@ import torch
 from harness.data.manifest import MANIFEST
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
-from harness.model import exact
 from harness.model.card import ModelCard, card_path, write_card
-from harness.model.checkpoint import fingerprint, save_checkpoint
-from harness.model.config import get_config
+from harness.model.checkpoint import entropy_path, fingerprint, save_checkpoint
+from harness.model.baselines import build_model
 from harness.model.loss import LossConfig, RateDistortionLoss
 from harness.model.network import WeConvene
 
@@ -152,7 +152,7 @@ class _State:
     """Model, optimisers and scheduler of a trial, and their (de)serialisation."""
 
     def __init__(self, config: TrialConfig) -> None:
-        self.model = WeConvene(get_config(config.variant))
+        self.model = build_model(config.variant)
         main = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
         aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
         self.optimizer = torch.optim.Adam(main, lr=config.lr)
@@ -386,7 +386,7 @@ def export_model(model: WeConvene, config: TrialConfig, final: dict,
         stages={
             "1": {"steps": config.stage1_steps, "loss": "eq. 1", "lr": config.lr,
                   "milestones": stage1_milestones(config.stage1_steps, config.milestones)},
-            "2": {"steps": config.stage2_steps, "loss": "eq. 2", "lr": config.lr, "w1": config.w1, "w2": config.w2},
+            "2": _stage2_card(model, config),
         },
         batch_size=config.batch_size,
         patch=config.patch,
@@ -400,10 +400,19 @@ def export_model(model: WeConvene, config: TrialConfig, final: dict,
         restored_from_steps=tuple(restored_from),
         final={k: final[k] for k in ("val_bpp", "val_psnr", "val_ms_ssim") if k in final and math.isfinite(final[k])},
         checkpoint=path.name,
-        entropy_path=exact.PATH_ID,
+        entropy_path=entropy_path(model),
     )
     write_card(card, card_path(models, config.name))
     return card
+
+
+def _stage2_card(model: WeConvene, config: TrialConfig) -> dict:
+    """Stage 2 as the card states it: eq. 2's subband reweighting, or (a model without
+    subbands, e.g. a CompressAI baseline) a plain fine-tune on eq. 1 at the fixed lr."""
+    if model.config.subbands:
+        return {"steps": config.stage2_steps, "loss": "eq. 2", "lr": config.lr, "w1": config.w1, "w2": config.w2}
+    return {"steps": config.stage2_steps, "loss": "eq. 1", "lr": config.lr,
+            "note": "plain fine-tune: the model has no subbands to reweight (w1, w2 unused)"}
 
 
 def _export(state: _State, config: TrialConfig, final: dict) -> dict:

@@ -26,7 +26,7 @@ from harness.data.manifest import ShardManifest, require_manifest
 from harness.eval.metrics import MS_SSIM_MIN_SIDE
 from harness.hashing import sha256_bytes
 from harness.model.card import ModelCard, card_path, read_card
-from harness.model.config import get_config
+from harness.model.baselines import model_config
 from harness.train.loop import PAPER_MILESTONES, TrialConfig, model_name, models_dir, train_trial
 
 PAPER_LAMBDAS = {
@@ -95,7 +95,7 @@ class SweepConfig:
             raise HarnessError("--batch-size, --checkpoint-every and --log-every must be >= 1")
         if self.batch_size % workers:
             raise HarnessError(f"--batch-size {self.batch_size} does not split evenly over {workers} workers")
-        stride = get_config(self.variant).stride
+        stride = model_config(self.variant).stride
         if self.patch % stride:
             raise HarnessError(f"--patch {self.patch} must be a multiple of the model stride {stride}")
         if self.metric == "ms-ssim" and self.patch < MS_SSIM_MIN_SIDE:

@@ -1,0 +1,508 @@
+"""CompressAI's learned codecs as harness variants: ``compressai:<zoo name>[?N=..,M=..]``.
+
+The harness trains, codes and ranks them exactly as it does 3DM-WeConvene: the
+network is CompressAI's own class (so its state dict is CompressAI's, key for
+key, and a zoo file loads into it), wrapped by :class:`HarnessCodec` in the
+interface the harness expects of a model (any image size, ``.3dmw`` streams,
+a latent check, a config with a variant name).
+
+Variant syntax: ``compressai:mbt2018-mean`` has the widths of CompressAI's zoo
+model at quality 6 (ELIC, not in the zoo: ``Elic2022Official``'s defaults);
+``compressai:mbt2018-mean?N=64,M=96`` sets them (cheng2020 models take only N:
+their latent has N channels). Written checkpoints and cards spell a variant
+canonically: no options at the default widths, else every width.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import pickle
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from compressai.entropy_models import EntropyBottleneck, EntropyModel
+from compressai.layers import MaskedConv2d
+from compressai.models import (
+    Cheng2020Anchor,
+    Cheng2020Attention,
+    Elic2022Official,
+    FactorizedPrior,
+    JointAutoregressiveHierarchicalPriors,
+    MeanScaleHyperprior,
+    ScaleHyperprior,
+)
+from compressai.models.utils import remap_old_keys
+from compressai.zoo.image import cfgs as ZOO_WIDTHS
+from torch import Tensor
+
+from harness.errors import HarnessError
+
+PREFIX = "compressai:"
+ZOO_QUALITY = 6  # the zoo quality whose widths a variant without options has
+
+# CompressAI's training lambdas per zoo quality (docs, "Model Zoo" -> "Training"; the MSE
+# row is also compressai.models.vbr's lambda list): D = 255^2 MSE or 1 - MS-SSIM, as here.
+QUALITY_LAMBDAS = {
+    "mse": {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483, 7: 0.0932, 8: 0.1800},
+    "ms-ssim": {1: 2.40, 2: 4.58, 3: 8.73, 4: 16.64, 5: 31.73, 6: 60.50, 7: 115.37, 8: 220.00},
+}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    cls: type
+    widths: tuple[tuple[str, int], ...]  # option name -> default width, in constructor order
+    width_tensors: tuple[tuple[str, str], ...]  # option name -> state-dict tensor whose dim 0 is that width
+    stride: int  # input sizes coded without padding: product of every down-sampling
+
+
+def _zoo(cls: type, name: str, keys: tuple[str, ...], tensors: tuple[str, ...], stride: int) -> Architecture:
+    return Architecture(cls, tuple(zip(keys, ZOO_WIDTHS[name][ZOO_QUALITY])), tuple(zip(keys, tensors)), stride)
+
+
+def _elic() -> Architecture:
+    defaults = inspect.signature(Elic2022Official).parameters
+    return Architecture(Elic2022Official, (("N", defaults["N"].default), ("M", defaults["M"].default)),
+                        (("N", "g_a.0.weight"), ("M", "g_a.13.weight")), 64)
+
+
+_NM, _CHENG = ("g_a.0.weight", "g_a.6.weight"), ("g_a.0.conv1.weight",)
+ARCHITECTURES: dict[str, Architecture] = {
+    "bmshj2018-factorized": _zoo(FactorizedPrior, "bmshj2018-factorized", ("N", "M"), _NM, 16),
+    "bmshj2018-hyperprior": _zoo(ScaleHyperprior, "bmshj2018-hyperprior", ("N", "M"), _NM, 64),
+    "mbt2018-mean": _zoo(MeanScaleHyperprior, "mbt2018-mean", ("N", "M"), _NM, 64),
+    "mbt2018": _zoo(JointAutoregressiveHierarchicalPriors, "mbt2018", ("N", "M"), _NM, 64),
+    "cheng2020-anchor": _zoo(Cheng2020Anchor, "cheng2020-anchor", ("N",), _CHENG, 64),
+    "cheng2020-attn": _zoo(Cheng2020Attention, "cheng2020-attn", ("N",), _CHENG, 64),
+    "elic2022": _elic(),
+}
+ELIC_FIXED_GROUPS = 128  # Elic2022Official's first four channel groups (16+16+32+64); M-128 form the fifth
+
+
+def is_baseline(variant: str) -> bool:
+    return isinstance(variant, str) and variant.startswith(PREFIX)
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """A CompressAI architecture and its widths (``M`` is None for cheng2020: M = N)."""
+
+    architecture: str
+    N: int
+    M: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise HarnessError(f"unknown CompressAI architecture {self.architecture!r}: choose one of "
+                               f"{', '.join(ARCHITECTURES)}")
+        names = [name for name, _ in ARCHITECTURES[self.architecture].widths]
+        if (self.M is not None) != ("M" in names):
+            raise HarnessError(f"{PREFIX}{self.architecture} takes the widths {', '.join(names)}")
+        if min(w for w in (self.N, self.M) if w is not None) < 1:
+            raise HarnessError(f"{PREFIX}{self.architecture}: widths must be positive")
+        if self.architecture == "elic2022" and self.M <= ELIC_FIXED_GROUPS:
+            raise HarnessError(f"{PREFIX}elic2022 needs M > {ELIC_FIXED_GROUPS} (its channel groups are "
+                               f"16, 16, 32, 64 and M - 128), got M={self.M}")
+
+    @property
+    def widths(self) -> dict[str, int]:
+        return {k: v for k, v in (("N", self.N), ("M", self.M)) if v is not None}
+
+    @property
+    def variant(self) -> str:
+        """Canonical name: no options at the default widths, else every width."""
+        arch = ARCHITECTURES[self.architecture]
+        if self.widths == dict(arch.widths):
+            return PREFIX + self.architecture
+        return f"{PREFIX}{self.architecture}?" + ",".join(f"{k}={v}" for k, v in self.widths.items())
+
+    @property
+    def stride(self) -> int:
+        return ARCHITECTURES[self.architecture].stride
+
+    @property
+    def subbands(self) -> tuple[str, ...]:
+        """No subbands: stage 2 of a sweep is a plain fine-tune (eq. 1), and rates are y and z only."""
+        return ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"variant": self.variant, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BaselineConfig":
+        values = {k: v for k, v in data.items() if k != "variant"}
+        try:
+            config = cls(**values)
+        except TypeError as error:
+            raise HarnessError(f"invalid CompressAI model config ({error})") from None
+        if data.get("variant") != config.variant:
+            raise HarnessError(f"model config names variant {data.get('variant')!r} but its widths make {config.variant!r}")
+        return config
+
+
+def parse_variant(variant: str) -> BaselineConfig:
+    """``compressai:<name>[?N=..,M=..]`` -> its config; every mistake is a one-line HarnessError."""
+    if not is_baseline(variant):
+        raise HarnessError(f"{variant!r} is not a CompressAI variant (compressai:<name>[?N=..,M=..])")
+    name, _, options = variant[len(PREFIX):].partition("?")
+    if name not in ARCHITECTURES:
+        raise HarnessError(f"unknown CompressAI architecture {name!r} in {variant!r}: choose one of "
+                           f"{', '.join(ARCHITECTURES)}")
+    widths = dict(ARCHITECTURES[name].widths)
+    given: set[str] = set()
+    for option in filter(None, options.split(",")) if options else ():
+        key, sep, value = option.partition("=")
+        key = key.strip()
+        if not sep or key not in widths or key in given:
+            reason = "repeated" if key in given else "not KEY=VALUE" if not sep else "unknown"
+            raise HarnessError(f"option {option!r} of {variant!r} is {reason}: {PREFIX}{name} takes "
+                               f"{', '.join(f'{k}=INT' for k in widths)}")
+        try:
+            widths[key] = int(value)
+        except ValueError:
+            raise HarnessError(f"option {option!r} of {variant!r}: {key} must be a whole number") from None
+        given.add(key)
+    if options == "" and variant.endswith("?"):
+        raise HarnessError(f"{variant!r} has an empty option list: drop the '?' or give {', '.join(widths)}")
+    return BaselineConfig(name, widths["N"], widths.get("M"))
+
+
+def codec_id(variant: str) -> str:
+    """The leaderboard's codec id of a model variant: the variant itself for 3DM-WeConvene
+    and its ablations, ``compressai-<name>`` for a baseline (codec ids hold no ``:``, the
+    ``codec:config`` separator, and one curve spans the widths the zoo uses per quality)."""
+    return f"compressai-{parse_variant(variant).architecture}" if is_baseline(variant) else variant
+
+
+def serves_codec(codec: str) -> bool:
+    return codec.startswith("compressai-") and codec[len("compressai-"):] in ARCHITECTURES
+
+
+class _SymbolCheck:
+    """CRC-32 of the quantised symbols (int32) in the order the rANS coder sees them.
+
+    The encoder's symbols come out of ``quantize(..., "symbols")`` and the decoder's go
+    into ``dequantize``, in every CompressAI model (the autoregressive ones one position
+    at a time); the harness's hooks on each entropy model feed them here."""
+
+    def __init__(self) -> None:
+        self.mode: str | None = None
+        self.crc = 0
+
+    def start(self, mode: str) -> None:
+        self.mode, self.crc = mode, 0
+
+    def stop(self) -> int:
+        self.mode = None
+        return self.crc
+
+    def add(self, symbols: Tensor) -> None:
+        data = symbols.detach().to(torch.int32).cpu().contiguous().numpy().tobytes()
+        self.crc = zlib.crc32(data, self.crc)
+
+
+def _recording_quantize(module: EntropyModel, inputs: Tensor, mode: str, means: Tensor | None = None) -> Tensor:
+    outputs = type(module).quantize(module, inputs, mode, means)
+    if mode == "symbols" and module._harness_symbols.mode == "encode":
+        module._harness_symbols.add(outputs)
+    return outputs
+
+
+def _recording_dequantize(module: EntropyModel, inputs: Tensor, means: Tensor | None = None,
+                          dtype: torch.dtype = torch.float) -> Tensor:
+    if module._harness_symbols.mode == "decode":
+        module._harness_symbols.add(inputs)
+    return type(module).dequantize(inputs, means, dtype)
+
+
+def _hook_entropy_models(model: torch.nn.Module, check: _SymbolCheck) -> None:
+    # Module-level functions bound with partial (not closures): a deep copy or a pickle of the
+    # model keeps its hooks pointing at its own entropy models and its own check.
+    for module in model.modules():
+        if isinstance(module, EntropyModel):
+            module._harness_symbols = check
+            module.quantize = functools.partial(_recording_quantize, module)
+            module.dequantize = functools.partial(_recording_dequantize, module)
+
+
+def _apply_masks(model: torch.nn.Module) -> None:
+    """Zero the masked taps of every context model's weights now. CompressAI's MaskedConv2d does
+    it in place on each forward, so otherwise the weights (and the model's fingerprint, which the
+    container records) of a model with unmasked taps would change on its first coded image."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, MaskedConv2d):
+                module.weight.mul_(module.mask)
+
+
+def _float_only(integer: bool) -> None:
+    if integer:
+        raise HarnessError("CompressAI baselines code with their own float entropy networks: no integer path")
+
+
+class HarnessCodec:
+    """Mixin over a CompressAI model class: the harness's model interface.
+
+    ``forward`` pads to the stride and crops back (likelihoods ``y`` and ``z``);
+    ``compress``/``decompress`` use CompressAI's own methods, whose strings become the
+    container's streams, and add the latent check (CRC-32 of the symbols coded)."""
+
+    config: BaselineConfig
+    _symbols: _SymbolCheck
+    integer_path = False  # CompressAI's own float networks predict the entropy parameters
+
+    @property
+    def stride(self) -> int:
+        return self.config.stride
+
+    @property
+    def stream_count(self) -> int:
+        if self.config.architecture == "bmshj2018-factorized":
+            return 1
+        if self.config.architecture == "elic2022":
+            return 2 * len(self.groups) + 1  # anchor and non-anchor half of each group, then z
+        return 2
+
+    def load_state_dict(self, state_dict, strict: bool = True):
+        result = super().load_state_dict(state_dict, strict=strict)
+        _apply_masks(self)
+        return result
+
+    def pad(self, x: Tensor) -> Tensor:
+        from harness.model.network import check_images
+
+        check_images(x)
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % self.stride, -width % self.stride
+        return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+
+    def forward(self, x: Tensor) -> dict:
+        height, width = x.shape[-2:] if x.dim() == 4 else (0, 0)
+        out = super().forward(self.pad(x))
+        return {"x_hat": out["x_hat"][..., :height, :width], "likelihoods": out["likelihoods"]}
+
+    @torch.no_grad()
+    def compress(self, x: Tensor, reconstruct: bool = False, integer: bool = False) -> dict:
+        _float_only(integer)
+        height, width = x.shape[-2:] if x.dim() == 4 else (0, 0)
+        padded = self.pad(x)
+        self._symbols.start("encode")
+        try:
+            out = super().compress(padded)
+        finally:
+            crc = self._symbols.stop()
+        result = {"strings": out["strings"], "shape": self._latent_shape((height, width)),
+                  "size": (int(height), int(width)), "latent_crc": [crc]}
+        if reconstruct:
+            result["x_hat"] = self.decompress(out["strings"], result["shape"], result["size"])["x_hat"]
+        return result
+
+    @torch.no_grad()
+    def decompress(self, strings: list[list[bytes]], shape: Any, size: tuple[int, int], integer: bool = False) -> dict:
+        """``shape`` is ignored: the latent shapes follow from ``size`` and the architecture."""
+        _float_only(integer)
+        height, width = size
+        self._symbols.start("decode")
+        try:
+            out = super().decompress(strings, self._latent_shape(size))
+        finally:
+            crc = self._symbols.stop()
+        return {"x_hat": out["x_hat"][..., :height, :width].clamp(0, 1), "latent_crc": [crc]}
+
+    def _latent_shape(self, size: tuple[int, int]) -> Any:
+        """What CompressAI's ``decompress`` takes as ``shape`` for an image of ``size``."""
+        rows, cols = (math.ceil(s / self.stride) for s in size)
+        if self.config.architecture != "elic2022":
+            return (rows, cols)  # y's size (factorized) or z's (the others): the padded size / stride
+        y_rows, y_cols = rows * 4, cols * 4  # y is 1/16, z 1/64 of the padded image
+        return {"y": [(group, y_rows, y_cols) for group in self.groups], "hyper": (rows, cols)}
+
+
+_CLASSES = {name: type(f"Harness{arch.cls.__name__}", (HarnessCodec, arch.cls), {})
+            for name, arch in ARCHITECTURES.items()}
+
+
+def build_baseline(config: BaselineConfig) -> torch.nn.Module:
+    """A freshly initialised CompressAI model of ``config`` with the harness interface."""
+    model = _CLASSES[config.architecture](**config.widths)
+    model.config = config
+    model._symbols = _SymbolCheck()
+    _hook_entropy_models(model, model._symbols)
+    _apply_masks(model)
+    return model
+
+
+def model_config(variant: str):
+    """The config of any variant: a :class:`BaselineConfig` or a 3DM-WeConvene ``ModelConfig``."""
+    from harness.model.config import get_config
+
+    if is_baseline(variant):
+        return parse_variant(variant)
+    try:
+        return get_config(variant)
+    except HarnessError as error:
+        raise HarnessError(f"{error}, or a CompressAI baseline {PREFIX}NAME[?N=INT,M=INT] ({', '.join(ARCHITECTURES)})") from None
+
+
+def build_model(variant: str) -> torch.nn.Module:
+    """A freshly initialised model of any variant."""
+    from harness.model.network import WeConvene
+
+    config = model_config(variant)
+    return build_baseline(config) if isinstance(config, BaselineConfig) else WeConvene(config)
+
+
+def module_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Parameters per top-level module (g_a, g_s, h_a, h_s, entropy models, context models)."""
+    counts = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
+    return {name: count for name, count in counts.items() if count}
+
+
+# -- published weights -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportWeightsConfig:
+    variant: str  # compressai:<name>, no width options: the file's tensors give them
+    quality: int
+    source: str  # a state-dict file, or "zoo" (CompressAI's download, through torch hub's cache)
+    out: Path
+    metric: str = "mse"
+
+    def __post_init__(self) -> None:
+        config = parse_variant(self.variant)
+        if "?" in self.variant:
+            raise HarnessError(f"import-weights takes the architecture alone ({PREFIX}{config.architecture}): "
+                               "the widths come from the file")
+        if self.metric not in QUALITY_LAMBDAS:
+            raise HarnessError(f"unknown metric {self.metric!r}: choose {' or '.join(QUALITY_LAMBDAS)}")
+        qualities = self.qualities
+        if self.quality not in qualities:
+            raise HarnessError(f"{PREFIX}{config.architecture} has qualities {min(qualities)}-{max(qualities)}, "
+                               f"got {self.quality}")
+
+    @property
+    def architecture(self) -> str:
+        return parse_variant(self.variant).architecture
+
+    @property
+    def qualities(self) -> tuple[int, ...]:
+        return tuple(ZOO_WIDTHS.get(self.architecture, QUALITY_LAMBDAS["mse"]))
+
+    @property
+    def lmbda(self) -> float:
+        return QUALITY_LAMBDAS[self.metric][self.quality]
+
+
+def read_state_dict(path: Path) -> dict[str, Tensor]:
+    """The tensors of a CompressAI checkpoint file: a bare state dict (what the zoo downloads)
+    or CompressAI train.py's ``{"state_dict": ...}``; anything else is a one-line error."""
+    if not path.is_file():
+        raise HarnessError(f"{path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # not a torch file, or one holding objects other than tensors
+        raise HarnessError(f"{path} is not a PyTorch state dict (no tensor-only torch file)") from None
+    except Exception as error:  # torch.load fails on foreign files in many ways
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise HarnessError(f"{path} is not a PyTorch state dict ({reason})") from None
+    if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
+        payload = payload["state_dict"]
+    if not isinstance(payload, dict) or not payload or not all(
+            isinstance(k, str) and isinstance(v, Tensor) for k, v in payload.items()):
+        raise HarnessError(f"{path} is not a state dict (a mapping of parameter names to tensors)")
+    from compressai.zoo import load_state_dict
+
+    return load_state_dict(payload)  # CompressAI's renames of older zoo files' keys
+
+
+def _infer_config(architecture: str, state: dict[str, Tensor], name: str) -> BaselineConfig:
+    widths = {}
+    for width, key in ARCHITECTURES[architecture].width_tensors:
+        if key not in state or state[key].dim() < 1:
+            raise HarnessError(f"{name} does not hold {PREFIX}{architecture} weights (no tensor {key})")
+        widths[width] = int(state[key].shape[0])
+    return BaselineConfig(architecture, widths["N"], widths.get("M"))
+
+
+_TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")  # sized by the file, not the model
+
+
+def load_weights(architecture: str, state: dict[str, Tensor], name: str) -> torch.nn.Module:
+    """A model of ``architecture`` holding ``state``; a state dict of another architecture
+    (or widths) is a one-line error naming what differs."""
+    model = build_baseline(_infer_config(architecture, state, name))
+    for module_name, module in model.named_modules():  # CompressAI's second renaming (done in its load_state_dict)
+        if isinstance(module, EntropyBottleneck):
+            state = remap_old_keys(module_name, state)
+    expected = model.state_dict()
+    # Entropy tables are rebuilt from the weights on export: a file without them still imports.
+    state = {**{k: v for k, v in expected.items() if k.endswith(_TABLE_BUFFERS)}, **state}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    resized = sorted(k for k in set(expected) & set(state)
+                     if not k.endswith(_TABLE_BUFFERS) and expected[k].shape != state[k].shape)
+    if missing or unexpected or resized:
+        parts = [f"{len(keys)} tensor(s) {what} (e.g. {keys[0]})" for what, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("of another shape", resized)) if keys]
+        raise HarnessError(f"{name} does not hold {PREFIX}{architecture} weights: {', '.join(parts)}")
+    model.load_state_dict(state)
+    return model
+
+
+def _zoo_state_dict(config: ImportWeightsConfig) -> tuple[dict[str, Tensor], str]:
+    from compressai.zoo.image import model_urls
+    from torch.hub import load_state_dict_from_url
+
+    urls = model_urls.get(config.architecture, {}).get(config.metric, {})
+    if config.quality not in urls:
+        raise HarnessError(f"CompressAI's zoo has no {config.metric} weights of {config.architecture} at quality "
+                           f"{config.quality}")
+    try:
+        state = load_state_dict_from_url(urls[config.quality], progress=False, map_location="cpu")
+    except Exception as error:  # network and cache failures come in many types
+        raise HarnessError(f"cannot fetch {urls[config.quality]} ({str(error).splitlines()[0]})") from None
+    from compressai.zoo import load_state_dict
+
+    return load_state_dict(state), urls[config.quality]
+
+
+def run_import(config: ImportWeightsConfig):
+    """``harness import-weights``: checkpoint + card in ``config.out`` (``<metric>-<λ>``); returns the card."""
+    from harness.hashing import sha256_bytes, sha256_file
+    from harness.model.card import ModelCard, card_path, write_card
+    from harness.model.checkpoint import fingerprint, save_checkpoint
+
+    if config.source == "zoo":
+        state, origin = _zoo_state_dict(config)
+        origin_sha = ""
+    else:
+        path = Path(config.source)
+        state, origin, origin_sha = read_state_dict(path), str(path.resolve()), sha256_file(path)
+    model = load_weights(config.architecture, state, origin)
+    name = f"{config.metric}-{config.lmbda:g}"
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / f"{name}.pt"
+    save_checkpoint(model, checkpoint)
+    model.eval()
+    digest = fingerprint(model)
+    card = ModelCard(
+        name=name, variant=model.config.variant, metric=config.metric, lmbda=config.lmbda,
+        stages={"published": {"source": "CompressAI weights", "architecture": config.architecture,
+                              "quality": config.quality, "file": origin, "file_sha256": origin_sha}},
+        batch_size=0, patch=0, seed=0, data="", data_sha256="", data_manifest_sha256="",
+        params=sum(p.numel() for p in model.parameters()), fingerprint=digest,
+        inputs_hash=sha256_bytes(f"{model.config.variant}|{config.metric}|{config.quality}|{digest}".encode()),
+        restored_from_steps=(), final={}, checkpoint=checkpoint.name,
+    )
+    write_card(card, card_path(out, name))
+    print(f"{checkpoint}: {model.config.variant} quality {config.quality} ({config.metric}, lambda {config.lmbda:g}), "
+          f"{card.params:,} parameters")
+    return card
