@@ -82,29 +82,25 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
         config = ModelConfig.from_dict(payload["config"])
     except TypeError as error:
         raise HarnessError(f"{path}: invalid model config ({error})") from None
-    if variant is not None and config.variant != variant:
-        raise HarnessError(f"{path} holds variant {config.variant!r}, expected {variant!r}")
     if config.variant in VARIANTS and config != VARIANTS[config.variant]:
         raise HarnessError(f"{path}: its {config.variant!r} config differs from this version's definition")
-    model = WeConvene(config)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError, ValueError) as error:
-        raise HarnessError(f"{path}: weights do not match variant {config.variant!r} ({str(error).splitlines()[0]})") from None
-    model.update(force=False)
-    return model.eval()
+    return _with_weights(path, WeConvene(config), payload, variant)
 
 
 def _load_baseline(path: Path, payload: dict, variant: str | None):
     """A CompressAI baseline's checkpoint (see :mod:`harness.model.baselines`)."""
-    config = BaselineConfig.from_dict(payload["config"])
-    if variant is not None and config.variant != variant:
-        raise HarnessError(f"{path} holds variant {config.variant!r}, expected {variant!r}")
-    model = build_baseline(config)
+    return _with_weights(path, build_baseline(BaselineConfig.from_dict(payload["config"])), payload, variant)
+
+
+def _with_weights(path: Path, model, payload: dict, variant: str | None):
+    """``model`` with the checkpoint's weights, entropy tables (and integer path) ready, in eval mode."""
+    if variant is not None and model.config.variant != variant:
+        raise HarnessError(f"{path} holds variant {model.config.variant!r}, expected {variant!r}")
     try:
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError, ValueError) as error:
-        raise HarnessError(f"{path}: weights do not match variant {config.variant!r} ({str(error).splitlines()[0]})") from None
+        reason = str(error).splitlines()[0]
+        raise HarnessError(f"{path}: weights do not match variant {model.config.variant!r} ({reason})") from None
     model.update(force=False)
     return model.eval()
 
