@@ -50,7 +50,7 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
 
 def to_pixels(x_hat: torch.Tensor) -> np.ndarray:
     """1 x 3 x H x W in [0, 1] -> H x W x 3 uint8 (round to nearest)."""
-    return (x_hat[0] * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    return (x_hat[0] * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().contiguous().numpy()
 
 
 def encode(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", digest: str | None = None,
@@ -66,7 +66,8 @@ def encode_reconstruct(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", 
                        integer: bool | None = None, reconstruct: bool = True) -> tuple[bytes, np.ndarray | None]:
     """:func:`encode`, and the image the decoder will produce (when ``reconstruct``)."""
     integer = model.integer_path if integer is None else integer
-    encoded = model.compress(to_tensor(pixels), reconstruct=reconstruct, integer=integer)
+    device = next(model.parameters()).device
+    encoded = model.compress(to_tensor(pixels).to(device), reconstruct=reconstruct, integer=integer)
     streams = tuple(strings[0] for strings in encoded["strings"])
     height, width = pixels.shape[:2]
     version = VERSION if integer else FLOAT_PATH

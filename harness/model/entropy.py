@@ -93,7 +93,7 @@ class _SymbolCRC:
 
     def update(self, symbols: Tensor) -> None:
         for b in range(len(self.values)):
-            data = symbols[b].to(torch.int32).contiguous().numpy().tobytes()
+            data = symbols[b].to(torch.int32).cpu().contiguous().numpy().tobytes()
             self.values[b] = zlib.crc32(data, self.values[b])
 
 
@@ -339,7 +339,8 @@ class WeChARM(LatentCodec):
             decoders.append(RansDecoder())
             decoders[-1].set_stream(string)
         z_indexes = eb._build_indexes((1, self.config.Z, *shape))[0]
-        z_symbols = torch.stack([z_tables.decode(decoder, z_indexes) for decoder in decoders])
+        device = eb.quantiles.device  # rANS decodes on the CPU; the networks run where the model is
+        z_symbols = torch.stack([z_tables.decode(decoder, z_indexes) for decoder in decoders]).to(device)
         crc = _SymbolCRC(len(decoders))
         crc.update(z_symbols)
         medians = eb._get_medians().detach().reshape(1, -1, 1, 1)
@@ -348,6 +349,7 @@ class WeChARM(LatentCodec):
         def quantize(index: int, mean: Tensor, scale: Tensor) -> Tensor:
             indexes = gc.build_indexes(scale)
             symbols = torch.stack([y_tables.decode(decoder, indexes[b]) for b, decoder in enumerate(decoders)])
+            symbols = symbols.to(device)
             crc.update(symbols)
             return gc.dequantize(symbols, mean)
 
