@@ -167,7 +167,7 @@ def test_atomic_write_keeps_previous_table(tmp_path: Path) -> None:
 
 def test_cli_errors(tmp_path: Path, capsys) -> None:
     assert main(["leaderboard", "--codecs", "h264", "--reports", str(tmp_path), "--no-report"]) == 1
-    assert "unknown codec 'h264'; known codecs: av1, bpg, hevc, jpeg, jpeg2000, vtm, vvc, webp" in capsys.readouterr().err
+    assert "unknown codec 'h264'; known codecs: av1, bpg, hevc, jpeg, jpeg2000, jpegxl, vtm, vvc, webp" in capsys.readouterr().err
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "results.parquet").write_bytes(b"PAR1 truncated")
     assert main(["leaderboard", "--report-only", str(tmp_path / "run")]) == 1

@@ -244,7 +244,8 @@ def fidelity_summary(ok: pd.DataFrame, published: list) -> pd.DataFrame:
                 row[f"{key}_label"] = reference.label if reference else ""
                 row[f"{key}_bd_rate_pct"] = result.value if result else math.nan
                 row[f"{key}_reliable"] = bool(result and result.reliable)
-                row[f"{key}_flags"] = result.flag_text if result else ("not published" if reference else "")
+                missing = f"no published {dataset} curve of {codec}" if key == "same_codec" else ""
+                row[f"{key}_flags"] = result.flag_text if result else ("not published" if reference else missing)
             rows.append(row)
     return pd.DataFrame(rows)
 
