@@ -284,11 +284,15 @@ class JPEGXL(Codec):
     def decode(self, bitstream: bytes, height: int, width: int, workdir: Path) -> np.ndarray:
         stream, raw = workdir / "dec.jxl", workdir / "dec.rgb"
         stream.write_bytes(bitstream)
+        # -xerror: on a truncated codestream ffmpeg's libjxl wrapper otherwise retries forever
+        # ("Unexpected end of JXL codestream"), ignoring SIGTERM, until the timeout kills it.
         self.run_tool(
-            [self.exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", str(self.threads),
+            [self.exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-xerror", "-threads", str(self.threads),
              "-c:v", "libjxl", "-i", stream, "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-y", raw],
             "decode",
         )
+        if not raw.is_file():
+            raise CodecError("jpegxl decode: ffmpeg wrote no picture (corrupt or truncated codestream)")
         data = raw.read_bytes()
         if len(data) != height * width * 3:
             raise CodecError(f"jpegxl decode: got {len(data)} bytes, expected {width}x{height} RGB")
