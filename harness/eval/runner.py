@@ -33,13 +33,13 @@ from typing import Any
 import pandas as pd
 
 from harness import __version__
+from harness.atomic import write_atomic
 from harness.codecs import codec_class
 from harness.codecs.base import CodecUnavailable
 from harness.codecs.config import DEFAULT_DIR, CodecConfig, resolve_codecs
 from harness.errors import HarnessError
 from harness.eval import results as table
 from harness.eval.metrics import DEFAULT_METRICS, METRICS, measure, resolve_curves, resolve_metrics
-from harness.atomic import write_atomic
 from harness.eval.summary import RUN_FILE, CodecSummary, RunSummary, read_summary, write_summary
 from harness.hashing import sha256_bytes, sha256_file
 from harness.provenance import git_commit
@@ -113,11 +113,11 @@ class Plan:
 
 @dataclass(frozen=True)
 class Job:
-    """One task for a worker: a cell to encode, or (``bitstream`` set) a stored one to re-measure."""
+    """One task for a worker: a cell to encode, or (``row`` set) the stored bitstream of that
+    reused row to decode and measure again."""
 
     cell: Cell
-    bitstream: bytes | None = None
-    row: dict[str, Any] | None = None  # the reused row a re-measure completes
+    row: dict[str, Any] | None = None
 
 
 BITSTREAMS_DIR = "bitstreams"
@@ -355,7 +355,9 @@ def _finish(plan_: Plan, job: Job, partial: dict[str, Any], commit: str | None,
         failed_remeasures.append(f"{job.cell.codec.label} {job.cell.image} q{job.cell.quality:g}: {partial.get('error')}")
         return job.row
     measured = [column for name in plan_.metrics for column in METRICS[name].columns]
-    return {**job.row, **{column: partial[column] for column in measured}, "metrics": partial["metrics"]}
+    names = _row_metrics(job.row) | set(plan_.metrics)  # a metric measured earlier keeps its value
+    return {**job.row, **{column: partial[column] for column in measured},
+            "metrics": ",".join(name for name in METRICS if name in names)}
 
 
 def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
@@ -451,7 +453,7 @@ def _summary(plan_: Plan, rows: list[dict[str, Any]], config: LeaderboardConfig,
     errors = frame[frame["status"] != "ok"]
     return RunSummary(
         run_dir=str(plan_.run_dir), profile=config.profile, datasets=config.datasets, cells=len(plan_.cells),
-        computed=len(rows) - len(plan_.remeasure), reused=len(plan_.reused), errors=int(len(errors)),
+        computed=len(rows) - len(plan_.remeasure), reused=len(plan_.reused) + len(plan_.remeasure), errors=int(len(errors)),
         codecs=tuple(codecs), remeasured=len(plan_.remeasure), metrics=plan_.metrics,
         unavailable=tuple({"codec": k, "reason": v} for k, v in plan_.unavailable.items()),
         first_errors=tuple(sorted(set(errors["error"].astype(str)))[:5]),
@@ -461,7 +463,8 @@ def _summary(plan_: Plan, rows: list[dict[str, Any]], config: LeaderboardConfig,
 
 def _print_summary(summary: RunSummary) -> None:
     print(f"{summary.run_dir}/results.parquet: {summary.cells} cells, {summary.computed} computed, "
-          f"{summary.reused} reused, {summary.remeasured} re-measured from stored bitstreams, {summary.errors} errors")
+          f"{summary.reused} reused ({summary.remeasured} of them re-measured from stored bitstreams), "
+          f"{summary.errors} errors")
     print(f"  metrics: {', '.join(summary.metrics)}")
     for c in summary.codecs:
         means = f"mean {c.bpp_mean:.3f} bpp, {c.psnr_mean:.2f} dB" if c.ok else "no ok cells"

@@ -45,7 +45,7 @@ class RunSummary:
     finished_at: str
     # "dataset/codec:config" -> enc_s, dec_s (means over ok cells) and bd_rate (PSNR, %, when reported)
     curves: dict[str, dict[str, float]]
-    remeasured: int = 0  # reused rows completed with more --metrics from their stored bitstreams
+    remeasured: int = 0  # of the reused rows, those completed with more --metrics from their stored bitstreams
     metrics: tuple[str, ...] = ()  # the --metrics this run measured with (empty in run.json files before them)
 
     @property
