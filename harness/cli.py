@@ -236,6 +236,7 @@ def _names(value: str) -> tuple[str, ...]:
 def _add_leaderboard(sub) -> None:
     from pathlib import Path
 
+    from harness.eval.metrics import DEFAULT_METRICS
     from harness.eval.runner import LeaderboardConfig
 
     parser = _command(
@@ -270,6 +271,12 @@ def _add_leaderboard(sub) -> None:
     _option(parser, "--timeout", board, "seconds per encode or decode call", field="timeout_s", type=float,
             default_text="the codec file's")
     _option(parser, "--anchor", board, "BD-rate anchor, codec or codec:config", default_text="vtm when it ran, else vvc")
+    _option(parser, "--metrics", board, "comma-separated quality metrics beyond PSNR-RGB and MS-SSIM, or all "
+            "(psnr_yuv, ms_ssim_y, psnr_hvs_m, nlpd, iw_ssim, vif, fsim, vmaf; README 'Metrics'); a rerun with more "
+            "re-measures stored bitstreams without encoding", type=_names, metavar="LIST|all",
+            default_text=",".join(DEFAULT_METRICS))
+    _option(parser, "--rd-plots", board, "comma-separated report metrics to draw RD curves for (psnr, msssim, "
+            "psnr_y, ..., vmaf), or all", type=_names, metavar="LIST|all", default_text="psnr,msssim")
     _flag(parser, "--no-report", "report", "write results.parquet only", False)
     parser.add_argument("--report-only", type=Path, metavar="RUN", default=argparse.SUPPRESS,
                         help="rebuild tables and plots of an existing run folder without encoding anything")

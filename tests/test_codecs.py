@@ -70,7 +70,7 @@ def _codec(codec_id: str, **overrides):
 def test_real_encode_decode(codec_id: str, size: tuple[int, int], crop: np.ndarray, tmp_path: Path) -> None:
     codec, ladder = _codec(codec_id)
     image = np.ascontiguousarray(crop[: size[0], : size[1]])
-    best = min(ladder) if codec_id in {"vvc", "hevc", "av1", "vtm", "bpg"} else max(ladder)
+    best = min(ladder) if codec_id in {"vvc", "hevc", "av1", "vtm", "bpg", "jpegxl"} else max(ladder)
     bitstream = codec.encode(image, best, tmp_path)
     decoded = codec.decode(bitstream, *size, tmp_path)
     assert decoded.shape == image.shape and decoded.dtype == np.uint8
@@ -158,3 +158,37 @@ def test_metrics(crop: np.ndarray, kodak_dir: Path) -> None:
     assert 0.9 < value < 1.0 and ms_ssim_db(value) == pytest.approx(-10 * math.log10(1 - value))
     with pytest.raises(HarnessError, match="equal"):
         psnr_rgb(crop, full)
+
+
+def test_jpegxl_distance_ladder_and_bad_input(crop: np.ndarray, tmp_path: Path) -> None:
+    codec, ladder = _codec("jpegxl")
+    assert "libjxl" in codec.probe() and "ffmpeg" in codec.probe()
+    fine, coarse = (codec.encode(crop, d, tmp_path) for d in (min(ladder), max(ladder)))
+    assert fine[:2] == b"\xff\x0a" and len(fine) > len(coarse)  # a bare JPEG XL codestream
+    assert psnr_rgb(crop, codec.decode(fine, *crop.shape[:2], tmp_path)) > psnr_rgb(
+        crop, codec.decode(coarse, *crop.shape[:2], tmp_path))
+    with pytest.raises(CodecError, match="jpegxl decode"):
+        codec.decode(fine[:20], *crop.shape[:2], tmp_path)
+    with pytest.raises(CodecError, match="Butteraugli distances"):
+        codec.encode(crop, 0, tmp_path)
+
+
+def test_jpegxl_without_libjxl_is_unavailable_and_the_run_goes_on(kodak_dir: Path, tmp_path: Path) -> None:
+    from harness.eval.runner import LeaderboardConfig, plan
+
+    fake = tmp_path / "ffmpeg"  # an ffmpeg built without libjxl answers like this
+    fake.write_text('#!/bin/sh\ncase "$*" in *-version*) echo "ffmpeg version 7.1-nojxl"; exit 0;; esac\n'
+                    'echo "Unknown encoder \'libjxl\'" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    with pytest.raises(CodecUnavailable, match="ffmpeg 7.1-nojxl has no libjxl encoder"):
+        codec_class("jpegxl")({"ffmpeg": str(fake)}).probe()
+    codecs = tmp_path / "codecs"
+    codecs.mkdir()
+    (codecs / "jpeg.toml").write_text("[configs.quick]\nladder = [50]\n")
+    (codecs / "jpegxl.toml").write_text(f'[configs.quick]\nffmpeg = "{fake}"\nladder = [1.0]\n')
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes((kodak_dir / "kodim01.png").read_bytes())
+    planned = plan(LeaderboardConfig(datasets=(f"folder:{images}",), codec_dir=codecs, reports_dir=tmp_path / "r"))
+    assert planned.unavailable == {"jpegxl:quick": "ffmpeg 7.1-nojxl has no libjxl encoder (built without --enable-libjxl)"}
+    assert [c.codec.label for c in planned.todo] == ["jpeg:quick"]

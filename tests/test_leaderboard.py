@@ -15,7 +15,7 @@ import pytest
 
 from harness.cli import main
 from harness.eval import results
-from harness.eval.runner import LeaderboardConfig, execute, plan, run
+from harness.eval.runner import LeaderboardConfig, bitstream_path, execute, plan, run
 from harness.eval.summary import read_summary
 from harness.images import load_rgb, save_png
 
@@ -38,7 +38,7 @@ def codec_dir(tmp_path: Path) -> Path:
     """Two-point ladders of the shipped configs, so the tests stay fast."""
     out = tmp_path / "codecs"
     out.mkdir()
-    for codec in CODECS + ("vtm",):
+    for codec in CODECS + ("vtm", "jpegxl"):
         text = (REPO / "codecs" / f"{codec}.toml").read_text()
         text = re.sub(r"(\[configs\.quick\][^\[]*?)ladder = \[([\d.]+), ([\d.]+), [^\]]*\]", r"\1ladder = [\2, \3]", text)
         (out / f"{codec}.toml").write_text(text)
@@ -101,6 +101,35 @@ def test_rerun_computes_zero_cells(ray_local, folder: Path, codec_dir: Path, tmp
     assert second.todo == [] and execute(second, config) == []
     after = results.read(tmp_path / "t" / "results.parquet")
     pd.testing.assert_frame_equal(before, after)
+
+
+def test_more_metrics_remeasure_stored_bitstreams(ray_local, folder: Path, codec_dir: Path, tmp_path: Path) -> None:
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    (clean / "a.png").write_bytes((folder / "kodim19.png").read_bytes())
+    config = _config(clean, codec_dir, tmp_path, codecs=("jpeg", "jpegxl"))
+    execute(plan(config), config)
+    path, run_dir = tmp_path / "t" / "results.parquet", tmp_path / "t"
+    first = results.read(path)
+    assert (first["status"] == "ok").all() and first["vmaf"].isna().all() and first["psnr_yuv"].notna().all()
+    assert set(first["codec"]) == {"jpeg", "jpegxl"}
+    for row in first.to_dict("records"):
+        assert bitstream_path(run_dir, row).stat().st_size == row["bytes"]
+
+    more = _config(clean, codec_dir, tmp_path, codecs=("jpeg", "jpegxl"), metrics=("vmaf",))
+    again = plan(more)
+    assert again.todo == [] and len(again.remeasure) == 4 and again.reused == []
+    execute(again, more)
+    second = results.read(path)
+    assert second["vmaf"].between(20, 100).all() and second["metrics"].str.endswith(",vmaf").all()
+    kept = ["image", "codec", "quality", "bytes", "enc_s", "dec_s", "psnr_rgb", "psnr_yuv", "created_at"]
+    pd.testing.assert_frame_equal(first[kept], second[kept])  # nothing encoded again, earlier values kept
+    assert plan(more).remeasure == []
+
+    bitstream_path(run_dir, second.iloc[0].to_dict()).unlink()  # a run from before the store: encoded again
+    lost = plan(_config(clean, codec_dir, tmp_path, codecs=("jpeg", "jpegxl"), metrics=("all",)))
+    assert [(c.codec.codec, c.quality) for c in lost.todo] == [(second.iloc[0]["codec"], second.iloc[0]["quality"])]
+    assert len(lost.remeasure) == 3
 
 
 def test_codec_failures_are_isolated(ray_local, folder: Path, codec_dir: Path, tmp_path: Path) -> None:
@@ -167,7 +196,7 @@ def test_atomic_write_keeps_previous_table(tmp_path: Path) -> None:
 
 def test_cli_errors(tmp_path: Path, capsys) -> None:
     assert main(["leaderboard", "--codecs", "h264", "--reports", str(tmp_path), "--no-report"]) == 1
-    assert "unknown codec 'h264'; known codecs: av1, bpg, hevc, jpeg, jpeg2000, vtm, vvc, webp" in capsys.readouterr().err
+    assert "unknown codec 'h264'; known codecs: av1, bpg, hevc, jpeg, jpeg2000, jpegxl, vtm, vvc, webp" in capsys.readouterr().err
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "results.parquet").write_bytes(b"PAR1 truncated")
     assert main(["leaderboard", "--report-only", str(tmp_path / "run")]) == 1

@@ -227,3 +227,51 @@ def test_fidelity_against_published_curve_of_the_same_codec(tmp_path, shared_dir
     assert f"| kodak | {measured} | PSNR-RGB | {label} | +0.00 % |" in fidelity
     assert f"| kodak | {measured} | MS-SSIM (dB) | {label} | +0.00 % |" in fidelity
     assert "Measured vs published curves" in (tmp_path / "run" / "README.md").read_text()
+
+
+def test_every_measured_metric_gets_a_bd_rate_and_the_jpeg_ai_mean(tmp_path):
+    # Each metric is a different increasing function of the same per-point quality target, so
+    # every metric's true BD-rate is the codec's rate factor − 1 (hevc +30 %, weconvene −10 %).
+    rows = _rows("kodak", 6, CODECS)
+    for row in rows:
+        level = row["psnr_rgb"]
+        row.update(psnr_y=level + 0.5, psnr_u=level + 6, psnr_v=level + 5, psnr_yuv=level + 1.5,
+                   ms_ssim_y=1 - 10 ** (-level / 25), iw_ssim=1 - 10 ** (-level / 20), vif=level / 60,
+                   fsim=1 - 10 ** (-level / 30), nlpd=10 ** (-level / 40), psnr_hvs_m=level + 3,
+                   vmaf=2.5 * level - 20, metrics="core,psnr_yuv,ms_ssim_y,psnr_hvs_m,nlpd,iw_ssim,vif,fsim,vmaf")
+    run_dir = _write(tmp_path / "run", rows)
+    build_report(run_dir, resamples=50, rd_plots=("psnr", "vmaf", "nlpd"))
+    table = pd.read_csv(run_dir / "bdrate.csv", keep_default_na=False, na_values=[""]).set_index(["codec", "metric"])
+    measured = ["psnr", "msssim", "psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "ms_ssim_y", "iw_ssim", "vif", "fsim",
+                "nlpd", "psnr_hvs_m", "vmaf"]
+    for metric in measured:
+        assert table.loc[("hevc", metric), "bd_rate_pct"] == pytest.approx(30.0, abs=1.5), metric
+        assert table.loc[("hevc", metric), "ci95_low"] <= 30.0 <= table.loc[("hevc", metric), "ci95_high"], metric
+    jpeg_ai = table.loc[("hevc", "jpeg_ai")]
+    assert jpeg_ai["bd_rate_pct"] == pytest.approx(table.loc["hevc"].loc[
+        ["psnr_y", "psnr_u", "psnr_v", "ms_ssim_y", "iw_ssim", "vif", "fsim", "nlpd", "psnr_hvs_m", "vmaf"],
+        "bd_rate_pct"].mean(), abs=1e-3) and bool(jpeg_ai["reliable"])  # the CSV keeps 4 decimals
+    assert table.loc[("3dm-weconvene", "jpeg_ai"), "bd_rate_pct"] == pytest.approx(-10.0, abs=1.0)
+    text = (run_dir / "bdrate.md").read_text()
+    assert "## BD-rate per metric" in text and "| Method | PSNR-RGB | MS-SSIM (dB) | PSNR-Y (dB) |" in text
+    assert "VMAF | JPEG AI mean |" in text and "`vmaf`" in text.split("Metrics measured", 1)[1].split("\n")[0]
+    assert (run_dir / "rd-kodak-vmaf.png").is_file() and (run_dir / "rd-kodak-nlpd.png").is_file()
+    assert not (run_dir / "rd-kodak-msssim.png").exists()
+
+    # Half of the rows without VMAF (an earlier run's) and no FSIM: the mean is partial and says so.
+    for row in rows[::2]:
+        row.update(vmaf=None, metrics="core,psnr_yuv,ms_ssim_y,psnr_hvs_m,nlpd,iw_ssim,vif")
+    for row in rows:
+        row["fsim"] = None
+    build_report(_write(tmp_path / "partial", rows), resamples=50)
+    table = pd.read_csv(tmp_path / "partial" / "bdrate.csv", keep_default_na=False, na_values=[""])
+    row = table[(table["codec"] == "hevc") & (table["metric"] == "jpeg_ai")].iloc[0]
+    assert "mean of 9 of 10" in row["flags"] and not row["reliable"]
+    assert "fsim" not in set(table["metric"])
+    assert f"`vmaf` ({len(rows) // 2} of {len(rows)} rows)" in (tmp_path / "partial" / "bdrate.md").read_text()
+
+
+def test_a_codec_without_a_published_curve_says_so_in_fidelity(tmp_path):
+    rows = [{**r, "codec": "jpegxl" if r["codec"] == "hevc" else r["codec"]} for r in _rows("kodak", 3, CODECS)]
+    build_report(_write(tmp_path / "run", rows), resamples=20)
+    assert "same codec: no published kodak curve of jpegxl" in (tmp_path / "run" / "fidelity.md").read_text()

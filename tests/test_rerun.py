@@ -43,6 +43,7 @@ def _write_plan(directory: Path, codecs: str = '"jpeg"') -> Path:
     ('name="a"\n[[sweep]]\nlambda=0.1\n[leaderboard]\n', "\\[\\[sweep\\]\\] #1: unknown key\\(s\\) lambda"),
     ('name="a"\n[data]\nsources="x"\npatchsize=3\n[leaderboard]\n', "\\[data\\]: unknown key\\(s\\) patchsize"),
     ('name = \n', "cannot parse plan"),
+    ('name="a"\n[leaderboard]\nmetrics=["ssim"]\n', "plan section \\[leaderboard\\]: unknown metric\\(s\\) ssim"),
 ])
 def test_bad_plans_are_clear_errors(tmp_path, text, message):
     path = tmp_path / "plan.toml"
@@ -59,6 +60,13 @@ def test_plan_paths_are_relative_to_the_plan(tmp_path):
     assert plan.prepare.sources == (f"folder:{tmp_path / 'photos'}", "clic-train")
     assert plan.leaderboard.models == (tmp_path / "plans" / "m",)
     assert plan.report_dir == tmp_path / "plans" / "reports" / "n"
+
+
+def test_plan_chooses_metrics_and_rd_plots(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('name="n"\n[leaderboard]\nmetrics=["vmaf", "fsim"]\nrd_plots=["all"]\n')
+    board = load_plan(path).leaderboard
+    assert board.metrics == ("core", "fsim", "vmaf") and "vmaf" in board.rd_plots and "psnr_y" in board.rd_plots
 
 
 @pytest.mark.slow

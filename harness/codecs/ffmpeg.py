@@ -1,8 +1,9 @@
-"""Video codecs run as still-image intra coders through the static ffmpeg of
-``imageio-ffmpeg``: HEVC (libx265), VVC (libvvenc, decoded by ffmpeg's native
-VVC decoder) and AV1 (libaom, still-picture mode, decoded by dav1d).
+"""Codecs run through the static ffmpeg of ``imageio-ffmpeg``: video codecs as
+still-image intra coders, HEVC (libx265), VVC (libvvenc, decoded by ffmpeg's
+native VVC decoder) and AV1 (libaom, still-picture mode, decoded by dav1d); and
+JPEG XL (libjxl), which takes the RGB image itself.
 
-The harness converts RGB to Y'CbCr itself (:mod:`harness.codecs.colour`) and
+For the video codecs the harness converts RGB to Y'CbCr itself (:mod:`harness.codecs.colour`) and
 hands ffmpeg raw planes in the exact pixel format the encoder codes, so no
 implicit swscale conversion happens on either side; the bitstream is the raw
 elementary stream (Annex-B / OBU), whose size is the rate.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import re
 import struct
 import subprocess
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
@@ -236,3 +238,90 @@ class AV1(FFmpegCodec):
     def encoder_args(self, quality: float) -> list[str]:
         return ["-still-picture", "1", "-cpu-used", str(int(self.settings.get("cpu_used", 4))),
                 "-crf", str(int(quality)), "-b:v", "0", "-aq-mode", "0"]
+
+
+class JPEGXL(Codec):
+    """JPEG XL with libjxl through the bundled ffmpeg: 8-bit RGB in (tagged sRGB/BT.709,
+    so libjxl need not guess), the bare codestream out (no container box), decoded by
+    ffmpeg's libjxl decoder. The ladder is the Butteraugli ``distance`` (lower = better;
+    libjxl's default 1.0 is "visually lossless"); ``effort`` 1-9 trades speed for size."""
+
+    id = "jpegxl"
+    description = "JPEG XL (libjxl via ffmpeg)"
+    encoder = "libjxl"
+    quality_name = "distance"
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        super().__init__(settings)
+        self.effort = int(self.settings.get("effort", 7))
+        if not 1 <= self.effort <= 9:
+            raise HarnessError(f"jpegxl effort must be 1..9, got {self.effort}")
+        self.threads = int(self.settings.get("threads", 1))
+
+    @property
+    def exe(self) -> str:
+        return _ffmpeg_exe(self.settings.get("ffmpeg"))
+
+    def probe(self) -> str:
+        return _probe_jxl(self.exe)
+
+    def encode(self, rgb: np.ndarray, quality: float, workdir: Path) -> bytes:
+        if not 0 < quality <= 15:
+            raise CodecError(f"jpegxl ladder values are Butteraugli distances in (0, 15], got {quality:g}")
+        height, width = rgb.shape[:2]
+        raw, out = workdir / "in.rgb", workdir / "out.jxl"
+        raw.write_bytes(np.ascontiguousarray(rgb).tobytes())
+        self.run_tool(
+            [self.exe, "-hide_banner", "-nostdin", "-loglevel", "error",
+             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", "1",
+             "-color_primaries", "bt709", "-color_trc", "iec61966-2-1", "-i", raw, "-frames:v", "1",
+             "-threads", str(self.threads), "-c:v", "libjxl", "-distance", f"{quality:g}",
+             "-effort", str(self.effort), "-f", "image2", "-update", "1", "-y", out],
+            "encode",
+        )
+        return out.read_bytes()
+
+    def decode(self, bitstream: bytes, height: int, width: int, workdir: Path) -> np.ndarray:
+        stream, raw = workdir / "dec.jxl", workdir / "dec.rgb"
+        stream.write_bytes(bitstream)
+        # -xerror: on a truncated codestream ffmpeg's libjxl wrapper otherwise retries forever
+        # ("Unexpected end of JXL codestream"), ignoring SIGTERM, until the timeout kills it.
+        self.run_tool(
+            [self.exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-xerror", "-threads", str(self.threads),
+             "-c:v", "libjxl", "-i", stream, "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-y", raw],
+            "decode",
+        )
+        if not raw.is_file():
+            raise CodecError("jpegxl decode: ffmpeg wrote no picture (corrupt or truncated codestream)")
+        data = raw.read_bytes()
+        if len(data) != height * width * 3:
+            raise CodecError(f"jpegxl decode: got {len(data)} bytes, expected {width}x{height} RGB")
+        return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3).copy()
+
+
+@lru_cache(maxsize=None)
+def _probe_jxl(exe: str) -> str:
+    """Encode and decode one tiny frame: both the libjxl encoder and decoder must be there."""
+    ffmpeg = _ffmpeg_version(exe)
+    with tempfile.TemporaryDirectory(prefix="harness-jxl-probe-") as scratch:
+        out = Path(scratch) / "probe.jxl"
+        steps = (
+            ("encoder", [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi",
+                         "-i", "color=c=gray:s=16x16:d=1", "-frames:v", "1", "-pix_fmt", "rgb24",
+                         "-c:v", "libjxl", "-f", "image2", "-update", "1", "-y", str(out)]),
+            ("decoder", [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-c:v", "libjxl", "-i", str(out),
+                         "-f", "null", "-"]),
+        )
+        for what, argv in steps:
+            try:
+                done = subprocess.run(argv, capture_output=True, timeout=60, check=False)
+            except (OSError, subprocess.TimeoutExpired) as error:
+                raise CodecUnavailable(f"ffmpeg {exe} cannot run: {error}") from None
+            log = done.stderr.decode("utf-8", "replace")
+            if done.returncode != 0:
+                if "Unknown encoder" in log or "Unknown decoder" in log or "not found" in log:
+                    raise CodecUnavailable(f"ffmpeg {ffmpeg} has no libjxl {what} (built without --enable-libjxl)")
+                last = [line for line in log.splitlines() if line.strip()][-1:] or ["no output"]
+                raise CodecUnavailable(f"ffmpeg libjxl test {what} failed: {last[0][:200]}")
+    # The static ffmpeg links libjxl in and does not print its version: the ffmpeg build pins it.
+    return f"ffmpeg {ffmpeg}; libjxl (linked into that ffmpeg build)"

@@ -2,15 +2,18 @@
 
 Input: ``<run>/results.parquet`` from the evaluation engine, one row per
 (dataset, image, codec, config, quality). A curve is (dataset, codec, config);
-its point at one quality is the mean over the ``ok`` images of bpp, PSNR-RGB
-and MS-SSIM (dB), the convention of CompressAI and of the paper. Rows with
-status ``error`` are left out of every average and counted in the README.
+its point at one quality is the mean over the ``ok`` images of bpp and of each
+metric (PSNR-RGB and MS-SSIM (dB), the convention of CompressAI and of the paper,
+plus every ``--metrics`` column the run measured). Rows with status ``error``
+are left out of every average and counted in the README.
 
 Output, written into the run folder (each file replaced atomically):
 ``bdrate.md``/``bdrate.csv`` (Table I layout, BD-rate vs the anchor with a
-95 % image-bootstrap CI, BD-PSNR and reliability flags), ``timing.md``,
+95 % image-bootstrap CI, BD-PSNR and reliability flags; then a column per
+measured metric and the JPEG AI summary, metric ``jpeg_ai`` in the CSV), ``timing.md``,
 ``params.md``, ``fidelity.md`` (measured vs published curves of the same codec
-and vs published VTM), ``rd-<dataset>-psnr.png``/``rd-<dataset>-msssim.png``,
+and vs published VTM), ``rd-<dataset>-<metric>.png`` (psnr and msssim unless
+``rd_plots`` asks for others),
 ``bdrate-<dataset>-per-image.png``, ``bdrate_per_image.parquet``,
 ``anchors-bdrate.md`` (published curves vs published VTM, a separate table)
 and ``README.md`` embedding all of them.
@@ -34,8 +37,11 @@ from harness.eval import plots, tables
 from harness.eval.results import RESULTS_FILE, read as read_results
 from harness.eval.anchors import ANCHORS_DIR, anchor_bdrate_table, load_published_curves, load_table1
 from harness.eval.bdrate import PerImageCurves, bd_quality, bd_rate, bootstrap_ci
+from harness.eval.metrics import CURVES, JPEG_AI_CURVES, METRICS as MEASURES, curve_columns
 
-METRICS = {"psnr": ("psnr_rgb", "PSNR-RGB (dB)"), "msssim": ("ms_ssim_db", "MS-SSIM (dB)")}
+METRICS = CURVES
+PUBLISHED_METRICS = ("psnr", "msssim")  # the metrics published curves (CompressAI's results) carry
+JPEG_AI = "jpeg_ai"  # bdrate.csv metric of the JPEG AI summary row
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 CI_UNSTABLE = "ci-unstable"
@@ -52,9 +58,24 @@ def load_results(run_dir: Path) -> pd.DataFrame:
     path = Path(run_dir) / RESULTS_FILE
     if not path.is_file():
         raise HarnessError(f"{path} not found: run `harness leaderboard` first or point at a run folder")
-    frame = read_results(path)
+    frame = curve_columns(read_results(path))
     frame["config"] = frame["config"].fillna("").astype(str)
     return frame
+
+
+def measured_metrics(ok: pd.DataFrame) -> tuple[str, ...]:
+    """Keys of :data:`METRICS` with at least one value in ``ok`` (the run measured them)."""
+    return tuple(key for key, (column, _) in METRICS.items() if column in ok.columns and ok[column].notna().any())
+
+
+def metrics_note(ok: pd.DataFrame) -> str:
+    """Which ``--metrics`` the ok rows were measured with, and on how many rows each."""
+    recorded = (ok["metrics"] if "metrics" in ok.columns else pd.Series(None, index=ok.index, dtype=object))
+    recorded = recorded.fillna("core").astype(str).str.split(",")
+    counts = {name: int(recorded.map(lambda names, n=name: n in names).sum()) for name in MEASURES}
+    parts = [f"`{name}` ({count} of {len(ok)} rows)" if count < len(ok) else f"`{name}`"
+             for name, count in counts.items() if count]
+    return "Metrics measured (`--metrics`; `core` = PSNR-RGB and MS-SSIM): " + ", ".join(parts) + "."
 
 
 def resolve_anchor(ok: pd.DataFrame, anchor: str) -> tuple[Anchor, str]:
@@ -116,11 +137,13 @@ def compute_bdrates(
     """Summary rows (one per dataset × curve × metric) and per-image rows."""
     labels = _labels(ok)
     summary, per_image = [], []
+    measured = measured_metrics(ok)
     for dataset, rows in ok.groupby("dataset", sort=True):
         images = sorted(rows["image"].unique())
         anchor_rows = rows[(rows["codec"] == anchor.codec) & (rows["config"] == anchor.config)]
         for (codec, config), curve_rows in rows.groupby(["codec", "config"], sort=True):
-            for metric, (column, _) in METRICS.items():
+            for metric in measured:
+                column = METRICS[metric][0]
                 base = {
                     "dataset": dataset, "codec": codec, "config": config, "label": labels[(codec, config)],
                     "anchor": f"{anchor.codec}:{anchor.config}", "metric": metric,
@@ -145,7 +168,36 @@ def compute_bdrates(
                          "reliable": one.reliable, "flags": one.flag_text}
                     )
     per_image_columns = ["dataset", "codec", "config", "label", "anchor", "metric", "image", "method", "bd_rate_pct", "reliable", "flags"]
-    return pd.DataFrame(summary), pd.DataFrame(per_image, columns=per_image_columns)
+    summary_frame = pd.DataFrame(summary)
+    jpeg_ai = jpeg_ai_summary(summary_frame)
+    if not jpeg_ai.empty:
+        summary_frame = pd.concat([summary_frame, jpeg_ai], ignore_index=True)
+    return summary_frame, pd.DataFrame(per_image, columns=per_image_columns)
+
+
+def jpeg_ai_summary(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per curve, the mean BD-rate over the JPEG AI metrics the run measured (metric ``jpeg_ai``).
+    Reliable only when all ten are there and each is reliable; no CI (the mean of ten CIs is not one)."""
+    rows = []
+    mine = summary[summary["metric"].isin(JPEG_AI_CURVES)] if not summary.empty else summary
+    for _, group in mine.groupby(["dataset", "codec", "config"], sort=True):
+        first = group.iloc[0]
+        values = group["bd_rate_pct"].astype(float)
+        missing = [m for m in JPEG_AI_CURVES if m not in set(group["metric"])]
+        flags = [f"mean of {len(group)} of {len(JPEG_AI_CURVES)}"] if missing else []
+        if not group["reliable"].all():
+            flags.append("unreliable: " + ", ".join(group.loc[~group["reliable"], "metric"]))
+        rows.append({
+            **{k: first[k] for k in ("dataset", "codec", "config", "label", "anchor", "is_anchor")},
+            "metric": JPEG_AI, "method": "pchip",
+            "bd_rate_pct": float(values.mean()) if values.notna().all() else math.nan,
+            "ci95_low": math.nan, "ci95_high": math.nan, "ci_valid_resamples": 0,
+            "bd_rate_cubic_pct": math.nan, "bd_quality_db": math.nan,
+            "reliable": not flags, "flags": "; ".join(flags),
+            "overlap_pct": float(group["overlap_pct"].min()), "n_images": int(group["n_images"].max()),
+            "n_points": int(group["n_points"].max()),
+        })
+    return pd.DataFrame(rows)
 
 
 def _summary_row(base, test: PerImageCurves, rate, cubic, quality, ci, missing) -> dict:
@@ -182,7 +234,8 @@ def fidelity_summary(ok: pd.DataFrame, published: list) -> pd.DataFrame:
         twin = next((p for p in here if p.codec == codec), None)
         if vtm is None and twin is None:
             continue
-        for metric, (column, _) in METRICS.items():
+        for metric in PUBLISHED_METRICS:
+            column = METRICS[metric][0]
             points = _per_image(curve_rows, sorted(curve_rows["image"].unique()), column).mean_curve()
             row = {"dataset": dataset, "codec": codec, "config": config, "label": labels[(codec, config)], "metric": metric}
             for key, reference in (("same_codec", twin), ("vtm", vtm)):
@@ -191,7 +244,8 @@ def fidelity_summary(ok: pd.DataFrame, published: list) -> pd.DataFrame:
                 row[f"{key}_label"] = reference.label if reference else ""
                 row[f"{key}_bd_rate_pct"] = result.value if result else math.nan
                 row[f"{key}_reliable"] = bool(result and result.reliable)
-                row[f"{key}_flags"] = result.flag_text if result else ("not published" if reference else "")
+                missing = f"no published {dataset} curve of {codec}" if key == "same_codec" else ""
+                row[f"{key}_flags"] = result.flag_text if result else ("not published" if reference else missing)
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -234,13 +288,16 @@ def _write_frame(path: Path, frame: pd.DataFrame) -> None:
         write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
-def _plots(run_dir: Path, ok: pd.DataFrame, anchor: Anchor, per_image: pd.DataFrame, published: list) -> dict[str, list[str]]:
+def _plots(run_dir: Path, ok: pd.DataFrame, anchor: Anchor, per_image: pd.DataFrame, published: list,
+           rd_plots: tuple[str, ...]) -> dict[str, list[str]]:
     labels = _labels(ok)
     written: dict[str, list[str]] = {}
+    drawn = [metric for metric in measured_metrics(ok) if metric in rd_plots]
     for dataset, rows in ok.groupby("dataset", sort=True):
         images = sorted(rows["image"].unique())
         files = []
-        for metric, (column, ylabel) in METRICS.items():
+        for metric in drawn:
+            column, ylabel = METRICS[metric]
             curves = []
             for (codec, config), curve_rows in rows.groupby(["codec", "config"], sort=True):
                 # The same averaged points that the BD-rates are computed from.
@@ -252,7 +309,7 @@ def _plots(run_dir: Path, ok: pd.DataFrame, anchor: Anchor, per_image: pd.DataFr
             curves += [
                 plots.PlotCurve(p.label, p.bpp, p.curve(metric).quality, published=True)
                 for p in published
-                if p.dataset == dataset and p.curve(metric) is not None
+                if metric in PUBLISHED_METRICS and p.dataset == dataset and p.curve(metric) is not None
             ]
             name = f"rd-{slug(dataset, 'dataset')}-{metric}.png"
             plots.rd_plot(run_dir / name, f"{dataset}: rate-distortion, {ylabel}", ylabel, curves)
@@ -274,6 +331,7 @@ def build_report(
     anchors_dir: Path = ANCHORS_DIR,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
+    rd_plots: tuple[str, ...] = PUBLISHED_METRICS,
 ) -> pd.DataFrame:
     """Rebuild every report file of ``run_dir`` from its ``results.parquet``; returns the
     BD-rate summary (one row per dataset × curve × metric, as in ``bdrate.csv``)."""
@@ -300,7 +358,15 @@ def build_report(
         f"failed a reliability check (see Flags); `n/a` = not computable. Times are mean seconds per image "
         f"encode on the device listed in timing.md.\n\n"
     )
-    bd_md = "# BD-rate\n\n" + intro + tables.table1(summary, timing, params, images)
+    bd_md = "# BD-rate\n\n" + intro + metrics_note(ok) + "\n\n" + tables.table1(summary, timing, params, images)
+    extra = [m for m in measured_metrics(ok) if m not in PUBLISHED_METRICS]
+    if extra:
+        bd_md += (
+            "\n## BD-rate per metric\n\nBD-rate (PCHIP, 95 % CI) vs the anchor on each measured metric; MS-SSIM-Y "
+            "in dB, NLPD negated (lower is better). JPEG AI: mean BD-rate over the JPEG AI metrics measured "
+            f"({', '.join(JPEG_AI_CURVES)}), without CI; in parentheses when fewer than all ten or any is flagged.\n\n"
+            + tables.metric_table(summary, measured_metrics(ok))
+        )
     if not per_image.empty:
         bd_md += "\n## Per-image BD-rate distribution (PCHIP)\n\n" + tables.per_image_table(per_image)
     timing_md = "# Encode / decode time per image\n\n" + tables.timing_table(timing)
@@ -342,7 +408,7 @@ def build_report(
     _write_text(run_dir / "params.md", params_md)
     _write_text(run_dir / "anchors-bdrate.md", anchors_md)
     _write_frame(run_dir / "bdrate_per_image.parquet", per_image)
-    figures = _plots(run_dir, ok, chosen, per_image, [p for p in published if p.plot])
+    figures = _plots(run_dir, ok, chosen, per_image, [p for p in published if p.plot], rd_plots)
     _write_text(
         run_dir / "README.md",
         _readme(run_dir, results, errors, bd_md, timing_md, params_md, fidelity_md, anchors_md, figures),

@@ -35,6 +35,19 @@ SCHEMA = pa.schema(
         ("psnr_rgb", pa.float64()),      # dB, over all RGB samples
         ("ms_ssim", pa.float64()),       # RGB, data range 255; NaN for images under 161 px
         ("ms_ssim_db", pa.float64()),    # −10·log10(1 − ms_ssim)
+        # --metrics: null when not asked for, NaN when the image is too small (README "Metrics")
+        ("psnr_y", pa.float64()),        # dB, BT.709 full-range 10-bit Y' (peak 1023)
+        ("psnr_u", pa.float64()),        # dB, Cb of the same 4:4:4 conversion
+        ("psnr_v", pa.float64()),        # dB, Cr
+        ("psnr_yuv", pa.float64()),      # (6·psnr_y + psnr_u + psnr_v) / 8
+        ("ms_ssim_y", pa.float64()),     # MS-SSIM of Y'
+        ("iw_ssim", pa.float64()),       # IW-SSIM of Y' (piq)
+        ("vif", pa.float64()),           # VIFp of Y' (piq)
+        ("fsim", pa.float64()),          # FSIM_C on RGB (piq)
+        ("nlpd", pa.float64()),          # NLPD of Y' (IQA-pytorch); lower is better
+        ("psnr_hvs_m", pa.float64()),    # dB, PSNR-HVS-M of Y' (psnr-hvsm)
+        ("vmaf", pa.float64()),          # VMAF vmaf_v0.6.1, 8-bit limited-range 4:4:4 (ffmpeg libvmaf)
+        ("metrics", pa.string()),        # comma-separated --metrics names this row was measured with
         ("enc_s", pa.float64()),         # encode wall seconds
         ("dec_s", pa.float64()),         # decode wall seconds
         ("device", pa.string()),         # where the cell ran, e.g. "cpu: AMD EPYC 7B13 @ host"
@@ -47,6 +60,9 @@ SCHEMA = pa.schema(
 )
 RESULTS_FILE = "results.parquet"  # in every run folder
 COLUMNS = tuple(SCHEMA.names)
+# Added after the first release: a table written before them reads with these columns null.
+LATER_COLUMNS = ("psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "ms_ssim_y", "iw_ssim", "vif", "fsim", "nlpd",
+                 "psnr_hvs_m", "vmaf", "metrics")
 CELL = ("dataset", "image", "codec", "config", "quality")
 REUSE_KEY = ("image_sha256", "codec", "codec_version", "config_hash", "quality")
 
@@ -78,7 +94,10 @@ def read(path: Path) -> pd.DataFrame:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as error:
         raise HarnessError(f"cannot read results {path}: {error} (move it away to start afresh)") from None
-    if not set(COLUMNS) <= set(table.column_names):
-        missing = sorted(set(COLUMNS) - set(table.column_names))
-        raise HarnessError(f"{path} lacks column(s) {', '.join(missing)}: not a results table of this harness")
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if set(missing) - set(LATER_COLUMNS):
+        required = sorted(set(missing) - set(LATER_COLUMNS))
+        raise HarnessError(f"{path} lacks column(s) {', '.join(required)}: not a results table of this harness")
+    for column in missing:
+        table = table.append_column(SCHEMA.field(column), pa.nulls(len(table), SCHEMA.field(column).type))
     return table.select(list(COLUMNS)).cast(SCHEMA).to_pandas()

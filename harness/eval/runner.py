@@ -9,6 +9,12 @@ quality) matches; run the remaining cells as Ray tasks (one CPU each, retried
 when a worker or node dies); checkpoint the table atomically every
 ``checkpoint_s`` seconds and at the end; print a summary; build the report.
 
+Every cell's bitstream is kept in ``<run>/bitstreams/`` (its size is the rate, so
+the disk cost is the sum of the ``bytes`` column). A rerun that asks for metrics
+(``--metrics``) a reused row was not measured with decodes that bitstream again and
+measures the missing ones, without encoding; a row whose bitstream is not there
+(a run older than the store) is encoded again.
+
 A failing cell (unreadable image, codec crash, timeout, lost worker) becomes a
 row with status ``error`` and the one-line reason; it never stops other cells.
 """
@@ -27,13 +33,15 @@ from typing import Any
 import pandas as pd
 
 from harness import __version__
+from harness.atomic import write_atomic
 from harness.codecs import codec_class
 from harness.codecs.base import CodecUnavailable
 from harness.codecs.config import DEFAULT_DIR, CodecConfig, resolve_codecs
 from harness.errors import HarnessError
 from harness.eval import results as table
+from harness.eval.metrics import DEFAULT_METRICS, METRICS, measure, resolve_curves, resolve_metrics
 from harness.eval.summary import RUN_FILE, CodecSummary, RunSummary, read_summary, write_summary
-from harness.hashing import sha256_file
+from harness.hashing import sha256_bytes, sha256_file
 from harness.provenance import git_commit
 from harness.raycluster import as_completed, connect, one_line
 from harness.slug import slug
@@ -60,10 +68,15 @@ class LeaderboardConfig:
     report: bool = True
     report_only: Path | None = None
     progress: bool = True
+    metrics: tuple[str, ...] = DEFAULT_METRICS  # names of harness.eval.metrics.METRICS, or "all"
+    rd_plots: tuple[str, ...] = ("psnr", "msssim")  # report metrics to draw RD curves for, or "all"
 
     def __post_init__(self) -> None:
         if not self.datasets:
             raise HarnessError("give at least one --dataset")
+        # "all" and the always-computed core pair resolve here, so the plan records what runs.
+        object.__setattr__(self, "metrics", resolve_metrics(tuple(self.metrics)))
+        object.__setattr__(self, "rd_plots", resolve_curves(tuple(self.rd_plots), "--rd-plots"))
         if self.max_images is not None and self.max_images < 1:
             raise HarnessError(f"--max-images must be at least 1, got {self.max_images}")
         if self.num_cpus is not None and self.num_cpus < 1:
@@ -94,6 +107,33 @@ class Plan:
     unreadable: dict[Cell, str] = field(default_factory=dict)  # cells of files that cannot be opened → reason
     reused: list[dict[str, Any]] = field(default_factory=list)
     todo: list[Cell] = field(default_factory=list)
+    remeasure: list[tuple[Cell, dict[str, Any]]] = field(default_factory=list)  # ok rows lacking asked metrics
+    metrics: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One task for a worker: a cell to encode, or (``row`` set) the stored bitstream of that
+    reused row to decode and measure again."""
+
+    cell: Cell
+    row: dict[str, Any] | None = None
+
+
+BITSTREAMS_DIR = "bitstreams"
+
+
+def bitstream_path(run_dir: Path, row: dict[str, Any]) -> Path:
+    """Where the bitstream of a result row is kept: one file per reuse key."""
+    version = sha256_bytes(str(row["codec_version"]).encode())[:12]
+    name = f"{row['image_sha256']}-{version}-q{float(row['quality']):g}.bin"
+    return Path(run_dir) / BITSTREAMS_DIR / slug(row["codec"]) / str(row["config_hash"]) / name
+
+
+def _row_metrics(row: dict[str, Any]) -> set[str]:
+    """The metrics a stored row was measured with (rows from before --metrics: the core pair)."""
+    recorded = row.get("metrics")
+    return set(recorded.split(",")) if isinstance(recorded, str) and recorded else {"core"}
 
 
 # ----------------------------------------------------------------------------- planning
@@ -152,7 +192,7 @@ def plan(config: LeaderboardConfig) -> Plan:
     planned_curves = {(c.dataset, c.codec.codec, c.codec.config) for c in cells}
     curve_of = list(zip(existing["dataset"], existing["codec"], existing["config"]))
     kept = existing[[curve not in planned_curves for curve in curve_of]]
-    result = Plan(run_dir, cells, images, versions, unavailable, kept, unreadable)
+    result = Plan(run_dir, cells, images, versions, unavailable, kept, unreadable, metrics=config.metrics)
 
     reusable: dict[tuple, dict[str, Any]] = {}
     if not config.force:
@@ -166,8 +206,16 @@ def plan(config: LeaderboardConfig) -> Plan:
         row = reusable.get(key)
         if row is None:
             result.todo.append(cell)
+            continue
+        row = {**row, "dataset": cell.dataset, "image": cell.image, "config": cell.codec.config}
+        if set(config.metrics) <= _row_metrics(row):
+            result.reused.append(row)
+            continue
+        stored = bitstream_path(run_dir, row)
+        if stored.is_file() and stored.stat().st_size == row["bytes"]:
+            result.remeasure.append((cell, row))
         else:
-            result.reused.append({**row, "dataset": cell.dataset, "image": cell.image, "config": cell.codec.config})
+            result.todo.append(cell)
     return result
 
 
@@ -186,9 +234,12 @@ def _device() -> str:
     return f"cpu: {model}"
 
 
-def evaluate_cell(image_bytes: bytes, suffix: str, codec: CodecConfig, quality: float) -> dict[str, Any]:
-    """Encode, decode and measure one cell; failures become an ``error`` row."""
-    from harness.eval.metrics import ms_ssim, ms_ssim_db, psnr_rgb
+def evaluate_cell(image_bytes: bytes, suffix: str, codec: CodecConfig, quality: float,
+                  metrics: tuple[str, ...] = ("core",), bitstream: bytes | None = None) -> dict[str, Any]:
+    """Encode, decode and measure one cell (``metrics``: names of
+    :data:`harness.eval.metrics.METRICS`); with ``bitstream``, decode and measure that
+    stored stream instead of encoding. Failures become an ``error`` row. The row carries
+    the bitstream under ``_bitstream`` for the driver to store."""
     from harness.images import load_rgb
 
     row: dict[str, Any] = {"device": _device(), "status": "error", "error": None}
@@ -208,16 +259,16 @@ def evaluate_cell(image_bytes: bytes, suffix: str, codec: CodecConfig, quality: 
             original = load_rgb(source).pixels
             height, width = original.shape[:2]
             row.update(width=width, height=height)
-            start = time.perf_counter()
-            bitstream = instance.encode(original, quality, workdir)
-            row["enc_s"] = time.perf_counter() - start
+            if bitstream is None:
+                start = time.perf_counter()
+                bitstream = instance.encode(original, quality, workdir)
+                row["enc_s"] = time.perf_counter() - start
             start = time.perf_counter()
             decoded = instance.decode(bitstream, height, width, workdir)
             row["dec_s"] = time.perf_counter() - start
-        value = ms_ssim(original, decoded)
+        row.update(measure(original, decoded, metrics))
         row.update(bytes=len(bitstream), bpp=len(bitstream) * 8.0 / (height * width),
-                   psnr_rgb=psnr_rgb(original, decoded), ms_ssim=value, ms_ssim_db=ms_ssim_db(value),
-                   status="ok")
+                   metrics=",".join(metrics), _bitstream=bitstream, status="ok")
     except HarnessError as error:
         row["error"] = str(error)
     except Exception as error:  # a codec bug must not take the other cells down
@@ -247,7 +298,7 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _merged(plan_: Plan, rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """The run's whole table: curves outside this plan, reused rows and the new ones."""
+    """The run's whole table: curves outside this plan, reused rows and the new (or re-measured) ones."""
     parts = [f for f in (plan_.kept, _frame(plan_.reused + rows)) if not f.empty]
     merged = pd.concat(parts, ignore_index=True) if parts else table.empty()
     return merged.drop_duplicates(subset=list(table.CELL), keep="last")
@@ -265,8 +316,9 @@ class CellWorker:
     """Ray actor for learned-codec cells: the models it loads (``harness.codecs.learned``'s
     per-process cache) stay loaded for every later cell it gets."""
 
-    def evaluate(self, image_bytes: bytes, suffix: str, codec: CodecConfig, quality: float) -> dict[str, Any]:
-        return evaluate_cell(image_bytes, suffix, codec, quality)
+    def evaluate(self, image_bytes: bytes, suffix: str, codec: CodecConfig, quality: float,
+                 metrics: tuple[str, ...], bitstream: bytes | None) -> dict[str, Any]:
+        return evaluate_cell(image_bytes, suffix, codec, quality, metrics, bitstream)
 
 
 def _learned_workers(cells: int, gpus_per_model: float) -> list:
@@ -285,8 +337,31 @@ def _learned_workers(cells: int, gpus_per_model: float) -> list:
     return [actor.remote() for _ in range(max(1, min(cells, int(slots) // 2)))]
 
 
+def _store_bitstream(run_dir: Path, row: dict[str, Any], data: bytes) -> None:
+    write_atomic(bitstream_path(run_dir, row), lambda tmp: tmp.write_bytes(data), what="bitstream ")
+
+
+def _finish(plan_: Plan, job: Job, partial: dict[str, Any], commit: str | None,
+            failed_remeasures: list[str]) -> dict[str, Any]:
+    """The table row of a finished job (its bitstream stored); a failed re-measure keeps the
+    row it was to complete, unchanged, and its reason goes to ``failed_remeasures``."""
+    data = partial.pop("_bitstream", None)
+    if job.row is None:
+        row = _full_row(job.cell, partial, commit)
+        if data is not None:
+            _store_bitstream(plan_.run_dir, row, data)
+        return row
+    if partial.get("status") != "ok":
+        failed_remeasures.append(f"{job.cell.codec.label} {job.cell.image} q{job.cell.quality:g}: {partial.get('error')}")
+        return job.row
+    measured = [column for name in plan_.metrics for column in METRICS[name].columns]
+    names = _row_metrics(job.row) | set(plan_.metrics)  # a metric measured earlier keeps its value
+    return {**job.row, **{column: partial[column] for column in measured},
+            "metrics": ",".join(name for name in METRICS if name in names)}
+
+
 def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
-    """Run the plan's missing cells on Ray; returns the new rows (also saved)."""
+    """Run the plan's missing cells and re-measures on Ray; returns the new rows (also saved)."""
     import ray
     from tqdm import tqdm
 
@@ -294,22 +369,27 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
     now = pd.Timestamp.now(tz="UTC")
     rows = [_full_row(cell, {"status": "error", "error": reason, "created_at": now})
             for cell, reason in plan_.unreadable.items()]
-    if not plan_.todo:
+    jobs = [Job(cell) for cell in plan_.todo] + [Job(cell, row=row) for cell, row in plan_.remeasure]
+    if not jobs:
         _save(plan_, rows)
         return rows
+    failed_remeasures: list[str] = []
     started = connect(config.address, num_cpus=config.num_cpus)
     try:
         remote = ray.remote(num_cpus=1, max_retries=3)(evaluate_cell)
-        image_refs = {digest: ray.put(path.read_bytes()) for digest, path in plan_.images.items()
-                      if any(c.image_sha256 == digest for c in plan_.todo)}
+        digests = {job.cell.image_sha256 for job in jobs}
+        image_refs = {digest: ray.put(path.read_bytes()) for digest, path in plan_.images.items() if digest in digests}
         suffixes = {digest: path.suffix for digest, path in plan_.images.items()}
-        learned_left = sum(map(_is_learned, plan_.todo))
+        learned_left = sum(_is_learned(job.cell) for job in jobs)
         workers = _learned_workers(learned_left, config.gpus_per_model)
         submitted = 0
 
-        def submit(cell: Cell):
+        def submit(job: Job):
             nonlocal submitted
-            args = (image_refs[cell.image_sha256], suffixes[cell.image_sha256], cell.codec, cell.quality)
+            cell = job.cell
+            stored = bitstream_path(plan_.run_dir, job.row).read_bytes() if job.row is not None else None
+            args = (image_refs[cell.image_sha256], suffixes[cell.image_sha256], cell.codec, cell.quality,
+                    plan_.metrics, stored)
             submitted += 1
             if _is_learned(cell):
                 # Round-robin over the actors: each loads a checkpoint once and keeps it.
@@ -317,18 +397,18 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
             return remote.remote(*args)
 
         last_save = time.monotonic()
-        with tqdm(total=len(plan_.todo), unit="cell", desc="leaderboard", disable=not config.progress,
+        with tqdm(total=len(jobs), unit="cell", desc="leaderboard", disable=not config.progress,
                   file=sys.stderr, dynamic_ncols=True) as bar:
             try:
-                for finished in as_completed(submit, plan_.todo, batch=16, poll_s=1.0):
+                for finished in as_completed(submit, jobs, batch=16, poll_s=1.0):
                     for done in finished:
                         partial = done.value
                         if done.error is not None:
                             partial = {"status": "error",
                                        "error": f"worker lost: {type(done.error).__name__}: {one_line(done.error)}",
                                        "created_at": pd.Timestamp.now(tz="UTC")}
-                        rows.append(_full_row(done.item, partial, commit))
-                        learned_left -= _is_learned(done.item)
+                        rows.append(_finish(plan_, done.item, partial, commit, failed_remeasures))
+                        learned_left -= _is_learned(done.item.cell)
                     bar.update(len(finished))
                     if workers and not learned_left:
                         for worker in workers:  # free their CPUs/GPUs for the remaining cells
@@ -342,6 +422,9 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
     finally:
         if started:
             ray.shutdown()
+    if failed_remeasures:
+        print(f"warning: {len(failed_remeasures)} stored bitstream(s) could not be re-measured, their rows keep "
+              f"their earlier metrics; e.g. {'; '.join(failed_remeasures[:3])}", file=sys.stderr)
     return rows
 
 
@@ -370,7 +453,8 @@ def _summary(plan_: Plan, rows: list[dict[str, Any]], config: LeaderboardConfig,
     errors = frame[frame["status"] != "ok"]
     return RunSummary(
         run_dir=str(plan_.run_dir), profile=config.profile, datasets=config.datasets, cells=len(plan_.cells),
-        computed=len(rows), reused=len(plan_.reused), errors=int(len(errors)), codecs=tuple(codecs),
+        computed=len(rows) - len(plan_.remeasure), reused=len(plan_.reused) + len(plan_.remeasure), errors=int(len(errors)),
+        codecs=tuple(codecs), remeasured=len(plan_.remeasure), metrics=plan_.metrics,
         unavailable=tuple({"codec": k, "reason": v} for k, v in plan_.unavailable.items()),
         first_errors=tuple(sorted(set(errors["error"].astype(str)))[:5]),
         finished_at=pd.Timestamp.now(tz="UTC").isoformat(), curves=curves,
@@ -378,8 +462,10 @@ def _summary(plan_: Plan, rows: list[dict[str, Any]], config: LeaderboardConfig,
 
 
 def _print_summary(summary: RunSummary) -> None:
-    print(f"{summary.run_dir}/results.parquet: {summary.cells} cells, "
-          f"{summary.computed} computed, {summary.reused} reused, {summary.errors} errors")
+    print(f"{summary.run_dir}/results.parquet: {summary.cells} cells, {summary.computed} computed, "
+          f"{summary.reused} reused ({summary.remeasured} of them re-measured from stored bitstreams), "
+          f"{summary.errors} errors")
+    print(f"  metrics: {', '.join(summary.metrics)}")
     for c in summary.codecs:
         means = f"mean {c.bpp_mean:.3f} bpp, {c.psnr_mean:.2f} dB" if c.ok else "no ok cells"
         print(f"  {c.codec:<22} {c.ok:>4} ok {c.error:>3} err  {means}  [{c.version}]")
@@ -396,7 +482,7 @@ def run(config: LeaderboardConfig) -> RunSummary | None:
     the BD-rates in its ``run.json``, when it has one) and returns that run's summary."""
     if config.report_only is not None:
         run_dir = Path(config.report_only)
-        bdrate = _report(run_dir, config.anchor)
+        bdrate = _report(run_dir, config.anchor, config.rd_plots)
         if not (run_dir / RUN_FILE).is_file():
             return None
         summary = replace(read_summary(run_dir), curves=_curves(table.read(run_dir / table.RESULTS_FILE), bdrate))
@@ -413,7 +499,7 @@ def run(config: LeaderboardConfig) -> RunSummary | None:
     write_summary(summary, plan_.run_dir)  # before the report: a run whose report fails still says what ran
     _print_summary(summary)
     if config.report:
-        summary = replace(summary, curves=_curves(merged, _report(plan_.run_dir, config.anchor)))
+        summary = replace(summary, curves=_curves(merged, _report(plan_.run_dir, config.anchor, config.rd_plots)))
         write_summary(summary, plan_.run_dir)
     return summary
 
@@ -428,10 +514,10 @@ def default_anchor(run_dir: Path) -> str:
     return next((codec for codec in ANCHOR_PREFERENCE if codec in present), ANCHOR_PREFERENCE[-1])
 
 
-def _report(run_dir: Path, anchor: str | None) -> pd.DataFrame:
+def _report(run_dir: Path, anchor: str | None, rd_plots: tuple[str, ...]) -> pd.DataFrame:
     """Build the report of ``run_dir``; returns its BD-rate table (bdrate.csv)."""
     from harness.eval.report import build_report
 
-    bdrate = build_report(Path(run_dir), anchor or default_anchor(run_dir))
+    bdrate = build_report(Path(run_dir), anchor or default_anchor(run_dir), rd_plots=rd_plots)
     print(f"report: {Path(run_dir) / 'README.md'}")
     return bdrate

@@ -10,7 +10,7 @@ report's anchor. ``harness.eval.runner.run`` returns it and writes it with
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ class RunSummary:
     finished_at: str
     # "dataset/codec:config" -> enc_s, dec_s (means over ok cells) and bd_rate (PSNR, %, when reported)
     curves: dict[str, dict[str, float]]
+    remeasured: int = 0  # of the reused rows, those completed with more --metrics from their stored bitstreams
+    metrics: tuple[str, ...] = ()  # the --metrics this run measured with (empty in run.json files before them)
 
     @property
     def codec_versions(self) -> dict[str, str]:
@@ -55,10 +57,11 @@ class RunSummary:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunSummary":
-        values = {f.name: data[f.name] for f in fields(cls)}
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data or f.default is MISSING}
         values["codecs"] = tuple(CodecSummary(**c) for c in values["codecs"])
-        for key in ("datasets", "unavailable", "first_errors"):
-            values[key] = tuple(values[key])
+        for key in ("datasets", "unavailable", "first_errors", "metrics"):
+            if key in values:
+                values[key] = tuple(values[key])
         return cls(**values)
 
 

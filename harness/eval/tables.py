@@ -14,7 +14,11 @@ import math
 
 import pandas as pd
 
-METRIC_NAMES = {"psnr": "PSNR-RGB", "msssim": "MS-SSIM (dB)"}
+from harness.eval.metrics import CURVES
+
+METRIC_NAMES = {"psnr": "PSNR-RGB", "msssim": "MS-SSIM (dB)",
+                **{key: label for key, (_, label) in CURVES.items() if key not in ("psnr", "msssim")},
+                "jpeg_ai": "JPEG AI mean"}
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -206,4 +210,32 @@ def fidelity_table(table: pd.DataFrame) -> str:
                 "; ".join(flags),
             ]
         )
+    return markdown_table(header, rows)
+
+
+def metric_table(bd: pd.DataFrame, metrics: tuple[str, ...]) -> str:
+    """Per dataset, one row per curve and a column per measured metric (BD-rate [95 % CI]),
+    then the JPEG AI mean; rows ordered as in :func:`table1`."""
+    header = ["Method", *(METRIC_NAMES[m] for m in metrics), METRIC_NAMES["jpeg_ai"]]
+    rows: list[list[str]] = []
+    for dataset in sorted(bd["dataset"].unique()):
+        rows.append([f"**{dataset}**"] + [""] * (len(header) - 1))
+        block = bd[bd["dataset"] == dataset]
+        order = (
+            block[block["metric"] == "psnr"]
+            .assign(key=lambda t: t["bd_rate_pct"].where(~t["is_anchor"], -math.inf))
+            .sort_values(["key", "label"], na_position="last")
+        )
+        for curve in order.itertuples():
+            mine = block[(block["codec"] == curve.codec) & (block["config"] == curve.config)]
+            cells = [f"{curve.label} [anchor]" if curve.is_anchor else curve.label]
+            for metric in (*metrics, "jpeg_ai"):
+                row = _metric_row(mine, metric)
+                if row is None:
+                    cells.append("n/a")
+                elif curve.is_anchor:
+                    cells.append("0.0")
+                else:
+                    cells.append(fmt_bd(row["bd_rate_pct"], row["reliable"], row["ci95_low"], row["ci95_high"]))
+            rows.append(cells)
     return markdown_table(header, rows)

@@ -1,0 +1,119 @@
+"""Cost of the quality metrics: seconds per metric per Kodak image (768×512), one thread as
+in a Ray worker, on JPEG-decoded images; then the quick-profile Kodak leaderboard (the
+classical codecs and jpegxl over the first N images, 2 local Ray workers, every cell
+recomputed) with the core metrics only (what every run computed before --metrics), with
+the default --metrics and with --metrics all. Prints the tables and appends them with the
+command to benchmarks/RESULTS.md.
+
+    PYTHONPATH=. python benchmarks/metrics.py --images 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from harness.eval.metrics import DEFAULT_METRICS, METRICS, Pair, resolve_metrics
+from harness.eval.runner import LeaderboardConfig, execute, plan
+from harness.images import load_rgb
+
+REPO = Path(__file__).resolve().parents[1]
+KODAK = REPO.parent / "shared" / "data" / "kodak"
+CODECS = ("vvc", "hevc", "av1", "jpegxl", "jpeg2000", "webp", "jpeg")
+
+
+def per_metric_seconds() -> dict[str, list[float]]:
+    """Each metric on a fresh :class:`Pair` (so its colour conversion is counted), per image."""
+    import torch
+
+    torch.set_num_threads(1)
+    times: dict[str, list[float]] = {name: [] for name in METRICS}
+    for path in sorted(KODAK.glob("*.png")):
+        reference = load_rgb(path).pixels
+        buffer = io.BytesIO()
+        Image.fromarray(reference).save(buffer, format="JPEG", quality=50)
+        decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")).copy()
+        for name, metric in METRICS.items():
+            start = time.perf_counter()
+            metric.compute(Pair(reference, decoded))
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def leaderboard_seconds(metrics: tuple[str, ...], images: int, reports: Path, name: str) -> tuple[float, int]:
+    import ray
+
+    config = LeaderboardConfig(datasets=("kodak",), codecs=CODECS, run_name=name, reports_dir=reports,
+                               max_images=images, force=True, num_cpus=2, report=False, progress=False,
+                               metrics=metrics)
+    plan_ = plan(config)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    try:
+        ray.get([ray.remote(num_cpus=1)(lambda: None).remote() for _ in range(2)])  # warm pool, not timed
+        start = time.perf_counter()
+        rows = execute(plan_, config)
+        elapsed = time.perf_counter() - start
+    finally:
+        ray.shutdown()
+    failed = [r["error"] for r in rows if r["status"] != "ok"]
+    if failed:
+        sys.exit(f"{len(failed)} cells failed, e.g. {failed[0]}")
+    return elapsed, len(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=6, help="Kodak images in the leaderboard part")
+    parser.add_argument("--no-append", action="store_true", help="do not append to benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    times = per_metric_seconds()
+    for name, values in times.items():  # shown now: the leaderboard part takes minutes
+        print(f"{name}: median {statistics.median(values):.3f} s, mean {statistics.fmean(values):.3f} s", flush=True)
+    runs = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for label, names in (("core only (before --metrics)", ()), ("default --metrics", DEFAULT_METRICS),
+                             ("--metrics all", ("all",))):
+            runs[label] = leaderboard_seconds(names, args.images, Path(scratch), f"m{len(runs)}")
+            print(f"{label}: {runs[label][0]:.1f} s", flush=True)
+    load = max(load_before, os.getloadavg()[0])
+    core = runs["core only (before --metrics)"][0]
+    lines = [
+        f"\n## Quality metrics: seconds per Kodak image, and the quick leaderboard with --metrics (issue 20)\n",
+        f"`PYTHONPATH=. python benchmarks/metrics.py --images {args.images}` "
+        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, 1-min load average up to {load:.1f})\n",
+        "Per metric, 24 Kodak images (768×512) against their JPEG q50 decode, one torch thread:\n",
+        "| metric | default | median s / image | mean s / image |\n|---|---|---|---|",
+    ]
+    for name, values in times.items():
+        default = "always" if name == "core" else ("yes" if name in DEFAULT_METRICS else "no")
+        lines.append(f"| `{name}` | {default} | {statistics.median(values):.3f} | {statistics.fmean(values):.3f} |")
+    cells = next(iter(runs.values()))[1]
+    lines += [
+        f"\nLeaderboard, quick profile, {', '.join(CODECS)} over the first {args.images} Kodak images "
+        f"({cells} cells), 2 Ray workers, encodes included:\n",
+        "| metrics | wall s | vs core only |\n|---|---|---|",
+        *(f"| {label} ({', '.join(resolve_metrics(names))}) | {wall:.1f} | {wall / core:.2f}× |"
+          for (label, (wall, _)), names in zip(runs.items(), ((), DEFAULT_METRICS, ("all",)))),
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_append:
+        with open(REPO / "benchmarks" / "RESULTS.md", "a") as out:
+            out.write(text)
+
+
+if __name__ == "__main__":
+    main()
