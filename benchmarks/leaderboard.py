@@ -22,11 +22,14 @@ REPO = Path(__file__).resolve().parents[1]
 CLASSICAL = ("vvc", "hevc", "av1", "jpeg2000", "webp", "jpeg")
 
 
-def measure(workers: int, images: int, reports: Path) -> tuple[float, int]:
+def measure(workers: int, images: int, reports: Path, codecs: tuple[str, ...] = CLASSICAL, **options) -> tuple[float, int]:
+    """Wall seconds and cells of one leaderboard run (every cell recomputed, warm worker pool);
+    ``options``: further LeaderboardConfig fields (e.g. ``metrics``, ``run_name``)."""
     import ray
 
-    config = LeaderboardConfig(datasets=("kodak",), codecs=CLASSICAL, run_name=f"w{workers}", reports_dir=reports,
-                               max_images=images, force=True, num_cpus=workers, report=False, progress=False)
+    options = {"run_name": f"w{workers}", **options}
+    config = LeaderboardConfig(datasets=("kodak",), codecs=codecs, reports_dir=reports, max_images=images, force=True,
+                               num_cpus=workers, report=False, progress=False, **options)
     plan_ = plan(config)
     ray.init(address="local", num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False)
@@ -42,6 +45,15 @@ def measure(workers: int, images: int, reports: Path) -> tuple[float, int]:
     if failed:
         sys.exit(f"{len(failed)} cells failed, e.g. {failed[0]}")
     return elapsed, len(rows)
+
+
+def publish(lines: list[str], append: bool) -> None:
+    """Print a result section and append it to benchmarks/RESULTS.md."""
+    text = "\n".join(lines)
+    print(text)
+    if append:
+        with open(REPO / "benchmarks" / "RESULTS.md", "a") as out:
+            out.write(text)
 
 
 def main() -> None:
@@ -65,11 +77,7 @@ def main() -> None:
         f"| 2 | {two:.1f} | {cells / two:.2f} |",
         f"\nSpeedup 2 vs 1 workers: **{one / two:.2f}×** (goal ≥ 1.8×).\n",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_append:
-        with open(REPO / "benchmarks" / "RESULTS.md", "a") as out:
-            out.write(text)
+    publish(lines, append=not args.no_append)
 
 
 if __name__ == "__main__":

@@ -157,22 +157,30 @@ class FFmpegCodec(Codec):
 
 
 @lru_cache(maxsize=None)
+def _test_run(exe: str, argv: list[str]) -> tuple[int, str]:
+    """Run a capability probe of ffmpeg: (exit code, its log); a binary that cannot run is unavailable."""
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise CodecUnavailable(f"ffmpeg {exe} cannot run: {error}") from None
+    return done.returncode, done.stderr.decode("utf-8", "replace")
+
+
+def _last_line(log: str) -> str:
+    return ([line for line in log.splitlines() if line.strip()][-1:] or ["no output"])[0][:200]
+
+
 def _probe(cls: type[FFmpegCodec], exe: str, pix_fmt: str) -> str:
     """Encode one tiny frame to prove the encoder exists and read its library version."""
     ffmpeg = _ffmpeg_version(exe)
     argv = [exe, "-hide_banner", "-nostdin", "-loglevel", "info", "-f", "lavfi",
             "-i", "color=c=gray:s=64x64:d=1", "-frames:v", "1", "-pix_fmt", pix_fmt,
             "-c:v", cls.encoder, "-f", "null", "-"]
-    try:
-        done = subprocess.run(argv, capture_output=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise CodecUnavailable(f"ffmpeg {exe} cannot run: {error}") from None
-    log = done.stderr.decode("utf-8", "replace")
-    if done.returncode != 0:
+    returncode, log = _test_run(exe, argv)
+    if returncode != 0:
         if "Unknown encoder" in log or "Encoder not found" in log:
             raise CodecUnavailable(f"ffmpeg {ffmpeg} has no {cls.encoder} encoder")
-        last = [line for line in log.splitlines() if line.strip()][-1:] or ["no output"]
-        raise CodecUnavailable(f"ffmpeg {cls.encoder} test encode failed: {last[0][:200]}")
+        raise CodecUnavailable(f"ffmpeg {cls.encoder} test encode failed: {_last_line(log)}")
     match = re.search(cls.version_pattern, log)
     library = match.group(1) if match else "unknown"
     return f"ffmpeg {ffmpeg}; {cls.encoder} {library}"
@@ -313,15 +321,10 @@ def _probe_jxl(exe: str) -> str:
                          "-f", "null", "-"]),
         )
         for what, argv in steps:
-            try:
-                done = subprocess.run(argv, capture_output=True, timeout=60, check=False)
-            except (OSError, subprocess.TimeoutExpired) as error:
-                raise CodecUnavailable(f"ffmpeg {exe} cannot run: {error}") from None
-            log = done.stderr.decode("utf-8", "replace")
-            if done.returncode != 0:
+            returncode, log = _test_run(exe, argv)
+            if returncode != 0:
                 if "Unknown encoder" in log or "Unknown decoder" in log or "not found" in log:
                     raise CodecUnavailable(f"ffmpeg {ffmpeg} has no libjxl {what} (built without --enable-libjxl)")
-                last = [line for line in log.splitlines() if line.strip()][-1:] or ["no output"]
-                raise CodecUnavailable(f"ffmpeg libjxl test {what} failed: {last[0][:200]}")
+                raise CodecUnavailable(f"ffmpeg libjxl test {what} failed: {_last_line(log)}")
     # The static ffmpeg links libjxl in and does not print its version: the ffmpeg build pins it.
     return f"ffmpeg {ffmpeg}; libjxl (linked into that ffmpeg build)"

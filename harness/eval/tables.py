@@ -69,16 +69,10 @@ def table1(bd: pd.DataFrame, timing: pd.DataFrame, params: pd.DataFrame, images:
     ]
     params_by_curve = {(r.codec, r.config): r.params_m for r in params.itertuples()}
     rows: list[list[str]] = []
-    for dataset in sorted(bd["dataset"].unique()):
-        rows.append([f"**{dataset}** ({images.get(dataset, 0)} images)"] + [""] * (len(header) - 1))
-        block = bd[bd["dataset"] == dataset]
-        order = (
-            block[block["metric"] == "psnr"]
-            .assign(key=lambda t: t["bd_rate_pct"].where(~t["is_anchor"], -math.inf))
-            .sort_values(["key", "label"], na_position="last")
-        )
-        for curve in order.itertuples():
-            mine = block[(block["codec"] == curve.codec) & (block["config"] == curve.config)]
+    for dataset, curve, mine in _curves(bd):
+        if curve is None:
+            rows.append([f"**{dataset}** ({images.get(dataset, 0)} images)"] + [""] * (len(header) - 1))
+        else:
             cells = [f"{curve.label} [anchor]" if curve.is_anchor else curve.label]
             t = timing[(timing["dataset"] == dataset) & (timing["codec"] == curve.codec) & (timing["config"] == curve.config)]
             cells += [fmt_seconds(t["enc_s"].iloc[0]), fmt_seconds(t["dec_s"].iloc[0])] if len(t) else ["-", "-"]
@@ -213,13 +207,11 @@ def fidelity_table(table: pd.DataFrame) -> str:
     return markdown_table(header, rows)
 
 
-def metric_table(bd: pd.DataFrame, metrics: tuple[str, ...]) -> str:
-    """Per dataset, one row per curve and a column per measured metric (BD-rate [95 % CI]),
-    then the JPEG AI mean; rows ordered as in :func:`table1`."""
-    header = ["Method", *(METRIC_NAMES[m] for m in metrics), METRIC_NAMES["jpeg_ai"]]
-    rows: list[list[str]] = []
+def _curves(bd: pd.DataFrame):
+    """Per dataset: ``(dataset, None, None)``, then ``(dataset, curve, its rows)`` for every
+    curve, the anchor first, then by PSNR BD-rate (the order of Table I)."""
     for dataset in sorted(bd["dataset"].unique()):
-        rows.append([f"**{dataset}**"] + [""] * (len(header) - 1))
+        yield dataset, None, None
         block = bd[bd["dataset"] == dataset]
         order = (
             block[block["metric"] == "psnr"]
@@ -227,7 +219,18 @@ def metric_table(bd: pd.DataFrame, metrics: tuple[str, ...]) -> str:
             .sort_values(["key", "label"], na_position="last")
         )
         for curve in order.itertuples():
-            mine = block[(block["codec"] == curve.codec) & (block["config"] == curve.config)]
+            yield dataset, curve, block[(block["codec"] == curve.codec) & (block["config"] == curve.config)]
+
+
+def metric_table(bd: pd.DataFrame, metrics: tuple[str, ...]) -> str:
+    """Per dataset, one row per curve and a column per measured metric (BD-rate [95 % CI]),
+    then the JPEG AI mean; rows ordered as in :func:`table1`."""
+    header = ["Method", *(METRIC_NAMES[m] for m in metrics), METRIC_NAMES["jpeg_ai"]]
+    rows: list[list[str]] = []
+    for dataset, curve, mine in _curves(bd):
+        if curve is None:
+            rows.append([f"**{dataset}**"] + [""] * (len(header) - 1))
+        else:
             cells = [f"{curve.label} [anchor]" if curve.is_anchor else curve.label]
             for metric in (*metrics, "jpeg_ai"):
                 row = _metric_row(mine, metric)
