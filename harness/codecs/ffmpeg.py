@@ -156,7 +156,6 @@ class FFmpegCodec(Codec):
         return ycbcr_to_rgb(planes, full, height, width)
 
 
-@lru_cache(maxsize=None)
 def _test_run(exe: str, argv: list[str]) -> tuple[int, str]:
     """Run a capability probe of ffmpeg: (exit code, its log); a binary that cannot run is unavailable."""
     try:
@@ -170,6 +169,7 @@ def _last_line(log: str) -> str:
     return ([line for line in log.splitlines() if line.strip()][-1:] or ["no output"])[0][:200]
 
 
+@lru_cache(maxsize=None)
 def _probe(cls: type[FFmpegCodec], exe: str, pix_fmt: str) -> str:
     """Encode one tiny frame to prove the encoder exists and read its library version."""
     ffmpeg = _ffmpeg_version(exe)
