@@ -95,7 +95,7 @@ def cross_machine(args: argparse.Namespace) -> None:
 
 def rate(args: argparse.Namespace) -> None:
     model = trained_tiny()
-    estimated = integer_bits = float_bits = 0.0
+    estimated = integer_bits = float_bits = headers = 0.0
     for image in KODAK:
         pixels = load_rgb(image).pixels
         with torch.no_grad():
@@ -106,10 +106,12 @@ def rate(args: argparse.Namespace) -> None:
             sizes[integer] = 8 * len(data)
             header = 8 * (len(data) - sum(len(s) for s in unpack(data).streams))
         estimated, integer_bits, float_bits = estimated + estimate, integer_bits + sizes[True], float_bits + sizes[False]
+        headers += header
         print(f"{image.name}: likelihoods {estimate:.0f} bits, integer file {sizes[True]}, float file {sizes[False]} "
               f"(header {header})", flush=True)
-    print(f"24 images: integer files / float likelihoods = {integer_bits / estimated:.4f}, "
-          f"integer files / float files = {integer_bits / float_bits:.4f} (goal: integer <= 1.005 x likelihoods)")
+    print(f"24 images: integer payload / float likelihoods = {(integer_bits - headers) / estimated:.4f}, "
+          f"integer files / float likelihoods = {integer_bits / estimated:.4f}, "
+          f"integer files / float files = {integer_bits / float_bits:.4f} (goal: at most 0.5 % more)")
 
 
 def speed(args: argparse.Namespace) -> None:
