@@ -36,7 +36,7 @@ def _extreme_integers(rows: int, cols: int, seed: int) -> torch.Tensor:
 def test_integer_matmul_is_the_exact_product_at_the_extremes():
     a, w = _extreme_integers(40, 1000, 0), _extreme_integers(1000, 24, 1)
     exact_product = (a.long() @ w.long()).double()  # int64: exact by definition
-    assert torch.equal(exact.integer_matmul(a, w), exact_product)
+    assert torch.equal(exact.integer_matmul(a, exact.IntegerMatrix(w)), exact_product)
     assert exact_product.abs().max() > 2**24  # float32 could not hold these sums
 
 
@@ -48,7 +48,7 @@ a = torch.randint(-4096, 4097, (64, 700), generator=g).double()
 w = torch.randint(-4096, 4097, (700, 40), generator=g).double()
 a[:, ::2] = 4096.0
 w[::3] = -4096.0
-print(torch.equal(exact.integer_matmul(a, w), (a.long() @ w.long()).double()))
+print(torch.equal(exact.integer_matmul(a, exact.IntegerMatrix(w)), (a.long() @ w.long()).double()))
 """
 
 

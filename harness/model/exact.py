@@ -77,7 +77,7 @@ def _int8_gemm_available(device: torch.device) -> bool:
 
 
 def _limbs(values: Tensor) -> tuple[Tensor, Tensor]:
-    """Integers |v| <= 2^12 (held in float64) as (high, low) int8 limbs: v = high * 2^6 + low, low in [0, 63]."""
+    """Integers |v| <= 2^12 (in a float tensor) as (high, low) int8 limbs: v = high * 2^6 + low, low in [0, 63]."""
     ints = values.to(torch.int16)
     return (ints >> _LIMB).to(torch.int8), (ints & (2**_LIMB - 1)).to(torch.int8)
 
@@ -90,21 +90,31 @@ def _pad_to(t: Tensor, dim: int, multiple: int) -> Tensor:
     return F.pad(t, pad)
 
 
-def integer_matmul(a: Tensor, w: Tensor) -> Tensor:
-    """Exact ``a @ w`` of integer matrices (float64 holding |a|, |w| <= 2^12), as float64.
+class IntegerMatrix(nn.Module):
+    """An integer weight matrix (K x N, |w| <= 2^12) held both ways :func:`integer_matmul` needs it:
+    float64 values, and the int8 limbs [high | low] padded to multiples of 8, made once."""
+
+    def __init__(self, values: Tensor) -> None:
+        super().__init__()
+        if values.shape[0] > 2**16:
+            raise HarnessError(f"integer entropy path: {values.shape[0]} terms per sum exceed 2^16")
+        self.n = values.shape[1]
+        self.register_buffer("values", values.double().contiguous())
+        high, low = _limbs(_pad_to(_pad_to(values, 0, 8), 1, 8))
+        self.register_buffer("limbs", torch.cat([high, low], dim=1).contiguous())
+
+
+def integer_matmul(a: Tensor, w: IntegerMatrix) -> Tensor:
+    """Exact ``a @ w`` for integers |a| <= 2^12 (in a float tensor), as float64.
 
     With K <= 2^16 terms every partial sum of every order is an integer below 2^40,
     so the float64 product is exact; on the CPU the same integer comes from four limb
     products accumulated in int32 (each below 2^28)."""
-    if a.shape[1] > 2**16:
-        raise HarnessError(f"integer entropy path: {a.shape[1]} terms per sum exceed 2^16")
     if not _int8_gemm_available(a.device) or a.shape[0] <= 16:
-        return a @ w
-    m, n = a.shape[0], w.shape[1]
+        return a.double() @ w.values
+    m, n, n8 = a.shape[0], w.n, w.limbs.shape[1] // 2
     a_hi, a_lo = _limbs(_pad_to(a, 1, 8))
-    w_hi, w_lo = _limbs(_pad_to(_pad_to(w, 0, 8), 1, 8))
-    stacked = torch._int_mm(torch.cat([a_hi, a_lo]), torch.cat([w_hi, w_lo], dim=1)).to(torch.int64)
-    n8 = w_hi.shape[1]
+    stacked = torch._int_mm(torch.cat([a_hi, a_lo]), w.limbs).to(torch.int64)
     hh, hl = stacked[:m, :n], stacked[:m, n8 : n8 + n]
     lh, ll = stacked[m:, :n], stacked[m:, n8 : n8 + n]
     return ((hh << (2 * _LIMB)) + ((hl + lh) << _LIMB) + ll).to(torch.float64)
@@ -150,7 +160,7 @@ class IntegerConv2d(nn.Module):
         self.kernel, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
         weight, scale = quantize_weights(conv.weight)
         self.out_channels = weight.shape[0]
-        self.register_buffer("weight", weight.reshape(weight.shape[0], -1).t().contiguous())
+        self.weight = IntegerMatrix(weight.reshape(weight.shape[0], -1).t())
         self.register_buffer("scale", scale)
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(self.out_channels)
         self.register_buffer("bias", bias.double().cpu())
@@ -158,6 +168,7 @@ class IntegerConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         n, _, height, width = x.shape
         ints, down = quantize_per_image(x)
+        ints = ints.float()  # |ints| <= 2^12: exact, and half the bytes to rearrange
         if self.kernel == (1, 1) and self.stride == (1, 1):
             rows, out_h, out_w = ints.permute(0, 2, 3, 1).reshape(-1, ints.shape[1]), height, width
         else:
