@@ -120,7 +120,7 @@ FAST = ("bmshj2018-factorized", "mbt2018-mean")
 def test_official_state_dict_imports_and_round_trips_a_kodak_image(name, crop, tmp_path):
     source, official = _official_file(name, tmp_path)
     card = run_import(ImportWeightsConfig(f"compressai:{name}", quality=3, source=str(source), out=tmp_path / "pub"))
-    assert card.lmbda == QUALITY_LAMBDAS["mse"][3] and card.metric == "mse"
+    assert card.lmbda == QUALITY_LAMBDAS["mse"][3] and card.metric == "mse" and card.entropy_path == "float"
     assert card.variant == parse_variant(f"compressai:{name}?" + ",".join(f"{k}={v}" for k, v in SMALL[name].items())).variant
     checkpoint = card.checkpoint_path(tmp_path / "pub" / f"{card.name}.json")
     model = load_checkpoint(checkpoint)

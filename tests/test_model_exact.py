@@ -146,3 +146,23 @@ def test_conversion_leaves_the_float_network_alone():
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
         assert torch.allclose(converted(x.double()), net(x).double(), atol=2e-3)
+
+
+def test_checkpoints_name_the_path_and_old_ones_get_it_built(tmp_path):
+    from harness.model.checkpoint import InitModelConfig, load_checkpoint, run_init
+
+    path = tmp_path / "tiny.pt"
+    run_init(InitModelConfig(out=path, variant="tiny"))
+    payload = torch.load(path, weights_only=True)
+    assert payload["entropy_path"] == exact.PATH_ID
+    del payload["entropy_path"]  # a checkpoint from before the integer path
+    torch.save(payload, path)
+    x = torch.rand(1, 3, 64, 64)
+    model = load_checkpoint(path)
+    encoded = model.compress(x, reconstruct=True)
+    decoded = model.decompress(encoded["strings"], encoded["shape"], encoded["size"])
+    assert torch.equal(decoded["x_hat"], encoded["x_hat"])
+    payload["entropy_path"] = "integer-9"
+    torch.save(payload, path)
+    with pytest.raises(HarnessError, match="exported for entropy path 'integer-9'"):
+        load_checkpoint(path)

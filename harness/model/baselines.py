@@ -477,7 +477,7 @@ def run_import(config: ImportWeightsConfig):
     """``harness import-weights``: checkpoint + card in ``config.out`` (``<metric>-<λ>``); returns the card."""
     from harness.hashing import sha256_bytes, sha256_file
     from harness.model.card import ModelCard, card_path, write_card
-    from harness.model.checkpoint import fingerprint, save_checkpoint
+    from harness.model.checkpoint import entropy_path, fingerprint, save_checkpoint
 
     if config.source == "zoo":
         state, origin = _zoo_state_dict(config)
@@ -500,7 +500,7 @@ def run_import(config: ImportWeightsConfig):
         batch_size=0, patch=0, seed=0, data="", data_sha256="", data_manifest_sha256="",
         params=sum(p.numel() for p in model.parameters()), fingerprint=digest,
         inputs_hash=sha256_bytes(f"{model.config.variant}|{config.metric}|{config.quality}|{digest}".encode()),
-        restored_from_steps=(), final={}, checkpoint=checkpoint.name,
+        restored_from_steps=(), final={}, checkpoint=checkpoint.name, entropy_path=entropy_path(model),
     )
     write_card(card, card_path(out, name))
     print(f"{checkpoint}: {model.config.variant} quality {config.quality} ({config.metric}, lambda {config.lmbda:g}), "
