@@ -51,10 +51,14 @@ def main(argv: list[str]) -> int:
     if not argv or len(argv) % 2:
         print("usage: python -m harness.model.decode_check CHECKPOINT DIR [CHECKPOINT DIR ...]", file=sys.stderr)
         return 2
-    for checkpoint, folder in zip(argv[::2], argv[1::2]):
-        model = load_checkpoint(checkpoint)
-        for bitstream in sorted(Path(folder).glob("*.3dmw")):
-            print(json.dumps({**check(model, bitstream), "dir": folder}), flush=True)
+    try:
+        for checkpoint, folder in zip(argv[::2], argv[1::2]):
+            model = load_checkpoint(checkpoint)
+            for bitstream in sorted(Path(folder).glob("*.3dmw")):
+                print(json.dumps({**check(model, bitstream), "dir": folder}), flush=True)
+    except HarnessError as error:
+        print(f"decode_check: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
