@@ -50,13 +50,7 @@ def trained_tiny() -> WeConvene:
     spec = importlib.util.spec_from_file_location("conftest", REPO / "tests" / "conftest.py")
     conftest = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(conftest)
-    photos = [load_rgb(p).pixels for p in sorted((REPO.parent / "shared" / "data" / "photos").glob("*.png"))[:16]]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return conftest.train_tiny(photos, conftest.TINY_STEPS)
-    finally:
-        torch.set_num_threads(threads)
+    return conftest.train_tiny_on_photos(REPO.parent / "shared" / "data" / "photos")
 
 
 def cross_machine(args: argparse.Namespace) -> None:

@@ -192,17 +192,24 @@ def train_tiny(photos: list, steps: int, seed: int = 0):
     return model.eval()
 
 
-@pytest.fixture(scope="session")
-def trained_tiny(photos_dir):
-    """One briefly trained ``tiny`` per session (see :func:`train_tiny`)."""
+def train_tiny_on_photos(photos_dir: Path):
+    """:func:`train_tiny` on the first 16 photos of ``photos_dir``, on one thread (the suite's
+    trained model; benchmarks/rate_honesty.py and integer_path.py build theirs with it)."""
     import torch
 
     from harness.images import load_rgb
 
     photos = [load_rgb(path).pixels for path in sorted(photos_dir.glob("*.png"))[:16]]
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # session fixtures start before the function-scoped one_thread
+    torch.set_num_threads(1)
     try:
         return train_tiny(photos, TINY_STEPS)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(photos_dir):
+    """One briefly trained ``tiny`` per session (session fixtures start before the
+    function-scoped one_thread, so :func:`train_tiny_on_photos` sets its own thread count)."""
+    return train_tiny_on_photos(photos_dir)

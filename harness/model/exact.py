@@ -64,7 +64,6 @@ PATH_ID = "integer-1"  # weights and activations 12-bit integers, tables on a 2^
 ACTIVATION_BITS = 12  # |a| <= 2^12: a signed high limb in [-64, 64] and a low one in [0, 63]
 WEIGHT_BITS = 12
 _LIMB = 6
-_F64_EXACT = 2**53
 _TABLE_STEP_BITS = 8
 _TABLE_RANGE = 16.0
 
