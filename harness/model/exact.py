@@ -130,20 +130,17 @@ def _exponents(magnitudes: Tensor, bits: int) -> list[int]:
     return [bits - int(e) if m > 0 else 0 for m, e in zip(magnitudes.tolist(), exp.tolist())]
 
 
-def quantize_per_image(x: Tensor, bits: int = ACTIVATION_BITS) -> tuple[Tensor, Tensor]:
-    """Integers a = round(x * 2^e_b) with |a| <= 2^bits, one exponent per image; returns (a, 2^-e_b)."""
-    exps = _exponents(x.abs().amax(dim=tuple(range(1, x.dim()))), bits)
-    up = _pow2(exps, torch.float64, x.device).reshape(-1, *([1] * (x.dim() - 1)))
-    down = _pow2([-e for e in exps], torch.float64, x.device)
-    return torch.round(x * up), down
+def quantize_rows(t: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """Integers round(t[i] * 2^e_i) with |.| <= 2^bits, one power-of-two exponent per index i
+    of dim 0 (an image of a batch, an output channel of a weight); returns them and 2^-e_i."""
+    exps = _exponents(t.abs().reshape(t.shape[0], -1).amax(dim=1), bits)
+    up = _pow2(exps, torch.float64, t.device).reshape(-1, *([1] * (t.dim() - 1)))
+    return torch.round(t * up), _pow2([-e for e in exps], torch.float64, t.device)
 
 
-def quantize_weights(weight: Tensor, bits: int = WEIGHT_BITS) -> tuple[Tensor, Tensor]:
-    """Integer weights per output channel, |w| <= 2^bits; returns (w, 2^-e_c)."""
-    w = weight.detach().double().cpu()
-    exps = _exponents(w.abs().reshape(w.shape[0], -1).amax(dim=1), bits)
-    up = _pow2(exps, torch.float64, w.device).reshape(-1, *([1] * (w.dim() - 1)))
-    return torch.round(w * up), _pow2([-e for e in exps], torch.float64, w.device)
+def quantize_weights(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Integer weights per output channel, |w| <= 2^12; returns (w, 2^-e_c)."""
+    return quantize_rows(weight.detach().double().cpu(), WEIGHT_BITS)
 
 
 # ---------------------------------------------------------------------------- layers
@@ -166,7 +163,7 @@ class IntegerConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n, _, height, width = x.shape
-        ints, down = quantize_per_image(x)
+        ints, down = quantize_rows(x, ACTIVATION_BITS)
         ints = ints.float()  # |ints| <= 2^12: exact, and half the bytes to rearrange
         if self.kernel == (1, 1) and self.stride == (1, 1):
             rows, out_h, out_w = ints.permute(0, 2, 3, 1).reshape(-1, ints.shape[1]), height, width
@@ -197,7 +194,7 @@ class IntegerGDN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         n, c, height, width = x.shape
         # x^2 of 12-bit integers needs 24 bits: float64 sums (below 2^(24+12+log2(c)) < 2^53)
-        ints, down = quantize_per_image(x)
+        ints, down = quantize_rows(x, ACTIVATION_BITS)
         rows = (ints * ints).permute(0, 2, 3, 1).reshape(-1, c)
         sums = (rows @ self.weight).reshape(n, height, width, c).permute(0, 3, 1, 2)
         scale = (down * down).reshape(n, 1, 1, 1) * self.scale.reshape(1, -1, 1, 1)
