@@ -1,7 +1,9 @@
-"""Where a result came from: the source revision recorded with result rows and reruns."""
+"""Where a result came from: the source revision and the processor recorded with result rows,
+model cards and reruns."""
 
 from __future__ import annotations
 
+import platform
 import subprocess
 from pathlib import Path
 
@@ -20,3 +22,14 @@ def git_commit() -> str | None:
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.TimeoutExpired):
         return None
+
+
+def cpu_name() -> str:
+    """``cpu: <model name>`` of this machine (the device column of results rows)."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"cpu: {model}"

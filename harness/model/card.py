@@ -43,6 +43,8 @@ class ModelCard:
     # harness.model.exact.PATH_ID: how compress/decompress/leaderboard predict the entropy
     # parameters ("" on cards from before the integer path: built on load all the same)
     entropy_path: str = ""
+    train_s: float = 0.0  # wall seconds of training over every restart (0: a card from before they were recorded)
+    device: str = ""  # what trained it, e.g. "cpu: <model>, 1 thread(s)" or "4 x cuda: <name>, 8 thread(s)"
 
     def checkpoint_path(self, card_path: Path) -> Path:
         return Path(card_path).parent / self.checkpoint
@@ -55,8 +57,9 @@ class ModelCard:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ModelCard":
-        values = {f.name: data[f.name] for f in fields(cls) if f.name not in ("lmbda", "entropy_path")}
-        values["entropy_path"] = data.get("entropy_path", "")
+        optional = {f.name: f.default for f in fields(cls) if f.name in ("entropy_path", "train_s", "device")}
+        values = {f.name: data[f.name] for f in fields(cls) if f.name != "lmbda" and f.name not in optional}
+        values.update({name: data.get(name, default) for name, default in optional.items()})
         card = cls(**{**values, "lmbda": float(data["lambda"]),
                       "restored_from_steps": tuple(int(s) for s in values["restored_from_steps"])})
         for name, kind in (("variant", str), ("metric", str), ("checkpoint", str), ("params", int),
