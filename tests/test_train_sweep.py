@@ -172,3 +172,29 @@ def test_trial_resumes_from_its_checkpoint_when_its_node_dies(shards, tmp_path, 
     metrics = pd.read_parquet(out / "metrics.parquet").sort_values("time")
     assert metrics["step"].max() == 44 and set(metrics["workers"]) == {workers}
     assert metrics[metrics["restarts"] > 0]["step"].min() > min(restored)
+
+
+@pytest.mark.slow
+def test_a_warm_up_is_trained_once_and_every_lambda_starts_from_it(shards, tmp_path, ray_local):
+    import torch
+
+    from harness.train.loop import _State
+    from harness.train.sweep import pending, warmup_trial
+
+    out = tmp_path / "sweep"
+    config = _sweep(shards, out, lambdas=(0.001, 0.1), warmup_steps=3)
+    assert [t.lmbda for t in pending(config)] == [0.01, 0.001, 0.1]  # warm-up at the geometric middle
+    cards = run(config)
+    warmup = out / "warmup" / "models" / "mse-0.01.pt"
+    assert read_card(warmup.with_suffix(".json")).stages["1"]["steps"] == 3
+    for card in cards:
+        stage0 = card.stages["0"]
+        assert (stage0["steps"], stage0["lambda"]) == (3, 0.01) and stage0["train_s"] > 0
+    # A trial's model starts as the warm-up's weights, not a fresh initialisation.
+    trial = trial_configs(config, check_data(config), warmup)[0]
+    start, shared = _State(trial).model.state_dict(), load_checkpoint(warmup).state_dict()
+    assert all(torch.equal(start[name], shared[name]) for name in shared if name.startswith("g_a"))
+    assert pending(config) == [] and run(config) == cards  # nothing to train again
+    warmup.write_bytes(warmup.read_bytes() + b"\0")  # a changed warm-up retrains every lambda
+    assert [t.lmbda for t in pending(config)] == [0.001, 0.1]
+    assert warmup_trial(config, check_data(config)).lmbda == 0.01

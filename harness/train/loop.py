@@ -38,13 +38,15 @@ import torch
 from harness.data.manifest import MANIFEST
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
-from harness.model.card import ModelCard, card_path, write_card
-from harness.model.checkpoint import entropy_path, fingerprint, save_checkpoint
+from harness.model.card import ModelCard, card_path, read_card, write_card
+from harness.model.checkpoint import entropy_path, fingerprint, load_checkpoint, save_checkpoint
 from harness.model.baselines import build_model
 from harness.model.loss import LossConfig, RateDistortionLoss
 from harness.model.network import WeConvene
+from harness.provenance import cpu_name
 
 PAPER_ITERATIONS = 1_500_000
+PAPER_STAGE2_STEPS = 50_000  # the paper's subband-reweighting fine-tune after the 1.5 M steps
 # lr /= 10 at 750 k and every 100 k after, as fractions of the paper's run.
 PAPER_MILESTONES = tuple(m / PAPER_ITERATIONS for m in range(750_000, PAPER_ITERATIONS, 100_000))
 AUX_LR = 1e-3
@@ -79,6 +81,8 @@ class TrialConfig:
     threads: int  # torch intra-op threads (the CPUs of the trial, or of each of its workers)
     workers: int = 1  # DDP workers of the trial (Ray Train); 1: the Tune trial trains by itself
     gpus_per_worker: float = 0.0
+    init: str = ""  # exported model the trial starts from (the sweep's shared warm-up); "": from scratch
+    init_sha256: str = ""  # of that file: part of the inputs, so a new warm-up retrains the trial
 
     @property
     def total_steps(self) -> int:
@@ -92,7 +96,7 @@ class TrialConfig:
         """Hash of what determines the model: reused models must match it exactly."""
         import hashlib
 
-        placement = ("out", "data", "checkpoint_every", "log_every", "threads", "workers", "gpus_per_worker")
+        placement = ("out", "data", "checkpoint_every", "log_every", "threads", "workers", "gpus_per_worker", "init")
         keep = {k: v for k, v in asdict(self).items() if k not in placement}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
@@ -148,11 +152,20 @@ def read_state(path: Path) -> dict:
     return state
 
 
+def _initial_model(config: TrialConfig) -> torch.nn.Module:
+    """A fresh model, or the weights of ``config.init`` (checked against the hash it was planned with)."""
+    if not config.init:
+        return build_model(config.variant)
+    if sha256_file(Path(config.init)) != config.init_sha256:
+        raise HarnessError(f"{config.init} changed since the sweep was planned: run the sweep again")
+    return load_checkpoint(config.init, config.variant).train()
+
+
 class _State:
     """Model, optimisers and scheduler of a trial, and their (de)serialisation."""
 
     def __init__(self, config: TrialConfig) -> None:
-        self.model = build_model(config.variant)
+        self.model = _initial_model(config)
         main = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
         aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
         self.optimizer = torch.optim.Adam(main, lr=config.lr)
@@ -162,6 +175,13 @@ class _State:
         )
         self.step = 0
         self.restored_from: list[int] = []
+        self._earlier_s = 0.0  # training seconds of the trial's earlier runs (before a restore)
+        self._since = time.perf_counter()
+
+    @property
+    def train_s(self) -> float:
+        """Wall seconds this trial has trained, over every restart."""
+        return self._earlier_s + time.perf_counter() - self._since
 
     def save(self, directory: Path) -> None:
         torch.save({
@@ -171,6 +191,7 @@ class _State:
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
             "restored_from": self.restored_from,
+            "train_s": self.train_s,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "python": random.getstate(),
@@ -186,6 +207,7 @@ class _State:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         self.restored_from = [*state["restored_from"], self.step]
+        self._earlier_s, self._since = float(state.get("train_s", 0.0)), time.perf_counter()
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
         _set_numpy_rng_state(state["rng"]["numpy"])
@@ -372,9 +394,10 @@ def _optimizer_to(state: _State, device: torch.device) -> None:
 
 
 def export_model(model: WeConvene, config: TrialConfig, final: dict,
-                 restored_from: list[int] = ()) -> ModelCard:
+                 restored_from: list[int] = (), train_s: float = 0.0, device: str = "") -> ModelCard:
     """Write ``models/<name>.pt`` and its card (the model on the CPU, entropy tables updated);
-    ``final`` holds the last validation metrics. Returns the card."""
+    ``final`` holds the last validation metrics, ``train_s`` and ``device`` how long and on
+    what it trained. Returns the card."""
     models = models_dir(config.out)
     path = models / f"{config.name}.pt"
     save_checkpoint(model, path)
@@ -384,6 +407,7 @@ def export_model(model: WeConvene, config: TrialConfig, final: dict,
         metric=config.metric,
         lmbda=config.lmbda,
         stages={
+            **_warmup_card(config),
             "1": {"steps": config.stage1_steps, "loss": "eq. 1", "lr": config.lr,
                   "milestones": stage1_milestones(config.stage1_steps, config.milestones)},
             "2": _stage2_card(model, config),
@@ -401,9 +425,21 @@ def export_model(model: WeConvene, config: TrialConfig, final: dict,
         final={k: final[k] for k in ("val_bpp", "val_psnr", "val_ms_ssim") if k in final and math.isfinite(final[k])},
         checkpoint=path.name,
         entropy_path=entropy_path(model),
+        train_s=round(train_s, 1),
+        device=device,
     )
     write_card(card, card_path(models, config.name))
     return card
+
+
+def _warmup_card(config: TrialConfig) -> dict:
+    """Stage "0" of a model that started from the sweep's shared warm-up, as the warm-up's card has it."""
+    if not config.init:
+        return {}
+    warmup = read_card(card_path(Path(config.init).parent, Path(config.init).stem))
+    return {"0": {"steps": warmup.stages["1"]["steps"], "loss": "eq. 1", "lr": warmup.stages["1"]["lr"],
+                  "lambda": warmup.lmbda, "train_s": warmup.train_s, "checkpoint_sha256": config.init_sha256,
+                  "note": "shared warm-up: every lambda of the sweep starts from this model"}}
 
 
 def _stage2_card(model: WeConvene, config: TrialConfig) -> dict:
@@ -418,6 +454,9 @@ def _stage2_card(model: WeConvene, config: TrialConfig) -> dict:
 def _export(state: _State, config: TrialConfig, final: dict) -> dict:
     """Export the trained model from the trial's device; returns where it went (for the report)."""
     device = next(state.model.parameters()).device
-    card = export_model(state.model.cpu().eval(), config, final, state.restored_from)
+    where = f"cuda: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else cpu_name()
+    workers = f"{config.workers} x " if config.workers > 1 else ""
+    card = export_model(state.model.cpu().eval(), config, final, state.restored_from, state.train_s,
+                        f"{workers}{where}, {config.threads} thread(s)")
     state.model.to(device).train()
     return {"exported": str(models_dir(config.out) / card.checkpoint)}

@@ -16,7 +16,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from harness.atomic import write_parquet_atomic
@@ -24,10 +24,11 @@ from harness.errors import HarnessError
 from harness.raycluster import connect
 from harness.data.manifest import ShardManifest, require_manifest
 from harness.eval.metrics import MS_SSIM_MIN_SIDE
-from harness.hashing import sha256_bytes
+from harness.hashing import sha256_bytes, sha256_file
 from harness.model.card import ModelCard, card_path, read_card
 from harness.model.baselines import model_config
-from harness.train.loop import PAPER_MILESTONES, TrialConfig, model_name, models_dir, train_trial
+from harness.train.loop import (PAPER_ITERATIONS, PAPER_MILESTONES, PAPER_STAGE2_STEPS, TrialConfig, model_name,
+                                 models_dir, train_trial)
 
 PAPER_LAMBDAS = {
     "mse": (0.0025, 0.0035, 0.0067, 0.013, 0.025, 0.05),
@@ -44,8 +45,8 @@ class SweepConfig:
     metric: str = "mse"
     lambdas: tuple[float, ...] = ()
     variant: str = "3dm-weconvene"
-    stage1_steps: int = 1_500_000
-    stage2_steps: int = 50_000
+    stage1_steps: int = PAPER_ITERATIONS
+    stage2_steps: int = PAPER_STAGE2_STEPS
     batch_size: int = 8
     patch: int = 256
     lr: float = 1e-4
@@ -63,6 +64,9 @@ class SweepConfig:
     val_batches: int = 4
     max_failures: int = 3
     seed: int = 0
+    # Steps of one shared model at the λ range's geometric middle (stage-1 loss, constant lr) that
+    # every λ's trial starts from; 0: each trial from scratch, as the paper trains.
+    warmup_steps: int = 0
 
     def __post_init__(self) -> None:
         """Every check that needs no file: a bad sweep fails before Ray starts."""
@@ -75,8 +79,8 @@ class SweepConfig:
             raise HarnessError(f"every lambda must be a positive number, got {', '.join(f'{b:g}' for b in bad)}")
         if len(set(self.chosen_lambdas)) != len(self.chosen_lambdas):
             raise HarnessError("the lambda list has duplicates")
-        if self.stage1_steps < 1 or self.stage2_steps < 0:
-            raise HarnessError("--stage1-steps must be >= 1 and --stage2-steps >= 0")
+        if self.stage1_steps < 1 or self.stage2_steps < 0 or self.warmup_steps < 0:
+            raise HarnessError("--stage1-steps must be >= 1, --stage2-steps and --warmup-steps >= 0")
         if any(not 0 < f < 1 for f in self.milestones):
             raise HarnessError(f"--milestones are fractions of stage 1 in (0, 1), got {list(self.milestones)}")
         if not (self.lr > 0 and self.w1 >= 0 and self.w2 >= 0):
@@ -123,13 +127,26 @@ def check_data(config: SweepConfig) -> ShardManifest:
     return manifest
 
 
-def trial_configs(config: SweepConfig, data: ShardManifest) -> list[TrialConfig]:
-    """One trial per λ: the sweep's recipe (every field the two configs share) plus λ and paths."""
+def trial_configs(config: SweepConfig, data: ShardManifest, init: Path | None = None) -> list[TrialConfig]:
+    """One trial per λ: the sweep's recipe (every field the two configs share) plus λ and paths;
+    ``init``: the warm-up model every trial starts from."""
     shared = {f.name: getattr(config, f.name) for f in fields(TrialConfig) if hasattr(config, f.name)}
     shared.update(data=str(Path(config.data).resolve()), out=str(Path(config.out).resolve()),
                   data_sha256=data.identity(), threads=max(1, config.cpus_per_trial), workers=config.workers,
                   gpus_per_worker=config.gpus_per_trial / config.workers)
+    if init is not None:
+        shared.update(init=str(init.resolve()), init_sha256=sha256_file(init))
     return [TrialConfig(**{**shared, "lmbda": float(lmbda)}) for lmbda in config.chosen_lambdas]
+
+
+def warmup_trial(config: SweepConfig, data: ShardManifest) -> TrialConfig:
+    """The shared warm-up: one model at the geometric middle of the λ range, stage 1 only at a
+    constant lr, in ``OUT/warmup``."""
+    lambdas = config.chosen_lambdas
+    middle = float(f"{math.sqrt(min(lambdas) * max(lambdas)):.4g}")
+    warmup = replace(config, out=Path(config.out) / "warmup", lambdas=(middle,), stage1_steps=config.warmup_steps,
+                     stage2_steps=0, milestones=(), warmup_steps=0)
+    return trial_configs(warmup, data)[0]
 
 
 def trained_card(trial: TrialConfig) -> ModelCard | None:
@@ -184,9 +201,46 @@ def _metrics_callback(path: Path, totals: dict[float, int]):
     return MetricsCallback()
 
 
+def _exported(trial: TrialConfig) -> Path | None:
+    """The checkpoint of a trained trial (None when it has to run)."""
+    card = trained_card(trial)
+    return None if card is None else card.checkpoint_path(card_path(models_dir(trial.out), trial.name))
+
+
+def pending(config: SweepConfig) -> list[TrialConfig]:
+    """The trials :func:`run` would train (the warm-up among them): those with no model made
+    from the same inputs. Without a trained warm-up, every λ's trial is pending."""
+    data = check_data(config)
+    if not config.warmup_steps:
+        return [t for t in trial_configs(config, data) if trained_card(t) is None]
+    warmup = warmup_trial(config, data)
+    init = _exported(warmup)
+    if init is None:
+        return [warmup, *trial_configs(config, data)]
+    return [t for t in trial_configs(config, data, init) if trained_card(t) is None]
+
+
+def _warm_up(config: SweepConfig, data: ShardManifest) -> Path | None:
+    """Train (or reuse) the sweep's shared warm-up model; its checkpoint, or None without one."""
+    if not config.warmup_steps:
+        return None
+    warmup = warmup_trial(config, data)
+    if _exported(warmup) is None:
+        print(f"train-sweep: warm-up, one model at lambda {warmup.lmbda:g} for {warmup.stage1_steps} steps, "
+              "which every lambda then starts from", flush=True)
+        out = Path(warmup.out)
+        out.mkdir(parents=True, exist_ok=True)
+        _tune(config, [warmup], [warmup], out)
+    init = _exported(warmup)
+    if init is None:
+        raise HarnessError(f"the warm-up failed: see {experiment_dir(Path(warmup.out), [warmup])}; rerun with --resume")
+    return init
+
+
 def run(config: SweepConfig) -> list[ModelCard]:
-    """Train (or reuse) one model per λ; returns their cards in λ order."""
-    trials = trial_configs(config, check_data(config))
+    """Train (or reuse) one model per λ (after the shared warm-up, if any); returns their cards in λ order."""
+    data = check_data(config)
+    trials = trial_configs(config, data, _warm_up(config, data))
     out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     todo = [t for t in trials if trained_card(t) is None]
