@@ -275,3 +275,47 @@ def test_a_codec_without_a_published_curve_says_so_in_fidelity(tmp_path):
     rows = [{**r, "codec": "jpegxl" if r["codec"] == "hevc" else r["codec"]} for r in _rows("kodak", 3, CODECS)]
     build_report(_write(tmp_path / "run", rows), resamples=20)
     assert "same codec: no published kodak curve of jpegxl" in (tmp_path / "run" / "fidelity.md").read_text()
+
+
+def _learned_run(tmp_path: Path, steps: int) -> Path:
+    from harness.eval.summary import RunSummary, write_summary
+
+    codecs = {"vvc": CODECS["vvc"], "jpeg": CODECS["jpeg"], "webp": (1.6, [50, 70, 80, 90], None),
+              "tiny": (0.8, [0.0018, 0.0067, 0.025, 0.1], 1.65e6)}
+    rows = _rows("kodak", 6, codecs)
+    for row in rows:
+        if row["codec"] == "tiny":
+            row["config"] = "sweep-tiny-mse"
+    run_dir = _write(tmp_path / "demo", rows)
+    models = tuple({"curve": "tiny:sweep-tiny-mse", "variant": "tiny", "metric": "mse", "lambda": lmbda,
+                    "params": 1_653_260, "steps": steps, "batch_size": 8, "patch": 64, "train_s": 90.0 + i,
+                    "device": "cpu: Test CPU, 1 thread(s)", "data": "704 training patches of 128x128 from 49 images"}
+                   for i, lmbda in enumerate(codecs["tiny"][1]))
+    write_summary(RunSummary(run_dir=str(run_dir), profile="quick", datasets=("kodak",), cells=len(rows),
+                             computed=len(rows), reused=0, errors=0, codecs=(), unavailable=(), first_errors=(),
+                             finished_at="2026-12-02T00:00:00Z", curves={}, models=models), run_dir)
+    build_report(run_dir, resamples=50)
+    return run_dir
+
+
+def test_readme_opens_with_the_learned_models_their_scale_and_standing(tmp_path):
+    readme = (_learned_run(tmp_path, steps=150) / "README.md").read_text()
+    opening = readme.split("## This run")[0]
+    assert opening.startswith("# Leaderboard run `demo`\n\n## Learned models")
+    assert "**Demo scale: these are not the paper's models.** Each trained for at most 150 steps" in opening
+    assert "1,550,000" in opening and "harness rerun --plan schedule/paper.toml --address" in opening
+    row = next(line for line in opening.splitlines() if line.startswith("| `tiny:sweep-tiny-mse`"))
+    assert "1.65 M" in row and "0.0018, 0.0067, 0.025, 0.1" in row and "150 (8 x 64²)" in row
+    assert "1.5 min per model (6.1 in all) on cpu: Test CPU, 1 thread(s)" in row and "from 49 images" in row
+    standing = next(line for line in opening.splitlines() if line.startswith("| kodak | tiny |"))
+    header = next(line for line in opening.splitlines() if line.startswith("| Dataset | Learned curve |"))
+    values = dict(zip(header.strip("| ").split(" | ")[2:], standing.strip("| ").split(" | ")[2:]))
+    # The rate factors make the true BD-rates 0.8 / factor - 1.
+    for codec, factor in (("jpeg", 2.5), ("webp", 1.6), ("vvc", 1.0)):
+        assert float(values[f"vs {codec}"].rstrip(" %")) == pytest.approx(100 * (0.8 / factor - 1), abs=1.0)
+
+
+def test_models_at_the_papers_length_are_not_called_demo_scale(tmp_path, report_dir):
+    readme = (_learned_run(tmp_path, steps=1_550_000) / "README.md").read_text()
+    assert "Demo scale" not in readme and "the paper's recipe length" in readme
+    assert "## Learned models" not in (report_dir / "README.md").read_text()  # no run.json: nothing to say

@@ -29,7 +29,7 @@ from harness import __version__
 from harness.codecs.base import Codec, CodecUnavailable
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
-from harness.model.card import read_card
+from harness.model.card import ModelCard, read_card
 
 # Per worker process: checkpoint sha256 -> (model, fingerprint), and fingerprint -> model.
 _MODELS: dict[str, tuple[Any, str]] = {}
@@ -144,30 +144,70 @@ class Learned(Codec):
             return decode(_BY_FINGERPRINT[fingerprint], bitstream, digest=fingerprint)
 
 
-def sweep_configs(models_dir: Path) -> list:
-    """One :class:`CodecConfig` per (variant, metric) of the checkpoints in ``models_dir``."""
-    from harness.codecs.config import CodecConfig
+def _curves(models_dir: Path) -> dict[tuple[str, str], list[tuple[ModelCard, Path]]]:
+    """The cards of ``models_dir`` (each with its checkpoint) grouped by curve: (codec id, metric)."""
     from harness.model.baselines import codec_id
 
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         raise HarnessError(f"--models {models_dir} is not a folder (expected train-sweep's OUT/models)")
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    groups: dict[tuple[str, str], list[tuple[ModelCard, Path]]] = {}
     for path in sorted(models_dir.glob("*.json")):
         card = read_card(path)
         checkpoint = card.checkpoint_path(path)
         if not checkpoint.is_file():
             raise HarnessError(f"{path} names {checkpoint.name}, which is missing")
-        key = (codec_id(card.variant), card.metric)
-        group = groups.setdefault(key, {"variant": key[0], "metric": key[1], "params": card.params, "checkpoints": {}})
-        group["checkpoints"][_point_key(card.lmbda)] = [str(checkpoint.resolve()), sha256_file(checkpoint)]
-        group["params"] = max(group["params"], card.params)
+        groups.setdefault((codec_id(card.variant), card.metric), []).append((card, checkpoint))
     if not groups:
         raise HarnessError(f"{models_dir} holds no train-sweep models (*.pt with a .json card)")
+    return groups
+
+
+def _config_name(models_dir: Path, metric: str, curves: int) -> str:
+    """The sweep folder's name (``-<metric>`` added when the folder holds curves of two metrics)."""
     name = (models_dir.parent if models_dir.name == "models" else models_dir).name
+    return name if curves == 1 else f"{name}-{metric}"
+
+
+def sweep_configs(models_dir: Path) -> list:
+    """One :class:`CodecConfig` per (variant, metric) of the checkpoints in ``models_dir``."""
+    from harness.codecs.config import CodecConfig
+
+    groups = _curves(models_dir)
     configs = []
-    for (variant, metric), settings in sorted(groups.items()):
+    for (variant, metric), points in sorted(groups.items()):
+        settings = {"variant": variant, "metric": metric, "params": max(card.params for card, _ in points),
+                    "checkpoints": {_point_key(card.lmbda): [str(checkpoint.resolve()), sha256_file(checkpoint)]
+                                    for card, checkpoint in points}}
         ladder = tuple(sorted(float(k) for k in settings["checkpoints"]))
-        config = name if len(groups) == 1 else f"{name}-{metric}"
-        configs.append(CodecConfig(variant, config, ladder, json.dumps(settings, sort_keys=True)))
+        configs.append(CodecConfig(variant, _config_name(Path(models_dir), metric, len(groups)), ladder,
+                                   json.dumps(settings, sort_keys=True)))
     return configs
+
+
+def model_points(models_dir: Path) -> list[dict[str, Any]]:
+    """How each model of ``models_dir`` was made, from its card, as the report describes it:
+    one dict per point, ``curve`` being the leaderboard's ``codec:config``."""
+    from harness.data.manifest import require_manifest
+
+    groups = _curves(models_dir)
+    points = []
+    for (variant, metric), cards in sorted(groups.items()):
+        curve = f"{variant}:{_config_name(Path(models_dir), metric, len(groups))}"
+        for card, _ in sorted(cards, key=lambda pair: pair[0].lmbda):
+            try:
+                manifest = require_manifest(Path(card.data))
+                totals = manifest.totals
+                data = (f"{totals['train_patches']} training patches of {manifest.patch}x{manifest.patch} from "
+                        f"{totals['images']} images ({', '.join(manifest.per_source) or ', '.join(manifest.sources)})")
+            except (HarnessError, KeyError):
+                data = f"shards {card.data} (no longer readable)"
+            points.append({
+                "curve": curve, "variant": card.variant, "metric": card.metric, "lambda": card.lmbda,
+                "params": card.params, "steps": sum(int(stage["steps"]) for stage in card.stages.values()),
+                "batch_size": card.batch_size, "patch": card.patch, "train_s": card.train_s, "device": card.device,
+                "warmup_s": float(card.stages.get("0", {}).get("train_s", 0.0)),
+                "warmup_steps": int(card.stages.get("0", {}).get("steps", 0)),
+                "data": data, **card.final,
+            })
+    return points

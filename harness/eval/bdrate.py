@@ -31,9 +31,12 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Method = Literal["pchip", "cubic"]
 Kind = Literal["rate", "quality"]
@@ -230,6 +233,21 @@ class PerImageCurves:
         # Drop missing points only: an infinite PSNR must still flag the curve.
         keep = ~np.isnan(self.rate[row]) & ~np.isnan(self.quality[row])
         return RDCurve.of(self.rate[row][keep], self.quality[row][keep])
+
+
+def per_image_curves(rows: "pd.DataFrame", images: list[str], column: str) -> PerImageCurves:
+    """The rows of one curve as a PerImageCurves: ``images`` in this order, ``column`` as quality."""
+    qualities = sorted(rows["quality"].unique())
+
+    def matrix(values: str) -> np.ndarray:
+        table = rows.pivot_table(index="image", columns="quality", values=values, aggfunc="mean", dropna=False)
+        return table.reindex(index=images, columns=qualities).to_numpy(dtype=float)
+
+    rate, quality = matrix("bpp"), matrix(column)
+    # A point averages the images that have both numbers, so rate and quality
+    # always describe the same set of images.
+    both = np.isfinite(rate) & ~np.isnan(quality)
+    return PerImageCurves(np.where(both, rate, np.nan), np.where(both, quality, np.nan))
 
 
 @dataclass(frozen=True)

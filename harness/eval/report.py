@@ -34,9 +34,12 @@ from harness.atomic import write_atomic
 from harness.errors import HarnessError
 from harness.slug import slug
 from harness.eval import plots, tables
+from harness.eval.models import learned_section
+from harness.eval.summary import RUN_FILE, read_summary
+from harness.eval.tables import curve_labels
 from harness.eval.results import RESULTS_FILE, read as read_results
 from harness.eval.anchors import ANCHORS_DIR, anchor_bdrate_table, load_published_curves, load_table1
-from harness.eval.bdrate import PerImageCurves, bd_quality, bd_rate, bootstrap_ci
+from harness.eval.bdrate import PerImageCurves, bd_quality, bd_rate, bootstrap_ci, per_image_curves
 from harness.eval.metrics import CURVES, JPEG_AI_CURVES, METRICS as MEASURES, curve_columns
 
 METRICS = CURVES
@@ -107,35 +110,11 @@ def resolve_anchor(ok: pd.DataFrame, anchor: str) -> tuple[Anchor, str]:
     return Anchor(codec, chosen), note
 
 
-def _labels(ok: pd.DataFrame) -> dict[tuple[str, str], str]:
-    """Codec id alone when it has one config in the run, else ``codec (config)``."""
-    pairs = ok[["codec", "config"]].drop_duplicates()
-    counts = pairs["codec"].value_counts()
-    return {
-        (r.codec, r.config): r.codec if counts[r.codec] == 1 or not r.config else f"{r.codec} ({r.config})"
-        for r in pairs.itertuples()
-    }
-
-
-def _per_image(rows: pd.DataFrame, images: list[str], column: str) -> PerImageCurves:
-    qualities = sorted(rows["quality"].unique())
-
-    def matrix(values: str) -> np.ndarray:
-        table = rows.pivot_table(index="image", columns="quality", values=values, aggfunc="mean", dropna=False)
-        return table.reindex(index=images, columns=qualities).to_numpy(dtype=float)
-
-    rate, quality = matrix("bpp"), matrix(column)
-    # A point averages the images that have both numbers, so rate and quality
-    # always describe the same set of images.
-    both = np.isfinite(rate) & ~np.isnan(quality)
-    return PerImageCurves(np.where(both, rate, np.nan), np.where(both, quality, np.nan))
-
-
 def compute_bdrates(
     ok: pd.DataFrame, anchor: Anchor, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Summary rows (one per dataset × curve × metric) and per-image rows."""
-    labels = _labels(ok)
+    labels = curve_labels(ok)
     summary, per_image = [], []
     measured = measured_metrics(ok)
     for dataset, rows in ok.groupby("dataset", sort=True):
@@ -149,11 +128,11 @@ def compute_bdrates(
                     "anchor": f"{anchor.codec}:{anchor.config}", "metric": metric,
                     "is_anchor": (codec, config) == (anchor.codec, anchor.config),
                 }
-                test = _per_image(curve_rows, images, column)
+                test = per_image_curves(curve_rows, images, column)
                 if anchor_rows.empty:
                     summary.append(_summary_row(base, test, None, None, None, None, ANCHOR_MISSING))
                     continue
-                reference = _per_image(anchor_rows, images, column)
+                reference = per_image_curves(anchor_rows, images, column)
                 mean_ref, mean_test = reference.mean_curve(), test.mean_curve()
                 rate = bd_rate(mean_ref, mean_test)
                 cubic = bd_rate(mean_ref, mean_test, "cubic")
@@ -226,7 +205,7 @@ def fidelity_summary(ok: pd.DataFrame, published: list) -> pd.DataFrame:
     """Measured curves against published ones on the same dataset: the
     published curve of the same codec (does the harness reproduce it?) and
     the published VTM curve (where does it land against the paper's anchor?)."""
-    labels = _labels(ok)
+    labels = curve_labels(ok)
     rows = []
     for (dataset, codec, config), curve_rows in ok.groupby(["dataset", "codec", "config"], sort=True):
         here = [p for p in published if p.dataset == dataset]
@@ -236,7 +215,7 @@ def fidelity_summary(ok: pd.DataFrame, published: list) -> pd.DataFrame:
             continue
         for metric in PUBLISHED_METRICS:
             column = METRICS[metric][0]
-            points = _per_image(curve_rows, sorted(curve_rows["image"].unique()), column).mean_curve()
+            points = per_image_curves(curve_rows, sorted(curve_rows["image"].unique()), column).mean_curve()
             row = {"dataset": dataset, "codec": codec, "config": config, "label": labels[(codec, config)], "metric": metric}
             for key, reference in (("same_codec", twin), ("vtm", vtm)):
                 curve = reference.curve(metric) if reference else None
@@ -252,7 +231,7 @@ def fidelity_summary(ok: pd.DataFrame, published: list) -> pd.DataFrame:
 
 def timing_summary(ok: pd.DataFrame) -> pd.DataFrame:
     """Mean and median encode/decode seconds per image encode, with device(s)."""
-    labels = _labels(ok)
+    labels = curve_labels(ok)
     out = []
     for (dataset, codec, config), rows in ok.groupby(["dataset", "codec", "config"], sort=True):
         out.append({
@@ -266,7 +245,7 @@ def timing_summary(ok: pd.DataFrame) -> pd.DataFrame:
 
 def params_summary(ok: pd.DataFrame) -> pd.DataFrame:
     """Parameters in millions for learned models (rows whose ``params`` is set)."""
-    labels = _labels(ok)
+    labels = curve_labels(ok)
     learned = ok[ok["params"].notna()]
     out = [
         {"codec": codec, "config": config, "label": labels[(codec, config)],
@@ -290,7 +269,7 @@ def _write_frame(path: Path, frame: pd.DataFrame) -> None:
 
 def _plots(run_dir: Path, ok: pd.DataFrame, anchor: Anchor, per_image: pd.DataFrame, published: list,
            rd_plots: tuple[str, ...]) -> dict[str, list[str]]:
-    labels = _labels(ok)
+    labels = curve_labels(ok)
     written: dict[str, list[str]] = {}
     drawn = [metric for metric in measured_metrics(ok) if metric in rd_plots]
     for dataset, rows in ok.groupby("dataset", sort=True):
@@ -301,7 +280,7 @@ def _plots(run_dir: Path, ok: pd.DataFrame, anchor: Anchor, per_image: pd.DataFr
             curves = []
             for (codec, config), curve_rows in rows.groupby(["codec", "config"], sort=True):
                 # The same averaged points that the BD-rates are computed from.
-                mean = _per_image(curve_rows, images, column).mean_curve()
+                mean = per_image_curves(curve_rows, images, column).mean_curve()
                 curves.append(
                     plots.PlotCurve(labels[(codec, config)], mean.rate, mean.quality,
                                     anchor=(codec, config) == (anchor.codec, anchor.config))
@@ -409,9 +388,11 @@ def build_report(
     _write_text(run_dir / "anchors-bdrate.md", anchors_md)
     _write_frame(run_dir / "bdrate_per_image.parquet", per_image)
     figures = _plots(run_dir, ok, chosen, per_image, [p for p in published if p.plot], rd_plots)
+    models = read_summary(run_dir).models if (run_dir / RUN_FILE).is_file() else ()
     _write_text(
         run_dir / "README.md",
-        _readme(run_dir, results, errors, bd_md, timing_md, params_md, fidelity_md, anchors_md, figures),
+        _readme(run_dir, results, errors, learned_section(ok, models), bd_md, timing_md, params_md, fidelity_md,
+                anchors_md, figures),
     )
     return summary
 
@@ -421,7 +402,8 @@ def _demote(markdown: str) -> str:
     return re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", markdown, flags=re.MULTILINE)
 
 
-def _readme(run_dir, results, errors, bd_md, timing_md, params_md, fidelity_md, anchors_md, figures) -> str:
+def _readme(run_dir, results, errors, learned_md, bd_md, timing_md, params_md, fidelity_md, anchors_md,
+            figures) -> str:
     def distinct(column: str) -> str:
         if column not in results.columns:
             return "?"
@@ -430,6 +412,7 @@ def _readme(run_dir, results, errors, bd_md, timing_md, params_md, fidelity_md, 
     lines = [
         f"# Leaderboard run `{run_dir.name}`",
         "",
+        *([learned_md, "## This run", ""] if learned_md else []),
         f"- results: `results.parquet`, {len(results)} rows ({len(results) - len(errors)} ok, {len(errors)} error)",
         f"- datasets: {distinct('dataset')}; codecs: {distinct('codec')}",
         f"- harness {distinct('harness_version')}, commit {distinct('git_commit')}; devices: {distinct('device')}",

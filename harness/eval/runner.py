@@ -22,7 +22,6 @@ row with status ``error`` and the one-line reason; it never stops other cells.
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ from harness.eval import results as table
 from harness.eval.metrics import DEFAULT_METRICS, METRICS, measure, resolve_curves, resolve_metrics
 from harness.eval.summary import RUN_FILE, CodecSummary, RunSummary, read_summary, write_summary
 from harness.hashing import sha256_bytes, sha256_file
-from harness.provenance import git_commit
+from harness.provenance import cpu_name, git_commit
 from harness.raycluster import as_completed, connect, one_line
 from harness.slug import slug
 
@@ -224,16 +223,6 @@ def plan(config: LeaderboardConfig) -> Plan:
 _PROBED: dict[tuple[str, str], str] = {}
 
 
-def _device() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), model)
-    except OSError:
-        pass
-    return f"cpu: {model}"
-
-
 def evaluate_cell(image_bytes: bytes, suffix: str, codec: CodecConfig, quality: float,
                   metrics: tuple[str, ...] = ("core",), bitstream: bytes | None = None) -> dict[str, Any]:
     """Encode, decode and measure one cell (``metrics``: names of
@@ -242,7 +231,7 @@ def evaluate_cell(image_bytes: bytes, suffix: str, codec: CodecConfig, quality: 
     the bitstream under ``_bitstream`` for the driver to store."""
     from harness.images import load_rgb
 
-    row: dict[str, Any] = {"device": _device(), "status": "error", "error": None}
+    row: dict[str, Any] = {"device": cpu_name(), "status": "error", "error": None}
     try:
         instance = codec_class(codec.codec)(codec.settings)
         key = (codec.codec, codec.settings_json)
@@ -322,8 +311,9 @@ class CellWorker:
 
 
 def _learned_workers(cells: int, gpus_per_model: float) -> list:
-    """Learned-codec actors: half the cluster's slots (at most one per cell), so classical
-    cells keep running beside them; they are killed once their cells are done.
+    """Learned-codec actors: one per slot of the cluster (at most one per cell). They take
+    the learned cells, which are submitted first, and are killed once those are done; the
+    classical cells then run in the freed slots.
 
     A node that dies takes its actors along; Ray restarts them elsewhere and retries
     their pending cells (``max_restarts``/``max_task_retries``)."""
@@ -334,7 +324,7 @@ def _learned_workers(cells: int, gpus_per_model: float) -> list:
     resources = ray.cluster_resources()
     slots = resources.get("GPU", 0) / gpus_per_model if gpus_per_model else resources.get("CPU", 1)
     actor = ray.remote(num_cpus=1, num_gpus=gpus_per_model, max_restarts=-1, max_task_retries=3)(CellWorker)
-    return [actor.remote() for _ in range(max(1, min(cells, int(slots) // 2)))]
+    return [actor.remote() for _ in range(max(1, min(cells, int(slots))))]
 
 
 def _store_bitstream(run_dir: Path, row: dict[str, Any], data: bytes) -> None:
@@ -370,6 +360,9 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
     rows = [_full_row(cell, {"status": "error", "error": reason, "created_at": now})
             for cell, reason in plan_.unreadable.items()]
     jobs = [Job(cell) for cell in plan_.todo] + [Job(cell, row=row) for cell, row in plan_.remeasure]
+    # Learned cells first: their actors hold every slot until those cells are done, then the
+    # classical cells get the freed slots, so no CPU idles while one actor finishes a curve.
+    jobs.sort(key=lambda job: not _is_learned(job.cell))
     if not jobs:
         _save(plan_, rows)
         return rows
@@ -441,6 +434,8 @@ def _curves(frame: pd.DataFrame, bdrate: pd.DataFrame | None) -> dict[str, dict[
 
 def _summary(plan_: Plan, rows: list[dict[str, Any]], config: LeaderboardConfig,
              curves: dict[str, dict[str, float]]) -> RunSummary:
+    from harness.codecs.learned import model_points
+
     frame = _frame(plan_.reused + rows)
     codecs = []
     for label, version in plan_.versions.items():
@@ -458,6 +453,7 @@ def _summary(plan_: Plan, rows: list[dict[str, Any]], config: LeaderboardConfig,
         unavailable=tuple({"codec": k, "reason": v} for k, v in plan_.unavailable.items()),
         first_errors=tuple(sorted(set(errors["error"].astype(str)))[:5]),
         finished_at=pd.Timestamp.now(tz="UTC").isoformat(), curves=curves,
+        models=tuple(point for folder in config.models for point in model_points(folder)),
     )
 
 

@@ -47,6 +47,8 @@ class RunSummary:
     curves: dict[str, dict[str, float]]
     remeasured: int = 0  # of the reused rows, those completed with more --metrics from their stored bitstreams
     metrics: tuple[str, ...] = ()  # the --metrics this run measured with (empty in run.json files before them)
+    # one per learned model (harness.codecs.learned.model_points): curve, variant, λ, params, steps, train_s, data...
+    models: tuple[dict[str, Any], ...] = ()
 
     @property
     def codec_versions(self) -> dict[str, str]:
@@ -59,7 +61,7 @@ class RunSummary:
     def from_json(cls, data: dict[str, Any]) -> "RunSummary":
         values = {f.name: data[f.name] for f in fields(cls) if f.name in data or f.default is MISSING}
         values["codecs"] = tuple(CodecSummary(**c) for c in values["codecs"])
-        for key in ("datasets", "unavailable", "first_errors", "metrics"):
+        for key in ("datasets", "unavailable", "first_errors", "metrics", "models"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)

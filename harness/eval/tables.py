@@ -242,3 +242,13 @@ def metric_table(bd: pd.DataFrame, metrics: tuple[str, ...]) -> str:
                     cells.append(fmt_bd(row["bd_rate_pct"], row["reliable"], row["ci95_low"], row["ci95_high"]))
             rows.append(cells)
     return markdown_table(header, rows)
+
+
+def curve_labels(ok: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """Codec id alone when it has one config in the run, else ``codec (config)``."""
+    pairs = ok[["codec", "config"]].drop_duplicates()
+    counts = pairs["codec"].value_counts()
+    return {
+        (r.codec, r.config): r.codec if counts[r.codec] == 1 or not r.config else f"{r.codec} ({r.config})"
+        for r in pairs.itertuples()
+    }
