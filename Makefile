@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 test: setup
 	$(VENV)/bin/python -m pytest -q
 
-# The README demo: every available codec on the vendored Kodak set, quick profile (<15 min on 2 cores).
+# The README demo: the whole pipeline at demo scale (schedule/demo.toml; <15 min on 2 cores):
+# shards from ../shared/data/photos, two learned λ sweeps, the Kodak leaderboard, the report.
 demo: setup
-	$(VENV)/bin/harness leaderboard --dataset kodak --profile quick --run kodak-quick
+	$(VENV)/bin/harness rerun --plan schedule/demo.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache

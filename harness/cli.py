@@ -463,6 +463,8 @@ def _add_train_sweep(sub) -> None:
     _option(parser, "--variant", sweep, _VARIANT_HELP)
     _option(parser, "--stage1-steps", sweep, "stage-1 iterations (paper: 1.5M)", type=int)
     _option(parser, "--stage2-steps", sweep, "stage-2 (reweighted) iterations", type=int)
+    _option(parser, "--warmup-steps", sweep, "steps of one shared model at the middle lambda that every lambda "
+            "starts from (0: from scratch, as the paper)", type=int)
     _option(parser, "--batch-size", sweep, "patches per step, split over a trial's workers", type=int)
     _option(parser, "--patch", sweep, "training crop side in pixels", type=int)
     _option(parser, "--lr", sweep, "Adam learning rate (paper 1e-4)", type=float)
@@ -516,6 +518,7 @@ def _add_rerun(sub) -> None:
     _option(parser, "--bd-rate-threshold", rerun, "BD-rate increase (percentage points) flagged as a regression",
             type=float)
     _option(parser, "--time-threshold", rerun, "relative encode/decode slow-down flagged as a regression", type=float)
+    _flag(parser, "--no-progress", "progress", "no progress bars (stage and training lines stay)", False)
 
     def handle(args: argparse.Namespace) -> int:
         from harness.rerun.pipeline import run

@@ -54,12 +54,51 @@ def test_bad_plans_are_clear_errors(tmp_path, text, message):
 
 def test_plan_paths_are_relative_to_the_plan(tmp_path):
     (tmp_path / "plans").mkdir()
+    (tmp_path / "photos").mkdir()
     path = tmp_path / "plans" / "p.toml"
     path.write_text('name="n"\n[data]\nsources=["folder:../photos", "clic-train"]\n[leaderboard]\nmodels=["m"]\n')
     plan = load_plan(path)
     assert plan.prepare.sources == (f"folder:{tmp_path / 'photos'}", "clic-train")
     assert plan.leaderboard.models == (tmp_path / "plans" / "m",)
     assert plan.report_dir == tmp_path / "plans" / "reports" / "n"
+
+
+def test_a_missing_source_folder_stops_the_plan_with_one_line_naming_it(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('name="n"\n[data]\nsources=["clic-train", "folder:photos"]\n[leaderboard]\n')
+    with pytest.raises(HarnessError) as error:
+        load_plan(path)
+    message = str(error.value)
+    assert "\n" not in message and f"{tmp_path / 'photos'} is not a folder" in message
+    assert "'folder:photos'" in message and "set sources in the plan's [data] section" in message
+
+
+def test_sweep_defaults_give_every_sweep_one_recipe_that_a_sweep_may_override(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('name="n"\n[sweep_defaults]\nlambdas=[0.01, 0.1]\nstage1_steps=7\n'
+                    '[[sweep]]\nvariant="tiny"\n[[sweep]]\nvariant="compressai:mbt2018-mean?N=64,M=96"\n'
+                    'stage1_steps=9\n[leaderboard]\n')
+    tiny, baseline = load_plan(path).sweeps
+    assert tiny.lambdas == baseline.lambdas == (0.01, 0.1)
+    assert (tiny.stage1_steps, baseline.stage1_steps) == (7, 9)
+    assert baseline.out == tmp_path / "runs" / "n" / "sweep-compressai_mbt2018-mean_N_64_M_96-mse"
+    path.write_text('name="n"\n[sweep_defaults]\nlambda=0.1\n[leaderboard]\n')
+    with pytest.raises(HarnessError, match="\\[sweep_defaults\\]: unknown key\\(s\\) lambda"):
+        load_plan(path)
+
+
+def test_demo_plan_trains_both_learned_codecs_under_one_recipe_on_the_shared_photos(shared_dir):
+    plan = load_plan(REPO / "schedule" / "demo.toml")
+    assert plan.prepare.sources == (f"folder:{(shared_dir / 'data' / 'photos').resolve()}",)
+    tiny, baseline = plan.sweeps
+    assert (tiny.variant, baseline.variant) == ("tiny", "compressai:mbt2018-mean?N=64,M=96")
+    assert len(tiny.lambdas) >= 3 and tiny.data == baseline.data == plan.shards_dir
+    differ = {f for f in tiny.__dataclass_fields__ if getattr(tiny, f) != getattr(baseline, f)}
+    assert differ == {"variant", "out"}
+    board = plan.leaderboard
+    assert {"jpeg", "webp", "jpeg2000", "jpegxl"} <= set(board.codecs) and board.datasets == ("kodak",)
+    assert set(board.models) == {tiny.out / "models", baseline.out / "models"}
+    assert load_plan(REPO / "schedule" / "paper.toml").sweeps[0].stage1_steps == 1_500_000
 
 
 def test_plan_chooses_metrics_and_rd_plots(tmp_path):

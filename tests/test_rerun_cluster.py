@@ -4,6 +4,7 @@ node killed during the first run, then incremental reruns."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -98,4 +99,11 @@ def test_rerun_job_survives_a_killed_node_and_reruns_incrementally(tmp_path, pho
     history = pd.read_parquet(report / "runs.parquet")
     webp_cells = len(pd.read_parquet(report / "results.parquet").query("codec == 'webp'"))
     assert list(history["cells_computed"]) == [cells, 0, webp_cells] and webp_cells > 0, more[-2000:]
+    assert list(history["steps_trained"]) == [2 * 8, 0, 0] and "0 training steps" in again
     assert (report / "bdrate.md").is_file() and (report / "changes.md").is_file()
+    # The report opens with what the models are; their cards say how long and where they trained.
+    cards = [json.loads(path.read_text()) for path in (tmp_path / "work" / "sweep-tiny-mse" / "models").glob("*.json")]
+    assert len(cards) == 2 and all(card["train_s"] > 0 and card["device"].startswith("cpu: ") for card in cards)
+    readme = (report / "README.md").read_text()
+    assert readme.index("## Learned models") < readme.index("## This run")
+    assert "at most 8 steps" in readme and "| kodak | tiny | " in readme

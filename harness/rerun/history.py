@@ -1,7 +1,8 @@
 """Run history of a scheduled report: ``<report>/runs.parquet``, one row per rerun.
 
 Each row records when and from which commit the rerun ran, the codec versions it
-saw, how many result cells it computed, reused and lost to errors, its wall time,
+saw, how many result cells it computed, reused and lost to errors, how many training
+steps it ran, its wall time,
 and a per-curve summary (BD-rate vs the anchor, mean encode/decode seconds). The
 summary of the newest run is compared with the previous one to flag regressions.
 """
@@ -33,6 +34,7 @@ class RunRecord:
     codec_versions: dict[str, str] = field(default_factory=dict)
     # curve label -> {"bd_rate": %, "enc_s": s, "dec_s": s}; NaN where not computable.
     curves: dict[str, dict[str, float]] = field(default_factory=dict)
+    steps_trained: int = 0  # training steps the rerun's sweeps ran (0 when every model was reused)
 
 
 @dataclass(frozen=True)

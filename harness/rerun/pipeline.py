@@ -42,6 +42,7 @@ class RerunConfig:
     python: str = sys.executable  # interpreter that runs the job on the head node
     bd_rate_threshold: float = 1.0  # percentage points of BD-rate that count as a regression
     time_threshold: float = 0.2  # relative slow-down that counts as a regression
+    progress: bool = True  # progress bars of prepare-data and the leaderboard (off in a submitted job's logs)
 
 
 def run(config: RerunConfig) -> RunRecord | None:
@@ -64,6 +65,7 @@ def submit(config: RerunConfig) -> None:
     entrypoint = " ".join(shlex.quote(part) for part in [
         config.python, "-m", "harness", "rerun", "--plan", str(plan.path), "--wait", f"{config.wait_s:g}",
         "--bd-rate-threshold", f"{config.bd_rate_threshold:g}", "--time-threshold", f"{config.time_threshold:g}",
+        "--no-progress",
     ])
     submission_id = f"harness-rerun-{plan.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}"
     deadline = time.monotonic() + SUBMIT_PATIENCE_S
@@ -97,16 +99,29 @@ def run_here(config: RerunConfig) -> RunRecord:
     """Run the plan's stages here (inside a Ray Job on a cluster); returns the history row."""
     from harness.data.shards import run as prepare
     from harness.eval.runner import run as leaderboard
+    from harness.train.sweep import pending
     from harness.train.sweep import run as sweep
 
-    plan = load_plan(config.plan)
+    plan = load_plan(config.plan, progress=config.progress)
+    stages = [*(["prepare-data"] if plan.prepare else []), *(f"train-sweep {s.variant}" for s in plan.sweeps),
+              "leaderboard"]
+
+    def stage(name: str) -> None:
+        print(f"rerun {plan.name} [{stages.index(name) + 1}/{len(stages)}] {name} "
+              f"({time.time() - started:.0f} s so far)", flush=True)
+
     with report_lock(plan.report_dir, wait_s=config.wait_s):
         started = time.time()
         connect(log_to_driver=True)
         if plan.prepare is not None:
+            stage("prepare-data")
             prepare(plan.prepare)
+        steps = 0
         for sweep_config in plan.sweeps:
+            stage(f"train-sweep {sweep_config.variant}")
+            steps += sum(trial.total_steps for trial in pending(sweep_config))
             sweep(sweep_config)
+        stage("leaderboard")
         summary = leaderboard(plan.leaderboard)
         record = RunRecord(
             run_id=f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}",
@@ -117,6 +132,7 @@ def run_here(config: RerunConfig) -> RunRecord:
             cells_computed=summary.computed,
             cells_reused=summary.reused,
             cells_failed=summary.errors,
+            steps_trained=steps,
             codec_versions=summary.codec_versions,
             curves=summary.curves,
         )
@@ -124,12 +140,14 @@ def run_here(config: RerunConfig) -> RunRecord:
         changes = compare_last_two(history, config.bd_rate_threshold, config.time_threshold)
         changes_md = (
             f"Run {record.run_id} ({len(history)} runs in runs.parquet): {record.cells_computed} cells computed, "
-            f"{record.cells_reused} reused, {record.cells_failed} failed.\n\n" + changes_markdown(changes)
+            f"{record.cells_reused} reused, {record.cells_failed} failed; {record.steps_trained} training steps.\n\n"
+            + changes_markdown(changes)
         )
         (plan.report_dir / "changes.md").write_text("# Changes since the previous run\n\n" + changes_md)
         with open(plan.report_dir / "README.md", "a") as readme:
             readme.write("\n## Changes since the previous run\n\n" + changes_md)
         regressions = [c for c in changes if c.regression]
-        print(f"rerun {plan.name}: {record.cells_computed} cells computed, {record.cells_reused} reused, "
-              f"{record.cells_failed} failed; {len(regressions)} regression(s) -> {plan.report_dir}", flush=True)
+        print(f"rerun {plan.name}: {record.steps_trained} training steps, {record.cells_computed} cells computed, "
+              f"{record.cells_reused} reused, {record.cells_failed} failed; {len(regressions)} regression(s) in "
+              f"{record.wall_s:.0f} s -> {plan.report_dir}", flush=True)
     return record

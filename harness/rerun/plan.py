@@ -10,9 +10,11 @@ sources = ["folder:photos"]       # PrepareConfig / PatchRecipe field names
 patch = 64
 resize = 256                      # or "none"
 
+[sweep_defaults]                  # optional: keys every [[sweep]] starts from (one recipe for all)
+lambdas = [0.0067, 0.05]
+
 [[sweep]]                         # optional, repeatable: harness train-sweep
 variant = "tiny"                  # SweepConfig field names; data defaults to [data]'s shards
-lambdas = [0.0067, 0.05]
 
 [leaderboard]                     # harness leaderboard (LeaderboardConfig field names)
 datasets = ["kodak"]
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.configs import build, field_names
 from harness.errors import HarnessError
+from harness.slug import slug
 
 if TYPE_CHECKING:
     from harness.data.shards import PrepareConfig
@@ -79,6 +82,20 @@ def _resolve(base: Path, key: str, value: Any) -> Any:
     return (base / value).resolve()
 
 
+def _check_folders(path: Path, written: list[str], resolved: list[str]) -> None:
+    """A ``folder:`` source that is not there stops the plan before any stage starts, saying
+    which folder and how to point the plan elsewhere."""
+    def listed(value):
+        return [value] if isinstance(value, str) else list(value)
+
+    for spec, full in zip(listed(written), listed(resolved)):
+        folder = Path(full[len("folder:"):]) if full.startswith("folder:") else None
+        if folder is not None and not folder.is_dir():
+            raise HarnessError(
+                f"plan {path}: [data] source {spec!r} is missing ({folder} is not a folder); put the images there, "
+                "or set sources in the plan's [data] section to folder:PATH of your own images (relative to the plan)")
+
+
 def _section(raw: Any, where: str, allowed: set[str], base: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise HarnessError(f"plan section {where} must be a table")
@@ -95,10 +112,11 @@ def _sweep(values: dict[str, Any], where: str, shards_dir: Path, work_dir: Path)
     config = build(SweepConfig, {"data": shards_dir, "resume": "auto", **values}, where)
     if "out" in values:
         return config
-    return replace(config, out=work_dir / f"sweep-{config.variant}-{config.metric}")
+    return replace(config, out=work_dir / slug(f"sweep-{config.variant}-{config.metric}"))
 
 
-def load_plan(path: str | Path) -> Plan:
+def load_plan(path: str | Path, progress: bool = False) -> Plan:
+    """The plan at ``path``, every stage's config built; ``progress``: the stages' progress bars."""
     from harness.data.recipe import PatchRecipe
     from harness.data.shards import PrepareConfig, prepare_config
     from harness.eval.runner import LeaderboardConfig
@@ -113,7 +131,7 @@ def load_plan(path: str | Path) -> Plan:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise HarnessError(f"cannot parse plan {path}: {error}") from None
     base = path.parent
-    top = {"name", "reports_dir", "work_dir", "data", "sweep", "leaderboard"}
+    top = {"name", "reports_dir", "work_dir", "data", "sweep_defaults", "sweep", "leaderboard"}
     unknown = sorted(set(raw) - top)
     if unknown:
         raise HarnessError(f"plan {path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(top))}")
@@ -135,15 +153,17 @@ def load_plan(path: str | Path) -> Plan:
     prepare = None
     if "data" in raw:
         values = _section(raw["data"], "[data]", prepare_keys, base)
-        prepare = prepare_config({**values, "out": shards_dir, "progress": False}, "plan section [data]")
+        _check_folders(path, raw["data"].get("sources", []), values.get("sources", []))
+        prepare = prepare_config({**values, "out": shards_dir, "progress": progress}, "plan section [data]")
+    shared = _section(raw.get("sweep_defaults", {}), "[sweep_defaults]", sweep_keys, base)
     sweep_configs = tuple(
-        _sweep(_section(s, f"[[sweep]] #{i + 1}", sweep_keys, base), f"plan section [[sweep]] #{i + 1}",
+        _sweep({**shared, **_section(s, f"[[sweep]] #{i + 1}", sweep_keys, base)}, f"plan section [[sweep]] #{i + 1}",
                shards_dir, work_dir)
         for i, s in enumerate(sweeps)
     )
     board = _section(raw["leaderboard"], "[leaderboard]", board_keys, base)
     board["models"] = [*board.get("models", ()), *(models_dir(s.out) for s in sweep_configs)]
-    leaderboard = build(LeaderboardConfig, {**board, "run_name": name, "reports_dir": reports_dir, "progress": False},
+    leaderboard = build(LeaderboardConfig, {**board, "run_name": name, "reports_dir": reports_dir, "progress": progress},
                         "plan section [leaderboard]")
     return Plan(path=path, name=name, reports_dir=reports_dir, work_dir=work_dir, prepare=prepare,
                 sweeps=sweep_configs, leaderboard=leaderboard)
