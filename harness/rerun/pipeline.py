@@ -103,12 +103,13 @@ def run_here(config: RerunConfig) -> RunRecord:
     from harness.train.sweep import run as sweep
 
     plan = load_plan(config.plan, progress=config.progress)
-    stages = [*(["prepare-data"] if plan.prepare else []), *(f"train-sweep {s.variant}" for s in plan.sweeps),
-              "leaderboard"]
+    total = (plan.prepare is not None) + len(plan.sweeps) + 1
+    done = 0
 
     def stage(name: str) -> None:
-        print(f"rerun {plan.name} [{stages.index(name) + 1}/{len(stages)}] {name} "
-              f"({time.time() - started:.0f} s so far)", flush=True)
+        nonlocal done
+        done += 1
+        print(f"rerun {plan.name} [{done}/{total}] {name} ({time.time() - started:.0f} s so far)", flush=True)
 
     with report_lock(plan.report_dir, wait_s=config.wait_s):
         started = time.time()
@@ -118,7 +119,7 @@ def run_here(config: RerunConfig) -> RunRecord:
             prepare(plan.prepare)
         steps = 0
         for sweep_config in plan.sweeps:
-            stage(f"train-sweep {sweep_config.variant}")
+            stage(f"train-sweep {sweep_config.variant} ({sweep_config.metric})")
             steps += sum(trial.total_steps for trial in pending(sweep_config))
             sweep(sweep_config)
         stage("leaderboard")
