@@ -289,7 +289,8 @@ def _learned_run(tmp_path: Path, steps: int) -> Path:
     run_dir = _write(tmp_path / "demo", rows)
     models = tuple({"curve": "tiny:sweep-tiny-mse", "variant": "tiny", "metric": "mse", "lambda": lmbda,
                     "params": 1_653_260, "steps": steps, "batch_size": 8, "patch": 64, "train_s": 90.0 + i,
-                    "device": "cpu: Test CPU, 1 thread(s)", "data": "704 training patches of 128x128 from 49 images"}
+                    "device": "cpu: Test CPU, 1 thread(s)", "warmup_s": 0.0, "warmup_steps": 0,
+                    "data": "704 training patches of 128x128 from 49 images"}
                    for i, lmbda in enumerate(codecs["tiny"][1]))
     write_summary(RunSummary(run_dir=str(run_dir), profile="quick", datasets=("kodak",), cells=len(rows),
                              computed=len(rows), reused=0, errors=0, codecs=(), unavailable=(), first_errors=(),

@@ -18,6 +18,7 @@ retraining one λ recomputes only that λ's cells and adding a λ only its own.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,24 +191,27 @@ def model_points(models_dir: Path) -> list[dict[str, Any]]:
     one dict per point, ``curve`` being the leaderboard's ``codec:config``."""
     from harness.data.manifest import require_manifest
 
+    @functools.cache
+    def describe(shards: str) -> str:  # every λ of a sweep shares one shard folder: read it once
+        try:
+            manifest = require_manifest(Path(shards))
+            totals = manifest.totals
+            return (f"{totals['train_patches']} training patches of {manifest.patch}x{manifest.patch} from "
+                    f"{totals['images']} images ({', '.join(manifest.per_source) or ', '.join(manifest.sources)})")
+        except (HarnessError, KeyError):
+            return f"shards {shards} (no longer readable)"
+
     groups = _curves(models_dir)
     points = []
     for (variant, metric), cards in sorted(groups.items()):
         curve = f"{variant}:{_config_name(Path(models_dir), metric, len(groups))}"
         for card, _ in sorted(cards, key=lambda pair: pair[0].lmbda):
-            try:
-                manifest = require_manifest(Path(card.data))
-                totals = manifest.totals
-                data = (f"{totals['train_patches']} training patches of {manifest.patch}x{manifest.patch} from "
-                        f"{totals['images']} images ({', '.join(manifest.per_source) or ', '.join(manifest.sources)})")
-            except (HarnessError, KeyError):
-                data = f"shards {card.data} (no longer readable)"
             points.append({
                 "curve": curve, "variant": card.variant, "metric": card.metric, "lambda": card.lmbda,
                 "params": card.params, "steps": sum(int(stage["steps"]) for stage in card.stages.values()),
                 "batch_size": card.batch_size, "patch": card.patch, "train_s": card.train_s, "device": card.device,
                 "warmup_s": float(card.stages.get("0", {}).get("train_s", 0.0)),
                 "warmup_steps": int(card.stages.get("0", {}).get("steps", 0)),
-                "data": data, **card.final,
+                "data": describe(card.data), **card.final,
             })
     return points

@@ -32,12 +32,11 @@ def _models_table(points: pd.DataFrame) -> str:
     for curve, group in points.groupby("curve", sort=True):
         steps = sorted(set(group["steps"]))
         # A shared warm-up counts in each model's own minutes, and once in the curve's total.
-        warmup = group["warmup_s"] if "warmup_s" in group else pd.Series(0.0, index=group.index)
-        minutes = (group["train_s"] + warmup) / 60.0
-        total = (group["train_s"].sum() + warmup.max()) / 60.0
+        minutes = (group["train_s"] + group["warmup_s"]) / 60.0
+        total = (group["train_s"].sum() + group["warmup_s"].max()) / 60.0
         shapes = sorted({f"{b} x {p}²" for b, p in zip(group["batch_size"], group["patch"])})
         step_text = f"{steps[0]:,}" if len(steps) == 1 else f"{steps[0]:,}–{steps[-1]:,}"
-        shared = int(group["warmup_steps"].max()) if "warmup_steps" in group else 0
+        shared = int(group["warmup_steps"].max())
         if shared:
             step_text += f", the first {shared:,} a shared warm-up"
         rows.append([
@@ -78,7 +77,7 @@ def learned_section(ok: pd.DataFrame, models: tuple[dict[str, Any], ...]) -> str
     if not models:
         return ""
     points = pd.DataFrame(list(models))
-    learned = sorted({tuple(curve.split(":", 1)) for curve in points["curve"]})
+    learned = sorted({tuple(curve.split(":", 1)) for curve in points["curve"]})  # (codec, config) pairs
     paper = _paper_steps()
     most = int(points["steps"].max())
     if most < paper:
@@ -88,7 +87,7 @@ def learned_section(ok: pd.DataFrame, models: tuple[dict[str, Any], ...]) -> str
                  "(those are in `anchors-bdrate.md`).")
     else:
         scale = f"Trained for {most:,} steps per model, the paper's recipe length ({paper:,})."
-    standing = _standing(ok, [tuple(key) for key in learned])
+    standing = _standing(ok, learned)
     lines = [
         "## Learned models", "", scale, "", _models_table(points),
     ]

@@ -13,7 +13,7 @@ reader; the JSON keys are those of :class:`ModelCard` (λ as ``"lambda"``).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,8 @@ class ModelCard:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ModelCard":
-        optional = {f.name: f.default for f in fields(cls) if f.name in ("entropy_path", "train_s", "device")}
+        # Fields with a default came after the first cards: older cards lack them.
+        optional = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
         values = {f.name: data[f.name] for f in fields(cls) if f.name != "lmbda" and f.name not in optional}
         values.update({name: data.get(name, default) for name, default in optional.items()})
         card = cls(**{**values, "lmbda": float(data["lambda"]),

@@ -207,17 +207,21 @@ def _exported(trial: TrialConfig) -> Path | None:
     return None if card is None else card.checkpoint_path(card_path(models_dir(trial.out), trial.name))
 
 
+def _untrained(trials: list[TrialConfig]) -> list[TrialConfig]:
+    return [t for t in trials if trained_card(t) is None]
+
+
 def pending(config: SweepConfig) -> list[TrialConfig]:
     """The trials :func:`run` would train (the warm-up among them): those with no model made
     from the same inputs. Without a trained warm-up, every λ's trial is pending."""
     data = check_data(config)
     if not config.warmup_steps:
-        return [t for t in trial_configs(config, data) if trained_card(t) is None]
+        return _untrained(trial_configs(config, data))
     warmup = warmup_trial(config, data)
     init = _exported(warmup)
     if init is None:
         return [warmup, *trial_configs(config, data)]
-    return [t for t in trial_configs(config, data, init) if trained_card(t) is None]
+    return _untrained(trial_configs(config, data, init))
 
 
 def _warm_up(config: SweepConfig, data: ShardManifest) -> Path | None:
@@ -243,7 +247,7 @@ def run(config: SweepConfig) -> list[ModelCard]:
     trials = trial_configs(config, data, _warm_up(config, data))
     out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    todo = [t for t in trials if trained_card(t) is None]
+    todo = _untrained(trials)
     kept = len(trials) - len(todo)
     if kept:
         print(f"train-sweep: {kept} of {len(trials)} models already trained on the same inputs, kept", flush=True)
