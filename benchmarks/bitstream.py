@@ -103,6 +103,17 @@ def timed(function, *args):
     return result, time.perf_counter() - start
 
 
+def fresh_models() -> tuple[WeConvene, Elic2022Official]:
+    """The default 3DM-WeConvene and CompressAI's ELIC, each initialised from seed 0, tables updated."""
+    torch.manual_seed(0)
+    ours = WeConvene.from_variant("3dm-weconvene").eval()
+    ours.update(force=True)
+    torch.manual_seed(0)
+    elic = Elic2022Official().eval()
+    elic.update(force=True)
+    return ours, elic
+
+
 def gflop(function, *args) -> float:
     """Convolution and matmul GFLOP of one call."""
     with FlopCounterMode(display=False) as counter:
@@ -119,12 +130,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} thread(s), {args.image.name}")
 
-    torch.manual_seed(0)
-    ours = WeConvene.from_variant("3dm-weconvene").eval()
-    ours.update(force=True)
-    torch.manual_seed(0)
-    elic = Elic2022Official().eval()
-    elic.update(force=True)
+    ours, elic = fresh_models()
     breakdown = Breakdown(ours)
     x = to_tensor(load_rgb(args.image).pixels)
 

@@ -262,6 +262,8 @@ def _add_leaderboard(sub) -> None:
     _option(parser, "--models", board, "train-sweep models folder (OUT/models): one learned curve, a point per "
             "lambda; repeatable", action="append", type=Path, metavar="DIR")
     _option(parser, "--gpus-per-model", board, "GPUs per learned-codec cell on a GPU cluster (0: CPU)", type=float)
+    _option(parser, "--precision", board, "learned codecs' transforms (g_a, h_a, g_s): fp32, bf16, or auto = bf16 "
+            "where the cells' device runs it fast (AMX CPUs, GPUs with bf16 tensor cores)", choices=("fp32", "bf16", "auto"))
     _option(parser, "--run", board, "run folder name under --reports", field="run_name", default_text="DATASET-PROFILE")
     _option(parser, "--reports", board, "reports folder", field="reports_dir", type=Path)
     _option(parser, "--max-images", board, "only the first N images of each dataset", type=int, default_text="all")
@@ -354,6 +356,14 @@ def _add_init_model(sub) -> None:
     parser.set_defaults(func=handle)
 
 
+def _precision_option(parser: argparse.ArgumentParser, what: str) -> None:
+    from harness.model.precision import AUTO, PRECISIONS
+
+    parser.add_argument("--precision", choices=(*PRECISIONS, AUTO), default=AUTO,
+                        help=f"precision of {what}: auto is bf16 on CPUs with AMX and on GPUs with bf16 tensor "
+                             f"cores, else fp32 (default: {AUTO})")
+
+
 @_registrar
 def _add_compress(sub) -> None:
     from pathlib import Path
@@ -367,11 +377,12 @@ def _add_compress(sub) -> None:
     parser.add_argument("image", type=Path, help="any image Pillow reads (converted to 8-bit RGB)")
     parser.add_argument("-m", "--model", required=True, type=Path, help="checkpoint from init-model or training")
     parser.add_argument("-o", "--out", required=True, type=Path, help="bitstream file to write")
+    _precision_option(parser, "g_a, h_a and g_s")
 
     def handle(args) -> int:
         from harness.model.coding import CompressConfig, run_compress
 
-        run_compress(CompressConfig(image=args.image, checkpoint=args.model, out=args.out))
+        run_compress(CompressConfig(image=args.image, checkpoint=args.model, out=args.out, precision=args.precision))
         return 0
 
     parser.set_defaults(func=handle)
@@ -390,11 +401,13 @@ def _add_decompress(sub) -> None:
     parser.add_argument("bitstream", type=Path, help="file written by harness compress")
     parser.add_argument("-m", "--model", required=True, type=Path, help="the checkpoint that encoded it")
     parser.add_argument("-o", "--out", required=True, type=Path, help="PNG file to write")
+    _precision_option(parser, "g_s (a file decodes in either precision)")
 
     def handle(args) -> int:
         from harness.model.coding import DecompressConfig, run_decompress
 
-        run_decompress(DecompressConfig(bitstream=args.bitstream, checkpoint=args.model, out=args.out))
+        run_decompress(DecompressConfig(bitstream=args.bitstream, checkpoint=args.model, out=args.out,
+                                        precision=args.precision))
         return 0
 
     parser.set_defaults(func=handle)
@@ -465,6 +478,9 @@ def _add_train_sweep(sub) -> None:
     _option(parser, "--stage2-steps", sweep, "stage-2 (reweighted) iterations", type=int)
     _option(parser, "--warmup-steps", sweep, "steps of one shared model at the middle lambda that every lambda "
             "starts from (0: from scratch, as the paper)", type=int)
+    _option(parser, "--precision", sweep, "g_a, h_a and g_s in fp32, or under bf16 autocast (loss, likelihoods, "
+            "entropy models and weights stay float32); auto: bf16 on AMX CPUs and bf16 tensor-core GPUs",
+            choices=("fp32", "bf16", "auto"))
     _option(parser, "--batch-size", sweep, "patches per step, split over a trial's workers", type=int)
     _option(parser, "--patch", sweep, "training crop side in pixels", type=int)
     _option(parser, "--lr", sweep, "Adam learning rate (paper 1e-4)", type=float)

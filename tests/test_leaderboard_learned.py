@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from harness.model.checkpoint import fingerprint, load_checkpoint
 from harness.model.coding import encode
 from harness.model.config import get_config
 from harness.model.network import WeConvene
+from harness.model.precision import set_precision
 from harness.train.loop import export_model, models_dir
 from harness.train.sweep import SweepConfig, check_data, trial_configs
 
@@ -100,3 +102,22 @@ def test_bad_models_folders_are_clear_errors(tmp_path):
     (tmp_path / "bad" / "x.json").write_text("{}")
     with pytest.raises(HarnessError, match="is not a train-sweep model card"):
         sweep_configs(tmp_path / "bad")
+
+
+@pytest.mark.slow
+def test_precision_is_part_of_the_curves_config_and_of_each_row(ray_local, images, shards, tmp_path):
+    models = _sweep(tmp_path / "sweep-p", (0.05,), shards)
+    run(replace(_config(images, models, tmp_path), precision="fp32"))
+    first = pd.read_parquet(tmp_path / "t" / "results.parquet")
+    run(replace(_config(images, models, tmp_path), precision="bf16"))
+    second = pd.read_parquet(tmp_path / "t" / "results.parquet")
+    merged = second.merge(first, on=["image", "codec", "config", "quality"], suffixes=("", "_old"))
+    learned, jpeg = merged[merged["codec"] == "tiny"], merged[merged["codec"] == "jpeg"]
+    assert len(learned) == 2 and set(learned["precision_old"]) == {"fp32"} and set(learned["precision"]) == {"bf16"}
+    assert (learned["config_hash"] != learned["config_hash_old"]).all()  # a new config: its cells computed anew
+    assert (learned["created_at"] != learned["created_at_old"]).all()
+    assert jpeg["precision"].isna().all() and (jpeg["created_at"] == jpeg["created_at_old"]).all()
+    row = learned[learned["image"] == "kodim05.png"].iloc[0]
+    net = load_checkpoint(models / "mse-0.05.pt")
+    set_precision(net, "bf16")
+    assert row["bytes"] == len(encode(net, load_rgb(images / "kodim05.png").pixels))

@@ -127,8 +127,9 @@ def test_official_state_dict_imports_and_round_trips_a_kodak_image(name, crop, t
     assert card.params == sum(p.numel() for p in official.parameters())
 
     bitstream, decoded = tmp_path / "c.3dmw", tmp_path / "d.png"
-    run_compress(CompressConfig(crop, checkpoint, bitstream))
-    run_decompress(DecompressConfig(bitstream, checkpoint, decoded))
+    # fp32: CompressAI's own float32 run is the reference
+    run_compress(CompressConfig(crop, checkpoint, bitstream, precision="fp32"))
+    run_decompress(DecompressConfig(bitstream, checkpoint, decoded, precision="fp32"))
     pixels = load_rgb(crop).pixels
     out = load_rgb(decoded).pixels
     assert out.shape == pixels.shape
@@ -146,6 +147,11 @@ def test_official_state_dict_imports_and_round_trips_a_kodak_image(name, crop, t
     expected = (expected[0, :, : pixels.shape[0], : pixels.shape[1]] * 255).round().clamp(0, 255)
     assert np.array_equal(out, expected.to(torch.uint8).permute(1, 2, 0).numpy())
     assert float(np.mean((out.astype(float) - pixels) ** 2)) > 0  # an untrained model: lossy, not a copy
+
+    # bf16 transforms run inside CompressAI's own compress/decompress, and the file still decodes
+    run_compress(CompressConfig(crop, checkpoint, bitstream, precision="bf16"))
+    run_decompress(DecompressConfig(bitstream, checkpoint, decoded, precision="bf16"))
+    assert np.abs(load_rgb(decoded).pixels.astype(int) - out).mean() < 2
 
 
 def test_latent_check_catches_a_decoder_whose_entropy_model_differs(crop):

@@ -16,6 +16,7 @@ from harness.images import load_rgb
 from harness.model.bitstream import unpack
 from harness.model.checkpoint import fingerprint, load_checkpoint
 from harness.model.coding import decode, encode, to_pixels, to_tensor
+from harness.model.precision import set_precision
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -30,7 +31,10 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(checkpoint):
-    return load_checkpoint(checkpoint)
+    """The checkpoint as `harness compress`/`decompress` run it: transforms in the default precision."""
+    model = load_checkpoint(checkpoint)
+    set_precision(model, "auto")
+    return model
 
 
 @pytest.fixture(scope="module")

@@ -125,10 +125,12 @@ def test_resume_without_a_sweep_and_rerun_into_a_used_directory(shards, tmp_path
 
 @pytest.mark.slow
 def test_trial_on_two_ddp_workers(shards, tmp_path, loopback_cluster):
-    """A trial with two workers: Ray Train DDP over the batch, rank 0 reports and exports."""
+    """A trial with two workers: Ray Train DDP over the batch, rank 0 reports and exports; in bf16
+    mixed precision (channels_last weights under DDP), which the card records."""
     loopback_cluster(head_cpus=1, workers=(2,))
     out = tmp_path / "ddp"
-    (card,) = run(_sweep(shards, out, lambdas=(0.013,), batch_size=4, workers_per_trial=2))
+    (card,) = run(_sweep(shards, out, lambdas=(0.013,), batch_size=4, workers_per_trial=2, precision="bf16"))
+    assert card.precision == "bf16"
     metrics = pd.read_parquet(out / "metrics.parquet")
     assert list(metrics["step"]) == [2, 4, 6] and set(metrics["workers"]) == {2}
     assert metrics["val_bpp"].notna().all()

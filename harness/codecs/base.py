@@ -69,6 +69,11 @@ class Codec(ABC):
         """Where the codec computes when not on the worker's CPU (e.g. ``cuda: <name>``)."""
         return None
 
+    @property
+    def precision(self) -> str | None:
+        """The precision learned codecs run their transforms in (fp32, bf16); ``None`` for classical codecs."""
+        return None
+
     def version_at(self, version: str, quality: float) -> str:
         """The version recorded for one ladder point (learned codecs add that point's checkpoint)."""
         return version

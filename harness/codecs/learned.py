@@ -6,7 +6,9 @@ of the curve, its ladder value being λ. Cells run the real pipeline —
 and the measured bytes are the ``.3dmw`` container's. Cells run on the
 leaderboard's ``CellWorker`` actors, so the per-process cache below keeps every
 checkpoint an actor has loaded; loading happens before the encode timer starts,
-and on a GPU actor the model runs on the GPU.
+and on a GPU actor the model runs on the GPU. The transforms run in the
+precision the run was planned with (``--precision``; a setting of the curve's
+config, so part of its hash, and a column of results.parquet).
 
 The codec id is the network variant (``3dm-weconvene``, ``tiny``, the
 ablations) or ``compressai-<name>`` for a CompressAI baseline, whose curve may mix
@@ -89,6 +91,10 @@ class Learned(Codec):
         return float(self.settings["params"])
 
     @property
+    def precision(self) -> str | None:
+        return self.settings["precision"]
+
+    @property
     def device(self) -> str | None:
         import torch
 
@@ -102,6 +108,7 @@ class Learned(Codec):
 
         from harness.model.baselines import codec_id
         from harness.model.checkpoint import fingerprint, load_checkpoint
+        from harness.model.precision import set_precision
 
         path, digest = self._point(quality)
         if digest not in _MODELS:
@@ -116,6 +123,7 @@ class Learned(Codec):
             _BY_FINGERPRINT[_MODELS[digest][1]] = model
             if torch.cuda.is_available():
                 model.cuda()
+            set_precision(model, self.precision)
         return _MODELS[digest]
 
     def encode(self, rgb: np.ndarray, quality: float, workdir: Path) -> bytes:
@@ -170,14 +178,16 @@ def _config_name(models_dir: Path, metric: str, curves: int) -> str:
     return name if curves == 1 else f"{name}-{metric}"
 
 
-def sweep_configs(models_dir: Path) -> list:
-    """One :class:`CodecConfig` per (variant, metric) of the checkpoints in ``models_dir``."""
+def sweep_configs(models_dir: Path, precision: str = "fp32") -> list:
+    """One :class:`CodecConfig` per (variant, metric) of the checkpoints in ``models_dir``, whose
+    transforms run in ``precision`` (fp32 or bf16)."""
     from harness.codecs.config import CodecConfig
 
     groups = _curves(models_dir)
     configs = []
     for (variant, metric), points in sorted(groups.items()):
         settings = {"variant": variant, "metric": metric, "params": max(card.params for card, _ in points),
+                    "precision": precision,
                     "checkpoints": {_point_key(card.lmbda): [str(checkpoint.resolve()), sha256_file(checkpoint)]
                                     for card, checkpoint in points}}
         ladder = tuple(sorted(float(k) for k in settings["checkpoints"]))

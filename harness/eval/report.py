@@ -239,8 +239,10 @@ def timing_summary(ok: pd.DataFrame) -> pd.DataFrame:
             "enc_s": rows["enc_s"].mean(), "dec_s": rows["dec_s"].mean(),
             "enc_median_s": rows["enc_s"].median(), "dec_median_s": rows["dec_s"].median(),
             "encodes": len(rows), "device": ", ".join(sorted(rows["device"].fillna("?").astype(str).unique())),
+            "precision": ", ".join(sorted(rows["precision"].dropna().astype(str).unique())),
         })
-    return pd.DataFrame(out, columns=["dataset", "codec", "config", "label", "enc_s", "dec_s", "enc_median_s", "dec_median_s", "encodes", "device"])
+    return pd.DataFrame(out, columns=["dataset", "codec", "config", "label", "enc_s", "dec_s", "enc_median_s",
+                                      "dec_median_s", "encodes", "device", "precision"])
 
 
 def params_summary(ok: pd.DataFrame) -> pd.DataFrame:

@@ -51,6 +51,7 @@ SCHEMA = pa.schema(
         ("enc_s", pa.float64()),         # encode wall seconds
         ("dec_s", pa.float64()),         # decode wall seconds
         ("device", pa.string()),         # where the cell ran, e.g. "cpu: AMD EPYC 7B13 @ host"
+        ("precision", pa.string()),      # learned codecs: fp32 or bf16 (g_a, h_a, g_s); null for classical
         ("harness_version", pa.string()),
         ("git_commit", pa.string()),     # of the harness checkout ("+dirty" when modified)
         ("created_at", pa.timestamp("us", tz="UTC")),
@@ -62,7 +63,7 @@ RESULTS_FILE = "results.parquet"  # in every run folder
 COLUMNS = tuple(SCHEMA.names)
 # Added after the first release: a table written before them reads with these columns null.
 LATER_COLUMNS = ("psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "ms_ssim_y", "iw_ssim", "vif", "fsim", "nlpd",
-                 "psnr_hvs_m", "vmaf", "metrics")
+                 "psnr_hvs_m", "vmaf", "metrics", "precision")
 CELL = ("dataset", "image", "codec", "config", "quality")
 REUSE_KEY = ("image_sha256", "codec", "codec_version", "config_hash", "quality")
 

@@ -41,6 +41,7 @@ from harness.eval import results as table
 from harness.eval.metrics import DEFAULT_METRICS, METRICS, measure, resolve_curves, resolve_metrics
 from harness.eval.summary import RUN_FILE, CodecSummary, RunSummary, read_summary, write_summary
 from harness.hashing import sha256_bytes, sha256_file
+from harness.model.precision import resolve as resolve_precision
 from harness.provenance import cpu_name, git_commit
 from harness.raycluster import as_completed, connect, one_line
 from harness.slug import slug
@@ -57,6 +58,7 @@ class LeaderboardConfig:
     codec_dir: Path = DEFAULT_DIR
     models: tuple[Path, ...] = ()  # train-sweep model folders: one learned curve each
     gpus_per_model: float = 0.0  # GPUs per learned-codec cell (0 on CPU-only clusters)
+    precision: str = "auto"  # learned codecs' transforms: fp32, bf16, or auto (bf16 where it runs fast)
     max_images: int | None = None  # first N images of each dataset
     force: bool = False
     address: str | None = None  # Ray cluster to join; None starts a local instance
@@ -82,6 +84,7 @@ class LeaderboardConfig:
             raise HarnessError(f"--num-cpus must be at least 1, got {self.num_cpus}")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise HarnessError(f"--timeout must be a positive number of seconds, got {self.timeout_s:g}")
+        resolve_precision(self.precision)  # a bad name fails before Ray starts
         if self.gpus_per_model < 0 or self.checkpoint_s < 0:
             raise HarnessError("--gpus-per-model and checkpoint_s (seconds between table saves) must be >= 0")
 
@@ -165,7 +168,9 @@ def plan(config: LeaderboardConfig) -> Plan:
     from harness.codecs.learned import sweep_configs
 
     codecs = resolve_codecs(config.codecs, config.profile, config.codec_dir, config.timeout_s)
-    codecs += [c for folder in config.models for c in sweep_configs(folder)]
+    # Resolved here, where the run is planned: the precision is part of each curve's config hash.
+    precision = resolve_precision(config.precision, "cuda" if config.gpus_per_model > 0 else "cpu")
+    codecs += [c for folder in config.models for c in sweep_configs(folder, precision)]
     versions, unavailable = {}, {}
     for codec in codecs:
         try:
@@ -240,6 +245,7 @@ def evaluate_cell(image_bytes: bytes, suffix: str, codec: CodecConfig, quality: 
         row["codec_version"] = instance.version_at(_PROBED[key], quality)
         row["params"] = instance.params
         row["device"] = instance.device or row["device"]
+        row["precision"] = instance.precision
         instance.prepare(quality)
         with tempfile.TemporaryDirectory(prefix="harness-cell-") as scratch:
             workdir = Path(scratch)

@@ -126,7 +126,8 @@ def per_image_table(per_image: pd.DataFrame) -> str:
 
 
 def timing_table(timing: pd.DataFrame) -> str:
-    header = ["Dataset", "Method", "Enc. mean", "Dec. mean", "Enc. median", "Dec. median", "Encodes", "Device"]
+    header = ["Dataset", "Method", "Enc. mean", "Dec. mean", "Enc. median", "Dec. median", "Encodes", "Device",
+              "Precision"]
     rows = [
         [
             r.dataset,
@@ -137,6 +138,7 @@ def timing_table(timing: pd.DataFrame) -> str:
             fmt_seconds(r.dec_median_s),
             str(r.encodes),
             r.device,
+            r.precision or "—",
         ]
         for r in timing.itertuples()
     ]

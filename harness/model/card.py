@@ -45,6 +45,7 @@ class ModelCard:
     entropy_path: str = ""
     train_s: float = 0.0  # wall seconds of training over every restart (0: a card from before they were recorded)
     device: str = ""  # what trained it, e.g. "cpu: <model>, 1 thread(s)" or "4 x cuda: <name>, 8 thread(s)"
+    precision: str = "fp32"  # g_a, h_a and g_s in training: fp32, or bf16 autocast (entropy models in float32)
 
     def checkpoint_path(self, card_path: Path) -> Path:
         return Path(card_path).parent / self.checkpoint

@@ -34,9 +34,10 @@ def fingerprint(model: WeConvene) -> str:
     """SHA-256 over the config and every tensor of the state dict (names, shapes, dtypes, bytes)."""
     digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        # flatten: a channels_last weight with 1x1 kernels counts as contiguous yet has stride(-1) != 1
+        flat = tensor.detach().cpu().contiguous().flatten()
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     return digest.hexdigest()
 
 

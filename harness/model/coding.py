@@ -1,5 +1,10 @@
 """``harness compress`` / ``harness decompress``: one image <-> one ``.3dmw`` container.
 
+``--precision`` chooses how g_a, h_a and g_s run (:mod:`harness.model.precision`):
+bf16 where the hardware runs it fast, else fp32. A file decodes in either
+precision, since the entropy path is exact in both; only g_s's rounding differs,
+so the pixels equal the encoder's reconstruction when both sides use the same one.
+
 The model pads the image to its stride and the decoder crops back to the size
 in the header; the decoder refuses a container written by another model
 (fingerprints differ) before touching the entropy-coded streams, and refuses
@@ -27,6 +32,7 @@ from harness.images import load_rgb, save_png
 from harness.model.bitstream import FLOAT_PATH, VERSION, Container, pack, unpack
 from harness.model.checkpoint import fingerprint, load_checkpoint
 from harness.model.network import WeConvene
+from harness.model.precision import AUTO, set_precision
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class CompressConfig:
     image: Path
     checkpoint: Path
     out: Path
+    precision: str = AUTO  # of g_a, h_a and g_s: fp32, bf16 or auto
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class DecompressConfig:
     bitstream: Path
     checkpoint: Path
     out: Path
+    precision: str = AUTO  # of g_s: fp32, bf16 or auto
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -109,13 +117,14 @@ def _latent_cause(container: Container) -> str:
 def run_compress(config: CompressConfig) -> dict:
     image = load_rgb(config.image)  # a bad image fails before the (possibly large) model loads
     model = load_checkpoint(config.checkpoint)
+    precision = set_precision(model, config.precision)
     if image.notice:
         print(f"harness compress: notice: {config.image}: {image.notice}", file=sys.stderr)
     data = encode(model, image.pixels, image.source_mode)
     write_atomic(config.out, lambda p: p.write_bytes(data), make_parents=False)
     bpp = 8 * len(data) / (image.height * image.width)
-    print(f"{config.out}: {len(data)} bytes, {bpp:.4f} bpp ({image.width}x{image.height})")
-    return {"bytes": len(data), "bpp": bpp}
+    print(f"{config.out}: {len(data)} bytes, {bpp:.4f} bpp ({image.width}x{image.height}, {precision})")
+    return {"bytes": len(data), "bpp": bpp, "precision": precision}
 
 
 def run_decompress(config: DecompressConfig) -> None:
@@ -125,6 +134,8 @@ def run_decompress(config: DecompressConfig) -> None:
         raise HarnessError(f"cannot read {config.bitstream}: {error.strerror or error}") from None
     name = str(config.bitstream)
     unpack(data, name)  # reject damaged files before loading the model
-    pixels = decode(load_checkpoint(config.checkpoint), data, name)
+    model = load_checkpoint(config.checkpoint)
+    precision = set_precision(model, config.precision)
+    pixels = decode(model, data, name)
     write_atomic(config.out, lambda p: save_png(pixels, p), make_parents=False)
-    print(f"{config.out}: {pixels.shape[1]}x{pixels.shape[0]}")
+    print(f"{config.out}: {pixels.shape[1]}x{pixels.shape[0]} ({precision})")

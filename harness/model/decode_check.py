@@ -1,6 +1,6 @@
 """Does a bitstream decode the same on this machine? The cross-machine check of ``.3dmw`` files.
 
-``python -m harness.model.decode_check CHECKPOINT DIR [CHECKPOINT DIR ...]`` decodes every ``DIR/*.3dmw``
+``python -m harness.model.decode_check [--device DEV] CHECKPOINT DIR [CHECKPOINT DIR ...]`` decodes every ``DIR/*.3dmw``
 that has the encoder's own reconstruction beside it (``<stem>.ref.png``, written by
 :func:`write_case`) in this process's setting (thread count, ``ONEDNN_MAX_CPU_ISA``,
 device) and prints one JSON line per file: ``{"file", "status": "ok" | "error",
@@ -48,12 +48,16 @@ def check(model: WeConvene, bitstream: Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    device = "cpu"
+    if argv[:1] == ["--device"] and len(argv) > 1:
+        device, argv = argv[1], argv[2:]
     if not argv or len(argv) % 2:
-        print("usage: python -m harness.model.decode_check CHECKPOINT DIR [CHECKPOINT DIR ...]", file=sys.stderr)
+        print("usage: python -m harness.model.decode_check [--device DEV] CHECKPOINT DIR [CHECKPOINT DIR ...]",
+              file=sys.stderr)
         return 2
     try:
         for checkpoint, folder in zip(argv[::2], argv[1::2]):
-            model = load_checkpoint(checkpoint)
+            model = load_checkpoint(checkpoint).to(device)
             for bitstream in sorted(Path(folder).glob("*.3dmw")):
                 print(json.dumps({**check(model, bitstream), "dir": folder}), flush=True)
     except HarnessError as error:

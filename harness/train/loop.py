@@ -43,6 +43,7 @@ from harness.model.checkpoint import entropy_path, fingerprint, load_checkpoint,
 from harness.model.baselines import build_model
 from harness.model.loss import LossConfig, RateDistortionLoss
 from harness.model.network import WeConvene
+from harness.model.precision import set_precision
 from harness.provenance import cpu_name
 
 PAPER_ITERATIONS = 1_500_000
@@ -83,6 +84,7 @@ class TrialConfig:
     gpus_per_worker: float = 0.0
     init: str = ""  # exported model the trial starts from (the sweep's shared warm-up); "": from scratch
     init_sha256: str = ""  # of that file: part of the inputs, so a new warm-up retrains the trial
+    precision: str = "fp32"  # of g_a, h_a and g_s (harness.model.precision); resolved, never "auto"
 
     @property
     def total_steps(self) -> int:
@@ -98,6 +100,8 @@ class TrialConfig:
 
         placement = ("out", "data", "checkpoint_every", "log_every", "threads", "workers", "gpus_per_worker", "init")
         keep = {k: v for k, v in asdict(self).items() if k not in placement}
+        if keep["precision"] == "fp32":  # what every model trained before the option was: same hash as then
+            del keep["precision"]
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
     @classmethod
@@ -166,6 +170,7 @@ class _State:
 
     def __init__(self, config: TrialConfig) -> None:
         self.model = _initial_model(config)
+        set_precision(self.model, config.precision)
         main = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
         aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
         self.optimizer = torch.optim.Adam(main, lr=config.lr)
@@ -427,6 +432,7 @@ def export_model(model: WeConvene, config: TrialConfig, final: dict,
         entropy_path=entropy_path(model),
         train_s=round(train_s, 1),
         device=device,
+        precision=config.precision,
     )
     write_card(card, card_path(models, config.name))
     return card

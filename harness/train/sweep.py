@@ -27,6 +27,7 @@ from harness.eval.metrics import MS_SSIM_MIN_SIDE
 from harness.hashing import sha256_bytes, sha256_file
 from harness.model.card import ModelCard, card_path, read_card
 from harness.model.baselines import model_config
+from harness.model.precision import resolve as resolve_precision
 from harness.train.loop import (PAPER_ITERATIONS, PAPER_MILESTONES, PAPER_STAGE2_STEPS, TrialConfig, model_name,
                                  models_dir, train_trial)
 
@@ -67,9 +68,13 @@ class SweepConfig:
     # Steps of one shared model at the λ range's geometric middle (stage-1 loss, constant lr) that
     # every λ's trial starts from; 0: each trial from scratch, as the paper trains.
     warmup_steps: int = 0
+    # g_a, h_a and g_s under bf16 autocast (harness.model.precision); the entropy models, the
+    # likelihoods, the loss and the optimiser stay float32. auto: bf16 where it runs fast.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         """Every check that needs no file: a bad sweep fails before Ray starts."""
+        resolve_precision(self.precision)
         if self.resume not in ("no", "yes", "auto"):
             raise HarnessError(f"resume must be no, yes or auto, got {self.resume!r}")
         if self.metric not in PAPER_LAMBDAS:
@@ -133,7 +138,8 @@ def trial_configs(config: SweepConfig, data: ShardManifest, init: Path | None = 
     shared = {f.name: getattr(config, f.name) for f in fields(TrialConfig) if hasattr(config, f.name)}
     shared.update(data=str(Path(config.data).resolve()), out=str(Path(config.out).resolve()),
                   data_sha256=data.identity(), threads=max(1, config.cpus_per_trial), workers=config.workers,
-                  gpus_per_worker=config.gpus_per_trial / config.workers)
+                  gpus_per_worker=config.gpus_per_trial / config.workers,
+                  precision=resolve_precision(config.precision, "cuda" if config.gpus_per_trial else "cpu"))
     if init is not None:
         shared.update(init=str(init.resolve()), init_sha256=sha256_file(init))
     return [TrialConfig(**{**shared, "lmbda": float(lmbda)}) for lmbda in config.chosen_lambdas]

@@ -1,0 +1,108 @@
+"""The precision of a model's analysis and synthesis transforms (g_a, g_s, h_a): fp32 or bf16.
+
+Only what the decoder reads has to be computed exactly, and the integer entropy
+path (:mod:`harness.model.exact`) does that. The transforms may run in any
+precision: g_a and h_a decide which symbols the encoder writes (the container's
+latent check covers those), and g_s decides only the pixels. So a file encoded
+in bf16 decodes in fp32 and the other way round; only g_s's rounding differs.
+
+bf16 here means autocast to bfloat16 with channels_last weights and
+activations. On CPUs with AMX, oneDNN's bf16 kernels then run the 3×3
+convolutions about 6× faster than float32. The default model's g_a on kodim01
+runs 4.2× faster on 2 cores (benchmarks/RESULTS.md). On CUDA the same code runs
+on tensor cores. Autocast keeps the weights in float32, so the same wrapper
+serves coding and mixed-precision training: the gradients and the optimiser's
+weights stay float32.
+
+Each transform's output is cast back to contiguous float32. Everything after
+it therefore runs in float32 as before: the wavelet analysis of the latent,
+the hyperprior's synthesis, the slice networks, the likelihoods and the loss.
+
+How the precision is applied: ``model.g_a`` (likewise ``g_s`` and any ``h_a``,
+at any depth) is shadowed by an instance attribute that wraps the registered
+module. Our ``compress``/``forward`` and CompressAI's own methods all call
+``self.g_a(x)``, so they get the wrapper. The module tree is untouched:
+``state_dict``, ``parameters``, checkpoints and fingerprints stay as they are.
+fp32 removes the wrappers and runs exactly the code of before. Apply the
+precision after moving the model to its device.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor, nn
+
+from harness.errors import HarnessError
+
+PRECISIONS = ("fp32", "bf16")
+AUTO = "auto"
+TRANSFORMS = ("g_a", "g_s", "h_a")
+# oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) that still let it use AMX's bf16 tiles.
+_AMX_ISAS = ("ALL", "DEFAULT", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16",
+             "AVX10_2_512_AMX_2")
+
+
+class Mixed(nn.Module):
+    """Runs ``module`` under bf16 autocast on channels_last input; returns contiguous float32."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            out = self.module(x.contiguous(memory_format=torch.channels_last))
+        return out.float().contiguous()
+
+
+def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
+    """Whether ``device`` runs bf16 convolutions faster than float32: an NVIDIA GPU with bf16
+    tensor cores (compute capability 8.0+; assumed when no GPU is visible here, i.e. a run planned
+    on a CPU head for GPU workers), or a CPU whose AMX tiles oneDNN may use."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return True  # planned here for GPU workers elsewhere: bf16 tensor cores since Ampere (2020)
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    if device.type != "cpu":
+        return False
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private: absent in some builds
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").strip().upper()
+    return bool(amx and amx()) and isa in _AMX_ISAS
+
+
+def resolve(precision: str, device: torch.device | str = "cpu") -> str:
+    """``fp32`` or ``bf16``; ``auto`` picks bf16 where it runs fast (:func:`bf16_is_fast`)."""
+    if precision == AUTO:
+        return "bf16" if bf16_is_fast(device) else "fp32"
+    if precision not in PRECISIONS:
+        raise HarnessError(f"unknown precision {precision!r}: choose one of {', '.join((*PRECISIONS, AUTO))}")
+    return precision
+
+
+def set_precision(model: nn.Module, precision: str) -> str:
+    """Run ``model``'s transforms in ``precision`` (``auto`` resolved on the model's device) from now
+    on, for coding and training alike; returns the precision applied."""
+    device = next(model.parameters()).device
+    precision = resolve(precision, device)
+    for owner in list(model.modules()):
+        for name in TRANSFORMS:
+            owner.__dict__.pop(name, None)
+            module = owner._modules.get(name)
+            if module is None:
+                continue
+            # channels_last is oneDNN's fast bf16 layout; fp32 goes back to the default layout,
+            # whose kernels (and so roundings) are the ones fp32 always ran. Values never change.
+            bf16 = precision == "bf16"
+            module.to(memory_format=torch.channels_last if bf16 else torch.contiguous_format)
+            if bf16:
+                owner.__dict__[name] = Mixed(module)
+    model.precision = precision
+    return precision
+
+
+def precision_of(model: nn.Module) -> str:
+    """The precision :func:`set_precision` applied to ``model`` (fp32 when never called)."""
+    return getattr(model, "precision", "fp32")
