@@ -37,7 +37,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -59,6 +58,7 @@ from harness.model.coding import to_tensor  # noqa: E402
 from harness.model.decode_check import write_case  # noqa: E402
 from harness.model.loss import LossConfig, RateDistortionLoss  # noqa: E402
 from harness.model.precision import set_precision  # noqa: E402
+from harness.provenance import cpu_name  # noqa: E402
 
 KODAK = sorted((REPO / "datasets" / "kodak").glob("*.png"))
 PAPER_S = {"encode": 0.256, "decode": 0.259}  # Table I, RTX 4090, Kodak
@@ -271,7 +271,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     photos = args.photos if args.photos.is_dir() else REPO / "datasets" / "kodak"
     started = time.perf_counter()
-    report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+    report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
               "torch": torch.__version__, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "sizes": sizes.__dict__, "photos": str(photos)}
 

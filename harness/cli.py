@@ -238,6 +238,7 @@ def _add_leaderboard(sub) -> None:
 
     from harness.eval.metrics import DEFAULT_METRICS
     from harness.eval.runner import LeaderboardConfig
+    from harness.model.precision import CHOICES as PRECISION_CHOICES
 
     parser = _command(
         sub,
@@ -263,7 +264,7 @@ def _add_leaderboard(sub) -> None:
             "lambda; repeatable", action="append", type=Path, metavar="DIR")
     _option(parser, "--gpus-per-model", board, "GPUs per learned-codec cell on a GPU cluster (0: CPU)", type=float)
     _option(parser, "--precision", board, "learned codecs' transforms (g_a, h_a, g_s): fp32, bf16, or auto = bf16 "
-            "where the cells' device runs it fast (AMX CPUs, GPUs with bf16 tensor cores)", choices=("fp32", "bf16", "auto"))
+            "where the cells' device runs it fast (AMX CPUs, GPUs with bf16 tensor cores)", choices=PRECISION_CHOICES)
     _option(parser, "--run", board, "run folder name under --reports", field="run_name", default_text="DATASET-PROFILE")
     _option(parser, "--reports", board, "reports folder", field="reports_dir", type=Path)
     _option(parser, "--max-images", board, "only the first N images of each dataset", type=int, default_text="all")
@@ -357,9 +358,9 @@ def _add_init_model(sub) -> None:
 
 
 def _precision_option(parser: argparse.ArgumentParser, what: str) -> None:
-    from harness.model.precision import AUTO, PRECISIONS
+    from harness.model.precision import AUTO, CHOICES
 
-    parser.add_argument("--precision", choices=(*PRECISIONS, AUTO), default=AUTO,
+    parser.add_argument("--precision", choices=CHOICES, default=AUTO,
                         help=f"precision of {what}: auto is bf16 on CPUs with AMX and on GPUs with bf16 tensor "
                              f"cores, else fp32 (default: {AUTO})")
 
@@ -455,6 +456,7 @@ def _floats(value: str) -> tuple[float, ...]:
 def _add_train_sweep(sub) -> None:
     from pathlib import Path
 
+    from harness.model.precision import CHOICES as PRECISION_CHOICES
     from harness.train.sweep import SweepConfig
 
     parser = _command(
@@ -480,7 +482,7 @@ def _add_train_sweep(sub) -> None:
             "starts from (0: from scratch, as the paper)", type=int)
     _option(parser, "--precision", sweep, "g_a, h_a and g_s in fp32, or under bf16 autocast (loss, likelihoods, "
             "entropy models and weights stay float32); auto: bf16 on AMX CPUs and bf16 tensor-core GPUs",
-            choices=("fp32", "bf16", "auto"))
+            choices=PRECISION_CHOICES)
     _option(parser, "--batch-size", sweep, "patches per step, split over a trial's workers", type=int)
     _option(parser, "--patch", sweep, "training crop side in pixels", type=int)
     _option(parser, "--lr", sweep, "Adam learning rate (paper 1e-4)", type=float)

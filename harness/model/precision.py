@@ -8,8 +8,9 @@ in bf16 decodes in fp32 and the other way round; only g_s's rounding differs.
 
 bf16 here means autocast to bfloat16 with channels_last weights and
 activations. On CPUs with AMX, oneDNN's bf16 kernels then run the 3×3
-convolutions about 6× faster than float32. The default model's g_a on kodim01
-runs 4.2× faster on 2 cores (benchmarks/RESULTS.md). On CUDA the same code runs
+convolutions about 6× faster than float32; the default model's g_a + h_a on
+kodim01 ran 2.9× and its g_s 2.3× faster on 2 cores (benchmarks/RESULTS.md,
+where the wavelet lifting on bf16 tensors is what is left). On CUDA the same code runs
 on tensor cores. Autocast keeps the weights in float32, so the same wrapper
 serves coding and mixed-precision training: the gradients and the optimiser's
 weights stay float32.
@@ -23,8 +24,8 @@ at any depth) is shadowed by an instance attribute that wraps the registered
 module. Our ``compress``/``forward`` and CompressAI's own methods all call
 ``self.g_a(x)``, so they get the wrapper. The module tree is untouched:
 ``state_dict``, ``parameters``, checkpoints and fingerprints stay as they are.
-fp32 removes the wrappers and runs exactly the code of before. Apply the
-precision after moving the model to its device.
+fp32 removes the wrappers and runs exactly the code of before. ``auto`` is
+resolved on the device the model's weights are on, so move the model first.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from harness.errors import HarnessError
 
 PRECISIONS = ("fp32", "bf16")
 AUTO = "auto"
+CHOICES = (*PRECISIONS, AUTO)  # what --precision accepts
 TRANSFORMS = ("g_a", "g_s", "h_a")
 # oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) that still let it use AMX's bf16 tiles.
 _AMX_ISAS = ("ALL", "DEFAULT", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16",
@@ -78,7 +80,7 @@ def resolve(precision: str, device: torch.device | str = "cpu") -> str:
     if precision == AUTO:
         return "bf16" if bf16_is_fast(device) else "fp32"
     if precision not in PRECISIONS:
-        raise HarnessError(f"unknown precision {precision!r}: choose one of {', '.join((*PRECISIONS, AUTO))}")
+        raise HarnessError(f"unknown precision {precision!r}: choose one of {', '.join(CHOICES)}")
     return precision
 
 
