@@ -15,7 +15,7 @@ from compressai.layers import GDN
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.model import exact
+from harness.model import exact, exact_cpu
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -42,7 +42,7 @@ def test_integer_matmul_is_the_exact_product_at_the_extremes():
 
 _ISA_CHECK = """
 import torch
-from harness.model import exact
+from harness.model import exact, exact_cpu
 g = torch.Generator().manual_seed(0)
 a = torch.randint(-4096, 4097, (64, 700), generator=g).double()
 w = torch.randint(-4096, 4097, (700, 40), generator=g).double()
@@ -74,6 +74,47 @@ def test_both_backends_and_thread_counts_give_the_same_bits(monkeypatch):
     with torch.no_grad():
         reference = conv(x.float()).double()
     assert (int8 - reference).abs().max() < 2e-3 * reference.abs().max()
+
+
+def _layouts(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    wide = torch.cat([x, x], dim=3)
+    return {"contiguous": x, "channels_last": x.contiguous(memory_format=torch.channels_last),
+            "strided": wide[..., ::2]}
+
+
+@pytest.mark.parametrize("kernel, stride, padding, channels", [
+    (3, 1, 1, 48), (1, 1, 0, 13), (5, 2, 2, 9), (3, 2, 0, 16), (1, 2, 0, 8),
+])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cpu_kernels_give_the_torch_path_bits(monkeypatch, kernel, stride, padding, channels, dtype):
+    """The numba passes around the int8 GEMM (exact_cpu) against the torch ops they replace, in
+    every layout, on a batch whose images get different exponents (K not a multiple of 8 too)."""
+    torch.manual_seed(0)
+    layer = exact.IntegerConv2d(nn.Conv2d(channels, 24, kernel, stride=stride, padding=padding))
+    x = torch.randn(2, channels, 11, 14, dtype=torch.float64) * torch.tensor([3.0, 700.0]).reshape(2, 1, 1, 1)
+    x[0, 0, 0, :3] = torch.tensor([0.5, -2.5, 1.5]) * 2.0**-9  # halves after the rescale: ties to even
+    for name, tensor in _layouts(x.to(dtype)).items():
+        fused = layer(tensor)
+        assert fused.is_contiguous(memory_format=torch.channels_last) and not fused.is_contiguous(), name
+        with monkeypatch.context() as m:
+            m.setattr(exact_cpu, "ENABLED", False)
+            reference = layer(tensor)
+        assert torch.equal(fused, reference), name
+
+
+@pytest.mark.parametrize("name", ["gelu", "sigmoid", "tanh"])
+def test_cpu_table_kernel_gives_the_torch_path_bits(monkeypatch, name):
+    table = exact.Table(name)
+    x = torch.randn(2, 6, 9, 7, dtype=torch.float64) * 8
+    edges = [16.0, -16.0, 16 - 2.0**-9, -16 + 2.0**-9, 0.0, -0.0, 40.0, -40.0, float("inf"), -float("inf"), float("nan")]
+    x.view(-1)[: len(edges)] = torch.tensor(edges, dtype=torch.float64)
+    for layout, tensor in _layouts(x).items():
+        fused = table(tensor)
+        with monkeypatch.context() as m:
+            m.setattr(exact_cpu, "ENABLED", False)
+            reference = table(tensor)
+        assert torch.equal(fused.nan_to_num(nan=7.0), reference.nan_to_num(nan=7.0)), layout
+        assert torch.equal(fused.isnan(), reference.isnan()), layout
 
 
 def test_each_image_of_a_batch_is_quantised_on_its_own():

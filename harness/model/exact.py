@@ -59,6 +59,7 @@ from compressai.layers import GDN, AttentionBlock, ResidualBlock
 from torch import Tensor, nn
 
 from harness.errors import HarnessError
+from harness.model import exact_cpu
 
 PATH_ID = "integer-1"  # weights and activations 12-bit integers, tables on a 2^-8 grid
 ACTIVATION_BITS = 12  # |a| <= 2^12: a signed high limb in [-64, 64] and a low one in [0, 63]
@@ -156,25 +157,36 @@ class IntegerConv2d(nn.Module):
         self.kernel, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
         weight, scale = quantize_weights(conv.weight)
         self.out_channels = weight.shape[0]
-        self.weight = IntegerMatrix(weight.reshape(weight.shape[0], -1).t())
+        # rows (ky, kx, channel): the im2col rows are then runs of channels-last pixels
+        self.weight = IntegerMatrix(weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1).t())
         self.register_buffer("scale", scale)
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(self.out_channels)
         self.register_buffer("bias", bias.double().cpu())
 
     def forward(self, x: Tensor) -> Tensor:
         n, _, height, width = x.shape
+        if exact_cpu.usable(x) and _int8_gemm_available(x.device):
+            return self._fused(exact_cpu.dense(x))
         ints, down = quantize_rows(x, ACTIVATION_BITS)
         ints = ints.float()  # |ints| <= 2^12: exact, and half the bytes to rearrange
-        if self.kernel == (1, 1) and self.stride == (1, 1):
-            rows, out_h, out_w = ints.permute(0, 2, 3, 1).reshape(-1, ints.shape[1]), height, width
-        else:
-            cols = F.unfold(ints, self.kernel, padding=self.padding, stride=self.stride)
-            rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-            out_h = (height + 2 * self.padding[0] - self.kernel[0]) // self.stride[0] + 1
-            out_w = (width + 2 * self.padding[1] - self.kernel[1]) // self.stride[1] + 1
+        (ph, pw), (sh, sw), (kh, kw) = self.padding, self.stride, self.kernel
+        grid = F.pad(ints, (pw, pw, ph, ph)).permute(0, 2, 3, 1)
+        out_h, out_w = (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
+        taps = [grid[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw] for i in range(kh) for j in range(kw)]
+        rows = torch.cat(taps, dim=-1).reshape(n * out_h * out_w, -1)
         sums = integer_matmul(rows, self.weight).reshape(n, out_h, out_w, self.out_channels).permute(0, 3, 1, 2)
         scale = down.reshape(n, 1, 1, 1) * self.scale.reshape(1, -1, 1, 1)  # powers of two: exact
         return sums * scale + self.bias.reshape(1, -1, 1, 1)
+
+    def _fused(self, x: Tensor) -> Tensor:
+        """:meth:`forward` on the CPU in two numba passes around the int8 GEMM (same bits)."""
+        exps = _exponents(exact_cpu.max_abs(x), ACTIVATION_BITS)
+        up = _pow2(exps, torch.float64, x.device)
+        limbs, out_h, out_w = exact_cpu.stacked_limbs(x, up, self.kernel, self.stride, self.padding,
+                                                      self.weight.limbs.shape[0])
+        sums = torch._int_mm(limbs, self.weight.limbs)
+        down = _pow2([-e for e in exps], torch.float64, x.device)
+        return exact_cpu.scaled_sums(sums, down, self.scale, self.bias, (x.shape[0], self.out_channels, out_h, out_w))
 
 
 class IntegerGDN(nn.Module):
@@ -266,6 +278,8 @@ class Table(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _, below, (slope, above) = _FUNCTIONS[self.name]
+        if exact_cpu.usable(x) and x.dtype == torch.float64:
+            return exact_cpu.lookup(exact_cpu.dense(x), self.values, 2.0**_TABLE_STEP_BITS, below, slope, above)
         count = (self.values.numel() - 1) // 2
         position = x * 2.0**_TABLE_STEP_BITS
         inside = position.abs() < count

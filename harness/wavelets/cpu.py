@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numba
@@ -28,6 +26,8 @@ import numpy as np
 import torch
 from numpy.lib.stride_tricks import as_strided
 from torch import Tensor
+
+from harness.kernels import jit, launch
 
 # Step kinds of a lifting program (harness.wavelets.lifting builds the programs). With
 # ``even``/``odd`` the two halves of a buffer split ``[even | odd]`` (ns and nd samples):
@@ -45,32 +45,17 @@ Program = tuple[tuple[int, float], ...]
 ENABLED = True  # tests switch the kernel off to run the torch path on the CPU
 _PORTABLE = threading.local()  # harness.wavelets.portable(): the torch path, unfused, on this thread
 _DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
-_PARALLEL_MIN = 1 << 16  # below this many samples a level runs on the calling thread
 _BUFFER_BYTES = 1 << 18  # a tile's buffer when rows are copied: within one core's L2 cache
 _COLUMNS = 32  # a tile's width when lines are copied into columns
 
 
-def _jit(*signatures):
-    """``numba.njit`` without the GIL, cached on disk where numba finds a writable place
-    (next to this module, else its user cache); with a read-only install and home, each
-    process compiles anew instead of failing at import."""
-
-    def compile_(function):
-        try:
-            return numba.njit(*signatures, nogil=True, cache=True)(function)
-        except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-            return numba.njit(*signatures, nogil=True)(function)
-
-    return compile_
-
-
-@_jit()
+@jit()
 def _buffer_row(i: int, ns: int) -> int:
     """Row of sample ``i`` in a buffer split ``[even | odd]``."""
     return i // 2 if i % 2 == 0 else ns + i // 2
 
 
-@_jit()
+@jit()
 def _copy(flat, base, s_n, s_q, buf, q0, width, ns, permute, into_buf):
     """Copy lines ``q0:q0+width`` of an (n, Q) tensor held in ``flat`` (element strides
     ``s_n``, ``s_q`` from ``base``) into the columns of ``buf`` (n rows), or back. With
@@ -107,19 +92,19 @@ def _copy(flat, base, s_n, s_q, buf, q0, width, ns, permute, into_buf):
                     flat[at] = row[j]
 
 
-@_jit()
+@jit()
 def _add_scaled(dst, src, c, width):
     for j in range(width):
         dst[j] += c * src[j]
 
 
-@_jit()
+@jit()
 def _add_pair(dst, a, b, c, width):
     for j in range(width):
         dst[j] += c * (a[j] + b[j])
 
 
-@_jit()
+@jit()
 def _targets(kind, ns, nd):
     """``(count, parity)`` of the samples a step updates: ``parity`` 1 for the odd half."""
     if kind == PREDICT or kind == UPDATE_T or kind == HAAR_PREDICT or kind == SCALE_ODD:
@@ -127,7 +112,7 @@ def _targets(kind, ns, nd):
     return (nd if kind == HAAR_UPDATE else ns), 0
 
 
-@_jit()
+@jit()
 def _lift(buf, kind, c, k0, k1, ns, nd, mask, odd, width):
     """Step ``kind`` on samples ``k0:k1`` of the half it updates, columns ``0:width`` of
     ``buf``; even sample k sits in row ``k & mask``, odd sample k in ``odd + (k & mask)``
@@ -175,7 +160,7 @@ def _lift(buf, kind, c, k0, k1, ns, nd, mask, odd, width):
                 row[j] *= c
 
 
-@_jit()
+@jit()
 def _run(buf, ns, nd, kinds, coefs, width):
     """The program on rows ``0:ns+nd`` (split ``[even | odd]``), columns ``0:width`` of ``buf``."""
     if nd == 0:  # a single sample passes through (T.800 F.3.7)
@@ -202,7 +187,7 @@ def _level(src, src_strides, dst, dst_strides, n, width_q, kinds, coefs, analysi
         _copy(dst, p * dst_strides[0], dst_strides[1], dst_strides[2], buf, q0, width, ns, not analysis, False)
 
 
-@_jit()
+@jit()
 def _transpose(src, s0, s_n, s_m, dst, n, m, ns, deinterleave):
     """``dst[:m, :n]`` = the n x m block at ``src[s0]`` (a flat array, strides ``s_n``,
     ``s_m``) transposed, reading it line by line and writing ``dst`` with a stride (in
@@ -225,7 +210,7 @@ def _transpose(src, s0, s_n, s_m, dst, n, m, ns, deinterleave):
                 dst[k, j] = line[k * s_m]
 
 
-@_jit()
+@jit()
 def _plane_analysis(src, s0, s_h, s_w, dst, d0, d_h, d_w, h, w, rows, cols, kinds, coefs, levels):
     """A ``levels``-level 2D analysis of one h x w plane (Mallat: each level on the previous
     one's LL block) from ``src`` into ``dst`` (flat arrays; the plane at element ``s0``/``d0``
@@ -247,7 +232,7 @@ def _plane_analysis(src, s0, s_h, s_w, dst, d0, d_h, d_w, h, w, rows, cols, kind
     _copy(dst, d0, d_h, d_w, rows, 0, w, 0, False, False)
 
 
-@_jit()
+@jit()
 def _plane_synthesis(src, s0, s_h, s_w, dst, d0, d_h, d_w, h, w, rows, cols, kinds, coefs, levels):
     """The synthesis that undoes :func:`_plane_analysis` step by step in reverse (same
     arguments)."""
@@ -255,7 +240,7 @@ def _plane_synthesis(src, s0, s_h, s_w, dst, d0, d_h, d_w, h, w, rows, cols, kin
     _synthesize(rows, cols, dst, d0, d_h, d_w, h, w, kinds, coefs, levels)
 
 
-@_jit()
+@jit()
 def _synthesize(rows, cols, dst, d0, d_h, d_w, h, w, kinds, coefs, levels):
     """:func:`_plane_synthesis` of the plane already in ``rows``."""
     flat_rows, flat_cols = rows.reshape(h * w), cols.reshape(w * h)
@@ -307,10 +292,10 @@ def _signature(t, head: tuple, own: int):
 @functools.cache
 def _compiled(kernel: str, dtype: type):
     """``_level`` or ``_planes`` compiled for one dtype on first use (cached on disk where
-    :func:`_jit` can); strides are arguments, so one compilation serves every layout."""
+    :func:`harness.kernels.jit` can); strides are arguments, so one compilation serves every layout."""
     t, i64 = _array(dtype), numba.int64
     # src, its strides, dst, its strides, the line length or h, the width or w; the tile or levels
-    return _jit([_signature(t, (t, i64[::1], t, i64[::1], i64, i64), 1)])(globals()[kernel])
+    return jit([_signature(t, (t, i64[::1], t, i64[::1], i64, i64), 1)])(globals()[kernel])
 
 
 def _merged(shape: Sequence[int], strides: Sequence[Sequence[int]]) -> list[tuple[int, list[int]]]:
@@ -370,17 +355,6 @@ def _program_arrays(program: Program, dtype) -> tuple[np.ndarray, np.ndarray]:
     return kinds, coefs
 
 
-_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
-
-
-def _pool(threads: int) -> ThreadPoolExecutor:
-    # keyed by pid too: a forked child inherits the executor object but not its threads
-    key = (os.getpid(), threads)
-    if key not in _POOLS:
-        _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="harness-dwt")
-    return _POOLS[key]
-
-
 def portable_active() -> bool:
     return getattr(_PORTABLE, "on", False)
 
@@ -395,19 +369,6 @@ def _usable(src: Tensor, dst: Tensor) -> bool:
         and dst.dtype == src.dtype
         and src.numel() > 0
     )
-
-
-def _launch(compiled, args: tuple, items: int, numel: int, *tail: int) -> None:
-    """Run a ``compiled`` kernel over ``items`` work items, split over torch's thread count."""
-    threads = min(torch.get_num_threads(), items)
-    if threads <= 1 or numel < _PARALLEL_MIN:
-        compiled(*args, 0, items, *tail)
-        return
-    cuts = [items * i // threads for i in range(threads + 1)]
-    pool = _pool(threads)
-    futures = [pool.submit(compiled, *args, cuts[i], cuts[i + 1], *tail) for i in range(threads)]
-    for f in futures:
-        f.result()
 
 
 def level_(src: Tensor, dst: Tensor, dim: int, program: Program, analysis: bool) -> bool:
@@ -428,7 +389,7 @@ def level_(src: Tensor, dst: Tensor, dim: int, program: Program, analysis: bool)
         tile = min(q, _COLUMNS)
     kinds, coefs = _program_arrays(program, _DTYPES[src.dtype])
     args = (_flat(src), src_st, _flat(dst), dst_st, n, q, kinds, coefs, analysis)
-    _launch(_compiled("_level", _DTYPES[src.dtype]), args, p * math.ceil(q / tile), src.numel(), tile)
+    launch(_compiled("_level", _DTYPES[src.dtype]), args, p * math.ceil(q / tile), src.numel(), tile)
     return True
 
 
@@ -450,5 +411,5 @@ def plane_levels_(src: Tensor, dst: Tensor, program: Program, analysis: bool, le
     src_st, dst_st = _strides(outer[1], [st[-2:] for st in strides])
     kinds, coefs = _program_arrays(program, _DTYPES[src.dtype])
     args = (_flat(src), src_st, _flat(dst), dst_st, h, w, kinds, coefs, analysis)
-    _launch(_compiled("_planes", _DTYPES[src.dtype]), args, outer[0], src.numel(), levels)
+    launch(_compiled("_planes", _DTYPES[src.dtype]), args, outer[0], src.numel(), levels)
     return True

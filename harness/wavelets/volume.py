@@ -22,6 +22,7 @@ import torch
 from numba import typed
 from torch import Tensor
 
+from harness.kernels import jit, launch
 from harness.wavelets.cpu import (
     _BUFFER_BYTES,
     _DTYPES,
@@ -29,8 +30,6 @@ from harness.wavelets.cpu import (
     _array,
     _copy,
     _flat,
-    _jit,
-    _launch,
     _lift,
     _merged,
     _plane_analysis,
@@ -43,7 +42,7 @@ from harness.wavelets.cpu import (
 )
 
 
-@_jit()
+@jit()
 def _advance(buf, ns, nd, kinds, coefs, width, mask, odd, done, loaded, n):
     """Run every step of the program as far as the first ``loaded`` of ``n`` samples
     (interleaved positions) allow, a wavefront: a step reads its neighbours at distance one,
@@ -65,7 +64,7 @@ def _advance(buf, ns, nd, kinds, coefs, width, mask, odd, done, loaded, n):
     return f
 
 
-@_jit()
+@jit()
 def _gather(srcs, table, parity, p, ch, target):
     """Plane ``ch`` at index ``p`` of every band in ``srcs`` on the ``parity`` side of the
     channel transform, copied into its place in ``target`` (h x w). Row i of ``table``
@@ -154,12 +153,12 @@ def _volume(srcs, table, dst, dst_strides, c, h, w, kinds, coefs, analysis, star
 @functools.cache
 def _compiled(dtype: type):
     """:func:`_volume` compiled for one dtype on first use (cached on disk where
-    :func:`harness.wavelets.cpu._jit` can); strides are arguments, so one compilation serves
+    :func:`harness.kernels.jit` can); strides are arguments, so one compilation serves
     every layout."""
     t, i64 = _array(dtype), numba.int64
     # the bands, their table, dst, its strides, c, h, w; the level count and the chunk
     head = (numba.types.ListType(t), i64[:, ::1], t, i64[::1], i64, i64, i64)
-    return _jit([_signature(t, head, 2)])(_volume)
+    return jit([_signature(t, head, 2)])(_volume)
 
 
 def volume_(
@@ -211,5 +210,5 @@ def volume_(
     chunk = max(len(program), math.ceil(pairs / math.ceil(torch.get_num_threads() / p)))
     kinds, coefs = _program_arrays(program, dtype)
     args = (srcs, table, _flat(dst), dst_st, c, h, w, kinds, coefs, analysis)
-    _launch(_compiled(dtype), args, p * math.ceil(pairs / chunk), dst.numel(), levels, chunk)
+    launch(_compiled(dtype), args, p * math.ceil(pairs / chunk), dst.numel(), levels, chunk)
     return True

@@ -1,0 +1,51 @@
+"""numba kernels for the CPU: compiled once (cached on disk where possible), run without the GIL
+and spread over torch's thread count, so they share the cores the way torch's own ops do.
+Used by the wavelet transforms (:mod:`harness.wavelets.cpu`) and the integer entropy path
+(:mod:`harness.model.exact_cpu`)."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import torch
+
+PARALLEL_MIN = 1 << 16  # below this many elements a kernel runs on the calling thread
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def jit(*signatures):
+    """``numba.njit`` without the GIL, cached on disk where numba finds a writable place
+    (next to the module, else its user cache); with a read-only install and home, each
+    process compiles anew instead of failing at import."""
+
+    def compile_(function):
+        try:
+            return numba.njit(*signatures, nogil=True, cache=True)(function)
+        except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+            return numba.njit(*signatures, nogil=True)(function)
+
+    return compile_
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    # keyed by pid too: a forked child inherits the executor object but not its threads
+    key = (os.getpid(), threads)
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="harness-kernel")
+    return _POOLS[key]
+
+
+def launch(compiled, args: tuple, items: int, numel: int, *tail: int) -> None:
+    """Run ``compiled(*args, start, stop, *tail)`` over ``items`` work items, split over torch's
+    thread count (one call on this thread for fewer than :data:`PARALLEL_MIN` elements)."""
+    threads = min(torch.get_num_threads(), items)
+    if threads <= 1 or numel < PARALLEL_MIN:
+        compiled(*args, 0, items, *tail)
+        return
+    cuts = [items * i // threads for i in range(threads + 1)]
+    pool = _pool(threads)
+    futures = [pool.submit(compiled, *args, cuts[i], cuts[i + 1], *tail) for i in range(threads)]
+    for f in futures:
+        f.result()

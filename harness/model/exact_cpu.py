@@ -1,0 +1,185 @@
+"""The CPU kernels of :class:`harness.model.exact.IntegerConv2d`: two passes around the int8 GEMM.
+
+With torch ops, one integer convolution is about twenty passes over memory around its
+GEMM (the per-image rescale and rounding, im2col, padding, four limb conversions, the
+concatenation of the limbs, then three shifts, three adds and two conversions back, the
+rescale and the bias), and on the latent's small tensors those passes, not the GEMM, are
+most of the entropy path's time. Here one pass takes the float activations, in any layout,
+to the int8 limbs of a zero-bordered channels-last grid (the im2col rows are then strided
+views of it, copied once by torch), and one pass takes the int32 limb sums to the float64
+output, rescaled and biased, channels-last, so that the next convolution reads it in order.
+
+The values are the torch path's, bit for bit: rounding is round-half-to-even on exact
+products by powers of two, limbs come from arithmetic shifts and masks of the same
+integers, the limb sums combine in int64, and the output is one multiplication by a power
+of two (exact) and one correctly rounded add, as in :func:`harness.model.exact.integer_matmul`
+and :meth:`~harness.model.exact.IntegerConv2d.forward`. ``tests/test_model_exact.py``
+compares the two paths.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numpy.lib.stride_tricks import as_strided
+from torch import Tensor
+
+from harness.kernels import jit
+
+ENABLED = True  # tests switch the kernels off to compare with the torch path
+# The kernels run on the calling thread: spread over a thread pool they ran slower, and so did
+# the GEMMs between them (torch's OpenMP threads, spinning after each GEMM, took their cores).
+_LIMB = 6
+
+
+@jit()
+def _quantize(x, strides, up, grid, geometry, start, stop):
+    """Image rows ``start:stop`` (image, y) of ``round(x * up[image])`` as int8 limbs into the
+    interior of a zero-bordered channels-last grid, ``row`` bytes a pixel: high limbs, then low.
+    """
+    channels, height, width, ph, pw, row, half = geometry
+    sn, sc, sy, sx = strides
+    wp = width + 2 * pw
+    hp = height + 2 * ph
+    for r in range(start, stop):
+        n = r // height
+        y = r - n * height
+        scale = up[n]
+        for i in range(width):
+            src = n * sn + y * sy + i * sx
+            hi = ((n * hp + y + ph) * wp + i + pw) * row
+            if sc == 1:  # channels-last: a unit stride the compiler can vectorise
+                for c in range(channels):
+                    v = np.int64(np.rint(np.float64(x[src + c]) * scale))
+                    grid[hi + c] = v >> _LIMB
+                    grid[half + hi + c] = v & ((1 << _LIMB) - 1)
+            else:
+                for c in range(channels):
+                    v = np.int64(np.rint(np.float64(x[src + c * sc]) * scale))
+                    grid[hi + c] = v >> _LIMB
+                    grid[half + hi + c] = v & ((1 << _LIMB) - 1)
+
+
+@jit()
+def _max_bits(bits, per_image, mask, out, start, stop):
+    """Per image, the largest magnitude's bit pattern: the sign bit masked off, the IEEE
+    patterns of non-negative floats order as integers (and integer maxima vectorise)."""
+    for n in range(start, stop):
+        top = 0
+        for i in range(n * per_image, (n + 1) * per_image):
+            top = max(top, bits[i] & mask)
+        out[n] = top
+
+
+@jit()
+def _scaled_sums(sums, down, scale, bias, out, geometry, start, stop):
+    """Output pixels ``start:stop`` (image, y, x), channels-last: sum * down[image] * scale[c]
+    + bias[c], each sum put together from its four limb products."""
+    channels, n8, rows, positions = geometry
+    width = 2 * n8
+    for m in range(start, stop):
+        factor = down[m // positions]
+        hi = m * width
+        lo = hi + rows * width
+        at = m * channels
+        for c in range(channels):
+            mixed = np.int64(sums[hi + n8 + c]) + np.int64(sums[lo + c])
+            total = (np.int64(sums[hi + c]) << (2 * _LIMB)) + (mixed << _LIMB) + np.int64(sums[lo + n8 + c])
+            out[at + c] = np.float64(total) * (factor * scale[c]) + bias[c]
+
+
+@jit()
+def _lookup(x, values, out, shape, start, stop):
+    """f(x) from the table ``values`` on a 2^-8 grid over [-count, count] / 2^8, the steps of
+    :meth:`harness.model.exact.Table.forward` one by one; beyond it slope * x + above, or below."""
+    count, steps, below, slope, above = shape
+    for i in range(start, stop):
+        v = x[i]
+        position = v * steps
+        if abs(position) < count:
+            index = np.floor(position)
+            frac = position - index
+            k = np.int64(index) + np.int64(count)
+            low = values[k]
+            out[i] = low + (values[k + 1] - low) * frac
+        elif v > 0:
+            out[i] = v * slope + above
+        else:
+            out[i] = below
+
+
+def lookup(x: Tensor, values: Tensor, steps: float, below: float, slope: float, above: float) -> Tensor:
+    """:class:`harness.model.exact.Table`'s f(x) for a :func:`dense` float64 ``x`` (same layout out)."""
+    out = torch.empty_like(x)
+    count = (values.numel() - 1) // 2
+    shape = np.array([count, steps, below, slope, above], dtype=np.float64)
+    _lookup(_flat(x)[0], values.numpy(), _flat(out)[0], shape, 0, x.numel())
+    return out
+
+
+def usable(x: Tensor) -> bool:
+    return ENABLED and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.dim() == 4
+
+
+def _flat(x: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The memory ``x`` spans, as a 1D array from its first element, and its NCHW strides."""
+    arr = x.detach().numpy()
+    span = 1 + sum((size - 1) * st for size, st in zip(x.shape, x.stride()))
+    return as_strided(arr, (span,), (arr.itemsize,)), np.array(x.stride(), dtype=np.int64)
+
+
+def dense(x: Tensor) -> Tensor:
+    """``x`` in one of the two layouts whose images are blocks of memory: as it is if it is
+    contiguous or channels-last, else copied to channels-last."""
+    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def max_abs(x: Tensor) -> Tensor:
+    """Per image of a :func:`dense` batch, the largest magnitude (float64)."""
+    bits = _flat(x)[0].view(np.int64 if x.dtype == torch.float64 else np.int32)
+    mask = (1 << (8 * bits.itemsize - 1)) - 1
+    out = np.empty(x.shape[0], dtype=bits.dtype)
+    _max_bits(bits, x[0].numel(), bits.dtype.type(mask), out, 0, x.shape[0])
+    return torch.from_numpy(out.view(np.float64 if x.dtype == torch.float64 else np.float32)).double()
+
+
+def stacked_limbs(x: Tensor, up: Tensor, kernel, stride, padding, kp: int) -> tuple[Tensor, int, int]:
+    """``[high; low]`` int8 limbs (2M x kp) of the im2col rows, columns (ky, kx, channel), of
+    ``round(x * up)``; and the output size."""
+    n, channels, height, width = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    hp, wp = height + 2 * ph, width + 2 * pw
+    out_h, out_w = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    rows = n * out_h * out_w
+    pointwise = kernel == (1, 1) and stride == (1, 1) and padding == (0, 0)
+    row = kp if pointwise else channels  # a 1x1 convolution's grid is its im2col matrix
+    half = n * hp * wp * row
+    grid = (torch.zeros if pointwise and kp > channels or ph or pw else torch.empty)(2 * half, dtype=torch.int8)
+    flat, strides = _flat(x)
+    geometry = np.array([channels, height, width, ph, pw, row, half], dtype=np.int64)
+    _quantize(flat, strides, up.numpy(), grid.numpy(), geometry, 0, n * height)
+    if pointwise:
+        return grid.view(2 * rows, kp), out_h, out_w
+    taps = grid.as_strided(
+        (2, n, out_h, out_w, kh, kw * channels),
+        (half, hp * wp * channels, sh * wp * channels, sw * channels, wp * channels, 1),
+    )
+    k = kh * kw * channels
+    if k == kp:
+        return taps.reshape(2 * rows, kp), out_h, out_w
+    limbs = torch.zeros(2 * rows, kp, dtype=torch.int8)
+    limbs[:, :k] = taps.reshape(2 * rows, k)
+    return limbs, out_h, out_w
+
+
+def scaled_sums(sums: Tensor, down: Tensor, scale: Tensor, bias: Tensor, shape: tuple[int, int, int, int]) -> Tensor:
+    """The float64 output ``shape`` (NCHW, channels-last in memory) from the int32 limb sums of
+    :func:`stacked_limbs`' rows."""
+    n, channels, out_h, out_w = shape
+    rows = n * out_h * out_w
+    out = torch.empty(n, out_h, out_w, channels, dtype=torch.float64)
+    geometry = np.array([channels, sums.shape[1] // 2, rows, out_h * out_w], dtype=np.int64)
+    _scaled_sums(sums.view(-1).numpy(), down.numpy(), scale.numpy(), bias.numpy(), out.view(-1).numpy(), geometry, 0, rows)
+    return out.permute(0, 3, 1, 2)
