@@ -478,7 +478,7 @@ def _add_train_sweep(sub) -> None:
     _option(parser, "--variant", sweep, _VARIANT_HELP)
     _option(parser, "--stage1-steps", sweep, "stage-1 iterations (paper: 1.5M)", type=int)
     _option(parser, "--stage2-steps", sweep, "stage-2 (reweighted) iterations", type=int)
-    _option(parser, "--warmup-steps", sweep, "steps of one shared model at the middle lambda that every lambda "
+    _option(parser, "--warmup-steps", sweep, "steps of one shared model at the largest lambda that every lambda "
             "starts from (0: from scratch, as the paper)", type=int)
     _option(parser, "--precision", sweep, "g_a, h_a and g_s in fp32, or under bf16 autocast (loss, likelihoods, "
             "entropy models and weights stay float32); auto: bf16 on AMX CPUs and bf16 tensor-core GPUs",

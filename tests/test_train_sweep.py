@@ -185,13 +185,13 @@ def test_a_warm_up_is_trained_once_and_every_lambda_starts_from_it(shards, tmp_p
 
     out = tmp_path / "sweep"
     config = _sweep(shards, out, lambdas=(0.001, 0.1), warmup_steps=3)
-    assert [t.lmbda for t in pending(config)] == [0.01, 0.001, 0.1]  # warm-up at the geometric middle
+    assert [t.lmbda for t in pending(config)] == [0.1, 0.001, 0.1]  # warm-up at the largest lambda
     cards = run(config)
-    warmup = out / "warmup" / "models" / "mse-0.01.pt"
+    warmup = out / "warmup" / "models" / "mse-0.1.pt"
     assert read_card(warmup.with_suffix(".json")).stages["1"]["steps"] == 3
     for card in cards:
         stage0 = card.stages["0"]
-        assert (stage0["steps"], stage0["lambda"]) == (3, 0.01) and stage0["train_s"] > 0
+        assert (stage0["steps"], stage0["lambda"]) == (3, 0.1) and stage0["train_s"] > 0
     # A trial's model starts as the warm-up's weights, not a fresh initialisation.
     trial = trial_configs(config, check_data(config), warmup)[0]
     start, shared = _State(trial).model.state_dict(), load_checkpoint(warmup).state_dict()

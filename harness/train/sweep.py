@@ -65,8 +65,8 @@ class SweepConfig:
     val_batches: int = 4
     max_failures: int = 3
     seed: int = 0
-    # Steps of one shared model at the λ range's geometric middle (stage-1 loss, constant lr) that
-    # every λ's trial starts from; 0: each trial from scratch, as the paper trains.
+    # Steps of one shared model at the largest λ (stage-1 loss, constant lr) that every λ's trial
+    # starts from; 0: each trial from scratch, as the paper trains.
     warmup_steps: int = 0
     # g_a, h_a and g_s under bf16 autocast (harness.model.precision); the entropy models, the
     # likelihoods, the loss and the optimiser stay float32. auto: bf16 where it runs fast.
@@ -146,11 +146,12 @@ def trial_configs(config: SweepConfig, data: ShardManifest, init: Path | None = 
 
 
 def warmup_trial(config: SweepConfig, data: ShardManifest) -> TrialConfig:
-    """The shared warm-up: one model at the geometric middle of the λ range, stage 1 only at a
-    constant lr, in ``OUT/warmup``."""
-    lambdas = config.chosen_lambdas
-    middle = float(f"{math.sqrt(min(lambdas) * max(lambdas)):.4g}")
-    warmup = replace(config, out=Path(config.out) / "warmup", lambdas=(middle,), stage1_steps=config.warmup_steps,
+    """The shared warm-up: one model at the largest λ, stage 1 only at a constant lr, in
+    ``OUT/warmup``. From there each trial only has to give rate up, dropping detail it has
+    learnt, which a few steps do; a trial above the warm-up's λ would have to learn detail
+    the warm-up never reconstructed, which a short run cannot (its PSNR then lags, out of order)."""
+    warmup = replace(config, out=Path(config.out) / "warmup", lambdas=(max(config.chosen_lambdas),),
+                     stage1_steps=config.warmup_steps,
                      stage2_steps=0, milestones=(), warmup_steps=0)
     return trial_configs(warmup, data)[0]
 
