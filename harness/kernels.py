@@ -9,7 +9,10 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
+import numpy as np
 import torch
+from numpy.lib.stride_tricks import as_strided
+from torch import Tensor
 
 PARALLEL_MIN = 1 << 16  # below this many elements a kernel runs on the calling thread
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
@@ -49,3 +52,11 @@ def launch(compiled, args: tuple, items: int, numel: int, *tail: int) -> None:
     futures = [pool.submit(compiled, *args, cuts[i], cuts[i + 1], *tail) for i in range(threads)]
     for f in futures:
         f.result()
+
+
+def memory(t: Tensor) -> np.ndarray:
+    """The memory a CPU tensor spans, as a 1D array from its first element (shares memory):
+    kernels take it with the tensor's strides."""
+    arr = t.detach().numpy()
+    span = 1 + sum((size - 1) * st for size, st in zip(t.shape, t.stride()))
+    return as_strided(arr, (span,), (arr.itemsize,))

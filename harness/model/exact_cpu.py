@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from numpy.lib.stride_tricks import as_strided
 from torch import Tensor
 
-from harness.kernels import jit
+from harness.kernels import jit, memory
 
 ENABLED = True  # tests switch the kernels off to compare with the torch path
 # The kernels run on the calling thread: spread over a thread pool they ran slower, and so did
@@ -35,8 +34,7 @@ _LIMB = 6
 @jit()
 def _quantize(x, strides, up, grid, geometry, start, stop):
     """Image rows ``start:stop`` (image, y) of ``round(x * up[image])`` as int8 limbs into the
-    interior of a zero-bordered channels-last grid, ``row`` bytes a pixel: high limbs, then low.
-    """
+    interior of a zero-bordered channels-last grid, ``row`` bytes a pixel: high limbs, then low."""
     channels, height, width, ph, pw, row, half = geometry
     sn, sc, sy, sx = strides
     wp = width + 2 * pw
@@ -89,10 +87,10 @@ def _scaled_sums(sums, down, scale, bias, out, geometry, start, stop):
 
 
 @jit()
-def _lookup(x, values, out, shape, start, stop):
+def _lookup(x, values, out, params, start, stop):
     """f(x) from the table ``values`` on a 2^-8 grid over [-count, count] / 2^8, the steps of
     :meth:`harness.model.exact.Table.forward` one by one; beyond it slope * x + above, or below."""
-    count, steps, below, slope, above = shape
+    count, steps, below, slope, above = params
     for i in range(start, stop):
         v = x[i]
         position = v * steps
@@ -112,20 +110,13 @@ def lookup(x: Tensor, values: Tensor, steps: float, below: float, slope: float, 
     """:class:`harness.model.exact.Table`'s f(x) for a :func:`dense` float64 ``x`` (same layout out)."""
     out = torch.empty_like(x)
     count = (values.numel() - 1) // 2
-    shape = np.array([count, steps, below, slope, above], dtype=np.float64)
-    _lookup(_flat(x)[0], values.numpy(), _flat(out)[0], shape, 0, x.numel())
+    params = np.array([count, steps, below, slope, above], dtype=np.float64)
+    _lookup(memory(x), values.numpy(), memory(out), params, 0, x.numel())
     return out
 
 
 def usable(x: Tensor) -> bool:
     return ENABLED and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.dim() == 4
-
-
-def _flat(x: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """The memory ``x`` spans, as a 1D array from its first element, and its NCHW strides."""
-    arr = x.detach().numpy()
-    span = 1 + sum((size - 1) * st for size, st in zip(x.shape, x.stride()))
-    return as_strided(arr, (span,), (arr.itemsize,)), np.array(x.stride(), dtype=np.int64)
 
 
 def dense(x: Tensor) -> Tensor:
@@ -138,7 +129,7 @@ def dense(x: Tensor) -> Tensor:
 
 def max_abs(x: Tensor) -> Tensor:
     """Per image of a :func:`dense` batch, the largest magnitude (float64)."""
-    bits = _flat(x)[0].view(np.int64 if x.dtype == torch.float64 else np.int32)
+    bits = memory(x).view(np.int64 if x.dtype == torch.float64 else np.int32)
     mask = (1 << (8 * bits.itemsize - 1)) - 1
     out = np.empty(x.shape[0], dtype=bits.dtype)
     _max_bits(bits, x[0].numel(), bits.dtype.type(mask), out, 0, x.shape[0])
@@ -156,8 +147,9 @@ def stacked_limbs(x: Tensor, up: Tensor, kernel, stride, padding, kp: int) -> tu
     pointwise = kernel == (1, 1) and stride == (1, 1) and padding == (0, 0)
     row = kp if pointwise else channels  # a 1x1 convolution's grid is its im2col matrix
     half = n * hp * wp * row
-    grid = (torch.zeros if pointwise and kp > channels or ph or pw else torch.empty)(2 * half, dtype=torch.int8)
-    flat, strides = _flat(x)
+    bordered = bool(ph or pw) or row > channels  # cells the quantisation does not write must be zeros
+    grid = (torch.zeros if bordered else torch.empty)(2 * half, dtype=torch.int8)
+    flat, strides = memory(x), np.array(x.stride(), dtype=np.int64)
     geometry = np.array([channels, height, width, ph, pw, row, half], dtype=np.int64)
     _quantize(flat, strides, up.numpy(), grid.numpy(), geometry, 0, n * height)
     if pointwise:

@@ -24,10 +24,9 @@ from typing import Sequence
 import numba
 import numpy as np
 import torch
-from numpy.lib.stride_tricks import as_strided
 from torch import Tensor
 
-from harness.kernels import jit, launch
+from harness.kernels import jit, launch, memory
 
 # Step kinds of a lifting program (harness.wavelets.lifting builds the programs). With
 # ``even``/``odd`` the two halves of a buffer split ``[even | odd]`` (ns and nd samples):
@@ -341,13 +340,6 @@ def _fold(src: Tensor, dst: Tensor, dim: int) -> tuple[int, int, np.ndarray, np.
     return outer[0], inner[0], src_st, dst_st
 
 
-def _flat(t: Tensor) -> np.ndarray:
-    """The memory a tensor spans, as a 1D array from its first element (shares memory)."""
-    arr = t.detach().numpy()
-    span = 1 + sum((size - 1) * st for size, st in zip(t.shape, t.stride()))
-    return as_strided(arr, (span,), (arr.itemsize,))
-
-
 @functools.cache
 def _program_arrays(program: Program, dtype) -> tuple[np.ndarray, np.ndarray]:
     kinds = np.array([k for k, _ in program], dtype=np.int64)
@@ -388,7 +380,7 @@ def level_(src: Tensor, dst: Tensor, dim: int, program: Program, analysis: bool)
     else:  # lines copied into columns
         tile = min(q, _COLUMNS)
     kinds, coefs = _program_arrays(program, _DTYPES[src.dtype])
-    args = (_flat(src), src_st, _flat(dst), dst_st, n, q, kinds, coefs, analysis)
+    args = (memory(src), src_st, memory(dst), dst_st, n, q, kinds, coefs, analysis)
     launch(_compiled("_level", _DTYPES[src.dtype]), args, p * math.ceil(q / tile), src.numel(), tile)
     return True
 
@@ -410,6 +402,6 @@ def plane_levels_(src: Tensor, dst: Tensor, program: Program, analysis: bool, le
         return False
     src_st, dst_st = _strides(outer[1], [st[-2:] for st in strides])
     kinds, coefs = _program_arrays(program, _DTYPES[src.dtype])
-    args = (_flat(src), src_st, _flat(dst), dst_st, h, w, kinds, coefs, analysis)
+    args = (memory(src), src_st, memory(dst), dst_st, h, w, kinds, coefs, analysis)
     launch(_compiled("_planes", _DTYPES[src.dtype]), args, outer[0], src.numel(), levels)
     return True

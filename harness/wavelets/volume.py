@@ -22,14 +22,13 @@ import torch
 from numba import typed
 from torch import Tensor
 
-from harness.kernels import jit, launch
+from harness.kernels import jit, launch, memory
 from harness.wavelets.cpu import (
     _BUFFER_BYTES,
     _DTYPES,
     Program,
     _array,
     _copy,
-    _flat,
     _lift,
     _merged,
     _plane_analysis,
@@ -202,13 +201,13 @@ def volume_(
     dtype = _DTYPES[dst.dtype]
     srcs = typed.List.empty_list(_array(dtype))
     for t in tensors:
-        srcs.append(_flat(t))
+        srcs.append(memory(t))
     dst_st = np.array([outer[0], dst.stride(cdim), dst.stride(hdim), dst.stride(wdim)], dtype=np.int64)
     c = dst.shape[cdim]
     pairs = (c + 1) // 2
     # Enough items for every thread; an item recomputes len(program) pairs at each end.
     chunk = max(len(program), math.ceil(pairs / math.ceil(torch.get_num_threads() / p)))
     kinds, coefs = _program_arrays(program, dtype)
-    args = (srcs, table, _flat(dst), dst_st, c, h, w, kinds, coefs, analysis)
+    args = (srcs, table, memory(dst), dst_st, c, h, w, kinds, coefs, analysis)
     launch(_compiled(dtype), args, p * math.ceil(pairs / chunk), dst.numel(), levels, chunk)
     return True
