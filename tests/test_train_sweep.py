@@ -199,4 +199,4 @@ def test_a_warm_up_is_trained_once_and_every_lambda_starts_from_it(shards, tmp_p
     assert pending(config) == [] and run(config) == cards  # nothing to train again
     warmup.write_bytes(warmup.read_bytes() + b"\0")  # a changed warm-up retrains every lambda
     assert [t.lmbda for t in pending(config)] == [0.001, 0.1]
-    assert warmup_trial(config, check_data(config)).lmbda == 0.01
+    assert warmup_trial(config, check_data(config)).lmbda == 0.1
