@@ -1,7 +1,7 @@
-"""numba kernels for the CPU: compiled once (cached on disk where possible), run without the GIL
-and spread over torch's thread count, so they share the cores the way torch's own ops do.
-Used by the wavelet transforms (:mod:`harness.wavelets.cpu`) and the integer entropy path
-(:mod:`harness.model.exact_cpu`)."""
+"""numba kernels for the CPU: compiled once (cached on disk where possible) and run without the
+GIL (:func:`jit`), on tensors' memory as numpy arrays (:func:`memory`). The wavelet transforms
+(:mod:`harness.wavelets.cpu`) spread theirs over torch's thread count (:func:`launch`); the
+integer entropy path (:mod:`harness.model.exact_cpu`) runs its own on the calling thread."""
 
 from __future__ import annotations
 

@@ -131,12 +131,17 @@ def _exponents(magnitudes: Tensor, bits: int) -> list[int]:
     return [bits - int(e) if m > 0 else 0 for m, e in zip(magnitudes.tolist(), exp.tolist())]
 
 
+def power_scales(magnitudes: Tensor, bits: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Per entry, 2^e and 2^-e (float64) such that magnitude * 2^e <= 2^bits."""
+    exps = _exponents(magnitudes, bits)
+    return _pow2(exps, torch.float64, device), _pow2([-e for e in exps], torch.float64, device)
+
+
 def quantize_rows(t: Tensor, bits: int) -> tuple[Tensor, Tensor]:
     """Integers round(t[i] * 2^e_i) with |.| <= 2^bits, one power-of-two exponent per index i
     of dim 0 (an image of a batch, an output channel of a weight); returns them and 2^-e_i."""
-    exps = _exponents(t.abs().reshape(t.shape[0], -1).amax(dim=1), bits)
-    up = _pow2(exps, torch.float64, t.device).reshape(-1, *([1] * (t.dim() - 1)))
-    return torch.round(t * up), _pow2([-e for e in exps], torch.float64, t.device)
+    up, down = power_scales(t.abs().reshape(t.shape[0], -1).amax(dim=1), bits, t.device)
+    return torch.round(t * up.reshape(-1, *([1] * (t.dim() - 1)))), down
 
 
 def quantize_weights(weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -172,7 +177,8 @@ class IntegerConv2d(nn.Module):
         (ph, pw), (sh, sw), (kh, kw) = self.padding, self.stride, self.kernel
         grid = F.pad(ints, (pw, pw, ph, ph)).permute(0, 2, 3, 1)
         out_h, out_w = (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
-        taps = [grid[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw] for i in range(kh) for j in range(kw)]
+        taps = [grid[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw]
+                for i in range(kh) for j in range(kw)]
         rows = torch.cat(taps, dim=-1).reshape(n * out_h * out_w, -1)
         sums = integer_matmul(rows, self.weight).reshape(n, out_h, out_w, self.out_channels).permute(0, 3, 1, 2)
         scale = down.reshape(n, 1, 1, 1) * self.scale.reshape(1, -1, 1, 1)  # powers of two: exact
@@ -180,12 +186,10 @@ class IntegerConv2d(nn.Module):
 
     def _fused(self, x: Tensor) -> Tensor:
         """:meth:`forward` on the CPU in two numba passes around the int8 GEMM (same bits)."""
-        exps = _exponents(exact_cpu.max_abs(x), ACTIVATION_BITS)
-        up = _pow2(exps, torch.float64, x.device)
+        up, down = power_scales(exact_cpu.max_abs(x), ACTIVATION_BITS, x.device)
         limbs, out_h, out_w = exact_cpu.stacked_limbs(x, up, self.kernel, self.stride, self.padding,
                                                       self.weight.limbs.shape[0])
         sums = torch._int_mm(limbs, self.weight.limbs)
-        down = _pow2([-e for e in exps], torch.float64, x.device)
         return exact_cpu.scaled_sums(sums, down, self.scale, self.bias, (x.shape[0], self.out_channels, out_h, out_w))
 
 

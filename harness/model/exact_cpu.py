@@ -46,16 +46,10 @@ def _quantize(x, strides, up, grid, geometry, start, stop):
         for i in range(width):
             src = n * sn + y * sy + i * sx
             hi = ((n * hp + y + ph) * wp + i + pw) * row
-            if sc == 1:  # channels-last: a unit stride the compiler can vectorise
-                for c in range(channels):
-                    v = np.int64(np.rint(np.float64(x[src + c]) * scale))
-                    grid[hi + c] = v >> _LIMB
-                    grid[half + hi + c] = v & ((1 << _LIMB) - 1)
-            else:
-                for c in range(channels):
-                    v = np.int64(np.rint(np.float64(x[src + c * sc]) * scale))
-                    grid[hi + c] = v >> _LIMB
-                    grid[half + hi + c] = v & ((1 << _LIMB) - 1)
+            for c in range(channels):
+                v = np.int64(np.rint(np.float64(x[src + c * sc]) * scale))
+                grid[hi + c] = v >> _LIMB
+                grid[half + hi + c] = v & ((1 << _LIMB) - 1)
 
 
 @jit()
@@ -161,8 +155,8 @@ def stacked_limbs(x: Tensor, up: Tensor, kernel, stride, padding, kp: int) -> tu
     k = kh * kw * channels
     if k == kp:
         return taps.reshape(2 * rows, kp), out_h, out_w
-    limbs = torch.zeros(2 * rows, kp, dtype=torch.int8)
-    limbs[:, :k] = taps.reshape(2 * rows, k)
+    limbs = torch.zeros(2 * rows, kp, dtype=torch.int8)  # columns k: of the zero-padded K
+    limbs.view(*taps.shape[:4], kp)[..., :k].view(taps.shape).copy_(taps)
     return limbs, out_h, out_w
 
 

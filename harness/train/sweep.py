@@ -151,8 +151,7 @@ def warmup_trial(config: SweepConfig, data: ShardManifest) -> TrialConfig:
     learnt, which a few steps do; a trial above the warm-up's λ would have to learn detail
     the warm-up never reconstructed, which a short run cannot (its PSNR then lags, out of order)."""
     warmup = replace(config, out=Path(config.out) / "warmup", lambdas=(max(config.chosen_lambdas),),
-                     stage1_steps=config.warmup_steps,
-                     stage2_steps=0, milestones=(), warmup_steps=0)
+                     stage1_steps=config.warmup_steps, stage2_steps=0, milestones=(), warmup_steps=0)
     return trial_configs(warmup, data)[0]
 
 
