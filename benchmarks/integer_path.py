@@ -2,7 +2,7 @@
 
 * ``cross-machine``: a fresh ``tiny`` (seed 0) and one briefly trained as
   tests/conftest.py's ``train_tiny`` code every Kodak image in this process on both
-  paths (version 4 = integer, version 3 = float networks); a subprocess per setting
+  paths (version 5 = integer, version 3 = float networks); a subprocess per setting
   (1 and 2 threads, oneDNN limited to AVX2, AVX512_CORE, SSE41) decodes them all
   with ``harness.model.decode_check``. A mismatch is a failed decode or a sample off
   the encoder's reconstruction by more than 2. Goal: 0 on the integer path.

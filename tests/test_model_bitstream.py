@@ -102,8 +102,10 @@ def test_every_single_bit_flip_is_rejected(good_stream, checkpoint, tmp_path, ca
 def test_magic_version_empty_and_other_model(good_stream, checkpoint, tmp_path, capsys):
     _decompress_fails(b"", checkpoint, tmp_path, capsys, "is empty")
     _decompress_fails(b"PNG!" + good_stream[4:], checkpoint, tmp_path, capsys, "bad magic bytes")
-    _decompress_fails(good_stream[:4] + bytes([5]) + good_stream[5:], checkpoint, tmp_path, capsys,
-                      "format version 5; this harness reads versions 2, 3, 4")
+    _decompress_fails(good_stream[:4] + bytes([6]) + good_stream[5:], checkpoint, tmp_path, capsys,
+                      "format version 6; this harness reads versions 2, 3, 5")
+    _decompress_fails(good_stream[:4] + bytes([4]) + good_stream[5:], checkpoint, tmp_path, capsys,
+                      "format version 4, coded on the integer entropy path 'integer-1', which this harness replaced")
     other = tmp_path / "other.pt"
     assert main(["init-model", "--variant", "tiny", "--out", str(other), "--seed", "1"]) == 0
     stream, out = tmp_path / "x.3dmw", tmp_path / "x.png"
@@ -115,7 +117,7 @@ def test_magic_version_empty_and_other_model(good_stream, checkpoint, tmp_path, 
 
 
 def test_header_layout_is_as_documented(good_stream, model, kodim):
-    assert good_stream[:5] == b"3DMW\x04"
+    assert good_stream[:5] == b"3DMW\x05"
     assert struct.unpack(">II", good_stream[37:45]) == (40, 70)
     (latent_crc,) = struct.unpack(">I", good_stream[45:49])
     assert latent_crc == model.compress(to_tensor(_image(kodim, 40, 70)))["latent_crc"][0]

@@ -20,24 +20,38 @@ from harness.model import exact, exact_cpu
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
-LIMIT = 2**exact.ACTIVATION_BITS
+LIMIT, WEIGHT_LIMIT = 2**exact.ACTIVATION_BITS, 2**exact.WEIGHT_BITS
 
 
-def _extreme_integers(rows: int, cols: int, seed: int) -> torch.Tensor:
-    """Integers in [-2^12, 2^12], a third of them at the extremes, where limbs and sums are largest."""
+def _extreme_integers(rows: int, cols: int, seed: int, limit: int = LIMIT) -> torch.Tensor:
+    """Integers in [-limit, limit], a third of them at the extremes, where limbs and sums are largest."""
     g = torch.Generator().manual_seed(seed)
-    values = torch.randint(-LIMIT, LIMIT + 1, (rows, cols), generator=g)
+    values = torch.randint(-limit, limit + 1, (rows, cols), generator=g)
     pick = torch.randint(0, 3, (rows, cols), generator=g)
-    values = torch.where(pick == 0, torch.full_like(values, LIMIT), values)
-    values = torch.where(pick == 1, torch.full_like(values, -LIMIT), values)
+    values = torch.where(pick == 0, torch.full_like(values, limit), values)
+    values = torch.where(pick == 1, torch.full_like(values, -limit), values)
     return values.double()
 
 
 def test_integer_matmul_is_the_exact_product_at_the_extremes():
-    a, w = _extreme_integers(40, 1000, 0), _extreme_integers(1000, 24, 1)
+    a, w = _extreme_integers(40, 1000, 0), _extreme_integers(1000, 24, 1, WEIGHT_LIMIT)
     exact_product = (a.long() @ w.long()).double()  # int64: exact by definition
     assert torch.equal(exact.integer_matmul(a, exact.IntegerMatrix(w)), exact_product)
     assert exact_product.abs().max() > 2**24  # float32 could not hold these sums
+
+
+def test_weights_use_every_level_and_an_all_zero_channel_stays_zero():
+    torch.manual_seed(0)
+    weight = torch.randn(3, 4, 3, 3)
+    weight[1] = 0.0
+    ints, step = exact.quantize_weights(weight)
+    assert ints.abs().amax(dim=(1, 2, 3)).tolist() == [WEIGHT_LIMIT, 0, WEIGHT_LIMIT]
+    assert torch.all((ints * step.reshape(-1, 1, 1, 1) - weight.double()).abs() <= step.reshape(-1, 1, 1, 1) / 2)
+
+
+def test_weights_beyond_one_limb_are_refused():
+    with pytest.raises(HarnessError, match="weights beyond"):
+        exact.IntegerMatrix(torch.full((4, 3), WEIGHT_LIMIT + 1.0))
 
 
 _ISA_CHECK = """
@@ -45,9 +59,10 @@ import torch
 from harness.model import exact, exact_cpu
 g = torch.Generator().manual_seed(0)
 a = torch.randint(-4096, 4097, (64, 700), generator=g).double()
-w = torch.randint(-4096, 4097, (700, 40), generator=g).double()
+w = torch.randint(-64, 65, (700, 40), generator=g).double()
 a[:, ::2] = 4096.0
-w[::3] = -4096.0
+w[::3] = -64.0
+w[1::3] = 64.0
 print(torch.equal(exact.integer_matmul(a, exact.IntegerMatrix(w)), (a.long() @ w.long()).double()))
 """
 
@@ -73,7 +88,8 @@ def test_both_backends_and_thread_counts_give_the_same_bits(monkeypatch):
     assert torch.equal(layer(x), int8)
     with torch.no_grad():
         reference = conv(x.float()).double()
-    assert (int8 - reference).abs().max() < 2e-3 * reference.abs().max()
+    # 7-bit weights: each off by up to 2^-7 of its channel's largest, over 432 terms a sum
+    assert (int8 - reference).abs().max() < 2e-2 * reference.abs().max()
 
 
 def _layouts(x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -186,7 +202,7 @@ def test_conversion_leaves_the_float_network_alone():
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
-        assert torch.allclose(converted(x.double()), net(x).double(), atol=2e-3)
+        assert torch.allclose(converted(x.double()), net(x).double(), atol=2e-2)  # 7-bit weights
 
 
 def test_checkpoints_name_the_path_and_old_ones_get_it_built(tmp_path):
@@ -203,6 +219,9 @@ def test_checkpoints_name_the_path_and_old_ones_get_it_built(tmp_path):
     encoded = model.compress(x, reconstruct=True)
     decoded = model.decompress(encoded["strings"], encoded["shape"], encoded["size"])
     assert torch.equal(decoded["x_hat"], encoded["x_hat"])
+    payload["entropy_path"] = "integer-1"  # exported for the recipe this one replaced
+    torch.save(payload, path)
+    assert load_checkpoint(path).integer_path
     payload["entropy_path"] = "integer-9"
     torch.save(payload, path)
     with pytest.raises(HarnessError, match="exported for entropy path 'integer-9'"):

@@ -90,7 +90,7 @@ def test_tiny_sweep_trains_both_lambdas_in_two_stages(shards, tmp_path, ray_loca
         assert card.stages["1"]["steps"] == 60 and card.stages["2"]["steps"] == 20
         assert (card.stages["2"]["w1"], card.stages["2"]["w2"]) == (2.0, 0.5)
         assert card.data_manifest_sha256 and card.params > 0 and card.restored_from_steps == ()
-        assert card.entropy_path == "integer-1"
+        assert card.entropy_path == "integer-2"
     # The larger λ buys rate. (Its PSNR lead only shows once training leaves the
     # distortion-dominated start, after a few hundred steps: see README "Training".)
     low, high = (card.final for card in cards)

@@ -2,7 +2,7 @@
 
     offset  size  field
     0       4     magic b"3DMW"
-    4       1     format version (4)
+    4       1     format version (5)
     5       32    model fingerprint: SHA-256 of config + weights (checkpoint.fingerprint)
     37      4     original image height (>= 1)
     41      4     original image width (>= 1)
@@ -17,9 +17,11 @@
     51+L+4S 4     CRC-32 of every byte before it and of the payload
     55+L+4S ...   payload: the S streams back to back
 
-Version 4 is version 3's layout with the integer entropy path: the encoder
+Version 5 is version 3's layout with the integer entropy path: the encoder
 predicted every mean and scale on :mod:`harness.model.exact`, so any machine
-decodes the same symbols. Version 3 files were coded with the float networks
+decodes the same symbols. Version 4 was the same on that path's first recipe
+(``integer-1``, 12-bit weights): its files are refused with the harness they need,
+since this one computes other means and scales. Version 3 files were coded with the float networks
 (3DM-WeConvene before the integer path, CompressAI's baselines always) and decode
 (on that path, checked by their latent CRC) where the encoder's kernels run; version 2 (no latent check: the mode length follows the width at
 offset 45) decodes unchecked, on the float path too.
@@ -42,13 +44,14 @@ from dataclasses import dataclass
 from harness.errors import HarnessError
 
 MAGIC = b"3DMW"
-VERSION = 4  # 1: a stream per slice; 2: no latent check; 3: float entropy networks
-READABLE = (2, 3, 4)
+VERSION = 5  # 1: a stream per slice; 2: no latent check; 3: float entropy networks; 4: integer-1
+READABLE = (2, 3, VERSION)
+RETIRED = {4: "integer-1"}  # version -> the integer path it needs (harness.model.exact.EARLIER_PATHS)
 INTEGER_PATH_SINCE = 4  # the first version whose means and scales come from harness.model.exact
 FLOAT_PATH = 3  # written only on request (harness.model.coding.encode(integer=False)), to compare the paths
 WRITABLE = (FLOAT_PATH, VERSION)
 MAX_SIDE = 1 << 16  # larger than any image images.load_rgb accepts along one side
-_FIXED = {2: struct.Struct(">4sB32sIIB"), 3: struct.Struct(">4sB32sIIIB"), 4: struct.Struct(">4sB32sIIIB")}
+_FIXED = {2: struct.Struct(">4sB32sIIB"), 3: struct.Struct(">4sB32sIIIB"), VERSION: struct.Struct(">4sB32sIIIB")}
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,10 @@ def unpack(data: bytes, name: str = "bitstream") -> Container:
     if len(data) < 5:
         raise HarnessError(f"{name} is truncated ({len(data)} bytes, no format version)")
     version = data[4]
+    if version in RETIRED:
+        raise HarnessError(f"{name} has format version {version}, coded on the integer entropy path "
+                           f"{RETIRED[version]!r}, which this harness replaced: decode it with a harness from "
+                           f"before format version {VERSION}")
     if version not in READABLE:
         raise HarnessError(f"{name} has format version {version}; this harness reads versions "
                            f"{', '.join(map(str, READABLE))}")

@@ -6,7 +6,8 @@ GaussianConditional scale table) are updated before saving so a checkpoint can
 code real bitstreams straight away. ``entropy_path`` names the integer entropy
 path (:data:`harness.model.exact.PATH_ID`) that coding builds from the weights,
 on every load (it is deterministic in them); checkpoints from before it lack the
-key and get it built all the same.
+key, or name a recipe it replaced (:data:`harness.model.exact.EARLIER_PATHS`), and
+get it built all the same.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
         raise HarnessError(f"{path}: checkpoint lacks its config or weights")
     if is_baseline(payload["config"].get("variant")):
         return _load_baseline(path, payload, variant)
-    if payload.get("entropy_path", exact.PATH_ID) != exact.PATH_ID:
+    if payload.get("entropy_path", exact.PATH_ID) not in (exact.PATH_ID, *exact.EARLIER_PATHS):
         raise HarnessError(f"{path} was exported for entropy path {payload['entropy_path']!r}; this harness codes "
                            f"with {exact.PATH_ID!r}: use the harness version that wrote it")
     try:

@@ -13,21 +13,25 @@ After Ballé, Johnston and Minnen, "Integer networks for data compression"
 network whose every sum is an exact integer sum:
 
 * **Convolutions** (:class:`IntegerConv2d`): weights are integers per output
-  channel, ``w = round(w_float * 2^e_c)`` with ``|w| <= 2^12``; inputs are
-  integers per image, ``a = round(x * 2^e)`` with ``|a| <= 2^12`` (a power-of-two
-  exponent chosen from the image's largest magnitude, which is exact). Every
-  product is at most 2^24 and a whole sum below 2^40, so any summation order
-  gives the same integer: :func:`integer_matmul` computes it from 6-bit limbs
-  through torch's int8 GEMM with int32 sums (AMX/VNNI where the CPU has them),
-  or in float64, which holds integers below 2^53 exactly on every CPU and GPU.
-  Both give the integer itself, so identical bits. The limbs are at most 64 in
-  magnitude because oneDNN's kernels for CPUs without VNNI add pairs of
-  u8 x s8 products into a saturating int16 (``vpmaddubsw``) after shifting one
-  operand by 128: 7-bit limbs saturate there (measured with
-  ``ONEDNN_MAX_CPU_ISA=AVX2``), 6-bit ones stay below 2^15.
+  channel, ``w = round(w_float * 2^6 / max_c)`` (:func:`quantize_weights`), so
+  ``|w| <= 2^6``; inputs are integers per image, ``a = round(x * 2^e)`` with
+  ``|a| <= 2^12`` (a power-of-two exponent chosen from the image's largest
+  magnitude, which is exact). Every product is at most 2^18 and a whole sum below
+  2^34, so any summation order gives the same integer: :func:`integer_matmul`
+  computes it from the activations' two 6-bit limbs times the weights (one int8)
+  through torch's int8 GEMM with int32 sums (AMX/VNNI where the CPU has them), or
+  in float64, which holds integers below 2^53 exactly on every CPU and GPU. Both
+  give the integer itself, so identical bits. Limbs and weights are at most 64 in
+  magnitude because oneDNN's kernels for CPUs without VNNI add pairs of u8 x s8
+  products into a saturating int16 (``vpmaddubsw``) after shifting one operand by
+  128: 7-bit limbs saturate there (measured with ``ONEDNN_MAX_CPU_ISA=AVX2``), 6-bit
+  ones stay below 2^15. Weights of one int8 (7 bits with the sign) rather than two
+  limbs halve the GEMMs (path ``integer-1`` had 12-bit weights); on the trained
+  tiny over the 24 Kodak images the files stay as long as the float networks'
+  (benchmarks/RESULTS.md).
 * **Element-wise steps** run in float64 with +, -, x, / and sqrt only, each
   correctly rounded by IEEE 754 on every device, and never fused (no FMA): bias
-  adds, the power-of-two rescale, ReLU/LeakyReLU, residual adds, GDN's
+  adds, the rescale of the integer sums, ReLU/LeakyReLU, residual adds, GDN's
   normalisation, the LRP update and the wavelet lifting inside 3DM-WeConv (run on
   torch's portable path, see :func:`harness.wavelets.portable`).
 * **Non-linearities** (GELU, sigmoid, tanh: libm's and SLEEF's differ in the last
@@ -61,9 +65,14 @@ from torch import Tensor, nn
 from harness.errors import HarnessError
 from harness.model import exact_cpu
 
-PATH_ID = "integer-1"  # weights and activations 12-bit integers, tables on a 2^-8 grid
+# integer-1: 12-bit weights in two limbs (format version 4); integer-2: weights of one limb
+PATH_ID = "integer-2"  # activations 12-bit, weights 7-bit integers, tables on a 2^-8 grid
 ACTIVATION_BITS = 12  # |a| <= 2^12: a signed high limb in [-64, 64] and a low one in [0, 63]
-WEIGHT_BITS = 12
+WEIGHT_BITS = 6  # |w| <= 2^6: one int8, within the limbs' range
+# Recipes this one replaced: a checkpoint exported for one of them gets this path built on load
+# (every path is built from the float weights), but their files need the harness that wrote them.
+EARLIER_PATHS = ("integer-1",)
+GDN_WEIGHT_BITS = 12  # GDN sums in float64 (squares need 24 bits): no limbs, full precision
 _LIMB = 6
 _TABLE_STEP_BITS = 8
 _TABLE_RANGE = 16.0
@@ -91,50 +100,43 @@ def _pad_to(t: Tensor, dim: int, multiple: int) -> Tensor:
 
 
 class IntegerMatrix(nn.Module):
-    """An integer weight matrix (K x N, |w| <= 2^12) held both ways :func:`integer_matmul` needs it:
-    float64 values, and the int8 limbs [high | low] padded to multiples of 8, made once."""
+    """An integer weight matrix (K x N, |w| <= 2^6) held both ways :func:`integer_matmul` needs it:
+    float64 values, and int8 padded to multiples of 8, made once."""
 
     def __init__(self, values: Tensor) -> None:
         super().__init__()
         if values.shape[0] > 2**16:
             raise HarnessError(f"integer entropy path: {values.shape[0]} terms per sum exceed 2^16")
+        if values.abs().max() > 2**WEIGHT_BITS:
+            raise HarnessError(f"integer entropy path: weights beyond +-2^{WEIGHT_BITS}")
         self.n = values.shape[1]
         self.register_buffer("values", values.double().contiguous())
-        high, low = _limbs(_pad_to(_pad_to(values, 0, 8), 1, 8))
-        self.register_buffer("limbs", torch.cat([high, low], dim=1).contiguous())
+        self.register_buffer("limbs", _pad_to(_pad_to(values, 0, 8), 1, 8).to(torch.int8).contiguous())
 
 
 def integer_matmul(a: Tensor, w: IntegerMatrix) -> Tensor:
     """Exact ``a @ w`` for integers |a| <= 2^12 (in a float tensor), as float64.
 
-    With K <= 2^16 terms every partial sum of every order is an integer below 2^40,
-    so the float64 product is exact; on the CPU the same integer comes from four limb
-    products accumulated in int32 (each below 2^28)."""
+    With K <= 2^16 terms every partial sum of every order is an integer below 2^34,
+    so the float64 product is exact; on the CPU the same integer comes from the two
+    limb products accumulated in int32 (each below 2^28)."""
     if not _int8_gemm_available(a.device) or a.shape[0] <= 16:
         return a.double() @ w.values
-    m, n, n8 = a.shape[0], w.n, w.limbs.shape[1] // 2
+    m, n = a.shape[0], w.n
     a_hi, a_lo = _limbs(_pad_to(a, 1, 8))
     stacked = torch._int_mm(torch.cat([a_hi, a_lo]), w.limbs).to(torch.int64)
-    hh, hl = stacked[:m, :n], stacked[:m, n8 : n8 + n]
-    lh, ll = stacked[m:, :n], stacked[m:, n8 : n8 + n]
-    return ((hh << (2 * _LIMB)) + ((hl + lh) << _LIMB) + ll).to(torch.float64)
-
-
-def _pow2(exponents: list[int], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """Exact powers of two (math.ldexp; torch's pow may go through exp2)."""
-    return torch.tensor([math.ldexp(1.0, e) for e in exponents], dtype=dtype, device=device)
-
-
-def _exponents(magnitudes: Tensor, bits: int) -> list[int]:
-    """Per entry, e such that magnitude * 2^e <= 2^bits (frexp is exact; 0 for zeros)."""
-    _, exp = torch.frexp(magnitudes.double())
-    return [bits - int(e) if m > 0 else 0 for m, e in zip(magnitudes.tolist(), exp.tolist())]
+    return ((stacked[:m, :n] << _LIMB) + stacked[m:, :n]).to(torch.float64)
 
 
 def power_scales(magnitudes: Tensor, bits: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Per entry, 2^e and 2^-e (float64) such that magnitude * 2^e <= 2^bits."""
-    exps = _exponents(magnitudes, bits)
-    return _pow2(exps, torch.float64, device), _pow2([-e for e in exps], torch.float64, device)
+    """Per entry, 2^e and 2^-e (float64) such that magnitude * 2^e <= 2^bits (e = 0 for zeros).
+
+    numpy's frexp and ldexp are exact (torch's pow may go through exp2), and one vectorised
+    call each instead of a tensor per convolution built from a Python list."""
+    values = magnitudes.detach().double().cpu().numpy()
+    _, exp = np.frexp(values)
+    e = np.where(values > 0, bits - exp, 0)
+    return torch.from_numpy(np.ldexp(1.0, e)).to(device), torch.from_numpy(np.ldexp(1.0, -e)).to(device)
 
 
 def quantize_rows(t: Tensor, bits: int) -> tuple[Tensor, Tensor]:
@@ -144,9 +146,17 @@ def quantize_rows(t: Tensor, bits: int) -> tuple[Tensor, Tensor]:
     return torch.round(t * up.reshape(-1, *([1] * (t.dim() - 1)))), down
 
 
-def quantize_weights(weight: Tensor) -> tuple[Tensor, Tensor]:
-    """Integer weights per output channel, |w| <= 2^12; returns (w, 2^-e_c)."""
-    return quantize_rows(weight.detach().double().cpu(), WEIGHT_BITS)
+def quantize_weights(weight: Tensor, bits: int = WEIGHT_BITS) -> tuple[Tensor, Tensor]:
+    """Integer weights per output channel, the largest at +-2^bits; returns (w, step_c), w * step_c ~ weight.
+
+    A channel's step is its largest magnitude / 2^bits (exact: a power-of-two division), so all
+    2^(bits+1) + 1 levels are used; w = round(weight * (2^bits / largest)), one correctly rounded
+    division and product each, on the CPU: the same integers on every machine. The step then
+    scales an exact integer sum once, a single correctly rounded product like any other."""
+    weight = weight.detach().double().cpu()
+    largest = weight.abs().reshape(weight.shape[0], -1).amax(dim=1)
+    up = torch.where(largest > 0, 2.0**bits / largest, torch.zeros_like(largest))  # an all-zero channel stays 0
+    return torch.round(weight * up.reshape(-1, *([1] * (weight.dim() - 1)))), largest / 2.0**bits
 
 
 # ---------------------------------------------------------------------------- layers
@@ -181,7 +191,7 @@ class IntegerConv2d(nn.Module):
                 for i in range(kh) for j in range(kw)]
         rows = torch.cat(taps, dim=-1).reshape(n * out_h * out_w, -1)
         sums = integer_matmul(rows, self.weight).reshape(n, out_h, out_w, self.out_channels).permute(0, 3, 1, 2)
-        scale = down.reshape(n, 1, 1, 1) * self.scale.reshape(1, -1, 1, 1)  # powers of two: exact
+        scale = down.reshape(n, 1, 1, 1) * self.scale.reshape(1, -1, 1, 1)  # a power of two times the step: exact
         return sums * scale + self.bias.reshape(1, -1, 1, 1)
 
     def _fused(self, x: Tensor) -> Tensor:
@@ -202,7 +212,7 @@ class IntegerGDN(nn.Module):
         with torch.no_grad():
             beta = gdn.beta_reparam(gdn.beta).double()
             gamma = gdn.gamma_reparam(gdn.gamma).double()
-        weight, scale = quantize_weights(gamma)
+        weight, scale = quantize_weights(gamma, GDN_WEIGHT_BITS)
         self.register_buffer("weight", weight.t().contiguous())
         self.register_buffer("scale", scale)
         self.register_buffer("beta", beta.cpu())

@@ -1,8 +1,8 @@
 """The CPU kernels of :class:`harness.model.exact.IntegerConv2d`: two passes around the int8 GEMM.
 
 With torch ops, one integer convolution is about twenty passes over memory around its
-GEMM (the per-image rescale and rounding, im2col, padding, four limb conversions, the
-concatenation of the limbs, then three shifts, three adds and two conversions back, the
+GEMM (the per-image rescale and rounding, im2col, padding, two limb conversions, the
+concatenation of the limbs, then a shift, an add and two conversions back, the
 rescale and the bias), and on the latent's small tensors those passes, not the GEMM, are
 most of the entropy path's time. Here one pass takes the float activations, in any layout,
 to the int8 limbs of a zero-bordered channels-last grid (the im2col rows are then strided
@@ -11,8 +11,9 @@ output, rescaled and biased, channels-last, so that the next convolution reads i
 
 The values are the torch path's, bit for bit: rounding is round-half-to-even on exact
 products by powers of two, limbs come from arithmetic shifts and masks of the same
-integers, the limb sums combine in int64, and the output is one multiplication by a power
-of two (exact) and one correctly rounded add, as in :func:`harness.model.exact.integer_matmul`
+integers, the limb sums combine in int64, and the output is one correctly rounded
+multiplication (by the image's power of two times the channel's weight step, exact) and one
+correctly rounded add, as in :func:`harness.model.exact.integer_matmul`
 and :meth:`~harness.model.exact.IntegerConv2d.forward`. ``tests/test_model_exact.py``
 compares the two paths.
 """
@@ -66,17 +67,15 @@ def _max_bits(bits, per_image, mask, out, start, stop):
 @jit()
 def _scaled_sums(sums, down, scale, bias, out, geometry, start, stop):
     """Output pixels ``start:stop`` (image, y, x), channels-last: sum * down[image] * scale[c]
-    + bias[c], each sum put together from its four limb products."""
+    + bias[c], each sum put together from its two limb products."""
     channels, n8, rows, positions = geometry
-    width = 2 * n8
     for m in range(start, stop):
         factor = down[m // positions]
-        hi = m * width
-        lo = hi + rows * width
+        hi = m * n8
+        lo = hi + rows * n8
         at = m * channels
         for c in range(channels):
-            mixed = np.int64(sums[hi + n8 + c]) + np.int64(sums[lo + c])
-            total = (np.int64(sums[hi + c]) << (2 * _LIMB)) + (mixed << _LIMB) + np.int64(sums[lo + n8 + c])
+            total = (np.int64(sums[hi + c]) << _LIMB) + np.int64(sums[lo + c])
             out[at + c] = np.float64(total) * (factor * scale[c]) + bias[c]
 
 
@@ -166,6 +165,6 @@ def scaled_sums(sums: Tensor, down: Tensor, scale: Tensor, bias: Tensor, shape: 
     n, channels, out_h, out_w = shape
     rows = n * out_h * out_w
     out = torch.empty(n, out_h, out_w, channels, dtype=torch.float64)
-    geometry = np.array([channels, sums.shape[1] // 2, rows, out_h * out_w], dtype=np.int64)
+    geometry = np.array([channels, sums.shape[1], rows, out_h * out_w], dtype=np.int64)
     _scaled_sums(sums.view(-1).numpy(), down.numpy(), scale.numpy(), bias.numpy(), out.view(-1).numpy(), geometry, 0, rows)
     return out.permute(0, 3, 1, 2)
