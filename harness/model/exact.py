@@ -139,11 +139,21 @@ def power_scales(magnitudes: Tensor, bits: int, device: torch.device) -> tuple[T
     return torch.from_numpy(np.ldexp(1.0, e)).to(device), torch.from_numpy(np.ldexp(1.0, -e)).to(device)
 
 
+def _row_max(t: Tensor) -> Tensor:
+    """The largest magnitude of each index of dim 0 (an image of a batch, an output channel)."""
+    return t.abs().reshape(t.shape[0], -1).amax(dim=1)
+
+
+def _round_rows(t: Tensor, factors: Tensor) -> Tensor:
+    """round(t[i] * factors[i]) for each index i of dim 0."""
+    return torch.round(t * factors.reshape(-1, *([1] * (t.dim() - 1))))
+
+
 def quantize_rows(t: Tensor, bits: int) -> tuple[Tensor, Tensor]:
     """Integers round(t[i] * 2^e_i) with |.| <= 2^bits, one power-of-two exponent per index i
-    of dim 0 (an image of a batch, an output channel of a weight); returns them and 2^-e_i."""
-    up, down = power_scales(t.abs().reshape(t.shape[0], -1).amax(dim=1), bits, t.device)
-    return torch.round(t * up.reshape(-1, *([1] * (t.dim() - 1)))), down
+    of dim 0 (an image of a batch); returns them and 2^-e_i."""
+    up, down = power_scales(_row_max(t), bits, t.device)
+    return _round_rows(t, up), down
 
 
 def quantize_weights(weight: Tensor, bits: int = WEIGHT_BITS) -> tuple[Tensor, Tensor]:
@@ -154,9 +164,9 @@ def quantize_weights(weight: Tensor, bits: int = WEIGHT_BITS) -> tuple[Tensor, T
     division and product each, on the CPU: the same integers on every machine. The step then
     scales an exact integer sum once, a single correctly rounded product like any other."""
     weight = weight.detach().double().cpu()
-    largest = weight.abs().reshape(weight.shape[0], -1).amax(dim=1)
+    largest = _row_max(weight)
     up = torch.where(largest > 0, 2.0**bits / largest, torch.zeros_like(largest))  # an all-zero channel stays 0
-    return torch.round(weight * up.reshape(-1, *([1] * (weight.dim() - 1)))), largest / 2.0**bits
+    return _round_rows(weight, up), largest / 2.0**bits
 
 
 # ---------------------------------------------------------------------------- layers
