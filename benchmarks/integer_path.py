@@ -3,7 +3,8 @@
 * ``cross-machine``: a fresh ``tiny`` (seed 0) and one briefly trained as
   tests/conftest.py's ``train_tiny`` code every Kodak image in this process on both
   paths (version 5 = integer, version 3 = float networks); a subprocess per setting
-  (1 and 2 threads, oneDNN limited to AVX2, AVX512_CORE, SSE41) decodes them all
+  (1 and 2 threads, oneDNN limited to AVX2, AVX512_CORE, SSE41, numba compiled for a
+  baseline x86-64) decodes them all
   with ``harness.model.decode_check``. A mismatch is a failed decode or a sample off
   the encoder's reconstruction by more than 2. Goal: 0 on the integer path.
 * ``rate``: the trained ``tiny`` on all 24 images: file bytes on the integer path
@@ -42,7 +43,8 @@ from harness.model.decode_check import write_case
 REPO = Path(__file__).resolve().parents[1]
 KODAK = sorted((REPO / "datasets" / "kodak").glob("*.png"))
 SETTINGS = ({"OMP_NUM_THREADS": "1"}, {"OMP_NUM_THREADS": "2"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"},
-            {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, {"ONEDNN_MAX_CPU_ISA": "SSE41"})
+            {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, {"ONEDNN_MAX_CPU_ISA": "SSE41"},
+            {"NUMBA_CPU_NAME": "generic"})  # the numba kernels compiled for a baseline x86-64: no AVX, no FMA
 
 
 def trained_tiny() -> WeConvene:

@@ -3,8 +3,8 @@
 ``python -m harness.model.decode_check [--device DEV] CHECKPOINT DIR [CHECKPOINT DIR ...]`` decodes every ``DIR/*.3dmw``
 that has the encoder's own reconstruction beside it (``<stem>.ref.png``, written by
 :func:`write_case`) in this process's setting (thread count, ``ONEDNN_MAX_CPU_ISA``,
-device) and prints one JSON line per file: ``{"file", "status": "ok" | "error",
-"max_diff", "identical", "error"}``. ``benchmarks/cross_machine.py`` and the tests
+``NUMBA_CPU_NAME``, device) and prints one JSON line per file: ``{"file", "status": "ok" | "error",
+"max_diff", "identical", "error"}``. ``benchmarks/integer_path.py`` and the tests
 run it in subprocesses under other settings: a decode is a mismatch when it fails
 or any sample differs from the encoder's reconstruction by more than 2 (g_s's float
 rounding may differ between settings; the latent may not).

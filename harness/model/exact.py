@@ -205,10 +205,9 @@ class IntegerConv2d(nn.Module):
         return sums * scale + self.bias.reshape(1, -1, 1, 1)
 
     def _fused(self, x: Tensor) -> Tensor:
-        """:meth:`forward` on the CPU in two numba passes around the int8 GEMM (same bits)."""
-        up, down = power_scales(exact_cpu.max_abs(x), ACTIVATION_BITS, x.device)
-        limbs, out_h, out_w = exact_cpu.stacked_limbs(x, up, self.kernel, self.stride, self.padding,
-                                                      self.weight.limbs.shape[0])
+        """:meth:`forward` on the CPU: one numba call before the int8 GEMM and one after (same bits)."""
+        limbs, down, out_h, out_w = exact_cpu.stacked_limbs(x, ACTIVATION_BITS, self.kernel, self.stride, self.padding,
+                                                            self.weight.limbs.shape[0])
         sums = torch._int_mm(limbs, self.weight.limbs)
         return exact_cpu.scaled_sums(sums, down, self.scale, self.bias, (x.shape[0], self.out_channels, out_h, out_w))
 
