@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numba
+import numpy as np
 import pytest
 import torch
 from compressai.layers import GDN
@@ -131,6 +134,24 @@ def test_cpu_table_kernel_gives_the_torch_path_bits(monkeypatch, name):
             reference = table(tensor)
         assert torch.equal(fused.nan_to_num(nan=7.0), reference.nan_to_num(nan=7.0)), layout
         assert torch.equal(fused.isnan(), reference.isnan()), layout
+
+
+@pytest.mark.parametrize("name, args", [
+    ("_scaled_sums", lambda: (np.zeros(32, np.int32), np.ones(1), np.ones(8), np.ones(8), np.zeros(16),
+                              np.array([8, 8, 2, 2]), 0, 2)),
+    ("_lookup", lambda: (np.linspace(-1, 1, 16), np.linspace(0, 1, 9), np.zeros(16), np.array([4.0, 4.0, 0, 1, 0]),
+                         0, 16)),
+])
+def test_cpu_kernels_never_fuse_a_multiply_and_an_add(name, args):
+    """A fused multiply-add rounds once where the torch path rounds twice, and only CPUs with FMA
+    have it: the kernels, compiled with the options they are compiled with, must not contain one."""
+    kernel = getattr(exact_cpu, name)
+    options = {key: value for key, value in kernel.targetoptions.items() if key != "cache"}
+    fresh = numba.jit(**options)(kernel.py_func)  # uncached, so its assembly can be read
+    fresh(*args())
+    (assembly,) = fresh.inspect_asm().values()
+    assert "ret" in assembly
+    assert not re.search(r"\bv?fn?m(add|sub)\d", assembly), f"{name} fuses a multiply and an add"
 
 
 def test_each_image_of_a_batch_is_quantised_on_its_own():
