@@ -38,13 +38,10 @@ from harness.model import WeConvene
 from harness.model.bitstream import unpack
 from harness.model.checkpoint import InitModelConfig, load_checkpoint, run_init, save_checkpoint
 from harness.model.coding import encode, to_tensor
-from harness.model.decode_check import write_case
+from harness.model.decode_check import SETTINGS, write_case
 
 REPO = Path(__file__).resolve().parents[1]
 KODAK = sorted((REPO / "datasets" / "kodak").glob("*.png"))
-SETTINGS = ({"OMP_NUM_THREADS": "1"}, {"OMP_NUM_THREADS": "2"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"},
-            {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, {"ONEDNN_MAX_CPU_ISA": "SSE41"},
-            {"NUMBA_CPU_NAME": "generic"})  # the numba kernels compiled for a baseline x86-64: no AVX, no FMA
 
 
 def trained_tiny() -> WeConvene:

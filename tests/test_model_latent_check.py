@@ -20,7 +20,7 @@ from harness.cli import main
 from harness.model.bitstream import unpack
 from harness.model.checkpoint import load_checkpoint, save_checkpoint
 from harness.model.coding import decode, encode, to_pixels, to_tensor
-from harness.model.decode_check import write_case
+from harness.model.decode_check import SETTINGS, write_case
 from harness.model.entropy import NearestScaleGaussian
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -74,11 +74,6 @@ def test_version_2_files_still_decode_unchecked(checkpoint, pixels):
     assert unpack(old).latent_crc is None and unpack(old).version == 2
     own = to_pixels(model.compress(to_tensor(pixels), reconstruct=True, integer=False)["x_hat"])
     assert np.array_equal(decode(model, old), own)
-
-
-SETTINGS = ({"OMP_NUM_THREADS": "1"}, {"OMP_NUM_THREADS": "2"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"},
-            {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, {"ONEDNN_MAX_CPU_ISA": "SSE41"},
-            {"NUMBA_CPU_NAME": "generic"})  # the numba kernels compiled for a baseline x86-64: no AVX, no FMA
 
 
 def _decode_elsewhere(pairs: list[str], setting: dict[str, str]) -> list[dict]:

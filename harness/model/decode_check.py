@@ -24,6 +24,13 @@ from harness.model.checkpoint import load_checkpoint
 from harness.model.coding import decode, encode_reconstruct
 from harness.model.network import WeConvene
 
+# The settings the cross-machine check decodes under (tests and benchmarks/integer_path.py):
+# other thread counts, oneDNN's kernels for older CPUs, and the numba kernels compiled for a
+# baseline x86-64 (no AVX, no FMA).
+SETTINGS: tuple[dict[str, str], ...] = (
+    {"OMP_NUM_THREADS": "1"}, {"OMP_NUM_THREADS": "2"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+    {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, {"ONEDNN_MAX_CPU_ISA": "SSE41"}, {"NUMBA_CPU_NAME": "generic"},
+)
 TOLERANCE = 2  # g_s runs in float: its rounding may move a sample by this much, never more
 
 

@@ -101,21 +101,22 @@ def _max_bits(bits, per_image, mask, out, start, stop):
 
 
 @jit()
-def _prepare(x, patterns, strides, top, magnitudes, mask, bits, up, down, grid, limbs, geometry):
+def _prepare(x, patterns, per_image, strides, top, magnitudes, mask, bits, up, down, grid, limbs, quantise, im2col):
     """A convolution's input in one call from Python (each call costs tens of microseconds):
     per image the largest magnitude (from ``patterns``, x's memory as integers; ``top`` and
     ``magnitudes`` are one buffer as integers and as floats) and its power-of-two scales, as
     :func:`harness.model.exact.power_scales` gives them (frexp and ldexp are exact); then the
-    limbs into the grid and, unless the grid is the im2col matrix, the im2col rows."""
-    height, n, per_image, im2col, rows = geometry[1], geometry[7], geometry[8], geometry[9], geometry[-1]
+    limbs into the grid (geometry ``quantise``) and, unless ``im2col`` is empty (the grid is
+    the im2col matrix), the im2col rows."""
+    n = top.shape[0]
     _max_bits(patterns, per_image, mask, top, 0, n)
     for i in range(n):
         exponent = bits - math.frexp(np.float64(magnitudes[i]))[1] if magnitudes[i] > 0 else 0
         up[i] = math.ldexp(1.0, exponent)
         down[i] = math.ldexp(1.0, -exponent)
-    _quantize(x, strides, up, grid, geometry[:7], 0, n * height)
-    if im2col:
-        _im2col(grid, limbs, geometry[10:], 0, rows)
+    _quantize(x, strides, up, grid, quantise, 0, n * quantise[1])
+    if im2col.size:
+        _im2col(grid, limbs, im2col, 0, im2col[-1])
 
 
 @jit()
@@ -203,11 +204,12 @@ def stacked_limbs(x: Tensor, bits: int, kernel, stride, padding, kp: int) -> tup
         limbs = (torch.zeros if kh * kw * channels < kp else torch.empty)(2 * rows, kp, dtype=torch.int8)
     top, magnitudes, mask = _maxima(x)
     up, down = np.empty(n), np.empty(n)
-    geometry = np.array([channels, height, width, ph, pw, row, half, n, x[0].numel(), not pointwise,
-                         channels, out_h, out_w, hp, wp, kh, kw, sh, sw, kp, half, rows], dtype=np.int64)
+    quantise = np.array([channels, height, width, ph, pw, row, half], dtype=np.int64)
+    im2col = np.array([] if pointwise else [channels, out_h, out_w, hp, wp, kh, kw, sh, sw, kp, half, rows],
+                      dtype=np.int64)
     flat = memory(x)
-    _prepare(flat, flat.view(top.dtype), np.array(x.stride(), dtype=np.int64), top, magnitudes, mask, bits, up, down,
-             grid.numpy(), limbs.view(-1).numpy(), geometry)
+    _prepare(flat, flat.view(top.dtype), x[0].numel(), np.array(x.stride(), dtype=np.int64), top, magnitudes, mask,
+             bits, up, down, grid.numpy(), limbs.view(-1).numpy(), quantise, im2col)
     return limbs, down, out_h, out_w
 
 
