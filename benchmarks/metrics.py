@@ -3,9 +3,11 @@ in a Ray worker, on JPEG-decoded images; then the quick-profile Kodak leaderboar
 classical codecs and jpegxl over the first N images, 2 local Ray workers, every cell
 recomputed) with the core metrics only (what every run computed before --metrics), with
 the default --metrics and with --metrics all. Prints the tables and appends them with the
-command to benchmarks/RESULTS.md.
+command to benchmarks/RESULTS.md. ``--filters`` times instead the libraries' one-plane
+filters on a Kodak-sized plane, as conv2d and in strips (harness.eval.planes).
 
     PYTHONPATH=. python benchmarks/metrics.py --images 6
+    PYTHONPATH=. python benchmarks/metrics.py --filters
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from harness.eval.metrics import DEFAULT_METRICS, METRICS, Pair, resolve_metrics
+from harness.eval.metrics import DEFAULT_METRICS, METRICS, measure, resolve_metrics
 from harness.images import load_rgb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from leaderboard import measure, publish  # noqa: E402  (the sibling benchmark's timed run)
+from leaderboard import measure as timed_leaderboard, publish  # noqa: E402  (the sibling benchmark's timed run)
 
 REPO = Path(__file__).resolve().parents[1]
 KODAK = REPO.parent / "shared" / "data" / "kodak"
@@ -35,7 +37,8 @@ CODECS = ("vvc", "hevc", "av1", "jpegxl", "jpeg2000", "webp", "jpeg")
 
 
 def per_metric_seconds() -> dict[str, list[float]]:
-    """Each metric on a fresh :class:`Pair` (so its colour conversion is counted), per image."""
+    """Each metric alone through :func:`measure` (so its colour conversion and the strip
+    convolutions the leaderboard runs it with are counted), per image."""
     import torch
 
     torch.set_num_threads(1)
@@ -45,22 +48,65 @@ def per_metric_seconds() -> dict[str, list[float]]:
         buffer = io.BytesIO()
         Image.fromarray(reference).save(buffer, format="JPEG", quality=50)
         decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")).copy()
-        for name, metric in METRICS.items():
+        for name in METRICS:
             start = time.perf_counter()
-            metric.compute(Pair(reference, decoded))
+            measure(reference, decoded, (name,))
             times[name].append(time.perf_counter() - start)
     return times
 
 
+# (channels, window) of the depthwise filters the libraries run on a 768×512 plane: MS-SSIM's
+# separable Gaussian on RGB and on Y, IW-SSIM's 11×11 and 3×3, VIFp's 17×17 and 9×9, NLPD's 5×5.
+FILTERS = ((3, (11, 1)), (3, (1, 11)), (1, (11, 1)), (1, (11, 11)), (1, (3, 3)), (1, (17, 17)), (1, (9, 9)),
+           (1, (5, 5)))
+
+
+def filter_seconds(repeats: int = 7) -> list[str]:
+    """Best-of-``repeats`` milliseconds per filter, plain conv2d against strips, one thread."""
+    import torch
+    import torch.nn.functional as F
+
+    from harness.eval.planes import strip_conv2d
+
+    torch.set_num_threads(1)
+
+    def best(call) -> float:
+        call()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        return min(times) * 1e3
+
+    lines = ["| channels | window | conv2d ms | strips ms | speed-up | largest difference |", "|---|---|---|---|---|---|"]
+    for channels, window in FILTERS:
+        x = torch.rand(1, channels, 512, 768, generator=torch.Generator().manual_seed(0))
+        weight = torch.rand(channels, 1, *window, generator=torch.Generator().manual_seed(1))
+        plain = best(lambda: F.conv2d(x, weight, groups=channels))
+        strips = best(lambda: strip_conv2d(x, weight))
+        difference = float((F.conv2d(x, weight, groups=channels) - strip_conv2d(x, weight)).abs().max())
+        lines.append(f"| {channels} | {window[0]}×{window[1]} | {plain:.2f} | {strips:.2f} | {plain / strips:.1f}× | "
+                     f"{difference:.1e} |")
+    return lines
+
+
 def leaderboard_seconds(metrics: tuple[str, ...], images: int, reports: Path, name: str) -> tuple[float, int]:
-    return measure(2, images, reports, CODECS, metrics=metrics, run_name=name)
+    return timed_leaderboard(2, images, reports, CODECS, metrics=metrics, run_name=name)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=6, help="Kodak images in the leaderboard part")
     parser.add_argument("--no-append", action="store_true", help="do not append to benchmarks/RESULTS.md")
+    parser.add_argument("--filters", action="store_true", help="time the one-plane filters only")
     args = parser.parse_args()
+    if args.filters:
+        publish(["\n### One-plane filters, conv2d against strips (issue 20)\n",
+                 f"`PYTHONPATH=. python benchmarks/metrics.py --filters` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+                 f", {platform.machine()}, one thread, a 768×512 plane, best of 7)\n", *filter_seconds(), ""],
+                append=not args.no_append)
+        return
     load_before = os.getloadavg()[0]
     times = per_metric_seconds()
     for name, values in times.items():  # shown now: the leaderboard part takes minutes
