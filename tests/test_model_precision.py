@@ -37,9 +37,12 @@ def crops(kodak_dir) -> list[np.ndarray]:
 
 @pytest.fixture
 def model(trained_tiny):
+    """A copy of the session's trained tiny; the tests that take it are in the slow tier (training
+    it takes ~45 s on one thread, most of the unit tier's budget)."""
     return copy.deepcopy(trained_tiny)  # the session's model stays fp32 for other tests
 
 
+@pytest.mark.slow
 def test_bf16_changes_neither_weights_nor_fingerprint_and_fp32_is_the_old_path(model, crops, torch_one_thread):
     before, state = fingerprint(model), {k: v.clone() for k, v in model.state_dict().items()}
     fp32 = [encode_reconstruct(model, pixels) for pixels in crops]
@@ -58,6 +61,7 @@ def test_bf16_changes_neither_weights_nor_fingerprint_and_fp32_is_the_old_path(m
         assert data == again and np.array_equal(pixels, again_pixels)
 
 
+@pytest.mark.slow
 def test_each_precision_decodes_its_own_files_exactly_and_the_others_files(model, crops, torch_one_thread):
     files = {}
     for precision in ("fp32", "bf16"):
@@ -73,6 +77,7 @@ def test_each_precision_decodes_its_own_files_exactly_and_the_others_files(model
             assert abs(psnr_rgb(original, decoded) - psnr_rgb(original, reconstruction)) < 0.1
 
 
+@pytest.mark.slow
 def test_mixed_precision_training_keeps_float32_weights_grads_and_likelihoods(model, crops, torch_one_thread):
     x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
     loss = RateDistortionLoss(LossConfig(0.013))
@@ -124,6 +129,7 @@ def test_fp32_trials_keep_the_hash_they_had_before_the_option(tmp_path):
     assert replace(trial, precision="bf16").inputs_hash() != trial.inputs_hash()
 
 
+@pytest.mark.slow
 def test_cli_compresses_in_one_precision_and_decompresses_in_the_other(model, crops, tmp_path, capsys):
     checkpoint, source = tmp_path / "tiny.pt", tmp_path / "crop.png"
     save_checkpoint(model, checkpoint)
