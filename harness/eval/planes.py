@@ -7,8 +7,8 @@ path (a 17×17 window over a 768×512 plane: 22 ms on one core). The same filter
 plane cut into 16 row strips, each strip with its ``k − 1`` rows of overlap as one channel
 of a 16-channel depthwise convolution, runs 2–5× faster (4 ms), and each output sample is
 the same dot product over the same inputs. On Kodak-sized planes the outputs came out
-bit-identical on this CPU; another CPU may sum in another order, which moves them by
-float32 rounding at most.
+bit-identical, also with oneDNN held to AVX2 or SSE4.1; a CPU whose kernels sum in another
+order would move them by float32 rounding at most.
 
 :func:`strip_convolutions` is the context in which ``conv2d`` calls of that form take the
 stripped route; every other call (strided, dilated, with a bias, on small planes) runs as
