@@ -36,20 +36,19 @@ _ARGUMENTS = ("input", "weight", "bias", "stride", "padding", "dilation", "group
 def strip_conv2d(x: Tensor, weight: Tensor, padding: tuple[int, int] = (0, 0)) -> Tensor:
     """``F.conv2d(x, weight, padding=padding, groups=C)`` for ``weight`` of shape ``(C, 1, kh, kw)``,
     computed over row strips stacked as channels."""
-    n, c, height, width = x.shape
-    kh, kw = weight.shape[-2:]
-    if padding != (0, 0):
-        x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-        height, width = height + 2 * padding[0], width + 2 * padding[1]
-    out_h = height - kh + 1
+    n, c, height = x.shape[:3]
+    kh = weight.shape[-2]
+    top, side = padding
+    out_h = height + 2 * top - kh + 1
     strips = max(1, min(STRIPS, out_h // (2 * kh)))
     rows = -(-out_h // strips)
-    short = strips * rows + kh - 1 - height  # the last strip reads zero rows past the bottom
-    if short > 0:
-        x = F.pad(x, (0, 0, 0, short))
+    # One pad for the call's zero padding and the zero rows the last strip reads past the bottom.
+    bottom = max(top, strips * rows + kh - 1 - height - top)
+    if top or side or bottom:
+        x = F.pad(x, (side, side, top, bottom))
     planes = n * c
-    windows = x.reshape(planes, x.shape[2], width).unfold(1, rows + kh - 1, rows)  # planes, strips, W, rows
-    stacked = windows.permute(0, 1, 3, 2).reshape(1, planes * strips, rows + kh - 1, width)
+    windows = x.reshape(planes, x.shape[2], x.shape[3]).unfold(1, rows + kh - 1, rows)  # planes, strips, W, rows
+    stacked = windows.permute(0, 1, 3, 2).reshape(1, planes * strips, rows + kh - 1, x.shape[3])
     weights = weight.repeat(n, 1, 1, 1).repeat_interleave(strips, dim=0)
     out = F.conv2d(stacked, weights, groups=planes * strips)
     return out.reshape(n, c, strips * rows, out.shape[-1])[:, :, :out_h].contiguous()
