@@ -2,12 +2,18 @@
 
 Everything the harness leaves behind for a later run to trust (shards, result
 tables, manifests, checkpoints) is written to a temporary name in the same
-directory, flushed to disk and renamed over the target.
+directory, flushed to disk and renamed over the target. The file gets the mode
+the umask gives (as ``open`` would), not mkstemp's 0600, so other users of a
+shared disk can read it. A symlink keeps pointing where it did: its target is
+what gets replaced. A FIFO or a device (``-o /dev/null``) is written in place,
+never replaced by a regular file.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,19 +25,59 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (``os.umask`` sets
+    it, and another thread creating a file between the two calls would get the wrong mode)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the umask."""
+    return 0o666 & ~umask()
+
+
+def is_special(path: Path) -> bool:
+    """An existing FIFO, device or socket (symlinks followed): written in place, never replaced."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it over ``target`` if the block succeeds."""
+    """Yield a temporary path beside ``target``; rename it over ``target`` if the block succeeds.
+    A FIFO or device ``target`` gets the temporary file's bytes copied into it instead: writers
+    such as Pillow seek, which a FIFO cannot."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    if is_special(target):
+        with tempfile.TemporaryDirectory(prefix="harness-") as scratch:
+            tmp_path = Path(scratch) / target.name
+            yield tmp_path
+            with open(tmp_path, "rb") as source, open(target, "wb") as sink:
+                shutil.copyfileobj(source, sink)
+        return
+    final = Path(os.path.realpath(target))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        os.chmod(tmp_path, file_mode())
         yield tmp_path
         with open(tmp_path, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp_path, target)
+        os.replace(tmp_path, final)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -49,7 +95,7 @@ def write_atomic(target: str | Path, write: Callable[[Path], None], *, what: str
     (missing folder, full disk, no permission) becomes a one-line :class:`HarnessError`."""
     target = Path(target)
     try:
-        if not make_parents and not target.parent.is_dir():
+        if not make_parents and not Path(os.path.realpath(target)).parent.is_dir():
             raise FileNotFoundError(2, f"no folder {target.parent}")
         with atomic_path(target) as tmp:
             write(tmp)

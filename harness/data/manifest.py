@@ -11,7 +11,6 @@ trained on (:meth:`ShardManifest.identity`).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -96,10 +95,9 @@ class ShardManifest:
 
 
 def write_manifest(manifest: ShardManifest, out: Path) -> None:
-    """Replace ``out/manifest.json`` atomically (readable by every user of a shared disk)."""
+    """Replace ``out/manifest.json`` atomically."""
     with atomic_path(Path(out) / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest.to_json(), indent=1, sort_keys=True) + "\n")
-        os.chmod(tmp, 0o644)
 
 
 def read_manifest(out: Path) -> ShardManifest | None:

@@ -292,7 +292,6 @@ def write_shard(shard: ShardPlan, out_dir: str, recipe: PatchRecipe) -> ShardRec
             counts["patches"] += len(transforms)
         writer.close()
         stream.flush()
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide shards from other users of a shared disk
     return ShardRecord(
         name=shard.name,
         split=shard.split,

@@ -6,7 +6,6 @@ labelled "(published)", so a reader never confuses the two.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,8 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from harness.atomic import write_atomic
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,7 @@ class PlotCurve:
 
 def _save(fig: Figure, path: Path) -> None:
     FigureCanvasAgg(fig)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
 
 
 def rd_plot(path: Path, title: str, ylabel: str, curves: list[PlotCurve]) -> None:

@@ -1,0 +1,89 @@
+"""The atomic writer keeps what it must not replace: file modes as the umask says, FIFOs,
+devices and symlinks."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.atomic import atomic_open, umask, write_atomic, write_parquet_atomic
+
+
+@pytest.fixture(params=[0o022, 0o007])
+def mask(request):
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def test_umask_is_read_without_changing_it(mask):
+    assert umask() == mask
+    assert umask() == mask
+
+
+def test_files_get_the_mode_the_umask_gives(mask, tmp_path):
+    """New files and replaced ones (even a 0600 one) get 0o666 & ~umask, as open() gives,
+    not mkstemp's 0600."""
+    expected = 0o666 & ~mask
+    fresh, text, table = tmp_path / "fresh.bin", tmp_path / "notes.md", tmp_path / "results.parquet"
+    old = tmp_path / "old.bin"
+    old.write_bytes(b"old")
+    old.chmod(0o600)
+    write_atomic(fresh, lambda tmp: tmp.write_bytes(b"new"))
+    write_atomic(old, lambda tmp: tmp.write_bytes(b"new"))
+    with atomic_open(text) as handle:
+        handle.write("# report\n")
+    write_parquet_atomic(pd.DataFrame({"a": [1]}), table)
+    for path in (fresh, old, text, table):
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+    assert old.read_bytes() == b"new"
+
+
+def test_a_fifo_is_written_in_place(tmp_path):
+    """The bytes go into the FIFO (a reader gets them); no regular file takes its place."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    data = os.urandom(200_000)  # more than a pipe buffer: the reader must drain it
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    write_atomic(fifo, lambda tmp: tmp.write_bytes(data))
+    reader.join(timeout=60)  # not a timing check: a replaced FIFO would leave the reader blocked forever
+    assert not reader.is_alive() and received == [data]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_a_character_device_stays_a_device(tmp_path):
+    """A /dev/null made in tmp_path (never the machine's own): written to, not replaced."""
+    null = tmp_path / "null"
+    try:
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        null.write_bytes(b"probe")
+    except OSError as error:  # not root, or tmp_path mounted nodev
+        pytest.skip(f"cannot make or open a character device here: {error.strerror}")
+    write_atomic(null, lambda tmp: tmp.write_bytes(b"x" * 1000))
+    assert stat.S_ISCHR(os.lstat(null).st_mode)
+    assert os.lstat(null).st_rdev == os.makedev(1, 3)
+
+
+def test_a_symlink_is_kept_and_its_target_written(tmp_path):
+    """The link keeps pointing where it did (into another folder); the target gets the bytes."""
+    (tmp_path / "store").mkdir()
+    (tmp_path / "links").mkdir()
+    target = tmp_path / "store" / "results.parquet"
+    target.write_bytes(b"old")
+    link = tmp_path / "links" / "results.parquet"
+    link.symlink_to(target)
+    write_atomic(link, lambda tmp: tmp.write_bytes(b"new"))
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in (tmp_path / "links").iterdir()) == ["results.parquet"]  # no temporary left
+    dangling = tmp_path / "links" / "card.json"
+    dangling.symlink_to(tmp_path / "store" / "card.json")
+    write_atomic(dangling, lambda tmp: tmp.write_text("{}"))
+    assert dangling.is_symlink() and (tmp_path / "store" / "card.json").read_text() == "{}"
