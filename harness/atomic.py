@@ -7,6 +7,10 @@ the umask gives (as ``open`` would), not mkstemp's 0600, so other users of a
 shared disk can read it. A symlink keeps pointing where it did: its target is
 what gets replaced. A FIFO or a device (``-o /dev/null``) is written in place,
 never replaced by a regular file.
+
+Commands check their outputs before any work (:func:`check_output`): an output
+that is one of the command's inputs, or a folder the harness cannot write in, is
+a one-line error before a model loads or an image is coded.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Callable, Iterator
+from typing import IO, TYPE_CHECKING, Callable, Iterator, Mapping
 
 from harness.errors import HarnessError
 
@@ -52,6 +56,62 @@ def is_special(path: Path) -> bool:
     except OSError:
         return False
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: by device and inode when both exist (so through
+    symlinks and hard links), else by their resolved paths."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def check_output(out: Path, inputs: Mapping[str, Path], *, make_parents: bool = False) -> None:
+    """Refuse, in one line and before any work, an output file that is one of the command's
+    ``inputs`` (``{"input image": path, ...}``) or that cannot be written: a folder, or a file
+    in a folder that is missing (unless ``make_parents``: the writer makes it) or not writable."""
+    out = Path(out)
+    for what, path in inputs.items():
+        if same_file(out, path):
+            raise HarnessError(f"output {out} is the same file as the {what} {path}: writing it would destroy "
+                               "it; choose another output file")
+    if out.is_dir():
+        raise HarnessError(f"cannot write {out}: it is a folder")
+    if is_special(out):
+        return
+    folder = Path(os.path.realpath(out)).parent  # a symlink's target is written, beside it
+    if not make_parents and not folder.exists():
+        raise HarnessError(f"cannot write {out}: no folder {folder}")
+    problem = _folder_problem(folder)
+    if problem:
+        raise HarnessError(f"cannot write {out}: {problem}")
+
+
+def check_folder(folder: Path) -> None:
+    """Refuse, in one line, an output folder in which no file can be created (or, when it is
+    missing, no folder made)."""
+    problem = _folder_problem(Path(folder))
+    if problem:
+        raise HarnessError(problem)
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot receive files, or None. The nearest folder that exists is probed
+    by creating and removing a file in it (``os.access`` says yes to root on a read-only
+    mount); nothing is made, so a command refused later leaves no empty folder behind."""
+    existing = folder
+    while not existing.exists():  # the missing folders would be made in this one
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".harness-probe-", dir=existing)
+    except OSError as error:
+        return f"cannot create files in {existing} ({error.strerror or error})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
 
 
 @contextmanager

@@ -1,5 +1,5 @@
 """The atomic writer keeps what it must not replace: file modes as the umask says, FIFOs,
-devices and symlinks."""
+devices and symlinks; and the output checks that run before any work."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.atomic import atomic_open, umask, write_atomic, write_parquet_atomic
+from harness.atomic import (atomic_open, check_folder, check_output, umask, write_atomic,
+                            write_parquet_atomic)
+from harness.errors import HarnessError
 
 
 @pytest.fixture(params=[0o022, 0o007])
@@ -87,3 +89,55 @@ def test_a_symlink_is_kept_and_its_target_written(tmp_path):
     dangling.symlink_to(tmp_path / "store" / "card.json")
     write_atomic(dangling, lambda tmp: tmp.write_text("{}"))
     assert dangling.is_symlink() and (tmp_path / "store" / "card.json").read_text() == "{}"
+
+
+def _one_line(error: pytest.ExceptionInfo) -> str:
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_an_output_that_is_an_input_is_refused(tmp_path):
+    image = tmp_path / "a.png"
+    image.write_bytes(b"pixels")
+    link, hard = tmp_path / "link.png", tmp_path / "hard.png"
+    link.symlink_to(image)
+    os.link(image, hard)
+    for out in (image, link, hard, tmp_path / "." / "a.png"):
+        with pytest.raises(HarnessError) as error:
+            check_output(out, {"model": tmp_path / "m.pt", "input image": image})
+        assert f"output {out} is the same file as the input image {image}" in _one_line(error)
+    check_output(tmp_path / "a.3dmw", {"input image": image})  # another file: fine
+    assert image.read_bytes() == b"pixels"
+
+
+def test_unwritable_outputs_are_refused(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(HarnessError) as error:
+        check_output(tmp_path, {})
+    assert "it is a folder" in _one_line(error)
+    with pytest.raises(HarnessError) as error:
+        check_output(blocker / "x.3dmw", {})
+    assert f"{blocker} is a file, not a folder" in _one_line(error)
+    with pytest.raises(HarnessError) as error:
+        check_output(tmp_path / "missing" / "x.3dmw", {})
+    assert "no folder" in _one_line(error)
+    check_output(tmp_path / "missing" / "deeper" / "m.pt", {}, make_parents=True)
+    assert not (tmp_path / "missing").exists()  # the check makes nothing
+    with pytest.raises(HarnessError) as error:
+        check_folder(blocker / "sub" / "shards")
+    assert f"{blocker} is a file, not a folder" in _one_line(error)
+
+
+def test_a_folder_that_refuses_files_is_found_by_probing():
+    """Root passes os.access on anything: the check creates a file to find out. /sys refuses
+    new files to root and everyone else alike."""
+    if not Path("/sys/kernel").is_dir():
+        pytest.skip("no /sys here")
+    with pytest.raises(HarnessError) as error:
+        check_output(Path("/sys/kernel/x.3dmw"), {})
+    assert "cannot create files in /sys/kernel" in _one_line(error)
+    with pytest.raises(HarnessError) as error:
+        check_folder(Path("/sys/kernel/run/reports"))
+    assert "cannot create files in /sys/kernel" in _one_line(error)

@@ -79,3 +79,27 @@ def test_the_cli_and_a_plan_give_the_same_one_line_error(tmp_path, monkeypatch, 
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.rstrip().endswith(message), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.toml"]  # no stage ran
+
+
+def test_a_run_folder_among_its_inputs_is_refused(tmp_path, monkeypatch, capsys):
+    """In a folder: dataset (read recursively) the report's plots would join the test set; as a
+    --models folder, run.json would be read as a model card. Refused before anything runs."""
+    monkeypatch.chdir(tmp_path)
+    photos, models = tmp_path / "photos", tmp_path / "sweep" / "models"
+    photos.mkdir()
+    models.mkdir(parents=True)
+    (tmp_path / "plan.toml").write_text('name = "p"\nreports_dir = "photos"\n[leaderboard]\n'
+                                        'datasets = ["folder:photos"]\n')
+    for argv, message in (
+        (["leaderboard", "--dataset", "folder:photos", "--reports", "photos"], "lies in the dataset folder"),
+        (["leaderboard", "--dataset", f"folder:{tmp_path}", "--reports", "reports"], "lies in the dataset folder"),
+        (["leaderboard", "--models", str(models), "--reports", "sweep", "--run", "models"], "is the --models folder"),
+        (["rerun", "--plan", "plan.toml"], "lies in the dataset folder"),
+    ):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert sorted(p.name for p in photos.iterdir()) == [] and sorted(p.name for p in models.iterdir()) == []
+    # Beside its inputs, or inside a --models folder (read flat), a run folder is fine.
+    build(LeaderboardConfig, {"datasets": ["folder:photos"], "models": [str(models)], "reports_dir": "reports"})
+    build(LeaderboardConfig, {"models": [str(models)], "reports_dir": str(models)})

@@ -1,14 +1,21 @@
-"""`harness model-info`, `harness init-model` and checkpoint loading."""
+"""`harness model-info`, `harness init-model`, checkpoint loading, and the output checks of the
+commands that write files (compress, decompress, init-model, import-weights)."""
 
 from __future__ import annotations
 
 import json
+import os
+import stat
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from harness.cli import main
 from harness.errors import HarnessError
+from harness.images import load_rgb, save_png
+from harness.model import checkpoint, coding
 from harness.model.checkpoint import fingerprint, load_checkpoint
 
 
@@ -79,3 +86,102 @@ def test_init_model_error_reaches_the_cli(tmp_path, capsys):
     blocker.write_text("x")
     assert main(["init-model", "--variant", "tiny", "--out", str(blocker / "sub" / "m.pt")]) == 1
     assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def coded(tmp_path_factory, kodak_dir):
+    """m.pt (init-model --variant tiny --seed 0), a small image and its bitstream."""
+    folder = tmp_path_factory.mktemp("coded")
+    model, image, stream = folder / "m.pt", folder / "a.png", folder / "a.3dmw"
+    assert main(["init-model", "--variant", "tiny", "--seed", "0", "--out", str(model)]) == 0
+    save_png(np.ascontiguousarray(load_rgb(kodak_dir / "kodim23.png").pixels[:24, :40]), image)
+    assert main(["compress", str(image), "-m", str(model), "-o", str(stream)]) == 0
+    return {"model": model, "image": image, "bitstream": stream}
+
+
+def _refused(argv: list[str], capsys, *fragments: str) -> None:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and all(f in err for f in fragments), err
+
+
+@pytest.mark.parametrize("command, out, alias", [
+    ("compress", "image", None), ("compress", "model", None), ("compress", "image", "symlink"),
+    ("compress", "image", "hard link"), ("compress", "model", "symlink"),
+    ("decompress", "bitstream", None), ("decompress", "model", None), ("decompress", "bitstream", "hard link"),
+])
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(command, out, alias, coded, tmp_path, capsys):
+    source = coded[out]
+    target = source
+    if alias == "symlink":
+        target = tmp_path / "alias"
+        target.symlink_to(source)
+    elif alias == "hard link":
+        target = tmp_path / "alias"
+        os.link(source, target)
+    before = source.read_bytes()
+    given = coded["image"] if command == "compress" else coded["bitstream"]
+    what = {"image": "input image", "bitstream": "input bitstream", "model": "model"}[out]
+    _refused([command, str(given), "-m", str(coded["model"]), "-o", str(target)], capsys,
+             f"output {target} is the same file as the {what} {source}")
+    assert source.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["compress", "decompress"])
+def test_an_unwritable_output_folder_is_refused_before_the_model_loads(command, coded, tmp_path, capsys,
+                                                                        monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(coding, "load_checkpoint", never)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    given = coded["image"] if command == "compress" else coded["bitstream"]
+    outs = [(blocker / "x.out", f"{blocker} is a file, not a folder"), (tmp_path, "it is a folder")]
+    if Path("/sys/kernel").is_dir():  # refuses new files even to root, whom os.access lets through
+        outs.append((Path("/sys/kernel/x.out"), "cannot create files in /sys/kernel"))
+    for out, reason in outs:
+        _refused([command, str(given), "-m", str(coded["model"]), "-o", str(out)], capsys, "cannot write", reason)
+
+
+def test_a_device_output_is_written_in_place(coded, tmp_path, capsys):
+    """`-o /dev/null` with a /dev/null made in tmp_path (never the machine's own)."""
+    null = tmp_path / "null"
+    try:
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        null.write_bytes(b"probe")
+    except OSError as error:  # not root, or tmp_path mounted nodev
+        pytest.skip(f"cannot make or open a character device here: {error.strerror}")
+    assert main(["compress", str(coded["image"]), "-m", str(coded["model"]), "-o", str(null)]) == 0
+    assert main(["decompress", str(coded["bitstream"]), "-m", str(coded["model"]), "-o", str(null)]) == 0
+    assert main(["init-model", "--variant", "tiny", "--out", str(null)]) == 0
+    assert stat.S_ISCHR(os.lstat(null).st_mode)
+
+
+def test_init_model_checks_its_output_before_building(tmp_path, capsys, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("the model was built before the output was checked")
+
+    monkeypatch.setattr(checkpoint, "build_model", never)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _refused(["init-model", "--variant", "tiny", "--out", str(tmp_path)], capsys, "it is a folder")
+    _refused(["init-model", "--variant", "tiny", "--out", str(blocker / "sub" / "m.pt")], capsys,
+             f"{blocker} is a file, not a folder")
+
+
+def test_import_weights_never_writes_over_its_state_dict(tmp_path, capsys):
+    """--from published/mse-0.0035.pt --out published: the checkpoint it would write is the source."""
+    from compressai.models import MeanScaleHyperprior
+
+    out = tmp_path / "published"
+    out.mkdir()
+    source = out / "mse-0.0035.pt"
+    torch.manual_seed(0)
+    torch.save(MeanScaleHyperprior(N=8, M=16).state_dict(), source)
+    before = source.read_bytes()
+    argv = ["import-weights", "compressai:mbt2018-mean", "--quality", "2", "--from", str(source)]
+    _refused([*argv, "--out", str(out)], capsys, f"is the same file as the state dict {source}")
+    assert source.read_bytes() == before and sorted(out.iterdir()) == [source]
+    _refused([*argv, "--out", str(source)], capsys, f"{source} is a file, not a folder")
+    assert source.read_bytes() == before

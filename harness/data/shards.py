@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from harness.atomic import atomic_path
+from harness.atomic import atomic_path, check_folder
 from harness.configs import build, field_names
 from harness.data.manifest import FORMAT, MANIFEST, ShardManifest, ShardRecord, read_manifest, write_manifest
 from harness.data.recipe import RECIPE_VERSION, PatchRecipe, cut_patch, plan_patches, small_image_reason
@@ -434,6 +434,7 @@ def run(config: PrepareConfig, on_shard_done: Callable[[ShardRecord], None] | No
     ``on_shard_done`` is called with each newly written shard's record.
     """
     started = time.perf_counter()
+    check_folder(config.out)  # before the sources are hashed
     scan = scan_sources(config)
     shards = plan_shards(scan.images, config)
     digest = plan_digest(shards, config.recipe)

@@ -32,10 +32,11 @@ from typing import Any
 import pandas as pd
 
 from harness import __version__
-from harness.atomic import write_atomic
+from harness.atomic import check_folder, same_file, write_atomic
 from harness.codecs import codec_class
 from harness.codecs.base import CodecUnavailable
 from harness.codecs.config import DEFAULT_DIR, CodecConfig, resolve_codecs
+from harness.data.registry import FOLDER_PREFIX
 from harness.errors import HarnessError
 from harness.eval import results as table
 from harness.eval.metrics import DEFAULT_METRICS, METRICS, measure, resolve_curves, resolve_metrics
@@ -87,6 +88,27 @@ class LeaderboardConfig:
         resolve_precision(self.precision)  # a bad name fails before Ray starts
         if self.gpus_per_model < 0 or self.checkpoint_s < 0:
             raise HarnessError("--gpus-per-model and checkpoint_s (seconds between table saves) must be >= 0")
+        if self.report_only is None:
+            self._check_apart_from_inputs()
+
+    @property
+    def run_dir(self) -> Path:
+        return self.reports_dir / (self.run_name or default_run_name(self))
+
+    def _check_apart_from_inputs(self) -> None:
+        """A run folder among its inputs would feed them its outputs: in a ``folder:`` dataset
+        (read recursively) the report's PNG plots would join the test set and its README.md
+        replace the folder's; as a --models folder, its run.json would be read as a model card."""
+        run_dir = self.run_dir.resolve()
+        for folder in (Path(s.removeprefix(FOLDER_PREFIX)).expanduser().resolve() for s in self.datasets
+                       if s.startswith(FOLDER_PREFIX)):
+            if run_dir.is_relative_to(folder):
+                raise HarnessError(f"run folder {run_dir} lies in the dataset folder {folder}: the report's plots "
+                                   "would join its images; choose another --reports or --run")
+        for models in self.models:
+            if same_file(run_dir, models):
+                raise HarnessError(f"run folder {run_dir} is the --models folder {models}: its run.json would be "
+                                   "read as a model card; choose another --reports or --run")
 
 
 @dataclass(frozen=True)
@@ -490,6 +512,7 @@ def run(config: LeaderboardConfig) -> RunSummary | None:
         summary = replace(read_summary(run_dir), curves=_curves(table.read(run_dir / table.RESULTS_FILE), bdrate))
         write_summary(summary, run_dir)
         return summary
+    check_folder(config.run_dir)  # before the images are hashed and the codecs probed
     plan_ = plan(config)
     if not plan_.versions:
         reasons = "; ".join(f"{k}: {v}" for k, v in plan_.unavailable.items())

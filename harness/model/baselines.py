@@ -41,6 +41,7 @@ from compressai.models.utils import remap_old_keys
 from compressai.zoo.image import cfgs as ZOO_WIDTHS
 from torch import Tensor
 
+from harness.atomic import check_output
 from harness.errors import HarnessError
 
 PREFIX = "compressai:"
@@ -479,6 +480,12 @@ def run_import(config: ImportWeightsConfig):
     from harness.model.card import ModelCard, card_path, write_card
     from harness.model.checkpoint import entropy_path, fingerprint, save_checkpoint
 
+    name = f"{config.metric}-{config.lmbda:g}"
+    out = Path(config.out)
+    checkpoint = out / f"{name}.pt"
+    inputs = {} if config.source == "zoo" else {"state dict": Path(config.source)}
+    for target in (checkpoint, card_path(out, name)):
+        check_output(target, inputs, make_parents=True)
     if config.source == "zoo":
         state, origin = _zoo_state_dict(config)
         origin_sha = ""
@@ -486,10 +493,6 @@ def run_import(config: ImportWeightsConfig):
         path = Path(config.source)
         state, origin, origin_sha = read_state_dict(path), str(path.resolve()), sha256_file(path)
     model = load_weights(config.architecture, state, origin)
-    name = f"{config.metric}-{config.lmbda:g}"
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = out / f"{name}.pt"
     save_checkpoint(model, checkpoint)
     model.eval()
     digest = fingerprint(model)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from harness.atomic import write_atomic
+from harness.atomic import check_output, write_atomic
 from harness.errors import HarnessError
 from harness.model import exact
 from harness.model.baselines import BaselineConfig, build_baseline, build_model, is_baseline
@@ -116,6 +116,7 @@ class InitModelConfig:
 
 def run_init(config: InitModelConfig) -> str:
     """``harness init-model``: a freshly initialised checkpoint; returns its fingerprint."""
+    check_output(config.out, {}, make_parents=True)
     torch.manual_seed(config.seed)
     model = build_model(config.variant)
     save_checkpoint(model, config.out)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.atomic import write_atomic
+from harness.atomic import check_output, write_atomic
 from harness.errors import HarnessError
 from harness.images import load_rgb, save_png
 from harness.model.bitstream import FLOAT_PATH, VERSION, Container, pack, unpack
@@ -115,6 +115,7 @@ def _latent_cause(container: Container) -> str:
 
 
 def run_compress(config: CompressConfig) -> dict:
+    check_output(config.out, {"input image": config.image, "model": config.checkpoint})
     image = load_rgb(config.image)  # a bad image fails before the (possibly large) model loads
     model = load_checkpoint(config.checkpoint)
     precision = set_precision(model, config.precision)
@@ -128,6 +129,7 @@ def run_compress(config: CompressConfig) -> dict:
 
 
 def run_decompress(config: DecompressConfig) -> None:
+    check_output(config.out, {"input bitstream": config.bitstream, "model": config.checkpoint})
     try:
         data = config.bitstream.read_bytes()
     except OSError as error:

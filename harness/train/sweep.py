@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from harness.atomic import write_parquet_atomic
+from harness.atomic import check_folder, write_parquet_atomic
 from harness.errors import HarnessError
 from harness.raycluster import connect
 from harness.data.manifest import ShardManifest, require_manifest
@@ -250,6 +250,7 @@ def _warm_up(config: SweepConfig, data: ShardManifest) -> Path | None:
 def run(config: SweepConfig) -> list[ModelCard]:
     """Train (or reuse) one model per λ (after the shared warm-up, if any); returns their cards in λ order."""
     data = check_data(config)
+    check_folder(config.out)  # before the warm-up trains
     trials = trial_configs(config, data, _warm_up(config, data))
     out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
