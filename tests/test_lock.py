@@ -1,5 +1,5 @@
 """The output-folder lock (harness.lock): real processes contend for it, dead holders' locks
-are taken over."""
+are taken over, and the leaderboard, prepare-data, train-sweep and rerun hold it."""
 
 from __future__ import annotations
 
@@ -13,9 +13,12 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from harness import lock
+from harness.cli import main
 from harness.errors import HarnessError
 from harness.lock import LEASE_S, LOCK_NAME, folder_lock
 
@@ -255,3 +258,115 @@ def test_heartbeat_refreshes_the_lock_and_never_touches_another_one(tmp_path, mo
     assert json.loads(path.read_text())["host"] == "node-7"  # released without removing the other's lock
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "was no longer this command's lock at its end" in err
+
+
+def test_wait_must_be_a_non_negative_number(tmp_path):
+    from harness.configs import build
+    from harness.eval.runner import LeaderboardConfig
+
+    for value in (-1, float("nan")):
+        with pytest.raises(HarnessError, match="^--wait must be a number of seconds >= 0, got"):
+            build(LeaderboardConfig, {"wait_s": value})
+    assert build(LeaderboardConfig, {"wait_s": float("inf")}).wait_s == float("inf")
+
+
+# ----------------------------------------------------------------------------- the commands hold it
+
+
+def _refused(holder) -> str:
+    return rf"is locked by pid {holder.pid} on .*; try again later or pass --wait SECONDS"
+
+
+def test_prepare_data_refuses_a_locked_out_before_any_work(tmp_path, holder, monkeypatch):
+    from harness.data import shards
+
+    monkeypatch.setattr(shards, "scan_sources", lambda config: pytest.fail("scanned under another's lock"))
+    monkeypatch.setattr(shards, "connect", lambda *a, **k: pytest.fail("started Ray under another's lock"))
+    with pytest.raises(HarnessError, match=_refused(holder)):
+        shards.run(shards.PrepareConfig(sources=(f"folder:{tmp_path}",), out=tmp_path / "out", progress=False))
+
+
+def test_train_sweep_refuses_a_locked_out_before_any_work(tmp_path, holder, monkeypatch):
+    from harness.train import sweep
+
+    monkeypatch.setattr(sweep, "check_data", lambda config: pytest.fail("read the data under another's lock"))
+    monkeypatch.setattr(sweep, "connect", lambda *a, **k: pytest.fail("started Ray under another's lock"))
+    with pytest.raises(HarnessError, match=_refused(holder)):
+        sweep.run(sweep.SweepConfig(data=tmp_path / "shards", out=tmp_path / "out"))
+
+
+def test_leaderboard_cli_refuses_a_locked_run_folder_in_one_line(tmp_path, holder, monkeypatch, capsys):
+    from harness.eval import runner
+
+    monkeypatch.setattr(runner, "plan", lambda config: pytest.fail("planned under another's lock"))
+    assert main(["leaderboard", "--codecs", "jpeg", "--reports", str(tmp_path), "--run", "out"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"harness leaderboard: error: {tmp_path / 'out'} is locked by pid {holder.pid} on ")
+    assert main(["leaderboard", "--report-only", str(tmp_path / "out")]) == 1
+    assert f"is locked by pid {holder.pid}" in capsys.readouterr().err
+
+
+def test_rerun_wait_reaches_every_stage_and_plans_cannot_set_it(tmp_path):
+    from harness.rerun.plan import load_plan
+
+    (tmp_path / "photos").mkdir()
+    path = tmp_path / "plan.toml"
+    path.write_text('name = "n"\n[data]\nsources = ["folder:photos"]\n[[sweep]]\nvariant = "tiny"\npatch = 64\n'
+                    '[leaderboard]\ncodecs = ["jpeg"]\n')
+    plan = load_plan(path, wait_s=300)
+    assert plan.prepare.wait_s == plan.sweeps[0].wait_s == plan.leaderboard.wait_s == 300
+    path.write_text('name = "n"\n[leaderboard]\nwait_s = 5\n')
+    with pytest.raises(HarnessError, match=r"\[leaderboard\]: unknown key\(s\) wait_s"):
+        load_plan(path)
+
+
+def test_leaderboard_save_merges_rows_another_writer_put_on_disk(tmp_path, kodak_dir):
+    """Every save reads the table on disk again: rows of other curves that reached it after
+    the plan are kept, not overwritten by the plan's picture of it."""
+    from harness.eval import results
+    from harness.eval.runner import LeaderboardConfig, _save, plan
+    from harness.images import load_rgb, save_png
+
+    images = tmp_path / "images"
+    images.mkdir()
+    save_png(np.ascontiguousarray(load_rgb(kodak_dir / "kodim03.png").pixels[:64, :64]), images / "a.png")
+    config = LeaderboardConfig(datasets=(f"folder:{images}",), codecs=("jpeg",), run_name="r", reports_dir=tmp_path,
+                               report=False, progress=False)
+    plan_ = plan(config)
+    row = {column: None for column in results.COLUMNS}
+    row.update(dataset=f"folder:{images}", image="a.png", codec="webp", config="quick", quality=50.0, status="ok",
+               created_at=pd.Timestamp.now(tz="UTC"))
+    path = tmp_path / "r" / results.RESULTS_FILE
+    results.write(pd.DataFrame([row]), path)  # another run's row lands after this plan read the table
+    _save(plan_, [])
+    assert list(results.read(path)["codec"]) == ["webp"]
+
+
+# ----------------------------------------------------------------------------- two leaderboards at once
+
+
+@pytest.mark.slow
+def test_two_leaderboards_started_together_lose_no_row(tmp_path):
+    """The issue's reproduction, small: jpeg and webp on one run folder at the same moment.
+    The one that comes second either waits (webp has --wait) and adds its rows, or is
+    refused in one line before it computes anything (jpeg has none)."""
+    common = ["--max-images", "2", "--reports", str(tmp_path), "--run", "both", "--num-cpus", "1", "--no-report",
+              "--no-progress"]
+    commands = {"jpeg": ["--codecs", "jpeg"], "webp": ["--codecs", "webp", "--wait", "600"]}
+    started = {codec: subprocess.Popen([sys.executable, "-m", "harness", "leaderboard", *args, *common], cwd=REPO,
+                                       env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for codec, args in commands.items()}
+    done = {codec: (process.wait(600), *process.communicate()) for codec, process in started.items()}
+    assert done["webp"][0] == 0, done["webp"][2]
+    frame = pd.read_parquet(tmp_path / "both" / "results.parquet")
+    rows = frame.groupby("codec").size().to_dict()
+    assert rows["webp"] == 2 * 4 and (frame["status"] == "ok").all()
+    code, out, err = done["jpeg"]
+    if code == 0:
+        assert rows == {"jpeg": 8, "webp": 8}
+    else:
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert f"{tmp_path / 'both'} is locked by pid {started['webp'].pid} on " in err and "--wait" in err
+        assert rows == {"webp": 8} and not (tmp_path / "both" / "bitstreams" / "jpeg").exists()
+    assert not (tmp_path / "both" / LOCK_NAME).exists()

@@ -106,7 +106,7 @@ def run_here(config: RerunConfig) -> RunRecord:
     from harness.train.sweep import pending
     from harness.train.sweep import run as sweep
 
-    plan = load_plan(config.plan, progress=config.progress)
+    plan = load_plan(config.plan, progress=config.progress, wait_s=config.wait_s)
     total = (plan.prepare is not None) + len(plan.sweeps) + 1
     done = 0
 
