@@ -211,6 +211,8 @@ def _add_prepare_data(sub) -> None:
             default_text="all")
     _option(p, "--address", PrepareConfig, "join this Ray cluster instead of starting a local one",
             default_text="a local instance")
+    _option(p, "--wait", PrepareConfig, "seconds to wait while another command holds --out's lock", field="wait_s",
+            type=float, metavar="SECONDS")
     _flag(p, "--no-progress", "progress", "no progress bar", False)
     p.set_defaults(func=_run_prepare_data)
 
@@ -271,6 +273,8 @@ def _add_leaderboard(sub) -> None:
     _flag(parser, "--force", "force", "recompute cells that already have an ok result", True)
     _option(parser, "--address", board, "Ray cluster address to join", default_text="start a local Ray instance")
     _option(parser, "--num-cpus", board, "CPUs of the local Ray instance", type=int, default_text="all")
+    _option(parser, "--wait", board, "seconds to wait while another command holds the run folder's lock",
+            field="wait_s", type=float, metavar="SECONDS")
     _option(parser, "--timeout", board, "seconds per encode or decode call", field="timeout_s", type=float,
             default_text="the codec file's")
     _option(parser, "--anchor", board, "BD-rate anchor, codec or codec:config", default_text="vtm when it ran, else vvc")
@@ -493,6 +497,8 @@ def _add_train_sweep(sub) -> None:
     _option(parser, "--out", sweep, "output folder (models/, metrics.parquet, Tune's experiment)", type=Path)
     _option(parser, "--address", sweep, "Ray cluster to join", default_text="a local instance")
     _flag(parser, "--resume", "resume", "continue an interrupted sweep in --out", "yes")
+    _option(parser, "--wait", sweep, "seconds to wait while another command holds --out's lock", field="wait_s",
+            type=float, metavar="SECONDS")
     _option(parser, "--gpus-per-trial", sweep, "GPUs of each trial; above 1, one DDP worker per GPU (Ray Train)",
             type=float)
     _option(parser, "--cpus-per-trial", sweep, "CPUs of each trial (of each worker)", type=int)
@@ -531,7 +537,8 @@ def _add_rerun(sub) -> None:
     )
     parser.add_argument("--plan", required=True, type=Path, help="plan file (TOML; see README 'Scheduled reruns')")
     _option(parser, "--address", rerun, "Ray Jobs API of a cluster (http://HEAD:8265)", default_text="run here")
-    _option(parser, "--wait", rerun, "seconds to wait for a concurrent rerun's lock", field="wait_s", type=float)
+    _option(parser, "--wait", rerun, "seconds to wait while another command holds the lock of the report, shard "
+            "or sweep folders", field="wait_s", type=float, metavar="SECONDS")
     _option(parser, "--python", rerun, "interpreter that runs the job on the head node", default_text="this one")
     _option(parser, "--bd-rate-threshold", rerun, "BD-rate increase (percentage points) flagged as a regression",
             type=float)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from harness.errors import HarnessError
-from harness.rerun.lock import report_lock
+from harness.lock import folder_lock
 from harness.rerun.pipeline import RerunConfig, run_here
 from harness.rerun.plan import load_plan
 
@@ -129,7 +129,7 @@ def test_reruns_compute_only_what_is_missing_and_keep_history(tmp_path, ray_loca
 @pytest.mark.slow
 def test_a_second_rerun_of_the_same_report_is_refused_with_the_holder(tmp_path):
     plan = _write_plan(tmp_path)
-    with report_lock(tmp_path / "reports" / "nightly"):
+    with folder_lock(tmp_path / "reports" / "nightly"):
         done = subprocess.run([sys.executable, "-m", "harness", "rerun", "--plan", str(plan)],
                               capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 1

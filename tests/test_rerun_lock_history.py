@@ -1,4 +1,5 @@
-"""Report lock (two scheduled reruns never write at once) and run history."""
+"""The report lock of a rerun (harness.lock's folder lock: two scheduled reruns never write at
+once), from processes started by multiprocessing, and the run history."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
+from harness.lock import LOCK_NAME, folder_lock
 from harness.rerun.history import RunRecord, append_run, compare_last_two, changes_markdown
-from harness.rerun.lock import report_lock
 
 
 def _hold(report_dir: str, ready, release) -> None:
-    with report_lock(Path(report_dir)):
+    with folder_lock(Path(report_dir)):
         ready.set()
         release.wait(30)
 
@@ -36,27 +37,28 @@ def holder(tmp_path):
 
 
 def test_second_holder_is_refused_with_the_holder_named(tmp_path, holder):
-    with pytest.raises(HarnessError, match=rf"locked by pid {holder.pid} on .* since .*--wait"):
-        with report_lock(tmp_path):
+    with pytest.raises(HarnessError, match=rf"^{tmp_path} is locked by pid {holder.pid} on .* since .*--wait"):
+        with folder_lock(tmp_path):
             pass
     holder.release.set()
     holder.join(30)
-    with report_lock(tmp_path):
+    with folder_lock(tmp_path):
         pass
 
 
 def test_waiting_holder_gets_the_lock_when_released(tmp_path, holder):
     threading.Timer(1.0, holder.release.set).start()
     start = time.monotonic()
-    with report_lock(tmp_path, wait_s=30):
+    with folder_lock(tmp_path, wait_s=30):
         assert 0.5 < time.monotonic() - start < 30
 
 
 def test_lock_of_a_killed_holder_is_free(tmp_path, holder):
     holder.kill()
     holder.join(30)
-    with report_lock(tmp_path):
+    with folder_lock(tmp_path):
         pass
+    assert not (tmp_path / LOCK_NAME).exists()
 
 
 def _record(run_id: str, bd: float, enc: float) -> RunRecord:

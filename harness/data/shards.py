@@ -17,7 +17,8 @@ Three steps:
 
 ``DIR/manifest.json`` (:mod:`harness.data.manifest`) is rewritten (atomically)
 after every finished shard, so an interrupted run resumes: shards whose file
-matches the sha256 recorded in the manifest are kept, the rest are written again.
+matches the sha256 recorded in the manifest are kept, the rest are written again. The run holds ``DIR``'s lock
+(:mod:`harness.lock`) from the scan to the last manifest.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from harness.configs import build, field_names
 from harness.data.manifest import FORMAT, MANIFEST, ShardManifest, ShardRecord, read_manifest, write_manifest
 from harness.data.recipe import RECIPE_VERSION, PatchRecipe, cut_patch, plan_patches, small_image_reason
 from harness.errors import HarnessError
+from harness.lock import check_wait, folder_lock
 from harness.raycluster import as_completed, connect, one_line
 from harness.hashing import sha256_file
 from harness.images import image_size, load_rgb
@@ -57,8 +59,10 @@ class PrepareConfig:
     workers: int | None = None  # concurrent shard tasks (and CPUs of a local Ray instance)
     address: str | None = None  # existing Ray cluster to join
     progress: bool = True
+    wait_s: float = 0.0  # wait this long for another command's lock on ``out``
 
     def __post_init__(self) -> None:
+        check_wait(self.wait_s)
         if not self.sources:
             raise HarnessError("give at least one --source")
         if not 0 <= self.val_fraction < 1:
@@ -429,17 +433,22 @@ def _write_shards(config: PrepareConfig, todo: list[ShardPlan], ledger: _Ledger,
 
 
 def run(config: PrepareConfig, on_shard_done: Callable[[ShardRecord], None] | None = None) -> ShardManifest:
-    """Prepare (or resume) ``config.out``; returns the final manifest.
+    """Prepare (or resume) ``config.out``, holding its lock throughout (two runs on one folder
+    would delete each other's temporaries); returns the final manifest.
 
     ``on_shard_done`` is called with each newly written shard's record.
     """
+    with folder_lock(config.out, config.wait_s):
+        return _prepare(config, on_shard_done)
+
+
+def _prepare(config: PrepareConfig, on_shard_done: Callable[[ShardRecord], None] | None) -> ShardManifest:
     started = time.perf_counter()
     check_folder(config.out)  # before the sources are hashed
     scan = scan_sources(config)
     shards = plan_shards(scan.images, config)
     digest = plan_digest(shards, config.recipe)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(config.out)  # made by the lock
     _remove_stale_temporaries(out)
     kept = _kept_shards(out, read_manifest(out), digest)
     ledger = _Ledger(out, config, digest, shards, dict(kept), scan, started)

@@ -8,6 +8,9 @@ unavailable ones with their reason; reuse every ``ok`` row of the existing
 quality) matches; run the remaining cells as Ray tasks (one CPU each, retried
 when a worker or node dies); checkpoint the table atomically every
 ``checkpoint_s`` seconds and at the end; print a summary; build the report.
+All of it holds the run folder's lock (:mod:`harness.lock`): a second leaderboard
+on the same folder waits (``--wait``) or is refused before it plans anything, and
+every save merges this run's rows into the table on disk, never over it.
 
 Every cell's bitstream is kept in ``<run>/bitstreams/`` (its size is the rate, so
 the disk cost is the sum of the ``bytes`` column). A rerun that asks for metrics
@@ -42,6 +45,7 @@ from harness.eval import results as table
 from harness.eval.metrics import DEFAULT_METRICS, METRICS, measure, resolve_curves, resolve_metrics
 from harness.eval.summary import RUN_FILE, CodecSummary, RunSummary, read_summary, write_summary
 from harness.hashing import sha256_bytes, sha256_file
+from harness.lock import check_wait, folder_lock
 from harness.model.precision import resolve as resolve_precision
 from harness.provenance import cpu_name, git_commit
 from harness.raycluster import as_completed, connect, one_line
@@ -72,8 +76,10 @@ class LeaderboardConfig:
     progress: bool = True
     metrics: tuple[str, ...] = DEFAULT_METRICS  # names of harness.eval.metrics.METRICS, or "all"
     rd_plots: tuple[str, ...] = ("psnr", "msssim")  # report metrics to draw RD curves for, or "all"
+    wait_s: float = 0.0  # wait this long for another command's lock on the run folder
 
     def __post_init__(self) -> None:
+        check_wait(self.wait_s)
         if not self.datasets:
             raise HarnessError("give at least one --dataset")
         # "all" and the always-computed core pair resolve here, so the plan records what runs.
@@ -127,7 +133,7 @@ class Plan:
     images: dict[str, Path]  # sha256 → file (one copy per content)
     versions: dict[str, str]  # codec label → version on the driver
     unavailable: dict[str, str]  # codec label → reason
-    kept: pd.DataFrame  # rows of curves outside this plan, kept untouched
+    curves: frozenset[tuple[str, str, str]]  # (dataset, codec, config) of the cells: rows of other curves are kept
     unreadable: dict[Cell, str] = field(default_factory=dict)  # cells of files that cannot be opened → reason
     reused: list[dict[str, Any]] = field(default_factory=list)
     todo: list[Cell] = field(default_factory=list)
@@ -186,7 +192,7 @@ def _cell_version(codec: CodecConfig, version: str, quality: float) -> str:
 
 
 def plan(config: LeaderboardConfig) -> Plan:
-    run_dir = config.reports_dir / (config.run_name or default_run_name(config))
+    run_dir = config.run_dir
     from harness.codecs.learned import sweep_configs
 
     codecs = resolve_codecs(config.codecs, config.profile, config.codec_dir, config.timeout_s)
@@ -215,10 +221,8 @@ def plan(config: LeaderboardConfig) -> Plan:
             cells += [Cell(spec, name, digest, c, q) for c in available for q in c.ladder]
 
     existing = table.read(run_dir / table.RESULTS_FILE)
-    planned_curves = {(c.dataset, c.codec.codec, c.codec.config) for c in cells}
-    curve_of = list(zip(existing["dataset"], existing["codec"], existing["config"]))
-    kept = existing[[curve not in planned_curves for curve in curve_of]]
-    result = Plan(run_dir, cells, images, versions, unavailable, kept, unreadable, metrics=config.metrics)
+    curves = frozenset((c.dataset, c.codec.codec, c.codec.config) for c in cells)
+    result = Plan(run_dir, cells, images, versions, unavailable, curves, unreadable, metrics=config.metrics)
 
     reusable: dict[tuple, dict[str, Any]] = {}
     if not config.force:
@@ -315,8 +319,13 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _merged(plan_: Plan, rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """The run's whole table: curves outside this plan, reused rows and the new (or re-measured) ones."""
-    parts = [f for f in (plan_.kept, _frame(plan_.reused + rows)) if not f.empty]
+    """The run's whole table: the rows on disk of curves outside this plan, reused rows and the
+    new (or re-measured) ones. The disk is read again at every save, so a row that reached the
+    table after the plan is merged, not overwritten."""
+    existing = table.read(plan_.run_dir / table.RESULTS_FILE)
+    curve_of = zip(existing["dataset"], existing["codec"], existing["config"])
+    kept = existing[[curve not in plan_.curves for curve in curve_of]]
+    parts = [f for f in (kept, _frame(plan_.reused + rows)) if not f.empty]
     merged = pd.concat(parts, ignore_index=True) if parts else table.empty()
     return merged.drop_duplicates(subset=list(table.CELL), keep="last")
 
@@ -503,21 +512,27 @@ def _print_summary(summary: RunSummary) -> None:
 def run(config: LeaderboardConfig) -> RunSummary | None:
     """Plan, compute the missing cells, write ``results.parquet``, ``run.json`` and the report;
     returns the run's summary. ``report_only`` rebuilds the report of an existing run (and
-    the BD-rates in its ``run.json``, when it has one) and returns that run's summary."""
+    the BD-rates in its ``run.json``, when it has one) and returns that run's summary. Either
+    holds the run folder's lock from start to end."""
     if config.report_only is not None:
         run_dir = Path(config.report_only)
-        bdrate = _report(run_dir, config.anchor, config.rd_plots)
-        if not (run_dir / RUN_FILE).is_file():
-            return None
-        summary = replace(read_summary(run_dir), curves=_curves(table.read(run_dir / table.RESULTS_FILE), bdrate))
-        write_summary(summary, run_dir)
-        return summary
-    check_folder(config.run_dir)  # before the images are hashed and the codecs probed
+        with folder_lock(run_dir, config.wait_s):
+            bdrate = _report(run_dir, config.anchor, config.rd_plots)
+            if not (run_dir / RUN_FILE).is_file():
+                return None
+            summary = replace(read_summary(run_dir), curves=_curves(table.read(run_dir / table.RESULTS_FILE), bdrate))
+            write_summary(summary, run_dir)
+            return summary
+    check_folder(config.run_dir)  # before the lock makes the folder, the images are hashed and the codecs probed
+    with folder_lock(config.run_dir, config.wait_s):
+        return _run(config)
+
+
+def _run(config: LeaderboardConfig) -> RunSummary:
     plan_ = plan(config)
     if not plan_.versions:
         reasons = "; ".join(f"{k}: {v}" for k, v in plan_.unavailable.items())
         raise HarnessError(f"no requested codec is available ({reasons})")
-    plan_.run_dir.mkdir(parents=True, exist_ok=True)
     rows = execute(plan_, config)
     merged = _merged(plan_, rows)
     summary = _summary(plan_, rows, config, _curves(merged, None))

@@ -4,7 +4,8 @@ Every stage skips what already exists for the same inputs — shards whose
 SHA-256 matches the manifest, models whose card records the same inputs,
 result cells with an ``ok`` row for the same image, codec version, config and
 quality — so a scheduled rerun after adding one checkpoint or one codec
-computes only those cells. A rerun holds the report's lock, appends a row to
+computes only those cells. A rerun holds the report folder's lock (:mod:`harness.lock`;
+its stages lock their shard and sweep folders too), appends a row to
 ``runs.parquet`` and writes ``changes.md`` (this run vs the previous one, with
 regressions flagged) into the report.
 
@@ -24,10 +25,10 @@ from pathlib import Path
 
 from harness import __version__
 from harness.errors import HarnessError
+from harness.lock import check_wait, folder_lock
 from harness.provenance import git_commit
 from harness.raycluster import connect
 from harness.rerun.history import RunRecord, append_run, changes_markdown, compare_last_two
-from harness.rerun.lock import report_lock
 from harness.rerun.plan import load_plan
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -38,11 +39,14 @@ SUBMIT_PATIENCE_S = 120.0
 class RerunConfig:
     plan: Path
     address: str | None = None  # Ray Jobs API address (http://HEAD:8265); None runs here
-    wait_s: float = 0.0  # wait this long for a concurrent rerun of the same report
+    wait_s: float = 0.0  # wait this long for another command's lock on the report, shard or sweep folders
     python: str = sys.executable  # interpreter that runs the job on the head node
     bd_rate_threshold: float = 1.0  # percentage points of BD-rate that count as a regression
     time_threshold: float = 0.2  # relative slow-down that counts as a regression
     progress: bool = True  # progress bars of prepare-data and the leaderboard (off in a submitted job's logs)
+
+    def __post_init__(self) -> None:
+        check_wait(self.wait_s)
 
 
 def run(config: RerunConfig) -> RunRecord | None:
@@ -102,7 +106,7 @@ def run_here(config: RerunConfig) -> RunRecord:
     from harness.train.sweep import pending
     from harness.train.sweep import run as sweep
 
-    plan = load_plan(config.plan, progress=config.progress)
+    plan = load_plan(config.plan, progress=config.progress, wait_s=config.wait_s)
     total = (plan.prepare is not None) + len(plan.sweeps) + 1
     done = 0
 
@@ -111,7 +115,7 @@ def run_here(config: RerunConfig) -> RunRecord:
         done += 1
         print(f"rerun {plan.name} [{done}/{total}] {name} ({time.time() - started:.0f} s so far)", flush=True)
 
-    with report_lock(plan.report_dir, wait_s=config.wait_s):
+    with folder_lock(plan.report_dir, wait_s=config.wait_s):
         started = time.time()
         connect(log_to_driver=True)
         if plan.prepare is not None:

@@ -23,8 +23,10 @@ models = ["extra/models"]         # more checkpoint folders; every sweep's model
 ```
 
 Every key is the field name of the stage's own config dataclass, so a plan
-can set anything the command line can; an unknown key is an error naming the
-allowed ones. Relative paths are relative to the plan file.
+can set anything the command line can, except what the rerun itself decides
+(where each stage writes, progress bars, the cluster, and ``wait_s``: the rerun's
+``--wait`` holds for the lock of every folder it writes); an unknown key is an
+error naming the allowed ones. Relative paths are relative to the plan file.
 """
 
 from __future__ import annotations
@@ -105,18 +107,19 @@ def _section(raw: Any, where: str, allowed: set[str], base: Path) -> dict[str, A
     return {key: _resolve(base, key, value) for key, value in raw.items()}
 
 
-def _sweep(values: dict[str, Any], where: str, shards_dir: Path, work_dir: Path) -> "SweepConfig":
+def _sweep(values: dict[str, Any], where: str, shards_dir: Path, work_dir: Path, wait_s: float) -> "SweepConfig":
     from harness.train.sweep import SweepConfig
 
     # A rerun continues a sweep an earlier rerun left unfinished.
-    config = build(SweepConfig, {"data": shards_dir, "resume": "auto", **values}, where)
+    config = build(SweepConfig, {"data": shards_dir, "resume": "auto", **values, "wait_s": wait_s}, where)
     if "out" in values:
         return config
     return replace(config, out=work_dir / slug(f"sweep-{config.variant}-{config.metric}"))
 
 
-def load_plan(path: str | Path, progress: bool = False) -> Plan:
-    """The plan at ``path``, every stage's config built; ``progress``: the stages' progress bars."""
+def load_plan(path: str | Path, progress: bool = False, wait_s: float = 0.0) -> Plan:
+    """The plan at ``path``, every stage's config built; ``progress``: the stages' progress bars,
+    ``wait_s``: how long each stage waits for another command's lock on its folder."""
     from harness.data.recipe import PatchRecipe
     from harness.data.shards import PrepareConfig, prepare_config
     from harness.eval.runner import LeaderboardConfig
@@ -140,9 +143,10 @@ def load_plan(path: str | Path, progress: bool = False) -> Plan:
         raise HarnessError(f"plan {path} needs a name (a folder name for the report), got {name!r}")
     if "leaderboard" not in raw:
         raise HarnessError(f"plan {path} has no [leaderboard] section: nothing to report")
-    prepare_keys = field_names(PrepareConfig, PatchRecipe) - {"out", "recipe", "progress", "address"}
-    sweep_keys = field_names(SweepConfig) - {"address", "resume"}
-    board_keys = (field_names(LeaderboardConfig) - {"run_name", "reports_dir", "address", "report_only", "progress"})
+    prepare_keys = field_names(PrepareConfig, PatchRecipe) - {"out", "recipe", "progress", "address", "wait_s"}
+    sweep_keys = field_names(SweepConfig) - {"address", "resume", "wait_s"}
+    board_keys = (field_names(LeaderboardConfig)
+                  - {"run_name", "reports_dir", "address", "report_only", "progress", "wait_s"})
     sweeps = raw.get("sweep", [])
     if not isinstance(sweeps, list):
         raise HarnessError(f"plan {path}: use [[sweep]] (an array of tables) for sweeps")
@@ -154,16 +158,17 @@ def load_plan(path: str | Path, progress: bool = False) -> Plan:
     if "data" in raw:
         values = _section(raw["data"], "[data]", prepare_keys, base)
         _check_folders(path, raw["data"].get("sources", []), values.get("sources", []))
-        prepare = prepare_config({**values, "out": shards_dir, "progress": progress}, "plan section [data]")
+        prepare = prepare_config({**values, "out": shards_dir, "progress": progress, "wait_s": wait_s},
+                                 "plan section [data]")
     shared = _section(raw.get("sweep_defaults", {}), "[sweep_defaults]", sweep_keys, base)
     sweep_configs = tuple(
         _sweep({**shared, **_section(s, f"[[sweep]] #{i + 1}", sweep_keys, base)}, f"plan section [[sweep]] #{i + 1}",
-               shards_dir, work_dir)
+               shards_dir, work_dir, wait_s)
         for i, s in enumerate(sweeps)
     )
     board = _section(raw["leaderboard"], "[leaderboard]", board_keys, base)
     board["models"] = [*board.get("models", ()), *(models_dir(s.out) for s in sweep_configs)]
-    leaderboard = build(LeaderboardConfig, {**board, "run_name": name, "reports_dir": reports_dir, "progress": progress},
-                        "plan section [leaderboard]")
+    leaderboard = build(LeaderboardConfig, {**board, "run_name": name, "reports_dir": reports_dir, "progress": progress,
+                                            "wait_s": wait_s}, "plan section [leaderboard]")
     return Plan(path=path, name=name, reports_dir=reports_dir, work_dir=work_dir, prepare=prepare,
                 sweeps=sweep_configs, leaderboard=leaderboard)

@@ -8,6 +8,7 @@ last checkpoint. A trial with several workers (``--gpus-per-trial N`` or
 ``--workers-per-trial N``) trains with DDP under Ray Train inside its Tune trial
 (see :mod:`harness.train.loop`). Per-trial metrics stream into
 ``OUT/metrics.parquet`` (one row per report) and a progress line per report.
+The sweep holds ``OUT``'s lock (:mod:`harness.lock`) from its first check to its last model.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from harness.atomic import check_folder, write_parquet_atomic
 from harness.errors import HarnessError
+from harness.lock import check_wait, folder_lock
 from harness.raycluster import connect
 from harness.data.manifest import ShardManifest, require_manifest
 from harness.eval.metrics import MS_SSIM_MIN_SIDE
@@ -71,9 +73,11 @@ class SweepConfig:
     # g_a, h_a and g_s under bf16 autocast (harness.model.precision); the entropy models, the
     # likelihoods, the loss and the optimiser stay float32. auto: bf16 where it runs fast.
     precision: str = "fp32"
+    wait_s: float = 0.0  # wait this long for another command's lock on ``out``
 
     def __post_init__(self) -> None:
         """Every check that needs no file: a bad sweep fails before Ray starts."""
+        check_wait(self.wait_s)
         resolve_precision(self.precision)
         if self.resume not in ("no", "yes", "auto"):
             raise HarnessError(f"resume must be no, yes or auto, got {self.resume!r}")
@@ -248,12 +252,17 @@ def _warm_up(config: SweepConfig, data: ShardManifest) -> Path | None:
 
 
 def run(config: SweepConfig) -> list[ModelCard]:
-    """Train (or reuse) one model per λ (after the shared warm-up, if any); returns their cards in λ order."""
+    """Train (or reuse) one model per λ (after the shared warm-up, if any), holding ``config.out``'s
+    lock throughout; returns their cards in λ order."""
+    with folder_lock(config.out, config.wait_s):
+        return _sweep(config)
+
+
+def _sweep(config: SweepConfig) -> list[ModelCard]:
     data = check_data(config)
     check_folder(config.out)  # before the warm-up trains
     trials = trial_configs(config, data, _warm_up(config, data))
-    out = Path(config.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(config.out).resolve()  # made by the lock
     todo = _untrained(trials)
     kept = len(trials) - len(todo)
     if kept:
