@@ -100,7 +100,7 @@ def test_bad_models_folders_are_clear_errors(tmp_path):
         sweep_configs(tmp_path / "empty")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.json").write_text("{}")
-    with pytest.raises(HarnessError, match="is not a train-sweep model card"):
+    with pytest.raises(HarnessError, match="is not a model card"):
         sweep_configs(tmp_path / "bad")
 
 

@@ -30,6 +30,12 @@ def _paper_steps() -> int:
 def _models_table(points: pd.DataFrame) -> str:
     rows = []
     for curve, group in points.groupby("curve", sort=True):
+        imported = sorted(set(group["imported"]) - {""})
+        if imported:
+            rows.append([f"`{curve}`", f"`{group['variant'].iloc[0]}`", f"{group['params'].max() / 1e6:.2f} M",
+                         ", ".join(f"{v:g}" for v in group["lambda"]), "imported weights: " + "; ".join(imported),
+                         "not trained here", "-"])
+            continue
         steps = sorted(set(group["steps"]))
         # A shared warm-up counts in each model's own minutes, and once in the curve's total.
         minutes = (group["train_s"] + group["warmup_s"]) / 60.0
@@ -77,10 +83,16 @@ def learned_section(ok: pd.DataFrame, models: tuple[dict[str, Any], ...]) -> str
     if not models:
         return ""
     points = pd.DataFrame(list(models))
+    # run.json files written before imported models were told apart hold trained models only
+    points["imported"] = points["imported"].fillna("") if "imported" in points else ""
     learned = sorted({tuple(curve.split(":", 1)) for curve in points["curve"]})  # (codec, config) pairs
     paper = _paper_steps()
-    most = int(points["steps"].max())
-    if most < paper:
+    trained = points[points["imported"] == ""]
+    most = int(trained["steps"].max()) if len(trained) else 0
+    if trained.empty:
+        scale = ("Imported weights (`harness import-weights`): trained elsewhere, coded and measured here with "
+                 "the harness's own pipeline.")
+    elif most < paper:
         scale = (f"**Demo scale: these are not the paper's models.** Each trained for at most {most:,} steps; the "
                  f"paper trains every model for {paper:,} (1.5 M, then 50 k of subband reweighting) on CLIC, LIU4K "
                  "and COCO on GPUs. Their curves show the pipeline at work, not 3DM-WeConvene's published results "
