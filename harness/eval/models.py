@@ -61,15 +61,16 @@ def _standing(ok: pd.DataFrame, learned: list[tuple[str, str]]) -> str:
     labels = curve_labels(ok)
     rows, references = [], []
     for dataset, data in ok.groupby("dataset", sort=True):
-        images = sorted(data["image"].unique())
-        curves = {key: per_image_curves(group, images, "psnr_rgb").mean_curve()
-                  for key, group in data.groupby(["codec", "config"], sort=True)}
+        curves = dict(list(data.groupby(["codec", "config"], sort=True)))
         classical = [key for key in curves if key not in learned]
         references = references or [labels[key] for key in classical]
         for key in (k for k in learned if k in curves):
             cells = []
             for reference in classical:
-                result = bd_rate(curves[reference], curves[key])
+                # Mean curves over the images both have, as in bdrate.md.
+                images = sorted(set(curves[key]["image"]) & set(curves[reference]["image"]))
+                result = bd_rate(per_image_curves(curves[reference], images, "psnr_rgb").mean_curve(),
+                                 per_image_curves(curves[key], images, "psnr_rgb").mean_curve())
                 value = f"{result.value:+.1f} %" if math.isfinite(result.value) else "n/a"
                 cells.append(value if result.reliable or value == "n/a" else f"({value})")
             rows.append([dataset, labels[key], *cells])

@@ -429,7 +429,7 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
 
 def _curves(frame: pd.DataFrame, bdrate: pd.DataFrame | None) -> dict[str, dict[str, float]]:
     """Per curve of the run's table: mean encode/decode seconds, and the PSNR BD-rate vs the anchor."""
-    ok = frame[frame["status"] == "ok"]
+    ok = table.usable(table.flagged(frame))
     curves = {f"{dataset}/{codec}:{cfg}": {"enc_s": float(rows["enc_s"].mean()), "dec_s": float(rows["dec_s"].mean())}
               for (dataset, codec, cfg), rows in ok.groupby(["dataset", "codec", "config"])}
     if bdrate is not None and not bdrate.empty:
@@ -442,15 +442,18 @@ def _summary(plan_: Plan, rows: list[dict[str, Any]], config: LeaderboardConfig,
              curves: dict[str, dict[str, float]]) -> RunSummary:
     from harness.codecs.learned import model_points
 
-    frame = _frame(plan_.reused + rows)
+    frame = table.flagged(_frame(plan_.reused + rows))
+    usable = table.usable(frame)
     codecs = []
     for label, version in plan_.versions.items():
         codec, _, cfg = label.partition(":")
         mine = frame[(frame["codec"] == codec) & (frame["config"] == cfg)]
         ok = mine[mine["status"] == "ok"]
+        kept = usable[(usable["codec"] == codec) & (usable["config"] == cfg)]
         codecs.append(CodecSummary(codec=label, version=version, ok=int(len(ok)), error=int(len(mine) - len(ok)),
-                                   bpp_mean=float(ok["bpp"].mean()) if len(ok) else None,
-                                   psnr_mean=float(ok["psnr_rgb"].mean()) if len(ok) else None))
+                                   bpp_mean=float(kept["bpp"].mean()) if len(kept) else None,
+                                   psnr_mean=float(kept["psnr_rgb"].mean()) if len(kept) else None,
+                                   set_aside=int(len(ok) - len(kept))))
     errors = frame[frame["status"] != "ok"]
     return RunSummary(
         run_dir=str(plan_.run_dir), profile=config.profile, datasets=config.datasets, cells=len(plan_.cells),
@@ -460,6 +463,7 @@ def _summary(plan_: Plan, rows: list[dict[str, Any]], config: LeaderboardConfig,
         first_errors=tuple(sorted(set(errors["error"].astype(str)))[:5]),
         finished_at=pd.Timestamp.now(tz="UTC").isoformat(), curves=curves,
         models=tuple(point for folder in config.models for point in model_points(folder)),
+        set_aside=table.set_aside_note(frame),
     )
 
 
@@ -469,10 +473,14 @@ def _print_summary(summary: RunSummary) -> None:
           f"{summary.errors} errors")
     print(f"  metrics: {', '.join(summary.metrics)}")
     for c in summary.codecs:
-        means = f"mean {c.bpp_mean:.3f} bpp, {c.psnr_mean:.2f} dB" if c.ok else "no ok cells"
-        print(f"  {c.codec:<22} {c.ok:>4} ok {c.error:>3} err  {means}  [{c.version}]")
+        means = f"mean {c.bpp_mean:.3f} bpp, {c.psnr_mean:.2f} dB" if c.psnr_mean is not None else (
+            "no usable cells" if c.ok else "no ok cells")
+        aside = f" ({c.set_aside} set aside)" if c.set_aside else ""
+        print(f"  {c.codec:<22} {c.ok:>4} ok{aside} {c.error:>3} err  {means}  [{c.version}]")
     for u in summary.unavailable:
         print(f"  {u['codec']:<22} unavailable: {u['reason']}")
+    if summary.set_aside:
+        print(f"warning: {summary.set_aside}", file=sys.stderr)
     if summary.errors:
         print(f"warning: {summary.errors} cell(s) failed and are excluded from averages; "
               f"e.g. {'; '.join(summary.first_errors[:3])}", file=sys.stderr)

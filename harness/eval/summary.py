@@ -26,8 +26,9 @@ class CodecSummary:
     version: str
     ok: int
     error: int
-    bpp_mean: float | None
+    bpp_mean: float | None  # over the ok rows not set aside (harness.eval.results.set_aside)
     psnr_mean: float | None
+    set_aside: int = 0  # ok rows no mean takes (an infinite PSNR, ...): kept in results.parquet, flagged
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class RunSummary:
     metrics: tuple[str, ...] = ()  # the --metrics this run measured with (empty in run.json files before them)
     # one per learned model (harness.codecs.learned.model_points): curve, variant, λ, params, steps, train_s, data...
     models: tuple[dict[str, Any], ...] = ()
+    set_aside: str = ""  # what the run's means, curves and BD-rates left out, and why ("" when nothing)
 
     @property
     def codec_versions(self) -> dict[str, str]:
