@@ -438,6 +438,11 @@ def _readme(run_dir, results, errors, learned_md, bd_md, timing_md, params_md, f
         lines.append("Excluded rows (status error):\n")
         summary = errors.groupby(["dataset", "codec"]).size().reset_index(name="rows")
         lines.append(tables.markdown_table(["Dataset", "Codec", "Rows"], [[r.dataset, r.codec, str(r.rows)] for r in summary.itertuples()]))
+    converted = results.dropna(subset=["conversion"]).drop_duplicates(["dataset", "image"])
+    if len(converted):
+        lines.append("Images changed on reading (each coded and measured as read):\n")
+        lines.append(tables.markdown_table(["Dataset", "Image", "Change"],
+                                           [[r.dataset, r.image, r.conversion] for r in converted.itertuples()]))
     text = "\n".join(lines) + "\n" + _demote(bd_md) + "\n"
     for dataset, files in figures.items():
         text += f"## RD curves: {dataset}\n\n" + "".join(f"![{f}]({f})\n\n" for f in files)

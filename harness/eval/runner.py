@@ -228,9 +228,10 @@ def plan(config: LeaderboardConfig) -> Plan:
 _PROBED: dict[tuple[str, str], str] = {}
 
 
-def evaluate_cell(image_bytes: bytes, suffix: str, codec: CodecConfig, quality: float,
+def evaluate_cell(image_bytes: bytes, name: str, codec: CodecConfig, quality: float,
                   metrics: tuple[str, ...] = ("core",), bitstream: bytes | None = None) -> dict[str, Any]:
-    """Encode, decode and measure one cell (``metrics``: names of
+    """Encode, decode and measure one cell of the image ``image_bytes``, the dataset's file
+    ``name`` (its suffix tells the format; errors and notices name it) (``metrics``: names of
     :data:`harness.eval.metrics.METRICS`); with ``bitstream``, decode and measure that
     stored stream instead of encoding. Failures become an ``error`` row. The row carries
     the bitstream under ``_bitstream`` for the driver to store."""
@@ -249,11 +250,15 @@ def evaluate_cell(image_bytes: bytes, suffix: str, codec: CodecConfig, quality: 
         instance.prepare(quality)
         with tempfile.TemporaryDirectory(prefix="harness-cell-") as scratch:
             workdir = Path(scratch)
-            source = workdir / f"image{suffix}"
+            source = workdir / f"image{Path(name).suffix}"
             source.write_bytes(image_bytes)
-            original = load_rgb(source).pixels
+            try:
+                image = load_rgb(source)
+            except HarnessError as error:  # the worker's copy is no file the user knows
+                raise HarnessError(str(error).replace(str(source), name)) from None
+            original = image.pixels
             height, width = original.shape[:2]
-            row.update(width=width, height=height)
+            row.update(width=width, height=height, conversion=image.notice)
             if bitstream is None:
                 start = time.perf_counter()
                 bitstream = instance.encode(original, quality, workdir)
@@ -311,9 +316,9 @@ class CellWorker:
     """Ray actor for learned-codec cells: the models it loads (``harness.codecs.learned``'s
     per-process cache) stay loaded for every later cell it gets."""
 
-    def evaluate(self, image_bytes: bytes, suffix: str, codec: CodecConfig, quality: float,
+    def evaluate(self, image_bytes: bytes, name: str, codec: CodecConfig, quality: float,
                  metrics: tuple[str, ...], bitstream: bytes | None) -> dict[str, Any]:
-        return evaluate_cell(image_bytes, suffix, codec, quality, metrics, bitstream)
+        return evaluate_cell(image_bytes, name, codec, quality, metrics, bitstream)
 
 
 def _learned_workers(cells: int, gpus_per_model: float) -> list:
@@ -378,7 +383,7 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
         remote = ray.remote(num_cpus=1, max_retries=3)(evaluate_cell)
         digests = {job.cell.image_sha256 for job in jobs}
         image_refs = {digest: ray.put(path.read_bytes()) for digest, path in plan_.images.items() if digest in digests}
-        suffixes = {digest: path.suffix for digest, path in plan_.images.items()}
+        names = {digest: str(path) for digest, path in plan_.images.items()}  # a file of that content
         learned_left = sum(_is_learned(job.cell) for job in jobs)
         workers = _learned_workers(learned_left, config.gpus_per_model)
         submitted = 0
@@ -387,7 +392,7 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
             nonlocal submitted
             cell = job.cell
             stored = bitstream_path(plan_.run_dir, job.row).read_bytes() if job.row is not None else None
-            args = (image_refs[cell.image_sha256], suffixes[cell.image_sha256], cell.codec, cell.quality,
+            args = (image_refs[cell.image_sha256], names[cell.image_sha256], cell.codec, cell.quality,
                     plan_.metrics, stored)
             submitted += 1
             if _is_learned(cell):
@@ -464,6 +469,8 @@ def _summary(plan_: Plan, rows: list[dict[str, Any]], config: LeaderboardConfig,
         finished_at=pd.Timestamp.now(tz="UTC").isoformat(), curves=curves,
         models=tuple(point for folder in config.models for point in model_points(folder)),
         set_aside=table.set_aside_note(frame),
+        conversions=tuple(sorted({f"{image}: {notice}" for image, notice in
+                                  zip(frame["image"], frame["conversion"]) if isinstance(notice, str)})),
     )
 
 
@@ -479,6 +486,9 @@ def _print_summary(summary: RunSummary) -> None:
         print(f"  {c.codec:<22} {c.ok:>4} ok{aside} {c.error:>3} err  {means}  [{c.version}]")
     for u in summary.unavailable:
         print(f"  {u['codec']:<22} unavailable: {u['reason']}")
+    if summary.conversions:
+        print(f"notice: {len(summary.conversions)} image(s) changed on reading, coded as read: "
+              f"{'; '.join(summary.conversions[:5])}{' ...' if len(summary.conversions) > 5 else ''}", file=sys.stderr)
     if summary.set_aside:
         print(f"warning: {summary.set_aside}", file=sys.stderr)
     if summary.errors:
