@@ -16,7 +16,7 @@ from PIL import Image
 from harness.errors import HarnessError
 from harness.eval.anchors import ANCHORS_DIR, anchor_bdrate_table, load_published_curves
 from harness.eval.report import build_report
-from harness.eval.results import read as read_results
+from harness.eval.results import degenerate, read as read_results
 
 # codec -> (rate factor vs the anchor, qualities, parameter count)
 CODECS = {
@@ -354,3 +354,15 @@ def test_a_lossless_image_is_set_aside_and_the_bd_rates_are_those_without_it(tmp
     assert not np.isinf(pd.read_csv(run_dir / "bdrate.csv").select_dtypes("number").to_numpy()).any()
     assert "**Set aside:** 5 ok row(s)" in (run_dir / "bdrate.md").read_text()
     assert "tiny.png in jpeg:quick (psnr_rgb inf)" in (run_dir / "README.md").read_text()
+
+
+def test_which_rows_are_degenerate():
+    rows = pd.DataFrame({
+        "status": ["ok", "ok", "ok", "ok", "ok", "error"],
+        "bpp": [0.5, math.nan, 0.5, 0.5, 0.5, math.nan],
+        "psnr_rgb": [math.inf, 30.0, 30.0, 30.0, math.nan, math.nan],
+        "ms_ssim": [math.nan, 0.9, math.nan, 0.9, 0.9, math.nan],  # NaN: too small to measure, not degenerate
+        "ms_ssim_y": [math.nan, math.nan, math.nan, 1.0, math.nan, math.nan],
+    })
+    assert degenerate(rows).tolist() == ["psnr_rgb inf", "bpp NaN", None, "ms_ssim_y 1 (infinite in dB)",
+                                         "psnr_rgb NaN", None]

@@ -77,8 +77,8 @@ REUSE_KEY = ("image_sha256", "codec", "codec_version", "config_hash", "quality")
 # the table). A NaN in the other metrics is not degenerate: it is their documented "not
 # measurable at this size" (MS-SSIM under 161 px), a missing point like a failed cell's.
 ALWAYS_MEASURED = ("bpp", "psnr_rgb")
-MEASURED = ("bpp", "psnr_rgb", "ms_ssim_db", "psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "iw_ssim", "vif", "fsim",
-            "nlpd", "psnr_hvs_m", "vmaf")
+MEASURED = tuple(f.name for f in SCHEMA if pa.types.is_floating(f.type) and f.name not in
+                 ("quality", "params", "enc_s", "dec_s"))  # the rate and every metric
 IN_DB = ("ms_ssim_y",)  # the report's MS-SSIM-Y (dB), -10·log10(1 - value), is infinite at 1
 
 
@@ -86,12 +86,11 @@ def degenerate(rows: pd.DataFrame) -> pd.Series:
     """Per row, why its numbers cannot enter an aggregate (None when they can, and for error rows)."""
     ok = (rows["status"] == "ok").to_numpy()
     found = []
-    for column in (c for c in MEASURED + IN_DB if c in rows.columns):
+    for column in (c for c in MEASURED if c in rows.columns):
         values = pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype=float)
+        found.append(np.where(ok & np.isinf(values), f"{column} inf", ""))
         if column in IN_DB:
             found.append(np.where(ok & (values >= 1.0), f"{column} 1 (infinite in dB)", ""))
-            continue
-        found.append(np.where(ok & np.isinf(values), f"{column} inf", ""))
         if column in ALWAYS_MEASURED:
             found.append(np.where(ok & np.isnan(values), f"{column} NaN", ""))
     reasons = [", ".join(filter(None, row)) or None for row in zip(*found)] if found else [None] * len(rows)
@@ -108,11 +107,11 @@ def set_aside(rows: pd.DataFrame) -> pd.Series:
     at an image where that curve has a degenerate row. The whole image goes, not the one point,
     so that every point of a curve averages the same images."""
     ok = rows["status"] == "ok"
-    flagged = ok & rows["degenerate"].notna()
-    if not flagged.any():
+    marked = ok & rows["degenerate"].notna()
+    if not marked.any():
         return pd.Series(False, index=rows.index)
     curve_image = [rows[key] for key in ("dataset", "image", "codec", "config")]
-    return ok & flagged.groupby(curve_image, dropna=False).transform("any")
+    return ok & marked.groupby(curve_image, dropna=False).transform("any")
 
 
 def usable(rows: pd.DataFrame) -> pd.DataFrame:
@@ -125,8 +124,8 @@ def set_aside_note(rows: pd.DataFrame) -> str:
     aside = rows[set_aside(rows)]
     if aside.empty:
         return ""
-    flagged = aside[aside["degenerate"].notna()]
-    cases = flagged.groupby(["dataset", "image", "codec", "config"], sort=True)["degenerate"].first()
+    marked = aside[aside["degenerate"].notna()]
+    cases = marked.groupby(["dataset", "image", "codec", "config"], sort=True)["degenerate"].first()
     examples = "; ".join(f"{image} in {codec}:{config} ({reason})"
                          for (dataset, image, codec, config), reason in list(cases.items())[:3])
     more = f" and {len(cases) - 3} more" if len(cases) > 3 else ""
