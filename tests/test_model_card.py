@@ -126,6 +126,7 @@ def _mutations() -> list:
         ("mixed", lambda card: card["stages"].update(published={}), "stages mixes 'published' with training stages"),
         ("params", lambda card: card.update(params="many"), "the card: 'params' is 'many', not int"),
         ("lambda", drop("lambda"), "the card lacks 'lambda'"),
+        ("stages", drop("stages"), "the card lacks 'stages'"),
         ("final", lambda card: card.update(final={"val_psnr": "high"}), "'final' is 'high', not float"),
         ("top-key", lambda card: card.update(colour="red"), "the card has unknown key(s) colour"),
     ]

@@ -123,7 +123,9 @@ class ModelCard:
     def from_json(cls, data: Any) -> "ModelCard":
         """The card in ``data`` (parsed JSON); :class:`ValueError` naming the first malformed key."""
         raw = _object(data, "the card")
-        stages = _object(raw.get("stages"), "stages")
+        if "stages" not in raw:
+            raise ValueError("the card lacks 'stages'")
+        stages = _object(raw["stages"], "stages")
         if not stages:
             raise ValueError("stages is empty")
         if PUBLISHED in stages and len(stages) > 1:
@@ -133,7 +135,7 @@ class ModelCard:
             if key not in (WARMUP, "1", "2", PUBLISHED):
                 raise ValueError(f"unknown stage {key!r} (stages are {WARMUP!r}, '1', '2' or {PUBLISHED!r})")
             typed[key] = _from_json(PublishedStage if key == PUBLISHED else TrainingStage, value, f"stage {key!r}")
-        return _from_json(cls, {**raw, "stages": typed}, "the card")
+        return _from_json(cls, raw, "the card", stages=typed)
 
 
 def _to_json(record: Any) -> dict[str, Any]:
@@ -153,16 +155,19 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _from_json(cls: type, data: Any, where: str) -> Any:
-    """``cls`` from the JSON object ``data``, every value checked against its field's annotation."""
+def _from_json(cls: type, data: Any, where: str, **typed: Any) -> Any:
+    """``cls`` from the JSON object ``data``, every value checked against its field's annotation
+    (but those given in ``typed``, already records)."""
     data = _object(data, where)
     hints = typing.get_type_hints(cls)
     known = {_RENAMED.get(f.name, f.name): f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ValueError(f"{where} has unknown key(s) {', '.join(unknown)}")
-    values = {}
+    values = dict(typed)
     for key, f in known.items():
+        if f.name in typed:
+            continue
         if key not in data:
             if f.default is MISSING:
                 raise ValueError(f"{where} lacks {key!r}")
@@ -177,8 +182,6 @@ def _typed(value: Any, hint: Any, where: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        if all(isinstance(arg, type) and issubclass(arg, (TrainingStage, PublishedStage)) for arg in args):
-            return value  # stages are typed by from_json, by key
         return _typed(value, next(arg for arg in args if arg is not type(None)), where)
     if origin is tuple:
         if not isinstance(value, list):
