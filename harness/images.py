@@ -2,9 +2,10 @@
 harness measures in (PSNR-RGB, MS-SSIM on RGB, bpp over H·W).
 
 Every conversion that changes the data (alpha dropped, 16-bit reduced, CMYK or
-palette or grayscale expanded, EXIF rotation applied) is reported in
-``RGBImage.notice`` so that callers can print it once; undecodable files raise
-:class:`HarnessError` with the file name and Pillow's reason.
+palette or grayscale expanded, EXIF rotation applied, the first frame taken of an
+animation or multi-page file) is reported in ``RGBImage.notice`` so that callers
+can print it once; undecodable files raise :class:`HarnessError` with the file
+name and Pillow's reason.
 """
 
 from __future__ import annotations
@@ -58,6 +59,20 @@ def _to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
     return image.convert("RGB"), f"{mode} converted to RGB"
 
 
+def _sixteen_bit(image: Image.Image) -> bool:
+    """Whether the file holds 16-bit colour samples that Pillow decodes into an 8-bit mode: a
+    16-bit RGB or RGBA PNG (or TIFF) opens as mode RGB/RGBA, only the decoder's raw mode
+    (``RGB;16B``) telling the depth. 16-bit gray has modes of its own (see :func:`_to_rgb`)."""
+    if image.mode.startswith("I"):
+        return False
+    for tile in image.tile:
+        args = tile[3]
+        rawmode = args if isinstance(args, str) else next((a for a in args or () if isinstance(a, str)), "")
+        if ";16" in rawmode:
+            return True
+    return False
+
+
 def load_rgb(path: str | Path) -> RGBImage:
     """Decode ``path`` fully into an :class:`RGBImage` (EXIF orientation applied)."""
     path = Path(path)
@@ -71,6 +86,9 @@ def load_rgb(path: str | Path) -> RGBImage:
                     raise HarnessError(
                         f"cannot read image {path}: {opened.width}x{opened.height} exceeds {MAX_PIXELS} pixels"
                     )
+                # Read before load(): the raw mode goes with the tiles, and counting frames seeks.
+                reduced = _sixteen_bit(opened)
+                frames = int(getattr(opened, "n_frames", 1))
                 opened.load()
                 source_mode = opened.mode
                 rotated = opened.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None)
@@ -82,8 +100,12 @@ def load_rgb(path: str | Path) -> RGBImage:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise HarnessError(f"cannot read image {path}: {reason}") from None
-    if rotated:
-        notice = "; ".join(filter(None, ["EXIF orientation applied", notice]))
+    notice = "; ".join(filter(None, [
+        "EXIF orientation applied" if rotated else None,
+        notice,
+        f"16-bit {source_mode} samples reduced to 8 bits" if reduced else None,
+        f"first of {frames} frames coded, the others ignored" if frames > 1 else None,
+    ])) or None
     return RGBImage(np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)), source_mode, notice)
 
 

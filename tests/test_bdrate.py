@@ -148,6 +148,13 @@ def test_bootstrap_tolerates_missing_images_and_bad_replicates():
     assert math.isnan(bootstrap_ci(anchor, broken, resamples=50).low)
 
 
+def test_an_infinite_quality_flags_the_mean_curve_instead_of_shifting_it():
+    anchor, test = _images(1, 8, 1.0), _images(2, 8, 0.9)
+    test.quality[3, :] = np.inf  # a losslessly coded image: its rates are finite, its PSNRs are not
+    result = bd_rate(anchor.mean_curve(), test.mean_curve())
+    assert math.isnan(result.value) and result.flags == ("test:" + INVALID_VALUES,)
+
+
 def test_vectorised_bootstrap_path_equals_the_scalar_computation():
     rng = np.random.default_rng(3)
     shape = (300, 6)

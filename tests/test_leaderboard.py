@@ -13,6 +13,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from crafted_images import png16
+
 from harness.cli import main
 from harness.eval import results
 from harness.eval.runner import LeaderboardConfig, bitstream_path, execute, plan, run
@@ -203,3 +205,39 @@ def test_cli_errors(tmp_path: Path, capsys) -> None:
     assert "cannot read" in capsys.readouterr().err
     assert main(["leaderboard", "--dataset", f"folder:{tmp_path / 'missing'}", "--reports", str(tmp_path)]) == 1
     assert "no such directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_degenerate_converted_and_broken_images_are_named_and_never_averaged(ray_local, folder: Path, tmp_path: Path,
+                                                                               capsys) -> None:
+    """A 1x1 image (jpeg and webp code it losslessly: PSNR inf), a 16-bit RGB PNG and a truncated
+    PNG in one folder: the BD-rate is the one without the 1x1 image, no inf is printed, the
+    16-bit image's reduction and the broken file are named as the dataset has them."""
+    clean, dotted = tmp_path / "clean", tmp_path / "dotted"
+    for root in (clean, dotted):
+        root.mkdir()
+        for name in ("kodim03.png", "kodim19.png", "broken.png"):
+            (root / name).write_bytes((folder / name).read_bytes())
+        ramp = np.linspace(0, 60000, 96 * 128 * 3).reshape(96, 128, 3).astype(np.int64)
+        png16(root / "deep.png", ramp + np.random.default_rng(0).integers(0, 4000, ramp.shape))
+    save_png(np.full((1, 1, 3), 128, np.uint8), dotted / "dot.png")
+    runs = {}
+    for root in (clean, dotted):
+        run(LeaderboardConfig(datasets=(f"folder:{root}",), codecs=("jpeg", "webp"), run_name=root.name,
+                              reports_dir=tmp_path / "reports", anchor="webp", progress=False, checkpoint_s=0.0))
+        runs[root.name] = capsys.readouterr()
+    out = runs["dotted"]
+    assert not re.search(r"\binf\b", out.out) and "set aside" in out.err
+    bd = {name: pd.read_csv(tmp_path / "reports" / name / "bdrate.csv").set_index(["codec", "metric"])
+          for name in runs}
+    assert bd["dotted"].loc[("jpeg", "psnr"), "bd_rate_pct"] == pytest.approx(bd["clean"].loc[("jpeg", "psnr"), "bd_rate_pct"])
+    frame = results.read(tmp_path / "reports" / "dotted" / "results.parquet")
+    dot = frame[frame["image"] == "dot.png"]
+    assert (dot["status"] == "ok").all() and dot["degenerate"].str.contains("psnr_rgb inf").any()
+    assert "set aside" in (tmp_path / "reports" / "dotted" / "README.md").read_text()
+    deep = frame[frame["image"] == "deep.png"]
+    assert (deep["conversion"] == "16-bit RGB samples reduced to 8 bits").all()
+    assert "notice: 1 image(s) changed on reading, coded as read: deep.png: 16-bit RGB samples reduced" in out.err
+    broken = frame[frame["image"] == "broken.png"]
+    assert broken["error"].str.startswith(f"cannot read image {dotted / 'broken.png'}: ").all()
+    assert not frame["error"].fillna("").str.contains("harness-cell").any()

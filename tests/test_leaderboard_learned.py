@@ -24,7 +24,7 @@ from harness.model.config import get_config
 from harness.model.network import WeConvene
 from harness.model.precision import set_precision
 from harness.train.loop import export_model, models_dir
-from harness.train.sweep import SweepConfig, check_data, trial_configs
+from harness.train.sweep import SweepConfig, check_data, trial_configs, warmup_trial
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_bad_models_folders_are_clear_errors(tmp_path):
         sweep_configs(tmp_path / "empty")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.json").write_text("{}")
-    with pytest.raises(HarnessError, match="is not a train-sweep model card"):
+    with pytest.raises(HarnessError, match="is not a model card"):
         sweep_configs(tmp_path / "bad")
 
 
@@ -121,3 +121,53 @@ def test_precision_is_part_of_the_curves_config_and_of_each_row(ray_local, image
     net = load_checkpoint(models / "mse-0.05.pt")
     set_precision(net, "bf16")
     assert row["bytes"] == len(encode(net, load_rgb(images / "kodim05.png").pixels))
+
+
+def _warm_started(folder: Path, lambdas: tuple[float, ...], shards: Path) -> Path:
+    """A models folder whose models started from the sweep's shared warm-up (cards with stage 0),
+    the warm-up's own model in ``folder/warmup/models``."""
+    config = SweepConfig(data=shards, variant="tiny", lambdas=lambdas, patch=64, out=folder, warmup_steps=3)
+    data = check_data(config)
+    warmup = warmup_trial(config, data)
+    torch.manual_seed(0)
+    export_model(WeConvene(get_config("tiny")).eval(), warmup, final={})
+    for index, trial in enumerate(trial_configs(config, data, models_dir(warmup.out) / f"{warmup.name}.pt")):
+        torch.manual_seed(index + 1)
+        export_model(WeConvene(get_config("tiny")).eval(), trial, final={})
+    return models_dir(folder)
+
+
+def _imported(folder: Path, qualities: tuple[int, ...]) -> Path:
+    """import-weights of freshly initialised small CompressAI models (one file per quality)."""
+    from compressai.models import FactorizedPrior
+
+    from harness.model.baselines import ImportWeightsConfig, run_import
+
+    for quality in qualities:
+        torch.manual_seed(quality)
+        source = folder.parent / f"factorized-q{quality}.pth.tar"
+        torch.save(FactorizedPrior(N=16, M=24).state_dict(), source)
+        run_import(ImportWeightsConfig("compressai:bmshj2018-factorized", quality, str(source), folder))
+    return folder
+
+
+@pytest.mark.slow
+def test_every_kind_of_model_card_goes_through_the_leaderboard_and_its_report(ray_local, images, shards, tmp_path):
+    """Trained, started from a warm-up, the warm-up itself, imported: one curve each, every
+    cell ok, each described in the report's opening section."""
+    warm = _warm_started(tmp_path / "sweep-w", (0.0067, 0.05), shards)
+    folders = (_sweep(tmp_path / "sweep-t", (0.0067, 0.05), shards), warm, tmp_path / "sweep-w" / "warmup" / "models",
+               _imported(tmp_path / "imported", (1, 3)))
+    run(replace(_config(images, folders[0], tmp_path), models=folders, report=True))
+    frame = pd.read_parquet(tmp_path / "t" / "results.parquet")
+    learned = frame[frame["codec"] != "jpeg"]
+    assert (learned["status"] == "ok").all() and len(learned) == 2 * (2 + 2 + 1 + 2)
+    assert set(learned["config"]) == {"sweep-t", "sweep-w", "warmup", "imported"}
+    readme = (tmp_path / "t" / "README.md").read_text()
+    rows = {line.split(" | ")[0].strip("| `"): line for line in readme.split("## This run")[0].splitlines()
+            if line.startswith("| `")}
+    assert set(rows) == {"tiny:sweep-t", "tiny:sweep-w", "tiny:warmup", "compressai-bmshj2018-factorized:imported"}
+    assert "| 3 (8 x 64²) |" in rows["tiny:warmup"] and "the first 3 a shared warm-up" in rows["tiny:sweep-w"]
+    assert ("imported weights: CompressAI weights: bmshj2018-factorized quality 1; CompressAI weights: "
+            "bmshj2018-factorized quality 3 | not trained here" in rows["compressai-bmshj2018-factorized:imported"])
+

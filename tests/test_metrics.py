@@ -140,7 +140,7 @@ def test_metric_names_resolve_and_unknown_ones_are_refused(tmp_path: Path) -> No
     assert metrics.resolve_metrics(("vmaf", "psnr_yuv")) == ("core", "psnr_yuv", "vmaf")
     assert set(metrics.resolve_metrics(("all",))) == set(metrics.METRICS)
     columns = [c for m in metrics.METRICS.values() for c in m.columns]
-    later_metrics = set(results.LATER_COLUMNS) - {"metrics", "precision"}
+    later_metrics = set(results.LATER_COLUMNS) - {"metrics", "precision", "conversion", "degenerate"}
     assert set(columns) == later_metrics | {"psnr_rgb", "ms_ssim", "ms_ssim_db"}
     config = LeaderboardConfig(metrics=("all",), rd_plots=("all",), reports_dir=tmp_path)
     assert config.metrics == metrics.resolve_metrics(("all",)) and "vmaf" in config.rd_plots

@@ -259,7 +259,7 @@ def test_import_from_the_zoo_reads_torch_hubs_cache(tmp_path, monkeypatch, capsy
     assert main(["import-weights", "compressai:bmshj2018-hyperprior", "--quality", "3", "--from", "zoo",
                  "--metric", "ms-ssim", "--out", str(tmp_path / "out")]) == 0
     card = read_card(tmp_path / "out" / "ms-ssim-8.73.json")
-    assert card.stages["published"]["file"] == url and card.variant == "compressai:bmshj2018-hyperprior?N=16,M=24"
+    assert card.published.file == url and card.variant == "compressai:bmshj2018-hyperprior?N=16,M=24"
     assert main(["import-weights", "compressai:elic2022", "--quality", "3", "--from", "zoo",
                  "--out", str(tmp_path / "elic")]) == 1
     assert "CompressAI's zoo has no mse weights of elic2022" in capsys.readouterr().err
@@ -307,9 +307,9 @@ def test_baseline_and_3dm_sweeps_share_the_recipe_and_rank_side_by_side(photo_sh
     tiny = sweep(SweepConfig(variant="tiny", out=tmp_path / "tiny", **recipe))
     for card in baseline:
         assert card.variant == "compressai:mbt2018-mean?N=16,M=24"
-        assert card.stages["2"]["loss"] == "eq. 1" and "plain fine-tune" in card.stages["2"]["note"]
-        assert "w1" not in card.stages["2"] and card.stages["2"]["steps"] == 6
-    assert all(card.stages["2"]["loss"] == "eq. 2" and card.stages["2"]["w1"] == 2.0 for card in tiny)
+        assert card.stages["2"].loss == "eq. 1" and "plain fine-tune" in card.stages["2"].note
+        assert card.stages["2"].w1 is None and card.stages["2"].steps == 6
+    assert all(card.stages["2"].loss == "eq. 2" and card.stages["2"].w1 == 2.0 for card in tiny)
     assert {c.data_sha256 for c in baseline} == {c.data_sha256 for c in tiny}
 
     rows = pd.read_parquet(tmp_path / "mbt" / "metrics.parquet")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from PIL import Image
 from harness.errors import HarnessError
 from harness.eval.anchors import ANCHORS_DIR, anchor_bdrate_table, load_published_curves
 from harness.eval.report import build_report
+from harness.eval.results import degenerate, read as read_results
 
 # codec -> (rate factor vs the anchor, qualities, parameter count)
 CODECS = {
@@ -116,9 +118,12 @@ def test_bdrate_table_lists_every_codec_with_ci_and_known_values(report_dir):
 def test_bad_curves_become_flagged_rows(report_dir):
     table = pd.read_csv(report_dir / "bdrate.csv", keep_default_na=False, na_values=[""]).set_index(["dataset", "codec", "metric"])
     assert "test:few-points" in table.loc[("kodak", "short", "psnr"), "flags"]
-    assert "test:invalid-values" in table.loc[("kodak", "broken", "psnr"), "flags"]
     assert "no-overlap" in table.loc[("kodak", "far", "psnr"), "flags"]
-    for codec in ("short", "broken", "far"):
+    # A NaN PSNR on an ok row is degenerate: its rows are set aside, and the report says so.
+    assert "broken" not in set(table.index.get_level_values("codec"))
+    assert "**Set aside:** 24 ok row(s)" in (report_dir / "bdrate.md").read_text()
+    assert "img00.png in broken:quick (psnr_rgb NaN)" in (report_dir / "README.md").read_text()
+    for codec in ("short", "far"):
         assert not table.loc[("kodak", codec, "psnr"), "reliable"]
         assert math.isnan(table.loc[("kodak", codec, "psnr"), "bd_rate_pct"])
     assert table.loc[("tecnick", "hevc", "psnr"), "flags"] == "anchor-missing"
@@ -320,3 +325,44 @@ def test_models_at_the_papers_length_are_not_called_demo_scale(tmp_path, report_
     readme = (_learned_run(tmp_path, steps=1_550_000) / "README.md").read_text()
     assert "Demo scale" not in readme and "the paper's recipe length" in readme
     assert "## Learned models" not in (report_dir / "README.md").read_text()  # no run.json: nothing to say
+
+
+def test_a_lossless_image_is_set_aside_and_the_bd_rates_are_those_without_it(tmp_path):
+    codecs = {"vvc": CODECS["vvc"], "jpeg": CODECS["jpeg"], "hevc": CODECS["hevc"]}
+    rows = _rows("kodak", 6, codecs)
+    clean = build_report(_write(tmp_path / "clean", rows), resamples=100).set_index(["codec", "metric"])
+    # A 1x1 image: jpeg reconstructs it exactly (PSNR inf; MS-SSIM is not measurable that small),
+    # the others at rates far from the rest of the dataset.
+    tiny = [{**row, "image": "tiny.png", "image_sha256": "f" * 64, "width": 1, "height": 1, "bpp": row["bpp"] * 50,
+             "ms_ssim": math.nan, "ms_ssim_db": math.nan} for row in _rows("kodak", 1, codecs, seed=5)]
+    for row in tiny:
+        if row["codec"] == "jpeg":
+            row["psnr_rgb"] = math.inf
+    run_dir = _write(tmp_path / "tiny", rows + tiny)
+    with_tiny = build_report(run_dir, resamples=100).set_index(["codec", "metric"])
+    for metric in ("psnr", "msssim"):
+        for column in ("bd_rate_pct", "ci95_low", "ci95_high", "bd_quality_db"):
+            assert with_tiny.loc[("jpeg", metric), column] == pytest.approx(clean.loc[("jpeg", metric), column]), column
+        assert with_tiny.loc[("jpeg", metric), "reliable"] and with_tiny.loc[("jpeg", metric), "n_images"] == 6
+    table = read_results(run_dir / "results.parquet")
+    flagged = table[table["degenerate"].notna()]
+    assert set(flagged["codec"]) == {"jpeg"} and set(flagged["image"]) == {"tiny.png"}
+    assert set(flagged["degenerate"]) == {"psnr_rgb inf"} and len(table) == len(rows) + len(tiny)
+    for name in ("bdrate.md", "README.md", "timing.md", "fidelity.md"):
+        numbers = [line for line in (run_dir / name).read_text().splitlines() if "set aside" not in line]
+        assert not [line for line in numbers if re.search(r"\binf\b", line, re.IGNORECASE)], name
+    assert not np.isinf(pd.read_csv(run_dir / "bdrate.csv").select_dtypes("number").to_numpy()).any()
+    assert "**Set aside:** 5 ok row(s)" in (run_dir / "bdrate.md").read_text()
+    assert "tiny.png in jpeg:quick (psnr_rgb inf)" in (run_dir / "README.md").read_text()
+
+
+def test_which_rows_are_degenerate():
+    rows = pd.DataFrame({
+        "status": ["ok", "ok", "ok", "ok", "ok", "error"],
+        "bpp": [0.5, math.nan, 0.5, 0.5, 0.5, math.nan],
+        "psnr_rgb": [math.inf, 30.0, 30.0, 30.0, math.nan, math.nan],
+        "ms_ssim": [math.nan, 0.9, math.nan, 0.9, 0.9, math.nan],  # NaN: too small to measure, not degenerate
+        "ms_ssim_y": [math.nan, math.nan, math.nan, 1.0, math.nan, math.nan],
+    })
+    assert degenerate(rows).tolist() == ["psnr_rgb inf", "bpp NaN", None, "ms_ssim_y 1 (infinite in dB)",
+                                         "psnr_rgb NaN", None]

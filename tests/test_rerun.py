@@ -52,6 +52,44 @@ def test_bad_plans_are_clear_errors(tmp_path, text, message):
         load_plan(path)
 
 
+@pytest.mark.parametrize("text, message", [
+    ('name="a\\u0000b"\n[leaderboard]\n', "name holds the control character '\\\\x00'"),
+    ('name="a\\nb"\n[leaderboard]\n', "name holds the control character '\\\\n'"),
+    ('name="a"\nwork_dir="runs/\\u0000"\n[leaderboard]\n', "work_dir holds the control character '\\\\x00'"),
+    ('name="a"\nreports_dir="r\\u001b[31m"\n[leaderboard]\n', "reports_dir holds the control character '\\\\x1b'"),
+    ('name="a"\n[leaderboard]\nmodels=["m\\u0000"]\n', "leaderboard.models\\[0\\] holds the control character"),
+    ('name="a"\n[leaderboard]\ndatasets=["folder:x\\u0000"]\n', "leaderboard.datasets\\[0\\] holds the control"),
+    ('name="a"\n[data]\nsources=["folder:\\u0000"]\n[leaderboard]\n', "data.sources\\[0\\] holds the control"),
+    ('name="a"\n[[sweep]]\nout="\\u0000"\n[leaderboard]\n', "sweep\\[0\\].out holds the control"),
+    ('name=5\n[leaderboard]\n', "needs a name"),
+    ('name="a"\nwork_dir=["w"]\n[leaderboard]\n', "plan key 'work_dir' must be a path string, got \\['w'\\]"),
+    ('name="a"\nreports_dir=3\n[leaderboard]\n', "plan key 'reports_dir' must be a path string, got 3"),
+    ('name="a"\nleaderboard=3\n', "plan section \\[leaderboard\\] must be a table"),
+    ('name="a"\nsweep=[3]\n[leaderboard]\n', "plan section \\[\\[sweep\\]\\] #1 must be a table"),
+    ('name="a"\n[leaderboard]\nmodels="m"\n', "\\[leaderboard\\]: models must be a list of folders"),
+    ('name="a"\n[leaderboard]\nmax_images="2"\n', "max_images must be an integer, got '2'"),
+    ('name="a"\n[leaderboard]\ndatasets="kodak"\n', "datasets must be a list, got 'kodak'"),
+])
+def test_every_plan_problem_is_one_line_naming_the_plan(tmp_path, text, message):
+    path = tmp_path / "plan.toml"
+    path.write_text(text)
+    with pytest.raises(HarnessError, match=message) as caught:
+        load_plan(path)
+    assert str(caught.value).startswith(f"plan {path}") and "\n" not in str(caught.value)
+
+
+def test_a_plan_that_is_no_readable_toml_file_is_one_line(tmp_path):
+    with pytest.raises(HarnessError, match=f"^cannot read plan {tmp_path}: Is a directory$"):
+        load_plan(tmp_path)
+    with pytest.raises(HarnessError, match=f"^plan {tmp_path / 'none.toml'} does not exist$"):
+        load_plan(tmp_path / "none.toml")
+    for name, content in (("latin1.toml", b'name = "caf\xe9"\n'), ("nul.toml", b'name = "a\x00"\n')):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(HarnessError, match=f"^cannot parse plan {tmp_path / name}: ") as caught:
+            load_plan(tmp_path / name)
+        assert "\n" not in str(caught.value)
+
+
 def test_plan_paths_are_relative_to_the_plan(tmp_path):
     (tmp_path / "plans").mkdir()
     (tmp_path / "photos").mkdir()

@@ -87,8 +87,8 @@ def test_tiny_sweep_trains_both_lambdas_in_two_stages(shards, tmp_path, ray_loca
     assert [c.checkpoint for c in cards] == ["mse-0.0067.pt", "mse-0.05.pt"]
     assert cards == [read_card(out / "models" / f"{c.name}.json") for c in cards]
     for card in cards:
-        assert card.stages["1"]["steps"] == 60 and card.stages["2"]["steps"] == 20
-        assert (card.stages["2"]["w1"], card.stages["2"]["w2"]) == (2.0, 0.5)
+        assert card.stages["1"].steps == 60 and card.stages["2"].steps == 20
+        assert (card.stages["2"].w1, card.stages["2"].w2) == (2.0, 0.5)
         assert card.data_manifest_sha256 and card.params > 0 and card.restored_from_steps == ()
         assert card.entropy_path == "integer-2"
     # The larger λ buys rate. (Its PSNR lead only shows once training leaves the
@@ -134,7 +134,7 @@ def test_trial_on_two_ddp_workers(shards, tmp_path, loopback_cluster):
     metrics = pd.read_parquet(out / "metrics.parquet")
     assert list(metrics["step"]) == [2, 4, 6] and set(metrics["workers"]) == {2}
     assert metrics["val_bpp"].notna().all()
-    assert card.stages["2"]["steps"] == 2 and card.final["val_bpp"] > 0
+    assert card.stages["2"].steps == 2 and card.final["val_bpp"] > 0
     pixels = load_rgb(REPO / "datasets" / "kodak" / "kodim01.png").pixels[:64, :96]
     net = load_checkpoint(out / "models" / card.checkpoint)
     assert decode(net, encode(net, pixels)).shape == pixels.shape
@@ -188,10 +188,10 @@ def test_a_warm_up_is_trained_once_and_every_lambda_starts_from_it(shards, tmp_p
     assert [t.lmbda for t in pending(config)] == [0.1, 0.001, 0.1]  # warm-up at the largest lambda
     cards = run(config)
     warmup = out / "warmup" / "models" / "mse-0.1.pt"
-    assert read_card(warmup.with_suffix(".json")).stages["1"]["steps"] == 3
+    assert read_card(warmup.with_suffix(".json")).stages["1"].steps == 3
     for card in cards:
-        stage0 = card.stages["0"]
-        assert (stage0["steps"], stage0["lambda"]) == (3, 0.1) and stage0["train_s"] > 0
+        stage0 = card.warmup
+        assert (stage0.steps, stage0.lmbda) == (3, 0.1) and stage0.train_s > 0
     # A trial's model starts as the warm-up's weights, not a fresh initialisation.
     trial = trial_configs(config, check_data(config), warmup)[0]
     start, shared = _State(trial).model.state_dict(), load_checkpoint(warmup).state_dict()

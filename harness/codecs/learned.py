@@ -216,12 +216,15 @@ def model_points(models_dir: Path) -> list[dict[str, Any]]:
     for (variant, metric), cards in sorted(groups.items()):
         curve = f"{variant}:{_config_name(Path(models_dir), metric, len(groups))}"
         for card, _ in sorted(cards, key=lambda pair: pair[0].lmbda):
+            warmup, published = card.warmup, card.published
             points.append({
                 "curve": curve, "variant": card.variant, "metric": card.metric, "lambda": card.lmbda,
-                "params": card.params, "steps": sum(int(stage["steps"]) for stage in card.stages.values()),
+                "params": card.params, "steps": card.steps,
                 "batch_size": card.batch_size, "patch": card.patch, "train_s": card.train_s, "device": card.device,
-                "warmup_s": float(card.stages.get("0", {}).get("train_s", 0.0)),
-                "warmup_steps": int(card.stages.get("0", {}).get("steps", 0)),
-                "data": describe(card.data), **card.final,
+                "warmup_s": (warmup.train_s or 0.0) if warmup else 0.0, "warmup_steps": warmup.steps if warmup else 0,
+                # Imported weights name where they come from instead of training data.
+                "imported": (f"{published.source}: {published.architecture} quality {published.quality}"
+                             if published else ""),
+                "data": "" if published else describe(card.data), **card.final,
             })
     return points

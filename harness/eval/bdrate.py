@@ -211,8 +211,12 @@ def bd_quality(anchor: RDCurve, test: RDCurve, method: str = "pchip", min_overla
 
 def _mean_curves(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Per-point means for each row of resample ``counts`` (B × images) over
-    ``values`` (images × points, NaN where an image has no ok result)."""
-    present = np.isfinite(values)
+    ``values`` (images × points, NaN where an image has no ok result).
+
+    Only NaN is missing: an infinite value (a lossless reconstruction's PSNR) makes its
+    point's mean infinite, so the curve fails the finite-values check (``invalid-values``)
+    instead of averaging its rate over one set of images and its quality over another."""
+    present = ~np.isnan(values)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (counts @ np.where(present, values, 0.0)) / (counts @ present)
 

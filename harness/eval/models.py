@@ -30,6 +30,12 @@ def _paper_steps() -> int:
 def _models_table(points: pd.DataFrame) -> str:
     rows = []
     for curve, group in points.groupby("curve", sort=True):
+        imported = sorted(set(group["imported"]) - {""})
+        if imported:
+            rows.append([f"`{curve}`", f"`{group['variant'].iloc[0]}`", f"{group['params'].max() / 1e6:.2f} M",
+                         ", ".join(f"{v:g}" for v in group["lambda"]), "imported weights: " + "; ".join(imported),
+                         "not trained here", "-"])
+            continue
         steps = sorted(set(group["steps"]))
         # A shared warm-up counts in each model's own minutes, and once in the curve's total.
         minutes = (group["train_s"] + group["warmup_s"]) / 60.0
@@ -55,15 +61,16 @@ def _standing(ok: pd.DataFrame, learned: list[tuple[str, str]]) -> str:
     labels = curve_labels(ok)
     rows, references = [], []
     for dataset, data in ok.groupby("dataset", sort=True):
-        images = sorted(data["image"].unique())
-        curves = {key: per_image_curves(group, images, "psnr_rgb").mean_curve()
-                  for key, group in data.groupby(["codec", "config"], sort=True)}
+        curves = dict(list(data.groupby(["codec", "config"], sort=True)))
         classical = [key for key in curves if key not in learned]
         references = references or [labels[key] for key in classical]
         for key in (k for k in learned if k in curves):
             cells = []
             for reference in classical:
-                result = bd_rate(curves[reference], curves[key])
+                # Mean curves over the images both have, as in bdrate.md.
+                images = sorted(set(curves[key]["image"]) & set(curves[reference]["image"]))
+                result = bd_rate(per_image_curves(curves[reference], images, "psnr_rgb").mean_curve(),
+                                 per_image_curves(curves[key], images, "psnr_rgb").mean_curve())
                 value = f"{result.value:+.1f} %" if math.isfinite(result.value) else "n/a"
                 cells.append(value if result.reliable or value == "n/a" else f"({value})")
             rows.append([dataset, labels[key], *cells])
@@ -77,10 +84,16 @@ def learned_section(ok: pd.DataFrame, models: tuple[dict[str, Any], ...]) -> str
     if not models:
         return ""
     points = pd.DataFrame(list(models))
+    # run.json files written before imported models were told apart hold trained models only
+    points["imported"] = points["imported"].fillna("") if "imported" in points else ""
     learned = sorted({tuple(curve.split(":", 1)) for curve in points["curve"]})  # (codec, config) pairs
     paper = _paper_steps()
-    most = int(points["steps"].max())
-    if most < paper:
+    trained = points[points["imported"] == ""]
+    most = int(trained["steps"].max()) if len(trained) else 0
+    if trained.empty:
+        scale = ("Imported weights (`harness import-weights`): trained elsewhere, coded and measured here with "
+                 "the harness's own pipeline.")
+    elif most < paper:
         scale = (f"**Demo scale: these are not the paper's models.** Each trained for at most {most:,} steps; the "
                  f"paper trains every model for {paper:,} (1.5 M, then 50 k of subband reweighting) on CLIC, LIU4K "
                  "and COCO on GPUs. Their curves show the pipeline at work, not 3DM-WeConvene's published results "

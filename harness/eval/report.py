@@ -5,7 +5,10 @@ Input: ``<run>/results.parquet`` from the evaluation engine, one row per
 its point at one quality is the mean over the ``ok`` images of bpp and of each
 metric (PSNR-RGB and MS-SSIM (dB), the convention of CompressAI and of the paper,
 plus every ``--metrics`` column the run measured). Rows with status ``error``
-are left out of every average and counted in the README.
+are left out of every average and counted in the README; so are the ok rows that
+:func:`harness.eval.results.set_aside` holds back (an infinite PSNR: lossless), which
+the README and bdrate.md count and name. A BD-rate compares two curves on the images
+both have.
 
 Output, written into the run folder (each file replaced atomically):
 ``bdrate.md``/``bdrate.csv`` (Table I layout, BD-rate vs the anchor with a
@@ -37,7 +40,7 @@ from harness.eval import plots, tables
 from harness.eval.models import learned_section
 from harness.eval.summary import RUN_FILE, read_summary
 from harness.eval.tables import curve_labels
-from harness.eval.results import RESULTS_FILE, read as read_results
+from harness.eval.results import RESULTS_FILE, read as read_results, set_aside, set_aside_note, usable
 from harness.eval.anchors import ANCHORS_DIR, anchor_bdrate_table, load_published_curves, load_table1
 from harness.eval.bdrate import PerImageCurves, bd_quality, bd_rate, bootstrap_ci, per_image_curves
 from harness.eval.metrics import CURVES, JPEG_AI_CURVES, METRICS as MEASURES, curve_columns
@@ -118,9 +121,12 @@ def compute_bdrates(
     summary, per_image = [], []
     measured = measured_metrics(ok)
     for dataset, rows in ok.groupby("dataset", sort=True):
-        images = sorted(rows["image"].unique())
         anchor_rows = rows[(rows["codec"] == anchor.codec) & (rows["config"] == anchor.config)]
         for (codec, config), curve_rows in rows.groupby(["codec", "config"], sort=True):
+            # A BD-rate compares the two curves on the images both have: an image one of them
+            # lacks (set aside as degenerate, or every cell failed) would shift one mean alone.
+            images = sorted(set(curve_rows["image"]) & set(anchor_rows["image"]) if len(anchor_rows)
+                            else set(curve_rows["image"]))
             for metric in measured:
                 column = METRICS[metric][0]
                 base = {
@@ -318,9 +324,11 @@ def build_report(
     BD-rate summary (one row per dataset × curve × metric, as in ``bdrate.csv``)."""
     run_dir = Path(run_dir)
     results = load_results(run_dir)
-    ok = results[results["status"] == "ok"].copy()
+    ok = usable(results).copy()
     if ok.empty:
-        raise HarnessError(f"{run_dir / RESULTS_FILE} has no rows with status 'ok': nothing to report")
+        raise HarnessError(f"{run_dir / RESULTS_FILE} has no rows with status 'ok' and values an average can take: "
+                           "nothing to report")
+    aside_note = set_aside_note(results)
     errors = results[results["status"] != "ok"]
     if len(errors):
         warnings.warn(f"{len(errors)} result row(s) with status 'error' are excluded from the averages")
@@ -339,7 +347,8 @@ def build_report(
         f"failed a reliability check (see Flags); `n/a` = not computable. Times are mean seconds per image "
         f"encode on the device listed in timing.md.\n\n"
     )
-    bd_md = "# BD-rate\n\n" + intro + metrics_note(ok) + "\n\n" + tables.table1(summary, timing, params, images)
+    bd_md = ("# BD-rate\n\n" + intro + metrics_note(ok) + "\n\n" + (f"**Set aside:** {aside_note}.\n\n" if aside_note else "")
+             + tables.table1(summary, timing, params, images))
     extra = [m for m in measured_metrics(ok) if m not in PUBLISHED_METRICS]
     if extra:
         bd_md += (
@@ -411,11 +420,14 @@ def _readme(run_dir, results, errors, learned_md, bd_md, timing_md, params_md, f
             return "?"
         return ", ".join(sorted(results[column].dropna().astype(str).unique())) or "?"
 
+    held = int(set_aside(results).sum())
+    aside = f", {held} of them set aside as degenerate (see BD-rate)" if held else ""
+
     lines = [
         f"# Leaderboard run `{run_dir.name}`",
         "",
         *([learned_md, "## This run", ""] if learned_md else []),
-        f"- results: `results.parquet`, {len(results)} rows ({len(results) - len(errors)} ok, {len(errors)} error)",
+        f"- results: `results.parquet`, {len(results)} rows ({len(results) - len(errors)} ok{aside}, {len(errors)} error)",
         f"- datasets: {distinct('dataset')}; codecs: {distinct('codec')}",
         f"- harness {distinct('harness_version')}, commit {distinct('git_commit')}; devices: {distinct('device')}",
         "- files: `bdrate.md`/`bdrate.csv` (BD-rate vs anchor, CI, flags), `bdrate_per_image.parquet`, "
@@ -426,6 +438,11 @@ def _readme(run_dir, results, errors, learned_md, bd_md, timing_md, params_md, f
         lines.append("Excluded rows (status error):\n")
         summary = errors.groupby(["dataset", "codec"]).size().reset_index(name="rows")
         lines.append(tables.markdown_table(["Dataset", "Codec", "Rows"], [[r.dataset, r.codec, str(r.rows)] for r in summary.itertuples()]))
+    converted = results.dropna(subset=["conversion"]).drop_duplicates(["dataset", "image"])
+    if len(converted):
+        lines.append("Images changed on reading (each coded and measured as read):\n")
+        lines.append(tables.markdown_table(["Dataset", "Image", "Change"],
+                                           [[r.dataset, r.image, r.conversion] for r in converted.itertuples()]))
     text = "\n".join(lines) + "\n" + _demote(bd_md) + "\n"
     for dataset, files in figures.items():
         text += f"## RD curves: {dataset}\n\n" + "".join(f"![{f}]({f})\n\n" for f in files)

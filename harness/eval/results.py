@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -57,15 +58,80 @@ SCHEMA = pa.schema(
         ("created_at", pa.timestamp("us", tz="UTC")),
         ("status", pa.string()),         # "ok" or "error"
         ("error", pa.string()),          # one-line reason when status is "error"
+        ("conversion", pa.string()),     # what reading the image changed (16-bit reduced, alpha dropped, ...)
+        ("degenerate", pa.string()),     # ok rows no average can take, and why (e.g. "psnr_rgb inf"); see below
     ]
 )
 RESULTS_FILE = "results.parquet"  # in every run folder
 COLUMNS = tuple(SCHEMA.names)
 # Added after the first release: a table written before them reads with these columns null.
 LATER_COLUMNS = ("psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "ms_ssim_y", "iw_ssim", "vif", "fsim", "nlpd",
-                 "psnr_hvs_m", "vmaf", "metrics", "precision")
+                 "psnr_hvs_m", "vmaf", "metrics", "precision", "conversion", "degenerate")
 CELL = ("dataset", "image", "codec", "config", "quality")
 REUSE_KEY = ("image_sha256", "codec", "codec_version", "config_hash", "quality")
+
+
+# A lossless reconstruction has an infinite PSNR (and MS-SSIM of 1, an infinite dB value); a
+# broken measurement a NaN PSNR or rate. Such a number would make every mean, curve and BD-rate
+# it enters infinite or NaN, so its row is flagged here, from the values, and set aside (kept in
+# the table). A NaN in the other metrics is not degenerate: it is their documented "not
+# measurable at this size" (MS-SSIM under 161 px), a missing point like a failed cell's.
+ALWAYS_MEASURED = ("bpp", "psnr_rgb")
+MEASURED = tuple(f.name for f in SCHEMA if pa.types.is_floating(f.type) and f.name not in
+                 ("quality", "params", "enc_s", "dec_s"))  # the rate and every metric
+IN_DB = ("ms_ssim_y",)  # the report's MS-SSIM-Y (dB), -10·log10(1 - value), is infinite at 1
+
+
+def degenerate(rows: pd.DataFrame) -> pd.Series:
+    """Per row, why its numbers cannot enter an aggregate (None when they can, and for error rows)."""
+    ok = (rows["status"] == "ok").to_numpy()
+    found = []
+    for column in (c for c in MEASURED if c in rows.columns):
+        values = pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype=float)
+        found.append(np.where(ok & np.isinf(values), f"{column} inf", ""))
+        if column in IN_DB:
+            found.append(np.where(ok & (values >= 1.0), f"{column} 1 (infinite in dB)", ""))
+        if column in ALWAYS_MEASURED:
+            found.append(np.where(ok & np.isnan(values), f"{column} NaN", ""))
+    reasons = [", ".join(filter(None, row)) or None for row in zip(*found)] if found else [None] * len(rows)
+    return pd.Series(reasons, index=rows.index, dtype=object)
+
+
+def flagged(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with their ``degenerate`` column filled from their values."""
+    return rows.assign(degenerate=degenerate(rows))
+
+
+def set_aside(rows: pd.DataFrame) -> pd.Series:
+    """Ok rows that no mean, curve or BD-rate takes: every row of a curve (dataset, codec, config)
+    at an image where that curve has a degenerate row. The whole image goes, not the one point,
+    so that every point of a curve averages the same images."""
+    ok = rows["status"] == "ok"
+    marked = ok & rows["degenerate"].notna()
+    if not marked.any():
+        return pd.Series(False, index=rows.index)
+    curve_image = [rows[key] for key in ("dataset", "image", "codec", "config")]
+    return ok & marked.groupby(curve_image, dropna=False).transform("any")
+
+
+def usable(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows every average is taken over: status ok and not :func:`set_aside`."""
+    return rows[(rows["status"] == "ok") & ~set_aside(rows)]
+
+
+def set_aside_note(rows: pd.DataFrame) -> str:
+    """One line on the rows :func:`set_aside` holds back ("" when none)."""
+    aside = rows[set_aside(rows)]
+    if aside.empty:
+        return ""
+    marked = aside[aside["degenerate"].notna()]
+    cases = marked.groupby(["dataset", "image", "codec", "config"], sort=True)["degenerate"].first()
+    examples = "; ".join(f"{image} in {codec}:{config} ({reason})"
+                         for (dataset, image, codec, config), reason in list(cases.items())[:3])
+    more = f" and {len(cases) - 3} more" if len(cases) > 3 else ""
+    return (f"{len(aside)} ok row(s) set aside from every mean, curve and BD-rate (kept in results.parquet, column "
+            f"`degenerate`): the rows of {len(cases)} image(s) in a curve with a value no average can take "
+            f"(infinite: a lossless reconstruction; NaN: no measurement), e.g. {examples}{more}")
 
 
 def empty() -> pd.DataFrame:
@@ -80,8 +146,9 @@ def to_table(rows: pd.DataFrame) -> pa.Table:
 
 
 def write(rows: pd.DataFrame, path: Path) -> None:
-    """Write ``rows`` to ``path`` atomically, sorted by cell."""
-    table = to_table(rows.sort_values(list(CELL), kind="stable").reset_index(drop=True))
+    """Write ``rows`` to ``path`` atomically, sorted by cell, with their ``degenerate`` flags."""
+    rows = rows.sort_values(list(CELL), kind="stable").reset_index(drop=True)
+    table = to_table(flagged(rows))
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
@@ -101,4 +168,4 @@ def read(path: Path) -> pd.DataFrame:
         raise HarnessError(f"{path} lacks column(s) {', '.join(required)}: not a results table of this harness")
     for column in missing:
         table = table.append_column(SCHEMA.field(column), pa.nulls(len(table), SCHEMA.field(column).type))
-    return table.select(list(COLUMNS)).cast(SCHEMA).to_pandas()
+    return flagged(table.select(list(COLUMNS)).cast(SCHEMA).to_pandas())

@@ -254,9 +254,10 @@ def plan(config: LeaderboardConfig) -> Plan:
 _PROBED: dict[tuple[str, str], str] = {}
 
 
-def evaluate_cell(image_bytes: bytes, suffix: str, codec: CodecConfig, quality: float,
+def evaluate_cell(image_bytes: bytes, name: str, codec: CodecConfig, quality: float,
                   metrics: tuple[str, ...] = ("core",), bitstream: bytes | None = None) -> dict[str, Any]:
-    """Encode, decode and measure one cell (``metrics``: names of
+    """Encode, decode and measure one cell of the image ``image_bytes``, the dataset's file
+    ``name`` (its suffix tells the format; errors and notices name it) (``metrics``: names of
     :data:`harness.eval.metrics.METRICS`); with ``bitstream``, decode and measure that
     stored stream instead of encoding. Failures become an ``error`` row. The row carries
     the bitstream under ``_bitstream`` for the driver to store."""
@@ -275,11 +276,15 @@ def evaluate_cell(image_bytes: bytes, suffix: str, codec: CodecConfig, quality: 
         instance.prepare(quality)
         with tempfile.TemporaryDirectory(prefix="harness-cell-") as scratch:
             workdir = Path(scratch)
-            source = workdir / f"image{suffix}"
+            source = workdir / f"image{Path(name).suffix}"
             source.write_bytes(image_bytes)
-            original = load_rgb(source).pixels
+            try:
+                image = load_rgb(source)
+            except HarnessError as error:  # the worker's copy is no file the user knows
+                raise HarnessError(str(error).replace(str(source), name)) from None
+            original = image.pixels
             height, width = original.shape[:2]
-            row.update(width=width, height=height)
+            row.update(width=width, height=height, conversion=image.notice)
             if bitstream is None:
                 start = time.perf_counter()
                 bitstream = instance.encode(original, quality, workdir)
@@ -342,9 +347,9 @@ class CellWorker:
     """Ray actor for learned-codec cells: the models it loads (``harness.codecs.learned``'s
     per-process cache) stay loaded for every later cell it gets."""
 
-    def evaluate(self, image_bytes: bytes, suffix: str, codec: CodecConfig, quality: float,
+    def evaluate(self, image_bytes: bytes, name: str, codec: CodecConfig, quality: float,
                  metrics: tuple[str, ...], bitstream: bytes | None) -> dict[str, Any]:
-        return evaluate_cell(image_bytes, suffix, codec, quality, metrics, bitstream)
+        return evaluate_cell(image_bytes, name, codec, quality, metrics, bitstream)
 
 
 def _learned_workers(cells: int, gpus_per_model: float) -> list:
@@ -409,7 +414,7 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
         remote = ray.remote(num_cpus=1, max_retries=3)(evaluate_cell)
         digests = {job.cell.image_sha256 for job in jobs}
         image_refs = {digest: ray.put(path.read_bytes()) for digest, path in plan_.images.items() if digest in digests}
-        suffixes = {digest: path.suffix for digest, path in plan_.images.items()}
+        names = {digest: str(path) for digest, path in plan_.images.items()}  # a file of that content
         learned_left = sum(_is_learned(job.cell) for job in jobs)
         workers = _learned_workers(learned_left, config.gpus_per_model)
         submitted = 0
@@ -418,7 +423,7 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
             nonlocal submitted
             cell = job.cell
             stored = bitstream_path(plan_.run_dir, job.row).read_bytes() if job.row is not None else None
-            args = (image_refs[cell.image_sha256], suffixes[cell.image_sha256], cell.codec, cell.quality,
+            args = (image_refs[cell.image_sha256], names[cell.image_sha256], cell.codec, cell.quality,
                     plan_.metrics, stored)
             submitted += 1
             if _is_learned(cell):
@@ -460,7 +465,7 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
 
 def _curves(frame: pd.DataFrame, bdrate: pd.DataFrame | None) -> dict[str, dict[str, float]]:
     """Per curve of the run's table: mean encode/decode seconds, and the PSNR BD-rate vs the anchor."""
-    ok = frame[frame["status"] == "ok"]
+    ok = table.usable(table.flagged(frame))
     curves = {f"{dataset}/{codec}:{cfg}": {"enc_s": float(rows["enc_s"].mean()), "dec_s": float(rows["dec_s"].mean())}
               for (dataset, codec, cfg), rows in ok.groupby(["dataset", "codec", "config"])}
     if bdrate is not None and not bdrate.empty:
@@ -473,15 +478,18 @@ def _summary(plan_: Plan, rows: list[dict[str, Any]], config: LeaderboardConfig,
              curves: dict[str, dict[str, float]]) -> RunSummary:
     from harness.codecs.learned import model_points
 
-    frame = _frame(plan_.reused + rows)
+    frame = table.flagged(_frame(plan_.reused + rows))
+    usable = table.usable(frame)
     codecs = []
     for label, version in plan_.versions.items():
         codec, _, cfg = label.partition(":")
         mine = frame[(frame["codec"] == codec) & (frame["config"] == cfg)]
         ok = mine[mine["status"] == "ok"]
+        kept = usable[(usable["codec"] == codec) & (usable["config"] == cfg)]
         codecs.append(CodecSummary(codec=label, version=version, ok=int(len(ok)), error=int(len(mine) - len(ok)),
-                                   bpp_mean=float(ok["bpp"].mean()) if len(ok) else None,
-                                   psnr_mean=float(ok["psnr_rgb"].mean()) if len(ok) else None))
+                                   bpp_mean=float(kept["bpp"].mean()) if len(kept) else None,
+                                   psnr_mean=float(kept["psnr_rgb"].mean()) if len(kept) else None,
+                                   set_aside=int(len(ok) - len(kept))))
     errors = frame[frame["status"] != "ok"]
     return RunSummary(
         run_dir=str(plan_.run_dir), profile=config.profile, datasets=config.datasets, cells=len(plan_.cells),
@@ -491,6 +499,9 @@ def _summary(plan_: Plan, rows: list[dict[str, Any]], config: LeaderboardConfig,
         first_errors=tuple(sorted(set(errors["error"].astype(str)))[:5]),
         finished_at=pd.Timestamp.now(tz="UTC").isoformat(), curves=curves,
         models=tuple(point for folder in config.models for point in model_points(folder)),
+        set_aside=table.set_aside_note(frame),
+        conversions=tuple(sorted({f"{image}: {notice}" for image, notice in
+                                  zip(frame["image"], frame["conversion"]) if isinstance(notice, str)})),
     )
 
 
@@ -500,10 +511,17 @@ def _print_summary(summary: RunSummary) -> None:
           f"{summary.errors} errors")
     print(f"  metrics: {', '.join(summary.metrics)}")
     for c in summary.codecs:
-        means = f"mean {c.bpp_mean:.3f} bpp, {c.psnr_mean:.2f} dB" if c.ok else "no ok cells"
-        print(f"  {c.codec:<22} {c.ok:>4} ok {c.error:>3} err  {means}  [{c.version}]")
+        means = f"mean {c.bpp_mean:.3f} bpp, {c.psnr_mean:.2f} dB" if c.psnr_mean is not None else (
+            "no usable cells" if c.ok else "no ok cells")
+        aside = f" ({c.set_aside} set aside)" if c.set_aside else ""
+        print(f"  {c.codec:<22} {c.ok:>4} ok{aside} {c.error:>3} err  {means}  [{c.version}]")
     for u in summary.unavailable:
         print(f"  {u['codec']:<22} unavailable: {u['reason']}")
+    if summary.conversions:
+        print(f"notice: {len(summary.conversions)} image(s) changed on reading, coded as read: "
+              f"{'; '.join(summary.conversions[:5])}{' ...' if len(summary.conversions) > 5 else ''}", file=sys.stderr)
+    if summary.set_aside:
+        print(f"warning: {summary.set_aside}", file=sys.stderr)
     if summary.errors:
         print(f"warning: {summary.errors} cell(s) failed and are excluded from averages; "
               f"e.g. {'; '.join(summary.first_errors[:3])}", file=sys.stderr)

@@ -26,8 +26,9 @@ class CodecSummary:
     version: str
     ok: int
     error: int
-    bpp_mean: float | None
+    bpp_mean: float | None  # over the ok rows not set aside (harness.eval.results.set_aside)
     psnr_mean: float | None
+    set_aside: int = 0  # ok rows no mean takes (an infinite PSNR, ...): kept in results.parquet, flagged
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class RunSummary:
     metrics: tuple[str, ...] = ()  # the --metrics this run measured with (empty in run.json files before them)
     # one per learned model (harness.codecs.learned.model_points): curve, variant, λ, params, steps, train_s, data...
     models: tuple[dict[str, Any], ...] = ()
+    set_aside: str = ""  # what the run's means, curves and BD-rates left out, and why ("" when nothing)
+    conversions: tuple[str, ...] = ()  # "image: notice" of every image reading changed (harness.images.load_rgb)
 
     @property
     def codec_versions(self) -> dict[str, str]:
@@ -61,7 +64,7 @@ class RunSummary:
     def from_json(cls, data: dict[str, Any]) -> "RunSummary":
         values = {f.name: data[f.name] for f in fields(cls) if f.name in data or f.default is MISSING}
         values["codecs"] = tuple(CodecSummary(**c) for c in values["codecs"])
-        for key in ("datasets", "unavailable", "first_errors", "metrics", "models"):
+        for key in ("datasets", "unavailable", "first_errors", "metrics", "models", "conversions"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)

@@ -477,7 +477,7 @@ def _zoo_state_dict(config: ImportWeightsConfig) -> tuple[dict[str, Tensor], str
 def run_import(config: ImportWeightsConfig):
     """``harness import-weights``: checkpoint + card in ``config.out`` (``<metric>-<λ>``); returns the card."""
     from harness.hashing import sha256_bytes, sha256_file
-    from harness.model.card import ModelCard, card_path, write_card
+    from harness.model.card import PUBLISHED, ModelCard, PublishedStage, card_path, write_card
     from harness.model.checkpoint import entropy_path, fingerprint, save_checkpoint
 
     name = f"{config.metric}-{config.lmbda:g}"
@@ -498,8 +498,7 @@ def run_import(config: ImportWeightsConfig):
     digest = fingerprint(model)
     card = ModelCard(
         name=name, variant=model.config.variant, metric=config.metric, lmbda=config.lmbda,
-        stages={"published": {"source": "CompressAI weights", "architecture": config.architecture,
-                              "quality": config.quality, "file": origin, "file_sha256": origin_sha}},
+        stages={PUBLISHED: PublishedStage("CompressAI weights", config.architecture, config.quality, origin, origin_sha)},
         batch_size=0, patch=0, seed=0, data="", data_sha256="", data_manifest_sha256="",
         params=sum(p.numel() for p in model.parameters()), fingerprint=digest,
         inputs_hash=sha256_bytes(f"{model.config.variant}|{config.metric}|{config.quality}|{digest}".encode()),

@@ -26,7 +26,9 @@ Every key is the field name of the stage's own config dataclass, so a plan
 can set anything the command line can, except what the rerun itself decides
 (where each stage writes, progress bars, the cluster, and ``wait_s``: the rerun's
 ``--wait`` holds for the lock of every folder it writes); an unknown key is an
-error naming the allowed ones. Relative paths are relative to the plan file.
+error naming the allowed ones. Relative paths are relative to the plan file. Every
+problem of a plan (not a readable file, not TOML, a control character in a string,
+a value of the wrong type) is one line that starts with the plan's path.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from harness.train.sweep import SweepConfig
 
 _PATH_KEYS = frozenset({"out", "data", "root", "reports_dir", "codec_dir", "models", "sources", "work_dir"})
+_LIST_KEYS = frozenset({"models", "sources"})  # path keys that take a list of paths
 
 
 @dataclass(frozen=True)
@@ -69,11 +72,26 @@ class Plan:
         return self.work_dir / "shards"
 
 
+def _control_characters(value: Any, where: str) -> None:
+    """Refuse a control character (NUL, newline, escape, ...) in any string of the plan: none
+    belongs in a name, path, dataset or codec, and a NUL cannot even reach the OS in a path."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _control_characters(item, f"{where}.{key}" if where else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _control_characters(item, f"{where}[{index}]")
+    elif isinstance(value, str):
+        bad = next((c for c in value if ord(c) < 0x20 or ord(c) == 0x7F), None)
+        if bad is not None:
+            raise HarnessError(f"{where} holds the control character {bad!r}, which no name or path may hold")
+
+
 def _resolve(base: Path, key: str, value: Any) -> Any:
     """Plan-relative paths: plain strings, lists of them, and ``folder:`` source specs."""
     if key not in _PATH_KEYS:
         return value
-    if isinstance(value, list):
+    if isinstance(value, list) and key in _LIST_KEYS:
         return [_resolve(base, key, item) for item in value]
     if not isinstance(value, str):
         raise HarnessError(f"plan key {key!r} must be a path string, got {value!r}")
@@ -120,19 +138,31 @@ def _sweep(values: dict[str, Any], where: str, shards_dir: Path, work_dir: Path,
 def load_plan(path: str | Path, progress: bool = False, wait_s: float = 0.0) -> Plan:
     """The plan at ``path``, every stage's config built; ``progress``: the stages' progress bars,
     ``wait_s``: how long each stage waits for another command's lock on its folder."""
+    path = Path(path).resolve()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise HarnessError(f"plan {path} does not exist") from None
+    except OSError as error:  # a folder, no permission, ...
+        raise HarnessError(f"cannot read plan {path}: {error.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise HarnessError(f"cannot parse plan {path}: {error}") from None
+    try:
+        _control_characters(raw, "")
+        return _plan(path, raw, progress, wait_s)
+    except HarnessError as error:
+        message = str(error)
+        raise HarnessError(message if message.startswith(f"plan {path}") else f"plan {path}: {message}") from None
+
+
+def _plan(path: Path, raw: dict[str, Any], progress: bool, wait_s: float) -> Plan:
+    """The stages' configs of the parsed plan ``raw`` (of the file ``path``)."""
     from harness.data.recipe import PatchRecipe
     from harness.data.shards import PrepareConfig, prepare_config
     from harness.eval.runner import LeaderboardConfig
     from harness.train.loop import models_dir
     from harness.train.sweep import SweepConfig
 
-    path = Path(path).resolve()
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise HarnessError(f"plan {path} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise HarnessError(f"cannot parse plan {path}: {error}") from None
     base = path.parent
     top = {"name", "reports_dir", "work_dir", "data", "sweep_defaults", "sweep", "leaderboard"}
     unknown = sorted(set(raw) - top)
@@ -167,6 +197,8 @@ def load_plan(path: str | Path, progress: bool = False, wait_s: float = 0.0) -> 
         for i, s in enumerate(sweeps)
     )
     board = _section(raw["leaderboard"], "[leaderboard]", board_keys, base)
+    if not isinstance(board.get("models", []), list):
+        raise HarnessError("plan section [leaderboard]: models must be a list of folders")
     board["models"] = [*board.get("models", ()), *(models_dir(s.out) for s in sweep_configs)]
     leaderboard = build(LeaderboardConfig, {**board, "run_name": name, "reports_dir": reports_dir, "progress": progress,
                                             "wait_s": wait_s}, "plan section [leaderboard]")

@@ -38,7 +38,7 @@ import torch
 from harness.data.manifest import MANIFEST
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
-from harness.model.card import ModelCard, card_path, read_card, write_card
+from harness.model.card import WARMUP, ModelCard, TrainingStage, card_path, read_card, write_card
 from harness.model.checkpoint import entropy_path, fingerprint, load_checkpoint, save_checkpoint
 from harness.model.baselines import build_model
 from harness.model.loss import LossConfig, RateDistortionLoss
@@ -413,8 +413,8 @@ def export_model(model: WeConvene, config: TrialConfig, final: dict,
         lmbda=config.lmbda,
         stages={
             **_warmup_card(config),
-            "1": {"steps": config.stage1_steps, "loss": "eq. 1", "lr": config.lr,
-                  "milestones": stage1_milestones(config.stage1_steps, config.milestones)},
+            "1": TrainingStage(config.stage1_steps, "eq. 1", config.lr,
+                               milestones=tuple(stage1_milestones(config.stage1_steps, config.milestones))),
             "2": _stage2_card(model, config),
         },
         batch_size=config.batch_size,
@@ -438,23 +438,26 @@ def export_model(model: WeConvene, config: TrialConfig, final: dict,
     return card
 
 
-def _warmup_card(config: TrialConfig) -> dict:
+def _warmup_card(config: TrialConfig) -> dict[str, TrainingStage]:
     """Stage "0" of a model that started from the sweep's shared warm-up, as the warm-up's card has it."""
     if not config.init:
         return {}
     warmup = read_card(card_path(Path(config.init).parent, Path(config.init).stem))
-    return {"0": {"steps": warmup.stages["1"]["steps"], "loss": "eq. 1", "lr": warmup.stages["1"]["lr"],
-                  "lambda": warmup.lmbda, "train_s": warmup.train_s, "checkpoint_sha256": config.init_sha256,
-                  "note": "shared warm-up: every lambda of the sweep starts from this model"}}
+    trained = warmup.training.get("1")
+    if trained is None:
+        raise HarnessError(f"{config.init}: its card has no training stage 1, so it is no warm-up of a sweep")
+    return {WARMUP: TrainingStage(trained.steps, "eq. 1", trained.lr, lmbda=warmup.lmbda, train_s=warmup.train_s,
+                                  checkpoint_sha256=config.init_sha256,
+                                  note="shared warm-up: every lambda of the sweep starts from this model")}
 
 
-def _stage2_card(model: WeConvene, config: TrialConfig) -> dict:
+def _stage2_card(model: WeConvene, config: TrialConfig) -> TrainingStage:
     """Stage 2 as the card states it: eq. 2's subband reweighting, or (a model without
     subbands, e.g. a CompressAI baseline) a plain fine-tune on eq. 1 at the fixed lr."""
     if model.config.subbands:
-        return {"steps": config.stage2_steps, "loss": "eq. 2", "lr": config.lr, "w1": config.w1, "w2": config.w2}
-    return {"steps": config.stage2_steps, "loss": "eq. 1", "lr": config.lr,
-            "note": "plain fine-tune: the model has no subbands to reweight (w1, w2 unused)"}
+        return TrainingStage(config.stage2_steps, "eq. 2", config.lr, w1=config.w1, w2=config.w2)
+    return TrainingStage(config.stage2_steps, "eq. 1", config.lr,
+                         note="plain fine-tune: the model has no subbands to reweight (w1, w2 unused)")
 
 
 def _export(state: _State, config: TrialConfig, final: dict) -> dict:
