@@ -126,6 +126,19 @@ def test_decompress_refuses_an_image_this_machine_cannot_hold(checkpoint, good_s
                       "this machine has 0.0 GB available")
 
 
+def test_a_compressai_stream_that_ends_early_is_read_into_zeros(tmp_path, kodak_dir, capsys):
+    """CompressAI's own decoder has no bounds check: zero words after the stream keep it inside."""
+    path = tmp_path / "mbt.pt"
+    assert main(["init-model", "--variant", "compressai:mbt2018-mean?N=16,M=24", "--out", str(path)]) == 0
+    baseline = load_checkpoint(path)
+    pixels = np.asarray(Image.open(kodak_dir / "kodim23.png").convert("RGB"))[:128, :192].copy()
+    container = unpack(encode(baseline, pixels))
+    short = pack(Container(container.fingerprint, container.height, container.width, "RGB",
+                           tuple(s[:8] for s in container.streams), container.latent_crc, container.version))
+    assert [len(s) for s in container.streams] != [8] * len(container.streams)
+    _decompress_fails(short, path, tmp_path, capsys, "decoded latent differs from the encoder's", ALTERED)
+
+
 @pytest.mark.slow
 def test_the_sigsegv_file_exits_1_with_one_line(model, checkpoint, tmp_path):
     """The issue's 130-byte 65536x65536 file killed decompress with SIGSEGV and no message."""

@@ -317,12 +317,25 @@ class HarnessCodec:
         """``shape`` is ignored: the latent shapes follow from ``size`` and the architecture."""
         _float_only(integer)
         height, width = size
+        zeros = bytes(4 * self._symbol_bound(size))
         self._symbols.start("decode")
         try:
-            out = super().decompress(strings, self._latent_shape(size))
+            out = super().decompress([[s + zeros for s in group] for group in strings], self._latent_shape(size))
         finally:
             crc = self._symbols.stop()
         return {"x_hat": out["x_hat"][..., :height, :width].clamp(0, 1), "latent_crc": [crc]}
+
+    def _symbol_bound(self, size: tuple[int, int]) -> int:
+        """More symbols than the image has in all its streams (y: at most 16 a z position and
+        channel, 1/16 of the padded size per side; z: N a position, 1/64 per side), plus the
+        rANS state's 2 words. compressai's ``RansDecoder`` reads its stream through a pointer with
+        no bounds check; given this many zero words after a stream, a stream that ends early
+        (altered, its CRC recomputed) is read into zeros, since a symbol reads at most one word,
+        not past its buffer. An escape's bypass run can read more (up to its 4-bit count's worth);
+        3DM-WeConvene's streams go through the bounds-checked :mod:`harness.model.rans` instead."""
+        rows, cols = (math.ceil(s / self.stride) for s in size)
+        widths = self.config.widths
+        return (widths.get("M", widths["N"]) + widths["N"]) * 16 * rows * cols + 2
 
     def _latent_shape(self, size: tuple[int, int]) -> Any:
         """What CompressAI's ``decompress`` takes as ``shape`` for an image of ``size``."""

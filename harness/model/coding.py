@@ -136,8 +136,8 @@ def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str |
 def _latent_cause(container: Container) -> str:
     if container.integer_path:  # the same symbols on every machine: the file or the model changed
         return ALTERED
-    return (f"a version-{container.version} file, coded with float entropy networks, decodes only with the "
-            f"encoder's thread count, CPU kernels and device (or it was {ALTERED})")
+    return (f"a version-{container.version} file, coded with float entropy networks: decoded under other thread "
+            f"counts, CPU kernels or device than the encoder's, or {ALTERED}")
 
 
 def run_compress(config: CompressConfig) -> dict:
