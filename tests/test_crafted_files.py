@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch._subclasses.fake_tensor import FakeTensor
 
 from harness.cli import main
-from harness.model import memory
+from harness.model import baselines, memory
+from harness.model.baselines import build_baseline
 from harness.model.bitstream import Container, pack, unpack
 from harness.model.checkpoint import fingerprint, load_checkpoint
 from harness.model.coding import encode
@@ -237,6 +239,16 @@ def test_stride_0_tensors_in_a_checkpoint_are_never_materialised(checkpoint, kod
                     "but the file stores 1 of its")
 
 
+def test_entropy_tables_that_do_not_fit_their_rows_are_refused(checkpoint, kodak_dir, tmp_path, capsys):
+    """The rANS reader indexes the CDF rows by their declared lengths: a longer one is refused first."""
+    def stretched(payload):
+        payload["state_dict"]["latent_codec.entropy_bottleneck._cdf_length"][0] = 10**6
+
+    path = _edited_checkpoint(checkpoint, tmp_path, stretched)
+    _compress_fails(path, kodak_dir, tmp_path, capsys, "the entropy tables of latent_codec.entropy_bottleneck do "
+                    "not fit their rows")
+
+
 @pytest.mark.parametrize("kind, expected", [("random", "(not a torch file)"), ("png", "(not a torch file)"),
                                             ("pickle", "(a pickle of other types than tensors and plain values)"),
                                             ("empty", "(an empty file)")])
@@ -279,8 +291,18 @@ def test_import_weights_bounds_the_widths_it_infers(tmp_path, capsys):
     _import_fails(state, tmp_path, capsys, "N=6000 is not a whole number in 1..1024")
 
 
-def test_import_weights_compares_shapes_before_building(tmp_path, capsys):
+def test_import_weights_compares_shapes_before_building(tmp_path, capsys, monkeypatch):
+    """Only a model of fake tensors (shapes, no memory) is built before the shapes are compared."""
+    built = []
+
+    def recording(config):
+        model = build_baseline(config)
+        built.append(isinstance(next(model.parameters()), FakeTensor))
+        return model
+
+    monkeypatch.setattr(baselines, "build_baseline", recording)
     state = {"g_a.0.weight": torch.zeros(8, 3, 5, 5), "g_a.6.weight": torch.zeros(12, 8, 5, 5),
              "g_a.2.weight": torch.zeros(8, 8, 3, 3)}
     _import_fails(state, tmp_path, capsys, "does not hold compressai:mbt2018-mean weights", "missing",
                   "of another shape (e.g. g_a.2.weight)")
+    assert built == [True]

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from compressai.entropy_models import EntropyModel
 
 from harness.atomic import write_atomic
 from harness.errors import HarnessError
-from harness.model import exact, torchfile
+from harness.model import exact, rans, torchfile
 from harness.model.baselines import (BaselineConfig, build_baseline, build_model, check_shapes, is_baseline,
                                      shadow_model)
 from harness.model.config import DEFAULT_VARIANT, VARIANTS, ModelConfig
@@ -111,8 +112,19 @@ def _with_weights(path: Path, model, payload: dict, variant: str | None):
     except (RuntimeError, KeyError, ValueError) as error:
         reason = str(error).splitlines()[0]
         raise HarnessError(f"{path}: weights do not match variant {model.config.variant!r} ({reason})") from None
+    _check_tables(path, model)
     model.update(force=False)
     return model.eval()
+
+
+def _check_tables(path: Path, model) -> None:
+    """Refuse entropy tables that the rANS coders would index out of their rows."""
+    for name, module in model.named_modules():
+        if isinstance(module, EntropyModel) and module._quantized_cdf.numel():
+            cdfs, lengths, offsets = module._quantized_cdf, module._cdf_length.reshape(-1), module._offset.reshape(-1)
+            if cdfs.dim() != 2 or not rans.tables_fit(cdfs.numpy(), lengths.numpy(), offsets.numpy()):
+                raise HarnessError(f"{path}: the entropy tables of {name} do not fit their rows (a CDF longer than "
+                                   f"its row, or counts that differ): the file is damaged")
 
 
 @dataclass(frozen=True)

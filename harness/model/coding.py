@@ -14,6 +14,11 @@ integer entropy path (:mod:`harness.model.exact`), the same bits on every
 machine; older files were coded with the float networks, which can round
 differently on another machine, thread count or oneDNN kernel, and rANS then
 decodes garbage. The check makes such a decode an error, never an image.
+
+Sizes are checked before anything of their size is allocated: the image's pixel count
+against ``max_pixels`` (from the image file's or the container's header), each stream's
+length against the least any stream of that many symbols needs, and the memory coding
+needs against what the machine has (:mod:`harness.model.memory`).
 """
 
 from __future__ import annotations

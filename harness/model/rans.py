@@ -84,6 +84,13 @@ def _decode(words, position, state, indexes, cdfs, lengths, offsets, out):
     return position, state, _OK
 
 
+def tables_fit(cdfs: np.ndarray, lengths: np.ndarray, offsets: np.ndarray) -> bool:
+    """Whether every CDF's declared length lies within its row and each row has a length and an
+    offset: what the reader (and compressai's coder) index by without checking."""
+    rows = len(cdfs)
+    return len(lengths) == rows and len(offsets) == rows and bool(((lengths >= 2) & (lengths <= cdfs.shape[1])).all())
+
+
 class StreamError(HarnessError):
     """The stream cannot have come from compressai's encoder with these tables (the message
     says what is wrong with it; the caller adds the file's name and the likely cause)."""
