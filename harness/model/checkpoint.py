@@ -88,7 +88,10 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
         raise HarnessError(f"{path}: invalid model config ({error})") from None
     if config != VARIANTS[config.variant]:
         raise HarnessError(f"{path}: its {config.variant!r} config differs from this version's definition")
-    return _with_weights(path, WeConvene(config), payload, variant)
+    model = WeConvene(config)  # one of the known variants: no size a file can choose
+    check_shapes({k: v.shape for k, v in model.state_dict().items()}, payload["state_dict"], str(path),
+                 f"variant {config.variant!r}")
+    return _with_weights(path, model, payload, variant)
 
 
 def _load_baseline(path: Path, payload: dict, variant: str | None):
