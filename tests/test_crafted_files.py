@@ -306,3 +306,35 @@ def test_import_weights_compares_shapes_before_building(tmp_path, capsys, monkey
     _import_fails(state, tmp_path, capsys, "does not hold compressai:mbt2018-mean weights", "missing",
                   "of another shape (e.g. g_a.2.weight)")
     assert built == [True]
+
+
+# -- the rANS reader ----------------------------------------------------------------------------
+
+
+def test_the_rans_reader_decodes_what_compressai_encodes_escapes_included():
+    """Symbols far outside the tables go through escapes (bypass chunks, negative and positive):
+    the reader returns what compressai's own decoder does, and stops where a cut stream ends."""
+    from compressai.ans import BufferedRansEncoder, RansDecoder
+
+    from harness.model.rans import RansReader, StreamError
+
+    rng = np.random.default_rng(0)
+    cdfs = np.array([[0, 20000, 60000, 65535, 65536], [0, 30000, 65535, 65536, 65536]], dtype=np.int32)
+    lengths, offsets = np.array([5, 4], dtype=np.int32), np.array([-1, 0], dtype=np.int32)
+    indexes = rng.integers(0, 2, 5000).astype(np.int32)
+    symbols = rng.integers(-2, 3, 5000).astype(np.int32)
+    # escapes of up to 7 chunks: from 2^28 on, compressai's encoder loops forever (a 32-bit shift by 32)
+    symbols[::97] = rng.integers(-(2**27), 2**27, len(symbols[::97]))
+    encoder = BufferedRansEncoder()
+    encoder.encode_with_indexes(symbols.tolist(), indexes.tolist(), cdfs.tolist(), lengths.tolist(),
+                                offsets.tolist())
+    stream = encoder.flush()
+    reference = RansDecoder()
+    reference.set_stream(stream)
+    expected = reference.decode_stream(indexes.tolist(), cdfs.tolist(), lengths.tolist(), offsets.tolist())
+    reader = RansReader(stream)
+    first = reader.decode(indexes[:1234], cdfs, lengths, offsets)
+    rest = reader.decode(indexes[1234:], cdfs, lengths, offsets)
+    assert np.concatenate([first, rest]).tolist() == expected == symbols.tolist()
+    with pytest.raises(StreamError, match="ends before the symbols"):
+        RansReader(stream[: len(stream) // 2]).decode(indexes, cdfs, lengths, offsets)
