@@ -369,6 +369,14 @@ def _precision_option(parser: argparse.ArgumentParser, what: str) -> None:
                              f"cores, else fp32 (default: {AUTO})")
 
 
+def _max_pixels_option(parser: argparse.ArgumentParser) -> None:
+    from harness.images import MAX_PIXELS
+
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                        help=f"refuse images of more pixels, from the file's header (default {MAX_PIXELS}, Pillow's "
+                             "decompression-bomb limit)")
+
+
 @_registrar
 def _add_compress(sub) -> None:
     from pathlib import Path
@@ -383,11 +391,13 @@ def _add_compress(sub) -> None:
     parser.add_argument("-m", "--model", required=True, type=Path, help="checkpoint from init-model or training")
     parser.add_argument("-o", "--out", required=True, type=Path, help="bitstream file to write")
     _precision_option(parser, "g_a, h_a and g_s")
+    _max_pixels_option(parser)
 
     def handle(args) -> int:
         from harness.model.coding import CompressConfig, run_compress
 
-        run_compress(CompressConfig(image=args.image, checkpoint=args.model, out=args.out, precision=args.precision))
+        run_compress(CompressConfig(image=args.image, checkpoint=args.model, out=args.out, precision=args.precision,
+                                    max_pixels=args.max_pixels))
         return 0
 
     parser.set_defaults(func=handle)
@@ -407,12 +417,13 @@ def _add_decompress(sub) -> None:
     parser.add_argument("-m", "--model", required=True, type=Path, help="the checkpoint that encoded it")
     parser.add_argument("-o", "--out", required=True, type=Path, help="PNG file to write")
     _precision_option(parser, "g_s (a file decodes in either precision)")
+    _max_pixels_option(parser)
 
     def handle(args) -> int:
         from harness.model.coding import DecompressConfig, run_decompress
 
         run_decompress(DecompressConfig(bitstream=args.bitstream, checkpoint=args.model, out=args.out,
-                                        precision=args.precision))
+                                        precision=args.precision, max_pixels=args.max_pixels))
         return 0
 
     parser.set_defaults(func=handle)

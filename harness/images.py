@@ -19,8 +19,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from harness.errors import HarnessError
 
-# Decompression-bomb guard: larger than any test set image (8K is 33 MP) with room.
-MAX_PIXELS = 120_000_000
+# The pixel limit of every image the harness reads or decodes (compress and decompress take
+# --max-pixels): Pillow's decompression-bomb limit, 89.5 MP, larger than any test set image
+# (8K is 33 MP) with room.
+MAX_PIXELS = int(Image.MAX_IMAGE_PIXELS)
 _EXIF_ORIENTATION = 0x0112
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -73,19 +75,18 @@ def _sixteen_bit(image: Image.Image) -> bool:
     return False
 
 
-def load_rgb(path: str | Path) -> RGBImage:
-    """Decode ``path`` fully into an :class:`RGBImage` (EXIF orientation applied)."""
+def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> RGBImage:
+    """Decode ``path`` fully into an :class:`RGBImage` (EXIF orientation applied), refusing
+    from its header an image of more than ``max_pixels`` (Pillow's own hard limit is twice
+    its default: above that Pillow refuses the file whatever ``max_pixels`` says)."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
             raise HarnessError(f"cannot read image {path}: empty file")
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels is the limit
             with Image.open(path) as opened:
-                if opened.width * opened.height > MAX_PIXELS:
-                    raise HarnessError(
-                        f"cannot read image {path}: {opened.width}x{opened.height} exceeds {MAX_PIXELS} pixels"
-                    )
+                check_pixels(opened.width, opened.height, max_pixels, f"cannot read image {path}")
                 # Read before load(): the raw mode goes with the tiles, and counting frames seeks.
                 reduced = _sixteen_bit(opened)
                 frames = int(getattr(opened, "n_frames", 1))
@@ -97,7 +98,7 @@ def load_rgb(path: str | Path) -> RGBImage:
         raise
     except FileNotFoundError:
         raise HarnessError(f"cannot read image {path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise HarnessError(f"cannot read image {path}: {reason}") from None
     notice = "; ".join(filter(None, [
@@ -107,6 +108,13 @@ def load_rgb(path: str | Path) -> RGBImage:
         f"first of {frames} frames coded, the others ignored" if frames > 1 else None,
     ])) or None
     return RGBImage(np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)), source_mode, notice)
+
+
+def check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
+    """Refuse an image of more than ``max_pixels`` pixels; ``what`` starts the message."""
+    if width * height > max_pixels:
+        raise HarnessError(f"{what}: {width}x{height} is {width * height:,} pixels, over the limit of "
+                           f"{max_pixels:,} (--max-pixels)")
 
 
 def save_png(pixels: np.ndarray, path: str | Path) -> None:
@@ -126,12 +134,14 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         if path.stat().st_size == 0:
             raise HarnessError(f"cannot read image {path}: empty file")
-        with Image.open(path) as opened:
-            return int(opened.width), int(opened.height)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the callers check the size
+            with Image.open(path) as opened:
+                return int(opened.width), int(opened.height)
     except HarnessError:
         raise
     except FileNotFoundError:
         raise HarnessError(f"cannot read image {path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise HarnessError(f"cannot read image {path}: {reason}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -102,9 +103,9 @@ def test_every_single_bit_flip_is_rejected(good_stream, checkpoint, tmp_path, ca
 def test_magic_version_empty_and_other_model(good_stream, checkpoint, tmp_path, capsys):
     _decompress_fails(b"", checkpoint, tmp_path, capsys, "is empty")
     _decompress_fails(b"PNG!" + good_stream[4:], checkpoint, tmp_path, capsys, "bad magic bytes")
-    _decompress_fails(good_stream[:4] + bytes([6]) + good_stream[5:], checkpoint, tmp_path, capsys,
+    _decompress_fails(_with_crc(good_stream[:4] + bytes([6]) + good_stream[5:]), checkpoint, tmp_path, capsys,
                       "format version 6; this harness reads versions 2, 3, 5")
-    _decompress_fails(good_stream[:4] + bytes([4]) + good_stream[5:], checkpoint, tmp_path, capsys,
+    _decompress_fails(_with_crc(good_stream[:4] + bytes([4]) + good_stream[5:]), checkpoint, tmp_path, capsys,
                       "format version 4, coded on the integer entropy path 'integer-1', which this harness replaced")
     other = tmp_path / "other.pt"
     assert main(["init-model", "--variant", "tiny", "--out", str(other), "--seed", "1"]) == 0
@@ -114,6 +115,13 @@ def test_magic_version_empty_and_other_model(good_stream, checkpoint, tmp_path, 
     err = capsys.readouterr().err
     assert unpack(good_stream).fingerprint[:16] in err and fingerprint(load_checkpoint(other))[:16] in err
     assert not out.exists()
+
+
+def _with_crc(data: bytes) -> bytes:
+    """``data`` (one stream, an RGB mode name) with its CRC recomputed, as a forger would."""
+    header_end = 49 + 1 + data[49] + 1 + 4 * data[49 + 1 + data[49]]
+    payload = data[header_end + 4 :]
+    return data[:header_end] + struct.pack(">I", zlib.crc32(payload, zlib.crc32(data[:header_end]))) + payload
 
 
 def test_header_layout_is_as_documented(good_stream, model, kodim):

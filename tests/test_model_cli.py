@@ -77,7 +77,7 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     del payload["state_dict"]["g_a.0.conv1.weight"]
     broken = tmp_path / "broken.pt"
     torch.save(payload, broken)
-    with pytest.raises(HarnessError, match="weights do not match variant 'tiny'"):
+    with pytest.raises(HarnessError, match="does not hold variant 'tiny' weights: 1 tensor\\(s\\) missing"):
         load_checkpoint(broken)
 
 

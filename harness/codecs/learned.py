@@ -130,8 +130,10 @@ class Learned(Codec):
         import torch
 
         from harness.model.coding import encode
+        from harness.model.memory import check_memory
 
         model, digest = self._model(quality)
+        check_memory(model, *rgb.shape[:2], "image")  # a one-line cell error, not a killed worker
         with torch.inference_mode():
             return encode(model, rgb, digest=digest)
 
@@ -141,6 +143,7 @@ class Learned(Codec):
         from harness.model.coding import decode
 
         from harness.model.bitstream import unpack
+        from harness.model.memory import check_memory
 
         # The container names the model that wrote it: decode with that one.
         fingerprint = unpack(bitstream).fingerprint
@@ -149,6 +152,7 @@ class Learned(Codec):
                 self._model(float(key))
         if fingerprint not in _BY_FINGERPRINT:
             raise HarnessError(f"no checkpoint of this sweep is model {fingerprint[:16]}, which wrote the bitstream")
+        check_memory(_BY_FINGERPRINT[fingerprint], height, width, "bitstream")
         with torch.inference_mode():
             return decode(_BY_FINGERPRINT[fingerprint], bitstream, digest=fingerprint)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import pickle
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,9 +39,12 @@ from compressai.models import (
 from compressai.models.utils import remap_old_keys
 from compressai.zoo.image import cfgs as ZOO_WIDTHS
 from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from harness.atomic import check_output
 from harness.errors import HarnessError
+from harness.model.config import MAX_WIDTH
+from harness.model.torchfile import check_storage, load
 
 PREFIX = "compressai:"
 ZOO_QUALITY = 6  # the zoo quality whose widths a variant without options has
@@ -105,8 +107,10 @@ class BaselineConfig:
         names = [name for name, _ in ARCHITECTURES[self.architecture].widths]
         if (self.M is not None) != ("M" in names):
             raise HarnessError(f"{PREFIX}{self.architecture} takes the widths {', '.join(names)}")
-        if min(w for w in (self.N, self.M) if w is not None) < 1:
-            raise HarnessError(f"{PREFIX}{self.architecture}: widths must be positive")
+        for name, width in self.widths.items():
+            if not isinstance(width, int) or isinstance(width, bool) or not 1 <= width <= MAX_WIDTH:
+                raise HarnessError(f"{PREFIX}{self.architecture}: {name}={width!r} is not a whole number in "
+                                   f"1..{MAX_WIDTH}")
         if self.architecture == "elic2022" and self.M <= ELIC_FIXED_GROUPS:
             raise HarnessError(f"{PREFIX}elic2022 needs M > {ELIC_FIXED_GROUPS} (its channel groups are "
                                f"16, 16, 32, 64 and M - 128), got M={self.M}")
@@ -270,6 +274,11 @@ class HarnessCodec:
             return 2 * len(self.groups) + 1  # anchor and non-anchor half of each group, then z
         return 2
 
+    def min_stream_bytes(self, size: tuple[int, int]) -> tuple[int, ...]:
+        """Bytes below which a stream cannot be: compressai's rANS flush writes 64 bits of state
+        (its decoder reads them first, whatever the stream's length)."""
+        return (8,) * self.stream_count
+
     def load_state_dict(self, state_dict, strict: bool = True):
         result = super().load_state_dict(state_dict, strict=strict)
         _apply_masks(self)
@@ -309,12 +318,25 @@ class HarnessCodec:
         """``shape`` is ignored: the latent shapes follow from ``size`` and the architecture."""
         _float_only(integer)
         height, width = size
+        zeros = bytes(4 * self._symbol_bound(size))
         self._symbols.start("decode")
         try:
-            out = super().decompress(strings, self._latent_shape(size))
+            out = super().decompress([[s + zeros for s in group] for group in strings], self._latent_shape(size))
         finally:
             crc = self._symbols.stop()
         return {"x_hat": out["x_hat"][..., :height, :width].clamp(0, 1), "latent_crc": [crc]}
+
+    def _symbol_bound(self, size: tuple[int, int]) -> int:
+        """More symbols than the image has in all its streams (y: at most 16 a z position and
+        channel, 1/16 of the padded size per side; z: N a position, 1/64 per side), plus the
+        rANS state's 2 words. compressai's ``RansDecoder`` reads its stream through a pointer with
+        no bounds check; given this many zero words after a stream, a stream that ends early
+        (altered, its CRC recomputed) is read into zeros, since a symbol reads at most one word,
+        not past its buffer. An escape's bypass run can read more (up to its 4-bit count's worth);
+        3DM-WeConvene's streams go through the bounds-checked :mod:`harness.model.rans` instead."""
+        rows, cols = (math.ceil(s / self.stride) for s in size)
+        widths = self.config.widths
+        return (widths.get("M", widths["N"]) + widths["N"]) * 16 * rows * cols + 2
 
     def _latent_shape(self, size: tuple[int, int]) -> Any:
         """What CompressAI's ``decompress`` takes as ``shape`` for an image of ``size``."""
@@ -406,13 +428,7 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     or CompressAI train.py's ``{"state_dict": ...}``; anything else is a one-line error."""
     if not path.is_file():
         raise HarnessError(f"{path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # not a torch file, or one holding objects other than tensors
-        raise HarnessError(f"{path} is not a PyTorch state dict (no tensor-only torch file)") from None
-    except Exception as error:  # torch.load fails on foreign files in many ways
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise HarnessError(f"{path} is not a PyTorch state dict ({reason})") from None
+    payload = load(path, "a PyTorch state dict")
     if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
         payload = payload["state_dict"]
     if not isinstance(payload, dict) or not payload or not all(
@@ -435,24 +451,40 @@ def _infer_config(architecture: str, state: dict[str, Tensor], name: str) -> Bas
 _TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")  # sized by the file, not the model
 
 
-def load_weights(architecture: str, state: dict[str, Tensor], name: str) -> torch.nn.Module:
-    """A model of ``architecture`` holding ``state``; a state dict of another architecture
-    (or widths) is a one-line error naming what differs."""
-    model = build_baseline(_infer_config(architecture, state, name))
-    for module_name, module in model.named_modules():  # CompressAI's second renaming (done in its load_state_dict)
-        if isinstance(module, EntropyBottleneck):
-            state = remap_old_keys(module_name, state)
-    expected = model.state_dict()
-    # Entropy tables are rebuilt from the weights on export: a file without them still imports.
-    state = {**{k: v for k, v in expected.items() if k.endswith(_TABLE_BUFFERS)}, **state}
-    missing = sorted(set(expected) - set(state))
+def shadow_model(config: BaselineConfig) -> torch.nn.Module:
+    """The model of ``config`` with fake tensors (torch's meta device, through FakeTensorMode, since
+    CompressAI's GDN builds a CPU buffer in its constructor): its module names and tensor shapes,
+    without allocating its weights (16384 channels would take tens of GB)."""
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        return build_baseline(config)
+
+
+def check_shapes(expected: dict[str, torch.Size], state: dict[str, Tensor], name: str, variant: str) -> None:
+    """Refuse ``state`` unless its tensors are ``expected``'s, key for key and shape for shape
+    (the entropy tables, sized by the weights' training, excepted); one line naming what differs."""
+    missing = sorted(k for k in set(expected) - set(state) if not k.endswith(_TABLE_BUFFERS))
     unexpected = sorted(set(state) - set(expected))
     resized = sorted(k for k in set(expected) & set(state)
-                     if not k.endswith(_TABLE_BUFFERS) and expected[k].shape != state[k].shape)
+                     if not k.endswith(_TABLE_BUFFERS) and expected[k] != state[k].shape)
     if missing or unexpected or resized:
         parts = [f"{len(keys)} tensor(s) {what} (e.g. {keys[0]})" for what, keys in
                  (("missing", missing), ("unexpected", unexpected), ("of another shape", resized)) if keys]
-        raise HarnessError(f"{name} does not hold {PREFIX}{architecture} weights: {', '.join(parts)}")
+        raise HarnessError(f"{name} does not hold {variant} weights: {', '.join(parts)}")
+
+
+def load_weights(architecture: str, state: dict[str, Tensor], name: str) -> torch.nn.Module:
+    """A model of ``architecture`` holding ``state``; a state dict of another architecture
+    (or widths) is a one-line error naming what differs, found before the model is built."""
+    check_storage(state, name)
+    config = _infer_config(architecture, state, name)
+    shadow = shadow_model(config)
+    for module_name, module in shadow.named_modules():  # CompressAI's second renaming (done in its load_state_dict)
+        if isinstance(module, EntropyBottleneck):
+            state = remap_old_keys(module_name, state)
+    check_shapes({k: v.shape for k, v in shadow.state_dict().items()}, state, name, PREFIX + architecture)
+    model = build_baseline(config)
+    # Entropy tables are rebuilt from the weights on export: a file without them still imports.
+    state = {**{k: v for k, v in model.state_dict().items() if k.endswith(_TABLE_BUFFERS)}, **state}
     model.load_state_dict(state)
     return model
 

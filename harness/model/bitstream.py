@@ -94,6 +94,13 @@ def unpack(data: bytes, name: str = "bitstream") -> Container:
     if len(data) < 5:
         raise HarnessError(f"{name} is truncated ({len(data)} bytes, no format version)")
     version = data[4]
+    # Integrity before version: a version byte this harness cannot read is believed only when the
+    # file's CRC holds under the current layout (version 4's too); otherwise the byte itself is
+    # the likeliest damage, and the file is merely corrupt.
+    layout = version if version in READABLE else VERSION
+    fields, consistent = _parse(data, layout, name)
+    if not consistent:
+        raise HarnessError(f"{name} is corrupt (CRC-32 mismatch)")
     if version in RETIRED:
         raise HarnessError(f"{name} has format version {version}, coded on the integer entropy path "
                            f"{RETIRED[version]!r}, which this harness replaced: decode it with a harness from "
@@ -101,10 +108,29 @@ def unpack(data: bytes, name: str = "bitstream") -> Container:
     if version not in READABLE:
         raise HarnessError(f"{name} has format version {version}; this harness reads versions "
                            f"{', '.join(map(str, READABLE))}")
-    fixed = _FIXED[version]
+    digest, height, width, latent_crc, mode_bytes, lengths, payload = fields
+    count = len(lengths)
+    # Checked after the CRC: a well-formed header with these values was written by a bad encoder.
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE) or count == 0:
+        raise HarnessError(f"{name} declares an invalid image size {height}x{width} or no streams")
+    try:
+        mode = mode_bytes.decode("ascii")
+    except UnicodeDecodeError:
+        raise HarnessError(f"{name} has a non-ASCII mode name") from None
+    streams, start = [], 0
+    for length in lengths:
+        streams.append(payload[start : start + length])
+        start += length
+    return Container(digest.hex(), height, width, mode, tuple(streams), latent_crc, version)
+
+
+def _parse(data: bytes, layout: int, name: str) -> tuple[tuple, bool]:
+    """The header fields and payload of ``data`` read with ``layout``'s header, and whether its
+    CRC holds. Truncation is an error naming ``name``."""
+    fixed = _FIXED[layout]
     if len(data) < fixed.size:
         raise HarnessError(f"{name} is truncated ({len(data)} bytes, header needs {fixed.size})")
-    if version == 2:
+    if layout == 2:
         _, _, digest, height, width, mode_len = fixed.unpack_from(data)
         latent_crc = None
     else:
@@ -123,17 +149,5 @@ def unpack(data: bytes, name: str = "bitstream") -> Container:
     payload = data[offset + 4 :]
     if len(payload) != sum(lengths):
         raise HarnessError(f"{name} is truncated or padded: payload has {len(payload)} bytes, header says {sum(lengths)}")
-    if zlib.crc32(payload, zlib.crc32(data[:offset])) != crc:
-        raise HarnessError(f"{name} is corrupt (CRC-32 mismatch)")
-    # Checked after the CRC: a well-formed header with these values was written by a bad encoder.
-    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE) or count == 0:
-        raise HarnessError(f"{name} declares an invalid image size {height}x{width} or no streams")
-    try:
-        mode = mode_bytes.decode("ascii")
-    except UnicodeDecodeError:
-        raise HarnessError(f"{name} has a non-ASCII mode name") from None
-    streams, start = [], 0
-    for length in lengths:
-        streams.append(payload[start : start + length])
-        start += length
-    return Container(digest.hex(), height, width, mode, tuple(streams), latent_crc, version)
+    consistent = zlib.crc32(payload, zlib.crc32(data[:offset])) == crc
+    return (digest, height, width, latent_crc, mode_bytes, lengths, payload), consistent

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from compressai.entropy_models import EntropyModel
 
 from harness.atomic import check_output, write_atomic
 from harness.errors import HarnessError
-from harness.model import exact
-from harness.model.baselines import BaselineConfig, build_baseline, build_model, is_baseline
+from harness.model import exact, rans, torchfile
+from harness.model.baselines import (BaselineConfig, build_baseline, build_model, check_shapes, is_baseline,
+                                     shadow_model)
 from harness.model.config import DEFAULT_VARIANT, VARIANTS, ModelConfig
 from harness.model.network import WeConvene
 
@@ -64,34 +66,44 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
         raise HarnessError(f"checkpoint {path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise HarnessError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load fails on damaged files in many ways (KeyError, EOFError, ...)
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise HarnessError(f"{path} is not a model checkpoint ({reason})") from None
+    payload = torchfile.load(path, "a model checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise HarnessError(f"{path} is not a {FORMAT} file")
     if payload.get("version") != VERSION:
         raise HarnessError(f"{path}: checkpoint format version {payload.get('version')} unsupported (need {VERSION})")
     if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("state_dict"), dict):
         raise HarnessError(f"{path}: checkpoint lacks its config or weights")
+    torchfile.check_storage(payload["state_dict"], str(path))
     if is_baseline(payload["config"].get("variant")):
         return _load_baseline(path, payload, variant)
+    if payload["config"].get("variant") not in VARIANTS:  # checked before any network is built
+        raise HarnessError(f"{path}: config field 'variant' is {payload['config'].get('variant')!r}, no variant "
+                           f"of this harness ({', '.join(VARIANTS)}, or compressai:NAME)")
     if payload.get("entropy_path", exact.PATH_ID) not in (exact.PATH_ID, *exact.EARLIER_PATHS):
         raise HarnessError(f"{path} was exported for entropy path {payload['entropy_path']!r}; this harness codes "
                            f"with {exact.PATH_ID!r}: use the harness version that wrote it")
     try:
         config = ModelConfig.from_dict(payload["config"])
-    except TypeError as error:
+    except (TypeError, HarnessError) as error:
         raise HarnessError(f"{path}: invalid model config ({error})") from None
-    if config.variant in VARIANTS and config != VARIANTS[config.variant]:
+    if config != VARIANTS[config.variant]:
         raise HarnessError(f"{path}: its {config.variant!r} config differs from this version's definition")
-    return _with_weights(path, WeConvene(config), payload, variant)
+    model = WeConvene(config)  # one of the known variants: no size a file can choose
+    check_shapes({k: v.shape for k, v in model.state_dict().items()}, payload["state_dict"], str(path),
+                 f"variant {config.variant!r}")
+    return _with_weights(path, model, payload, variant)
 
 
 def _load_baseline(path: Path, payload: dict, variant: str | None):
-    """A CompressAI baseline's checkpoint (see :mod:`harness.model.baselines`)."""
-    return _with_weights(path, build_baseline(BaselineConfig.from_dict(payload["config"])), payload, variant)
+    """A CompressAI baseline's checkpoint (see :mod:`harness.model.baselines`): its config's widths
+    are bounded and its tensors' shapes checked on a shadow model before the model is built."""
+    try:
+        config = BaselineConfig.from_dict(payload["config"])
+    except HarnessError as error:
+        raise HarnessError(f"{path}: {error}") from None
+    expected = {k: v.shape for k, v in shadow_model(config).state_dict().items()}
+    check_shapes(expected, payload["state_dict"], str(path), config.variant)
+    return _with_weights(path, build_baseline(config), payload, variant)
 
 
 def _with_weights(path: Path, model, payload: dict, variant: str | None):
@@ -103,8 +115,19 @@ def _with_weights(path: Path, model, payload: dict, variant: str | None):
     except (RuntimeError, KeyError, ValueError) as error:
         reason = str(error).splitlines()[0]
         raise HarnessError(f"{path}: weights do not match variant {model.config.variant!r} ({reason})") from None
+    _check_tables(path, model)
     model.update(force=False)
     return model.eval()
+
+
+def _check_tables(path: Path, model) -> None:
+    """Refuse entropy tables that the rANS coders would index out of their rows."""
+    for name, module in model.named_modules():
+        if isinstance(module, EntropyModel) and module._quantized_cdf.numel():
+            cdfs, lengths, offsets = module._quantized_cdf, module._cdf_length.reshape(-1), module._offset.reshape(-1)
+            if cdfs.dim() != 2 or not rans.tables_fit(cdfs.numpy(), lengths.numpy(), offsets.numpy()):
+                raise HarnessError(f"{path}: the entropy tables of {name} do not fit their rows (a CDF longer than "
+                                   f"its row, or counts that differ): the file is damaged")
 
 
 @dataclass(frozen=True)

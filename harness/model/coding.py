@@ -14,6 +14,11 @@ integer entropy path (:mod:`harness.model.exact`), the same bits on every
 machine; older files were coded with the float networks, which can round
 differently on another machine, thread count or oneDNN kernel, and rANS then
 decodes garbage. The check makes such a decode an error, never an image.
+
+Sizes are checked before anything of their size is allocated: the image's pixel count
+against ``max_pixels`` (from the image file's or the container's header), each stream's
+length against the least any stream of that many symbols needs, and the memory coding
+needs against what the machine has (:mod:`harness.model.memory`).
 """
 
 from __future__ import annotations
@@ -28,11 +33,23 @@ import torch
 
 from harness.atomic import check_output, write_atomic
 from harness.errors import HarnessError
-from harness.images import load_rgb, save_png
+from harness.images import MAX_PIXELS, check_pixels, image_size, load_rgb, save_png
 from harness.model.bitstream import FLOAT_PATH, VERSION, Container, pack, unpack
 from harness.model.checkpoint import fingerprint, load_checkpoint
+from harness.model.memory import check_memory
 from harness.model.network import WeConvene
 from harness.model.precision import AUTO, set_precision
+from harness.model.rans import StreamError
+
+# What explains symbols other than the encoder's on the integer entropy path, where every machine
+# decodes the same ones (and a stream that ends too early): the file or the model changed.
+ALTERED = ("altered after encoding (CRC recomputed), or decoded by a different entropy model "
+           "(harness or checkpoint version)")
+
+
+def _check_limit(max_pixels: int) -> None:
+    if max_pixels < 1:
+        raise HarnessError(f"--max-pixels must be at least 1, got {max_pixels}")
 
 
 @dataclass(frozen=True)
@@ -41,6 +58,10 @@ class CompressConfig:
     checkpoint: Path
     out: Path
     precision: str = AUTO  # of g_a, h_a and g_s: fp32, bf16 or auto
+    max_pixels: int = MAX_PIXELS  # refuse larger images from their header
+
+    def __post_init__(self) -> None:
+        _check_limit(self.max_pixels)
 
 
 @dataclass(frozen=True)
@@ -49,6 +70,10 @@ class DecompressConfig:
     checkpoint: Path
     out: Path
     precision: str = AUTO  # of g_s: fp32, bf16 or auto
+    max_pixels: int = MAX_PIXELS  # refuse larger images from the container's header
+
+    def __post_init__(self) -> None:
+        _check_limit(self.max_pixels)
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -84,8 +109,9 @@ def encode_reconstruct(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", 
     return data, to_pixels(encoded["x_hat"]) if reconstruct else None
 
 
-def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str | None = None) -> np.ndarray:
-    """H x W x 3 uint8 image from container bytes written by the same model."""
+def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str | None = None,
+           max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """H x W x 3 uint8 image from container bytes written by the same model (at most ``max_pixels``)."""
     container = unpack(data, name)
     expected = digest or fingerprint(model)
     if container.fingerprint != expected:
@@ -96,28 +122,36 @@ def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str |
     if len(container.streams) != model.stream_count:
         raise HarnessError(f"{name} has {len(container.streams)} entropy-coded streams, "
                            f"the model codes {model.stream_count}")
+    check_pixels(container.width, container.height, max_pixels, name)
+    size = (container.height, container.width)
+    for stream, least in zip(container.streams, model.min_stream_bytes(size)):
+        if len(stream) < least:
+            raise HarnessError(f"{name}: an entropy-coded stream of {len(stream)} bytes, but a {container.width}x"
+                               f"{container.height} image's needs at least {least} with this model: {ALTERED}")
     shape = (math.ceil(container.height / model.stride), math.ceil(container.width / model.stride))
-    decoded = model.decompress([[s] for s in container.streams], shape, (container.height, container.width),
-                               integer=container.integer_path)
+    try:
+        decoded = model.decompress([[s] for s in container.streams], shape, size, integer=container.integer_path)
+    except StreamError as error:
+        raise HarnessError(f"{name}: {error}: {ALTERED}") from None
     if container.latent_crc is not None and decoded["latent_crc"][0] != container.latent_crc:
-        raise HarnessError(
-            f"{name}: decoded latent differs from the encoder's: the entropy model ran differently on this "
-            f"machine ({_latent_cause(container)})"
-        )
+        raise HarnessError(f"{name}: decoded latent differs from the encoder's: {_latent_cause(container)}")
     return to_pixels(decoded["x_hat"])
 
 
 def _latent_cause(container: Container) -> str:
-    if container.integer_path:
-        return "the integer entropy path gave other means or scales: checkpoint or harness version differ"
-    return (f"a version-{container.version} file, coded with float entropy networks: decode it with the encoder's "
-            f"thread count, CPU kernels and device")
+    if container.integer_path:  # the same symbols on every machine: the file or the model changed
+        return ALTERED
+    return (f"a version-{container.version} file, coded with float entropy networks: decoded under other thread "
+            f"counts, CPU kernels or device than the encoder's, or {ALTERED}")
 
 
 def run_compress(config: CompressConfig) -> dict:
     check_output(config.out, {"input image": config.image, "model": config.checkpoint})
-    image = load_rgb(config.image)  # a bad image fails before the (possibly large) model loads
+    width, height = image_size(config.image)  # sizes from the header, before any pixel or the model
+    check_pixels(width, height, config.max_pixels, f"cannot code image {config.image}")
     model = load_checkpoint(config.checkpoint)
+    check_memory(model, height, width, str(config.image))
+    image = load_rgb(config.image, config.max_pixels)
     precision = set_precision(model, config.precision)
     if image.notice:
         print(f"harness compress: notice: {config.image}: {image.notice}", file=sys.stderr)
@@ -135,9 +169,11 @@ def run_decompress(config: DecompressConfig) -> None:
     except OSError as error:
         raise HarnessError(f"cannot read {config.bitstream}: {error.strerror or error}") from None
     name = str(config.bitstream)
-    unpack(data, name)  # reject damaged files before loading the model
+    container = unpack(data, name)  # reject damaged files before loading the model
+    check_pixels(container.width, container.height, config.max_pixels, name)
     model = load_checkpoint(config.checkpoint)
+    check_memory(model, container.height, container.width, name)
     precision = set_precision(model, config.precision)
-    pixels = decode(model, data, name)
+    pixels = decode(model, data, name, max_pixels=config.max_pixels)
     write_atomic(config.out, lambda p: save_png(pixels, p), make_parents=False)
     print(f"{config.out}: {pixels.shape[1]}x{pixels.shape[0]} ({precision})")

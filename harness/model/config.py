@@ -28,6 +28,12 @@ SUBBANDS_3D = ("LLL", "HLL", "LLH", "LHL", "LHH", "HLH", "HHL", "HHH")
 SUBBANDS_2D = ("LL", "LH", "HL", "HH")
 # Spatial low bands: weighted by w1 in the stage-2 loss (paper eq. 2).
 LOW_FREQUENCY_SUBBANDS = frozenset({"LLL", "HLL", "LL"})
+# Bounds on what a config (and so a checkpoint file) may declare, checked before any network is
+# built: the paper's and CompressAI's zoo widths are at most 320, and a network's memory grows
+# with the square of its widths (a 1.7 KB file declaring 16384 channels asked for tens of GB).
+MAX_WIDTH = 1024
+MAX_RES_BLOCKS = 16  # residual blocks per ResGroup (the paper: 3)
+MAX_DWT_LEVELS = 4  # of the wavelet conv layers (the paper: 1 channel, 2 spatial)
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,22 @@ class ModelConfig:
             raise HarnessError(f"unknown wavelet {self.wavelet!r}: choose one of {', '.join(WAVELETS)}")
         if self.entropy not in ("3d", "2d"):
             raise HarnessError(f"unknown entropy model {self.entropy!r}: choose '3d' or '2d'")
-        if min(self.N, self.M, self.Z, self.attention_channels, *self.param_hidden) < 1 or self.res_blocks < 0:
-            raise HarnessError(f"variant {self.variant!r}: widths must be positive")
+        widths = {"N": self.N, "M": self.M, "Z": self.Z, "attention_channels": self.attention_channels,
+                  "param_hidden": self.param_hidden}
+        counts = {"res_blocks": (self.res_blocks, MAX_RES_BLOCKS),
+                  "conv_channel_levels": (self.conv_channel_levels, MAX_DWT_LEVELS),
+                  "conv_spatial_levels": (self.conv_spatial_levels, MAX_DWT_LEVELS)}
+        for name, value in [*widths.items(), *((name, v) for name, (v, _) in counts.items())]:
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in _values(value)):
+                raise HarnessError(f"variant {self.variant!r}: {name} must be whole, got {value!r}")
+        for name, value in widths.items():
+            if not all(1 <= v <= MAX_WIDTH for v in _values(value)):
+                raise HarnessError(f"variant {self.variant!r}: {name}={value} is outside 1..{MAX_WIDTH}")
+        for name, (value, bound) in counts.items():
+            if value > bound:
+                raise HarnessError(f"variant {self.variant!r}: {name}={value} is over {bound}")
+        if self.res_blocks < 0:
+            raise HarnessError(f"variant {self.variant!r}: res_blocks must not be negative")
         if self.conv_spatial_levels < 1 or self.conv_channel_levels < 0:
             raise HarnessError(f"variant {self.variant!r}: needs >= 1 spatial and >= 0 channel DWT levels")
         if self.N % (2**self.conv_channel_levels):
@@ -108,6 +128,10 @@ class ModelConfig:
             raise HarnessError(f"model config has unknown fields: {', '.join(sorted(unknown))}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
+
+
+def _values(value: Any) -> tuple:
+    return value if isinstance(value, tuple) else (value,)
 
 
 _DEFAULT = ModelConfig(variant="3dm-weconvene")

@@ -15,8 +15,9 @@ encode / rANS decode), so the decoder sees exactly the context the encoder saw.
 
 Bitstream: z and then every slice go into ONE rANS stream per image
 (compressai's ``BufferedRansEncoder``; the decoder pulls symbols from one
-``RansDecoder`` slice by slice). A stream per slice costs a 64-bit coder flush
-each, about 0.5 % of a low-rate image's bits for 11 streams.
+bounds-checked :class:`~harness.model.rans.RansReader` slice by slice). A stream
+per slice costs a 64-bit coder flush each, about 0.5 % of a low-rate image's bits
+for 11 streams.
 
 Latent check: ``compress`` and ``decompress`` both return the CRC-32 of every
 quantised symbol (z, then each slice, as int32) per image. The container
@@ -29,12 +30,14 @@ wrong image.
 from __future__ import annotations
 
 import contextlib
+import functools
 import zlib
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
-from compressai.ans import BufferedRansEncoder, RansDecoder
+from compressai.ans import BufferedRansEncoder
 from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianConditional
 from compressai.latent_codecs import LatentCodec
 from compressai.layers import AttentionBlock, conv1x1, conv3x3, subpel_conv3x3
@@ -43,9 +46,10 @@ from torch import Tensor, nn
 
 from harness import wavelets
 from harness.errors import HarnessError
-from harness.model import exact
+from harness.model import exact, rans
 from harness.model.config import ModelConfig
 from harness.model.layers import WeConvDown, WeConvUp, conv, res_group
+from harness.model.rans import RansReader
 
 # Quantises one slice given its predicted mean and scale; returns the dequantised slice.
 SliceQuantizer = Callable[[int, Tensor, Tensor], Tensor]
@@ -69,20 +73,32 @@ class NearestScaleGaussian(GaussianConditional):
 
 
 class _Tables:
-    """One entropy model's rANS tables as the Python lists the C++ coder takes (built once per image)."""
+    """One entropy model's rANS tables: as the Python lists compressai's C++ encoder takes, and as
+    the arrays :class:`harness.model.rans.RansReader` decodes with (built once per image)."""
 
     def __init__(self, model: EntropyModel) -> None:
-        self.cdfs = model.quantized_cdf.tolist()
-        self.lengths = model.cdf_length.reshape(-1).int().tolist()
-        self.offsets = model.offset.reshape(-1).int().tolist()
+        self.cdf_array = model.quantized_cdf.int().cpu().numpy()
+        self.length_array = model.cdf_length.reshape(-1).int().cpu().numpy()
+        self.offset_array = model.offset.reshape(-1).int().cpu().numpy()
+
+    @functools.cached_property
+    def _lists(self) -> tuple[list, list, list]:
+        return self.cdf_array.tolist(), self.length_array.tolist(), self.offset_array.tolist()
 
     def encode(self, encoder: BufferedRansEncoder, symbols: Tensor, indexes: Tensor) -> None:
-        encoder.encode_with_indexes(symbols.reshape(-1).tolist(), indexes.reshape(-1).tolist(), self.cdfs,
-                                    self.lengths, self.offsets)
+        encoder.encode_with_indexes(symbols.reshape(-1).tolist(), indexes.reshape(-1).tolist(), *self._lists)
 
-    def decode(self, decoder: RansDecoder, indexes: Tensor) -> Tensor:
-        values = decoder.decode_stream(indexes.reshape(-1).tolist(), self.cdfs, self.lengths, self.offsets)
-        return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape)
+    def decode(self, reader: RansReader, indexes: Tensor) -> Tensor:
+        values = reader.decode(indexes.cpu().numpy(), self.cdf_array, self.length_array, self.offset_array)
+        return torch.from_numpy(values).reshape(indexes.shape)
+
+    def min_bits(self) -> np.ndarray:
+        """Per table, the fewest bits any symbol coded with it costs: -log2 of its largest
+        quantised probability (every escape costs more than its own probability says)."""
+        pmf = np.diff(self.cdf_array.astype(np.int64), axis=1)
+        valid = np.arange(pmf.shape[1])[None] < (self.length_array[:, None] - 1)
+        largest = np.where(valid, pmf, 0).max(axis=1).clip(1, 1 << rans.PRECISION)
+        return rans.PRECISION - np.log2(largest)
 
 
 class _SymbolCRC:
@@ -341,10 +357,7 @@ class WeChARM(LatentCodec):
             raise ValueError(f"expected 1 stream per image, got {len(strings)}")
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
         z_tables, y_tables = _Tables(eb), _Tables(gc)
-        decoders = []
-        for string in strings[0]:
-            decoders.append(RansDecoder())
-            decoders[-1].set_stream(string)
+        decoders = [RansReader(string) for string in strings[0]]
         z_indexes = eb._build_indexes((1, self.config.Z, *shape))[0]
         device = eb.quantiles.device  # rANS decodes on the CPU; the networks run where the model is
         z_symbols = torch.stack([z_tables.decode(decoder, z_indexes) for decoder in decoders]).to(device)
@@ -363,6 +376,17 @@ class WeChARM(LatentCodec):
         dtype = self.entropy_bottleneck.quantiles.dtype
         return {"y_hat": self.synthesis(self._float(self._walk(z_hat, quantize, integer), dtype)),
                 "latent_crc": crc.values}
+
+    def min_stream_bytes(self, shape: tuple[int, int]) -> int:
+        """Bytes below which no stream of a z of ``shape`` can be: each symbol costs at least
+        -log2 of the largest probability of any table it may use (z: its channel's; a slice's:
+        any scale's), less what rANS's integer rounding can save (under 2^-15 of the state, at
+        least 2^31: 2^-15 / ln 2 bits a symbol); the flush writes the last 64 bits of state."""
+        slack = 2.0**-15 / np.log(2)
+        rows, cols = shape
+        z_bits = (_Tables(self.entropy_bottleneck).min_bits() - slack).clip(0).sum() * rows * cols
+        y_bits = max(_Tables(self.gaussian_conditional).min_bits().min() - slack, 0) * 64 * self.config.M * rows * cols
+        return max(8, int((z_bits + y_bits) // 8))
 
     @staticmethod
     def _float(subbands: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:

@@ -6,6 +6,8 @@ its stride (64) and crops the reconstruction back, so callers never pad.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from compressai.layers import ResidualBlockUpsample, ResidualBlockWithStride, conv3x3, subpel_conv3x3
@@ -122,6 +124,10 @@ class WeConvene(CompressionModel):
         entropy model ran as it did in the encoder)."""
         out = self.latent_codec.decompress(strings, shape, integer)
         return {"x_hat": self._synthesize(out["y_hat"], size), "latent_crc": out["latent_crc"]}
+
+    def min_stream_bytes(self, size: tuple[int, int]) -> tuple[int]:
+        """Bytes below which the stream of an image of ``size`` cannot be (checked before decoding)."""
+        return (self.latent_codec.min_stream_bytes(tuple(math.ceil(s / self.stride) for s in size)),)
 
     def _synthesize(self, y_hat: Tensor, size: tuple[int, int]) -> Tensor:
         height, width = size

@@ -1,0 +1,119 @@
+"""A bounds-checked reader of compressai's rANS streams (``BufferedRansEncoder.flush`` output).
+
+compressai's ``RansDecoder`` reads its stream through a raw pointer with no bounds check:
+a stream shorter than its symbols need (a crafted or altered file whose CRC was
+recomputed) makes it read past the buffer, into other memory or out of the process's
+mapping (SIGSEGV). Padding cannot make that safe: an escape symbol's bypass runs read a
+number of words that the state itself decides. This reader decodes the same symbols as
+``RansDecoder.decode_stream`` (compressai's 64-bit rANS, 16-bit precision, 4-bit bypass
+chunks; ``tests/test_model_bitstream.py`` round-trips real streams through it) and stops
+with a one-line error where the stream ends or holds what no encoder writes. It takes
+numpy arrays, not the Python lists the C++ coder converts, so it is also faster and smaller.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.kernels import jit
+
+PRECISION = 16  # compressai's probability precision (bits)
+BYPASS_BITS = 4  # bits of one bypass chunk
+MAX_BYPASS_CHUNKS = 8  # the encoder escapes a 32-bit value: at most 8 chunks of 4 bits
+_OK, _ENDED, _LONG_ESCAPE, _BAD_INDEX = 0, 1, 2, 3
+_REASONS = {
+    _ENDED: "its entropy-coded stream ends before the symbols its header declares",
+    _LONG_ESCAPE: "its entropy-coded stream holds an escape longer than any encoder writes",
+    _BAD_INDEX: "a table index out of range",
+}
+
+
+@jit()
+def _decode(words, position, state, indexes, cdfs, lengths, offsets, out):
+    """Decode ``len(indexes)`` symbols from ``words[position:]``; returns (position, state, status)."""
+    low = np.uint64(1) << np.uint64(31)  # RANS64_L
+    mask = np.uint64((1 << PRECISION) - 1)
+    chunk_mask = np.uint64((1 << BYPASS_BITS) - 1)
+    count = np.int64(words.shape[0])
+    for i in range(indexes.shape[0]):
+        table = indexes[i]
+        if table < 0 or table >= cdfs.shape[0]:
+            return position, state, _BAD_INDEX
+        size = lengths[table]
+        cum = state & mask
+        s = 0
+        while s < size - 2 and np.uint64(cdfs[table, s + 1]) <= cum:
+            s += 1
+        start, freq = np.uint64(cdfs[table, s]), np.uint64(cdfs[table, s + 1] - cdfs[table, s])
+        state = freq * (state >> np.uint64(PRECISION)) + (state & mask) - start
+        if state < low:
+            if position >= count:
+                return position, state, _ENDED
+            state = (state << np.uint64(32)) | np.uint64(words[position])
+            position += 1
+        value = np.int64(s)
+        if s == size - 2:  # escape: the value follows in 4-bit chunks
+            chunks = 0
+            more = True
+            raw = np.uint64(0)
+            j = 0
+            while more or j < chunks:
+                val = state & chunk_mask
+                state = state >> np.uint64(BYPASS_BITS)
+                if state < low:
+                    if position >= count:
+                        return position, state, _ENDED
+                    state = (state << np.uint64(32)) | np.uint64(words[position])
+                    position += 1
+                if more:
+                    chunks += np.int64(val)
+                    more = val == chunk_mask
+                    if chunks > MAX_BYPASS_CHUNKS:
+                        return position, state, _LONG_ESCAPE
+                else:
+                    raw |= val << np.uint64(BYPASS_BITS * j)
+                    j += 1
+            signed = np.int64(raw) if raw < np.uint64(1 << 31) else np.int64(raw) - (1 << 32)
+            value = signed >> 1
+            if signed & 1:
+                value = -value - 1
+            else:
+                value += size - 2
+        out[i] = value + offsets[table]
+    return position, state, _OK
+
+
+def tables_fit(cdfs: np.ndarray, lengths: np.ndarray, offsets: np.ndarray) -> bool:
+    """Whether every CDF's declared length lies within its row and each row has a length and an
+    offset: what the reader (and compressai's coder) index by without checking."""
+    rows = len(cdfs)
+    return len(lengths) == rows and len(offsets) == rows and bool(((lengths >= 2) & (lengths <= cdfs.shape[1])).all())
+
+
+class StreamError(HarnessError):
+    """The stream cannot have come from compressai's encoder with these tables (the message
+    says what is wrong with it; the caller adds the file's name and the likely cause)."""
+
+
+class RansReader:
+    """One stream, read symbol run by symbol run (``decode`` continues where the last call stopped)."""
+
+    def __init__(self, stream: bytes) -> None:
+        whole = len(stream) // 4 * 4  # the encoder writes whole 32-bit words; a ragged tail is not read
+        self.words = np.frombuffer(stream[:whole], dtype="<u4")
+        if len(self.words) < 2:
+            raise StreamError(_REASONS[_ENDED])
+        self.state = np.uint64(int(self.words[0]) | int(self.words[1]) << 32)
+        self.position = 2
+
+    def decode(self, indexes: np.ndarray, cdfs: np.ndarray, lengths: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """The symbols coded with the tables ``indexes`` select (int32, compressai's table layout)."""
+        out = np.empty(indexes.shape, dtype=np.int32)
+        flat = np.ascontiguousarray(indexes, dtype=np.int32).reshape(-1)
+        position, state, status = _decode(self.words, np.int64(self.position), self.state, flat, cdfs, lengths,
+                                          offsets, out.reshape(-1))
+        if status != _OK:
+            raise StreamError(_REASONS[status])
+        self.position, self.state = int(position), np.uint64(state)
+        return out
