@@ -169,6 +169,22 @@ def test_unavailable_codec_is_listed_not_fatal(ray_local, folder: Path, codec_di
     assert "jpeg" in (tmp_path / "t" / "bdrate.md").read_text() and (tmp_path / "t" / "README.md").is_file()
 
 
+def test_leaderboard_command_runs_the_engine_then_the_report(ray_local, folder: Path, codec_dir: Path, tmp_path: Path,
+                                                             capsys) -> None:
+    """The command layer: `--no-report` leaves results.parquet and run.json alone; without it the
+    report follows the run (options as for `harness report`) and writes its BD-rates into run.json."""
+    argv = ["leaderboard", "--dataset", f"folder:{folder}", "--codecs", "jpeg,hevc", "--codec-dir", str(codec_dir),
+            "--reports", str(tmp_path), "--run", "cli", "--no-progress"]
+    run_dir = tmp_path / "cli"
+    assert main([*argv, "--no-report"]) == 0
+    assert {p.name for p in run_dir.iterdir()} == {"results.parquet", "run.json", "bitstreams"}
+    assert not any("bd_rate" in curve for curve in read_summary(run_dir).curves.values())
+    assert main([*argv, "--anchor", "hevc", "--rd-plots", "psnr"]) == 0  # every cell reused
+    assert capsys.readouterr().out.rstrip().endswith(f"report: {run_dir / 'README.md'}")
+    assert (run_dir / "README.md").is_file() and not list(run_dir.glob("rd-*-msssim.png"))
+    curves = read_summary(run_dir).curves
+    assert all({"enc_s", "dec_s", "bd_rate"} <= set(curves[f"folder:{folder}/{codec}:quick"]) for codec in ("jpeg", "hevc"))
+
 # A writer that runs out of file size mid-write (RLIMIT_FSIZE, as on a full disk): the
 # temporary file is half written when write() fails with EFBIG.
 _FAILING_WRITE = """
