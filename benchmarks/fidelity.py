@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
-from harness.eval import results
-from harness.eval.bdrate import RDCurve, bd_rate
-from harness.eval.runner import LeaderboardConfig, run
+from harness.leaderboard import results
+from harness.report.bdrate import RDCurve, bd_rate
+from harness.leaderboard.config import LeaderboardConfig
+from harness.leaderboard.run import run
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "data" / "reference" / "compressai" / "kodak"
@@ -39,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     specs = tuple(args.codecs.split(","))
     run(LeaderboardConfig(codecs=specs, run_name="kodak-fidelity", reports_dir=REPO / "reports",
-                          max_images=args.max_images, report=False))
+                          max_images=args.max_images))
     frame = results.read(REPO / "reports" / "kodak-fidelity" / "results.parquet")
     ok = frame[frame["status"] == "ok"]
     print("\n| ours | published (CompressAI) | images | bpp range | BD-rate PSNR-RGB | ΔPSNR at matched bpp (mean, range) | enc s/img |")

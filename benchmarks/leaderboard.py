@@ -16,7 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.eval.runner import LeaderboardConfig, execute, plan
+from harness.leaderboard.config import LeaderboardConfig
+from harness.leaderboard.plan import plan
+from harness.leaderboard.run import execute
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSICAL = ("vvc", "hevc", "av1", "jpeg2000", "webp", "jpeg")
@@ -29,7 +31,7 @@ def measure(workers: int, images: int, reports: Path, codecs: tuple[str, ...] = 
 
     options = {"run_name": f"w{workers}", **options}
     config = LeaderboardConfig(datasets=("kodak",), codecs=codecs, reports_dir=reports, max_images=images, force=True,
-                               num_cpus=workers, report=False, progress=False, **options)
+                               num_cpus=workers, progress=False, **options)
     plan_ = plan(config)
     ray.init(address="local", num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False)

@@ -4,7 +4,7 @@ classical codecs and jpegxl over the first N images, 2 local Ray workers, every 
 recomputed) with the core metrics only (what every run computed before --metrics), with
 the default --metrics and with --metrics all. Prints the tables and appends them with the
 command to benchmarks/RESULTS.md. ``--filters`` times instead the libraries' one-plane
-filters on a Kodak-sized plane, as conv2d and in strips (harness.eval.planes).
+filters on a Kodak-sized plane, as conv2d and in strips (harness.leaderboard.planes).
 
     PYTHONPATH=. python benchmarks/metrics.py --images 6
     PYTHONPATH=. python benchmarks/metrics.py --filters
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from harness.eval.metrics import DEFAULT_METRICS, METRICS, measure, resolve_metrics
+from harness.leaderboard.metrics import DEFAULT_METRICS, METRICS, measure, resolve_metrics
 from harness.images import load_rgb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,7 +67,7 @@ def filter_seconds(repeats: int = 7) -> list[str]:
     import torch
     import torch.nn.functional as F
 
-    from harness.eval.planes import strip_conv2d
+    from harness.leaderboard.planes import strip_conv2d
 
     torch.set_num_threads(1)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.eval.metrics import psnr_rgb
+from harness.leaderboard.metrics import psnr_rgb
 from harness.images import load_rgb
 from harness.model.baselines import build_model
 from harness.model.coding import decode, encode_reconstruct, to_tensor

@@ -5,7 +5,7 @@ handler builds the stage's frozen config dataclass from the options the user
 gave (only those: every default and every check lives in the config, see
 :mod:`harness.configs`) and calls that stage's ``run(config)``; the work
 itself lives in the stage module (``harness.data``, ``harness.train``,
-``harness.eval``, ...).
+``harness.leaderboard``, ``harness.report``, ...).
 
 Errors: :class:`HarnessError` becomes one line on stderr and exit status 1,
 usage errors exit 2, ``--verbose`` adds the traceback.
@@ -234,12 +234,21 @@ def _names(value: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
+def _report_options(parser: argparse.ArgumentParser) -> None:
+    """The report's options, shared by ``leaderboard`` (its report after the run) and ``report``."""
+    from harness.report.config import ANCHOR_DEFAULT_TEXT, ReportConfig
+
+    _option(parser, "--anchor", ReportConfig, "BD-rate anchor, codec or codec:config", default_text=ANCHOR_DEFAULT_TEXT)
+    _option(parser, "--rd-plots", ReportConfig, "comma-separated report metrics to draw RD curves for (psnr, msssim, "
+            "psnr_y, ..., vmaf), or all", type=_names, metavar="LIST|all")
+
+
 @_registrar
 def _add_leaderboard(sub) -> None:
     from pathlib import Path
 
-    from harness.eval.metrics import DEFAULT_METRICS
-    from harness.eval.runner import LeaderboardConfig
+    from harness.leaderboard.config import LeaderboardConfig
+    from harness.leaderboard.metrics import DEFAULT_METRICS
     from harness.model.precision import CHOICES as PRECISION_CHOICES
 
     parser = _command(
@@ -250,7 +259,6 @@ def _add_leaderboard(sub) -> None:
         "  harness leaderboard --profile paper --dataset kodak --dataset tecnick --root /data/harness\n"
         "  harness leaderboard --codecs hevc,vvc:quick-400x3,jpeg --dataset folder:~/photos --run mine\n"
         "  harness leaderboard --address ray://head:10001 --profile paper   # join a Ray cluster\n"
-        "  harness leaderboard --report-only reports/kodak-quick --anchor hevc\n"
         "  harness leaderboard --codecs jpeg,hevc --models runs/tiny/models --run tiny-vs-classics\n",
     )
     board = LeaderboardConfig
@@ -277,22 +285,54 @@ def _add_leaderboard(sub) -> None:
             field="wait_s", type=float, metavar="SECONDS")
     _option(parser, "--timeout", board, "seconds per encode or decode call", field="timeout_s", type=float,
             default_text="the codec file's")
-    _option(parser, "--anchor", board, "BD-rate anchor, codec or codec:config", default_text="vtm when it ran, else vvc")
     _option(parser, "--metrics", board, "comma-separated quality metrics beyond PSNR-RGB and MS-SSIM, or all "
             "(psnr_yuv, ms_ssim_y, psnr_hvs_m, nlpd, iw_ssim, vif, fsim, vmaf; README 'Metrics'); a rerun with more "
             "re-measures stored bitstreams without encoding", type=_names, metavar="LIST|all",
             default_text=",".join(DEFAULT_METRICS))
-    _option(parser, "--rd-plots", board, "comma-separated report metrics to draw RD curves for (psnr, msssim, "
-            "psnr_y, ..., vmaf), or all", type=_names, metavar="LIST|all", default_text="psnr,msssim")
-    _flag(parser, "--no-report", "report", "write results.parquet only", False)
-    parser.add_argument("--report-only", type=Path, metavar="RUN", default=argparse.SUPPRESS,
-                        help="rebuild tables and plots of an existing run folder without encoding anything")
+    _report_options(parser)
+    parser.add_argument("--no-report", dest="report", action="store_false",
+                        help="write results.parquet and run.json only (the report later: harness report RUN)")
     _flag(parser, "--no-progress", "progress", "no progress bar", False)
 
     def handle(args: argparse.Namespace) -> int:
-        from harness.eval.runner import run
+        from harness.leaderboard.run import run
+        from harness.report.config import ReportConfig
+        from harness.report.publish import publish, record_models
 
-        run(build(board, _given(args, board)))
+        config = build(board, _given(args, board))
+        # Built before the run, so a bad report option fails before any cell is computed.
+        report = build(ReportConfig, {**_given(args, ReportConfig), "run_dir": config.run_dir, "wait_s": config.wait_s})
+        run(config)
+        record_models(config.run_dir, config.models)
+        if args.report:
+            publish(report)
+        return 0
+
+    parser.set_defaults(func=handle)
+
+@_registrar
+def _add_report(sub) -> None:
+    from pathlib import Path
+
+    from harness.report.config import ReportConfig
+
+    parser = _command(
+        sub,
+        "report",
+        "rebuild the report (BD-rate, tables, RD plots, README.md) of a leaderboard run folder from its "
+        "results.parquet, encoding nothing",
+        "  harness report reports/kodak-quick\n"
+        "  harness report reports/kodak-quick --anchor hevc --rd-plots all\n",
+    )
+    parser.add_argument("run_dir", type=Path, metavar="RUN", help="a leaderboard run folder (its results.parquet)")
+    _report_options(parser)
+    _option(parser, "--wait", ReportConfig, "seconds to wait while another command holds the run folder's lock",
+            field="wait_s", type=float, metavar="SECONDS")
+
+    def handle(args: argparse.Namespace) -> int:
+        from harness.report.publish import publish
+
+        publish(build(ReportConfig, _given(args, ReportConfig)))
         return 0
 
     parser.set_defaults(func=handle)

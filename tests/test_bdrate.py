@@ -11,8 +11,8 @@ import warnings
 import numpy as np
 import pytest
 
-from harness.eval.metrics import ms_ssim_db
-from harness.eval.bdrate import (
+from harness.leaderboard.metrics import ms_ssim_db
+from harness.report.bdrate import (
     FEW_POINTS,
     INVALID_VALUES,
     LOW_OVERLAP,

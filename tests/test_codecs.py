@@ -14,7 +14,7 @@ from harness.codecs.base import CodecError, CodecUnavailable
 from harness.codecs.colour import YCbCrFormat, rgb_to_ycbcr, ycbcr_to_rgb
 from harness.codecs.config import DEFAULT_DIR, load_config, resolve_codecs
 from harness.errors import HarnessError
-from harness.eval.metrics import ms_ssim, ms_ssim_db, psnr_rgb
+from harness.leaderboard.metrics import ms_ssim, ms_ssim_db, psnr_rgb
 from harness.images import load_rgb
 
 
@@ -174,7 +174,8 @@ def test_jpegxl_distance_ladder_and_bad_input(crop: np.ndarray, tmp_path: Path) 
 
 
 def test_jpegxl_without_libjxl_is_unavailable_and_the_run_goes_on(kodak_dir: Path, tmp_path: Path) -> None:
-    from harness.eval.runner import LeaderboardConfig, plan
+    from harness.leaderboard.config import LeaderboardConfig
+    from harness.leaderboard.plan import plan
 
     fake = tmp_path / "ffmpeg"  # an ffmpeg built without libjxl answers like this
     fake.write_text('#!/bin/sh\ncase "$*" in *-version*) echo "ffmpeg version 7.1-nojxl"; exit 0;; esac\n'

@@ -11,7 +11,8 @@ from harness.configs import build
 from harness.data.recipe import PatchRecipe
 from harness.data.shards import PrepareConfig, prepare_config
 from harness.errors import HarnessError
-from harness.eval.runner import LeaderboardConfig
+from harness.leaderboard.config import LeaderboardConfig
+from harness.report.config import ReportConfig
 from harness.train.sweep import SweepConfig
 
 def test_build_converts_plan_values_to_the_field_types():
@@ -44,7 +45,9 @@ def test_flat_prepare_keys_split_into_the_recipe():
 
 @pytest.mark.parametrize("argv, config, given", [
     (["leaderboard"], LeaderboardConfig, {}),
-    (["leaderboard", "--max-images", "2", "--no-report"], LeaderboardConfig, {"max_images": 2, "report": False}),
+    (["leaderboard", "--max-images", "2", "--no-report"], LeaderboardConfig, {"max_images": 2}),
+    (["leaderboard", "--anchor", "hevc", "--wait", "5"], ReportConfig, {"anchor": "hevc", "wait_s": 5.0}),
+    (["report", "runs/r", "--rd-plots", "all"], ReportConfig, {"run_dir": Path("runs/r"), "rd_plots": ("all",)}),
     (["train-sweep", "--data", "d"], SweepConfig, {"data": Path("d")}),
     (["train-sweep", "--data", "d", "--resume", "--lambdas", "0.1,0.2"], SweepConfig,
      {"data": Path("d"), "resume": "yes", "lambdas": (0.1, 0.2)}),

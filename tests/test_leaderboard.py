@@ -16,10 +16,15 @@ import pytest
 from crafted_images import png16
 
 from harness.cli import main
-from harness.eval import results
-from harness.eval.runner import LeaderboardConfig, bitstream_path, execute, plan, run
-from harness.eval.summary import read_summary
+from harness.leaderboard import results
+from harness.leaderboard.cells import bitstream_path
+from harness.leaderboard.config import LeaderboardConfig
+from harness.leaderboard.plan import plan
+from harness.leaderboard.run import execute, run
+from harness.leaderboard.summary import read_summary
 from harness.images import load_rgb, save_png
+from harness.report.config import ReportConfig
+from harness.report.publish import publish
 
 REPO = Path(__file__).resolve().parents[1]
 CODECS = ("jpeg", "hevc", "vvc")
@@ -49,7 +54,7 @@ def codec_dir(tmp_path: Path) -> Path:
 
 def _config(folder: Path, codec_dir: Path, reports: Path, **kw) -> LeaderboardConfig:
     base = dict(datasets=(f"folder:{folder}",), codecs=CODECS, run_name="t", reports_dir=reports,
-                codec_dir=codec_dir, report=False, progress=False, checkpoint_s=0.0)
+                codec_dir=codec_dir, progress=False, checkpoint_s=0.0)
     return LeaderboardConfig(**{**base, **kw})
 
 
@@ -160,16 +165,32 @@ def test_unavailable_codec_is_listed_not_fatal(ray_local, folder: Path, codec_di
     out = capsys.readouterr().out
     assert re.search(r"vtm:quick\s+unavailable: VTM not configured", out)
     assert "vtm" not in set(results.read(tmp_path / "t" / "results.parquet")["codec"])
-    assert main(["leaderboard", "--report-only", str(tmp_path / "t"), "--anchor", "jpeg"]) == 0
+    assert main(["report", str(tmp_path / "t"), "--anchor", "jpeg"]) == 0
     assert "jpeg" in (tmp_path / "t" / "bdrate.md").read_text() and (tmp_path / "t" / "README.md").is_file()
 
+
+def test_leaderboard_command_runs_the_engine_then_the_report(ray_local, folder: Path, codec_dir: Path, tmp_path: Path,
+                                                             capsys) -> None:
+    """The command layer: `--no-report` leaves results.parquet and run.json alone; without it the
+    report follows the run (options as for `harness report`) and writes its BD-rates into run.json."""
+    argv = ["leaderboard", "--dataset", f"folder:{folder}", "--codecs", "jpeg,hevc", "--codec-dir", str(codec_dir),
+            "--reports", str(tmp_path), "--run", "cli", "--no-progress"]
+    run_dir = tmp_path / "cli"
+    assert main([*argv, "--no-report"]) == 0
+    assert {p.name for p in run_dir.iterdir()} == {"results.parquet", "run.json", "bitstreams"}
+    assert not any("bd_rate" in curve for curve in read_summary(run_dir).curves.values())
+    assert main([*argv, "--anchor", "hevc", "--rd-plots", "psnr"]) == 0  # every cell reused
+    assert capsys.readouterr().out.rstrip().endswith(f"report: {run_dir / 'README.md'}")
+    assert (run_dir / "README.md").is_file() and not list(run_dir.glob("rd-*-msssim.png"))
+    curves = read_summary(run_dir).curves
+    assert all({"enc_s", "dec_s", "bd_rate"} <= set(curves[f"folder:{folder}/{codec}:quick"]) for codec in ("jpeg", "hevc"))
 
 # A writer that runs out of file size mid-write (RLIMIT_FSIZE, as on a full disk): the
 # temporary file is half written when write() fails with EFBIG.
 _FAILING_WRITE = """
 import resource, signal, sys
 import numpy as np, pandas as pd
-from harness.eval import results
+from harness.leaderboard import results
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 rows = pd.DataFrame([{c: None for c in results.COLUMNS} | {"dataset": "d", "image": f"i{k}", "codec": "jpeg",
                       "config": "quick", "quality": 50.0, "status": "ok", "bpp": float(k),
@@ -201,7 +222,7 @@ def test_cli_errors(tmp_path: Path, capsys) -> None:
     assert "unknown codec 'h264'; known codecs: av1, bpg, hevc, jpeg, jpeg2000, jpegxl, vtm, vvc, webp" in capsys.readouterr().err
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "results.parquet").write_bytes(b"PAR1 truncated")
-    assert main(["leaderboard", "--report-only", str(tmp_path / "run")]) == 1
+    assert main(["report", str(tmp_path / "run")]) == 1
     assert "cannot read" in capsys.readouterr().err
     assert main(["leaderboard", "--dataset", f"folder:{tmp_path / 'missing'}", "--reports", str(tmp_path)]) == 1
     assert "no such directory" in capsys.readouterr().err
@@ -223,8 +244,10 @@ def test_degenerate_converted_and_broken_images_are_named_and_never_averaged(ray
     save_png(np.full((1, 1, 3), 128, np.uint8), dotted / "dot.png")
     runs = {}
     for root in (clean, dotted):
-        run(LeaderboardConfig(datasets=(f"folder:{root}",), codecs=("jpeg", "webp"), run_name=root.name,
-                              reports_dir=tmp_path / "reports", anchor="webp", progress=False, checkpoint_s=0.0))
+        config = LeaderboardConfig(datasets=(f"folder:{root}",), codecs=("jpeg", "webp"), run_name=root.name,
+                                   reports_dir=tmp_path / "reports", progress=False, checkpoint_s=0.0)
+        run(config)
+        publish(ReportConfig(config.run_dir, anchor="webp"))
         runs[root.name] = capsys.readouterr()
     out = runs["dotted"]
     assert not re.search(r"\binf\b", out.out) and "set aside" in out.err

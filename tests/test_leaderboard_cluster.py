@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.eval import results
-from harness.eval.runner import LeaderboardConfig, execute, plan
+from harness.leaderboard import results
+from harness.leaderboard.config import LeaderboardConfig
+from harness.leaderboard.plan import plan
+from harness.leaderboard.run import execute
 from harness.images import load_rgb, save_png
 
 pytestmark = pytest.mark.slow
@@ -30,7 +32,7 @@ def test_killed_worker_node_leaves_every_cell_once(cluster, kodak_dir: Path, tmp
     for name in ("kodim05.png", "kodim21.png", "kodim24.png"):
         save_png(np.ascontiguousarray(load_rgb(kodak_dir / name).pixels[:128, :192]), images / name)
     config = LeaderboardConfig(datasets=(f"folder:{images}",), codecs=("hevc", "av1", "jpeg"), run_name="c",
-                               reports_dir=tmp_path, report=False, progress=False, checkpoint_s=0.0)
+                               reports_dir=tmp_path, progress=False, checkpoint_s=0.0)
     plan_ = plan(config)
     path = tmp_path / "c" / "results.parquet"
     errors: list[BaseException] = []

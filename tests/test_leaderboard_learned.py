@@ -14,7 +14,10 @@ import torch
 from harness.codecs.learned import sweep_configs
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
-from harness.eval.runner import LeaderboardConfig, run
+from harness.leaderboard.config import LeaderboardConfig
+from harness.leaderboard.run import run
+from harness.report.config import ReportConfig
+from harness.report.publish import publish, record_models
 from harness.images import load_rgb, save_png
 from harness.data.recipe import PatchRecipe
 from harness.model.card import read_card
@@ -52,7 +55,7 @@ def images(tmp_path_factory, kodak_dir: Path) -> Path:
 
 def _config(images: Path, models: Path, reports: Path) -> LeaderboardConfig:
     return LeaderboardConfig(datasets=(f"folder:{images}",), codecs=("jpeg:quick",), models=(models,), run_name="t",
-                             reports_dir=reports, report=False, progress=False, checkpoint_s=0.0)
+                             reports_dir=reports, progress=False, checkpoint_s=0.0)
 
 
 @pytest.mark.slow
@@ -158,7 +161,10 @@ def test_every_kind_of_model_card_goes_through_the_leaderboard_and_its_report(ra
     warm = _warm_started(tmp_path / "sweep-w", (0.0067, 0.05), shards)
     folders = (_sweep(tmp_path / "sweep-t", (0.0067, 0.05), shards), warm, tmp_path / "sweep-w" / "warmup" / "models",
                _imported(tmp_path / "imported", (1, 3)))
-    run(replace(_config(images, folders[0], tmp_path), models=folders, report=True))
+    config = replace(_config(images, folders[0], tmp_path), models=folders)
+    run(config)  # then the report, as the leaderboard command does
+    record_models(config.run_dir, config.models)
+    publish(ReportConfig(config.run_dir))
     frame = pd.read_parquet(tmp_path / "t" / "results.parquet")
     learned = frame[frame["codec"] != "jpeg"]
     assert (learned["status"] == "ok").all() and len(learned) == 2 * (2 + 2 + 1 + 2)

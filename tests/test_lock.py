@@ -262,7 +262,7 @@ def test_heartbeat_refreshes_the_lock_and_never_touches_another_one(tmp_path, mo
 
 def test_wait_must_be_a_non_negative_number(tmp_path):
     from harness.configs import build
-    from harness.eval.runner import LeaderboardConfig
+    from harness.leaderboard.config import LeaderboardConfig
 
     for value in (-1, float("nan")):
         with pytest.raises(HarnessError, match="^--wait must be a number of seconds >= 0, got"):
@@ -296,14 +296,14 @@ def test_train_sweep_refuses_a_locked_out_before_any_work(tmp_path, holder, monk
 
 
 def test_leaderboard_cli_refuses_a_locked_run_folder_in_one_line(tmp_path, holder, monkeypatch, capsys):
-    from harness.eval import runner
+    from harness.leaderboard import run
 
-    monkeypatch.setattr(runner, "plan", lambda config: pytest.fail("planned under another's lock"))
+    monkeypatch.setattr(run, "plan", lambda config: pytest.fail("planned under another's lock"))
     assert main(["leaderboard", "--codecs", "jpeg", "--reports", str(tmp_path), "--run", "out"]) == 1
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1
     assert err.startswith(f"harness leaderboard: error: {tmp_path / 'out'} is locked by pid {holder.pid} on ")
-    assert main(["leaderboard", "--report-only", str(tmp_path / "out")]) == 1
+    assert main(["report", str(tmp_path / "out")]) == 1
     assert f"is locked by pid {holder.pid}" in capsys.readouterr().err
 
 
@@ -324,15 +324,17 @@ def test_rerun_wait_reaches_every_stage_and_plans_cannot_set_it(tmp_path):
 def test_leaderboard_save_merges_rows_another_writer_put_on_disk(tmp_path, kodak_dir):
     """Every save reads the table on disk again: rows of other curves that reached it after
     the plan are kept, not overwritten by the plan's picture of it."""
-    from harness.eval import results
-    from harness.eval.runner import LeaderboardConfig, _save, plan
+    from harness.leaderboard import results
+    from harness.leaderboard.config import LeaderboardConfig
+    from harness.leaderboard.plan import plan
+    from harness.leaderboard.run import _save
     from harness.images import load_rgb, save_png
 
     images = tmp_path / "images"
     images.mkdir()
     save_png(np.ascontiguousarray(load_rgb(kodak_dir / "kodim03.png").pixels[:64, :64]), images / "a.png")
     config = LeaderboardConfig(datasets=(f"folder:{images}",), codecs=("jpeg",), run_name="r", reports_dir=tmp_path,
-                               report=False, progress=False)
+                               progress=False)
     plan_ = plan(config)
     row = {column: None for column in results.COLUMNS}
     row.update(dataset=f"folder:{images}", image="a.png", codec="webp", config="quick", quality=50.0, status="ok",

@@ -1,5 +1,5 @@
 """The JPEG AI metric set on decoded Kodak crops, each checked against a computation that does
-not go through harness.eval.metrics: Y'CbCr PSNRs from the H.273 equations written out here,
+not go through harness.leaderboard.metrics: Y'CbCr PSNRs from the H.273 equations written out here,
 VMAF from ffmpeg's libvmaf run on raw planes built here, library metrics from the libraries
 called directly; identical images give each metric's best value, a blurred copy a worse one."""
 
@@ -18,8 +18,9 @@ import torch
 from PIL import Image
 
 from harness.errors import HarnessError
-from harness.eval import metrics, results
-from harness.eval.runner import LeaderboardConfig
+from harness.leaderboard import metrics, results
+from harness.leaderboard.config import LeaderboardConfig
+from harness.report.config import ReportConfig
 from harness.images import load_rgb
 
 # Kr, Kb of BT.709 (H.273 Table 4, MatrixCoefficients 1).
@@ -142,13 +143,13 @@ def test_metric_names_resolve_and_unknown_ones_are_refused(tmp_path: Path) -> No
     columns = [c for m in metrics.METRICS.values() for c in m.columns]
     later_metrics = set(results.LATER_COLUMNS) - {"metrics", "precision", "conversion", "degenerate"}
     assert set(columns) == later_metrics | {"psnr_rgb", "ms_ssim", "ms_ssim_db"}
-    config = LeaderboardConfig(metrics=("all",), rd_plots=("all",), reports_dir=tmp_path)
-    assert config.metrics == metrics.resolve_metrics(("all",)) and "vmaf" in config.rd_plots
+    config = LeaderboardConfig(metrics=("all",), reports_dir=tmp_path)
+    assert config.metrics == metrics.resolve_metrics(("all",)) and "vmaf" in ReportConfig(tmp_path, rd_plots=("all",)).rd_plots
     assert LeaderboardConfig(reports_dir=tmp_path).metrics == ("core", *metrics.DEFAULT_METRICS)
     with pytest.raises(HarnessError, match="unknown metric.*ssimulacra.*known: psnr_yuv"):
         LeaderboardConfig(metrics=("ssimulacra",))
     with pytest.raises(HarnessError, match="--rd-plots: unknown metric"):
-        LeaderboardConfig(rd_plots=("psnr", "butteraugli"))
+        ReportConfig(tmp_path, rd_plots=("psnr", "butteraugli"))
 
 
 def test_tables_without_the_metric_columns_are_still_read(tmp_path: Path) -> None:

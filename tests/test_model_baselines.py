@@ -15,7 +15,7 @@ from compressai.zoo import image_models
 from harness.cli import main
 from harness.codecs.learned import Learned, sweep_configs
 from harness.errors import HarnessError
-from harness.eval.anchors import load_published_curves
+from harness.report.anchors import load_published_curves
 from harness.images import load_rgb, save_png
 from harness.model.baselines import (
     ARCHITECTURES,
@@ -295,8 +295,8 @@ def test_baseline_and_3dm_sweeps_share_the_recipe_and_rank_side_by_side(photo_sh
     import pandas as pd
 
     from harness.data.recipe import PatchRecipe
-    from harness.eval.runner import LeaderboardConfig
-    from harness.eval.runner import run as leaderboard
+    from harness.leaderboard.config import LeaderboardConfig
+    from harness.leaderboard.run import run as leaderboard
     from harness.train.sweep import SweepConfig
     from harness.train.sweep import run as sweep
 

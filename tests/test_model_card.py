@@ -12,10 +12,9 @@ import pytest
 import torch
 from compressai.models import FactorizedPrior
 
-from harness.codecs.learned import model_points
 from harness.data.manifest import MANIFEST
 from harness.errors import HarnessError
-from harness.eval.models import learned_section
+from harness.report.models import learned_section, model_points
 from harness.hashing import sha256_file
 from harness.model.baselines import ImportWeightsConfig, run_import
 from harness.model.card import PublishedStage, TrainingStage, read_card

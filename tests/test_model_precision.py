@@ -18,7 +18,7 @@ import torch
 
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.eval.metrics import psnr_rgb
+from harness.leaderboard.metrics import psnr_rgb
 from harness.images import load_rgb, save_png
 from harness.model.checkpoint import fingerprint, save_checkpoint
 from harness.model.coding import decode, encode_reconstruct, to_tensor

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.eval.planes import strip_conv2d, strip_convolutions
+from harness.leaderboard.planes import strip_conv2d, strip_convolutions
 
 
 @pytest.mark.parametrize(("shape", "window", "padding"), [

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from harness.errors import HarnessError
-from harness.eval.anchors import ANCHORS_DIR, anchor_bdrate_table, load_published_curves
-from harness.eval.report import build_report
-from harness.eval.results import degenerate, read as read_results
+from harness.report.anchors import ANCHORS_DIR, anchor_bdrate_table, load_published_curves
+from harness.report.build import build_report
+from harness.leaderboard.results import degenerate, read as read_results
 
 # codec -> (rate factor vs the anchor, qualities, parameter count)
 CODECS = {
@@ -283,7 +283,7 @@ def test_a_codec_without_a_published_curve_says_so_in_fidelity(tmp_path):
 
 
 def _learned_run(tmp_path: Path, steps: int) -> Path:
-    from harness.eval.summary import RunSummary, write_summary
+    from harness.leaderboard.summary import RunSummary, write_summary
 
     codecs = {"vvc": CODECS["vvc"], "jpeg": CODECS["jpeg"], "webp": (1.6, [50, 70, 80, 90], None),
               "tiny": (0.8, [0.0018, 0.0067, 0.025, 0.1], 1.65e6)}
@@ -366,3 +366,48 @@ def test_which_rows_are_degenerate():
     })
     assert degenerate(rows).tolist() == ["psnr_rgb inf", "bpp NaN", None, "ms_ssim_y 1 (infinite in dB)",
                                          "psnr_rgb NaN", None]
+
+
+def test_report_command_rebuilds_an_existing_run_and_the_bd_rates_of_its_run_json(tmp_path, capsys):
+    """`harness report RUN` on a run folder: every report file again, RD plots as asked, and in
+    run.json each curve's BD-rate replaced (a stale one dropped) while the engine's part is kept."""
+    from harness.cli import main
+    from harness.leaderboard.summary import RunSummary, read_summary, write_summary
+
+    run_dir = _write(tmp_path / "run", _rows("kodak", 4, {k: CODECS[k] for k in ("vvc", "hevc", "jpeg")}))
+    models = ({"curve": "tiny:s", "variant": "tiny", "metric": "mse", "lambda": 0.05, "params": 1_653_260, "steps": 150,
+               "batch_size": 8, "patch": 64, "train_s": 90.0, "device": "cpu", "warmup_s": 0.0, "warmup_steps": 0,
+               "data": "704 training patches"},)
+    write_summary(RunSummary(run_dir=str(run_dir), profile="quick", datasets=("kodak",), cells=52, computed=52,
+                             reused=0, errors=0, codecs=(), unavailable=(), first_errors=(), finished_at="2026-12-02",
+                             curves={"kodak/hevc:quick": {"enc_s": 0.26, "dec_s": 0.05, "bd_rate": 999.0},
+                                     "kodak/gone:quick": {"enc_s": 1.0, "dec_s": 1.0, "bd_rate": 5.0}},
+                             models=models), run_dir)
+    assert main(["report", str(run_dir), "--anchor", "vvc", "--rd-plots", "psnr"]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {run_dir / 'README.md'}"
+    for name in ("README.md", "bdrate.md", "bdrate.csv", "timing.md", "params.md", "fidelity.md", "rd-kodak-psnr.png"):
+        assert (run_dir / name).is_file(), name
+    assert not (run_dir / "rd-kodak-msssim.png").exists() and not (run_dir / ".lock").exists()
+    summary = read_summary(run_dir)
+    assert summary.curves["kodak/hevc:quick"]["bd_rate"] == pytest.approx(30.0, abs=1.0)
+    assert summary.curves["kodak/hevc:quick"]["enc_s"] == 0.26 and "bd_rate" not in summary.curves["kodak/gone:quick"]
+    assert summary.curves["kodak/vvc:quick"] == {"bd_rate": 0.0} and summary.models == models
+    (run_dir / "run.json").unlink()  # results.parquet alone is a run folder too
+    assert main(["report", str(run_dir)]) == 0 and not (run_dir / "run.json").exists()
+
+
+def test_report_command_errors_are_one_line(tmp_path, capsys):
+    from harness.cli import main
+
+    assert main(["report", str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"harness report: error: {tmp_path / 'empty' / 'results.parquet'} not found: run `harness "
+                   "leaderboard` first or point at a run folder\n")
+    assert not (tmp_path / "empty").exists()  # the lock's folder is not left behind
+    _write(tmp_path / "run", _rows("kodak", 2, {"vvc": CODECS["vvc"]}))
+    assert main(["report", str(tmp_path / "run"), "--rd-plots", "butteraugli"]) == 1
+    assert capsys.readouterr().err.startswith("harness report: error: --rd-plots: unknown metric")
+    with pytest.raises(SystemExit) as exited:
+        main(["leaderboard", "--report-only", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1 and "unrecognized arguments: --report-only" in err

@@ -142,8 +142,10 @@ def test_demo_plan_trains_both_learned_codecs_under_one_recipe_on_the_shared_pho
 def test_plan_chooses_metrics_and_rd_plots(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text('name="n"\n[leaderboard]\nmetrics=["vmaf", "fsim"]\nrd_plots=["all"]\n')
-    board = load_plan(path).leaderboard
-    assert board.metrics == ("core", "fsim", "vmaf") and "vmaf" in board.rd_plots and "psnr_y" in board.rd_plots
+    plan = load_plan(path)
+    assert plan.leaderboard.metrics == ("core", "fsim", "vmaf")
+    assert "vmaf" in plan.report.rd_plots and "psnr_y" in plan.report.rd_plots
+    assert plan.report.run_dir == plan.leaderboard.run_dir == plan.report_dir
 
 
 @pytest.mark.slow

@@ -20,7 +20,6 @@ retraining one λ recomputes only that λ's cells and adding a λ only its own.
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,35 +199,10 @@ def sweep_configs(models_dir: Path, precision: str = "fp32") -> list:
     return configs
 
 
-def model_points(models_dir: Path) -> list[dict[str, Any]]:
-    """How each model of ``models_dir`` was made, from its card, as the report describes it:
-    one dict per point, ``curve`` being the leaderboard's ``codec:config``."""
-    from harness.data.manifest import require_manifest
-
-    @functools.cache
-    def describe(shards: str) -> str:  # every λ of a sweep shares one shard folder: read it once
-        try:
-            manifest = require_manifest(Path(shards))
-            totals = manifest.totals
-            return (f"{totals['train_patches']} training patches of {manifest.patch}x{manifest.patch} from "
-                    f"{totals['images']} images ({', '.join(manifest.per_source) or ', '.join(manifest.sources)})")
-        except (HarnessError, KeyError):
-            return f"shards {shards} (no longer readable)"
-
+def curve_cards(models_dir: Path) -> dict[str, list[ModelCard]]:
+    """The cards of ``models_dir`` by leaderboard curve, ``codec:config`` as :func:`sweep_configs`
+    names it, each curve's cards in their order of λ."""
     groups = _curves(models_dir)
-    points = []
-    for (variant, metric), cards in sorted(groups.items()):
-        curve = f"{variant}:{_config_name(Path(models_dir), metric, len(groups))}"
-        for card, _ in sorted(cards, key=lambda pair: pair[0].lmbda):
-            warmup, published = card.warmup, card.published
-            points.append({
-                "curve": curve, "variant": card.variant, "metric": card.metric, "lambda": card.lmbda,
-                "params": card.params, "steps": card.steps,
-                "batch_size": card.batch_size, "patch": card.patch, "train_s": card.train_s, "device": card.device,
-                "warmup_s": (warmup.train_s or 0.0) if warmup else 0.0, "warmup_steps": warmup.steps if warmup else 0,
-                # Imported weights name where they come from instead of training data.
-                "imported": (f"{published.source}: {published.architecture} quality {published.quality}"
-                             if published else ""),
-                "data": "" if published else describe(card.data), **card.final,
-            })
-    return points
+    return {f"{variant}:{_config_name(Path(models_dir), metric, len(groups))}":
+            sorted((card for card, _ in cards), key=lambda card: card.lmbda)
+            for (variant, metric), cards in sorted(groups.items())}

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from harness.errors import HarnessError
-from harness.eval.metrics import MS_SSIM_MIN_SIDE
+from harness.leaderboard.metrics import MS_SSIM_MIN_SIDE
 from harness.model.config import LOW_FREQUENCY_SUBBANDS
 
 

@@ -102,7 +102,8 @@ def submit(config: RerunConfig) -> None:
 def run_here(config: RerunConfig) -> RunRecord:
     """Run the plan's stages here (inside a Ray Job on a cluster); returns the history row."""
     from harness.data.shards import run as prepare
-    from harness.eval.runner import run as leaderboard
+    from harness.leaderboard.run import run as leaderboard
+    from harness.report.publish import publish, record_models
     from harness.train.sweep import pending
     from harness.train.sweep import run as sweep
 
@@ -127,7 +128,9 @@ def run_here(config: RerunConfig) -> RunRecord:
             steps += sum(trial.total_steps for trial in pending(sweep_config))
             sweep(sweep_config)
         stage("leaderboard")
-        summary = leaderboard(plan.leaderboard)
+        leaderboard(plan.leaderboard)
+        record_models(plan.leaderboard.run_dir, plan.leaderboard.models)
+        summary = publish(plan.report)
         record = RunRecord(
             run_id=f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}",
             started_at=datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),

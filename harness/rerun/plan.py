@@ -16,8 +16,8 @@ lambdas = [0.0067, 0.05]
 [[sweep]]                         # optional, repeatable: harness train-sweep
 variant = "tiny"                  # SweepConfig field names; data defaults to [data]'s shards
 
-[leaderboard]                     # harness leaderboard (LeaderboardConfig field names)
-datasets = ["kodak"]
+[leaderboard]                     # harness leaderboard (LeaderboardConfig field names), then its
+datasets = ["kodak"]              # report (ReportConfig's anchor and rd_plots)
 codecs = ["jpeg"]
 models = ["extra/models"]         # more checkpoint folders; every sweep's models are added
 ```
@@ -44,7 +44,8 @@ from harness.slug import slug
 
 if TYPE_CHECKING:
     from harness.data.shards import PrepareConfig
-    from harness.eval.runner import LeaderboardConfig
+    from harness.leaderboard.config import LeaderboardConfig
+    from harness.report.config import ReportConfig
     from harness.train.sweep import SweepConfig
 
 _PATH_KEYS = frozenset({"out", "data", "root", "reports_dir", "codec_dir", "models", "sources", "work_dir"})
@@ -62,6 +63,7 @@ class Plan:
     prepare: "PrepareConfig | None"
     sweeps: "tuple[SweepConfig, ...]"
     leaderboard: "LeaderboardConfig"
+    report: "ReportConfig"
 
     @property
     def report_dir(self) -> Path:
@@ -159,7 +161,8 @@ def _plan(path: Path, raw: dict[str, Any], progress: bool, wait_s: float) -> Pla
     """The stages' configs of the parsed plan ``raw`` (of the file ``path``)."""
     from harness.data.recipe import PatchRecipe
     from harness.data.shards import PrepareConfig, prepare_config
-    from harness.eval.runner import LeaderboardConfig
+    from harness.leaderboard.config import LeaderboardConfig
+    from harness.report.config import ReportConfig
     from harness.train.loop import models_dir
     from harness.train.sweep import SweepConfig
 
@@ -175,8 +178,8 @@ def _plan(path: Path, raw: dict[str, Any], progress: bool, wait_s: float) -> Pla
         raise HarnessError(f"plan {path} has no [leaderboard] section: nothing to report")
     prepare_keys = field_names(PrepareConfig, PatchRecipe) - {"out", "recipe", "progress", "address", "wait_s"}
     sweep_keys = field_names(SweepConfig) - {"address", "resume", "wait_s"}
-    board_keys = (field_names(LeaderboardConfig)
-                  - {"run_name", "reports_dir", "address", "report_only", "progress", "wait_s"})
+    report_keys = field_names(ReportConfig) - {"run_dir", "wait_s"}
+    board_keys = field_names(LeaderboardConfig) - {"run_name", "reports_dir", "address", "progress", "wait_s"}
     sweeps = raw.get("sweep", [])
     if not isinstance(sweeps, list):
         raise HarnessError(f"plan {path}: use [[sweep]] (an array of tables) for sweeps")
@@ -196,11 +199,14 @@ def _plan(path: Path, raw: dict[str, Any], progress: bool, wait_s: float) -> Pla
                shards_dir, work_dir, wait_s)
         for i, s in enumerate(sweeps)
     )
-    board = _section(raw["leaderboard"], "[leaderboard]", board_keys, base)
+    board = _section(raw["leaderboard"], "[leaderboard]", board_keys | report_keys, base)
+    report = {key: board.pop(key) for key in report_keys if key in board}
     if not isinstance(board.get("models", []), list):
         raise HarnessError("plan section [leaderboard]: models must be a list of folders")
     board["models"] = [*board.get("models", ()), *(models_dir(s.out) for s in sweep_configs)]
     leaderboard = build(LeaderboardConfig, {**board, "run_name": name, "reports_dir": reports_dir, "progress": progress,
                                             "wait_s": wait_s}, "plan section [leaderboard]")
+    report_config = build(ReportConfig, {**report, "run_dir": leaderboard.run_dir, "wait_s": wait_s},
+                          "plan section [leaderboard]")
     return Plan(path=path, name=name, reports_dir=reports_dir, work_dir=work_dir, prepare=prepare,
-                sweeps=sweep_configs, leaderboard=leaderboard)
+                sweeps=sweep_configs, leaderboard=leaderboard, report=report_config)

@@ -44,12 +44,9 @@ from harness.model.baselines import build_model
 from harness.model.loss import LossConfig, RateDistortionLoss
 from harness.model.network import WeConvene
 from harness.model.precision import set_precision
+from harness.paper import PAPER_MILESTONES
 from harness.provenance import cpu_name
 
-PAPER_ITERATIONS = 1_500_000
-PAPER_STAGE2_STEPS = 50_000  # the paper's subband-reweighting fine-tune after the 1.5 M steps
-# lr /= 10 at 750 k and every 100 k after, as fractions of the paper's run.
-PAPER_MILESTONES = tuple(m / PAPER_ITERATIONS for m in range(750_000, PAPER_ITERATIONS, 100_000))
 AUX_LR = 1e-3
 CLIP_NORM = 1.0
 STATE_FILE = "state.pt"

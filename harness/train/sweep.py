@@ -25,18 +25,14 @@ from harness.errors import HarnessError
 from harness.lock import check_wait, folder_lock
 from harness.raycluster import connect
 from harness.data.manifest import ShardManifest, require_manifest
-from harness.eval.metrics import MS_SSIM_MIN_SIDE
+from harness.leaderboard.metrics import MS_SSIM_MIN_SIDE
 from harness.hashing import sha256_bytes, sha256_file
 from harness.model.card import ModelCard, card_path, read_card
 from harness.model.baselines import model_config
 from harness.model.precision import resolve as resolve_precision
-from harness.train.loop import (PAPER_ITERATIONS, PAPER_MILESTONES, PAPER_STAGE2_STEPS, TrialConfig, model_name,
-                                 models_dir, train_trial)
+from harness.paper import PAPER_ITERATIONS, PAPER_LAMBDAS, PAPER_MILESTONES, PAPER_STAGE2_STEPS
+from harness.train.loop import TrialConfig, model_name, models_dir, train_trial
 
-PAPER_LAMBDAS = {
-    "mse": (0.0025, 0.0035, 0.0067, 0.013, 0.025, 0.05),
-    "ms-ssim": (5.0, 8.0, 16.0, 32.0, 64.0),
-}
 EXPERIMENT = "sweep"
 DRIVER_CPU = 0.01  # what a multi-worker trial itself reserves (Ray wants a non-empty request)
 METRICS_FILE = "metrics.parquet"

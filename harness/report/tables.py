@@ -3,7 +3,7 @@
 header row), one row per method, columns for encode/decode time, BD-rate
 against the anchor and parameter count.
 
-Formatting only: every number comes from :mod:`harness.eval.report` tables.
+Formatting only: every number comes from :mod:`harness.report.summaries` tables.
 A BD value that failed a reliability check is never printed like an exact
 number: it is shown in parentheses (computed, but flagged) or as ``n/a``.
 """
@@ -14,7 +14,7 @@ import math
 
 import pandas as pd
 
-from harness.eval.metrics import CURVES
+from harness.leaderboard.metrics import CURVES
 
 METRIC_NAMES = {"psnr": "PSNR-RGB", "msssim": "MS-SSIM (dB)",
                 **{key: label for key, (_, label) in CURVES.items() if key not in ("psnr", "msssim")},

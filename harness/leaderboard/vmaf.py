@@ -20,6 +20,7 @@ import numpy as np
 from harness.codecs.colour import YCbCrFormat, planes_to_bytes
 from harness.errors import HarnessError
 
+VMAF_MODEL = "vmaf_v0.6.1"  # built into libvmaf: selected by version=, nothing is read or downloaded
 VMAF_TIMEOUT_S = 120.0
 
 
@@ -33,7 +34,7 @@ def ffmpeg_exe() -> str:
 
 
 def vmaf_score(reference: list[np.ndarray], distorted: list[np.ndarray], fmt: YCbCrFormat,
-               model: str = "vmaf_v0.6.1") -> float:
+               model: str = VMAF_MODEL) -> float:
     """VMAF of ``distorted`` against ``reference``, both [Y, Cb, Cr] planes of ``fmt``."""
     height, width = reference[0].shape
     exe = ffmpeg_exe()

@@ -23,6 +23,7 @@ import numpy as np
 
 from harness.codecs.colour import YCbCrFormat, rgb_to_ycbcr
 from harness.errors import HarnessError
+from harness.leaderboard.vmaf import vmaf_score
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -83,7 +84,6 @@ YUV_FORMAT = YCbCrFormat("bt709", full_range=True, bit_depth=10, chroma="444")
 # VMAF's models were trained on 8-bit limited-range video: BT.709, 4:4:4, codes 16-235 / 16-240.
 VMAF_FORMAT = YCbCrFormat("bt709", full_range=False, bit_depth=8, chroma="444")
 YUV_WEIGHTS = (6.0, 1.0, 1.0)  # (6·Y + U + V) / 8, the video-coding convention
-VMAF_MODEL = "vmaf_v0.6.1"  # built into libvmaf: selected by version=, nothing is read or downloaded
 # Smallest short side each multi-scale metric accepts (measured on these library versions):
 # below it the value is NaN, as for MS-SSIM. piq's IW-SSIM and VIFp state theirs; NLPD's six
 # pyramid levels need ≥ 3 samples at the coarsest with reflection padding; libvmaf crashes under 17.
@@ -212,8 +212,6 @@ def vmaf(pair: Pair) -> dict[str, float]:
     """VMAF (model vmaf_v0.6.1) of the 8-bit limited-range 4:4:4 Y'CbCr pictures."""
     if pair.min_side < VMAF_MIN_SIDE:
         return {"vmaf": math.nan}
-    from harness.eval.vmaf import vmaf_score
-
     return {"vmaf": vmaf_score(rgb_to_ycbcr(pair.reference, VMAF_FORMAT), rgb_to_ycbcr(pair.decoded, VMAF_FORMAT),
                                VMAF_FORMAT)}
 
@@ -260,8 +258,8 @@ def resolve_metrics(names: tuple[str, ...]) -> tuple[str, ...]:
 
 def measure(reference: np.ndarray, decoded: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
     """Every column of the named metrics for one image pair, the libraries' one-plane filters
-    run over row strips (:mod:`harness.eval.planes`)."""
-    from harness.eval.planes import strip_convolutions
+    run over row strips (:mod:`harness.leaderboard.planes`)."""
+    from harness.leaderboard.planes import strip_convolutions  # torch, loaded by the first measurement
 
     pair = Pair(reference, decoded)
     values: dict[str, float] = {}

@@ -3,8 +3,9 @@
 :class:`RunSummary` says what the run covered (cells computed, reused, failed),
 which codec versions it saw, which codecs were unavailable and why, and per
 curve the mean encode/decode seconds and the BD-rate (PSNR) against the
-report's anchor. ``harness.eval.runner.run`` returns it and writes it with
-:func:`write_summary`; :func:`read_summary` is its only reader.
+report's anchor. The engine (:func:`harness.leaderboard.run.run`) writes what it ran;
+the report (:mod:`harness.report.publish`) adds the BD-rates and the learned models'
+facts. :func:`write_summary` and :func:`read_summary` are its only writer and reader.
 """
 
 from __future__ import annotations
@@ -20,13 +21,18 @@ from harness.errors import HarnessError
 RUN_FILE = "run.json"
 
 
+def curve_key(dataset: str, codec: str, config: str) -> str:
+    """A curve's key in :attr:`RunSummary.curves` (and in the rerun's history)."""
+    return f"{dataset}/{codec}:{config}"
+
+
 @dataclass(frozen=True)
 class CodecSummary:
     codec: str  # label, codec:config
     version: str
     ok: int
     error: int
-    bpp_mean: float | None  # over the ok rows not set aside (harness.eval.results.set_aside)
+    bpp_mean: float | None  # over the ok rows not set aside (harness.leaderboard.results.set_aside)
     psnr_mean: float | None
     set_aside: int = 0  # ok rows no mean takes (an infinite PSNR, ...): kept in results.parquet, flagged
 
@@ -48,7 +54,7 @@ class RunSummary:
     curves: dict[str, dict[str, float]]
     remeasured: int = 0  # of the reused rows, those completed with more --metrics from their stored bitstreams
     metrics: tuple[str, ...] = ()  # the --metrics this run measured with (empty in run.json files before them)
-    # one per learned model (harness.codecs.learned.model_points): curve, variant, λ, params, steps, train_s, data...
+    # one per learned model (harness.report.models.model_points): curve, variant, λ, params, steps, train_s, data...
     models: tuple[dict[str, Any], ...] = ()
     set_aside: str = ""  # what the run's means, curves and BD-rates left out, and why ("" when nothing)
     conversions: tuple[str, ...] = ()  # "image: notice" of every image reading changed (harness.images.load_rgb)

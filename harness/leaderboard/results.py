@@ -155,7 +155,7 @@ def write(rows: pd.DataFrame, path: Path) -> None:
 
 def read(path: Path) -> pd.DataFrame:
     """The results table at ``path`` (empty if absent), checked against :data:`SCHEMA`: the one
-    reader of ``results.parquet`` (the runner and the report use it)."""
+    reader of ``results.parquet`` (the leaderboard and the report use it)."""
     if not path.exists():
         return empty()
     try:

@@ -1,8 +1,8 @@
 """What a report says first about its learned models: how they were made, at what scale,
 and where they stand against the classical codecs of the same run.
 
-The facts come from the model cards (through ``run.json``'s ``models``, written by the
-leaderboard) and the standing from the run's own results: BD-rate on PSNR-RGB of each
+The facts come from the model cards (:func:`model_points`, kept in ``run.json``'s ``models``
+so that the report of a run can be rebuilt without its model folders) and the standing from the run's own results: BD-rate on PSNR-RGB of each
 learned curve against each classical curve, mean curves over the dataset's images
 (PCHIP, the report's method). A model trained for fewer steps than the paper's recipe
 is called demo scale, so nobody reads a demo curve as 3DM-WeConvene's published result.
@@ -10,21 +10,54 @@ is called demo scale, so nobody reads a demo curve as 3DM-WeConvene's published 
 
 from __future__ import annotations
 
+import functools
 import math
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from harness.eval.bdrate import bd_rate, per_image_curves
-from harness.eval.tables import curve_labels, markdown_table
+from harness.codecs.learned import curve_cards
+from harness.data.manifest import require_manifest
+from harness.errors import HarnessError
+from harness.paper import PAPER_ITERATIONS, PAPER_STAGE2_STEPS
+from harness.report.bdrate import bd_rate, per_image_curves
+from harness.report.tables import curve_labels, markdown_table
 
 PAPER_PLAN = "schedule/paper.toml"
+PAPER_STEPS = PAPER_ITERATIONS + PAPER_STAGE2_STEPS  # a model trained this long is at the paper's scale
 
 
-def _paper_steps() -> int:
-    from harness.train.loop import PAPER_ITERATIONS, PAPER_STAGE2_STEPS
+def _describe(shards: str) -> str:
+    """The training data of a shard folder, in words."""
+    try:
+        manifest = require_manifest(Path(shards))
+        totals = manifest.totals
+        return (f"{totals['train_patches']} training patches of {manifest.patch}x{manifest.patch} from "
+                f"{totals['images']} images ({', '.join(manifest.per_source) or ', '.join(manifest.sources)})")
+    except (HarnessError, KeyError):
+        return f"shards {shards} (no longer readable)"
 
-    return PAPER_ITERATIONS + PAPER_STAGE2_STEPS
+
+def model_points(models_dir: Path) -> list[dict[str, Any]]:
+    """How each model of ``models_dir`` was made, from its card: one dict per point, ``curve``
+    being the leaderboard's ``codec:config``."""
+    describe = functools.cache(_describe)  # every λ of a sweep shares one shard folder: read it once
+    points = []
+    for curve, cards in curve_cards(models_dir).items():
+        for card in cards:
+            warmup, published = card.warmup, card.published
+            points.append({
+                "curve": curve, "variant": card.variant, "metric": card.metric, "lambda": card.lmbda,
+                "params": card.params, "steps": card.steps,
+                "batch_size": card.batch_size, "patch": card.patch, "train_s": card.train_s, "device": card.device,
+                "warmup_s": (warmup.train_s or 0.0) if warmup else 0.0, "warmup_steps": warmup.steps if warmup else 0,
+                # Imported weights name where they come from instead of training data.
+                "imported": (f"{published.source}: {published.architecture} quality {published.quality}"
+                             if published else ""),
+                "data": "" if published else describe(card.data), **card.final,
+            })
+    return points
 
 
 def _models_table(points: pd.DataFrame) -> str:
@@ -87,7 +120,7 @@ def learned_section(ok: pd.DataFrame, models: tuple[dict[str, Any], ...]) -> str
     # run.json files written before imported models were told apart hold trained models only
     points["imported"] = points["imported"].fillna("") if "imported" in points else ""
     learned = sorted({tuple(curve.split(":", 1)) for curve in points["curve"]})  # (codec, config) pairs
-    paper = _paper_steps()
+    paper = PAPER_STEPS
     trained = points[points["imported"] == ""]
     most = int(trained["steps"].max()) if len(trained) else 0
     if trained.empty:

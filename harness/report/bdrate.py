@@ -54,7 +54,6 @@ INVALID_VALUES = "invalid-values"
 NON_MONOTONIC = "non-monotonic"
 NO_OVERLAP = "no-overlap"
 LOW_OVERLAP = "low-overlap"
-_SOFT_FLAGS = frozenset({LOW_OVERLAP})
 
 
 @dataclass(frozen=True)

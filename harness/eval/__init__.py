@@ -1,1 +1,0 @@
-"""Evaluation: codec runs, metrics, BD-rate, tables and plots for leaderboards."""

@@ -1,0 +1,121 @@
+"""One cell of the leaderboard, (image, codec config, quality), and its work on a Ray worker:
+encode to a real bitstream, decode, measure. A failure becomes an ``error`` row; it never
+stops other cells. Every cell's bitstream is kept under ``<run>/bitstreams/`` (:func:`bitstream_path`),
+so a rerun that asks for more metrics decodes it again instead of encoding.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.codecs import codec_class
+from harness.codecs.config import CodecConfig
+from harness.errors import HarnessError
+from harness.hashing import sha256_bytes
+from harness.images import load_rgb
+from harness.leaderboard.metrics import measure
+from harness.provenance import cpu_name
+from harness.slug import slug
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    image: str
+    image_sha256: str
+    codec: CodecConfig
+    quality: float
+
+
+@dataclass(frozen=True)
+class Job:
+    """One task for a worker: a cell to encode, or (``row`` set) the stored bitstream of that
+    reused row to decode and measure again."""
+
+    cell: Cell
+    row: dict[str, Any] | None = None
+
+
+BITSTREAMS_DIR = "bitstreams"
+
+
+def bitstream_path(run_dir: Path, row: dict[str, Any]) -> Path:
+    """Where the bitstream of a result row is kept: one file per reuse key."""
+    version = sha256_bytes(str(row["codec_version"]).encode())[:12]
+    name = f"{row['image_sha256']}-{version}-q{float(row['quality']):g}.bin"
+    return Path(run_dir) / BITSTREAMS_DIR / slug(row["codec"]) / str(row["config_hash"]) / name
+
+
+def row_metrics(row: dict[str, Any]) -> set[str]:
+    """The metrics a stored row was measured with (rows from before --metrics: the core pair)."""
+    recorded = row.get("metrics")
+    return set(recorded.split(",")) if isinstance(recorded, str) and recorded else {"core"}
+
+
+_PROBED: dict[tuple[str, str], str] = {}
+
+
+def evaluate_cell(image_bytes: bytes, name: str, codec: CodecConfig, quality: float,
+                  metrics: tuple[str, ...] = ("core",), bitstream: bytes | None = None) -> dict[str, Any]:
+    """Encode, decode and measure one cell of the image ``image_bytes``, the dataset's file
+    ``name`` (its suffix tells the format; errors and notices name it) (``metrics``: names of
+    :data:`harness.leaderboard.metrics.METRICS`); with ``bitstream``, decode and measure that
+    stored stream instead of encoding. Failures become an ``error`` row. The row carries
+    the bitstream under ``_bitstream`` for the driver to store."""
+    row: dict[str, Any] = {"device": cpu_name(), "status": "error", "error": None}
+    try:
+        instance = codec_class(codec.codec)(codec.settings)
+        key = (codec.codec, codec.settings_json)
+        if key not in _PROBED:
+            _PROBED[key] = instance.probe()
+        row["codec_version"] = instance.version_at(_PROBED[key], quality)
+        row["params"] = instance.params
+        row["device"] = instance.device or row["device"]
+        row["precision"] = instance.precision
+        instance.prepare(quality)
+        with tempfile.TemporaryDirectory(prefix="harness-cell-") as scratch:
+            workdir = Path(scratch)
+            source = workdir / f"image{Path(name).suffix}"
+            source.write_bytes(image_bytes)
+            try:
+                image = load_rgb(source)
+            except HarnessError as error:  # the worker's copy is no file the user knows
+                raise HarnessError(str(error).replace(str(source), name)) from None
+            original = image.pixels
+            height, width = original.shape[:2]
+            row.update(width=width, height=height, conversion=image.notice)
+            if bitstream is None:
+                start = time.perf_counter()
+                bitstream = instance.encode(original, quality, workdir)
+                row["enc_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            decoded = instance.decode(bitstream, height, width, workdir)
+            row["dec_s"] = time.perf_counter() - start
+        row.update(measure(original, decoded, metrics))
+        row.update(bytes=len(bitstream), bpp=len(bitstream) * 8.0 / (height * width),
+                   metrics=",".join(metrics), _bitstream=bitstream, status="ok")
+    except HarnessError as error:
+        row["error"] = str(error)
+    except Exception as error:  # a codec bug must not take the other cells down
+        row["error"] = f"{type(error).__name__}: {error}".splitlines()[0]
+    row["created_at"] = pd.Timestamp.now(tz="UTC")
+    return row
+
+
+def is_learned(cell: Cell) -> bool:
+    return codec_class(cell.codec.codec).learned
+
+
+class CellWorker:
+    """Ray actor for learned-codec cells: the models it loads (``harness.codecs.learned``'s
+    per-process cache) stay loaded for every later cell it gets."""
+
+    def evaluate(self, image_bytes: bytes, name: str, codec: CodecConfig, quality: float,
+                 metrics: tuple[str, ...], bitstream: bytes | None) -> dict[str, Any]:
+        return evaluate_cell(image_bytes, name, codec, quality, metrics, bitstream)
