@@ -130,7 +130,7 @@ def set_aside_note(rows: pd.DataFrame) -> str:
                          for (dataset, image, codec, config), reason in list(cases.items())[:3])
     more = f" and {len(cases) - 3} more" if len(cases) > 3 else ""
     return (f"{len(aside)} ok row(s) set aside from every mean, curve and BD-rate (kept in results.parquet, column "
-            f"`degenerate`): the rows of {len(cases)} image(s) in a curve with a value no average can take "
+            f"`degenerate`): {len(cases)} (image, curve) pair(s) with a value no average can take "
             f"(infinite: a lossless reconstruction; NaN: no measurement), e.g. {examples}{more}")
 
 
