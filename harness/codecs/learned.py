@@ -32,6 +32,7 @@ from harness.codecs.base import Codec, CodecUnavailable
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
 from harness.model.card import ModelCard, read_card
+from harness.model.config import DEFAULT_VARIANT
 
 # Per worker process: checkpoint sha256 -> (model, fingerprint), and fingerprint -> model.
 _MODELS: dict[str, tuple[Any, str]] = {}
@@ -52,7 +53,7 @@ def _point_key(quality: float) -> str:
 class Learned(Codec):
     """One sweep of 3DM-WeConvene (or an ablation) checkpoints; quality = λ."""
 
-    id: ClassVar[str] = "3dm-weconvene"
+    id: ClassVar[str] = DEFAULT_VARIANT
     description: ClassVar[str] = "3DM-WeConvene checkpoints from train-sweep (real .3dmw bitstreams)"
     learned: ClassVar[bool] = True
 

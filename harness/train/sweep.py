@@ -29,6 +29,7 @@ from harness.leaderboard.metrics import MS_SSIM_MIN_SIDE
 from harness.hashing import sha256_bytes, sha256_file
 from harness.model.card import ModelCard, card_path, read_card
 from harness.model.baselines import model_config
+from harness.model.config import DEFAULT_VARIANT
 from harness.model.precision import resolve as resolve_precision
 from harness.paper import PAPER_ITERATIONS, PAPER_LAMBDAS, PAPER_MILESTONES, PAPER_STAGE2_STEPS
 from harness.train.loop import TrialConfig, model_name, models_dir, train_trial
@@ -43,7 +44,7 @@ class SweepConfig:
     data: Path
     metric: str = "mse"
     lambdas: tuple[float, ...] = ()
-    variant: str = "3dm-weconvene"
+    variant: str = DEFAULT_VARIANT
     stage1_steps: int = PAPER_ITERATIONS
     stage2_steps: int = PAPER_STAGE2_STEPS
     batch_size: int = 8
