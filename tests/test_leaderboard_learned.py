@@ -27,7 +27,7 @@ from harness.model.config import get_config
 from harness.model.network import WeConvene
 from harness.model.precision import set_precision
 from harness.train.loop import export_model, models_dir
-from harness.train.sweep import SweepConfig, check_data, trial_configs, warmup_trial
+from harness.train.sweep import check_data, sweep_config, trial_configs, warmup_trial
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def shards(photo_shards) -> Path:
 
 def _sweep(folder: Path, lambdas: tuple[float, ...], shards: Path, seed: int = 0) -> Path:
     """A models folder as train-sweep exports it (its own export function), with untrained weights."""
-    config = SweepConfig(data=shards, variant="tiny", lambdas=lambdas, patch=64, out=folder)
+    config = sweep_config(dict(data=shards, variant="tiny", lambdas=lambdas, patch=64, out=folder))
     for index, trial in enumerate(trial_configs(config, check_data(config))):
         torch.manual_seed(seed + index)
         export_model(WeConvene(get_config("tiny")).eval(), trial, final={})
@@ -129,7 +129,7 @@ def test_precision_is_part_of_the_curves_config_and_of_each_row(ray_local, image
 def _warm_started(folder: Path, lambdas: tuple[float, ...], shards: Path) -> Path:
     """A models folder whose models started from the sweep's shared warm-up (cards with stage 0),
     the warm-up's own model in ``folder/warmup/models``."""
-    config = SweepConfig(data=shards, variant="tiny", lambdas=lambdas, patch=64, out=folder, warmup_steps=3)
+    config = sweep_config(dict(data=shards, variant="tiny", lambdas=lambdas, patch=64, out=folder, warmup_steps=3))
     data = check_data(config)
     warmup = warmup_trial(config, data)
     torch.manual_seed(0)
