@@ -231,13 +231,12 @@ def test_imported_qualities_are_one_leaderboard_curve(crop, tmp_path):
         torch.save(COMPRESSAI_CLASSES["mbt2018-mean"](**widths).state_dict(), path)
         assert main(["import-weights", "compressai:mbt2018-mean", "--quality", str(quality), "--from", str(path),
                      "--out", str(folder), "--metric", "ms-ssim"]) == 0
-    [config] = sweep_configs(folder)
+    [config] = sweep_configs(folder, "fp32")
     assert (config.codec, config.config) == ("compressai-mbt2018-mean", "mbt2018-mean-zoo")
     assert config.ladder == (4.58, 60.5)
-    settings = config.settings
     largest = max(read_card(p).params for p in folder.glob("*.json"))
-    assert settings["params"] == largest
-    codec = Learned(settings)
+    assert config.curve.params == largest
+    codec = config.instance()
     pixels = load_rgb(crop).pixels
     for quality in config.ladder:
         data = codec.encode(pixels, quality, tmp_path)
