@@ -512,6 +512,7 @@ def _add_train_sweep(sub) -> None:
     from pathlib import Path
 
     from harness.model.precision import CHOICES as PRECISION_CHOICES
+    from harness.train.recipe import TrainingRecipe
     from harness.train.sweep import SweepConfig
 
     parser = _command(
@@ -525,26 +526,26 @@ def _add_train_sweep(sub) -> None:
         "  harness train-sweep --data /mnt/harness/shards --gpus-per-trial 4 --address auto --out /mnt/harness/ddp\n"
         "  harness train-sweep --data shards/ --out runs/mse --resume\n",
     )
-    sweep = SweepConfig
+    sweep, recipe = SweepConfig, TrainingRecipe
     parser.add_argument("--data", required=True, type=Path, help="prepare-data output directory")
     _option(parser, "--metric", sweep, "distortion: mse or ms-ssim")
     _option(parser, "--lambdas", sweep, "comma-separated lambdas", type=_floats,
             default_text="the paper's set for the metric")
     _option(parser, "--variant", sweep, _VARIANT_HELP)
-    _option(parser, "--stage1-steps", sweep, "stage-1 iterations (paper: 1.5M)", type=int)
-    _option(parser, "--stage2-steps", sweep, "stage-2 (reweighted) iterations", type=int)
+    _option(parser, "--stage1-steps", recipe, "stage-1 iterations (paper: 1.5M)", type=int)
+    _option(parser, "--stage2-steps", recipe, "stage-2 (reweighted) iterations", type=int)
     _option(parser, "--warmup-steps", sweep, "steps of one shared model at the largest lambda that every lambda "
             "starts from (0: from scratch, as the paper)", type=int)
-    _option(parser, "--precision", sweep, "g_a, h_a and g_s in fp32, or under bf16 autocast (loss, likelihoods, "
+    _option(parser, "--precision", recipe, "g_a, h_a and g_s in fp32, or under bf16 autocast (loss, likelihoods, "
             "entropy models and weights stay float32); auto: bf16 on AMX CPUs and bf16 tensor-core GPUs",
             choices=PRECISION_CHOICES)
-    _option(parser, "--batch-size", sweep, "patches per step, split over a trial's workers", type=int)
-    _option(parser, "--patch", sweep, "training crop side in pixels", type=int)
-    _option(parser, "--lr", sweep, "Adam learning rate (paper 1e-4)", type=float)
-    _option(parser, "--milestones", sweep, "stage-1 lr /= 10 at these fractions of the run", type=_floats,
+    _option(parser, "--batch-size", recipe, "patches per step, split over a trial's workers", type=int)
+    _option(parser, "--patch", recipe, "training crop side in pixels", type=int)
+    _option(parser, "--lr", recipe, "Adam learning rate (paper 1e-4)", type=float)
+    _option(parser, "--milestones", recipe, "stage-1 lr /= 10 at these fractions of the run", type=_floats,
             default_text="the paper's 750k, 850k, ... of 1.5M, i.e. 0.5,0.567,...")
-    _option(parser, "--w1", sweep, "stage-2 weight of the LLL+HLL rates", type=float)
-    _option(parser, "--w2", sweep, "stage-2 weight of the six high subbands' rates", type=float)
+    _option(parser, "--w1", recipe, "stage-2 weight of the LLL+HLL rates", type=float)
+    _option(parser, "--w2", recipe, "stage-2 weight of the six high subbands' rates", type=float)
     _option(parser, "--out", sweep, "output folder (models/, metrics.parquet, Tune's experiment)", type=Path)
     _option(parser, "--address", sweep, "Ray cluster to join", default_text="a local instance")
     _flag(parser, "--resume", "resume", "continue an interrupted sweep in --out", "yes")
@@ -555,16 +556,16 @@ def _add_train_sweep(sub) -> None:
     _option(parser, "--cpus-per-trial", sweep, "CPUs of each trial (of each worker)", type=int)
     _option(parser, "--workers-per-trial", sweep, "DDP workers per trial sharing the batch", type=int,
             default_text="one per GPU, else 1")
-    _option(parser, "--checkpoint-every", sweep, "steps between Ray checkpoints", type=int)
-    _option(parser, "--log-every", sweep, "steps between metric rows (with validation)", type=int)
-    _option(parser, "--val-batches", sweep, "validation batches per log", type=int)
+    _option(parser, "--checkpoint-every", recipe, "steps between Ray checkpoints", type=int)
+    _option(parser, "--log-every", recipe, "steps between metric rows (with validation)", type=int)
+    _option(parser, "--val-batches", recipe, "validation batches per log", type=int)
     _option(parser, "--max-failures", sweep, "restarts of a crashed trial from its checkpoint", type=int)
-    _option(parser, "--seed", sweep, "seed of the initialisation and the data stream", type=int)
+    _option(parser, "--seed", recipe, "seed of the initialisation and the data stream", type=int)
 
     def handle(args: argparse.Namespace) -> int:
-        from harness.train.sweep import run
+        from harness.train.sweep import run, sweep_config
 
-        run(build(sweep, _given(args, sweep)))
+        run(sweep_config(_given(args, sweep, recipe)))
         return 0
 
     parser.set_defaults(func=handle)

@@ -13,15 +13,17 @@ from harness.data.shards import PrepareConfig, prepare_config
 from harness.errors import HarnessError
 from harness.leaderboard.config import LeaderboardConfig
 from harness.report.config import ReportConfig
-from harness.train.sweep import SweepConfig
+from harness.data.manifest import ShardManifest
+from harness.train.recipe import TrainingRecipe
+from harness.train.sweep import SweepConfig, sweep_config, trial_configs
 
 def test_build_converts_plan_values_to_the_field_types():
     config = build(LeaderboardConfig, {"datasets": ["kodak", "tecnick"], "models": ["a/models"], "root": "/data",
                                        "max_images": 3, "timeout_s": 5})
     assert config.datasets == ("kodak", "tecnick") and config.models == (Path("a/models"),)
     assert config.root == Path("/data") and config.timeout_s == 5.0 and isinstance(config.timeout_s, float)
-    sweep = build(SweepConfig, {"data": "d", "lambdas": [0.01, 1], "milestones": []})
-    assert sweep.lambdas == (0.01, 1.0) and sweep.milestones == () and sweep.data == Path("d")
+    sweep = sweep_config({"data": "d", "lambdas": [0.01, 1], "milestones": []})
+    assert sweep.lambdas == (0.01, 1.0) and sweep.recipe.milestones == () and sweep.data == Path("d")
 
 
 @pytest.mark.parametrize("values, message", [
@@ -43,18 +45,43 @@ def test_flat_prepare_keys_split_into_the_recipe():
     assert config.sources == ("folder:x",) and config.out == Path("o") and config.val_fraction == 0.05
 
 
+def test_flat_sweep_keys_split_into_the_training_recipe():
+    config = sweep_config({"data": "d", "variant": "tiny", "patch": 64, "stage1_steps": 7, "precision": "bf16"})
+    assert config.recipe == TrainingRecipe(patch=64, stage1_steps=7, precision="bf16")
+    assert config.variant == "tiny" and config.data == Path("d") and config.max_failures == 3
+    with pytest.raises(HarnessError, match=r"^plan section \[\[sweep\]\] #1: --val-batches must be >= 1, got 0$"):
+        sweep_config({"data": "d", "val_batches": 0}, "plan section [[sweep]] #1")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_every_trial_of_a_sweep_trains_the_sweeps_own_recipe(tmp_path, precision):
+    """One recipe object: the sweep's is each trial's, not a copy of its fields (a resolved
+    precision is the trial's as given)."""
+    config = sweep_config({"data": tmp_path, "variant": "tiny", "lambdas": [0.01, 0.1], "patch": 64,
+                           "precision": precision})
+    data = ShardManifest(plan_sha256="0" * 64, recipe={}, sources=(), target_patches=None, val_fraction=0.1,
+                         shard_patches=1, status="complete", shards=(), per_source={}, rejected=(), totals={},
+                         resume={}, wall_time_s=0.0)
+    trials = trial_configs(config, data)
+    assert [t.lmbda for t in trials] == [0.01, 0.1]
+    assert all(trial.recipe is config.recipe for trial in trials)
+
+
 @pytest.mark.parametrize("argv, config, given", [
     (["leaderboard"], LeaderboardConfig, {}),
     (["leaderboard", "--max-images", "2", "--no-report"], LeaderboardConfig, {"max_images": 2}),
     (["leaderboard", "--anchor", "hevc", "--wait", "5"], ReportConfig, {"anchor": "hevc", "wait_s": 5.0}),
     (["report", "runs/r", "--rd-plots", "all"], ReportConfig, {"run_dir": Path("runs/r"), "rd_plots": ("all",)}),
     (["train-sweep", "--data", "d"], SweepConfig, {"data": Path("d")}),
+    (["train-sweep", "--data", "d", "--patch", "64", "--w2", "0.5"], SweepConfig,
+     {"data": Path("d"), "patch": 64, "w2": 0.5}),
     (["train-sweep", "--data", "d", "--resume", "--lambdas", "0.1,0.2"], SweepConfig,
      {"data": Path("d"), "resume": "yes", "lambdas": (0.1, 0.2)}),
     (["prepare-data", "--source", "a", "--out", "o"], PrepareConfig, {"sources": ["a"], "out": "o"}),
 ])
 def test_the_cli_passes_only_what_the_user_gave(argv, config, given):
-    assert _given(build_parser().parse_args(argv), config, PatchRecipe) == given
+    recipe = TrainingRecipe if config is SweepConfig else PatchRecipe
+    assert _given(build_parser().parse_args(argv), config, recipe) == given
 
 
 def test_help_shows_the_configs_own_defaults(capsys):
@@ -62,8 +89,8 @@ def test_help_shows_the_configs_own_defaults(capsys):
         build_parser().parse_args(["train-sweep", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     defaults = SweepConfig(data=Path("d"))
-    for flag, value in (("--stage1-steps", defaults.stage1_steps), ("--batch-size", defaults.batch_size),
-                        ("--w1", defaults.w1), ("--variant", defaults.variant)):
+    for flag, value in (("--stage1-steps", defaults.recipe.stage1_steps), ("--batch-size", defaults.recipe.batch_size),
+                        ("--w1", defaults.recipe.w1), ("--variant", defaults.variant)):
         assert f"(default: {value:g})" in text if isinstance(value, float) else f"(default: {value})" in text, flag
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +15,8 @@ import torch
 
 from harness.codecs.learned import sweep_configs
 from harness.errors import HarnessError
-from harness.hashing import sha256_file
+from harness.data.manifest import MANIFEST
+from harness.hashing import sha256_bytes, sha256_file
 from harness.leaderboard.config import LeaderboardConfig
 from harness.leaderboard.run import run
 from harness.report.config import ReportConfig
@@ -26,8 +29,9 @@ from harness.model.coding import encode
 from harness.model.config import get_config
 from harness.model.network import WeConvene
 from harness.model.precision import set_precision
-from harness.train.loop import export_model, models_dir
-from harness.train.sweep import SweepConfig, check_data, trial_configs, warmup_trial
+from harness.train.loop import TrialConfig, export_model, models_dir
+from harness.train.recipe import TrainingRecipe
+from harness.train.sweep import check_data, sweep_config, trial_configs, warmup_trial
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +42,7 @@ def shards(photo_shards) -> Path:
 
 def _sweep(folder: Path, lambdas: tuple[float, ...], shards: Path, seed: int = 0) -> Path:
     """A models folder as train-sweep exports it (its own export function), with untrained weights."""
-    config = SweepConfig(data=shards, variant="tiny", lambdas=lambdas, patch=64, out=folder)
+    config = sweep_config(dict(data=shards, variant="tiny", lambdas=lambdas, patch=64, out=folder))
     for index, trial in enumerate(trial_configs(config, check_data(config))):
         torch.manual_seed(seed + index)
         export_model(WeConvene(get_config("tiny")).eval(), trial, final={})
@@ -97,14 +101,39 @@ def test_retraining_one_lambda_recomputes_only_its_cells(ray_local, images, shar
 
 def test_bad_models_folders_are_clear_errors(tmp_path):
     with pytest.raises(HarnessError, match="is not a folder"):
-        sweep_configs(tmp_path / "missing")
+        sweep_configs(tmp_path / "missing", "fp32")
     (tmp_path / "empty").mkdir()
     with pytest.raises(HarnessError, match="holds no train-sweep models"):
-        sweep_configs(tmp_path / "empty")
+        sweep_configs(tmp_path / "empty", "fp32")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.json").write_text("{}")
     with pytest.raises(HarnessError, match="is not a model card"):
-        sweep_configs(tmp_path / "bad")
+        sweep_configs(tmp_path / "bad", "fp32")
+
+
+def test_a_learned_curve_reaches_its_cells_as_one_typed_record(tmp_path):
+    data = tmp_path / "shards"
+    data.mkdir()
+    (data / MANIFEST).write_text("{}")  # the card records the manifest's hash
+    for index, lmbda in enumerate((0.05, 0.0067)):
+        trial = TrialConfig(data=str(data), data_sha256="d" * 64, out=str(tmp_path / "sweep-c"), variant="tiny",
+                            metric="mse", lmbda=lmbda, recipe=TrainingRecipe(patch=64), threads=1)
+        torch.manual_seed(index)
+        export_model(WeConvene(get_config("tiny")).eval(), trial, final={})
+    [config] = sweep_configs(models_dir(tmp_path / "sweep-c"), "bf16")
+    curve = config.curve
+    assert (curve.variant, curve.metric, curve.precision) == ("tiny", "mse", "bf16")
+    assert [point.lmbda for point in curve.points] == list(config.ladder) == [0.0067, 0.05]
+    assert all(point.sha256 == sha256_file(point.checkpoint) for point in curve.points)
+    assert pickle.loads(pickle.dumps(config)) == config  # what Ray hands each cell
+    codec = config.instance()
+    assert codec.precision == "bf16" and codec.params == curve.params
+    assert codec.version_at("v", 0.05) == f"v; checkpoint {curve.points[1].sha256[:12]}"
+    with pytest.raises(HarnessError, match=r"^no checkpoint for lambda 0.1 in this sweep \(have 0.0067, 0.05\)$"):
+        codec.version_at("v", 0.1)
+    # The hash the curve's config had when its settings were JSON: earlier results stay reusable.
+    earlier = {"codec": "tiny", "variant": "tiny", "metric": "mse", "params": curve.params, "precision": "bf16"}
+    assert config.config_hash == sha256_bytes(json.dumps(earlier, sort_keys=True).encode())[:16]
 
 
 @pytest.mark.slow
@@ -129,7 +158,7 @@ def test_precision_is_part_of_the_curves_config_and_of_each_row(ray_local, image
 def _warm_started(folder: Path, lambdas: tuple[float, ...], shards: Path) -> Path:
     """A models folder whose models started from the sweep's shared warm-up (cards with stage 0),
     the warm-up's own model in ``folder/warmup/models``."""
-    config = SweepConfig(data=shards, variant="tiny", lambdas=lambdas, patch=64, out=folder, warmup_steps=3)
+    config = sweep_config(dict(data=shards, variant="tiny", lambdas=lambdas, patch=64, out=folder, warmup_steps=3))
     data = check_data(config)
     warmup = warmup_trial(config, data)
     torch.manual_seed(0)

@@ -231,13 +231,12 @@ def test_imported_qualities_are_one_leaderboard_curve(crop, tmp_path):
         torch.save(COMPRESSAI_CLASSES["mbt2018-mean"](**widths).state_dict(), path)
         assert main(["import-weights", "compressai:mbt2018-mean", "--quality", str(quality), "--from", str(path),
                      "--out", str(folder), "--metric", "ms-ssim"]) == 0
-    [config] = sweep_configs(folder)
+    [config] = sweep_configs(folder, "fp32")
     assert (config.codec, config.config) == ("compressai-mbt2018-mean", "mbt2018-mean-zoo")
     assert config.ladder == (4.58, 60.5)
-    settings = config.settings
     largest = max(read_card(p).params for p in folder.glob("*.json"))
-    assert settings["params"] == largest
-    codec = Learned(settings)
+    assert config.curve.params == largest
+    codec = config.instance()
     pixels = load_rgb(crop).pixels
     for quality in config.ladder:
         data = codec.encode(pixels, quality, tmp_path)
@@ -297,14 +296,14 @@ def test_baseline_and_3dm_sweeps_share_the_recipe_and_rank_side_by_side(photo_sh
     from harness.data.recipe import PatchRecipe
     from harness.leaderboard.config import LeaderboardConfig
     from harness.leaderboard.run import run as leaderboard
-    from harness.train.sweep import SweepConfig
+    from harness.train.sweep import sweep_config
     from harness.train.sweep import run as sweep
 
     shards = photo_shards(6, PatchRecipe(patch=64, resize=128, patches_per_image=2), val_fraction=0.34)
     recipe = dict(data=shards, lambdas=(0.0067, 0.05), stage1_steps=12, stage2_steps=6, batch_size=2, patch=64,
                   lr=1e-3, milestones=(), w1=2.0, w2=0.5, log_every=6, checkpoint_every=6, val_batches=1)
-    baseline = sweep(SweepConfig(variant="compressai:mbt2018-mean?N=16,M=24", out=tmp_path / "mbt", **recipe))
-    tiny = sweep(SweepConfig(variant="tiny", out=tmp_path / "tiny", **recipe))
+    baseline = sweep(sweep_config(dict(variant="compressai:mbt2018-mean?N=16,M=24", out=tmp_path / "mbt", **recipe)))
+    tiny = sweep(sweep_config(dict(variant="tiny", out=tmp_path / "tiny", **recipe)))
     for card in baseline:
         assert card.variant == "compressai:mbt2018-mean?N=16,M=24"
         assert card.stages["2"].loss == "eq. 1" and "plain fine-tune" in card.stages["2"].note

@@ -21,15 +21,17 @@ from harness.model.card import PublishedStage, TrainingStage, read_card
 from harness.model.config import get_config
 from harness.model.network import WeConvene
 from harness.train.loop import TrialConfig, export_model, models_dir
+from harness.train.recipe import TrainingRecipe
 
 
-def _trial(root: Path, out: Path, **changes) -> TrialConfig:
+def _trial(root: Path, out: Path, recipe: dict | None = None, **changes) -> TrialConfig:
     data = root / "shards"
     data.mkdir(exist_ok=True)
     (data / MANIFEST).write_text("{}")  # the card records the manifest's hash
+    steps = TrainingRecipe(**{**dict(stage1_steps=10, stage2_steps=4, batch_size=2, patch=64, milestones=(0.5,), w1=2.0,
+                                     w2=0.5, checkpoint_every=5, log_every=5, val_batches=1), **(recipe or {})})
     fields = dict(data=str(data), data_sha256="d" * 64, out=str(out), variant="tiny", metric="mse", lmbda=0.05,
-                  stage1_steps=10, stage2_steps=4, batch_size=2, patch=64, lr=1e-4, milestones=(0.5,), w1=2.0,
-                  w2=0.5, checkpoint_every=5, log_every=5, val_batches=1, seed=0, threads=1)
+                  recipe=steps, threads=1)
     return TrialConfig(**{**fields, **changes})
 
 
@@ -44,7 +46,7 @@ def _export(trial: TrialConfig) -> Path:
 def kinds(tmp_path_factory) -> dict[str, Path]:
     """One models folder per kind of card, each written by the harness's own writer."""
     root = tmp_path_factory.mktemp("cards")
-    warmup = _export(_trial(root, root / "sweep" / "warmup", stage1_steps=3, stage2_steps=0, milestones=()))
+    warmup = _export(_trial(root, root / "sweep" / "warmup", dict(stage1_steps=3, stage2_steps=0, milestones=())))
     init = warmup / "mse-0.05.pt"
     torch.manual_seed(0)
     source = root / "factorized.pth.tar"

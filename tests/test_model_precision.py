@@ -25,6 +25,7 @@ from harness.model.coding import decode, encode_reconstruct, to_tensor
 from harness.model.loss import LossConfig, RateDistortionLoss
 from harness.model.precision import Mixed, bf16_is_fast, precision_of, resolve, set_precision
 from harness.train.loop import TrialConfig
+from harness.train.recipe import TrainingRecipe
 
 REPO = Path(__file__).resolve().parents[1]
 AMX = pytest.mark.skipif(not bf16_is_fast("cpu"), reason="this CPU has no AMX (or oneDNN may not use it)")
@@ -119,14 +120,17 @@ def test_auto_is_bf16_on_an_amx_cpu():
 
 
 def test_fp32_trials_keep_the_hash_they_had_before_the_option(tmp_path):
-    trial = TrialConfig(data="d", data_sha256="s", out="o", variant="tiny", metric="mse", lmbda=0.01, stage1_steps=4,
-                        stage2_steps=2, batch_size=2, patch=64, lr=1e-3, milestones=(), w1=1.1, w2=0.9,
-                        checkpoint_every=2, log_every=2, val_batches=1, seed=0, threads=1)
+    recipe = TrainingRecipe(stage1_steps=4, stage2_steps=2, batch_size=2, patch=64, lr=1e-3, milestones=(),
+                            checkpoint_every=2, log_every=2, val_batches=1)
+    trial = TrialConfig(data="d", data_sha256="s", out="o", variant="tiny", metric="mse", lmbda=0.01, recipe=recipe,
+                        threads=1)
     placement = ("out", "data", "checkpoint_every", "log_every", "threads", "workers", "gpus_per_worker", "init",
                  "precision")
-    earlier = {k: v for k, v in asdict(trial).items() if k not in placement}
+    # The hash of before the recipe was nested: its fields beside the trial's own.
+    flat = {**{k: v for k, v in asdict(trial).items() if k != "recipe"}, **asdict(recipe)}
+    earlier = {k: v for k, v in flat.items() if k not in placement}
     assert trial.inputs_hash() == hashlib.sha256(json.dumps(earlier, sort_keys=True).encode()).hexdigest()
-    assert replace(trial, precision="bf16").inputs_hash() != trial.inputs_hash()
+    assert replace(trial, recipe=replace(recipe, precision="bf16")).inputs_hash() != trial.inputs_hash()
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,7 @@ from harness.errors import HarnessError
 from harness.lock import folder_lock
 from harness.rerun.pipeline import RerunConfig, run_here
 from harness.rerun.plan import load_plan
+from harness.train.recipe import TrainingRecipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,7 +120,8 @@ def test_sweep_defaults_give_every_sweep_one_recipe_that_a_sweep_may_override(tm
                     'stage1_steps=9\n[leaderboard]\n')
     tiny, baseline = load_plan(path).sweeps
     assert tiny.lambdas == baseline.lambdas == (0.01, 0.1)
-    assert (tiny.stage1_steps, baseline.stage1_steps) == (7, 9)
+    assert (tiny.recipe.stage1_steps, baseline.recipe.stage1_steps) == (7, 9)
+    assert tiny.recipe == replace(baseline.recipe, stage1_steps=7) == TrainingRecipe(stage1_steps=7)
     assert baseline.out == tmp_path / "runs" / "n" / "sweep-compressai_mbt2018-mean_N_64_M_96-mse"
     path.write_text('name="n"\n[sweep_defaults]\nlambda=0.1\n[leaderboard]\n')
     with pytest.raises(HarnessError, match="\\[sweep_defaults\\]: unknown key\\(s\\) lambda"):
@@ -136,7 +139,7 @@ def test_demo_plan_trains_both_learned_codecs_under_one_recipe_on_the_shared_pho
     board = plan.leaderboard
     assert {"jpeg", "webp", "jpeg2000", "jpegxl"} <= set(board.codecs) and board.datasets == ("kodak",)
     assert set(board.models) == {tiny.out / "models", baseline.out / "models"}
-    assert load_plan(REPO / "schedule" / "paper.toml").sweeps[0].stage1_steps == 1_500_000
+    assert load_plan(REPO / "schedule" / "paper.toml").sweeps[0].recipe.stage1_steps == 1_500_000
 
 
 def test_plan_chooses_metrics_and_rd_plots(tmp_path):

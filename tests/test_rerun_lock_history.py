@@ -13,6 +13,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.lock import LOCK_NAME, folder_lock
 from harness.rerun.history import RunRecord, append_run, compare_last_two, changes_markdown
+from harness.rerun.pipeline import RerunConfig
 
 
 def _hold(report_dir: str, ready, release) -> None:
@@ -70,7 +71,8 @@ def test_history_appends_and_flags_regressions(tmp_path):
     append_run(tmp_path, _record("a", 10.0, 0.10))
     history = append_run(tmp_path, _record("b", 12.5, 0.11))
     assert list(history["run_id"]) == ["a", "b"]
-    changes = {c.quantity: c for c in compare_last_two(history)}
+    defaults = RerunConfig(plan=tmp_path / "plan.toml")  # the thresholds' one home
+    changes = {c.quantity: c for c in compare_last_two(history, defaults.bd_rate_threshold, defaults.time_threshold)}
     assert changes["bd_rate"].regression and changes["bd_rate"].delta == pytest.approx(2.5)
     assert not changes["enc_s"].regression
     assert "**regression**" in changes_markdown(list(changes.values()))

@@ -11,13 +11,14 @@ import torch
 
 from harness.errors import HarnessError
 from harness.train.loop import STATE_FILE, TrialConfig, _State, read_state
+from harness.train.recipe import TrainingRecipe
 
 
 def _trial(tmp_path: Path) -> TrialConfig:
     return TrialConfig(data=str(tmp_path), data_sha256="0" * 64, out=str(tmp_path), variant="tiny", metric="mse",
-                       lmbda=0.01, stage1_steps=10, stage2_steps=2, batch_size=2, patch=64, lr=1e-4,
-                       milestones=(0.5,), w1=1.1, w2=0.9, checkpoint_every=5, log_every=5, val_batches=1, seed=0,
-                       threads=1)
+                       lmbda=0.01, recipe=TrainingRecipe(stage1_steps=10, stage2_steps=2, batch_size=2, patch=64,
+                                                         milestones=(0.5,), checkpoint_every=5, log_every=5,
+                                                         val_batches=1), threads=1)
 
 
 def test_state_round_trips_through_a_weights_only_load(tmp_path, torch_one_thread):

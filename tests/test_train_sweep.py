@@ -19,7 +19,7 @@ from harness.model.card import read_card
 from harness.model.checkpoint import load_checkpoint
 from harness.model.coding import decode, encode
 from harness.train.loop import TRAIN_RUNS
-from harness.train.sweep import SweepConfig, check_data, experiment_dir, run, trial_configs
+from harness.train.sweep import SweepConfig, check_data, experiment_dir, run, sweep_config, trial_configs
 
 REPO = Path(__file__).resolve().parents[1]
 LOW = sorted(LOW_FREQUENCY_SUBBANDS - {"LL"})
@@ -35,7 +35,7 @@ def shards(photo_shards) -> Path:
 def _sweep(shards: Path, out: Path, **overrides) -> SweepConfig:
     base = dict(data=shards, variant="tiny", lambdas=(0.0067, 0.05), stage1_steps=4, stage2_steps=2, batch_size=2,
                 patch=64, out=out, checkpoint_every=2, log_every=2, val_batches=2)
-    return SweepConfig(**{**base, **overrides})
+    return sweep_config({**base, **overrides})
 
 
 @pytest.mark.parametrize("overrides, message", [

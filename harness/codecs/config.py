@@ -9,7 +9,10 @@ everything else is handed to the codec class.
 
 The config hash covers every setting that can change a bitstream (all but the
 ladder itself, ``timeout_s`` and ``threads``), so results stay reusable when a
-point is added to a ladder and are recomputed when a preset changes.
+point is added to a ladder and are recomputed when a preset changes. A learned
+curve's config carries its :class:`~harness.codecs.learned.CurveSettings` (the
+checkpoints per λ and the model's facts) as a typed record to the cells; its hash
+covers the facts, the checkpoints being versioned per point (``Codec.version_at``).
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.codecs import CODECS, codec_class
+from harness.codecs.base import Codec
 from harness.errors import HarnessError
 from harness.hashing import sha256_bytes
 
-# Learned codecs' checkpoints are versioned per ladder point (Codec.version_at), not per curve.
-_UNHASHED = frozenset({"ladder", "timeout_s", "threads", "checkpoints"})
+if TYPE_CHECKING:
+    from harness.codecs.learned import CurveSettings
+
+_UNHASHED = frozenset({"ladder", "timeout_s", "threads"})
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "codecs"
 
 
@@ -35,6 +41,7 @@ class CodecConfig:
     config: str
     ladder: tuple[float, ...]
     settings_json: str  # canonical JSON of the settings (hashable, picklable)
+    curve: CurveSettings | None = None  # a learned curve's checkpoints and facts; None for a classical codec
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -43,7 +50,14 @@ class CodecConfig:
     @property
     def config_hash(self) -> str:
         hashed = {k: v for k, v in self.settings.items() if k not in _UNHASHED}
+        if self.curve is not None:
+            hashed.update(self.curve.hashed())
         return sha256_bytes(json.dumps({"codec": self.codec, **hashed}, sort_keys=True).encode())[:16]
+
+    def instance(self) -> Codec:
+        """The codec this config sets up (a learned one with its curve)."""
+        cls = codec_class(self.codec)
+        return cls(self.settings) if self.curve is None else cls(self.settings, self.curve)
 
     @property
     def label(self) -> str:

@@ -10,6 +10,9 @@ and on a GPU actor the model runs on the GPU. The transforms run in the
 precision the run was planned with (``--precision``; a setting of the curve's
 config, so part of its hash, and a column of results.parquet).
 
+The curve travels to the cells as a typed record, :class:`CurveSettings` (built
+here, where the curves are planned, and carried by its ``CodecConfig``).
+
 The codec id is the network variant (``3dm-weconvene``, ``tiny``, the
 ablations) or ``compressai-<name>`` for a CompressAI baseline, whose curve may mix
 widths (the zoo's qualities 1-5 are narrower than 6-8: the curve's ``params`` is its
@@ -20,10 +23,9 @@ retraining one λ recomputes only that λ's cells and adding a λ only its own.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -32,6 +34,7 @@ from harness.codecs.base import Codec, CodecUnavailable
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
 from harness.model.card import ModelCard, read_card
+from harness.model.config import DEFAULT_VARIANT
 
 # Per worker process: checkpoint sha256 -> (model, fingerprint), and fingerprint -> model.
 _MODELS: dict[str, tuple[Any, str]] = {}
@@ -40,9 +43,39 @@ _BY_FINGERPRINT: dict[str, Any] = {}
 
 @dataclass(frozen=True)
 class SweepPoint:
+    """One λ of a learned curve: its checkpoint, and that file's SHA-256 when the run was planned."""
+
     lmbda: float
     checkpoint: Path
     sha256: str
+
+
+@dataclass(frozen=True)
+class CurveSettings:
+    """A learned curve as the leaderboard planned it, handed to every cell of the curve."""
+
+    variant: str  # the codec id: a network variant or compressai-<name>
+    metric: str  # what its models were trained for
+    params: int  # of its largest model
+    precision: str  # of g_a, h_a and g_s, resolved where the run was planned (fp32 or bf16)
+    points: tuple[SweepPoint, ...]  # in λ order
+
+    def hashed(self) -> dict[str, Any]:
+        """What the curve's config hash covers: the checkpoints are versioned per point instead
+        (:meth:`Learned.version_at`), so retraining one λ recomputes only its cells."""
+        return {"variant": self.variant, "metric": self.metric, "params": self.params, "precision": self.precision}
+
+    @property
+    def ladder(self) -> tuple[float, ...]:
+        return tuple(float(_point_key(point.lmbda)) for point in self.points)
+
+    def point(self, quality: float) -> SweepPoint:
+        key = _point_key(quality)
+        for point in self.points:
+            if _point_key(point.lmbda) == key:
+                return point
+        have = ", ".join(_point_key(point.lmbda) for point in self.points)
+        raise HarnessError(f"no checkpoint for lambda {key} in this sweep (have {have})")
 
 
 def _point_key(quality: float) -> str:
@@ -52,9 +85,13 @@ def _point_key(quality: float) -> str:
 class Learned(Codec):
     """One sweep of 3DM-WeConvene (or an ablation) checkpoints; quality = λ."""
 
-    id: ClassVar[str] = "3dm-weconvene"
+    id: ClassVar[str] = DEFAULT_VARIANT
     description: ClassVar[str] = "3DM-WeConvene checkpoints from train-sweep (real .3dmw bitstreams)"
     learned: ClassVar[bool] = True
+
+    def __init__(self, settings: Mapping[str, Any], curve: CurveSettings) -> None:
+        super().__init__(settings)
+        self.curve = curve
 
     @staticmethod
     def serves(codec_id: str) -> bool:
@@ -64,18 +101,10 @@ class Learned(Codec):
 
         return codec_id in VARIANTS or serves_codec(codec_id)
 
-    def _point(self, quality: float) -> tuple[Path, str]:
-        points = self.settings["checkpoints"]
-        key = _point_key(quality)
-        if key not in points:
-            raise HarnessError(f"no checkpoint for lambda {key} in this sweep (have {', '.join(points)})")
-        path, digest = points[key]
-        return Path(path), digest
-
     def probe(self) -> str:
         import torch
 
-        missing = [p for p, _ in self.settings["checkpoints"].values() if not Path(p).is_file()]
+        missing = [point.checkpoint for point in self.curve.points if not point.checkpoint.is_file()]
         if missing:
             raise CodecUnavailable(f"checkpoint {missing[0]} is missing")
         from harness.model.bitstream import VERSION
@@ -83,15 +112,15 @@ class Learned(Codec):
         return f"harness {__version__}; torch {torch.__version__}; container v{VERSION}"
 
     def version_at(self, version: str, quality: float) -> str:
-        return f"{version}; checkpoint {self._point(quality)[1][:12]}"
+        return f"{version}; checkpoint {self.curve.point(quality).sha256[:12]}"
 
     @property
     def params(self) -> float | None:
-        return float(self.settings["params"])
+        return float(self.curve.params)
 
     @property
     def precision(self) -> str | None:
-        return self.settings["precision"]
+        return self.curve.precision
 
     @property
     def device(self) -> str | None:
@@ -109,14 +138,15 @@ class Learned(Codec):
         from harness.model.checkpoint import fingerprint, load_checkpoint
         from harness.model.precision import set_precision
 
-        path, digest = self._point(quality)
+        point = self.curve.point(quality)
+        path, digest = point.checkpoint, point.sha256
         if digest not in _MODELS:
             if sha256_file(path) != digest:
                 raise HarnessError(f"{path} changed since the run was planned; rerun the leaderboard")
             model = load_checkpoint(path)
-            if codec_id(model.config.variant) != self.settings["variant"]:
+            if codec_id(model.config.variant) != self.curve.variant:
                 raise HarnessError(f"{path} holds variant {model.config.variant!r}, not one of this curve's "
-                                   f"({self.settings['variant']})")
+                                   f"({self.curve.variant})")
             torch.set_num_threads(max(1, int(self.settings.get("threads", 1))))
             _MODELS[digest] = (model, fingerprint(model))
             _BY_FINGERPRINT[_MODELS[digest][1]] = model
@@ -147,8 +177,8 @@ class Learned(Codec):
         # The container names the model that wrote it: decode with that one.
         fingerprint = unpack(bitstream).fingerprint
         if fingerprint not in _BY_FINGERPRINT:
-            for key in self.settings["checkpoints"]:
-                self._model(float(key))
+            for point in self.curve.points:
+                self._model(point.lmbda)
         if fingerprint not in _BY_FINGERPRINT:
             raise HarnessError(f"no checkpoint of this sweep is model {fingerprint[:16]}, which wrote the bitstream")
         check_memory(_BY_FINGERPRINT[fingerprint], height, width, "bitstream")
@@ -181,21 +211,20 @@ def _config_name(models_dir: Path, metric: str, curves: int) -> str:
     return name if curves == 1 else f"{name}-{metric}"
 
 
-def sweep_configs(models_dir: Path, precision: str = "fp32") -> list:
-    """One :class:`CodecConfig` per (variant, metric) of the checkpoints in ``models_dir``, whose
-    transforms run in ``precision`` (fp32 or bf16)."""
+def sweep_configs(models_dir: Path, precision: str) -> list:
+    """One :class:`CodecConfig` per (variant, metric) of the checkpoints in ``models_dir``, its
+    :class:`CurveSettings` planned here, whose transforms run in ``precision`` (fp32 or bf16)."""
     from harness.codecs.config import CodecConfig
 
     groups = _curves(models_dir)
     configs = []
-    for (variant, metric), points in sorted(groups.items()):
-        settings = {"variant": variant, "metric": metric, "params": max(card.params for card, _ in points),
-                    "precision": precision,
-                    "checkpoints": {_point_key(card.lmbda): [str(checkpoint.resolve()), sha256_file(checkpoint)]
-                                    for card, checkpoint in points}}
-        ladder = tuple(sorted(float(k) for k in settings["checkpoints"]))
-        configs.append(CodecConfig(variant, _config_name(Path(models_dir), metric, len(groups)), ladder,
-                                   json.dumps(settings, sort_keys=True)))
+    for (variant, metric), cards in sorted(groups.items()):
+        by_key = {_point_key(card.lmbda): SweepPoint(card.lmbda, checkpoint.resolve(), sha256_file(checkpoint))
+                  for card, checkpoint in cards}
+        points = tuple(sorted(by_key.values(), key=lambda point: point.lmbda))
+        curve = CurveSettings(variant, metric, max(card.params for card, _ in cards), precision, points)
+        configs.append(CodecConfig(variant, _config_name(Path(models_dir), metric, len(groups)), curve.ladder,
+                                   "{}", curve))
     return configs
 
 

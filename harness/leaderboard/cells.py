@@ -70,8 +70,8 @@ def evaluate_cell(image_bytes: bytes, name: str, codec: CodecConfig, quality: fl
     the bitstream under ``_bitstream`` for the driver to store."""
     row: dict[str, Any] = {"device": cpu_name(), "status": "error", "error": None}
     try:
-        instance = codec_class(codec.codec)(codec.settings)
-        key = (codec.codec, codec.settings_json)
+        instance = codec.instance()
+        key = (codec.codec, codec.settings_json, codec.curve)
         if key not in _PROBED:
             _PROBED[key] = instance.probe()
         row["codec_version"] = instance.version_at(_PROBED[key], quality)

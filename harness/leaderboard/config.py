@@ -14,7 +14,7 @@ from harness.data.registry import FOLDER_PREFIX
 from harness.errors import HarnessError
 from harness.leaderboard.metrics import DEFAULT_METRICS, resolve_metrics
 from harness.lock import check_wait
-from harness.model.precision import resolve as resolve_precision
+from harness.model.precision import AUTO, resolve as resolve_precision
 from harness.slug import slug
 
 
@@ -29,7 +29,7 @@ class LeaderboardConfig:
     codec_dir: Path = DEFAULT_DIR
     models: tuple[Path, ...] = ()  # train-sweep model folders: one learned curve each
     gpus_per_model: float = 0.0  # GPUs per learned-codec cell (0 on CPU-only clusters)
-    precision: str = "auto"  # learned codecs' transforms: fp32, bf16, or auto (bf16 where it runs fast)
+    precision: str = AUTO  # learned codecs' transforms: fp32, bf16, or auto (bf16 where it runs fast)
     max_images: int | None = None  # first N images of each dataset
     force: bool = False
     address: str | None = None  # Ray cluster to join; None starts a local instance

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.codecs import codec_class
 from harness.codecs.base import CodecUnavailable
 from harness.codecs.config import CodecConfig, resolve_codecs
 from harness.codecs.learned import sweep_configs
@@ -51,11 +50,11 @@ def _images_of(spec: str, config: LeaderboardConfig) -> list[tuple[str, Path]]:
 
 
 def _probe(codec: CodecConfig) -> str:
-    return codec_class(codec.codec)(codec.settings).probe()
+    return codec.instance().probe()
 
 
 def _cell_version(codec: CodecConfig, version: str, quality: float) -> str:
-    return codec_class(codec.codec)(codec.settings).version_at(version, quality)
+    return codec.instance().version_at(version, quality)
 
 
 def plan(config: LeaderboardConfig) -> Plan:

@@ -66,11 +66,12 @@ def read_history(report_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(path) if path.exists() else pd.DataFrame()
 
 
-def compare_last_two(history: pd.DataFrame, bd_rate_threshold: float = 1.0, time_threshold: float = 0.2) -> list[Change]:
+def compare_last_two(history: pd.DataFrame, bd_rate_threshold: float, time_threshold: float) -> list[Change]:
     """Changes between the last two runs, per curve and quantity.
 
     A BD-rate more than ``bd_rate_threshold`` percentage points higher, or an
-    encode/decode time more than ``time_threshold`` (relative) slower, is a regression.
+    encode/decode time more than ``time_threshold`` (relative) slower, is a regression
+    (the thresholds' defaults live in ``RerunConfig``).
     """
     if len(history) < 2:
         return []

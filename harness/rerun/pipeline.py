@@ -125,7 +125,7 @@ def run_here(config: RerunConfig) -> RunRecord:
         steps = 0
         for sweep_config in plan.sweeps:
             stage(f"train-sweep {sweep_config.variant} ({sweep_config.metric})")
-            steps += sum(trial.total_steps for trial in pending(sweep_config))
+            steps += sum(trial.recipe.total_steps for trial in pending(sweep_config))
             sweep(sweep_config)
         stage("leaderboard")
         leaderboard(plan.leaderboard)

@@ -14,7 +14,7 @@ resize = 256                      # or "none"
 lambdas = [0.0067, 0.05]
 
 [[sweep]]                         # optional, repeatable: harness train-sweep
-variant = "tiny"                  # SweepConfig field names; data defaults to [data]'s shards
+variant = "tiny"                  # SweepConfig and TrainingRecipe field names; data defaults to [data]'s shards
 
 [leaderboard]                     # harness leaderboard (LeaderboardConfig field names), then its
 datasets = ["kodak"]              # report (ReportConfig's anchor and rd_plots)
@@ -128,10 +128,10 @@ def _section(raw: Any, where: str, allowed: set[str], base: Path) -> dict[str, A
 
 
 def _sweep(values: dict[str, Any], where: str, shards_dir: Path, work_dir: Path, wait_s: float) -> "SweepConfig":
-    from harness.train.sweep import SweepConfig
+    from harness.train.sweep import sweep_config
 
     # A rerun continues a sweep an earlier rerun left unfinished.
-    config = build(SweepConfig, {"data": shards_dir, "resume": "auto", **values, "wait_s": wait_s}, where)
+    config = sweep_config({"data": shards_dir, "resume": "auto", **values, "wait_s": wait_s}, where)
     if "out" in values:
         return config
     return replace(config, out=work_dir / slug(f"sweep-{config.variant}-{config.metric}"))
@@ -164,6 +164,7 @@ def _plan(path: Path, raw: dict[str, Any], progress: bool, wait_s: float) -> Pla
     from harness.leaderboard.config import LeaderboardConfig
     from harness.report.config import ReportConfig
     from harness.train.loop import models_dir
+    from harness.train.recipe import TrainingRecipe
     from harness.train.sweep import SweepConfig
 
     base = path.parent
@@ -177,7 +178,7 @@ def _plan(path: Path, raw: dict[str, Any], progress: bool, wait_s: float) -> Pla
     if "leaderboard" not in raw:
         raise HarnessError(f"plan {path} has no [leaderboard] section: nothing to report")
     prepare_keys = field_names(PrepareConfig, PatchRecipe) - {"out", "recipe", "progress", "address", "wait_s"}
-    sweep_keys = field_names(SweepConfig) - {"address", "resume", "wait_s"}
+    sweep_keys = field_names(SweepConfig, TrainingRecipe) - {"recipe", "address", "resume", "wait_s"}
     report_keys = field_names(ReportConfig) - {"run_dir", "wait_s"}
     board_keys = field_names(LeaderboardConfig) - {"run_name", "reports_dir", "address", "progress", "wait_s"}
     sweeps = raw.get("sweep", [])

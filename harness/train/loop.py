@@ -29,12 +29,13 @@ import pickle
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from harness.configs import build
 from harness.data.manifest import MANIFEST
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
@@ -46,6 +47,7 @@ from harness.model.network import WeConvene
 from harness.model.precision import set_precision
 from harness.paper import PAPER_MILESTONES
 from harness.provenance import cpu_name
+from harness.train.recipe import FP32, TrainingRecipe
 
 AUX_LR = 1e-3
 CLIP_NORM = 1.0
@@ -64,28 +66,12 @@ class TrialConfig:
     variant: str
     metric: str
     lmbda: float
-    stage1_steps: int
-    stage2_steps: int
-    batch_size: int
-    patch: int
-    lr: float
-    milestones: tuple[float, ...]  # stage-1 lr /= 10 at these fractions of stage1_steps
-    w1: float
-    w2: float
-    checkpoint_every: int
-    log_every: int
-    val_batches: int
-    seed: int
+    recipe: TrainingRecipe  # the sweep's, its precision resolved (never "auto")
     threads: int  # torch intra-op threads (the CPUs of the trial, or of each of its workers)
     workers: int = 1  # DDP workers of the trial (Ray Train); 1: the Tune trial trains by itself
     gpus_per_worker: float = 0.0
     init: str = ""  # exported model the trial starts from (the sweep's shared warm-up); "": from scratch
     init_sha256: str = ""  # of that file: part of the inputs, so a new warm-up retrains the trial
-    precision: str = "fp32"  # of g_a, h_a and g_s (harness.model.precision); resolved, never "auto"
-
-    @property
-    def total_steps(self) -> int:
-        return self.stage1_steps + self.stage2_steps
 
     @property
     def name(self) -> str:
@@ -96,16 +82,17 @@ class TrialConfig:
         import hashlib
 
         placement = ("out", "data", "checkpoint_every", "log_every", "threads", "workers", "gpus_per_worker", "init")
-        keep = {k: v for k, v in asdict(self).items() if k not in placement}
-        if keep["precision"] == "fp32":  # what every model trained before the option was: same hash as then
+        flat = asdict(self)
+        flat.update(flat.pop("recipe"))  # the recipe's fields beside the rest, as the hash always had them
+        keep = {k: v for k, v in flat.items() if k not in placement}
+        if keep["precision"] == FP32:  # what every model trained before the option was: same hash as then
             del keep["precision"]
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrialConfig":
-        values = {f.name: data[f.name] for f in fields(cls)}
-        values["milestones"] = tuple(values["milestones"])  # a list after Ray's round trip
-        return cls(**values)
+        """The trial from ``asdict``'s plain dict, as Tune hands it to the trainable (lists for tuples)."""
+        return build(cls, {**data, "recipe": build(TrainingRecipe, data["recipe"])})
 
 
 def models_dir(out: str | Path) -> Path:
@@ -167,13 +154,14 @@ class _State:
 
     def __init__(self, config: TrialConfig) -> None:
         self.model = _initial_model(config)
-        set_precision(self.model, config.precision)
+        recipe = config.recipe
+        set_precision(self.model, recipe.precision)
         main = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
         aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
-        self.optimizer = torch.optim.Adam(main, lr=config.lr)
+        self.optimizer = torch.optim.Adam(main, lr=recipe.lr)
         self.aux_optimizer = torch.optim.Adam(aux, lr=AUX_LR)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=stage1_milestones(config.stage1_steps, config.milestones), gamma=0.1
+            self.optimizer, milestones=stage1_milestones(recipe.stage1_steps, recipe.milestones), gamma=0.1
         )
         self.step = 0
         self.restored_from: list[int] = []
@@ -222,9 +210,10 @@ def _evaluate(model: WeConvene, loss: RateDistortionLoss, config: TrialConfig, d
     model.eval()
     totals: dict[str, float] = {}
     count = 0
+    recipe = config.recipe
     with torch.no_grad():
-        for index, batch in enumerate(val_loader(config.data, config.patch, config.batch_size)):
-            if index >= config.val_batches:
+        for index, batch in enumerate(val_loader(config.data, recipe.patch, recipe.batch_size)):
+            if index >= recipe.val_batches:
                 break
             batch = batch.to(device)
             out = loss(model(batch), batch)
@@ -241,8 +230,8 @@ def _train_batches(config: TrialConfig, start_step: int, rank: int, world: int):
     it sees new patches, and every worker draws its own stream."""
     from harness.data.stream import train_loader
 
-    seed = config.seed * 1_000_003 + start_step + rank * 1_000_000_007
-    return iter(train_loader(config.data, config.patch, config.batch_size // world, seed=seed))
+    seed = config.recipe.seed * 1_000_003 + start_step + rank * 1_000_000_007
+    return iter(train_loader(config.data, config.recipe.patch, config.recipe.batch_size // world, seed=seed))
 
 
 class _Session:
@@ -327,26 +316,27 @@ def _fit_workers(config: TrialConfig) -> None:
 
 def _train(config: TrialConfig, session: _Session) -> None:
     torch.set_num_threads(max(1, config.threads))
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
+    recipe = config.recipe
+    torch.manual_seed(recipe.seed)
+    random.seed(recipe.seed)
+    np.random.seed(recipe.seed)
     state = _State(config)
     checkpoint = session.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state.load(Path(directory))
-    losses = {stage: RateDistortionLoss(LossConfig(config.lmbda, config.metric, stage, config.w1, config.w2))
+    losses = {stage: RateDistortionLoss(LossConfig(config.lmbda, config.metric, stage, recipe.w1, recipe.w2))
               for stage in (1, 2)}
     model = state.model
     net, device = _prepare(model, session)
     _optimizer_to(state, device)
     batches = _train_batches(config, state.step, session.rank, session.world)
     window_start, window_images = time.perf_counter(), 0
-    while state.step < config.total_steps:
-        stage = 1 if state.step < config.stage1_steps else 2
-        if state.step == config.stage1_steps:
+    while state.step < recipe.total_steps:
+        stage = 1 if state.step < recipe.stage1_steps else 2
+        if state.step == recipe.stage1_steps:
             for group in state.optimizer.param_groups:  # stage 2 runs at a fixed lr
-                group["lr"] = config.lr
+                group["lr"] = recipe.lr
         batch = next(batches).to(device, non_blocking=True)
         out = losses[stage](net(batch), batch)
         state.optimizer.zero_grad(set_to_none=True)
@@ -361,8 +351,8 @@ def _train(config: TrialConfig, session: _Session) -> None:
             state.scheduler.step()
         state.step += 1
         window_images += len(batch) * session.world
-        last = state.step == config.total_steps
-        if state.step % config.log_every and state.step % config.checkpoint_every and not last:
+        last = state.step == recipe.total_steps
+        if state.step % recipe.log_every and state.step % recipe.checkpoint_every and not last:
             continue
         metrics = {
             "metric": config.metric,
@@ -382,7 +372,7 @@ def _train(config: TrialConfig, session: _Session) -> None:
         window_start, window_images = time.perf_counter(), 0
         if last and session.rank == 0:
             metrics.update(_export(state, config, metrics))
-        checkpoint_due = state.step % config.checkpoint_every == 0 or last
+        checkpoint_due = state.step % recipe.checkpoint_every == 0 or last
         session.report(metrics, state if checkpoint_due else None)
 
 
@@ -401,6 +391,7 @@ def export_model(model: WeConvene, config: TrialConfig, final: dict,
     ``final`` holds the last validation metrics, ``train_s`` and ``device`` how long and on
     what it trained. Returns the card."""
     models = models_dir(config.out)
+    recipe = config.recipe
     path = models / f"{config.name}.pt"
     save_checkpoint(model, path)
     card = ModelCard(
@@ -410,13 +401,13 @@ def export_model(model: WeConvene, config: TrialConfig, final: dict,
         lmbda=config.lmbda,
         stages={
             **_warmup_card(config),
-            "1": TrainingStage(config.stage1_steps, "eq. 1", config.lr,
-                               milestones=tuple(stage1_milestones(config.stage1_steps, config.milestones))),
+            "1": TrainingStage(recipe.stage1_steps, "eq. 1", recipe.lr,
+                               milestones=tuple(stage1_milestones(recipe.stage1_steps, recipe.milestones))),
             "2": _stage2_card(model, config),
         },
-        batch_size=config.batch_size,
-        patch=config.patch,
-        seed=config.seed,
+        batch_size=recipe.batch_size,
+        patch=recipe.patch,
+        seed=recipe.seed,
         data=config.data,
         data_sha256=config.data_sha256,
         data_manifest_sha256=sha256_file(Path(config.data) / MANIFEST),
@@ -429,7 +420,7 @@ def export_model(model: WeConvene, config: TrialConfig, final: dict,
         entropy_path=entropy_path(model),
         train_s=round(train_s, 1),
         device=device,
-        precision=config.precision,
+        precision=recipe.precision,
     )
     write_card(card, card_path(models, config.name))
     return card
@@ -451,9 +442,10 @@ def _warmup_card(config: TrialConfig) -> dict[str, TrainingStage]:
 def _stage2_card(model: WeConvene, config: TrialConfig) -> TrainingStage:
     """Stage 2 as the card states it: eq. 2's subband reweighting, or (a model without
     subbands, e.g. a CompressAI baseline) a plain fine-tune on eq. 1 at the fixed lr."""
+    recipe = config.recipe
     if model.config.subbands:
-        return TrainingStage(config.stage2_steps, "eq. 2", config.lr, w1=config.w1, w2=config.w2)
-    return TrainingStage(config.stage2_steps, "eq. 1", config.lr,
+        return TrainingStage(recipe.stage2_steps, "eq. 2", recipe.lr, w1=recipe.w1, w2=recipe.w2)
+    return TrainingStage(recipe.stage2_steps, "eq. 1", recipe.lr,
                          note="plain fine-tune: the model has no subbands to reweight (w1, w2 unused)")
 
 

@@ -17,10 +17,12 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any, Mapping
 
 from harness.atomic import check_folder, write_parquet_atomic
+from harness.configs import build
 from harness.errors import HarnessError
 from harness.lock import check_wait, folder_lock
 from harness.raycluster import connect
@@ -29,9 +31,11 @@ from harness.leaderboard.metrics import MS_SSIM_MIN_SIDE
 from harness.hashing import sha256_bytes, sha256_file
 from harness.model.card import ModelCard, card_path, read_card
 from harness.model.baselines import model_config
+from harness.model.config import DEFAULT_VARIANT
 from harness.model.precision import resolve as resolve_precision
-from harness.paper import PAPER_ITERATIONS, PAPER_LAMBDAS, PAPER_MILESTONES, PAPER_STAGE2_STEPS
+from harness.paper import PAPER_LAMBDAS
 from harness.train.loop import TrialConfig, model_name, models_dir, train_trial
+from harness.train.recipe import TrainingRecipe, split
 
 EXPERIMENT = "sweep"
 DRIVER_CPU = 0.01  # what a multi-worker trial itself reserves (Ray wants a non-empty request)
@@ -43,38 +47,25 @@ class SweepConfig:
     data: Path
     metric: str = "mse"
     lambdas: tuple[float, ...] = ()
-    variant: str = "3dm-weconvene"
-    stage1_steps: int = PAPER_ITERATIONS
-    stage2_steps: int = PAPER_STAGE2_STEPS
-    batch_size: int = 8
-    patch: int = 256
-    lr: float = 1e-4
-    milestones: tuple[float, ...] = PAPER_MILESTONES
-    w1: float = 1.1
-    w2: float = 0.9
+    variant: str = DEFAULT_VARIANT
+    recipe: TrainingRecipe = field(default_factory=TrainingRecipe)  # every trial's, precision resolved
     out: Path = Path("runs/sweep")
     address: str | None = None
     resume: str = "no"  # "yes": continue the interrupted sweep; "auto": continue it if there is one
     gpus_per_trial: float = 0.0
     cpus_per_trial: int = 1  # per worker when a trial has several
     workers_per_trial: int = 0  # DDP workers per trial; 0: one per GPU when --gpus-per-trial > 1, else 1
-    checkpoint_every: int = 1000
-    log_every: int = 100
-    val_batches: int = 4
     max_failures: int = 3
-    seed: int = 0
     # Steps of one shared model at the largest λ (stage-1 loss, constant lr) that every λ's trial
     # starts from; 0: each trial from scratch, as the paper trains.
     warmup_steps: int = 0
-    # g_a, h_a and g_s under bf16 autocast (harness.model.precision); the entropy models, the
-    # likelihoods, the loss and the optimiser stay float32. auto: bf16 where it runs fast.
-    precision: str = "fp32"
     wait_s: float = 0.0  # wait this long for another command's lock on ``out``
 
     def __post_init__(self) -> None:
-        """Every check that needs no file: a bad sweep fails before Ray starts."""
+        """Every check that needs no file: a bad sweep fails before Ray starts (the recipe
+        checked itself when it was made)."""
         check_wait(self.wait_s)
-        resolve_precision(self.precision)
+        recipe = self.recipe
         if self.resume not in ("no", "yes", "auto"):
             raise HarnessError(f"resume must be no, yes or auto, got {self.resume!r}")
         if self.metric not in PAPER_LAMBDAS:
@@ -84,31 +75,25 @@ class SweepConfig:
             raise HarnessError(f"every lambda must be a positive number, got {', '.join(f'{b:g}' for b in bad)}")
         if len(set(self.chosen_lambdas)) != len(self.chosen_lambdas):
             raise HarnessError("the lambda list has duplicates")
-        if self.stage1_steps < 1 or self.stage2_steps < 0 or self.warmup_steps < 0:
-            raise HarnessError("--stage1-steps must be >= 1, --stage2-steps and --warmup-steps >= 0")
-        if any(not 0 < f < 1 for f in self.milestones):
-            raise HarnessError(f"--milestones are fractions of stage 1 in (0, 1), got {list(self.milestones)}")
-        if not (self.lr > 0 and self.w1 >= 0 and self.w2 >= 0):
-            raise HarnessError(f"--lr must be > 0 and --w1, --w2 >= 0, got {self.lr:g}, {self.w1:g}, {self.w2:g}")
+        if self.warmup_steps < 0:
+            raise HarnessError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
         if self.workers_per_trial < 0 or self.gpus_per_trial < 0 or self.cpus_per_trial < 1:
             raise HarnessError("--workers-per-trial and --gpus-per-trial must be >= 0, --cpus-per-trial >= 1")
-        if self.max_failures < 0 or self.val_batches < 1:
-            raise HarnessError("--max-failures must be >= 0 and --val-batches >= 1")
+        if self.max_failures < 0:
+            raise HarnessError(f"--max-failures must be >= 0, got {self.max_failures}")
         workers = self.workers
         if workers > 1 and not float(self.gpus_per_trial / workers).is_integer():
             raise HarnessError(f"--gpus-per-trial {self.gpus_per_trial:g} does not split into whole GPUs over "
                                f"{workers} workers: give one GPU (or a whole number) per worker")
         if workers == 1 and self.gpus_per_trial > 1:
             raise HarnessError(f"--gpus-per-trial {self.gpus_per_trial:g} with one worker: a worker drives one device")
-        if self.batch_size < 1 or self.checkpoint_every < 1 or self.log_every < 1:
-            raise HarnessError("--batch-size, --checkpoint-every and --log-every must be >= 1")
-        if self.batch_size % workers:
-            raise HarnessError(f"--batch-size {self.batch_size} does not split evenly over {workers} workers")
+        if recipe.batch_size % workers:
+            raise HarnessError(f"--batch-size {recipe.batch_size} does not split evenly over {workers} workers")
         stride = model_config(self.variant).stride
-        if self.patch % stride:
-            raise HarnessError(f"--patch {self.patch} must be a multiple of the model stride {stride}")
-        if self.metric == "ms-ssim" and self.patch < MS_SSIM_MIN_SIDE:
-            raise HarnessError(f"MS-SSIM training needs --patch >= {MS_SSIM_MIN_SIDE}, got {self.patch}")
+        if recipe.patch % stride:
+            raise HarnessError(f"--patch {recipe.patch} must be a multiple of the model stride {stride}")
+        if self.metric == "ms-ssim" and recipe.patch < MS_SSIM_MIN_SIDE:
+            raise HarnessError(f"MS-SSIM training needs --patch >= {MS_SSIM_MIN_SIDE}, got {recipe.patch}")
 
     @property
     def chosen_lambdas(self) -> tuple[float, ...]:
@@ -128,21 +113,27 @@ def check_data(config: SweepConfig) -> ShardManifest:
 
     manifest = require_manifest(Path(config.data))
     for split in ("train", "val"):
-        shard_paths(config.data, split, config.patch, manifest)
+        shard_paths(config.data, split, config.recipe.patch, manifest)
     return manifest
 
 
+def sweep_config(values: Mapping[str, Any], where: str = "") -> SweepConfig:
+    """A :class:`SweepConfig` from flat keys, the recipe's fields beside the rest, as the CLI
+    and a rerun plan give them; ``where`` names the plan section in its errors."""
+    return build(SweepConfig, split(values, where), where)
+
+
 def trial_configs(config: SweepConfig, data: ShardManifest, init: Path | None = None) -> list[TrialConfig]:
-    """One trial per λ: the sweep's recipe (every field the two configs share) plus λ and paths;
-    ``init``: the warm-up model every trial starts from."""
-    shared = {f.name: getattr(config, f.name) for f in fields(TrialConfig) if hasattr(config, f.name)}
-    shared.update(data=str(Path(config.data).resolve()), out=str(Path(config.out).resolve()),
-                  data_sha256=data.identity(), threads=max(1, config.cpus_per_trial), workers=config.workers,
-                  gpus_per_worker=config.gpus_per_trial / config.workers,
-                  precision=resolve_precision(config.precision, "cuda" if config.gpus_per_trial else "cpu"))
-    if init is not None:
-        shared.update(init=str(init.resolve()), init_sha256=sha256_file(init))
-    return [TrialConfig(**{**shared, "lmbda": float(lmbda)}) for lmbda in config.chosen_lambdas]
+    """One trial per λ: the sweep's recipe (its precision resolved on the trial's device) plus
+    λ and paths; ``init``: the warm-up model every trial starts from."""
+    precision = resolve_precision(config.recipe.precision, "cuda" if config.gpus_per_trial else "cpu")
+    recipe = config.recipe if precision == config.recipe.precision else replace(config.recipe, precision=precision)
+    start = {} if init is None else {"init": str(init.resolve()), "init_sha256": sha256_file(init)}
+    return [TrialConfig(data=str(Path(config.data).resolve()), data_sha256=data.identity(),
+                        out=str(Path(config.out).resolve()), variant=config.variant, metric=config.metric,
+                        lmbda=float(lmbda), recipe=recipe, threads=max(1, config.cpus_per_trial),
+                        workers=config.workers, gpus_per_worker=config.gpus_per_trial / config.workers, **start)
+            for lmbda in config.chosen_lambdas]
 
 
 def warmup_trial(config: SweepConfig, data: ShardManifest) -> TrialConfig:
@@ -150,8 +141,9 @@ def warmup_trial(config: SweepConfig, data: ShardManifest) -> TrialConfig:
     ``OUT/warmup``. From there each trial only has to give rate up, dropping detail it has
     learnt, which a few steps do; a trial above the warm-up's λ would have to learn detail
     the warm-up never reconstructed, which a short run cannot (its PSNR then lags, out of order)."""
-    warmup = replace(config, out=Path(config.out) / "warmup", lambdas=(max(config.chosen_lambdas),),
-                     stage1_steps=config.warmup_steps, stage2_steps=0, milestones=(), warmup_steps=0)
+    recipe = replace(config.recipe, stage1_steps=config.warmup_steps, stage2_steps=0, milestones=())
+    warmup = replace(config, out=Path(config.out) / "warmup", lambdas=(max(config.chosen_lambdas),), recipe=recipe,
+                     warmup_steps=0)
     return trial_configs(warmup, data)[0]
 
 
@@ -236,7 +228,7 @@ def _warm_up(config: SweepConfig, data: ShardManifest) -> Path | None:
         return None
     warmup = warmup_trial(config, data)
     if _exported(warmup) is None:
-        print(f"train-sweep: warm-up, one model at lambda {warmup.lmbda:g} for {warmup.stage1_steps} steps, "
+        print(f"train-sweep: warm-up, one model at lambda {warmup.lmbda:g} for {warmup.recipe.stage1_steps} steps, "
               "which every lambda then starts from", flush=True)
         out = Path(warmup.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -333,7 +325,7 @@ def _tune(config: SweepConfig, trials: list[TrialConfig], todo: list[TrialConfig
                 storage_path=str(out),
                 failure_config=tune.FailureConfig(max_failures=config.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[_metrics_callback(out / METRICS_FILE, {t.lmbda: t.total_steps for t in todo})],
+                callbacks=[_metrics_callback(out / METRICS_FILE, {t.lmbda: t.recipe.total_steps for t in todo})],
                 verbose=0,
             ),
             tune_config=tune.TuneConfig(max_concurrent_trials=len(todo), trial_dirname_creator=_trial_dirname),
