@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.codecs import CODECS, codec_class
+from harness.codecs.learned import sweep_settings
 from harness.errors import HarnessError
 from harness.hashing import sha256_bytes
 
@@ -89,3 +90,11 @@ def resolve_codecs(specs: tuple[str, ...], profile: str, directory: Path = DEFAU
         codec, _, config = spec.partition(":")
         resolved.append(load_config(codec.strip(), (config or profile).strip(), directory, timeout_s))
     return resolved
+
+
+def sweep_configs(models_dir: Path, precision: str = "fp32") -> list[CodecConfig]:
+    """One :class:`CodecConfig` per (variant, metric) of the checkpoints in ``models_dir``, whose
+    transforms run in ``precision`` (fp32 or bf16); its ladder is the sweep's λs."""
+    return [CodecConfig(codec, name, tuple(sorted(float(k) for k in settings["checkpoints"])),
+                        json.dumps(settings, sort_keys=True))
+            for codec, name, settings in sweep_settings(models_dir, precision)]

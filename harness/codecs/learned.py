@@ -20,18 +20,25 @@ retraining one λ recomputes only that λ's cells and adding a λ only its own.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+import torch
+
 from harness import __version__
+from harness.artefacts.bitstream import VERSION, unpack
+from harness.artefacts.card import ModelCard, read_card
+from harness.artefacts.checkpoint import fingerprint, load_checkpoint
+from harness.artefacts.coding import decode, encode
+from harness.artefacts.memory import check_memory
 from harness.codecs.base import Codec, CodecUnavailable
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
-from harness.model.card import ModelCard, read_card
+from harness.model.precision import set_precision
+from harness.zoo.factory import codec_id, serves_codec
 
 # Per worker process: checkpoint sha256 -> (model, fingerprint), and fingerprint -> model.
 _MODELS: dict[str, tuple[Any, str]] = {}
@@ -59,10 +66,7 @@ class Learned(Codec):
     @staticmethod
     def serves(codec_id: str) -> bool:
         """Whether ``codec_id`` names a network variant (the id of a learned curve)."""
-        from harness.model.baselines import serves_codec
-        from harness.model.config import VARIANTS
-
-        return codec_id in VARIANTS or serves_codec(codec_id)
+        return serves_codec(codec_id)
 
     def _point(self, quality: float) -> tuple[Path, str]:
         points = self.settings["checkpoints"]
@@ -73,13 +77,9 @@ class Learned(Codec):
         return Path(path), digest
 
     def probe(self) -> str:
-        import torch
-
         missing = [p for p, _ in self.settings["checkpoints"].values() if not Path(p).is_file()]
         if missing:
             raise CodecUnavailable(f"checkpoint {missing[0]} is missing")
-        from harness.model.bitstream import VERSION
-
         return f"harness {__version__}; torch {torch.__version__}; container v{VERSION}"
 
     def version_at(self, version: str, quality: float) -> str:
@@ -95,20 +95,12 @@ class Learned(Codec):
 
     @property
     def device(self) -> str | None:
-        import torch
-
         return f"cuda: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else None
 
     def prepare(self, quality: float) -> None:
         self._model(quality)
 
     def _model(self, quality: float) -> tuple[Any, str]:
-        import torch
-
-        from harness.model.baselines import codec_id
-        from harness.model.checkpoint import fingerprint, load_checkpoint
-        from harness.model.precision import set_precision
-
         path, digest = self._point(quality)
         if digest not in _MODELS:
             if sha256_file(path) != digest:
@@ -126,24 +118,12 @@ class Learned(Codec):
         return _MODELS[digest]
 
     def encode(self, rgb: np.ndarray, quality: float, workdir: Path) -> bytes:
-        import torch
-
-        from harness.model.coding import encode
-        from harness.model.memory import check_memory
-
         model, digest = self._model(quality)
         check_memory(model, *rgb.shape[:2], "image")  # a one-line cell error, not a killed worker
         with torch.inference_mode():
             return encode(model, rgb, digest=digest)
 
     def decode(self, bitstream: bytes, height: int, width: int, workdir: Path) -> np.ndarray:
-        import torch
-
-        from harness.model.coding import decode
-
-        from harness.model.bitstream import unpack
-        from harness.model.memory import check_memory
-
         # The container names the model that wrote it: decode with that one.
         fingerprint = unpack(bitstream).fingerprint
         if fingerprint not in _BY_FINGERPRINT:
@@ -158,8 +138,6 @@ class Learned(Codec):
 
 def _curves(models_dir: Path) -> dict[tuple[str, str], list[tuple[ModelCard, Path]]]:
     """The cards of ``models_dir`` (each with its checkpoint) grouped by curve: (codec id, metric)."""
-    from harness.model.baselines import codec_id
-
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         raise HarnessError(f"--models {models_dir} is not a folder (expected train-sweep's OUT/models)")
@@ -181,26 +159,21 @@ def _config_name(models_dir: Path, metric: str, curves: int) -> str:
     return name if curves == 1 else f"{name}-{metric}"
 
 
-def sweep_configs(models_dir: Path, precision: str = "fp32") -> list:
-    """One :class:`CodecConfig` per (variant, metric) of the checkpoints in ``models_dir``, whose
-    transforms run in ``precision`` (fp32 or bf16)."""
-    from harness.codecs.config import CodecConfig
-
+def sweep_settings(models_dir: Path, precision: str = "fp32") -> list[tuple[str, str, dict[str, Any]]]:
+    """Per (variant, metric) of the checkpoints in ``models_dir``: its codec id, config name and
+    settings (every checkpoint with its SHA-256; transforms run in ``precision``, fp32 or bf16).
+    :func:`harness.codecs.config.sweep_configs` makes them codec configs."""
     groups = _curves(models_dir)
-    configs = []
-    for (variant, metric), points in sorted(groups.items()):
-        settings = {"variant": variant, "metric": metric, "params": max(card.params for card, _ in points),
-                    "precision": precision,
-                    "checkpoints": {_point_key(card.lmbda): [str(checkpoint.resolve()), sha256_file(checkpoint)]
-                                    for card, checkpoint in points}}
-        ladder = tuple(sorted(float(k) for k in settings["checkpoints"]))
-        configs.append(CodecConfig(variant, _config_name(Path(models_dir), metric, len(groups)), ladder,
-                                   json.dumps(settings, sort_keys=True)))
-    return configs
+    return [(variant, _config_name(Path(models_dir), metric, len(groups)),
+             {"variant": variant, "metric": metric, "params": max(card.params for card, _ in points),
+              "precision": precision,
+              "checkpoints": {_point_key(card.lmbda): [str(checkpoint.resolve()), sha256_file(checkpoint)]
+                              for card, checkpoint in points}})
+            for (variant, metric), points in sorted(groups.items())]
 
 
 def curve_cards(models_dir: Path) -> dict[str, list[ModelCard]]:
-    """The cards of ``models_dir`` by leaderboard curve, ``codec:config`` as :func:`sweep_configs`
+    """The cards of ``models_dir`` by leaderboard curve, ``codec:config`` as :func:`sweep_settings`
     names it, each curve's cards in their order of λ."""
     groups = _curves(models_dir)
     return {f"{variant}:{_config_name(Path(models_dir), metric, len(groups))}":

@@ -17,8 +17,7 @@ from typing import Any
 
 from harness.codecs import codec_class
 from harness.codecs.base import CodecUnavailable
-from harness.codecs.config import CodecConfig, resolve_codecs
-from harness.codecs.learned import sweep_configs
+from harness.codecs.config import CodecConfig, resolve_codecs, sweep_configs
 from harness.data.registry import dataset_images
 from harness.hashing import sha256_file
 from harness.leaderboard import results

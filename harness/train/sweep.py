@@ -20,18 +20,19 @@ import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from harness.artefacts.card import ModelCard, card_path, read_card
 from harness.atomic import check_folder, write_parquet_atomic
-from harness.errors import HarnessError
-from harness.lock import check_wait, folder_lock
-from harness.raycluster import connect
 from harness.data.manifest import ShardManifest, require_manifest
-from harness.leaderboard.metrics import MS_SSIM_MIN_SIDE
+from harness.data.stream import shard_paths
+from harness.errors import HarnessError
 from harness.hashing import sha256_bytes, sha256_file
-from harness.model.card import ModelCard, card_path, read_card
-from harness.model.baselines import model_config
+from harness.lock import check_wait, folder_lock
 from harness.model.precision import resolve as resolve_precision
 from harness.paper import PAPER_ITERATIONS, PAPER_LAMBDAS, PAPER_MILESTONES, PAPER_STAGE2_STEPS
+from harness.pixels.msssim import MS_SSIM_MIN_SIDE
+from harness.raycluster import connect
 from harness.train.loop import TrialConfig, model_name, models_dir, train_trial
+from harness.zoo.factory import model_config
 
 EXPERIMENT = "sweep"
 DRIVER_CPU = 0.01  # what a multi-worker trial itself reserves (Ray wants a non-empty request)
@@ -124,8 +125,6 @@ class SweepConfig:
 def check_data(config: SweepConfig) -> ShardManifest:
     """The shard folder's checks (complete, both splits present, patches large enough for the
     crop); returns its manifest. The config checked itself when it was made."""
-    from harness.data.stream import shard_paths
-
     manifest = require_manifest(Path(config.data))
     for split in ("train", "val"):
         shard_paths(config.data, split, config.patch, manifest)
