@@ -33,10 +33,11 @@ import torch
 from compressai.models import Elic2022Official
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness.images import load_rgb
+from harness.artefacts.coding import to_tensor
 from harness.model import WeConvene
 from harness.model import entropy as entropy_module
-from harness.model.coding import to_tensor
+from harness.pixels.images import load_rgb
+from harness.zoo.variants import get_config
 
 KODIM01 = Path(__file__).resolve().parents[1] / "datasets" / "kodak" / "kodim01.png"
 
@@ -106,7 +107,7 @@ def timed(function, *args):
 def fresh_models() -> tuple[WeConvene, Elic2022Official]:
     """The default 3DM-WeConvene and CompressAI's ELIC, each initialised from seed 0, tables updated."""
     torch.manual_seed(0)
-    ours = WeConvene.from_variant("3dm-weconvene").eval()
+    ours = WeConvene(get_config("3dm-weconvene")).eval()
     ours.update(force=True)
     torch.manual_seed(0)
     elic = Elic2022Official().eval()

@@ -51,14 +51,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness.images import load_rgb  # noqa: E402  (the repository on the path first)
-from harness.model.baselines import build_model  # noqa: E402
-from harness.model.checkpoint import save_checkpoint  # noqa: E402
-from harness.model.coding import to_tensor  # noqa: E402
-from harness.model.decode_check import write_case  # noqa: E402
+from harness.artefacts.checkpoint import save_checkpoint  # noqa: E402  (the repository on the path first)
+from harness.artefacts.coding import to_tensor  # noqa: E402
+from harness.artefacts.decode_check import write_case  # noqa: E402
 from harness.model.loss import LossConfig, RateDistortionLoss  # noqa: E402
 from harness.model.precision import set_precision  # noqa: E402
+from harness.pixels.images import load_rgb  # noqa: E402
 from harness.provenance import cpu_name  # noqa: E402
+from harness.zoo.factory import build_model  # noqa: E402
 
 KODAK = sorted((REPO / "datasets" / "kodak").glob("*.png"))
 PAPER_S = {"encode": 0.256, "decode": 0.259}  # Table I, RTX 4090, Kodak
@@ -214,7 +214,7 @@ def _plot(rows: list[dict], path: Path) -> None:
 def cross_device(device: torch.device, sizes: Sizes, checkpoint: Path, work: Path) -> dict:
     """Encode where ``device`` is and decode on the CPU, and the reverse; fp32 transforms with TF32
     off, so g_s's rounding is the only difference left and the latent must match exactly."""
-    from harness.model.checkpoint import load_checkpoint
+    from harness.artefacts.checkpoint import load_checkpoint
 
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -228,7 +228,7 @@ def cross_device(device: torch.device, sizes: Sizes, checkpoint: Path, work: Pat
             for index, pixels in enumerate(images):
                 write_case(model, pixels, folder / f"image{index:02d}")
         env = {**os.environ, "PYTHONPATH": str(REPO), **({"CUDA_VISIBLE_DEVICES": ""} if reader == "cpu" else {})}
-        done = subprocess.run([sys.executable, "-m", "harness.model.decode_check", "--device", reader,
+        done = subprocess.run([sys.executable, "-m", "harness.artefacts.decode_check", "--device", reader,
                                str(checkpoint), str(folder)], cwd=REPO, env=env, capture_output=True, text=True)
         lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
         results[f"{writer} -> {reader}"] = {

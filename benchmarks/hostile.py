@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from harness.model.bitstream import Container, pack, unpack
+from harness.artefacts.bitstream import Container, pack, unpack
 
 REPO = Path(__file__).resolve().parents[1]
 KODAK = REPO / "datasets" / "kodak"

@@ -5,7 +5,7 @@
   paths (version 5 = integer, version 3 = float networks); a subprocess per setting
   (1 and 2 threads, oneDNN limited to AVX2, AVX512_CORE, SSE41, numba compiled for a
   baseline x86-64) decodes them all
-  with ``harness.model.decode_check``. A mismatch is a failed decode or a sample off
+  with ``harness.artefacts.decode_check``. A mismatch is a failed decode or a sample off
   the encoder's reconstruction by more than 2. Goal: 0 on the integer path.
 * ``rate``: the trained ``tiny`` on all 24 images: file bytes on the integer path
   against the bits the float likelihoods estimate (goal: at most 0.5 % more) and
@@ -33,12 +33,13 @@ from pathlib import Path
 
 import torch
 
-from harness.images import load_rgb
+from harness.artefacts.bitstream import unpack
+from harness.artefacts.checkpoint import InitModelConfig, load_checkpoint, run_init, save_checkpoint
+from harness.artefacts.coding import encode, to_tensor
+from harness.artefacts.decode_check import SETTINGS, write_case
 from harness.model import WeConvene
-from harness.model.bitstream import unpack
-from harness.model.checkpoint import InitModelConfig, load_checkpoint, run_init, save_checkpoint
-from harness.model.coding import encode, to_tensor
-from harness.model.decode_check import SETTINGS, write_case
+from harness.pixels.images import load_rgb
+from harness.zoo.variants import get_config
 
 REPO = Path(__file__).resolve().parents[1]
 KODAK = sorted((REPO / "datasets" / "kodak").glob("*.png"))
@@ -72,7 +73,7 @@ def cross_machine(args: argparse.Namespace) -> None:
         print(f"{label}: {len(images)} images coded on both paths", flush=True)
     print("| setting | model | integer mismatches | float mismatches |\n|---|---|---|---|")
     for setting in SETTINGS:
-        done = subprocess.run([sys.executable, "-m", "harness.model.decode_check", *pairs], capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "harness.artefacts.decode_check", *pairs], capture_output=True,
                               text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **setting})
         if done.returncode:
             raise SystemExit(done.stderr)
@@ -109,7 +110,7 @@ def rate(args: argparse.Namespace) -> None:
 
 def speed(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
-    model = WeConvene.from_variant("3dm-weconvene").eval()
+    model = WeConvene(get_config("3dm-weconvene")).eval()
     model.update(force=True)
     start = time.perf_counter()
     model.latent_codec.build_integer_path()

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from harness.leaderboard.metrics import DEFAULT_METRICS, METRICS, measure, resolve_metrics
-from harness.images import load_rgb
+from harness.pixels.images import load_rgb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bitstream import timed  # noqa: E402  (sibling benchmarks)

@@ -20,9 +20,10 @@ import time
 import torch
 from compressai.layers import ResidualBlockWithStride
 
-from harness.model import WeConvene, get_config
+from harness.model import WeConvene
 from harness.model.layers import WeConvDown
 from harness.model.loss import LossConfig, RateDistortionLoss
+from harness.zoo.variants import get_config
 
 
 def _fwd_bwd(layer: torch.nn.Module, x: torch.Tensor) -> None:
@@ -49,7 +50,7 @@ def layer_ratio(repeats: int) -> tuple[float, float]:
 
 def training_images_per_second(steps: int) -> float:
     torch.manual_seed(0)
-    model = WeConvene.from_variant("3dm-weconvene").train()
+    model = WeConvene(get_config("3dm-weconvene")).train()
     criterion = RateDistortionLoss(LossConfig(lmbda=0.013))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     x = torch.rand(8, 3, 256, 256)

@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.artefacts.coding import decode, encode_reconstruct, to_tensor
 from harness.leaderboard.metrics import psnr_rgb
-from harness.images import load_rgb
-from harness.model.baselines import build_model
-from harness.model.coding import decode, encode_reconstruct, to_tensor
 from harness.model.loss import LossConfig, RateDistortionLoss
 from harness.model.precision import set_precision
+from harness.pixels.images import load_rgb
+from harness.zoo.factory import build_model
 
 # Sibling benchmark scripts (this folder is on sys.path when a script here runs).
 from bitstream import fresh_models, timed

@@ -27,7 +27,7 @@ from PIL import Image
 from harness.data.recipe import PatchRecipe, cut_patch, plan_patches
 from harness.data.shards import PrepareConfig, run
 from harness.hashing import sha256_file
-from harness.images import load_rgb
+from harness.pixels.images import load_rgb
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from harness.images import load_rgb
-from harness.model.bitstream import unpack
-from harness.model.coding import encode, to_tensor
+from harness.artefacts.bitstream import unpack
+from harness.artefacts.coding import encode, to_tensor
+from harness.pixels.images import load_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))

@@ -339,8 +339,8 @@ def _add_report(sub) -> None:
 
 
 def _variant_help() -> str:
-    from harness.model.baselines import ARCHITECTURES
-    from harness.model.config import VARIANTS
+    from harness.zoo.baselines import ARCHITECTURES
+    from harness.zoo.variants import VARIANTS
 
     return (f"network variant: {', '.join(VARIANTS)}, or a CompressAI baseline compressai:NAME[?N=INT,M=INT] "
             f"with NAME one of {', '.join(ARCHITECTURES)} (without options: the zoo's quality-6 widths)")
@@ -351,7 +351,7 @@ _VARIANT_HELP = _variant_help()
 
 @_registrar
 def _add_model_info(sub) -> None:
-    from harness.model.info import ModelInfoConfig
+    from harness.zoo.info import ModelInfoConfig
 
     parser = _command(
         sub,
@@ -365,7 +365,7 @@ def _add_model_info(sub) -> None:
     _flag(parser, "--json", "as_json", "print one JSON object", True)
 
     def handle(args) -> int:
-        from harness.model.info import run
+        from harness.zoo.info import run
 
         run(build(ModelInfoConfig, _given(args, ModelInfoConfig)))
         return 0
@@ -377,7 +377,7 @@ def _add_model_info(sub) -> None:
 def _add_init_model(sub) -> None:
     from pathlib import Path
 
-    from harness.model.checkpoint import InitModelConfig
+    from harness.artefacts.checkpoint import InitModelConfig
 
     parser = _command(
         sub,
@@ -390,8 +390,8 @@ def _add_init_model(sub) -> None:
     _option(parser, "--seed", InitModelConfig, "torch seed of the initialisation", type=int)
 
     def handle(args) -> int:
-        from harness.model.baselines import model_config
-        from harness.model.checkpoint import run_init
+        from harness.artefacts.checkpoint import run_init
+        from harness.zoo.factory import model_config
 
         config = build(InitModelConfig, _given(args, InitModelConfig))
         digest = run_init(config)
@@ -410,7 +410,7 @@ def _precision_option(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _max_pixels_option(parser: argparse.ArgumentParser) -> None:
-    from harness.images import MAX_PIXELS
+    from harness.pixels.images import MAX_PIXELS
 
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                         help=f"refuse images of more pixels, from the file's header (default {MAX_PIXELS}, Pillow's "
@@ -434,7 +434,7 @@ def _add_compress(sub) -> None:
     _max_pixels_option(parser)
 
     def handle(args) -> int:
-        from harness.model.coding import CompressConfig, run_compress
+        from harness.artefacts.coding import CompressConfig, run_compress
 
         run_compress(CompressConfig(image=args.image, checkpoint=args.model, out=args.out, precision=args.precision,
                                     max_pixels=args.max_pixels))
@@ -460,7 +460,7 @@ def _add_decompress(sub) -> None:
     _max_pixels_option(parser)
 
     def handle(args) -> int:
-        from harness.model.coding import DecompressConfig, run_decompress
+        from harness.artefacts.coding import DecompressConfig, run_decompress
 
         run_decompress(DecompressConfig(bitstream=args.bitstream, checkpoint=args.model, out=args.out,
                                         precision=args.precision, max_pixels=args.max_pixels))
@@ -473,7 +473,7 @@ def _add_decompress(sub) -> None:
 def _add_import_weights(sub) -> None:
     from pathlib import Path
 
-    from harness.model.baselines import ImportWeightsConfig
+    from harness.artefacts.weights import ImportWeightsConfig
 
     parser = _command(
         sub,
@@ -492,7 +492,7 @@ def _add_import_weights(sub) -> None:
     _option(parser, "--metric", ImportWeightsConfig, "what the weights were trained for: mse or ms-ssim")
 
     def handle(args) -> int:
-        from harness.model.baselines import run_import
+        from harness.artefacts.weights import run_import
 
         run_import(build(ImportWeightsConfig, _given(args, ImportWeightsConfig)))
         return 0

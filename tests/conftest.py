@@ -166,11 +166,12 @@ def train_tiny(photos: list, steps: int, seed: int = 0):
     import torch
 
     from harness.model import WeConvene
+    from harness.zoo.variants import get_config
     from harness.model.loss import LossConfig, RateDistortionLoss
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = WeConvene.from_variant("tiny")
+    model = WeConvene(get_config("tiny"))
     criterion = RateDistortionLoss(LossConfig(lmbda=0.013))
     main = [p for name, p in model.named_parameters() if not name.endswith(".quantiles")]
     aux = [p for name, p in model.named_parameters() if name.endswith(".quantiles")]
@@ -197,7 +198,7 @@ def train_tiny_on_photos(photos_dir: Path):
     trained model; benchmarks/rate_honesty.py and integer_path.py build theirs with it)."""
     import torch
 
-    from harness.images import load_rgb
+    from harness.pixels.images import load_rgb
 
     photos = [load_rgb(path).pixels for path in sorted(photos_dir.glob("*.png"))[:16]]
     threads = torch.get_num_threads()

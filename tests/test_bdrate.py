@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
-from harness.leaderboard.metrics import ms_ssim_db
+from harness.pixels.msssim import ms_ssim_db
 from harness.report.bdrate import (
     FEW_POINTS,
     INVALID_VALUES,

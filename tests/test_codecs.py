@@ -11,11 +11,12 @@ import pytest
 
 from harness.codecs import CODECS, codec_class
 from harness.codecs.base import CodecError, CodecUnavailable
-from harness.codecs.colour import YCbCrFormat, rgb_to_ycbcr, ycbcr_to_rgb
 from harness.codecs.config import DEFAULT_DIR, load_config, resolve_codecs
 from harness.errors import HarnessError
-from harness.leaderboard.metrics import ms_ssim, ms_ssim_db, psnr_rgb
-from harness.images import load_rgb
+from harness.leaderboard.metrics import ms_ssim, psnr_rgb
+from harness.pixels.colour import YCbCrFormat, rgb_to_ycbcr, ycbcr_to_rgb
+from harness.pixels.images import load_rgb
+from harness.pixels.msssim import ms_ssim_db
 
 
 @pytest.fixture(scope="module")

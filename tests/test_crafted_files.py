@@ -17,12 +17,13 @@ import torch
 from PIL import Image
 from torch._subclasses.fake_tensor import FakeTensor
 
+from harness.artefacts import memory
+from harness.artefacts.bitstream import Container, pack, unpack
+from harness.artefacts.checkpoint import fingerprint, load_checkpoint
+from harness.artefacts.coding import encode
 from harness.cli import main
-from harness.model import baselines, memory
-from harness.model.baselines import build_baseline
-from harness.model.bitstream import Container, pack, unpack
-from harness.model.checkpoint import fingerprint, load_checkpoint
-from harness.model.coding import encode
+from harness.zoo import baselines
+from harness.zoo.baselines import build_baseline
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -167,7 +168,7 @@ def test_a_flat_9400_square_png_is_refused_from_its_header(checkpoint, tmp_path,
     def no_decoding(*args, **kwargs):
         raise AssertionError("the pixels were decoded")
 
-    monkeypatch.setattr("harness.model.coding.load_rgb", no_decoding)
+    monkeypatch.setattr("harness.artefacts.coding.load_rgb", no_decoding)
     _fails(["compress", source, "-m", checkpoint, "-o", tmp_path / "flat.3dmw"], capsys,
            "coding 9400x9400 needs ~", "GB, this machine has 16.0 GB available")
     assert not (tmp_path / "flat.3dmw").exists()

@@ -13,7 +13,7 @@ from PIL import Image
 from crafted_images import png16 as _png16
 
 from harness.cli import main
-from harness.images import load_rgb
+from harness.pixels.images import load_rgb
 
 
 def _frames(count: int = 3) -> list[Image.Image]:

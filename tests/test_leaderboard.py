@@ -22,7 +22,7 @@ from harness.leaderboard.config import LeaderboardConfig
 from harness.leaderboard.plan import plan
 from harness.leaderboard.run import execute, run
 from harness.leaderboard.summary import read_summary
-from harness.images import load_rgb, save_png
+from harness.pixels.images import load_rgb, save_png
 from harness.report.config import ReportConfig
 from harness.report.publish import publish
 

@@ -14,7 +14,7 @@ from harness.leaderboard import results
 from harness.leaderboard.config import LeaderboardConfig
 from harness.leaderboard.plan import plan
 from harness.leaderboard.run import execute
-from harness.images import load_rgb, save_png
+from harness.pixels.images import load_rgb, save_png
 
 pytestmark = pytest.mark.slow
 

@@ -13,25 +13,25 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.codecs.learned import sweep_configs
+from harness.artefacts.card import read_card
+from harness.artefacts.checkpoint import fingerprint, load_checkpoint
+from harness.artefacts.coding import encode
+from harness.codecs.config import sweep_configs
+from harness.data.recipe import PatchRecipe
 from harness.errors import HarnessError
 from harness.data.manifest import MANIFEST
 from harness.hashing import sha256_bytes, sha256_file
 from harness.leaderboard.config import LeaderboardConfig
 from harness.leaderboard.run import run
-from harness.report.config import ReportConfig
-from harness.report.publish import publish, record_models
-from harness.images import load_rgb, save_png
-from harness.data.recipe import PatchRecipe
-from harness.model.card import read_card
-from harness.model.checkpoint import fingerprint, load_checkpoint
-from harness.model.coding import encode
-from harness.model.config import get_config
 from harness.model.network import WeConvene
 from harness.model.precision import set_precision
+from harness.pixels.images import load_rgb, save_png
+from harness.report.config import ReportConfig
+from harness.report.publish import publish, record_models
 from harness.train.loop import TrialConfig, export_model, models_dir
 from harness.train.recipe import TrainingRecipe
 from harness.train.sweep import check_data, sweep_config, trial_configs, warmup_trial
+from harness.zoo.variants import get_config
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,7 @@ def _imported(folder: Path, qualities: tuple[int, ...]) -> Path:
     """import-weights of freshly initialised small CompressAI models (one file per quality)."""
     from compressai.models import FactorizedPrior
 
-    from harness.model.baselines import ImportWeightsConfig, run_import
+    from harness.artefacts.weights import ImportWeightsConfig, run_import
 
     for quality in qualities:
         torch.manual_seed(quality)

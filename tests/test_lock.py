@@ -328,7 +328,7 @@ def test_leaderboard_save_merges_rows_another_writer_put_on_disk(tmp_path, kodak
     from harness.leaderboard.config import LeaderboardConfig
     from harness.leaderboard.plan import plan
     from harness.leaderboard.run import _save
-    from harness.images import load_rgb, save_png
+    from harness.pixels.images import load_rgb, save_png
 
     images = tmp_path / "images"
     images.mkdir()

@@ -20,8 +20,8 @@ from PIL import Image
 from harness.errors import HarnessError
 from harness.leaderboard import metrics, results
 from harness.leaderboard.config import LeaderboardConfig
+from harness.pixels.images import load_rgb
 from harness.report.config import ReportConfig
-from harness.images import load_rgb
 
 # Kr, Kb of BT.709 (H.273 Table 4, MatrixCoefficients 1).
 KR, KB = 0.2126, 0.0722

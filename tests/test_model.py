@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from harness.errors import HarnessError
-from harness.model import VARIANTS, WeConvene, get_config
+from harness.model import WeConvene
 from harness.model.config import SUBBANDS_3D
-from harness.model.info import describe
 from harness.model.loss import LossConfig, RateDistortionLoss
+from harness.zoo.info import describe
+from harness.zoo.variants import VARIANTS, get_config
 
 PAPER_DEFAULT_PARAMS = 73.95e6
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 @lru_cache(maxsize=None)
 def tiny() -> WeConvene:
     torch.manual_seed(0)
-    return WeConvene.from_variant("tiny")
+    return WeConvene(get_config("tiny"))
 
 
 @lru_cache(maxsize=None)
@@ -56,7 +57,7 @@ def test_ablation_sizes_ordered_as_in_paper():
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "tiny"])
 def test_every_variant_builds_and_runs_forward(variant):
     torch.manual_seed(0)
-    model = WeConvene.from_variant(variant).eval()
+    model = WeConvene(get_config(variant)).eval()
     with torch.no_grad():
         out = model(torch.rand(1, 3, 64, 64))
     assert out["x_hat"].shape == (1, 3, 64, 64)
@@ -141,7 +142,7 @@ def test_bpp_per_subband_and_stage2_weights():
 
 def test_one_optimisation_step_lowers_the_loss():
     torch.manual_seed(1)
-    model = WeConvene.from_variant("tiny").train()
+    model = WeConvene(get_config("tiny")).train()
     criterion = RateDistortionLoss(LossConfig(lmbda=0.01))
     x = torch.rand(2, 3, 64, 64)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)

@@ -12,24 +12,20 @@ import torch
 from compressai.models import Elic2022Official
 from compressai.zoo import image_models
 
+from harness.artefacts.bitstream import unpack
+from harness.artefacts.card import read_card
+from harness.artefacts.checkpoint import load_checkpoint
+from harness.artefacts.coding import CompressConfig, DecompressConfig, decode, run_compress, run_decompress, to_tensor
+from harness.artefacts.weights import QUALITY_LAMBDAS, ImportWeightsConfig, run_import
 from harness.cli import main
-from harness.codecs.learned import Learned, sweep_configs
+from harness.codecs.config import sweep_configs
+from harness.codecs.learned import Learned
 from harness.errors import HarnessError
-from harness.report.anchors import load_published_curves
-from harness.images import load_rgb, save_png
-from harness.model.baselines import (
-    ARCHITECTURES,
-    QUALITY_LAMBDAS,
-    ImportWeightsConfig,
-    build_model,
-    parse_variant,
-    run_import,
-)
-from harness.model.bitstream import unpack
-from harness.model.card import read_card
-from harness.model.checkpoint import load_checkpoint
-from harness.model.coding import CompressConfig, DecompressConfig, decode, run_compress, run_decompress, to_tensor
 from harness.model.loss import LossConfig, RateDistortionLoss
+from harness.pixels.images import load_rgb, save_png
+from harness.report.anchors import load_published_curves
+from harness.zoo.baselines import ARCHITECTURES, parse_variant
+from harness.zoo.factory import build_model
 
 # Small widths of each architecture (ELIC's fifth channel group is M - 128).
 SMALL = {
@@ -157,8 +153,8 @@ def test_official_state_dict_imports_and_round_trips_a_kodak_image(name, crop, t
 def test_latent_check_catches_a_decoder_whose_entropy_model_differs(crop):
     """The container's latent check is the CRC of the coded symbols: a decoder whose hyper decoder
     computes other scales (as another machine's float kernels may) decodes other symbols, and is refused."""
-    from harness.model.checkpoint import fingerprint
-    from harness.model.coding import encode
+    from harness.artefacts.checkpoint import fingerprint
+    from harness.artefacts.coding import encode
 
     torch.manual_seed(0)
     model = build_model("compressai:mbt2018-mean?N=16,M=24").eval()

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.artefacts.bitstream import unpack
+from harness.artefacts.checkpoint import fingerprint, load_checkpoint
+from harness.artefacts.coding import decode, encode, to_pixels, to_tensor
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.images import load_rgb
-from harness.model.bitstream import unpack
-from harness.model.checkpoint import fingerprint, load_checkpoint
-from harness.model.coding import decode, encode, to_pixels, to_tensor
 from harness.model.precision import set_precision
+from harness.pixels.images import load_rgb
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

@@ -12,16 +12,16 @@ import pytest
 import torch
 from compressai.models import FactorizedPrior
 
+from harness.artefacts.card import PublishedStage, TrainingStage, read_card
+from harness.artefacts.weights import ImportWeightsConfig, run_import
 from harness.data.manifest import MANIFEST
 from harness.errors import HarnessError
-from harness.report.models import learned_section, model_points
 from harness.hashing import sha256_file
-from harness.model.baselines import ImportWeightsConfig, run_import
-from harness.model.card import PublishedStage, TrainingStage, read_card
-from harness.model.config import get_config
 from harness.model.network import WeConvene
+from harness.report.models import learned_section, model_points
 from harness.train.loop import TrialConfig, export_model, models_dir
 from harness.train.recipe import TrainingRecipe
+from harness.zoo.variants import get_config
 
 
 def _trial(root: Path, out: Path, recipe: dict | None = None, **changes) -> TrialConfig:

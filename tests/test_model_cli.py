@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from harness.artefacts import checkpoint, coding
+from harness.artefacts.checkpoint import fingerprint, load_checkpoint
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.images import load_rgb, save_png
-from harness.model import checkpoint, coding
-from harness.model.checkpoint import fingerprint, load_checkpoint
+from harness.pixels.images import load_rgb, save_png
 
 
 def test_model_info_json_default(capsys):

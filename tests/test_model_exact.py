@@ -227,7 +227,7 @@ def test_conversion_leaves_the_float_network_alone():
 
 
 def test_checkpoints_name_the_path_and_old_ones_get_it_built(tmp_path):
-    from harness.model.checkpoint import InitModelConfig, load_checkpoint, run_init
+    from harness.artefacts.checkpoint import InitModelConfig, load_checkpoint, run_init
 
     path = tmp_path / "tiny.pt"
     run_init(InitModelConfig(out=path, variant="tiny"))

@@ -16,11 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
+from harness.artefacts.bitstream import unpack
+from harness.artefacts.checkpoint import load_checkpoint, save_checkpoint
+from harness.artefacts.coding import decode, encode, to_pixels, to_tensor
+from harness.artefacts.decode_check import SETTINGS, write_case
 from harness.cli import main
-from harness.model.bitstream import unpack
-from harness.model.checkpoint import load_checkpoint, save_checkpoint
-from harness.model.coding import decode, encode, to_pixels, to_tensor
-from harness.model.decode_check import SETTINGS, write_case
 from harness.model.entropy import NearestScaleGaussian
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -80,7 +80,7 @@ def test_version_2_files_still_decode_unchecked(checkpoint, pixels):
 
 
 def _decode_elsewhere(pairs: list[str], setting: dict[str, str]) -> list[dict]:
-    done = subprocess.run([sys.executable, "-m", "harness.model.decode_check", *pairs], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "harness.artefacts.decode_check", *pairs], capture_output=True,
                           text=True, timeout=300, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **setting})
     assert done.returncode == 0, done.stderr[-2000:]
     return [json.loads(line) for line in done.stdout.splitlines()]

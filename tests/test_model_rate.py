@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.images import load_rgb
-from harness.model.bitstream import unpack
-from harness.model.coding import decode, encode, to_pixels, to_tensor
+from harness.artefacts.bitstream import unpack
+from harness.artefacts.coding import decode, encode, to_pixels, to_tensor
+from harness.pixels.images import load_rgb
 
 KODAK_SUBSET = [f"kodim{i:02d}.png" for i in range(1, 25, 3)]
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from harness.model import WeConvene
 from harness.model.loss import LossConfig, RateDistortionLoss
+from harness.zoo.variants import get_config
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,7 @@ def test_200_steps_overfit_a_photo_crop(photos_dir, torch_one_thread):
     photo = sorted(photos_dir.glob("*.png"))[0]
     pixels = np.asarray(Image.open(photo).convert("RGB"))[100:164, 100:164]
     x = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float() / 255
-    model = WeConvene.from_variant("tiny")
+    model = WeConvene(get_config("tiny"))
     criterion = RateDistortionLoss(LossConfig(lmbda=0.05))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 

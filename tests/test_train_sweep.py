@@ -11,13 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.artefacts.card import read_card
+from harness.artefacts.checkpoint import load_checkpoint
+from harness.artefacts.coding import decode, encode
 from harness.data.recipe import PatchRecipe
 from harness.errors import HarnessError
 from harness.model.config import LOW_FREQUENCY_SUBBANDS
-from harness.images import load_rgb
-from harness.model.card import read_card
-from harness.model.checkpoint import load_checkpoint
-from harness.model.coding import decode, encode
+from harness.pixels.images import load_rgb
 from harness.train.loop import TRAIN_RUNS
 from harness.train.sweep import SweepConfig, check_data, experiment_dir, run, sweep_config, trial_configs
 

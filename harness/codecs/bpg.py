@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.codecs.base import Codec, CodecError, CodecUnavailable
-from harness.images import load_rgb, save_png
 from harness.errors import HarnessError
+from harness.pixels.images import load_rgb, save_png
 
 
 class BPG(Codec):

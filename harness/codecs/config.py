@@ -21,15 +21,13 @@ import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from harness.codecs import CODECS, codec_class
 from harness.codecs.base import Codec
+from harness.codecs.learned import CurveSettings, curve_settings
 from harness.errors import HarnessError
 from harness.hashing import sha256_bytes
-
-if TYPE_CHECKING:
-    from harness.codecs.learned import CurveSettings
 
 _UNHASHED = frozenset({"ladder", "timeout_s", "threads"})
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "codecs"
@@ -103,3 +101,11 @@ def resolve_codecs(specs: tuple[str, ...], profile: str, directory: Path = DEFAU
         codec, _, config = spec.partition(":")
         resolved.append(load_config(codec.strip(), (config or profile).strip(), directory, timeout_s))
     return resolved
+
+
+def sweep_configs(models_dir: Path, precision: str) -> list[CodecConfig]:
+    """One :class:`CodecConfig` per (variant, metric) of the checkpoints in ``models_dir``, its
+    :class:`~harness.codecs.learned.CurveSettings` planned here, whose transforms run in
+    ``precision`` (fp32 or bf16); its ladder is the sweep's λs."""
+    return [CodecConfig(curve.variant, name, curve.ladder, "{}", curve)
+            for name, curve in curve_settings(models_dir, precision)]

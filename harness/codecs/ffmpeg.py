@@ -3,7 +3,7 @@ still-image intra coders, HEVC (libx265), VVC (libvvenc, decoded by ffmpeg's
 native VVC decoder) and AV1 (libaom, still-picture mode, decoded by dav1d); and
 JPEG XL (libjxl), which takes the RGB image itself.
 
-For the video codecs the harness converts RGB to Y'CbCr itself (:mod:`harness.codecs.colour`) and
+For the video codecs the harness converts RGB to Y'CbCr itself (:mod:`harness.pixels.colour`) and
 hands ffmpeg raw planes in the exact pixel format the encoder codes, so no
 implicit swscale conversion happens on either side; the bitstream is the raw
 elementary stream (Annex-B / OBU), whose size is the rate.
@@ -23,7 +23,7 @@ import numpy as np
 
 from harness.codecs.base import Codec, CodecError, CodecUnavailable
 from harness.errors import HarnessError
-from harness.codecs.colour import (
+from harness.pixels.colour import (
     YCbCrFormat,
     planes_from_bytes,
     planes_to_bytes,

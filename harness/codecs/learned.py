@@ -29,12 +29,20 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
+import torch
+
 from harness import __version__
+from harness.artefacts.bitstream import VERSION, unpack
+from harness.artefacts.card import ModelCard, read_card
+from harness.artefacts.checkpoint import fingerprint, load_checkpoint
+from harness.artefacts.coding import decode, encode
+from harness.artefacts.memory import check_memory
 from harness.codecs.base import Codec, CodecUnavailable
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
-from harness.model.card import ModelCard, read_card
-from harness.model.config import DEFAULT_VARIANT
+from harness.model.precision import set_precision
+from harness.zoo.factory import codec_id, serves_codec
+from harness.zoo.variants import DEFAULT_VARIANT
 
 # Per worker process: checkpoint sha256 -> (model, fingerprint), and fingerprint -> model.
 _MODELS: dict[str, tuple[Any, str]] = {}
@@ -96,19 +104,12 @@ class Learned(Codec):
     @staticmethod
     def serves(codec_id: str) -> bool:
         """Whether ``codec_id`` names a network variant (the id of a learned curve)."""
-        from harness.model.baselines import serves_codec
-        from harness.model.config import VARIANTS
-
-        return codec_id in VARIANTS or serves_codec(codec_id)
+        return serves_codec(codec_id)
 
     def probe(self) -> str:
-        import torch
-
         missing = [point.checkpoint for point in self.curve.points if not point.checkpoint.is_file()]
         if missing:
             raise CodecUnavailable(f"checkpoint {missing[0]} is missing")
-        from harness.model.bitstream import VERSION
-
         return f"harness {__version__}; torch {torch.__version__}; container v{VERSION}"
 
     def version_at(self, version: str, quality: float) -> str:
@@ -124,20 +125,12 @@ class Learned(Codec):
 
     @property
     def device(self) -> str | None:
-        import torch
-
         return f"cuda: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else None
 
     def prepare(self, quality: float) -> None:
         self._model(quality)
 
     def _model(self, quality: float) -> tuple[Any, str]:
-        import torch
-
-        from harness.model.baselines import codec_id
-        from harness.model.checkpoint import fingerprint, load_checkpoint
-        from harness.model.precision import set_precision
-
         point = self.curve.point(quality)
         path, digest = point.checkpoint, point.sha256
         if digest not in _MODELS:
@@ -156,24 +149,12 @@ class Learned(Codec):
         return _MODELS[digest]
 
     def encode(self, rgb: np.ndarray, quality: float, workdir: Path) -> bytes:
-        import torch
-
-        from harness.model.coding import encode
-        from harness.model.memory import check_memory
-
         model, digest = self._model(quality)
         check_memory(model, *rgb.shape[:2], "image")  # a one-line cell error, not a killed worker
         with torch.inference_mode():
             return encode(model, rgb, digest=digest)
 
     def decode(self, bitstream: bytes, height: int, width: int, workdir: Path) -> np.ndarray:
-        import torch
-
-        from harness.model.coding import decode
-
-        from harness.model.bitstream import unpack
-        from harness.model.memory import check_memory
-
         # The container names the model that wrote it: decode with that one.
         fingerprint = unpack(bitstream).fingerprint
         if fingerprint not in _BY_FINGERPRINT:
@@ -188,8 +169,6 @@ class Learned(Codec):
 
 def _curves(models_dir: Path) -> dict[tuple[str, str], list[tuple[ModelCard, Path]]]:
     """The cards of ``models_dir`` (each with its checkpoint) grouped by curve: (codec id, metric)."""
-    from harness.model.baselines import codec_id
-
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         raise HarnessError(f"--models {models_dir} is not a folder (expected train-sweep's OUT/models)")
@@ -211,25 +190,23 @@ def _config_name(models_dir: Path, metric: str, curves: int) -> str:
     return name if curves == 1 else f"{name}-{metric}"
 
 
-def sweep_configs(models_dir: Path, precision: str) -> list:
-    """One :class:`CodecConfig` per (variant, metric) of the checkpoints in ``models_dir``, its
-    :class:`CurveSettings` planned here, whose transforms run in ``precision`` (fp32 or bf16)."""
-    from harness.codecs.config import CodecConfig
-
+def curve_settings(models_dir: Path, precision: str) -> list[tuple[str, CurveSettings]]:
+    """Per (variant, metric) of the checkpoints in ``models_dir``: its config name and its
+    :class:`CurveSettings` (every checkpoint with its SHA-256; transforms run in ``precision``,
+    fp32 or bf16). :func:`harness.codecs.config.sweep_configs` makes them codec configs."""
     groups = _curves(models_dir)
-    configs = []
+    settings = []
     for (variant, metric), cards in sorted(groups.items()):
         by_key = {_point_key(card.lmbda): SweepPoint(card.lmbda, checkpoint.resolve(), sha256_file(checkpoint))
                   for card, checkpoint in cards}
         points = tuple(sorted(by_key.values(), key=lambda point: point.lmbda))
         curve = CurveSettings(variant, metric, max(card.params for card, _ in cards), precision, points)
-        configs.append(CodecConfig(variant, _config_name(Path(models_dir), metric, len(groups)), curve.ladder,
-                                   "{}", curve))
-    return configs
+        settings.append((_config_name(Path(models_dir), metric, len(groups)), curve))
+    return settings
 
 
 def curve_cards(models_dir: Path) -> dict[str, list[ModelCard]]:
-    """The cards of ``models_dir`` by leaderboard curve, ``codec:config`` as :func:`sweep_configs`
+    """The cards of ``models_dir`` by leaderboard curve, ``codec:config`` as :func:`curve_settings`
     names it, each curve's cards in their order of λ."""
     groups = _curves(models_dir)
     return {f"{variant}:{_config_name(Path(models_dir), metric, len(groups))}":

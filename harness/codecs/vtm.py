@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.codecs.base import Codec, CodecError, CodecUnavailable
-from harness.codecs.colour import YCbCrFormat, planes_from_bytes, planes_to_bytes, rgb_to_ycbcr, ycbcr_to_rgb
 from harness.errors import HarnessError
+from harness.pixels.colour import YCbCrFormat, planes_from_bytes, planes_to_bytes, rgb_to_ycbcr, ycbcr_to_rgb
 
 _ENCODERS = ("EncoderAppStatic", "EncoderApp")
 _DECODERS = ("DecoderAppStatic", "DecoderApp")

@@ -23,7 +23,7 @@ from typing import Any
 
 from harness.atomic import atomic_open
 from harness.errors import HarnessError
-from harness.images import IMAGE_SUFFIXES
+from harness.pixels.images import IMAGE_SUFFIXES
 
 DATASETS_DIR_ENV = "HARNESS_DATASETS_DIR"
 DATA_ROOT_ENV = "HARNESS_DATA"

@@ -36,13 +36,14 @@ from typing import Any, Callable, Mapping
 
 from harness.atomic import atomic_path, check_folder
 from harness.configs import build, field_names
+from harness.data import registry
 from harness.data.manifest import FORMAT, MANIFEST, ShardManifest, ShardRecord, read_manifest, write_manifest
 from harness.data.recipe import RECIPE_VERSION, PatchRecipe, cut_patch, plan_patches, small_image_reason
 from harness.errors import HarnessError
-from harness.lock import check_wait, folder_lock
-from harness.raycluster import as_completed, connect, one_line
 from harness.hashing import sha256_file
-from harness.images import image_size, load_rgb
+from harness.lock import check_wait, folder_lock
+from harness.pixels.images import image_size, load_rgb
+from harness.raycluster import as_completed, connect, one_line
 
 TASK_RETRIES = 5  # Ray re-runs a shard task this often after its worker or node dies
 
@@ -130,8 +131,6 @@ class ScanResult:
 
 def _resolve_source(spec: str, root: Path | None) -> tuple[str, Path, list[Path]]:
     """``(label, directory, image files)`` of one ``--source``, through the dataset registry."""
-    from harness.data import registry
-
     files = registry.dataset_images(spec, root)
     if spec.startswith(registry.FOLDER_PREFIX):
         folder = Path(spec.removeprefix(registry.FOLDER_PREFIX)).expanduser()

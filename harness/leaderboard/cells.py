@@ -18,8 +18,8 @@ from harness.codecs import codec_class
 from harness.codecs.config import CodecConfig
 from harness.errors import HarnessError
 from harness.hashing import sha256_bytes
-from harness.images import load_rgb
 from harness.leaderboard.metrics import measure
+from harness.pixels.images import load_rgb
 from harness.provenance import cpu_name
 from harness.slug import slug
 

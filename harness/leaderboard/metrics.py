@@ -21,17 +21,15 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from harness.codecs.colour import YCbCrFormat, rgb_to_ycbcr
 from harness.errors import HarnessError
+from harness.leaderboard.planes import strip_convolutions
 from harness.leaderboard.vmaf import vmaf_score
+from harness.pixels.colour import YCbCrFormat, rgb_to_ycbcr
+from harness.pixels.msssim import MS_SSIM_MIN_SIDE, ms_ssim_db
 
 if TYPE_CHECKING:
     import pandas as pd
     import torch
-
-# pytorch-msssim downsamples 4 times with an 11-tap window: the short side must exceed (11 − 1)·2⁴.
-# The one home of this limit: evaluation, the training loss and the sweep's patch check use it.
-MS_SSIM_MIN_SIDE = 161
 
 
 def _check(reference: np.ndarray, decoded: np.ndarray) -> None:
@@ -62,20 +60,11 @@ def ms_ssim(reference: np.ndarray, decoded: np.ndarray) -> float:
     return float(value)
 
 
-def ms_ssim_db(value):
-    """MS-SSIM in dB, −10·log10(1 − MS-SSIM), as CompressAI plots it; ``inf`` at 1, NaN stays NaN.
-    A number gives a float, an array (a published curve) an array."""
-    values = np.asarray(value, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        db = np.where(values >= 1.0, np.inf, -10.0 * np.log10(1.0 - values))
-    return float(db) if db.ndim == 0 else db
-
-
 # ----------------------------------------------------------------------------- the JPEG AI set
 #
 # Colour spaces follow the JPEG AI common test conditions: Y'CbCr for the PSNRs, the luma for
 # MS-SSIM-Y, IW-SSIM, VIF, NLPD and PSNR-HVS-M, RGB for FSIM and 4:4:4 Y'CbCr for VMAF. The
-# Y'CbCr is the harness's own H.273 conversion (harness.codecs.colour) of the 8-bit RGB, so no
+# Y'CbCr is the harness's own H.273 conversion (harness.pixels.colour) of the 8-bit RGB, so no
 # library picks a matrix or range of its own.
 
 # PSNR-Y/U/V and every luma metric: BT.709, full range, 10-bit code values, 4:4:4 (peak 1023);
@@ -259,8 +248,6 @@ def resolve_metrics(names: tuple[str, ...]) -> tuple[str, ...]:
 def measure(reference: np.ndarray, decoded: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
     """Every column of the named metrics for one image pair, the libraries' one-plane filters
     run over row strips (:mod:`harness.leaderboard.planes`)."""
-    from harness.leaderboard.planes import strip_convolutions  # torch, loaded by the first measurement
-
     pair = Pair(reference, decoded)
     values: dict[str, float] = {}
     with strip_convolutions():

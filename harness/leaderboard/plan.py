@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.codecs.base import CodecUnavailable
-from harness.codecs.config import CodecConfig, resolve_codecs
-from harness.codecs.learned import sweep_configs
+from harness.codecs.config import CodecConfig, resolve_codecs, sweep_configs
 from harness.data.registry import dataset_images
 from harness.hashing import sha256_file
 from harness.leaderboard import results

@@ -57,7 +57,7 @@ class RunSummary:
     # one per learned model (harness.report.models.model_points): curve, variant, λ, params, steps, train_s, data...
     models: tuple[dict[str, Any], ...] = ()
     set_aside: str = ""  # what the run's means, curves and BD-rates left out, and why ("" when nothing)
-    conversions: tuple[str, ...] = ()  # "image: notice" of every image reading changed (harness.images.load_rgb)
+    conversions: tuple[str, ...] = ()  # "image: notice" of every image reading changed (harness.pixels.images.load_rgb)
 
     @property
     def codec_versions(self) -> dict[str, str]:

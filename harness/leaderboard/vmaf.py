@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.codecs.colour import YCbCrFormat, planes_to_bytes
 from harness.errors import HarnessError
+from harness.pixels.colour import YCbCrFormat, planes_to_bytes
 
 VMAF_MODEL = "vmaf_v0.6.1"  # built into libvmaf: selected by version=, nothing is read or downloaded
 VMAF_TIMEOUT_S = 120.0

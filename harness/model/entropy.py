@@ -101,15 +101,17 @@ class _Tables:
         return rans.PRECISION - np.log2(largest)
 
 
-class _SymbolCRC:
-    """CRC-32 of the quantised symbols of each image of a batch, in coding order."""
+class SymbolCRC:
+    """CRC-32 of the quantised symbols (int32) of each image of a batch, in the order the rANS
+    coder sees them: the latent check of every model, 3DM-WeConvene's and CompressAI's."""
 
-    def __init__(self, batch: int) -> None:
+    def __init__(self, batch: int = 1) -> None:
         self.values = [0] * batch
 
     def update(self, symbols: Tensor) -> None:
+        """``symbols``: one row per image of the batch (dim 0), in coding order."""
         for b in range(len(self.values)):
-            data = symbols[b].to(torch.int32).cpu().contiguous().numpy().tobytes()
+            data = symbols[b].detach().to(torch.int32).cpu().contiguous().numpy().tobytes()
             self.values[b] = zlib.crc32(data, self.values[b])
 
 
@@ -332,7 +334,7 @@ class WeChARM(LatentCodec):
         medians = eb._get_medians().detach().reshape(1, -1, 1, 1)
         z_symbols = eb.quantize(z, "symbols", medians)
         z_indexes = eb._build_indexes(z.size())
-        crc = _SymbolCRC(y.shape[0])
+        crc = SymbolCRC(y.shape[0])
         crc.update(z_symbols)
         for b, encoder in enumerate(encoders):
             z_tables.encode(encoder, z_symbols[b], z_indexes[b])
@@ -361,7 +363,7 @@ class WeChARM(LatentCodec):
         z_indexes = eb._build_indexes((1, self.config.Z, *shape))[0]
         device = eb.quantiles.device  # rANS decodes on the CPU; the networks run where the model is
         z_symbols = torch.stack([z_tables.decode(decoder, z_indexes) for decoder in decoders]).to(device)
-        crc = _SymbolCRC(len(decoders))
+        crc = SymbolCRC(len(decoders))
         crc.update(z_symbols)
         medians = eb._get_medians().detach().reshape(1, -1, 1, 1)
         z_hat = eb.dequantize(z_symbols, medians)

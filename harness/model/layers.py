@@ -21,6 +21,12 @@ from harness import wavelets
 from harness.model import exact
 
 
+def pad_to(x: Tensor, multiple: int) -> Tensor:
+    """Edge-pad ``x`` at the bottom and right to a multiple of ``multiple`` (the network crops back)."""
+    pad_h, pad_w = -x.shape[-2] % multiple, -x.shape[-1] % multiple
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+
+
 def res_group(channels: int, blocks: int) -> list[nn.Module]:
     """A ResGroup: ``blocks`` residual blocks of two 3x3 convs (Fig. 2)."""
     return [ResidualBlock(channels, channels) for _ in range(blocks)]
@@ -68,10 +74,7 @@ class WaveletDomainConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2:]
-        multiple = 2**self.spatial_levels
-        pad_h, pad_w = -height % multiple, -width % multiple
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        x = pad_to(x, 2**self.spatial_levels)
         # The 2D DWT acts on each channel alone, so one call covers all channel groups.
         groups = _split_channels(x, self.wavelet, self.channel_levels)
         low, highs = wavelets.dwt2(torch.cat(groups, dim=1), self.wavelet, self.spatial_levels)

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from harness.errors import HarnessError
-from harness.leaderboard.metrics import MS_SSIM_MIN_SIDE
 from harness.model.config import LOW_FREQUENCY_SUBBANDS
+from harness.pixels.msssim import MS_SSIM_MIN_SIDE
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,15 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from compressai.layers import ResidualBlockUpsample, ResidualBlockWithStride, conv3x3, subpel_conv3x3
 from compressai.models import CompressionModel
 from compressai.models.base import get_scale_table
 from torch import Tensor, nn
 
 from harness.errors import HarnessError
-from harness.model.config import ModelConfig, get_config
+from harness.model.config import ModelConfig
 from harness.model.entropy import WeChARM
-from harness.model.layers import WeConvDown, WeConvUp, res_group
+from harness.model.layers import WeConvDown, WeConvUp, pad_to, res_group
 
 SCALE_TABLE_LEVELS = 256
 
@@ -76,22 +75,12 @@ class WeConvene(CompressionModel):
         self.latent_codec.build_integer_path()
         return updated
 
-    @classmethod
-    def from_variant(cls, variant: str) -> "WeConvene":
-        return cls(get_config(variant))
-
     @property
     def stride(self) -> int:
         return self.config.stride
 
     def pad(self, x: Tensor) -> Tensor:
-        """Edge-pad x at the bottom/right to a multiple of the stride."""
-        check_images(x)
-        height, width = x.shape[-2:]
-        pad_h, pad_w = -height % self.stride, -width % self.stride
-        if pad_h == 0 and pad_w == 0:
-            return x
-        return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        return pad_images(x, self.stride)
 
     def forward(self, x: Tensor) -> dict:
         """``{"x_hat": N x 3 x H x W, "likelihoods": {subband: tensor, ..., "z": tensor}}``."""
@@ -132,6 +121,13 @@ class WeConvene(CompressionModel):
     def _synthesize(self, y_hat: Tensor, size: tuple[int, int]) -> Tensor:
         height, width = size
         return self.g_s(y_hat)[..., :height, :width].clamp(0, 1)
+
+
+def pad_images(x: Tensor, stride: int) -> Tensor:
+    """Checked images (see :func:`check_images`) edge-padded at the bottom/right to a multiple of
+    ``stride``: the input of every model of the harness, 3DM-WeConvene's and CompressAI's."""
+    check_images(x)
+    return pad_to(x, stride)
 
 
 def check_images(x: Tensor) -> None:

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.pixels.msssim import ms_ssim_db
 from harness.report.bdrate import RDCurve, bd_quality, bd_rate
-from harness.leaderboard.metrics import ms_ssim_db
 
 ANCHORS_DIR = Path(__file__).resolve().parents[2] / "reports" / "anchors"
 

@@ -24,12 +24,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import __version__
+from harness.data.shards import run as prepare
 from harness.errors import HarnessError
+from harness.leaderboard.run import run as leaderboard
 from harness.lock import check_wait, folder_lock
 from harness.provenance import git_commit
 from harness.raycluster import connect
+from harness.report.publish import publish, record_models
 from harness.rerun.history import RunRecord, append_run, changes_markdown, compare_last_two
 from harness.rerun.plan import load_plan
+from harness.train.sweep import pending
+from harness.train.sweep import run as sweep
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 SUBMIT_PATIENCE_S = 120.0
@@ -101,12 +106,6 @@ def submit(config: RerunConfig) -> None:
 
 def run_here(config: RerunConfig) -> RunRecord:
     """Run the plan's stages here (inside a Ray Job on a cluster); returns the history row."""
-    from harness.data.shards import run as prepare
-    from harness.leaderboard.run import run as leaderboard
-    from harness.report.publish import publish, record_models
-    from harness.train.sweep import pending
-    from harness.train.sweep import run as sweep
-
     plan = load_plan(config.plan, progress=config.progress, wait_s=config.wait_s)
     total = (plan.prepare is not None) + len(plan.sweeps) + 1
     done = 0

@@ -36,17 +36,18 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from harness.configs import build, field_names
+from harness.data.recipe import PatchRecipe
+from harness.data.shards import PrepareConfig, prepare_config
 from harness.errors import HarnessError
+from harness.leaderboard.config import LeaderboardConfig
+from harness.report.config import ReportConfig
 from harness.slug import slug
-
-if TYPE_CHECKING:
-    from harness.data.shards import PrepareConfig
-    from harness.leaderboard.config import LeaderboardConfig
-    from harness.report.config import ReportConfig
-    from harness.train.sweep import SweepConfig
+from harness.train.loop import models_dir
+from harness.train.recipe import TrainingRecipe
+from harness.train.sweep import SweepConfig, sweep_config
 
 _PATH_KEYS = frozenset({"out", "data", "root", "reports_dir", "codec_dir", "models", "sources", "work_dir"})
 _LIST_KEYS = frozenset({"models", "sources"})  # path keys that take a list of paths
@@ -60,10 +61,10 @@ class Plan:
     name: str
     reports_dir: Path
     work_dir: Path
-    prepare: "PrepareConfig | None"
-    sweeps: "tuple[SweepConfig, ...]"
-    leaderboard: "LeaderboardConfig"
-    report: "ReportConfig"
+    prepare: PrepareConfig | None
+    sweeps: tuple[SweepConfig, ...]
+    leaderboard: LeaderboardConfig
+    report: ReportConfig
 
     @property
     def report_dir(self) -> Path:
@@ -127,9 +128,7 @@ def _section(raw: Any, where: str, allowed: set[str], base: Path) -> dict[str, A
     return {key: _resolve(base, key, value) for key, value in raw.items()}
 
 
-def _sweep(values: dict[str, Any], where: str, shards_dir: Path, work_dir: Path, wait_s: float) -> "SweepConfig":
-    from harness.train.sweep import sweep_config
-
+def _sweep(values: dict[str, Any], where: str, shards_dir: Path, work_dir: Path, wait_s: float) -> SweepConfig:
     # A rerun continues a sweep an earlier rerun left unfinished.
     config = sweep_config({"data": shards_dir, "resume": "auto", **values, "wait_s": wait_s}, where)
     if "out" in values:
@@ -159,14 +158,6 @@ def load_plan(path: str | Path, progress: bool = False, wait_s: float = 0.0) -> 
 
 def _plan(path: Path, raw: dict[str, Any], progress: bool, wait_s: float) -> Plan:
     """The stages' configs of the parsed plan ``raw`` (of the file ``path``)."""
-    from harness.data.recipe import PatchRecipe
-    from harness.data.shards import PrepareConfig, prepare_config
-    from harness.leaderboard.config import LeaderboardConfig
-    from harness.report.config import ReportConfig
-    from harness.train.loop import models_dir
-    from harness.train.recipe import TrainingRecipe
-    from harness.train.sweep import SweepConfig
-
     base = path.parent
     top = {"name", "reports_dir", "work_dir", "data", "sweep_defaults", "sweep", "leaderboard"}
     unknown = sorted(set(raw) - top)

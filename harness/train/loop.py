@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 import random
 import tempfile
 import time
@@ -35,19 +34,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.artefacts import torchfile
+from harness.artefacts.card import WARMUP, ModelCard, TrainingStage, card_path, read_card, write_card
+from harness.artefacts.checkpoint import entropy_path, fingerprint, load_checkpoint, save_checkpoint
 from harness.configs import build
 from harness.data.manifest import MANIFEST
+from harness.data.stream import train_loader, val_loader
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
-from harness.model.card import WARMUP, ModelCard, TrainingStage, card_path, read_card, write_card
-from harness.model.checkpoint import entropy_path, fingerprint, load_checkpoint, save_checkpoint
-from harness.model.baselines import build_model
 from harness.model.loss import LossConfig, RateDistortionLoss
 from harness.model.network import WeConvene
 from harness.model.precision import set_precision
 from harness.paper import PAPER_MILESTONES
 from harness.provenance import cpu_name
 from harness.train.recipe import FP32, TrainingRecipe
+from harness.zoo.factory import build_model
 
 AUX_LR = 1e-3
 CLIP_NORM = 1.0
@@ -127,14 +128,7 @@ def read_state(path: Path) -> dict:
     It sits in the trial's checkpoint folder, shared storage on a cluster, so it is read
     with ``weights_only=True``: a file holding any other pickled object is refused rather
     than executed."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise HarnessError(f"{path} holds pickled objects other than tensors and plain types: refused, since "
-                           "loading it would run code; delete the trial's checkpoints to restart it") from None
-    except Exception as error:  # torch.load fails on damaged files in many ways (EOFError, RuntimeError, ...)
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise HarnessError(f"{path} is not a training state of this harness ({reason})") from None
+    state = torchfile.load(path, "a training state of this harness", "delete the trial's checkpoints to restart it")
     if not isinstance(state, dict) or not {"model", "optimizer", "step", "rng"} <= set(state):
         raise HarnessError(f"{path} is not a training state of this harness (keys missing)")
     return state
@@ -205,8 +199,6 @@ class _State:
 
 def _evaluate(model: WeConvene, loss: RateDistortionLoss, config: TrialConfig, device: torch.device) -> dict[str, float]:
     """Validation in eval mode (rounding, not noise): mean bpp, PSNR (and MS-SSIM) over val patches."""
-    from harness.data.stream import val_loader
-
     model.eval()
     totals: dict[str, float] = {}
     count = 0
@@ -228,8 +220,6 @@ def _evaluate(model: WeConvene, loss: RateDistortionLoss, config: TrialConfig, d
 def _train_batches(config: TrialConfig, start_step: int, rank: int, world: int):
     """This worker's share of each batch; a restarted trial reseeds the stream by its step so
     it sees new patches, and every worker draws its own stream."""
-    from harness.data.stream import train_loader
-
     seed = config.recipe.seed * 1_000_003 + start_step + rank * 1_000_000_007
     return iter(train_loader(config.data, config.recipe.patch, config.recipe.batch_size // world, seed=seed))
 

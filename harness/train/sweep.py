@@ -21,21 +21,22 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from harness.artefacts.card import ModelCard, card_path, read_card
 from harness.atomic import check_folder, write_parquet_atomic
 from harness.configs import build
-from harness.errors import HarnessError
-from harness.lock import check_wait, folder_lock
-from harness.raycluster import connect
 from harness.data.manifest import ShardManifest, require_manifest
-from harness.leaderboard.metrics import MS_SSIM_MIN_SIDE
+from harness.data.stream import shard_paths
+from harness.errors import HarnessError
 from harness.hashing import sha256_bytes, sha256_file
-from harness.model.card import ModelCard, card_path, read_card
-from harness.model.baselines import model_config
-from harness.model.config import DEFAULT_VARIANT
+from harness.lock import check_wait, folder_lock
 from harness.model.precision import resolve as resolve_precision
 from harness.paper import PAPER_LAMBDAS
+from harness.pixels.msssim import MS_SSIM_MIN_SIDE
+from harness.raycluster import connect
 from harness.train.loop import TrialConfig, model_name, models_dir, train_trial
 from harness.train.recipe import TrainingRecipe, split
+from harness.zoo.factory import model_config
+from harness.zoo.variants import DEFAULT_VARIANT
 
 EXPERIMENT = "sweep"
 DRIVER_CPU = 0.01  # what a multi-worker trial itself reserves (Ray wants a non-empty request)
@@ -109,11 +110,9 @@ class SweepConfig:
 def check_data(config: SweepConfig) -> ShardManifest:
     """The shard folder's checks (complete, both splits present, patches large enough for the
     crop); returns its manifest. The config checked itself when it was made."""
-    from harness.data.stream import shard_paths
-
     manifest = require_manifest(Path(config.data))
-    for split in ("train", "val"):
-        shard_paths(config.data, split, config.recipe.patch, manifest)
+    for part in ("train", "val"):
+        shard_paths(config.data, part, config.recipe.patch, manifest)
     return manifest
 
 

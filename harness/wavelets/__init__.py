@@ -52,18 +52,18 @@ from torch import Tensor
 from harness.wavelets import cpu
 from harness.wavelets.lifting import (
     WAVELETS,
+    Analysis,
     Highs2D,
+    Synthesis,
     WaveletError,
     WaveletTypeError,
-    _Analysis,
-    _check_float,
-    _check_levels,
-    _check_size,
-    _check_wavelet,
-    _norm_dim,
-    _spans,
-    _Synthesis,
+    band_spans,
+    check_float,
+    check_levels,
+    check_size,
+    check_wavelet,
     min_size,
+    norm_dim,
 )
 
 __all__ = [
@@ -81,11 +81,11 @@ def portable() -> Iterator[None]:
     kernels and ``add_(alpha=...)`` need not be). The integer entropy path
     (:mod:`harness.model.exact`) runs its 3DM-WeConv layers under it."""
     previous = cpu.portable_active()
-    cpu._PORTABLE.on = True
+    cpu.PORTABLE.on = True
     try:
         yield
     finally:
-        cpu._PORTABLE.on = previous
+        cpu.PORTABLE.on = previous
 
 
 # --------------------------------------------------------------------------- 1D
@@ -98,12 +98,12 @@ def dwt(x: Tensor, wavelet: str, dim: int) -> tuple[Tensor, Tensor]:
     (empty for ``n == 1``); all other dimensions are batch dimensions. The two
     bands are views of one new buffer.
     """
-    _check_wavelet(wavelet)
-    _check_float(x)
-    dim = _norm_dim(dim, x.dim())
-    _check_size(x.shape[dim], 1, f"dimension {dim}", strict=False)
-    low, (high,) = _spans(x.shape[dim], 1)
-    return _Analysis.apply(x, wavelet, [((dim,), 1)], [{dim: low}, {dim: high}])
+    check_wavelet(wavelet)
+    check_float(x)
+    dim = norm_dim(dim, x.dim())
+    check_size(x.shape[dim], 1, f"dimension {dim}", strict=False)
+    low, (high,) = band_spans(x.shape[dim], 1)
+    return Analysis.apply(x, wavelet, [((dim,), 1)], [{dim: low}, {dim: high}])
 
 
 def idwt(
@@ -113,13 +113,13 @@ def idwt(
 
     ``length``, if given, must equal that sum (a guard against mismatched bands).
     """
-    _check_wavelet(wavelet)
-    _check_float(low, high)
+    check_wavelet(wavelet)
+    check_float(low, high)
     if low.dim() != high.dim():
         raise WaveletError(
             f"low and high bands differ in rank: {tuple(low.shape)} vs {tuple(high.shape)}"
         )
-    dim = _norm_dim(dim, low.dim())
+    dim = norm_dim(dim, low.dim())
     ns, nd = low.shape[dim], high.shape[dim]
     other_low = low.shape[:dim] + low.shape[dim + 1 :]
     other_high = high.shape[:dim] + high.shape[dim + 1 :]
@@ -133,7 +133,7 @@ def idwt(
         raise WaveletError(f"bands along dim {dim} rebuild {n} samples, not length={length}")
     shape = list(low.shape)
     shape[dim] = n
-    return _Synthesis.apply(wavelet, [((dim,), 1)], [{dim: (0, ns)}, {dim: (ns, n)}], shape, low, high)
+    return Synthesis.apply(wavelet, [((dim,), 1)], [{dim: (0, ns)}, {dim: (ns, n)}], shape, low, high)
 
 
 # --------------------------------------------------------------------------- multi-level
@@ -149,38 +149,38 @@ def channel_dwt(
     as views of one buffer. With ``strict`` the size along ``dim`` must be at
     least ``2**(levels-1)+1`` so that every level has a non-empty high band.
     """
-    _check_wavelet(wavelet)
-    _check_float(x)
-    _check_levels(levels, "levels")
-    dim = _norm_dim(dim, x.dim())
-    _check_size(x.shape[dim], levels, f"dimension {dim}", strict)
-    low, highs = _spans(x.shape[dim], levels)
+    check_wavelet(wavelet)
+    check_float(x)
+    check_levels(levels, "levels")
+    dim = norm_dim(dim, x.dim())
+    check_size(x.shape[dim], levels, f"dimension {dim}", strict)
+    low, highs = band_spans(x.shape[dim], levels)
     spans = [{dim: span} for span in [low, *reversed(highs)]]
-    return list(_Analysis.apply(x, wavelet, [((dim,), levels)], spans))
+    return list(Analysis.apply(x, wavelet, [((dim,), levels)], spans))
 
 
 def channel_idwt(bands: Sequence[Tensor], wavelet: str, dim: int = 1) -> Tensor:
     """Inverse of :func:`channel_dwt` (``bands`` = ``[L, H_levels, ..., H_1]``)."""
-    _check_wavelet(wavelet)
+    check_wavelet(wavelet)
     if len(bands) < 2:
         raise WaveletError(f"need a low band and at least one high band, got {len(bands)} band(s)")
-    _check_float(*bands)
-    dim = _norm_dim(dim, bands[0].dim())
+    check_float(*bands)
+    dim = norm_dim(dim, bands[0].dim())
     levels = len(bands) - 1
     n = sum(b.shape[dim] for b in bands)
-    low, highs = _spans(n, levels)
+    low, highs = band_spans(n, levels)
     shape = list(bands[0].shape)
     shape[dim] = n
     spans = [{dim: span} for span in [low, *reversed(highs)]]
-    return _Synthesis.apply(wavelet, [((dim,), levels)], spans, shape, *bands)
+    return Synthesis.apply(wavelet, [((dim,), levels)], spans, shape, *bands)
 
 
 def _spatial_layout(
     h: int, w: int, levels: int, hdim: int, wdim: int
 ) -> tuple[dict[int, tuple[int, int]], list[tuple[dict, dict, dict]]]:
     """Spans of LL and of (LH, HL, HH) per level (finest first) in a Mallat buffer."""
-    (hl0, hl1), hh = _spans(h, levels)
-    (wl0, wl1), wh = _spans(w, levels)
+    (hl0, hl1), hh = band_spans(h, levels)
+    (wl0, wl1), wh = band_spans(w, levels)
     ll = {hdim: (hl0, hl1), wdim: (wl0, wl1)}
     highs = []
     for lv in range(levels):
@@ -208,30 +208,30 @@ def dwt2(
     its transpose (``cH``), ``HH`` the diagonal band (``cD``).
     With ``strict`` height and width must be at least ``2**(levels-1)+1``.
     """
-    _check_wavelet(wavelet)
-    _check_float(x)
-    _check_levels(levels, "levels")
+    check_wavelet(wavelet)
+    check_float(x)
+    check_levels(levels, "levels")
     if x.dim() < 2:
         raise WaveletError(f"dwt2 needs a tensor with at least 2 dims, got {x.dim()}")
     h, w = x.shape[-2:]
-    _check_size(h, levels, "height", strict)
-    _check_size(w, levels, "width", strict)
+    check_size(h, levels, "height", strict)
+    check_size(w, levels, "width", strict)
     hdim, wdim = x.dim() - 2, x.dim() - 1
     ll, highs = _spatial_layout(h, w, levels, hdim, wdim)
     spans = [ll] + [span for level in highs for span in level]
-    out = _Analysis.apply(x, wavelet, [((hdim, wdim), levels)], spans)
+    out = Analysis.apply(x, wavelet, [((hdim, wdim), levels)], spans)
     return out[0], [tuple(out[1 + 3 * lv : 4 + 3 * lv]) for lv in range(levels)]
 
 
 def idwt2(ll: Tensor, highs: Sequence[Highs2D], wavelet: str) -> Tensor:
     """Inverse of :func:`dwt2` (``highs`` finest level first, as returned)."""
-    _check_wavelet(wavelet)
+    check_wavelet(wavelet)
     if len(highs) < 1:
         raise WaveletError("idwt2 needs at least one level of (LH, HL, HH) bands")
     for level in highs:
         if len(level) != 3:
             raise WaveletError(f"each level needs 3 bands (LH, HL, HH), got {len(level)}")
-    _check_float(ll, *(b for level in highs for b in level))
+    check_float(ll, *(b for level in highs for b in level))
     if ll.dim() < 2:
         raise WaveletError(f"idwt2 needs bands with at least 2 dims, got {ll.dim()}")
     hdim, wdim = ll.dim() - 2, ll.dim() - 1
@@ -242,7 +242,7 @@ def idwt2(ll: Tensor, highs: Sequence[Highs2D], wavelet: str) -> Tensor:
     spans = [ll_span] + [span for level in high_spans for span in level]
     bands = [ll] + [band for level in highs for band in level]
     shape = list(ll.shape[:-2]) + [h, w]
-    return _Synthesis.apply(wavelet, [((hdim, wdim), levels)], spans, shape, *bands)
+    return Synthesis.apply(wavelet, [((hdim, wdim), levels)], spans, shape, *bands)
 
 
 # --------------------------------------------------------------------------- 3D
@@ -275,8 +275,8 @@ def subband_names(channel_levels: int = 1, spatial_levels: int = 1) -> tuple[str
     ``LLL, LLH2, LHL2, LHH2, LLH1, LHL1, LHH1, HLL, ...``; two channel levels
     ``LLL, ..., H2LL, ..., H1HH``.
     """
-    _check_levels(channel_levels, "channel_levels")
-    _check_levels(spatial_levels, "spatial_levels")
+    check_levels(channel_levels, "channel_levels")
+    check_levels(spatial_levels, "spatial_levels")
     return tuple(c + s for c in _channel_names(channel_levels) for s in _spatial_names(spatial_levels))
 
 
@@ -285,7 +285,7 @@ def _layout3(
 ) -> dict[str, dict[int, tuple[int, int]]]:
     """Spans of every named 3D subband in the Mallat buffer, in subband_names order."""
     hdim, wdim = len(shape) - 2, len(shape) - 1
-    c_low, c_highs = _spans(shape[cdim], channel_levels)
+    c_low, c_highs = band_spans(shape[cdim], channel_levels)
     c_spans = [c_low, *reversed(c_highs)]
     ll, highs = _spatial_layout(shape[hdim], shape[wdim], spatial_levels, hdim, wdim)
     s_spans = [ll]
@@ -299,7 +299,7 @@ def _layout3(
 def _channel_dim3(ndim: int, channel_dim: int) -> int:
     if ndim < 3:
         raise WaveletError(f"the 3D transform needs a tensor with at least 3 dims, got {ndim}")
-    cdim = _norm_dim(channel_dim, ndim)
+    cdim = norm_dim(channel_dim, ndim)
     if cdim >= ndim - 2:
         raise WaveletError(
             f"channel_dim {channel_dim} must not be one of the last two (spatial) dims"
@@ -322,18 +322,18 @@ def dwt3(
     Returns a dict keyed by :func:`subband_names` in that order (lowest first);
     the bands are views of one buffer.
     """
-    _check_wavelet(wavelet)
-    _check_float(x)
-    _check_levels(channel_levels, "channel_levels")
-    _check_levels(spatial_levels, "spatial_levels")
+    check_wavelet(wavelet)
+    check_float(x)
+    check_levels(channel_levels, "channel_levels")
+    check_levels(spatial_levels, "spatial_levels")
     cdim = _channel_dim3(x.dim(), channel_dim)
     hdim, wdim = x.dim() - 2, x.dim() - 1
-    _check_size(x.shape[cdim], channel_levels, f"channel dimension {cdim}", strict)
-    _check_size(x.shape[hdim], spatial_levels, "height", strict)
-    _check_size(x.shape[wdim], spatial_levels, "width", strict)
+    check_size(x.shape[cdim], channel_levels, f"channel dimension {cdim}", strict)
+    check_size(x.shape[hdim], spatial_levels, "height", strict)
+    check_size(x.shape[wdim], spatial_levels, "width", strict)
     layout = _layout3(x.shape, cdim, channel_levels, spatial_levels)
     plan = [((cdim,), channel_levels), ((hdim, wdim), spatial_levels)]
-    return dict(zip(layout, _Analysis.apply(x, wavelet, plan, list(layout.values()))))
+    return dict(zip(layout, Analysis.apply(x, wavelet, plan, list(layout.values()))))
 
 
 def idwt3(
@@ -345,7 +345,7 @@ def idwt3(
 ) -> Tensor:
     """Inverse of :func:`dwt3`; ``subbands`` must hold exactly the names of
     :func:`subband_names` for the given level counts."""
-    _check_wavelet(wavelet)
+    check_wavelet(wavelet)
     expected = subband_names(channel_levels, spatial_levels)
     if set(subbands) != set(expected):
         missing = sorted(set(expected) - set(subbands))
@@ -354,7 +354,7 @@ def idwt3(
             f"subbands do not match {channel_levels} channel / {spatial_levels} spatial "
             f"level(s): missing {missing}, unexpected {extra}"
         )
-    _check_float(*subbands.values())
+    check_float(*subbands.values())
     first = subbands[expected[0]]
     cdim = _channel_dim3(first.dim(), channel_dim)
     hdim, wdim = first.dim() - 2, first.dim() - 1
@@ -371,4 +371,4 @@ def idwt3(
     layout = _layout3(shape, cdim, channel_levels, spatial_levels)
     plan = [((cdim,), channel_levels), ((hdim, wdim), spatial_levels)]
     bands = [subbands[name] for name in layout]
-    return _Synthesis.apply(wavelet, plan, list(layout.values()), shape, *bands)
+    return Synthesis.apply(wavelet, plan, list(layout.values()), shape, *bands)

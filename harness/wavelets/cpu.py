@@ -42,9 +42,9 @@ SCALE_ODD = 7  # odd *= c
 Program = tuple[tuple[int, float], ...]
 
 ENABLED = True  # tests switch the kernel off to run the torch path on the CPU
-_PORTABLE = threading.local()  # harness.wavelets.portable(): the torch path, unfused, on this thread
-_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
-_BUFFER_BYTES = 1 << 18  # a tile's buffer when rows are copied: within one core's L2 cache
+PORTABLE = threading.local()  # harness.wavelets.portable(): the torch path, unfused, on this thread
+DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+BUFFER_BYTES = 1 << 18  # a tile's buffer when rows are copied: within one core's L2 cache
 _COLUMNS = 32  # a tile's width when lines are copied into columns
 
 
@@ -55,7 +55,7 @@ def _buffer_row(i: int, ns: int) -> int:
 
 
 @jit()
-def _copy(flat, base, s_n, s_q, buf, q0, width, ns, permute, into_buf):
+def copy_block(flat, base, s_n, s_q, buf, q0, width, ns, permute, into_buf):
     """Copy lines ``q0:q0+width`` of an (n, Q) tensor held in ``flat`` (element strides
     ``s_n``, ``s_q`` from ``base``) into the columns of ``buf`` (n rows), or back. With
     ``permute``, sample i sits in row ``_buffer_row(i, ns)`` of ``buf``. The three loops are
@@ -104,7 +104,7 @@ def _add_pair(dst, a, b, c, width):
 
 
 @jit()
-def _targets(kind, ns, nd):
+def targets(kind, ns, nd):
     """``(count, parity)`` of the samples a step updates: ``parity`` 1 for the odd half."""
     if kind == PREDICT or kind == UPDATE_T or kind == HAAR_PREDICT or kind == SCALE_ODD:
         return nd, 1
@@ -112,7 +112,7 @@ def _targets(kind, ns, nd):
 
 
 @jit()
-def _lift(buf, kind, c, k0, k1, ns, nd, mask, odd, width):
+def lift(buf, kind, c, k0, k1, ns, nd, mask, odd, width):
     """Step ``kind`` on samples ``k0:k1`` of the half it updates, columns ``0:width`` of
     ``buf``; even sample k sits in row ``k & mask``, odd sample k in ``odd + (k & mask)``
     (``mask`` -1 and ``odd`` ns for a buffer split ``[even | odd]``, a power of two less
@@ -165,8 +165,8 @@ def _run(buf, ns, nd, kinds, coefs, width):
     if nd == 0:  # a single sample passes through (T.800 F.3.7)
         return
     for s in range(kinds.shape[0]):
-        count, _ = _targets(kinds[s], ns, nd)
-        _lift(buf, kinds[s], coefs[s], 0, count, ns, nd, -1, ns, width)
+        count, _ = targets(kinds[s], ns, nd)
+        lift(buf, kinds[s], coefs[s], 0, count, ns, nd, -1, ns, width)
 
 
 def _level(src, src_strides, dst, dst_strides, n, width_q, kinds, coefs, analysis, start, stop, tile):
@@ -181,9 +181,9 @@ def _level(src, src_strides, dst, dst_strides, n, width_q, kinds, coefs, analysi
         p = item // tiles
         q0 = (item % tiles) * tile
         width = min(tile, width_q - q0)
-        _copy(src, p * src_strides[0], src_strides[1], src_strides[2], buf, q0, width, ns, analysis, True)
+        copy_block(src, p * src_strides[0], src_strides[1], src_strides[2], buf, q0, width, ns, analysis, True)
         _run(buf, ns, nd, kinds, coefs, width)
-        _copy(dst, p * dst_strides[0], dst_strides[1], dst_strides[2], buf, q0, width, ns, not analysis, False)
+        copy_block(dst, p * dst_strides[0], dst_strides[1], dst_strides[2], buf, q0, width, ns, not analysis, False)
 
 
 @jit()
@@ -210,7 +210,7 @@ def _transpose(src, s0, s_n, s_m, dst, n, m, ns, deinterleave):
 
 
 @jit()
-def _plane_analysis(src, s0, s_h, s_w, dst, d0, d_h, d_w, h, w, rows, cols, kinds, coefs, levels):
+def plane_analysis(src, s0, s_h, s_w, dst, d0, d_h, d_w, h, w, rows, cols, kinds, coefs, levels):
     """A ``levels``-level 2D analysis of one h x w plane (Mallat: each level on the previous
     one's LL block) from ``src`` into ``dst`` (flat arrays; the plane at element ``s0``/``d0``
     with strides ``s_h, s_w``/``d_h, d_w``); the plane is read whole before it is written.
@@ -228,19 +228,19 @@ def _plane_analysis(src, s0, s_h, s_w, dst, d0, d_h, d_w, h, w, rows, cols, kind
         _transpose(flat_cols, 0, h, 1, rows, ww, hh, ns_h, True)
         _run(rows, ns_h, hh - ns_h, kinds, coefs, ww)
         hh, ww = ns_h, ns_w
-    _copy(dst, d0, d_h, d_w, rows, 0, w, 0, False, False)
+    copy_block(dst, d0, d_h, d_w, rows, 0, w, 0, False, False)
 
 
 @jit()
 def _plane_synthesis(src, s0, s_h, s_w, dst, d0, d_h, d_w, h, w, rows, cols, kinds, coefs, levels):
-    """The synthesis that undoes :func:`_plane_analysis` step by step in reverse (same
+    """The synthesis that undoes :func:`plane_analysis` step by step in reverse (same
     arguments)."""
-    _copy(src, s0, s_h, s_w, rows, 0, w, 0, False, True)
-    _synthesize(rows, cols, dst, d0, d_h, d_w, h, w, kinds, coefs, levels)
+    copy_block(src, s0, s_h, s_w, rows, 0, w, 0, False, True)
+    synthesize(rows, cols, dst, d0, d_h, d_w, h, w, kinds, coefs, levels)
 
 
 @jit()
-def _synthesize(rows, cols, dst, d0, d_h, d_w, h, w, kinds, coefs, levels):
+def synthesize(rows, cols, dst, d0, d_h, d_w, h, w, kinds, coefs, levels):
     """:func:`_plane_synthesis` of the plane already in ``rows``."""
     flat_rows, flat_cols = rows.reshape(h * w), cols.reshape(w * h)
     for level in range(levels - 1, -1, -1):
@@ -252,7 +252,7 @@ def _synthesize(rows, cols, dst, d0, d_h, d_w, h, w, kinds, coefs, levels):
         _transpose(flat_rows, 0, w, 1, cols, hh, ww, ns_h, False)
         _run(cols, ns_w, ww - ns_w, kinds, coefs, hh)
         _transpose(flat_cols, 0, h, 1, rows, ww, hh, ns_w, False)
-    _copy(dst, d0, d_h, d_w, rows, 0, w, 0, False, False)
+    copy_block(dst, d0, d_h, d_w, rows, 0, w, 0, False, False)
 
 
 def _planes(src, src_strides, dst, dst_strides, h, w, kinds, coefs, analysis, start, stop, levels):
@@ -264,7 +264,7 @@ def _planes(src, src_strides, dst, dst_strides, h, w, kinds, coefs, analysis, st
     for p in range(start, stop):
         s0, d0 = p * src_strides[0], p * dst_strides[0]
         if analysis:
-            _plane_analysis(
+            plane_analysis(
                 src, s0, src_strides[1], src_strides[2], dst, d0, dst_strides[1], dst_strides[2],
                 h, w, rows, cols, kinds, coefs, levels,
             )
@@ -275,12 +275,12 @@ def _planes(src, src_strides, dst, dst_strides, h, w, kinds, coefs, analysis, st
             )
 
 
-def _array(dtype: type):
+def array_type(dtype: type):
     """numba's type of a flat contiguous array of ``dtype`` (a numpy scalar type)."""
     return numba.from_dtype(np.dtype(dtype))[::1]
 
 
-def _signature(t, head: tuple, own: int):
+def signature(t, head: tuple, own: int):
     """A kernel's numba signature, for element arrays of type ``t``: the arguments ``head``,
     then the program's kinds and coefficients, the analysis flag, the items' start and stop,
     and ``own`` ints of the kernel's own."""
@@ -292,12 +292,12 @@ def _signature(t, head: tuple, own: int):
 def _compiled(kernel: str, dtype: type):
     """``_level`` or ``_planes`` compiled for one dtype on first use (cached on disk where
     :func:`harness.kernels.jit` can); strides are arguments, so one compilation serves every layout."""
-    t, i64 = _array(dtype), numba.int64
+    t, i64 = array_type(dtype), numba.int64
     # src, its strides, dst, its strides, the line length or h, the width or w; the tile or levels
-    return jit([_signature(t, (t, i64[::1], t, i64[::1], i64, i64), 1)])(globals()[kernel])
+    return jit([signature(t, (t, i64[::1], t, i64[::1], i64, i64), 1)])(globals()[kernel])
 
 
-def _merged(shape: Sequence[int], strides: Sequence[Sequence[int]]) -> list[tuple[int, list[int]]]:
+def merged_dims(shape: Sequence[int], strides: Sequence[Sequence[int]]) -> list[tuple[int, list[int]]]:
     """Adjacent dims merged wherever every tensor's memory allows: ``(size, strides)`` groups."""
     groups: list[tuple[int, list[int]]] = []
     for d, size in enumerate(shape):
@@ -311,7 +311,7 @@ def _merged(shape: Sequence[int], strides: Sequence[Sequence[int]]) -> list[tupl
     return groups
 
 
-def _single(groups: list[tuple[int, list[int]]], tensors: int = 2) -> tuple[int, list[int]] | None:
+def single(groups: list[tuple[int, list[int]]], tensors: int = 2) -> tuple[int, list[int]] | None:
     """The one group of ``groups`` (size 1 if none) of ``tensors`` tensors' dims; None if
     there are several."""
     if len(groups) > 1:
@@ -329,11 +329,11 @@ def _fold(src: Tensor, dst: Tensor, dim: int) -> tuple[int, int, np.ndarray, np.
     if the dims around ``dim`` do not fold into one each. Q is the dim the kernel vectorises
     over: the dims after ``dim``, or for an innermost ``dim`` the lines (the dims before it)."""
     strides = (src.stride(), dst.stride())
-    before = _merged(src.shape[:dim], strides)
-    after = _merged(src.shape[dim + 1 :], [s[dim + 1 :] for s in strides])
+    before = merged_dims(src.shape[:dim], strides)
+    after = merged_dims(src.shape[dim + 1 :], [s[dim + 1 :] for s in strides])
     if not after:
         before, after = before[:-1], before[-1:]
-    outer, inner = _single(before), _single(after)
+    outer, inner = single(before), single(after)
     if outer is None or inner is None:
         return None
     src_st, dst_st = _strides(outer[1], [(s[dim], inner[1][k]) for k, s in enumerate(strides)])
@@ -341,23 +341,23 @@ def _fold(src: Tensor, dst: Tensor, dim: int) -> tuple[int, int, np.ndarray, np.
 
 
 @functools.cache
-def _program_arrays(program: Program, dtype) -> tuple[np.ndarray, np.ndarray]:
+def program_arrays(program: Program, dtype) -> tuple[np.ndarray, np.ndarray]:
     kinds = np.array([k for k, _ in program], dtype=np.int64)
     coefs = np.array([c for _, c in program], dtype=dtype)
     return kinds, coefs
 
 
 def portable_active() -> bool:
-    return getattr(_PORTABLE, "on", False)
+    return getattr(PORTABLE, "on", False)
 
 
-def _usable(src: Tensor, dst: Tensor) -> bool:
+def usable(src: Tensor, dst: Tensor) -> bool:
     return (
         ENABLED
         and not portable_active()
         and src.device.type == "cpu"
         and dst.device.type == "cpu"
-        and src.dtype in _DTYPES
+        and src.dtype in DTYPES
         and dst.dtype == src.dtype
         and src.numel() > 0
     )
@@ -368,7 +368,7 @@ def level_(src: Tensor, dst: Tensor, dim: int, program: Program, analysis: bool)
     an analysis deinterleaves then runs ``program``, a synthesis runs it then interleaves.
     Returns False, doing nothing, where the kernel does not apply (not a CPU float32/float64
     pair, or a layout whose dims do not fold); the caller then uses torch ops."""
-    if not _usable(src, dst):
+    if not usable(src, dst):
         return False
     folded = _fold(src, dst, dim)
     if folded is None:
@@ -376,12 +376,12 @@ def level_(src: Tensor, dst: Tensor, dim: int, program: Program, analysis: bool)
     p, q, src_st, dst_st = folded
     n = src.shape[dim]
     if src_st[2] == 1 or dst_st[2] == 1:  # rows copied whole: a tile as wide as the cache allows
-        tile = max(16, min(q, _BUFFER_BYTES // (n * src.element_size())))
+        tile = max(16, min(q, BUFFER_BYTES // (n * src.element_size())))
     else:  # lines copied into columns
         tile = min(q, _COLUMNS)
-    kinds, coefs = _program_arrays(program, _DTYPES[src.dtype])
+    kinds, coefs = program_arrays(program, DTYPES[src.dtype])
     args = (memory(src), src_st, memory(dst), dst_st, n, q, kinds, coefs, analysis)
-    launch(_compiled("_level", _DTYPES[src.dtype]), args, p * math.ceil(q / tile), src.numel(), tile)
+    launch(_compiled("_level", DTYPES[src.dtype]), args, p * math.ceil(q / tile), src.numel(), tile)
     return True
 
 
@@ -391,17 +391,17 @@ def plane_levels_(src: Tensor, dst: Tensor, program: Program, analysis: bool, le
     along width then height at each level, the synthesis undoes it (the two axes of a level
     commute, so this is the engine's transform up to rounding). False where the kernel does
     not apply (as for :func:`level_`, or planes too big for the cache)."""
-    if not _usable(src, dst) or src.dim() < 2:
+    if not usable(src, dst) or src.dim() < 2:
         return False
     h, w = src.shape[-2:]
-    if h * w * src.element_size() > _BUFFER_BYTES:
+    if h * w * src.element_size() > BUFFER_BYTES:
         return False
     strides = (src.stride(), dst.stride())
-    outer = _single(_merged(src.shape[:-2], [st[:-2] for st in strides]))
+    outer = single(merged_dims(src.shape[:-2], [st[:-2] for st in strides]))
     if outer is None:
         return False
     src_st, dst_st = _strides(outer[1], [st[-2:] for st in strides])
-    kinds, coefs = _program_arrays(program, _DTYPES[src.dtype])
+    kinds, coefs = program_arrays(program, DTYPES[src.dtype])
     args = (memory(src), src_st, memory(dst), dst_st, h, w, kinds, coefs, analysis)
-    launch(_compiled("_planes", _DTYPES[src.dtype]), args, outer[0], src.numel(), levels)
+    launch(_compiled("_planes", DTYPES[src.dtype]), args, outer[0], src.numel(), levels)
     return True

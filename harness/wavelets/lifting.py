@@ -40,14 +40,14 @@ class WaveletTypeError(HarnessError, TypeError):
 # --------------------------------------------------------------------------- checks
 
 
-def _check_wavelet(wavelet: str) -> None:
+def check_wavelet(wavelet: str) -> None:
     if wavelet not in WAVELETS:
         raise WaveletError(
             f"unknown wavelet {wavelet!r}; valid wavelets are {', '.join(map(repr, WAVELETS))}"
         )
 
 
-def _check_float(*tensors: Tensor) -> None:
+def check_float(*tensors: Tensor) -> None:
     for t in tensors:
         if not isinstance(t, Tensor):
             raise WaveletTypeError(f"expected a torch.Tensor, got {type(t).__name__}")
@@ -58,13 +58,13 @@ def _check_float(*tensors: Tensor) -> None:
             )
 
 
-def _norm_dim(dim: int, ndim: int) -> int:
+def norm_dim(dim: int, ndim: int) -> int:
     if not -ndim <= dim < ndim:
         raise WaveletError(f"dim {dim} is out of range for a {ndim}-D tensor")
     return dim % ndim
 
 
-def _check_levels(levels: int, what: str) -> None:
+def check_levels(levels: int, what: str) -> None:
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
         raise WaveletError(f"{what} must be an integer >= 1, got {levels!r}")
 
@@ -74,7 +74,7 @@ def min_size(levels: int) -> int:
     return 2 ** (levels - 1) + 1
 
 
-def _check_size(n: int, levels: int, what: str, strict: bool) -> None:
+def check_size(n: int, levels: int, what: str, strict: bool) -> None:
     if n < 1:
         raise WaveletError(f"cannot transform an empty {what} (size 0)")
     if strict and n < min_size(levels):
@@ -433,7 +433,7 @@ def _band(buf: Tensor, spans: dict[int, tuple[int, int]]) -> Tensor:
     return buf
 
 
-def _spans(n: int, levels: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+def band_spans(n: int, levels: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
     """Positions in a Mallat buffer of the final low band and of each level's high band."""
     sizes = _sizes(n, levels)
     return (0, sizes[-1]), [(sizes[lv + 1], sizes[lv]) for lv in range(levels)]
@@ -441,7 +441,7 @@ def _spans(n: int, levels: int) -> tuple[tuple[int, int], list[tuple[int, int]]]
 
 def _bands_dtype(bands: Sequence[Tensor | None], like: Tensor) -> torch.dtype:
     present = [b for b in bands if b is not None]
-    _check_float(*present)
+    check_float(*present)
     dtype = like.dtype
     for band in present:
         if band.device != like.device:
@@ -469,7 +469,7 @@ def _placed(
     return placed
 
 
-class _Analysis(torch.autograd.Function):
+class Analysis(torch.autograd.Function):
     """Analysis by ``plan``; its backward is the transposed transform (same cost)."""
 
     @staticmethod
@@ -485,7 +485,7 @@ class _Analysis(torch.autograd.Function):
         return _synthesis(grads, spans, shape, wavelet, plan, "forward_t"), None, None, None
 
 
-class _Synthesis(torch.autograd.Function):
+class Synthesis(torch.autograd.Function):
     """Synthesis of bands placed by ``spans``; backward is its transpose."""
 
     @staticmethod

@@ -4,7 +4,7 @@ The per-axis kernels of :mod:`harness.wavelets.cpu` would read and write the ten
 the channel level and once for the 2D levels (and the synthesis would first copy the bands
 into a work buffer). Here the channel lifting streams through a ring of planes that stays in
 cache: each lifting step trails the one before it by one sample, so as soon as a plane is
-final it gets every 2D level (:func:`harness.wavelets.cpu._plane_analysis`) and is written
+final it gets every 2D level (:func:`harness.wavelets.cpu.plane_analysis`) and is written
 out. An analysis reads each input sample once and writes each coefficient once; a synthesis
 reads every band where it is, in any layout, and writes each output sample once. The
 arithmetic is that of the per-axis kernels, step for step, so the values are the same.
@@ -24,20 +24,20 @@ from torch import Tensor
 
 from harness.kernels import jit, launch, memory
 from harness.wavelets.cpu import (
-    _BUFFER_BYTES,
-    _DTYPES,
+    BUFFER_BYTES,
+    DTYPES,
     Program,
-    _array,
-    _copy,
-    _lift,
-    _merged,
-    _plane_analysis,
-    _program_arrays,
-    _signature,
-    _single,
-    _synthesize,
-    _targets,
-    _usable,
+    array_type,
+    copy_block,
+    lift,
+    merged_dims,
+    plane_analysis,
+    program_arrays,
+    signature,
+    single,
+    synthesize,
+    targets,
+    usable,
 )
 
 
@@ -52,13 +52,13 @@ def _advance(buf, ns, nd, kinds, coefs, width, mask, odd, done, loaded, n):
     for s in range(kinds.shape[0]):
         if f < n:
             f = max(f - 1, 0)
-        count, parity = _targets(kinds[s], ns, nd)
+        count, parity = targets(kinds[s], ns, nd)
         if parity == 1:
             k0, k1 = done[s] // 2, min(f // 2, count)
         else:
             k0, k1 = (done[s] + 1) // 2, min((f + 1) // 2, count)
         if nd > 0 and k1 > k0:
-            _lift(buf, kinds[s], coefs[s], k0, k1, ns, nd, mask, odd, width)
+            lift(buf, kinds[s], coefs[s], k0, k1, ns, nd, mask, odd, width)
         done[s] = f
     return f
 
@@ -129,7 +129,7 @@ def _volume(srcs, table, dst, dst_strides, c, h, w, kinds, coefs, analysis, star
                     _gather(srcs, table, 0, p, 2 * (j0 + m) + parity, buf[row].reshape((h, w)))
                 else:
                     _gather(srcs, table, parity, p, j0 + m, rows)
-                    _synthesize(rows, cols, flat, row * plane, w, 1, h, w, kinds, coefs, levels)
+                    synthesize(rows, cols, flat, row * plane, w, 1, h, w, kinds, coefs, levels)
             ready = _advance(buf, ns, nd, kinds, coefs, plane, mask, ring, done, min(n, 2 * m + 2), n)
             for t in range(final, ready):
                 k, parity = j0 + t // 2, t % 2
@@ -138,14 +138,14 @@ def _volume(srcs, table, dst, dst_strides, c, h, w, kinds, coefs, analysis, star
                 row = parity * ring + ((t // 2) & mask)
                 if analysis:
                     at = d_p + (k + parity * ns_c) * dst_strides[1]
-                    _plane_analysis(
+                    plane_analysis(
                         flat, row * plane, w, 1, dst, at, dst_strides[2], dst_strides[3],
                         h, w, rows, cols, kinds, coefs, levels,
                     )
                 else:
                     at = d_p + (2 * k + parity) * dst_strides[1]
                     source = buf[row].reshape((h, w))
-                    _copy(dst, at, dst_strides[2], dst_strides[3], source, 0, w, 0, False, False)
+                    copy_block(dst, at, dst_strides[2], dst_strides[3], source, 0, w, 0, False, False)
             final = ready
 
 
@@ -154,10 +154,10 @@ def _compiled(dtype: type):
     """:func:`_volume` compiled for one dtype on first use (cached on disk where
     :func:`harness.kernels.jit` can); strides are arguments, so one compilation serves
     every layout."""
-    t, i64 = _array(dtype), numba.int64
+    t, i64 = array_type(dtype), numba.int64
     # the bands, their table, dst, its strides, c, h, w; the level count and the chunk
     head = (numba.types.ListType(t), i64[:, ::1], t, i64[::1], i64, i64, i64)
-    return jit([_signature(t, head, 2)])(_volume)
+    return jit([signature(t, head, 2)])(_volume)
 
 
 def volume_(
@@ -178,13 +178,13 @@ def volume_(
     (as for :func:`cpu.plane_levels_`, or dims between ``cdim`` and the planes)."""
     sources = [(t, spans) for t, spans in sources if t.numel() > 0]  # an empty band adds nothing
     tensors = [t for t, _ in sources]
-    if not tensors or not all(_usable(t, dst) for t in tensors) or dst.dim() < 3 or cdim >= dst.dim() - 2:
+    if not tensors or not all(usable(t, dst) for t in tensors) or dst.dim() < 3 or cdim >= dst.dim() - 2:
         return False
     h, w = dst.shape[-2:]
-    if math.prod(dst.shape[cdim + 1 : -2]) != 1 or h * w * dst.element_size() > _BUFFER_BYTES:
+    if math.prod(dst.shape[cdim + 1 : -2]) != 1 or h * w * dst.element_size() > BUFFER_BYTES:
         return False
     strides = [dst.stride()] + [t.stride() for t in tensors]
-    folded = _single(_merged(dst.shape[:cdim], [st[:cdim] for st in strides]), len(strides))
+    folded = single(merged_dims(dst.shape[:cdim], [st[:cdim] for st in strides]), len(strides))
     if folded is None:
         return False
     (p, outer), hdim, wdim = folded, dst.dim() - 2, dst.dim() - 1
@@ -198,8 +198,8 @@ def volume_(
         ],
         dtype=np.int64,
     ).reshape(-1, 9)
-    dtype = _DTYPES[dst.dtype]
-    srcs = typed.List.empty_list(_array(dtype))
+    dtype = DTYPES[dst.dtype]
+    srcs = typed.List.empty_list(array_type(dtype))
     for t in tensors:
         srcs.append(memory(t))
     dst_st = np.array([outer[0], dst.stride(cdim), dst.stride(hdim), dst.stride(wdim)], dtype=np.int64)
@@ -207,7 +207,7 @@ def volume_(
     pairs = (c + 1) // 2
     # Enough items for every thread; an item recomputes len(program) pairs at each end.
     chunk = max(len(program), math.ceil(pairs / math.ceil(torch.get_num_threads() / p)))
-    kinds, coefs = _program_arrays(program, dtype)
+    kinds, coefs = program_arrays(program, dtype)
     args = (srcs, table, memory(dst), dst_st, c, h, w, kinds, coefs, analysis)
     launch(_compiled(dtype), args, p * math.ceil(pairs / chunk), dst.numel(), levels, chunk)
     return True

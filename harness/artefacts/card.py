@@ -81,7 +81,7 @@ class ModelCard:
     data_sha256: str  # ShardManifest.identity() of that folder
     data_manifest_sha256: str  # sha256 of the manifest file itself
     params: int
-    fingerprint: str  # harness.model.checkpoint.fingerprint of the exported model
+    fingerprint: str  # harness.artefacts.checkpoint.fingerprint of the exported model
     inputs_hash: str  # TrialConfig.inputs_hash(): a model is reused only when this matches
     restored_from_steps: tuple[int, ...]  # steps at which the trial restarted from a checkpoint
     final: dict[str, float]  # last validation: val_bpp, val_psnr (and val_ms_ssim)

@@ -18,14 +18,11 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import zlib
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from compressai.entropy_models import EntropyBottleneck, EntropyModel
+from compressai.entropy_models import EntropyModel
 from compressai.layers import MaskedConv2d
 from compressai.models import (
     Cheng2020Anchor,
@@ -36,26 +33,17 @@ from compressai.models import (
     MeanScaleHyperprior,
     ScaleHyperprior,
 )
-from compressai.models.utils import remap_old_keys
 from compressai.zoo.image import cfgs as ZOO_WIDTHS
 from torch import Tensor
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from harness.atomic import check_output
 from harness.errors import HarnessError
 from harness.model.config import MAX_WIDTH
-from harness.model.torchfile import check_storage, load
+from harness.model.entropy import SymbolCRC
+from harness.model.network import pad_images
 
 PREFIX = "compressai:"
 ZOO_QUALITY = 6  # the zoo quality whose widths a variant without options has
-
-# CompressAI's training lambdas per zoo quality (docs, "Model Zoo" -> "Training"; the MSE
-# row is also compressai.models.vbr's lambda list): D = 255^2 MSE or 1 - MS-SSIM, as here.
-QUALITY_LAMBDAS = {
-    "mse": {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483, 7: 0.0932, 8: 0.1800},
-    "ms-ssim": {1: 2.40, 2: 4.58, 3: 8.73, 4: 16.64, 5: 31.73, 6: 60.50, 7: 115.37, 8: 220.00},
-}
-
 
 @dataclass(frozen=True)
 class Architecture:
@@ -178,38 +166,24 @@ def parse_variant(variant: str) -> BaselineConfig:
     return BaselineConfig(name, widths["N"], widths.get("M"))
 
 
-def codec_id(variant: str) -> str:
-    """The leaderboard's codec id of a model variant: the variant itself for 3DM-WeConvene
-    and its ablations, ``compressai-<name>`` for a baseline (codec ids hold no ``:``, the
-    ``codec:config`` separator, and one curve spans the widths the zoo uses per quality)."""
-    return f"compressai-{parse_variant(variant).architecture}" if is_baseline(variant) else variant
-
-
-def serves_codec(codec: str) -> bool:
-    return codec.startswith("compressai-") and codec[len("compressai-"):] in ARCHITECTURES
-
-
-class _SymbolCheck:
-    """CRC-32 of the quantised symbols (int32) in the order the rANS coder sees them.
-
-    The encoder's symbols come out of ``quantize(..., "symbols")`` and the decoder's go
-    into ``dequantize``, in every CompressAI model (the autoregressive ones one position
-    at a time); the harness's hooks on each entropy model feed them here."""
+class _SymbolRecorder:
+    """Feeds the latent check (:class:`SymbolCRC`) from the hooks on each entropy model: the
+    encoder's symbols come out of ``quantize(..., "symbols")`` and the decoder's go into
+    ``dequantize``, in every CompressAI model (the autoregressive ones one position at a time)."""
 
     def __init__(self) -> None:
         self.mode: str | None = None
-        self.crc = 0
+        self.crc = SymbolCRC()
 
     def start(self, mode: str) -> None:
-        self.mode, self.crc = mode, 0
+        self.mode, self.crc = mode, SymbolCRC()
 
     def stop(self) -> int:
         self.mode = None
-        return self.crc
+        return self.crc.values[0]
 
     def add(self, symbols: Tensor) -> None:
-        data = symbols.detach().to(torch.int32).cpu().contiguous().numpy().tobytes()
-        self.crc = zlib.crc32(data, self.crc)
+        self.crc.update(symbols.reshape(1, -1))  # one image: its symbols in the order coded
 
 
 def _recording_quantize(module: EntropyModel, inputs: Tensor, mode: str, means: Tensor | None = None) -> Tensor:
@@ -226,7 +200,7 @@ def _recording_dequantize(module: EntropyModel, inputs: Tensor, means: Tensor | 
     return type(module).dequantize(inputs, means, dtype)
 
 
-def _hook_entropy_models(model: torch.nn.Module, check: _SymbolCheck) -> None:
+def _hook_entropy_models(model: torch.nn.Module, check: _SymbolRecorder) -> None:
     # Module-level functions bound with partial (not closures): a deep copy or a pickle of the
     # model keeps its hooks pointing at its own entropy models and its own check.
     for module in model.modules():
@@ -259,7 +233,7 @@ class HarnessCodec:
     container's streams, and add the latent check (CRC-32 of the symbols coded)."""
 
     config: BaselineConfig
-    _symbols: _SymbolCheck
+    _symbols: _SymbolRecorder
     integer_path = False  # CompressAI's own float networks predict the entropy parameters
 
     @property
@@ -285,12 +259,7 @@ class HarnessCodec:
         return result
 
     def pad(self, x: Tensor) -> Tensor:
-        from harness.model.network import check_images
-
-        check_images(x)
-        height, width = x.shape[-2:]
-        pad_h, pad_w = -height % self.stride, -width % self.stride
-        return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+        return pad_images(x, self.stride)
 
     def forward(self, x: Tensor) -> dict:
         height, width = x.shape[-2:] if x.dim() == 4 else (0, 0)
@@ -355,100 +324,10 @@ def build_baseline(config: BaselineConfig) -> torch.nn.Module:
     """A freshly initialised CompressAI model of ``config`` with the harness interface."""
     model = _CLASSES[config.architecture](**config.widths)
     model.config = config
-    model._symbols = _SymbolCheck()
+    model._symbols = _SymbolRecorder()
     _hook_entropy_models(model, model._symbols)
     _apply_masks(model)
     return model
-
-
-def model_config(variant: str):
-    """The config of any variant: a :class:`BaselineConfig` or a 3DM-WeConvene ``ModelConfig``."""
-    from harness.model.config import get_config
-
-    if is_baseline(variant):
-        return parse_variant(variant)
-    try:
-        return get_config(variant)
-    except HarnessError as error:
-        raise HarnessError(f"{error}, or a CompressAI baseline {PREFIX}NAME[?N=INT,M=INT] ({', '.join(ARCHITECTURES)})") from None
-
-
-def build_model(variant: str) -> torch.nn.Module:
-    """A freshly initialised model of any variant."""
-    from harness.model.network import WeConvene
-
-    config = model_config(variant)
-    return build_baseline(config) if isinstance(config, BaselineConfig) else WeConvene(config)
-
-
-def module_counts(model: torch.nn.Module) -> dict[str, int]:
-    """Parameters per top-level module (g_a, g_s, h_a, h_s, entropy models, context models)."""
-    counts = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
-    return {name: count for name, count in counts.items() if count}
-
-
-# -- published weights -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImportWeightsConfig:
-    variant: str  # compressai:<name>, no width options: the file's tensors give them
-    quality: int
-    source: str  # a state-dict file, or "zoo" (CompressAI's download, through torch hub's cache)
-    out: Path
-    metric: str = "mse"
-
-    def __post_init__(self) -> None:
-        config = parse_variant(self.variant)
-        if "?" in self.variant:
-            raise HarnessError(f"import-weights takes the architecture alone ({PREFIX}{config.architecture}): "
-                               "the widths come from the file")
-        if self.metric not in QUALITY_LAMBDAS:
-            raise HarnessError(f"unknown metric {self.metric!r}: choose {' or '.join(QUALITY_LAMBDAS)}")
-        qualities = self.qualities
-        if self.quality not in qualities:
-            raise HarnessError(f"{PREFIX}{config.architecture} has qualities {min(qualities)}-{max(qualities)}, "
-                               f"got {self.quality}")
-
-    @property
-    def architecture(self) -> str:
-        return parse_variant(self.variant).architecture
-
-    @property
-    def qualities(self) -> tuple[int, ...]:
-        return tuple(ZOO_WIDTHS.get(self.architecture, QUALITY_LAMBDAS["mse"]))
-
-    @property
-    def lmbda(self) -> float:
-        return QUALITY_LAMBDAS[self.metric][self.quality]
-
-
-def read_state_dict(path: Path) -> dict[str, Tensor]:
-    """The tensors of a CompressAI checkpoint file: a bare state dict (what the zoo downloads)
-    or CompressAI train.py's ``{"state_dict": ...}``; anything else is a one-line error."""
-    if not path.is_file():
-        raise HarnessError(f"{path} does not exist")
-    payload = load(path, "a PyTorch state dict")
-    if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
-        payload = payload["state_dict"]
-    if not isinstance(payload, dict) or not payload or not all(
-            isinstance(k, str) and isinstance(v, Tensor) for k, v in payload.items()):
-        raise HarnessError(f"{path} is not a state dict (a mapping of parameter names to tensors)")
-    from compressai.zoo import load_state_dict
-
-    return load_state_dict(payload)  # CompressAI's renames of older zoo files' keys
-
-
-def _infer_config(architecture: str, state: dict[str, Tensor], name: str) -> BaselineConfig:
-    widths = {}
-    for width, key in ARCHITECTURES[architecture].width_tensors:
-        if key not in state or state[key].dim() < 1:
-            raise HarnessError(f"{name} does not hold {PREFIX}{architecture} weights (no tensor {key})")
-        widths[width] = int(state[key].shape[0])
-    return BaselineConfig(architecture, widths["N"], widths.get("M"))
-
-
-_TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")  # sized by the file, not the model
 
 
 def shadow_model(config: BaselineConfig) -> torch.nn.Module:
@@ -457,86 +336,3 @@ def shadow_model(config: BaselineConfig) -> torch.nn.Module:
     without allocating its weights (16384 channels would take tens of GB)."""
     with FakeTensorMode(allow_non_fake_inputs=True):
         return build_baseline(config)
-
-
-def check_shapes(expected: dict[str, torch.Size], state: dict[str, Tensor], name: str, variant: str) -> None:
-    """Refuse ``state`` unless its tensors are ``expected``'s, key for key and shape for shape
-    (the entropy tables, sized by the weights' training, excepted); one line naming what differs."""
-    missing = sorted(k for k in set(expected) - set(state) if not k.endswith(_TABLE_BUFFERS))
-    unexpected = sorted(set(state) - set(expected))
-    resized = sorted(k for k in set(expected) & set(state)
-                     if not k.endswith(_TABLE_BUFFERS) and expected[k] != state[k].shape)
-    if missing or unexpected or resized:
-        parts = [f"{len(keys)} tensor(s) {what} (e.g. {keys[0]})" for what, keys in
-                 (("missing", missing), ("unexpected", unexpected), ("of another shape", resized)) if keys]
-        raise HarnessError(f"{name} does not hold {variant} weights: {', '.join(parts)}")
-
-
-def load_weights(architecture: str, state: dict[str, Tensor], name: str) -> torch.nn.Module:
-    """A model of ``architecture`` holding ``state``; a state dict of another architecture
-    (or widths) is a one-line error naming what differs, found before the model is built."""
-    check_storage(state, name)
-    config = _infer_config(architecture, state, name)
-    shadow = shadow_model(config)
-    for module_name, module in shadow.named_modules():  # CompressAI's second renaming (done in its load_state_dict)
-        if isinstance(module, EntropyBottleneck):
-            state = remap_old_keys(module_name, state)
-    check_shapes({k: v.shape for k, v in shadow.state_dict().items()}, state, name, PREFIX + architecture)
-    model = build_baseline(config)
-    # Entropy tables are rebuilt from the weights on export: a file without them still imports.
-    state = {**{k: v for k, v in model.state_dict().items() if k.endswith(_TABLE_BUFFERS)}, **state}
-    model.load_state_dict(state)
-    return model
-
-
-def _zoo_state_dict(config: ImportWeightsConfig) -> tuple[dict[str, Tensor], str]:
-    from compressai.zoo.image import model_urls
-    from torch.hub import load_state_dict_from_url
-
-    urls = model_urls.get(config.architecture, {}).get(config.metric, {})
-    if config.quality not in urls:
-        raise HarnessError(f"CompressAI's zoo has no {config.metric} weights of {config.architecture} at quality "
-                           f"{config.quality}")
-    try:
-        state = load_state_dict_from_url(urls[config.quality], progress=False, map_location="cpu")
-    except Exception as error:  # network and cache failures come in many types
-        raise HarnessError(f"cannot fetch {urls[config.quality]} ({str(error).splitlines()[0]})") from None
-    from compressai.zoo import load_state_dict
-
-    return load_state_dict(state), urls[config.quality]
-
-
-def run_import(config: ImportWeightsConfig):
-    """``harness import-weights``: checkpoint + card in ``config.out`` (``<metric>-<λ>``); returns the card."""
-    from harness.hashing import sha256_bytes, sha256_file
-    from harness.model.card import PUBLISHED, ModelCard, PublishedStage, card_path, write_card
-    from harness.model.checkpoint import entropy_path, fingerprint, save_checkpoint
-
-    name = f"{config.metric}-{config.lmbda:g}"
-    out = Path(config.out)
-    checkpoint = out / f"{name}.pt"
-    inputs = {} if config.source == "zoo" else {"state dict": Path(config.source)}
-    for target in (checkpoint, card_path(out, name)):
-        check_output(target, inputs, make_parents=True)
-    if config.source == "zoo":
-        state, origin = _zoo_state_dict(config)
-        origin_sha = ""
-    else:
-        path = Path(config.source)
-        state, origin, origin_sha = read_state_dict(path), str(path.resolve()), sha256_file(path)
-    model = load_weights(config.architecture, state, origin)
-    save_checkpoint(model, checkpoint)
-    model.eval()
-    digest = fingerprint(model)
-    card = ModelCard(
-        name=name, variant=model.config.variant, metric=config.metric, lmbda=config.lmbda,
-        stages={PUBLISHED: PublishedStage("CompressAI weights", config.architecture, config.quality, origin, origin_sha)},
-        batch_size=0, patch=0, seed=0, data="", data_sha256="", data_manifest_sha256="",
-        params=sum(p.numel() for p in model.parameters()), fingerprint=digest,
-        inputs_hash=sha256_bytes(f"{model.config.variant}|{config.metric}|{config.quality}|{digest}".encode()),
-        restored_from_steps=(), final={}, checkpoint=checkpoint.name, entropy_path=entropy_path(model),
-    )
-    write_card(card, card_path(out, name))
-    print(f"{checkpoint}: {model.config.variant} quality {config.quality} ({config.metric}, lambda {config.lmbda:g}), "
-          f"{card.params:,} parameters")
-    return card

@@ -20,13 +20,16 @@ from pathlib import Path
 import torch
 from compressai.entropy_models import EntropyModel
 
+from harness.artefacts import torchfile
+from harness.artefacts.torchfile import check_shapes
 from harness.atomic import check_output, write_atomic
 from harness.errors import HarnessError
-from harness.model import exact, rans, torchfile
-from harness.model.baselines import (BaselineConfig, build_baseline, build_model, check_shapes, is_baseline,
-                                     shadow_model)
-from harness.model.config import DEFAULT_VARIANT, VARIANTS, ModelConfig
+from harness.model import exact, rans
+from harness.model.config import ModelConfig
 from harness.model.network import WeConvene
+from harness.zoo.baselines import BaselineConfig, build_baseline, is_baseline, shadow_model
+from harness.zoo.factory import build_model
+from harness.zoo.variants import DEFAULT_VARIANT, VARIANTS
 
 FORMAT = "harness-weconvene-checkpoint"
 FLOAT_ENTROPY = "float"
@@ -95,7 +98,7 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
 
 
 def _load_baseline(path: Path, payload: dict, variant: str | None):
-    """A CompressAI baseline's checkpoint (see :mod:`harness.model.baselines`): its config's widths
+    """A CompressAI baseline's checkpoint (see :mod:`harness.zoo.baselines`): its config's widths
     are bounded and its tensors' shapes checked on a shadow model before the model is built."""
     try:
         config = BaselineConfig.from_dict(payload["config"])

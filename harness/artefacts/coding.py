@@ -18,7 +18,7 @@ decodes garbage. The check makes such a decode an error, never an image.
 Sizes are checked before anything of their size is allocated: the image's pixel count
 against ``max_pixels`` (from the image file's or the container's header), each stream's
 length against the least any stream of that many symbols needs, and the memory coding
-needs against what the machine has (:mod:`harness.model.memory`).
+needs against what the machine has (:mod:`harness.artefacts.memory`).
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.artefacts.bitstream import FLOAT_PATH, VERSION, Container, pack, unpack
+from harness.artefacts.checkpoint import fingerprint, load_checkpoint
+from harness.artefacts.memory import check_memory
 from harness.atomic import check_output, write_atomic
 from harness.errors import HarnessError
-from harness.images import MAX_PIXELS, check_pixels, image_size, load_rgb, save_png
-from harness.model.bitstream import FLOAT_PATH, VERSION, Container, pack, unpack
-from harness.model.checkpoint import fingerprint, load_checkpoint
-from harness.model.memory import check_memory
 from harness.model.network import WeConvene
 from harness.model.precision import AUTO, set_precision
 from harness.model.rans import StreamError
+from harness.pixels.images import MAX_PIXELS, check_pixels, image_size, load_rgb, save_png
 
 # What explains symbols other than the encoder's on the integer entropy path, where every machine
 # decodes the same ones (and a stream that ends too early): the file or the model changed.

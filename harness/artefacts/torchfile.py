@@ -24,9 +24,10 @@ _ZIP = b"PK\x03\x04"  # torch.save's format since torch 1.6
 _PICKLE = b"\x80"  # a pickle's PROTO opcode: torch's legacy format, or a bare pickle
 
 
-def load(path: Path, what: str) -> object:
+def load(path: Path, what: str, remedy: str = "") -> object:
     """``torch.load(path, weights_only=True)`` on the CPU; a file it cannot read is a one-line
-    HarnessError "PATH is not WHAT (what it is instead)"."""
+    HarnessError "PATH is not WHAT (what it is instead)", then ``: remedy`` when given. The one
+    reader of torch files in the harness: checkpoints, published weights, training states."""
     try:
         with path.open("rb") as file:
             head = file.read(4)
@@ -37,7 +38,7 @@ def load(path: Path, what: str) -> object:
             warnings.simplefilter("ignore")  # torch warns about pickle protocols on stderr
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load fails on foreign files in many ways (KeyError, EOFError, ...)
-        raise HarnessError(f"{path} is not {what} ({_what_it_is(head, error)})") from None
+        raise HarnessError(f"{path} is not {what} ({_what_it_is(head, error)})" + (f": {remedy}" if remedy else "")) from None
 
 
 def _what_it_is(head: bytes, error: Exception) -> str:
@@ -59,3 +60,20 @@ def check_storage(state: dict[str, Tensor], name: str) -> None:
         if stored < tensor.numel() * tensor.element_size():  # stride 0 or overlapping: values repeat
             raise HarnessError(f"{name}: tensor {key} declares shape {tuple(tensor.shape)} but the file stores "
                                f"{max(stored, 0) // tensor.element_size()} of its {tensor.numel()} values")
+
+
+# Entropy tables: sized by the weights' training, not by the model's widths.
+TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
+
+def check_shapes(expected: dict[str, torch.Size], state: dict[str, Tensor], name: str, variant: str) -> None:
+    """Refuse ``state`` unless its tensors are ``expected``'s, key for key and shape for shape
+    (the entropy tables, sized by the weights' training, excepted); one line naming what differs."""
+    missing = sorted(k for k in set(expected) - set(state) if not k.endswith(TABLE_BUFFERS))
+    unexpected = sorted(set(state) - set(expected))
+    resized = sorted(k for k in set(expected) & set(state)
+                     if not k.endswith(TABLE_BUFFERS) and expected[k] != state[k].shape)
+    if missing or unexpected or resized:
+        parts = [f"{len(keys)} tensor(s) {what} (e.g. {keys[0]})" for what, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("of another shape", resized)) if keys]
+        raise HarnessError(f"{name} does not hold {variant} weights: {', '.join(parts)}")

@@ -30,7 +30,7 @@ The last CRC covers header and payload, so any truncation or bit flip is caught
 before the rANS decoder sees a byte. The latent check catches what no damage to
 the file explains: a decoder whose entropy model computed other scales than the
 encoder's (other threads, CPU kernels or device) reads the stream with other
-CDFs and decodes other symbols (see :mod:`harness.model.coding`).
+CDFs and decodes other symbols (see :mod:`harness.artefacts.coding`).
 
 Errors raise HarnessError with one line.
 """
@@ -48,7 +48,7 @@ VERSION = 5  # 1: a stream per slice; 2: no latent check; 3: float entropy netwo
 READABLE = (2, 3, VERSION)
 RETIRED = {4: "integer-1"}  # version -> the integer path it needs (harness.model.exact.EARLIER_PATHS)
 INTEGER_PATH_SINCE = 4  # the first version whose means and scales come from harness.model.exact
-FLOAT_PATH = 3  # written only on request (harness.model.coding.encode(integer=False)), to compare the paths
+FLOAT_PATH = 3  # written only on request (harness.artefacts.coding.encode(integer=False)), to compare the paths
 WRITABLE = (FLOAT_PATH, VERSION)
 MAX_SIDE = 1 << 16  # larger than any image images.load_rgb accepts along one side
 _FIXED = {2: struct.Struct(">4sB32sIIB"), 3: struct.Struct(">4sB32sIIIB"), VERSION: struct.Struct(">4sB32sIIIB")}

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.model.baselines import build_model, is_baseline, model_config, module_counts
-from harness.model.config import DEFAULT_VARIANT, get_config
 from harness.model.network import WeConvene
+from harness.zoo.baselines import is_baseline
+from harness.zoo.factory import build_model, model_config
+from harness.zoo.variants import DEFAULT_VARIANT, get_config
 
 # Millions of parameters reported for each variant (Tables I-IV, reference/published/).
 PAPER_PARAMS_M = {
@@ -45,6 +46,12 @@ def parameter_counts(model: WeConvene) -> dict[str, int]:
         "h_s": hyper_s,
         "entropy_model": _count(codec) - _count(codec.h_a) - hyper_s,
     }
+
+
+def module_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Parameters per top-level module (g_a, g_s, h_a, h_s, entropy models, context models)."""
+    counts = {name: _count(child) for name, child in model.named_children()}
+    return {name: count for name, count in counts.items() if count}
 
 
 def describe(variant: str) -> dict:

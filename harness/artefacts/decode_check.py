@@ -1,6 +1,6 @@
 """Does a bitstream decode the same on this machine? The cross-machine check of ``.3dmw`` files.
 
-``python -m harness.model.decode_check [--device DEV] CHECKPOINT DIR [CHECKPOINT DIR ...]`` decodes every ``DIR/*.3dmw``
+``python -m harness.artefacts.decode_check [--device DEV] CHECKPOINT DIR [CHECKPOINT DIR ...]`` decodes every ``DIR/*.3dmw``
 that has the encoder's own reconstruction beside it (``<stem>.ref.png``, written by
 :func:`write_case`) in this process's setting (thread count, ``ONEDNN_MAX_CPU_ISA``,
 ``NUMBA_CPU_NAME``, device) and prints one JSON line per file: ``{"file", "status": "ok" | "error",
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.artefacts.checkpoint import load_checkpoint
+from harness.artefacts.coding import decode, encode_reconstruct
 from harness.errors import HarnessError
-from harness.images import load_rgb, save_png
-from harness.model.checkpoint import load_checkpoint
-from harness.model.coding import decode, encode_reconstruct
 from harness.model.network import WeConvene
+from harness.pixels.images import load_rgb, save_png
 
 # The settings the cross-machine check decodes under (tests and benchmarks/integer_path.py):
 # other thread counts, oneDNN's kernels for older CPUs, and the numba kernels compiled for a
@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--device"] and len(argv) > 1:
         device, argv = argv[1], argv[2:]
     if not argv or len(argv) % 2:
-        print("usage: python -m harness.model.decode_check [--device DEV] CHECKPOINT DIR [CHECKPOINT DIR ...]",
+        print("usage: python -m harness.artefacts.decode_check [--device DEV] CHECKPOINT DIR [CHECKPOINT DIR ...]",
               file=sys.stderr)
         return 2
     try:

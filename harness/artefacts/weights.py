@@ -1,0 +1,150 @@
+"""``harness import-weights``: CompressAI's published weights (its zoo's download, or a state-dict
+file) as a harness checkpoint and card. The file's tensors give the widths; a file of another
+architecture is a one-line error found on a shadow model, before any weights are allocated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from compressai.entropy_models import EntropyBottleneck
+from compressai.models.utils import remap_old_keys
+from compressai.zoo import load_state_dict
+from compressai.zoo.image import cfgs as ZOO_WIDTHS
+from compressai.zoo.image import model_urls
+from torch import Tensor
+from torch.hub import load_state_dict_from_url
+
+from harness.artefacts.card import PUBLISHED, ModelCard, PublishedStage, card_path, write_card
+from harness.artefacts.checkpoint import entropy_path, fingerprint, save_checkpoint
+from harness.artefacts.torchfile import TABLE_BUFFERS, check_shapes, check_storage, load
+from harness.atomic import check_output
+from harness.errors import HarnessError
+from harness.hashing import sha256_bytes, sha256_file
+from harness.zoo.baselines import ARCHITECTURES, PREFIX, BaselineConfig, build_baseline, parse_variant, shadow_model
+
+# CompressAI's training lambdas per zoo quality (docs, "Model Zoo" -> "Training"; the MSE
+# row is also compressai.models.vbr's lambda list): D = 255^2 MSE or 1 - MS-SSIM, as here.
+QUALITY_LAMBDAS = {
+    "mse": {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483, 7: 0.0932, 8: 0.1800},
+    "ms-ssim": {1: 2.40, 2: 4.58, 3: 8.73, 4: 16.64, 5: 31.73, 6: 60.50, 7: 115.37, 8: 220.00},
+}
+
+
+
+@dataclass(frozen=True)
+class ImportWeightsConfig:
+    variant: str  # compressai:<name>, no width options: the file's tensors give them
+    quality: int
+    source: str  # a state-dict file, or "zoo" (CompressAI's download, through torch hub's cache)
+    out: Path
+    metric: str = "mse"
+
+    def __post_init__(self) -> None:
+        config = parse_variant(self.variant)
+        if "?" in self.variant:
+            raise HarnessError(f"import-weights takes the architecture alone ({PREFIX}{config.architecture}): "
+                               "the widths come from the file")
+        if self.metric not in QUALITY_LAMBDAS:
+            raise HarnessError(f"unknown metric {self.metric!r}: choose {' or '.join(QUALITY_LAMBDAS)}")
+        qualities = self.qualities
+        if self.quality not in qualities:
+            raise HarnessError(f"{PREFIX}{config.architecture} has qualities {min(qualities)}-{max(qualities)}, "
+                               f"got {self.quality}")
+
+    @property
+    def architecture(self) -> str:
+        return parse_variant(self.variant).architecture
+
+    @property
+    def qualities(self) -> tuple[int, ...]:
+        return tuple(ZOO_WIDTHS.get(self.architecture, QUALITY_LAMBDAS["mse"]))
+
+    @property
+    def lmbda(self) -> float:
+        return QUALITY_LAMBDAS[self.metric][self.quality]
+
+
+def read_state_dict(path: Path) -> dict[str, Tensor]:
+    """The tensors of a CompressAI checkpoint file: a bare state dict (what the zoo downloads)
+    or CompressAI train.py's ``{"state_dict": ...}``; anything else is a one-line error."""
+    if not path.is_file():
+        raise HarnessError(f"{path} does not exist")
+    payload = load(path, "a PyTorch state dict")
+    if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
+        payload = payload["state_dict"]
+    if not isinstance(payload, dict) or not payload or not all(
+            isinstance(k, str) and isinstance(v, Tensor) for k, v in payload.items()):
+        raise HarnessError(f"{path} is not a state dict (a mapping of parameter names to tensors)")
+    return load_state_dict(payload)  # CompressAI's renames of older zoo files' keys
+
+
+def _infer_config(architecture: str, state: dict[str, Tensor], name: str) -> BaselineConfig:
+    widths = {}
+    for width, key in ARCHITECTURES[architecture].width_tensors:
+        if key not in state or state[key].dim() < 1:
+            raise HarnessError(f"{name} does not hold {PREFIX}{architecture} weights (no tensor {key})")
+        widths[width] = int(state[key].shape[0])
+    return BaselineConfig(architecture, widths["N"], widths.get("M"))
+
+
+def load_weights(architecture: str, state: dict[str, Tensor], name: str) -> torch.nn.Module:
+    """A model of ``architecture`` holding ``state``; a state dict of another architecture
+    (or widths) is a one-line error naming what differs, found before the model is built."""
+    check_storage(state, name)
+    config = _infer_config(architecture, state, name)
+    shadow = shadow_model(config)
+    for module_name, module in shadow.named_modules():  # CompressAI's second renaming (done in its load_state_dict)
+        if isinstance(module, EntropyBottleneck):
+            state = remap_old_keys(module_name, state)
+    check_shapes({k: v.shape for k, v in shadow.state_dict().items()}, state, name, PREFIX + architecture)
+    model = build_baseline(config)
+    # Entropy tables are rebuilt from the weights on export: a file without them still imports.
+    state = {**{k: v for k, v in model.state_dict().items() if k.endswith(TABLE_BUFFERS)}, **state}
+    model.load_state_dict(state)
+    return model
+
+
+def _zoo_state_dict(config: ImportWeightsConfig) -> tuple[dict[str, Tensor], str]:
+    urls = model_urls.get(config.architecture, {}).get(config.metric, {})
+    if config.quality not in urls:
+        raise HarnessError(f"CompressAI's zoo has no {config.metric} weights of {config.architecture} at quality "
+                           f"{config.quality}")
+    try:
+        state = load_state_dict_from_url(urls[config.quality], progress=False, map_location="cpu")
+    except Exception as error:  # network and cache failures come in many types
+        raise HarnessError(f"cannot fetch {urls[config.quality]} ({str(error).splitlines()[0]})") from None
+    return load_state_dict(state), urls[config.quality]
+
+
+def run_import(config: ImportWeightsConfig):
+    """``harness import-weights``: checkpoint + card in ``config.out`` (``<metric>-<λ>``); returns the card."""
+    name = f"{config.metric}-{config.lmbda:g}"
+    out = Path(config.out)
+    checkpoint = out / f"{name}.pt"
+    inputs = {} if config.source == "zoo" else {"state dict": Path(config.source)}
+    for target in (checkpoint, card_path(out, name)):
+        check_output(target, inputs, make_parents=True)
+    if config.source == "zoo":
+        state, origin = _zoo_state_dict(config)
+        origin_sha = ""
+    else:
+        path = Path(config.source)
+        state, origin, origin_sha = read_state_dict(path), str(path.resolve()), sha256_file(path)
+    model = load_weights(config.architecture, state, origin)
+    save_checkpoint(model, checkpoint)
+    model.eval()
+    digest = fingerprint(model)
+    card = ModelCard(
+        name=name, variant=model.config.variant, metric=config.metric, lmbda=config.lmbda,
+        stages={PUBLISHED: PublishedStage("CompressAI weights", config.architecture, config.quality, origin, origin_sha)},
+        batch_size=0, patch=0, seed=0, data="", data_sha256="", data_manifest_sha256="",
+        params=sum(p.numel() for p in model.parameters()), fingerprint=digest,
+        inputs_hash=sha256_bytes(f"{model.config.variant}|{config.metric}|{config.quality}|{digest}".encode()),
+        restored_from_steps=(), final={}, checkpoint=checkpoint.name, entropy_path=entropy_path(model),
+    )
+    write_card(card, card_path(out, name))
+    print(f"{checkpoint}: {model.config.variant} quality {config.quality} ({config.metric}, lambda {config.lmbda:g}), "
+          f"{card.params:,} parameters")
+    return card
