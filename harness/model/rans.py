@@ -117,3 +117,31 @@ class RansReader:
             raise StreamError(_REASONS[status])
         self.position, self.state = int(position), np.uint64(state)
         return out
+
+
+class CheckedCoder:
+    """compressai's entropy-coder interface (``EntropyModel.entropy_coder``) decoding through
+    :class:`RansReader`. Set on a CompressAI model's entropy models, it bounds their decoding
+    as the reader bounds 3DM-WeConvene's; encoding stays compressai's own."""
+
+    def __init__(self, coder) -> None:
+        self._coder = coder
+        self.name = coder.name
+
+    @property
+    def _encoder(self):  # compressai's GaussianMixtureConditional calls the encoder directly
+        return self._coder._encoder
+
+    @property
+    def _decoder(self) -> "CheckedCoder":  # ... and the decoder likewise
+        return self
+
+    def encode_with_indexes(self, *args, **kwargs):
+        return self._coder.encode_with_indexes(*args, **kwargs)
+
+    def decode_with_indexes(self, stream: bytes, indexes: list[int], cdfs: list[list[int]], lengths: list[int],
+                            offsets: list[int]) -> list[int]:
+        """What ``RansDecoder.decode_with_indexes`` returns for a stream compressai wrote."""
+        int32 = np.int32
+        return RansReader(stream).decode(np.asarray(indexes, dtype=int32), np.asarray(cdfs, dtype=int32),
+                                         np.asarray(lengths, dtype=int32), np.asarray(offsets, dtype=int32)).tolist()

@@ -41,6 +41,7 @@ from harness.errors import HarnessError
 from harness.model.config import MAX_WIDTH
 from harness.model.entropy import SymbolCRC
 from harness.model.network import pad_images
+from harness.model.rans import CheckedCoder
 
 PREFIX = "compressai:"
 ZOO_QUALITY = 6  # the zoo quality whose widths a variant without options has
@@ -51,10 +52,15 @@ class Architecture:
     widths: tuple[tuple[str, int], ...]  # option name -> default width, in constructor order
     width_tensors: tuple[tuple[str, str], ...]  # option name -> state-dict tensor whose dim 0 is that width
     stride: int  # input sizes coded without padding: product of every down-sampling
+    # Decodes y with a RansDecoder of its own (the autoregressive context models), past the
+    # entropy models' coder that harness.model.rans.CheckedCoder replaces.
+    own_rans: bool = False
 
 
-def _zoo(cls: type, name: str, keys: tuple[str, ...], tensors: tuple[str, ...], stride: int) -> Architecture:
-    return Architecture(cls, tuple(zip(keys, ZOO_WIDTHS[name][ZOO_QUALITY])), tuple(zip(keys, tensors)), stride)
+def _zoo(cls: type, name: str, keys: tuple[str, ...], tensors: tuple[str, ...], stride: int,
+         own_rans: bool = False) -> Architecture:
+    return Architecture(cls, tuple(zip(keys, ZOO_WIDTHS[name][ZOO_QUALITY])), tuple(zip(keys, tensors)), stride,
+                        own_rans)
 
 
 def _elic() -> Architecture:
@@ -68,9 +74,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     "bmshj2018-factorized": _zoo(FactorizedPrior, "bmshj2018-factorized", ("N", "M"), _NM, 16),
     "bmshj2018-hyperprior": _zoo(ScaleHyperprior, "bmshj2018-hyperprior", ("N", "M"), _NM, 64),
     "mbt2018-mean": _zoo(MeanScaleHyperprior, "mbt2018-mean", ("N", "M"), _NM, 64),
-    "mbt2018": _zoo(JointAutoregressiveHierarchicalPriors, "mbt2018", ("N", "M"), _NM, 64),
-    "cheng2020-anchor": _zoo(Cheng2020Anchor, "cheng2020-anchor", ("N",), _CHENG, 64),
-    "cheng2020-attn": _zoo(Cheng2020Attention, "cheng2020-attn", ("N",), _CHENG, 64),
+    "mbt2018": _zoo(JointAutoregressiveHierarchicalPriors, "mbt2018", ("N", "M"), _NM, 64, own_rans=True),
+    "cheng2020-anchor": _zoo(Cheng2020Anchor, "cheng2020-anchor", ("N",), _CHENG, 64, own_rans=True),
+    "cheng2020-attn": _zoo(Cheng2020Attention, "cheng2020-attn", ("N",), _CHENG, 64, own_rans=True),
     "elic2022": _elic(),
 }
 ELIC_FIXED_GROUPS = 128  # Elic2022Official's first four channel groups (16+16+32+64); M-128 form the fifth
@@ -208,6 +214,9 @@ def _hook_entropy_models(model: torch.nn.Module, check: _SymbolRecorder) -> None
             module._harness_symbols = check
             module.quantize = functools.partial(_recording_quantize, module)
             module.dequantize = functools.partial(_recording_dequantize, module)
+            # compressai's RansDecoder reads through an unchecked pointer: a stream that ends early
+            # (altered, its CRC recomputed) must be a one-line error, not a read past its buffer
+            module.entropy_coder = CheckedCoder(module.entropy_coder)
 
 
 def _apply_masks(model: torch.nn.Module) -> None:
@@ -287,10 +296,12 @@ class HarnessCodec:
         """``shape`` is ignored: the latent shapes follow from ``size`` and the architecture."""
         _float_only(integer)
         height, width = size
-        zeros = bytes(4 * self._symbol_bound(size))
+        if ARCHITECTURES[self.config.architecture].own_rans:
+            zeros = bytes(4 * self._symbol_bound(size))
+            strings = [[s + zeros for s in group] for group in strings]
         self._symbols.start("decode")
         try:
-            out = super().decompress([[s + zeros for s in group] for group in strings], self._latent_shape(size))
+            out = super().decompress(strings, self._latent_shape(size))
         finally:
             crc = self._symbols.stop()
         return {"x_hat": out["x_hat"][..., :height, :width].clamp(0, 1), "latent_crc": [crc]}
@@ -298,11 +309,12 @@ class HarnessCodec:
     def _symbol_bound(self, size: tuple[int, int]) -> int:
         """More symbols than the image has in all its streams (y: at most 16 a z position and
         channel, 1/16 of the padded size per side; z: N a position, 1/64 per side), plus the
-        rANS state's 2 words. compressai's ``RansDecoder`` reads its stream through a pointer with
-        no bounds check; given this many zero words after a stream, a stream that ends early
-        (altered, its CRC recomputed) is read into zeros, since a symbol reads at most one word,
-        not past its buffer. An escape's bypass run can read more (up to its 4-bit count's worth);
-        3DM-WeConvene's streams go through the bounds-checked :mod:`harness.model.rans` instead."""
+        rANS state's 2 words. The autoregressive architectures decode y with compressai's own
+        ``RansDecoder``, which reads its stream through a pointer with no bounds check; given this
+        many zero words after a stream, a stream that ends early (altered, its CRC recomputed) is
+        read into zeros, since a symbol reads at most one word, not past its buffer. An escape's
+        bypass run can read more (up to its 4-bit count's worth). Every other stream goes through
+        the bounds-checked :class:`harness.model.rans.CheckedCoder`."""
         rows, cols = (math.ceil(s / self.stride) for s in size)
         widths = self.config.widths
         return (widths.get("M", widths["N"]) + widths["N"]) * 16 * rows * cols + 2
