@@ -46,15 +46,6 @@ def _write_plan(directory: Path, codecs: str = '"jpeg"') -> Path:
     ('name="a"\n[data]\nsources="x"\npatchsize=3\n[leaderboard]\n', "\\[data\\]: unknown key\\(s\\) patchsize"),
     ('name = \n', "cannot parse plan"),
     ('name="a"\n[leaderboard]\nmetrics=["ssim"]\n', "plan section \\[leaderboard\\]: unknown metric\\(s\\) ssim"),
-])
-def test_bad_plans_are_clear_errors(tmp_path, text, message):
-    path = tmp_path / "plan.toml"
-    path.write_text(text)
-    with pytest.raises(HarnessError, match=message):
-        load_plan(path)
-
-
-@pytest.mark.parametrize("text, message", [
     ('name="a\\u0000b"\n[leaderboard]\n', "name holds the control character '\\\\x00'"),
     ('name="a\\nb"\n[leaderboard]\n', "name holds the control character '\\\\n'"),
     ('name="a"\nwork_dir="runs/\\u0000"\n[leaderboard]\n', "work_dir holds the control character '\\\\x00'"),
@@ -77,7 +68,7 @@ def test_every_plan_problem_is_one_line_naming_the_plan(tmp_path, text, message)
     path.write_text(text)
     with pytest.raises(HarnessError, match=message) as caught:
         load_plan(path)
-    assert str(caught.value).startswith(f"plan {path}") and "\n" not in str(caught.value)
+    assert f"plan {path}" in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_a_plan_that_is_no_readable_toml_file_is_one_line(tmp_path):
