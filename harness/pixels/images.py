@@ -11,8 +11,10 @@ name and Pillow's reason.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -75,25 +77,17 @@ def _sixteen_bit(image: Image.Image) -> bool:
     return False
 
 
-def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> RGBImage:
-    """Decode ``path`` fully into an :class:`RGBImage` (EXIF orientation applied), refusing
-    from its header an image of more than ``max_pixels`` (Pillow's own hard limit is twice
-    its default: above that Pillow refuses the file whatever ``max_pixels`` says)."""
-    path = Path(path)
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """The block reads ``path`` with Pillow: its failures, and the file system's, become one-line
+    errors naming the file. Pillow's own size warning is silenced: the callers check the size
+    against ``max_pixels`` themselves."""
     try:
         if path.stat().st_size == 0:
             raise HarnessError(f"cannot read image {path}: empty file")
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels is the limit
-            with Image.open(path) as opened:
-                check_pixels(opened.width, opened.height, max_pixels, f"cannot read image {path}")
-                # Read before load(): the raw mode goes with the tiles, and counting frames seeks.
-                reduced = _sixteen_bit(opened)
-                frames = int(getattr(opened, "n_frames", 1))
-                opened.load()
-                source_mode = opened.mode
-                rotated = opened.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None)
-                rgb, notice = _to_rgb(ImageOps.exif_transpose(opened))
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
     except HarnessError:
         raise
     except FileNotFoundError:
@@ -101,6 +95,23 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> RGBImage:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise HarnessError(f"cannot read image {path}: {reason}") from None
+
+
+def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> RGBImage:
+    """Decode ``path`` fully into an :class:`RGBImage` (EXIF orientation applied), refusing
+    from its header an image of more than ``max_pixels`` (Pillow's own hard limit is twice
+    its default: above that Pillow refuses the file whatever ``max_pixels`` says)."""
+    path = Path(path)
+    with _reading(path):
+        with Image.open(path) as opened:
+            check_pixels(opened.width, opened.height, max_pixels, f"cannot read image {path}")
+            # Read before load(): the raw mode goes with the tiles, and counting frames seeks.
+            reduced = _sixteen_bit(opened)
+            frames = int(getattr(opened, "n_frames", 1))
+            opened.load()
+            source_mode = opened.mode
+            rotated = opened.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None)
+            rgb, notice = _to_rgb(ImageOps.exif_transpose(opened))
     notice = "; ".join(filter(None, [
         "EXIF orientation applied" if rotated else None,
         notice,
@@ -131,17 +142,5 @@ def image_size(path: str | Path) -> tuple[int, int]:
     shows when :func:`load_rgb` decodes the file.
     """
     path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise HarnessError(f"cannot read image {path}: empty file")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the callers check the size
-            with Image.open(path) as opened:
-                return int(opened.width), int(opened.height)
-    except HarnessError:
-        raise
-    except FileNotFoundError:
-        raise HarnessError(f"cannot read image {path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise HarnessError(f"cannot read image {path}: {reason}") from None
+    with _reading(path), Image.open(path) as opened:
+        return int(opened.width), int(opened.height)
