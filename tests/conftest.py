@@ -24,6 +24,9 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    # Tests that own a cluster shut the session's local instance down: run them last, so that
+    # instance starts once per run instead of once after each of them.
+    items.sort(key=lambda item: "loopback_cluster" in getattr(item, "fixturenames", ()))
 
 
 @pytest.fixture(scope="session")
@@ -45,33 +48,39 @@ def photos_dir(shared_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def photo_shards(tmp_path_factory, photos_dir):
-    """Factory of prepare-data outputs (written by prepare-data itself, on a Ray instance of its
-    own) from the first ``photos`` photos: ``make(photos, recipe, val_fraction)``."""
+    """Factory of prepare-data outputs (written by prepare-data itself, on the session's local
+    Ray) from the first ``photos`` photos: ``make(photos, recipe, val_fraction)``. Each set of
+    arguments is prepared once per run; modules asking for the same shards share them."""
     import shutil
 
     from harness.data.shards import PrepareConfig
     from harness.data.shards import run as prepare
 
+    made: dict[tuple, Path] = {}
+
     def make(photos: int, recipe, val_fraction: float) -> Path:
-        sources = tmp_path_factory.mktemp("photos")
-        for photo in sorted(photos_dir.glob("*.png"))[:photos]:
-            shutil.copy(photo, sources / photo.name)
-        out = tmp_path_factory.mktemp("shards")
-        prepare(PrepareConfig(sources=(f"folder:{sources}",), out=out, val_fraction=val_fraction, progress=False,
-                              recipe=recipe))
-        return out
+        key = (photos, recipe, val_fraction)
+        if key not in made:
+            sources = tmp_path_factory.mktemp("photos")
+            for photo in sorted(photos_dir.glob("*.png"))[:photos]:
+                shutil.copy(photo, sources / photo.name)
+            out = tmp_path_factory.mktemp("shards")
+            start_local_ray()
+            prepare(PrepareConfig(sources=(f"folder:{sources}",), out=out, val_fraction=val_fraction,
+                                  progress=False, recipe=recipe))
+            made[key] = out
+        return made[key]
 
     return make
 
 
-@pytest.fixture
-def ray_local():
-    """A local Ray instance on 127.0.0.1, started on first use and kept for later tests.
+def start_local_ray():
+    """The session's local Ray instance on 127.0.0.1, started on first use and kept for later tests.
 
     ``address="local"`` so that a stale cluster of an earlier test (or another
     program on this machine) is never joined. Tests that build their own
-    ``ray.cluster_utils.Cluster`` call ``ray.shutdown()`` first; the next test
-    asking for this fixture gets a fresh instance.
+    ``ray.cluster_utils.Cluster`` call ``ray.shutdown()`` first (they run last,
+    see :func:`pytest_collection_modifyitems`); a later caller gets a fresh instance.
     """
     import ray
 
@@ -84,6 +93,12 @@ def ray_local():
             log_to_driver=False,
         )
     return ray
+
+
+@pytest.fixture
+def ray_local():
+    """The session's local Ray instance (:func:`start_local_ray`)."""
+    return start_local_ray()
 
 
 @pytest.fixture(scope="session", autouse=True)

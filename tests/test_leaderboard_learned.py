@@ -36,8 +36,8 @@ from harness.zoo.variants import get_config
 
 @pytest.fixture(scope="module")
 def shards(photo_shards) -> Path:
-    """A small shard folder: the data a sweep's cards name."""
-    return photo_shards(4, PatchRecipe(patch=64, resize=128, patches_per_image=1), val_fraction=0.25)
+    """A small shard folder: the data a sweep's cards name (test_model_baselines' sweeps train on it)."""
+    return photo_shards(6, PatchRecipe(patch=64, resize=128, patches_per_image=2), val_fraction=0.34)
 
 
 def _sweep(folder: Path, lambdas: tuple[float, ...], shards: Path, seed: int = 0) -> Path:
@@ -63,11 +63,12 @@ def _config(images: Path, models: Path, reports: Path) -> LeaderboardConfig:
 
 
 @pytest.mark.slow
-def test_models_folder_is_one_curve_of_real_bitstreams(ray_local, images, shards, tmp_path):
+def test_models_folder_is_one_curve_of_real_bitstreams_and_retraining_one_lambda_recomputes_only_its_cells(
+        ray_local, images, shards, tmp_path):
     models = _sweep(tmp_path / "sweep-a", (0.0067, 0.05), shards)
     run(_config(images, models, tmp_path))
-    frame = pd.read_parquet(tmp_path / "t" / "results.parquet")
-    learned = frame[frame["codec"] == "tiny"]
+    first = pd.read_parquet(tmp_path / "t" / "results.parquet")
+    learned = first[first["codec"] == "tiny"]
     assert len(learned) == 4 and (learned["status"] == "ok").all()
     assert set(learned["config"]) == {"sweep-a"} and set(learned["quality"]) == {0.0067, 0.05}
     card = read_card(models / "mse-0.05.json")
@@ -80,12 +81,7 @@ def test_models_folder_is_one_curve_of_real_bitstreams(ray_local, images, shards
     assert row["bytes"] == len(encode(load_checkpoint(models / "mse-0.05.pt"), pixels))
     assert row["codec_version"].endswith(f"checkpoint {sha256_file(models / 'mse-0.05.pt')[:12]}")
 
-
-@pytest.mark.slow
-def test_retraining_one_lambda_recomputes_only_its_cells(ray_local, images, shards, tmp_path):
-    models = _sweep(tmp_path / "sweep-b", (0.0067, 0.05), shards)
-    run(_config(images, models, tmp_path))
-    first = pd.read_parquet(tmp_path / "t" / "results.parquet")
+    # One λ retrained and one added: only their cells are computed again.
     _sweep(tmp_path / "retrained", (0.05,), shards, seed=7)
     shutil.copy(tmp_path / "retrained" / "models" / "mse-0.05.pt", models / "mse-0.05.pt")
     _sweep(tmp_path / "added", (0.013,), shards, seed=9)
