@@ -110,6 +110,21 @@ def _shutdown_ray_at_exit():
 
 
 @pytest.fixture
+def null_device(tmp_path) -> Path:
+    """A /dev/null made in tmp_path (never the machine's own), for outputs that must be written
+    in place; skips where character devices cannot be made or opened."""
+    import stat
+
+    null = tmp_path / "null"
+    try:
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        null.write_bytes(b"probe")
+    except OSError as error:  # not root, or tmp_path mounted nodev
+        pytest.skip(f"cannot make or open a character device here: {error.strerror}")
+    return null
+
+
+@pytest.fixture
 def torch_one_thread():
     """Tiny tensors: one intra-op thread is ~10x faster than two fighting over shared cores."""
     import torch
