@@ -40,6 +40,7 @@ from harness.errors import HarnessError
 from harness.model.exact import PATH_ID
 from harness.model.network import WeConvene
 from harness.model.precision import AUTO, set_precision
+from harness.model.precision import resolve as resolve_precision
 from harness.model.rans import StreamError
 from harness.pixels.images import MAX_PIXELS, check_pixels, image_size, load_rgb, save_png
 
@@ -49,7 +50,10 @@ ALTERED = ("altered after encoding (CRC recomputed), or decoded by a different e
            "(harness or checkpoint version)")
 
 
-def _check_limit(max_pixels: int) -> None:
+def _check(precision: str, max_pixels: int) -> None:
+    """The checks compress and decompress share, from the command line or from code alike."""
+    if precision != AUTO:  # auto is resolved on the model's device once it is loaded
+        resolve_precision(precision)  # an unknown name is one line before the model loads
     if max_pixels < 1:
         raise HarnessError(f"--max-pixels must be at least 1, got {max_pixels}")
 
@@ -63,7 +67,7 @@ class CompressConfig:
     max_pixels: int = MAX_PIXELS  # refuse larger images from their header
 
     def __post_init__(self) -> None:
-        _check_limit(self.max_pixels)
+        _check(self.precision, self.max_pixels)
 
 
 @dataclass(frozen=True)
@@ -71,11 +75,11 @@ class DecompressConfig:
     bitstream: Path
     checkpoint: Path
     out: Path
-    precision: str = AUTO  # of g_s: fp32, bf16 or auto
+    precision: str = AUTO  # of g_s: fp32, bf16 or auto (a file decodes in either)
     max_pixels: int = MAX_PIXELS  # refuse larger images from the container's header
 
     def __post_init__(self) -> None:
-        _check_limit(self.max_pixels)
+        _check(self.precision, self.max_pixels)
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
