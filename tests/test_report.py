@@ -398,6 +398,23 @@ def test_report_command_rebuilds_an_existing_run_and_the_bd_rates_of_its_run_jso
     assert main(["report", str(run_dir)]) == 0 and not (run_dir / "run.json").exists()
 
 
+@pytest.mark.parametrize("key", ["metrics", "models", "conversions"])
+def test_a_run_json_lacking_a_field_is_one_line(tmp_path, capsys, key):
+    from harness.cli import main
+    from harness.leaderboard.summary import RunSummary, write_summary
+
+    run_dir = _write(tmp_path / "run", _rows("kodak", 2, {"vvc": CODECS["vvc"]}))
+    write_summary(RunSummary(run_dir=str(run_dir), profile="quick", datasets=("kodak",), cells=1, computed=1,
+                             reused=0, errors=0, codecs=(), unavailable=(), first_errors=(), finished_at="2026-12-02",
+                             curves={}), run_dir)
+    data = json.loads((run_dir / "run.json").read_text())
+    del data[key]  # as a harness before the field wrote it
+    (run_dir / "run.json").write_text(json.dumps(data))
+    assert main(["report", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"is not a leaderboard run summary (KeyError: '{key}')" in err, err
+
+
 def test_report_command_errors_are_one_line(tmp_path, capsys):
     from harness.cli import main
 
