@@ -150,7 +150,7 @@ def repacked(data: bytes, *, height: int | None = None, width: int | None = None
         first[len(first) // 2] ^= 0x10
         streams = (bytes(first), *streams[1:])
     return pack(Container(container.fingerprint, height or container.height, width or container.width,
-                          container.mode, streams, container.latent_crc, container.version))
+                          container.mode, streams, container.latent_crc, container.entropy_path))
 
 
 def png16_rgb(path: Path, height: int, width: int) -> None:

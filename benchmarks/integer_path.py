@@ -2,7 +2,7 @@
 
 * ``cross-machine``: a fresh ``tiny`` (seed 0) and one briefly trained as
   tests/conftest.py's ``train_tiny`` code every Kodak image in this process on both
-  paths (version 5 = integer, version 3 = float networks); a subprocess per setting
+  paths (files naming "integer-2" or "float"); a subprocess per setting
   (1 and 2 threads, oneDNN limited to AVX2, AVX512_CORE, SSE41, numba compiled for a
   baseline x86-64) decodes them all
   with ``harness.artefacts.decode_check``. A mismatch is a failed decode or a sample off

@@ -401,25 +401,21 @@ def _add_init_model(sub) -> None:
     parser.set_defaults(func=handle)
 
 
-def _precision_option(parser: argparse.ArgumentParser, what: str) -> None:
+def _coding_options(parser: argparse.ArgumentParser, config: type, what: str) -> None:
+    """compress's and decompress's --precision and --max-pixels: fields of ``config``."""
     from harness.model.precision import AUTO, CHOICES
 
-    parser.add_argument("--precision", choices=CHOICES, default=AUTO,
-                        help=f"precision of {what}: auto is bf16 on CPUs with AMX and on GPUs with bf16 tensor "
-                             f"cores, else fp32 (default: {AUTO})")
-
-
-def _max_pixels_option(parser: argparse.ArgumentParser) -> None:
-    from harness.pixels.images import MAX_PIXELS
-
-    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
-                        help=f"refuse images of more pixels, from the file's header (default {MAX_PIXELS}, Pillow's "
-                             "decompression-bomb limit)")
+    _option(parser, "--precision", config, f"precision of {what}: {AUTO} is bf16 on CPUs with AMX and on GPUs "
+            "with bf16 tensor cores, else fp32", choices=CHOICES)
+    _option(parser, "--max-pixels", config, "refuse images of more pixels, from the file's header (Pillow's "
+            "decompression-bomb limit)", type=int)
 
 
 @_registrar
 def _add_compress(sub) -> None:
     from pathlib import Path
+
+    from harness.artefacts.coding import CompressConfig
 
     parser = _command(
         sub,
@@ -428,16 +424,15 @@ def _add_compress(sub) -> None:
         "  harness compress kodim01.png -m model.pt -o kodim01.3dmw\n",
     )
     parser.add_argument("image", type=Path, help="any image Pillow reads (converted to 8-bit RGB)")
-    parser.add_argument("-m", "--model", required=True, type=Path, help="checkpoint from init-model or training")
+    parser.add_argument("-m", "--model", dest="checkpoint", required=True, type=Path,
+                        help="checkpoint from init-model or training")
     parser.add_argument("-o", "--out", required=True, type=Path, help="bitstream file to write")
-    _precision_option(parser, "g_a, h_a and g_s")
-    _max_pixels_option(parser)
+    _coding_options(parser, CompressConfig, "g_a, h_a and g_s")
 
     def handle(args) -> int:
-        from harness.artefacts.coding import CompressConfig, run_compress
+        from harness.artefacts.coding import run_compress
 
-        run_compress(CompressConfig(image=args.image, checkpoint=args.model, out=args.out, precision=args.precision,
-                                    max_pixels=args.max_pixels))
+        run_compress(build(CompressConfig, _given(args, CompressConfig)))
         return 0
 
     parser.set_defaults(func=handle)
@@ -447,6 +442,8 @@ def _add_compress(sub) -> None:
 def _add_decompress(sub) -> None:
     from pathlib import Path
 
+    from harness.artefacts.coding import DecompressConfig
+
     parser = _command(
         sub,
         "decompress",
@@ -454,16 +451,15 @@ def _add_decompress(sub) -> None:
         "  harness decompress kodim01.3dmw -m model.pt -o kodim01.png\n",
     )
     parser.add_argument("bitstream", type=Path, help="file written by harness compress")
-    parser.add_argument("-m", "--model", required=True, type=Path, help="the checkpoint that encoded it")
+    parser.add_argument("-m", "--model", dest="checkpoint", required=True, type=Path,
+                        help="the checkpoint that encoded it")
     parser.add_argument("-o", "--out", required=True, type=Path, help="PNG file to write")
-    _precision_option(parser, "g_s (a file decodes in either precision)")
-    _max_pixels_option(parser)
+    _coding_options(parser, DecompressConfig, "g_s (a file decodes in either precision)")
 
     def handle(args) -> int:
-        from harness.artefacts.coding import DecompressConfig, run_decompress
+        from harness.artefacts.coding import run_decompress
 
-        run_decompress(DecompressConfig(bitstream=args.bitstream, checkpoint=args.model, out=args.out,
-                                        precision=args.precision, max_pixels=args.max_pixels))
+        run_decompress(build(DecompressConfig, _given(args, DecompressConfig)))
         return 0
 
     parser.set_defaults(func=handle)

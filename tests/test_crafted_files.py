@@ -22,6 +22,7 @@ from harness.artefacts.bitstream import Container, pack, unpack
 from harness.artefacts.checkpoint import fingerprint, load_checkpoint
 from harness.artefacts.coding import encode
 from harness.cli import main
+from harness.model.exact import PATH_ID
 from harness.zoo import baselines
 from harness.zoo.baselines import build_baseline
 
@@ -67,7 +68,7 @@ def _decompress_fails(data: bytes, checkpoint, tmp_path, capsys, *fragments: str
 
 def _crafted(model, height: int, width: int, payload: bytes = bytes(64)) -> bytes:
     """A container as a forger writes it: any size, any payload, a valid CRC (about 130 bytes)."""
-    return pack(Container(fingerprint(model), height, width, "RGB", (payload,), latent_crc=0))
+    return pack(Container(fingerprint(model), height, width, "RGB", (payload,), latent_crc=0, entropy_path=PATH_ID))
 
 
 # -- bitstreams -------------------------------------------------------------------------------
@@ -110,13 +111,13 @@ def test_a_payload_altered_with_its_crc_recomputed_names_the_true_cause(model, c
     stream = bytearray(container.streams[0])
     stream[len(stream) // 2] ^= 0x10
     forged = pack(Container(container.fingerprint, container.height, container.width, "RGB", (bytes(stream),),
-                            container.latent_crc))
+                            container.latent_crc, container.entropy_path))
     err = _decompress_fails(forged, checkpoint, tmp_path, capsys, ALTERED)
     assert "this machine" not in err
 
 
 def test_a_flipped_version_byte_is_corruption_not_an_old_harness(checkpoint, good_stream, tmp_path, capsys):
-    for version in (4, 6, 5 ^ 0x80):
+    for version in (2, 4, 5, 7, 6 ^ 0x80):
         flipped = good_stream[:4] + bytes([version]) + good_stream[5:]
         err = _decompress_fails(flipped, checkpoint, tmp_path, capsys, "is corrupt (CRC-32 mismatch)")
         assert "format version" not in err
@@ -149,7 +150,7 @@ def test_a_compressai_stream_altered_with_its_crc_is_one_line(variant, stream, m
     assert container.streams[stream] != forged
     streams = tuple(forged if i == stream else s for i, s in enumerate(container.streams))
     altered = pack(Container(container.fingerprint, container.height, container.width, "RGB", streams,
-                             container.latent_crc, container.version))
+                             container.latent_crc, container.entropy_path))
     _decompress_fails(altered, path, tmp_path, capsys, message, ALTERED)
 
 

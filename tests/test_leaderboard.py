@@ -193,7 +193,7 @@ import numpy as np, pandas as pd
 from harness.leaderboard import results
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 rows = pd.DataFrame([{c: None for c in results.COLUMNS} | {"dataset": "d", "image": f"i{k}", "codec": "jpeg",
-                      "config": "quick", "quality": 50.0, "status": "ok", "bpp": float(k),
+                      "config": "quick", "quality": 50.0, "status": "ok", "metrics": "core", "bpp": float(k),
                       "error": "x" * 64} for k in range(20000)])
 resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
 try:
@@ -208,7 +208,8 @@ def test_atomic_write_keeps_previous_table(tmp_path: Path) -> None:
 
     path = tmp_path / "results.parquet"
     row = {c: None for c in results.COLUMNS} | {"dataset": "d", "image": "i", "codec": "jpeg", "config": "quick",
-                                                 "quality": 50.0, "status": "ok", "bpp": 1.0}
+                                                 "quality": 50.0, "status": "ok", "metrics": "core",
+                                                 "bpp": 1.0}
     results.write(pd.DataFrame([row]), path)
     done = subprocess.run([sys.executable, "-c", _FAILING_WRITE, str(path)], capture_output=True, text=True,
                           timeout=120, cwd=REPO)

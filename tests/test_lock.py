@@ -338,6 +338,7 @@ def test_leaderboard_save_merges_rows_another_writer_put_on_disk(tmp_path, kodak
     plan_ = plan(config)
     row = {column: None for column in results.COLUMNS}
     row.update(dataset=f"folder:{images}", image="a.png", codec="webp", config="quick", quality=50.0, status="ok",
+               metrics="core",
                created_at=pd.Timestamp.now(tz="UTC"))
     path = tmp_path / "r" / results.RESULTS_FILE
     results.write(pd.DataFrame([row]), path)  # another run's row lands after this plan read the table

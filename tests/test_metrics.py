@@ -141,8 +141,7 @@ def test_metric_names_resolve_and_unknown_ones_are_refused(tmp_path: Path) -> No
     assert metrics.resolve_metrics(("vmaf", "psnr_yuv")) == ("core", "psnr_yuv", "vmaf")
     assert set(metrics.resolve_metrics(("all",))) == set(metrics.METRICS)
     columns = [c for m in metrics.METRICS.values() for c in m.columns]
-    later_metrics = set(results.LATER_COLUMNS) - {"metrics", "precision", "conversion", "degenerate"}
-    assert set(columns) == later_metrics | {"psnr_rgb", "ms_ssim", "ms_ssim_db"}
+    assert {*columns, "bpp"} == set(results.MEASURED) and len(columns) == len(set(columns))
     config = LeaderboardConfig(metrics=("all",), reports_dir=tmp_path)
     assert config.metrics == metrics.resolve_metrics(("all",)) and "vmaf" in ReportConfig(tmp_path, rd_plots=("all",)).rd_plots
     assert LeaderboardConfig(reports_dir=tmp_path).metrics == ("core", *metrics.DEFAULT_METRICS)
@@ -152,15 +151,17 @@ def test_metric_names_resolve_and_unknown_ones_are_refused(tmp_path: Path) -> No
         ReportConfig(tmp_path, rd_plots=("psnr", "butteraugli"))
 
 
-def test_tables_without_the_metric_columns_are_still_read(tmp_path: Path) -> None:
-    row = {c: None for c in results.COLUMNS if c not in results.LATER_COLUMNS}
+def test_a_table_lacking_a_column_or_an_ok_rows_metrics_is_one_line(tmp_path: Path) -> None:
+    row = {c: None for c in results.COLUMNS}
     row.update(dataset="d", image="i.png", codec="jpeg", config="quick", quality=50.0, bpp=1.0, psnr_rgb=30.0,
-               status="ok", created_at=pd.Timestamp("2026-11-25T12:00:00Z"))
+               status="ok", metrics="core", created_at=pd.Timestamp("2026-11-25T12:00:00Z"))
     path = tmp_path / "results.parquet"
     pd.DataFrame([row]).to_parquet(path, index=False)
-    frame = results.read(path)
-    assert list(frame.columns) == list(results.COLUMNS)
-    assert frame["psnr_rgb"].tolist() == [30.0] and frame["vmaf"].isna().all() and frame["metrics"].isna().all()
-    pd.DataFrame([{k: v for k, v in row.items() if k != "bpp"}]).to_parquet(path, index=False)
-    with pytest.raises(HarnessError, match="lacks column.*bpp"):
+    assert results.read(path)["psnr_rgb"].tolist() == [30.0]
+    for missing in ("bpp", "vmaf", "metrics"):  # vmaf and metrics: added before 1.0, as required as the rest
+        pd.DataFrame([{k: v for k, v in row.items() if k != missing}]).to_parquet(path, index=False)
+        with pytest.raises(HarnessError, match=f"lacks column\\(s\\) {missing}: not a results table"):
+            results.read(path)
+    pd.DataFrame([{**row, "metrics": None}]).to_parquet(path, index=False)
+    with pytest.raises(HarnessError, match="ok rows that name no metrics"):
         results.read(path)

@@ -103,10 +103,8 @@ def test_every_single_bit_flip_is_rejected(good_stream, checkpoint, tmp_path, ca
 def test_magic_version_empty_and_other_model(good_stream, checkpoint, tmp_path, capsys):
     _decompress_fails(b"", checkpoint, tmp_path, capsys, "is empty")
     _decompress_fails(b"PNG!" + good_stream[4:], checkpoint, tmp_path, capsys, "bad magic bytes")
-    _decompress_fails(_with_crc(good_stream[:4] + bytes([6]) + good_stream[5:]), checkpoint, tmp_path, capsys,
-                      "format version 6; this harness reads versions 2, 3, 5")
-    _decompress_fails(_with_crc(good_stream[:4] + bytes([4]) + good_stream[5:]), checkpoint, tmp_path, capsys,
-                      "format version 4, coded on the integer entropy path 'integer-1', which this harness replaced")
+    _decompress_fails(_with_crc(good_stream[:4] + bytes([7]) + good_stream[5:]), checkpoint, tmp_path, capsys,
+                      "format version 7, unknown to this harness, which reads version 6")
     other = tmp_path / "other.pt"
     assert main(["init-model", "--variant", "tiny", "--out", str(other), "--seed", "1"]) == 0
     stream, out = tmp_path / "x.3dmw", tmp_path / "x.png"
@@ -117,19 +115,47 @@ def test_magic_version_empty_and_other_model(good_stream, checkpoint, tmp_path, 
     assert not out.exists()
 
 
+EARLIER = "written by an earlier harness; this harness reads version 6 (re-encode the image)"
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
+def test_every_earlier_version_gets_one_line_naming_it(version, good_stream, checkpoint, tmp_path, capsys):
+    """Both a file of the current layout carrying the version (its CRC recomputed) and one of the
+    layout versions 3 to 5 wrote (no entropy path field) are refused naming their version."""
+    crafted = _with_crc(good_stream[:4] + bytes([version]) + good_stream[5:])
+    _decompress_fails(crafted, checkpoint, tmp_path, capsys, f"has format version {version}, {EARLIER}")
+    path_end = 50 + good_stream[49]
+    header = good_stream[:4] + bytes([version]) + good_stream[5:49] + good_stream[path_end : path_end + 5 + 4]
+    payload = good_stream[path_end + 5 + 4 + 4 :]
+    old = header + struct.pack(">I", zlib.crc32(payload, zlib.crc32(header))) + payload
+    _decompress_fails(old, checkpoint, tmp_path, capsys, f"has format version {version}, {EARLIER}")
+
+
+def test_an_unknown_entropy_path_is_one_line(good_stream, checkpoint, tmp_path, capsys):
+    for path in (b"integer-1", b"", b"\xff"):
+        forged = good_stream[:49] + bytes([len(path)]) + path + good_stream[50 + good_stream[49] :]
+        _decompress_fails(_with_crc(forged), checkpoint, tmp_path, capsys,
+                          "non-ASCII" if path == b"\xff" else f"was coded on entropy path {path.decode()!r}; "
+                          "this harness decodes 'integer-2' or 'float'")
+
+
 def _with_crc(data: bytes) -> bytes:
-    """``data`` (one stream, an RGB mode name) with its CRC recomputed, as a forger would."""
-    header_end = 49 + 1 + data[49] + 1 + 4 * data[49 + 1 + data[49]]
+    """``data`` (one stream) with its CRC recomputed, as a forger would."""
+    mode_at = 50 + data[49]
+    header_end = mode_at + 1 + data[mode_at] + 1 + 4 * data[mode_at + 1 + data[mode_at]]
     payload = data[header_end + 4 :]
     return data[:header_end] + struct.pack(">I", zlib.crc32(payload, zlib.crc32(data[:header_end]))) + payload
 
 
 def test_header_layout_is_as_documented(good_stream, model, kodim):
-    assert good_stream[:5] == b"3DMW\x05"
+    assert good_stream[:5] == b"3DMW\x06"
     assert struct.unpack(">II", good_stream[37:45]) == (40, 70)
     (latent_crc,) = struct.unpack(">I", good_stream[45:49])
     assert latent_crc == model.compress(to_tensor(_image(kodim, 40, 70)))["latent_crc"][0]
-    assert good_stream[49:53] == b"\x03RGB" and good_stream[53] == 1  # mode, then one stream
+    assert good_stream[49:59] == b"\x09integer-2"  # the entropy path, by name
+    assert good_stream[59:63] == b"\x03RGB" and good_stream[63] == 1  # mode, then one stream
+    float_path = encode(model, _image(kodim, 40, 70), integer=False)
+    assert float_path[49:55] == b"\x05float" and unpack(float_path).entropy_path == "float"
 
 
 def _palette_lookup(image: Image.Image) -> np.ndarray:

@@ -128,6 +128,7 @@ def _mutations() -> list:
         ("params", lambda card: card.update(params="many"), "the card: 'params' is 'many', not int"),
         ("lambda", drop("lambda"), "the card lacks 'lambda'"),
         ("stages", drop("stages"), "the card lacks 'stages'"),
+        *((key, drop(key), f"the card lacks {key!r}") for key in ("entropy_path", "train_s", "device", "precision")),
         ("final", lambda card: card.update(final={"val_psnr": "high"}), "'final' is 'high', not float"),
         ("top-key", lambda card: card.update(colour="red"), "the card has unknown key(s) colour"),
     ]

@@ -15,8 +15,10 @@ import torch
 from harness.artefacts import checkpoint, coding
 from harness.artefacts.checkpoint import fingerprint, load_checkpoint
 from harness.cli import main
+from harness.configs import build
 from harness.errors import HarnessError
-from harness.pixels.images import load_rgb, save_png
+from harness.model.precision import AUTO
+from harness.pixels.images import MAX_PIXELS, load_rgb, save_png
 
 
 def test_model_info_json_default(capsys):
@@ -179,3 +181,18 @@ def test_import_weights_never_writes_over_its_state_dict(tmp_path, capsys):
     assert source.read_bytes() == before and sorted(out.iterdir()) == [source]
     _refused([*argv, "--out", str(source)], capsys, f"{source} is a file, not a folder")
     assert source.read_bytes() == before
+
+
+@pytest.mark.parametrize("config, inputs", [(coding.CompressConfig, {"image": "a.png"}),
+                                            (coding.DecompressConfig, {"bitstream": "a.3dmw"})])
+def test_compress_and_decompress_configs_hold_their_defaults_and_checks(config, inputs):
+    """What the CLI passes through configs.build: the defaults and checks live in the frozen config."""
+    given = {**inputs, "checkpoint": "m.pt", "out": "o"}
+    built = build(config, given)
+    assert (built.precision, built.max_pixels, built.checkpoint) == (AUTO, MAX_PIXELS, Path("m.pt"))
+    with pytest.raises(HarnessError, match="unknown precision 'fp16': choose one of fp32, bf16, auto"):
+        build(config, {**given, "precision": "fp16"})
+    with pytest.raises(HarnessError, match="--max-pixels must be at least 1, got 0"):
+        build(config, {**given, "max_pixels": 0})
+    with pytest.raises(HarnessError, match="max_pixels must be an integer"):
+        build(config, {**given, "max_pixels": "many"})

@@ -226,24 +226,21 @@ def test_conversion_leaves_the_float_network_alone():
         assert torch.allclose(converted(x.double()), net(x).double(), atol=2e-2)  # 7-bit weights
 
 
-def test_checkpoints_name_the_path_and_old_ones_get_it_built(tmp_path):
+def test_checkpoints_name_the_path_and_others_are_refused_in_one_line(tmp_path):
     from harness.artefacts.checkpoint import InitModelConfig, load_checkpoint, run_init
 
     path = tmp_path / "tiny.pt"
     run_init(InitModelConfig(out=path, variant="tiny"))
     payload = torch.load(path, weights_only=True)
     assert payload["entropy_path"] == exact.PATH_ID
-    del payload["entropy_path"]  # a checkpoint from before the integer path
-    torch.save(payload, path)
-    x = torch.rand(1, 3, 64, 64)
-    model = load_checkpoint(path)
-    encoded = model.compress(x, reconstruct=True)
-    decoded = model.decompress(encoded["strings"], encoded["shape"], encoded["size"])
-    assert torch.equal(decoded["x_hat"], encoded["x_hat"])
-    payload["entropy_path"] = "integer-1"  # exported for the recipe this one replaced
-    torch.save(payload, path)
     assert load_checkpoint(path).integer_path
-    payload["entropy_path"] = "integer-9"
-    torch.save(payload, path)
-    with pytest.raises(HarnessError, match="exported for entropy path 'integer-9'"):
-        load_checkpoint(path)
+    for held, message in [(None, "names no entropy path"), ("integer-1", "exported for entropy path 'integer-1'"),
+                          ("float", "exported for entropy path 'float'")]:
+        if held is None:
+            del payload["entropy_path"]  # a checkpoint of a harness before the integer path
+        else:
+            payload["entropy_path"] = held
+        torch.save(payload, path)
+        with pytest.raises(HarnessError, match=message) as refused:
+            load_checkpoint(path)
+        assert "\n" not in str(refused.value) and f"with {exact.PATH_ID!r}" in str(refused.value)

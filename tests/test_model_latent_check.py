@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from harness.artefacts.checkpoint import load_checkpoint, save_checkpoint
 from harness.artefacts.coding import decode, encode, to_pixels, to_tensor
 from harness.artefacts.decode_check import SETTINGS, write_case
 from harness.cli import main
+from harness.model import exact
 from harness.model.entropy import NearestScaleGaussian
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -66,17 +65,23 @@ def test_a_shifted_scale_index_in_the_decoder_is_an_error_and_no_file(checkpoint
     assert not out.exists() and calls
 
 
-def test_version_2_files_still_decode_unchecked(checkpoint, pixels):
-    """A version-2 container (the layout before the latent check) decodes to the same image."""
+def test_the_entropy_path_field_decides_the_decoders_path(checkpoint, pixels, monkeypatch):
+    """A file names the path its entropy parameters were predicted on, and decodes on that one:
+    a float-path file on the float networks, an integer-path file on the integer path."""
     model = load_checkpoint(checkpoint)
-    current = unpack(encode(model, pixels, integer=False))
-    mode = current.mode.encode("ascii")
-    header = struct.pack(">4sB32sIIB", b"3DMW", 2, bytes.fromhex(current.fingerprint), current.height,
-                         current.width, len(mode)) + mode + struct.pack(">BI", 1, len(current.streams[0]))
-    old = header + struct.pack(">I", zlib.crc32(current.streams[0], zlib.crc32(header))) + current.streams[0]
-    assert unpack(old).latent_crc is None and unpack(old).version == 2
-    own = to_pixels(model.compress(to_tensor(pixels), reconstruct=True, integer=False)["x_hat"])
-    assert np.array_equal(decode(model, old), own)
+    original, seen = model.decompress, []
+
+    def spy(*args, integer, **kwargs):
+        seen.append(integer)
+        return original(*args, integer=integer, **kwargs)
+
+    monkeypatch.setattr(model, "decompress", spy)
+    for integer, path in ((False, "float"), (True, exact.PATH_ID)):
+        data = encode(model, pixels, integer=integer)
+        assert unpack(data).entropy_path == path
+        own = to_pixels(model.compress(to_tensor(pixels), reconstruct=True, integer=integer)["x_hat"])
+        assert np.array_equal(decode(model, data), own)
+    assert seen == [False, True]
 
 
 def _decode_elsewhere(pairs: list[str], setting: dict[str, str]) -> list[dict]:
@@ -95,7 +100,7 @@ def test_bitstreams_decode_identically_under_other_threads_and_cpu_kernels(check
     kernels compiled for a baseline x86-64: on the integer path every latent matches (the container's
     check passes) and every image equals the encoder's reconstruction within g_s's rounding (±2), bit for
     bit under the encoder's own setting.
-    The same run on the float path (version-3 files) fails at least once, so the check can fail."""
+    The same run on the float path (files naming it) fails at least once, so the check can fail."""
     trained = tmp_path / "trained.pt"
     save_checkpoint(trained_tiny, trained)
     pairs = []

@@ -119,18 +119,19 @@ def test_auto_is_bf16_on_an_amx_cpu():
     assert resolve("auto") == "bf16"
 
 
-def test_fp32_trials_keep_the_hash_they_had_before_the_option(tmp_path):
+def test_every_trial_hashes_its_precision_and_not_where_it_runs(tmp_path):
     recipe = TrainingRecipe(stage1_steps=4, stage2_steps=2, batch_size=2, patch=64, lr=1e-3, milestones=(),
                             checkpoint_every=2, log_every=2, val_batches=1)
     trial = TrialConfig(data="d", data_sha256="s", out="o", variant="tiny", metric="mse", lmbda=0.01, recipe=recipe,
                         threads=1)
-    placement = ("out", "data", "checkpoint_every", "log_every", "threads", "workers", "gpus_per_worker", "init",
-                 "precision")
-    # The hash of before the recipe was nested: its fields beside the trial's own.
+    placement = ("out", "data", "checkpoint_every", "log_every", "threads", "workers", "gpus_per_worker", "init")
+    # The recipe's fields beside the trial's own, fp32 included like any other precision.
     flat = {**{k: v for k, v in asdict(trial).items() if k != "recipe"}, **asdict(recipe)}
-    earlier = {k: v for k, v in flat.items() if k not in placement}
-    assert trial.inputs_hash() == hashlib.sha256(json.dumps(earlier, sort_keys=True).encode()).hexdigest()
+    inputs = {k: v for k, v in flat.items() if k not in placement}
+    assert inputs["precision"] == "fp32"
+    assert trial.inputs_hash() == hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     assert replace(trial, recipe=replace(recipe, precision="bf16")).inputs_hash() != trial.inputs_hash()
+    assert replace(trial, out="elsewhere", threads=4).inputs_hash() == trial.inputs_hash()
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from PIL import Image
 from harness.errors import HarnessError
 from harness.report.anchors import ANCHORS_DIR, anchor_bdrate_table, load_published_curves
 from harness.report.build import build_report
-from harness.leaderboard.results import degenerate, read as read_results
+from harness.leaderboard.results import COLUMNS, degenerate, read as read_results
 
 # codec -> (rate factor vs the anchor, qualities, parameter count)
 CODECS = {
@@ -55,7 +55,9 @@ def _rows(dataset: str, n_images: int, codecs: dict, seed: int = 0) -> list[dict
 
 def _write(run_dir: Path, rows: list[dict]) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_parquet(run_dir / "results.parquet", index=False)
+    # The leaderboard's rows: every column of the table, the other metrics not measured.
+    full = [{**dict.fromkeys(COLUMNS), "metrics": "core", **row} for row in rows]
+    pd.DataFrame(full).to_parquet(run_dir / "results.parquet", index=False)
     return run_dir
 
 
@@ -295,7 +297,7 @@ def _learned_run(tmp_path: Path, steps: int) -> Path:
     models = tuple({"curve": "tiny:sweep-tiny-mse", "variant": "tiny", "metric": "mse", "lambda": lmbda,
                     "params": 1_653_260, "steps": steps, "batch_size": 8, "patch": 64, "train_s": 90.0 + i,
                     "device": "cpu: Test CPU, 1 thread(s)", "warmup_s": 0.0, "warmup_steps": 0,
-                    "data": "704 training patches of 128x128 from 49 images"}
+                    "imported": "", "data": "704 training patches of 128x128 from 49 images"}
                    for i, lmbda in enumerate(codecs["tiny"][1]))
     write_summary(RunSummary(run_dir=str(run_dir), profile="quick", datasets=("kodak",), cells=len(rows),
                              computed=len(rows), reused=0, errors=0, codecs=(), unavailable=(), first_errors=(),
@@ -377,7 +379,7 @@ def test_report_command_rebuilds_an_existing_run_and_the_bd_rates_of_its_run_jso
     run_dir = _write(tmp_path / "run", _rows("kodak", 4, {k: CODECS[k] for k in ("vvc", "hevc", "jpeg")}))
     models = ({"curve": "tiny:s", "variant": "tiny", "metric": "mse", "lambda": 0.05, "params": 1_653_260, "steps": 150,
                "batch_size": 8, "patch": 64, "train_s": 90.0, "device": "cpu", "warmup_s": 0.0, "warmup_steps": 0,
-               "data": "704 training patches"},)
+               "imported": "", "data": "704 training patches"},)
     write_summary(RunSummary(run_dir=str(run_dir), profile="quick", datasets=("kodak",), cells=52, computed=52,
                              reused=0, errors=0, codecs=(), unavailable=(), first_errors=(), finished_at="2026-12-02",
                              curves={"kodak/hevc:quick": {"enc_s": 0.26, "dec_s": 0.05, "bd_rate": 999.0},
@@ -394,6 +396,23 @@ def test_report_command_rebuilds_an_existing_run_and_the_bd_rates_of_its_run_jso
     assert summary.curves["kodak/vvc:quick"] == {"bd_rate": 0.0} and summary.models == models
     (run_dir / "run.json").unlink()  # results.parquet alone is a run folder too
     assert main(["report", str(run_dir)]) == 0 and not (run_dir / "run.json").exists()
+
+
+@pytest.mark.parametrize("key", ["metrics", "models", "conversions"])
+def test_a_run_json_lacking_a_field_is_one_line(tmp_path, capsys, key):
+    from harness.cli import main
+    from harness.leaderboard.summary import RunSummary, write_summary
+
+    run_dir = _write(tmp_path / "run", _rows("kodak", 2, {"vvc": CODECS["vvc"]}))
+    write_summary(RunSummary(run_dir=str(run_dir), profile="quick", datasets=("kodak",), cells=1, computed=1,
+                             reused=0, errors=0, codecs=(), unavailable=(), first_errors=(), finished_at="2026-12-02",
+                             curves={}), run_dir)
+    data = json.loads((run_dir / "run.json").read_text())
+    del data[key]  # as a harness before the field wrote it
+    (run_dir / "run.json").write_text(json.dumps(data))
+    assert main(["report", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"is not a leaderboard run summary (KeyError: '{key}')" in err, err
 
 
 def test_report_command_errors_are_one_line(tmp_path, capsys):

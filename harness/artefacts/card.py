@@ -86,12 +86,12 @@ class ModelCard:
     restored_from_steps: tuple[int, ...]  # steps at which the trial restarted from a checkpoint
     final: dict[str, float]  # last validation: val_bpp, val_psnr (and val_ms_ssim)
     checkpoint: str  # file name of the checkpoint, beside the card
-    # harness.model.exact.PATH_ID: how compress/decompress/leaderboard predict the entropy
-    # parameters ("" on cards from before the integer path: built on load all the same)
-    entropy_path: str = ""
-    train_s: float = 0.0  # wall seconds of training over every restart (0: a card from before they were recorded)
-    device: str = ""  # what trained it, e.g. "cpu: <model>, 1 thread(s)" or "4 x cuda: <name>, 8 thread(s)"
-    precision: str = "fp32"  # g_a, h_a and g_s in training: fp32, or bf16 autocast (entropy models in float32)
+    # how compress/decompress/leaderboard predict the entropy parameters: harness.model.exact.PATH_ID,
+    # or "float" for a CompressAI baseline
+    entropy_path: str
+    train_s: float  # wall seconds of training over every restart (0 for imported weights)
+    device: str  # what trained it, e.g. "cpu: <model>, 1 thread(s)" or "4 x cuda: <name>, 8 thread(s)"
+    precision: str  # g_a, h_a and g_s in training: fp32, or bf16 autocast (entropy models in float32)
 
     def checkpoint_path(self, card_path: Path) -> Path:
         return Path(card_path).parent / self.checkpoint

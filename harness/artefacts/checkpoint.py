@@ -5,9 +5,8 @@ without executing code. Entropy tables (CDFs of the EntropyBottleneck and the
 GaussianConditional scale table) are updated before saving so a checkpoint can
 code real bitstreams straight away. ``entropy_path`` names the integer entropy
 path (:data:`harness.model.exact.PATH_ID`) that coding builds from the weights,
-on every load (it is deterministic in them); checkpoints from before it lack the
-key, or name a recipe it replaced (:data:`harness.model.exact.EARLIER_PATHS`), and
-get it built all the same.
+on every load (it is deterministic in them), or "float" for a CompressAI baseline;
+a checkpoint naming no path or another one is refused in one line.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import torch
 from compressai.entropy_models import EntropyModel
 
 from harness.artefacts import torchfile
+from harness.artefacts.bitstream import FLOAT_PATH
 from harness.artefacts.torchfile import check_shapes
 from harness.atomic import check_output, write_atomic
 from harness.errors import HarnessError
@@ -32,7 +32,6 @@ from harness.zoo.factory import build_model
 from harness.zoo.variants import DEFAULT_VARIANT, VARIANTS
 
 FORMAT = "harness-weconvene-checkpoint"
-FLOAT_ENTROPY = "float"
 VERSION = 1
 
 
@@ -50,7 +49,7 @@ def fingerprint(model: WeConvene) -> str:
 def entropy_path(model) -> str:
     """How ``model`` predicts its entropy parameters when coding: the integer path's id, or
     "float" (CompressAI's baselines code with their own float networks)."""
-    return exact.PATH_ID if model.integer_path else FLOAT_ENTROPY
+    return exact.PATH_ID if model.integer_path else FLOAT_PATH
 
 
 def save_checkpoint(model: WeConvene, path: str | Path) -> None:
@@ -82,9 +81,7 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
     if payload["config"].get("variant") not in VARIANTS:  # checked before any network is built
         raise HarnessError(f"{path}: config field 'variant' is {payload['config'].get('variant')!r}, no variant "
                            f"of this harness ({', '.join(VARIANTS)}, or compressai:NAME)")
-    if payload.get("entropy_path", exact.PATH_ID) not in (exact.PATH_ID, *exact.EARLIER_PATHS):
-        raise HarnessError(f"{path} was exported for entropy path {payload['entropy_path']!r}; this harness codes "
-                           f"with {exact.PATH_ID!r}: use the harness version that wrote it")
+    _check_entropy_path(path, payload, exact.PATH_ID)
     try:
         config = ModelConfig.from_dict(payload["config"])
     except (TypeError, HarnessError) as error:
@@ -97,6 +94,16 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
     return _with_weights(path, model, payload, variant)
 
 
+def _check_entropy_path(path: Path, payload: dict, expected: str) -> None:
+    """The entropy path ``payload`` was exported for must be the one this harness codes its
+    variant with: another path's files would not decode."""
+    held = payload.get("entropy_path")
+    if held != expected:
+        holds = "names no entropy path" if held is None else f"was exported for entropy path {held!r}"
+        raise HarnessError(f"{path} {holds}; this harness codes {payload['config'].get('variant')!r} with "
+                           f"{expected!r}: use the harness that wrote it")
+
+
 def _load_baseline(path: Path, payload: dict, variant: str | None):
     """A CompressAI baseline's checkpoint (see :mod:`harness.zoo.baselines`): its config's widths
     are bounded and its tensors' shapes checked on a shadow model before the model is built."""
@@ -104,6 +111,7 @@ def _load_baseline(path: Path, payload: dict, variant: str | None):
         config = BaselineConfig.from_dict(payload["config"])
     except HarnessError as error:
         raise HarnessError(f"{path}: {error}") from None
+    _check_entropy_path(path, payload, FLOAT_PATH)
     expected = {k: v.shape for k, v in shadow_model(config).state_dict().items()}
     check_shapes(expected, payload["state_dict"], str(path), config.variant)
     return _with_weights(path, build_baseline(config), payload, variant)

@@ -9,11 +9,12 @@ The model pads the image to its stride and the decoder crops back to the size
 in the header; the decoder refuses a container written by another model
 (fingerprints differ) before touching the entropy-coded streams, and refuses
 an image whose decoded symbols differ from the encoder's (the container's
-latent check). Since container version 4 the means and scales come from the
-integer entropy path (:mod:`harness.model.exact`), the same bits on every
-machine; older files were coded with the float networks, which can round
-differently on another machine, thread count or oneDNN kernel, and rANS then
-decodes garbage. The check makes such a decode an error, never an image.
+latent check). 3DM-WeConvene's means and scales come from the integer entropy
+path (:mod:`harness.model.exact`), the same bits on every machine; the container
+names the path it was coded on. Files coded with the float networks (CompressAI's
+baselines, or ``encode(integer=False)``) can round differently on another machine,
+thread count or oneDNN kernel, and rANS then decodes garbage. The check makes such
+a decode an error, never an image.
 
 Sizes are checked before anything of their size is allocated: the image's pixel count
 against ``max_pixels`` (from the image file's or the container's header), each stream's
@@ -31,13 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.artefacts.bitstream import FLOAT_PATH, VERSION, Container, pack, unpack
+from harness.artefacts.bitstream import FLOAT_PATH, Container, pack, unpack
 from harness.artefacts.checkpoint import fingerprint, load_checkpoint
 from harness.artefacts.memory import check_memory
 from harness.atomic import check_output, write_atomic
 from harness.errors import HarnessError
+from harness.model.exact import PATH_ID
 from harness.model.network import WeConvene
 from harness.model.precision import AUTO, set_precision
+from harness.model.precision import resolve as resolve_precision
 from harness.model.rans import StreamError
 from harness.pixels.images import MAX_PIXELS, check_pixels, image_size, load_rgb, save_png
 
@@ -47,7 +50,10 @@ ALTERED = ("altered after encoding (CRC recomputed), or decoded by a different e
            "(harness or checkpoint version)")
 
 
-def _check_limit(max_pixels: int) -> None:
+def _check(precision: str, max_pixels: int) -> None:
+    """The checks compress and decompress share, from the command line or from code alike."""
+    if precision != AUTO:  # auto is resolved on the model's device once it is loaded
+        resolve_precision(precision)  # an unknown name is one line before the model loads
     if max_pixels < 1:
         raise HarnessError(f"--max-pixels must be at least 1, got {max_pixels}")
 
@@ -61,7 +67,7 @@ class CompressConfig:
     max_pixels: int = MAX_PIXELS  # refuse larger images from their header
 
     def __post_init__(self) -> None:
-        _check_limit(self.max_pixels)
+        _check(self.precision, self.max_pixels)
 
 
 @dataclass(frozen=True)
@@ -69,11 +75,11 @@ class DecompressConfig:
     bitstream: Path
     checkpoint: Path
     out: Path
-    precision: str = AUTO  # of g_s: fp32, bf16 or auto
+    precision: str = AUTO  # of g_s: fp32, bf16 or auto (a file decodes in either)
     max_pixels: int = MAX_PIXELS  # refuse larger images from the container's header
 
     def __post_init__(self) -> None:
-        _check_limit(self.max_pixels)
+        _check(self.precision, self.max_pixels)
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -90,7 +96,7 @@ def encode(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", digest: str 
            integer: bool | None = None) -> bytes:
     """Container bytes for one RGB image, on the model's integer entropy path where it has one.
     ``integer=False`` predicts the entropy parameters with the float networks and writes a
-    version-3 file, which decodes right only under the encoder's thread count, CPU kernels and
+    file naming that path, which decodes right only under the encoder's thread count, CPU kernels and
     device: for comparing the two paths (and all CompressAI baselines can do)."""
     return encode_reconstruct(model, pixels, mode, digest, integer, reconstruct=False)[0]
 
@@ -103,9 +109,8 @@ def encode_reconstruct(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", 
     encoded = model.compress(to_tensor(pixels).to(device), reconstruct=reconstruct, integer=integer)
     streams = tuple(strings[0] for strings in encoded["strings"])
     height, width = pixels.shape[:2]
-    version = VERSION if integer else FLOAT_PATH
-    data = pack(Container(digest or fingerprint(model), height, width, mode, streams, encoded["latent_crc"][0],
-                          version))
+    path = PATH_ID if integer else FLOAT_PATH
+    data = pack(Container(digest or fingerprint(model), height, width, mode, streams, encoded["latent_crc"][0], path))
     return data, to_pixels(encoded["x_hat"]) if reconstruct else None
 
 
@@ -122,6 +127,9 @@ def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str |
     if len(container.streams) != model.stream_count:
         raise HarnessError(f"{name} has {len(container.streams)} entropy-coded streams, "
                            f"the model codes {model.stream_count}")
+    if container.integer_path and not model.integer_path:
+        raise HarnessError(f"{name} was coded on entropy path {container.entropy_path!r}, which this model "
+                           f"({model.config.variant}) does not have")
     check_pixels(container.width, container.height, max_pixels, name)
     size = (container.height, container.width)
     for stream, least in zip(container.streams, model.min_stream_bytes(size)):
@@ -133,7 +141,7 @@ def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str |
         decoded = model.decompress([[s] for s in container.streams], shape, size, integer=container.integer_path)
     except StreamError as error:
         raise HarnessError(f"{name}: {error}: {ALTERED}") from None
-    if container.latent_crc is not None and decoded["latent_crc"][0] != container.latent_crc:
+    if decoded["latent_crc"][0] != container.latent_crc:
         raise HarnessError(f"{name}: decoded latent differs from the encoder's: {_latent_cause(container)}")
     return to_pixels(decoded["x_hat"])
 
@@ -141,7 +149,7 @@ def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str |
 def _latent_cause(container: Container) -> str:
     if container.integer_path:  # the same symbols on every machine: the file or the model changed
         return ALTERED
-    return (f"a version-{container.version} file, coded with float entropy networks: decoded under other thread "
+    return ("a file coded with float entropy networks: decoded under other thread "
             f"counts, CPU kernels or device than the encoder's, or {ALTERED}")
 
 

@@ -22,6 +22,7 @@ from harness.artefacts.torchfile import TABLE_BUFFERS, check_shapes, check_stora
 from harness.atomic import check_output
 from harness.errors import HarnessError
 from harness.hashing import sha256_bytes, sha256_file
+from harness.model.precision import PRECISIONS
 from harness.zoo.baselines import ARCHITECTURES, PREFIX, BaselineConfig, build_baseline, parse_variant, shadow_model
 
 # CompressAI's training lambdas per zoo quality (docs, "Model Zoo" -> "Training"; the MSE
@@ -143,6 +144,7 @@ def run_import(config: ImportWeightsConfig):
         params=sum(p.numel() for p in model.parameters()), fingerprint=digest,
         inputs_hash=sha256_bytes(f"{model.config.variant}|{config.metric}|{config.quality}|{digest}".encode()),
         restored_from_steps=(), final={}, checkpoint=checkpoint.name, entropy_path=entropy_path(model),
+        train_s=0.0, device="", precision=PRECISIONS[0],  # not trained here; CompressAI's zoo trained in float32
     )
     write_card(card, card_path(out, name))
     print(f"{checkpoint}: {model.config.variant} quality {config.quality} ({config.metric}, lambda {config.lmbda:g}), "

@@ -64,9 +64,6 @@ SCHEMA = pa.schema(
 )
 RESULTS_FILE = "results.parquet"  # in every run folder
 COLUMNS = tuple(SCHEMA.names)
-# Added after the first release: a table written before them reads with these columns null.
-LATER_COLUMNS = ("psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "ms_ssim_y", "iw_ssim", "vif", "fsim", "nlpd",
-                 "psnr_hvs_m", "vmaf", "metrics", "precision", "conversion", "degenerate")
 CELL = ("dataset", "image", "codec", "config", "quality")
 REUSE_KEY = ("image_sha256", "codec", "codec_version", "config_hash", "quality")
 
@@ -142,7 +139,14 @@ def to_table(rows: pd.DataFrame) -> pa.Table:
     missing = [c for c in COLUMNS if c not in rows.columns]
     if missing:
         raise HarnessError(f"results rows lack columns: {', '.join(missing)}")
+    if _unnamed_metrics(rows):
+        raise HarnessError("results rows: ok rows that name no metrics")
     return pa.Table.from_pandas(rows[list(COLUMNS)], schema=SCHEMA, preserve_index=False)
+
+
+def _unnamed_metrics(rows: pd.DataFrame) -> bool:
+    """Whether an ok row names no metrics: every measured row records what it was measured with."""
+    return bool((rows["metrics"].isna() & (rows["status"] == "ok")).any())
 
 
 def write(rows: pd.DataFrame, path: Path) -> None:
@@ -163,9 +167,11 @@ def read(path: Path) -> pd.DataFrame:
     except (OSError, pa.ArrowException) as error:
         raise HarnessError(f"cannot read results {path}: {error} (move it away to start afresh)") from None
     missing = [c for c in COLUMNS if c not in table.column_names]
-    if set(missing) - set(LATER_COLUMNS):
-        required = sorted(set(missing) - set(LATER_COLUMNS))
-        raise HarnessError(f"{path} lacks column(s) {', '.join(required)}: not a results table of this harness")
-    for column in missing:
-        table = table.append_column(SCHEMA.field(column), pa.nulls(len(table), SCHEMA.field(column).type))
-    return flagged(table.select(list(COLUMNS)).cast(SCHEMA).to_pandas())
+    if missing:
+        raise HarnessError(f"{path} lacks column(s) {', '.join(missing)}: not a results table of this harness "
+                           "(an earlier harness's? move it away to start afresh)")
+    frame = table.select(list(COLUMNS)).cast(SCHEMA).to_pandas()
+    if _unnamed_metrics(frame):
+        raise HarnessError(f"{path} has ok rows that name no metrics: not a results table of this harness "
+                           "(an earlier harness's? move it away to start afresh)")
+    return flagged(frame)

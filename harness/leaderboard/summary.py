@@ -11,7 +11,7 @@ facts. :func:`write_summary` and :func:`read_summary` are its only writer and re
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ class RunSummary:
     # "dataset/codec:config" -> enc_s, dec_s (means over ok cells) and bd_rate (PSNR, %, when reported)
     curves: dict[str, dict[str, float]]
     remeasured: int = 0  # of the reused rows, those completed with more --metrics from their stored bitstreams
-    metrics: tuple[str, ...] = ()  # the --metrics this run measured with (empty in run.json files before them)
+    metrics: tuple[str, ...] = ()  # the --metrics this run measured with
     # one per learned model (harness.report.models.model_points): curve, variant, λ, params, steps, train_s, data...
     models: tuple[dict[str, Any], ...] = ()
     set_aside: str = ""  # what the run's means, curves and BD-rates left out, and why ("" when nothing)
@@ -68,8 +68,10 @@ class RunSummary:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunSummary":
-        values = {f.name: data[f.name] for f in fields(cls) if f.name in data or f.default is MISSING}
-        values["codecs"] = tuple(CodecSummary(**c) for c in values["codecs"])
+        """The summary in ``data``: every field present (a KeyError names the first one missing)."""
+        values = {f.name: data[f.name] for f in fields(cls)}
+        values["codecs"] = tuple(CodecSummary(**{f.name: c[f.name] for f in fields(CodecSummary)})
+                                 for c in values["codecs"])
         for key in ("datasets", "unavailable", "first_errors", "metrics", "models", "conversions"):
             if key in values:
                 values[key] = tuple(values[key])

@@ -210,7 +210,7 @@ class WeChARM(LatentCodec):
 
     ``compress``/``decompress`` run the prior networks on the integer entropy path
     (:mod:`harness.model.exact`, built by :meth:`build_integer_path`) unless
-    ``integer=False``: the float path of containers before version 4, which decodes
+    ``integer=False``: the float path (containers naming "float"), which decodes
     right only where the encoder's kernels ran."""
 
     def __init__(self, config: ModelConfig) -> None:

@@ -65,13 +65,9 @@ from torch import Tensor, nn
 from harness.errors import HarnessError
 from harness.model import exact_cpu
 
-# integer-1: 12-bit weights in two limbs (format version 4); integer-2: weights of one limb
 PATH_ID = "integer-2"  # activations 12-bit, weights 7-bit integers, tables on a 2^-8 grid
 ACTIVATION_BITS = 12  # |a| <= 2^12: a signed high limb in [-64, 64] and a low one in [0, 63]
 WEIGHT_BITS = 6  # |w| <= 2^6: one int8, within the limbs' range
-# Recipes this one replaced: a checkpoint exported for one of them gets this path built on load
-# (every path is built from the float weights), but their files need the harness that wrote them.
-EARLIER_PATHS = ("integer-1",)
 GDN_WEIGHT_BITS = 12  # GDN sums in float64 (squares need 24 bits): no limbs, full precision
 _LIMB = 6
 _TABLE_STEP_BITS = 8

@@ -117,8 +117,6 @@ def learned_section(ok: pd.DataFrame, models: tuple[dict[str, Any], ...]) -> str
     if not models:
         return ""
     points = pd.DataFrame(list(models))
-    # run.json files written before imported models were told apart hold trained models only
-    points["imported"] = points["imported"].fillna("") if "imported" in points else ""
     learned = sorted({tuple(curve.split(":", 1)) for curve in points["curve"]})  # (codec, config) pairs
     paper = PAPER_STEPS
     trained = points[points["imported"] == ""]

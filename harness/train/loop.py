@@ -47,7 +47,7 @@ from harness.model.network import WeConvene
 from harness.model.precision import set_precision
 from harness.paper import PAPER_MILESTONES
 from harness.provenance import cpu_name
-from harness.train.recipe import FP32, TrainingRecipe
+from harness.train.recipe import TrainingRecipe
 from harness.zoo.factory import build_model
 
 AUX_LR = 1e-3
@@ -86,8 +86,6 @@ class TrialConfig:
         flat = asdict(self)
         flat.update(flat.pop("recipe"))  # the recipe's fields beside the rest, as the hash always had them
         keep = {k: v for k, v in flat.items() if k not in placement}
-        if keep["precision"] == FP32:  # what every model trained before the option was: same hash as then
-            del keep["precision"]
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
     @classmethod

@@ -19,7 +19,7 @@ from harness.model.precision import PRECISIONS
 from harness.model.precision import resolve as resolve_precision
 from harness.paper import PAPER_ITERATIONS, PAPER_MILESTONES, PAPER_STAGE2_STEPS
 
-# What a trial runs in unless told otherwise, and what every model trained before the option ran in.
+# What a trial runs in unless told otherwise.
 FP32 = PRECISIONS[0]
 
 
