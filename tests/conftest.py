@@ -109,6 +109,16 @@ def _shutdown_ray_at_exit():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """``harness init-model --variant tiny --seed 0``: untrained, but a real model that codes."""
+    from harness.cli import main
+
+    path = tmp_path_factory.mktemp("tiny-checkpoint") / "tiny.pt"
+    assert main(["init-model", "--variant", "tiny", "--out", str(path), "--seed", "0"]) == 0
+    return path
+
+
 @pytest.fixture
 def null_device(tmp_path) -> Path:
     """A /dev/null made in tmp_path (never the machine's own), for outputs that must be written

@@ -33,15 +33,8 @@ ALTERED = "altered after encoding (CRC recomputed), or decoded by a different en
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "m.pt"
-    assert main(["init-model", "--variant", "tiny", "--out", str(path), "--seed", "0"]) == 0
-    return path
-
-
-@pytest.fixture(scope="module")
-def model(checkpoint):
-    return load_checkpoint(checkpoint)
+def model(tiny_checkpoint):
+    return load_checkpoint(tiny_checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -75,58 +68,58 @@ def _crafted(model, height: int, width: int, payload: bytes = bytes(64)) -> byte
 
 
 @pytest.mark.parametrize("height, width", [(65536, 65536), (20000, 20000)])
-def test_a_huge_declared_image_is_refused_from_the_header(model, checkpoint, tmp_path, capsys, height, width):
+def test_a_huge_declared_image_is_refused_from_the_header(model, tiny_checkpoint, tmp_path, capsys, height, width):
     data = _crafted(model, height, width)
     assert len(data) < 200
-    _decompress_fails(data, checkpoint, tmp_path, capsys, f"{width}x{height}", "over the limit of 89,478,485",
+    _decompress_fails(data, tiny_checkpoint, tmp_path, capsys, f"{width}x{height}", "over the limit of 89,478,485",
                       "--max-pixels")
 
 
-def test_max_pixels_sets_the_limit(model, checkpoint, good_stream, tmp_path, capsys):
+def test_max_pixels_sets_the_limit(model, tiny_checkpoint, good_stream, tmp_path, capsys):
     stream = tmp_path / "s.3dmw"
     stream.write_bytes(good_stream)
-    _fails(["decompress", stream, "-m", checkpoint, "-o", tmp_path / "s.png", "--max-pixels", "1000"], capsys,
+    _fails(["decompress", stream, "-m", tiny_checkpoint, "-o", tmp_path / "s.png", "--max-pixels", "1000"], capsys,
            "192x128", "over the limit of 1,000")
-    _fails(["compress", REPO / "tests" / "nowhere.png", "-m", checkpoint, "-o", tmp_path / "x.3dmw",
+    _fails(["compress", REPO / "tests" / "nowhere.png", "-m", tiny_checkpoint, "-o", tmp_path / "x.3dmw",
             "--max-pixels", "0"], capsys, "--max-pixels must be at least 1")
 
 
-def test_a_declared_size_the_payload_cannot_hold_is_refused_before_decoding(model, checkpoint, tmp_path, capsys):
+def test_a_declared_size_the_payload_cannot_hold_is_refused_before_decoding(model, tiny_checkpoint, tmp_path, capsys):
     """4000x6000 in a 130-byte file: within the pixel limit, but far fewer bytes than any
     stream of that many symbols needs (it used to decode for a minute, in 4 GB)."""
-    _decompress_fails(_crafted(model, 4000, 6000), checkpoint, tmp_path, capsys, "6000x4000",
+    _decompress_fails(_crafted(model, 4000, 6000), tiny_checkpoint, tmp_path, capsys, "6000x4000",
                       "needs at least", ALTERED)
 
 
-def test_a_stream_that_ends_early_is_an_error_not_a_read_past_it(model, checkpoint, good_stream, tmp_path, capsys):
+def test_a_stream_that_ends_early_is_an_error_not_a_read_past_it(model, tiny_checkpoint, good_stream, tmp_path, capsys):
     """Long enough for the bound, too short for its symbols: the decoder stops at its end."""
     container = unpack(good_stream)
     short = _crafted(model, container.height, container.width, container.streams[0][: len(container.streams[0]) // 2])
-    _decompress_fails(short, checkpoint, tmp_path, capsys, "ends before the symbols its header declares", ALTERED)
+    _decompress_fails(short, tiny_checkpoint, tmp_path, capsys, "ends before the symbols its header declares", ALTERED)
 
 
-def test_a_payload_altered_with_its_crc_recomputed_names_the_true_cause(model, checkpoint, good_stream, tmp_path,
+def test_a_payload_altered_with_its_crc_recomputed_names_the_true_cause(model, tiny_checkpoint, good_stream, tmp_path,
                                                                        capsys):
     container = unpack(good_stream)
     stream = bytearray(container.streams[0])
     stream[len(stream) // 2] ^= 0x10
     forged = pack(Container(container.fingerprint, container.height, container.width, "RGB", (bytes(stream),),
                             container.latent_crc, container.entropy_path))
-    err = _decompress_fails(forged, checkpoint, tmp_path, capsys, ALTERED)
+    err = _decompress_fails(forged, tiny_checkpoint, tmp_path, capsys, ALTERED)
     assert "this machine" not in err
 
 
-def test_a_flipped_version_byte_is_corruption_not_an_old_harness(checkpoint, good_stream, tmp_path, capsys):
+def test_a_flipped_version_byte_is_corruption_not_an_old_harness(tiny_checkpoint, good_stream, tmp_path, capsys):
     for version in (2, 4, 5, 7, 6 ^ 0x80):
         flipped = good_stream[:4] + bytes([version]) + good_stream[5:]
-        err = _decompress_fails(flipped, checkpoint, tmp_path, capsys, "is corrupt (CRC-32 mismatch)")
+        err = _decompress_fails(flipped, tiny_checkpoint, tmp_path, capsys, "is corrupt (CRC-32 mismatch)")
         assert "format version" not in err
 
 
-def test_decompress_refuses_an_image_this_machine_cannot_hold(checkpoint, good_stream, tmp_path, capsys,
+def test_decompress_refuses_an_image_this_machine_cannot_hold(tiny_checkpoint, good_stream, tmp_path, capsys,
                                                               monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda: 10**6)
-    _decompress_fails(good_stream, checkpoint, tmp_path, capsys, "coding 192x128 needs ~",
+    _decompress_fails(good_stream, tiny_checkpoint, tmp_path, capsys, "coding 192x128 needs ~",
                       "this machine has 0.0 GB available")
 
 
@@ -155,12 +148,12 @@ def test_a_compressai_stream_altered_with_its_crc_is_one_line(variant, stream, m
 
 
 @pytest.mark.slow
-def test_the_sigsegv_file_exits_1_with_one_line(model, checkpoint, tmp_path):
+def test_the_sigsegv_file_exits_1_with_one_line(model, tiny_checkpoint, tmp_path):
     """The issue's 130-byte 65536x65536 file killed decompress with SIGSEGV and no message."""
     stream = tmp_path / "crash.3dmw"
     stream.write_bytes(_crafted(model, 65536, 65536))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "harness", "decompress", str(stream), "-m", str(checkpoint), "-o",
+    done = subprocess.run([sys.executable, "-m", "harness", "decompress", str(stream), "-m", str(tiny_checkpoint), "-o",
                            str(tmp_path / "x.png")], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert "over the limit" in done.stderr
@@ -169,7 +162,7 @@ def test_the_sigsegv_file_exits_1_with_one_line(model, checkpoint, tmp_path):
 # -- images -------------------------------------------------------------------------------------
 
 
-def test_a_flat_9400_square_png_is_refused_from_its_header(checkpoint, tmp_path, capsys, monkeypatch):
+def test_a_flat_9400_square_png_is_refused_from_its_header(tiny_checkpoint, tmp_path, capsys, monkeypatch):
     """88 MP, under Pillow's limit, a few hundred KB on disk: coding it with the tiny model
     needs about 60 GB. Refused from the header, before a pixel is decoded."""
     source = tmp_path / "flat.png"
@@ -181,7 +174,7 @@ def test_a_flat_9400_square_png_is_refused_from_its_header(checkpoint, tmp_path,
         raise AssertionError("the pixels were decoded")
 
     monkeypatch.setattr("harness.artefacts.coding.load_rgb", no_decoding)
-    _fails(["compress", source, "-m", checkpoint, "-o", tmp_path / "flat.3dmw"], capsys,
+    _fails(["compress", source, "-m", tiny_checkpoint, "-o", tmp_path / "flat.3dmw"], capsys,
            "coding 9400x9400 needs ~", "GB, this machine has 16.0 GB available")
     assert not (tmp_path / "flat.3dmw").exists()
 
@@ -189,8 +182,8 @@ def test_a_flat_9400_square_png_is_refused_from_its_header(checkpoint, tmp_path,
 # -- checkpoints --------------------------------------------------------------------------------
 
 
-def _edited_checkpoint(checkpoint: Path, tmp_path: Path, edit) -> Path:
-    payload = torch.load(checkpoint, weights_only=True)
+def _edited_checkpoint(tiny_checkpoint: Path, tmp_path: Path, edit) -> Path:
+    payload = torch.load(tiny_checkpoint, weights_only=True)
     edit(payload)
     path = tmp_path / "edited.pt"
     torch.save(payload, path)
@@ -205,18 +198,18 @@ def _compress_fails(model_file: Path, kodak_dir, tmp_path, capsys, *fragments: s
     return err
 
 
-def test_a_checkpoint_of_an_unknown_variant_with_huge_widths_is_refused(checkpoint, kodak_dir, tmp_path, capsys):
+def test_a_checkpoint_of_an_unknown_variant_with_huge_widths_is_refused(tiny_checkpoint, kodak_dir, tmp_path, capsys):
     def huge(payload):  # the issue's 1.7 KB file
         payload["config"].update(variant="huge", N=16384, M=16384)
         payload["state_dict"] = {"g_a.0.conv1.weight": torch.zeros(1)}
 
-    path = _edited_checkpoint(checkpoint, tmp_path, huge)
+    path = _edited_checkpoint(tiny_checkpoint, tmp_path, huge)
     assert path.stat().st_size < 10_000
     _compress_fails(path, kodak_dir, tmp_path, capsys, "config field 'variant' is 'huge', no variant")
 
 
-def test_a_known_variant_with_huge_widths_is_refused(checkpoint, kodak_dir, tmp_path, capsys):
-    path = _edited_checkpoint(checkpoint, tmp_path, lambda p: p["config"].update(N=16384))
+def test_a_known_variant_with_huge_widths_is_refused(tiny_checkpoint, kodak_dir, tmp_path, capsys):
+    path = _edited_checkpoint(tiny_checkpoint, tmp_path, lambda p: p["config"].update(N=16384))
     _compress_fails(path, kodak_dir, tmp_path, capsys, "invalid model config", "N=16384 is outside 1..1024")
 
 
@@ -242,22 +235,22 @@ def test_checkpoint_shapes_are_checked_before_the_model_is_built(kodak_dir, tmp_
                     "of another shape")
 
 
-def test_stride_0_tensors_in_a_checkpoint_are_never_materialised(checkpoint, kodak_dir, tmp_path, capsys):
+def test_stride_0_tensors_in_a_checkpoint_are_never_materialised(tiny_checkpoint, kodak_dir, tmp_path, capsys):
     def expanded(payload):
         weight = payload["state_dict"]["g_a.0.conv1.weight"]
         payload["state_dict"]["g_a.0.conv1.weight"] = torch.zeros(1).expand(weight.shape)
 
-    path = _edited_checkpoint(checkpoint, tmp_path, expanded)
+    path = _edited_checkpoint(tiny_checkpoint, tmp_path, expanded)
     _compress_fails(path, kodak_dir, tmp_path, capsys, "tensor g_a.0.conv1.weight declares shape",
                     "but the file stores 1 of its")
 
 
-def test_entropy_tables_that_do_not_fit_their_rows_are_refused(checkpoint, kodak_dir, tmp_path, capsys):
+def test_entropy_tables_that_do_not_fit_their_rows_are_refused(tiny_checkpoint, kodak_dir, tmp_path, capsys):
     """The rANS reader indexes the CDF rows by their declared lengths: a longer one is refused first."""
     def stretched(payload):
         payload["state_dict"]["latent_codec.entropy_bottleneck._cdf_length"][0] = 10**6
 
-    path = _edited_checkpoint(checkpoint, tmp_path, stretched)
+    path = _edited_checkpoint(tiny_checkpoint, tmp_path, stretched)
     _compress_fails(path, kodak_dir, tmp_path, capsys, "the entropy tables of latent_codec.entropy_bottleneck do "
                     "not fit their rows")
 

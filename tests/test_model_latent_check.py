@@ -32,21 +32,14 @@ MESSAGE = ("altered after encoding (CRC recomputed), or decoded by a different e
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    assert main(["init-model", "--variant", "tiny", "--out", str(path), "--seed", "0"]) == 0
-    return path
-
-
-@pytest.fixture(scope="module")
 def pixels(kodak_dir) -> np.ndarray:
     return np.asarray(Image.open(kodak_dir / "kodim03.png").convert("RGB"))[:96, :160].copy()
 
 
-def test_a_shifted_scale_index_in_the_decoder_is_an_error_and_no_file(checkpoint, pixels, tmp_path, capsys,
+def test_a_shifted_scale_index_in_the_decoder_is_an_error_and_no_file(tiny_checkpoint, pixels, tmp_path, capsys,
                                                                      monkeypatch):
     stream, out = tmp_path / "k.3dmw", tmp_path / "k.png"
-    stream.write_bytes(encode(load_checkpoint(checkpoint), pixels))
+    stream.write_bytes(encode(load_checkpoint(tiny_checkpoint), pixels))
     original = NearestScaleGaussian.build_indexes
     calls = []
 
@@ -59,16 +52,16 @@ def test_a_shifted_scale_index_in_the_decoder_is_an_error_and_no_file(checkpoint
         return indexes
 
     monkeypatch.setattr(NearestScaleGaussian, "build_indexes", shifted)
-    assert main(["decompress", str(stream), "-m", str(checkpoint), "-o", str(out)]) == 1
+    assert main(["decompress", str(stream), "-m", str(tiny_checkpoint), "-o", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and MESSAGE in err, err
     assert not out.exists() and calls
 
 
-def test_the_entropy_path_field_decides_the_decoders_path(checkpoint, pixels, monkeypatch):
+def test_the_entropy_path_field_decides_the_decoders_path(tiny_checkpoint, pixels, monkeypatch):
     """A file names the path its entropy parameters were predicted on, and decodes on that one:
     a float-path file on the float networks, an integer-path file on the integer path."""
-    model = load_checkpoint(checkpoint)
+    model = load_checkpoint(tiny_checkpoint)
     original, seen = model.decompress, []
 
     def spy(*args, integer, **kwargs):
@@ -93,7 +86,7 @@ def _decode_elsewhere(pairs: list[str], setting: dict[str, str]) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_bitstreams_decode_identically_under_other_threads_and_cpu_kernels(checkpoint, trained_tiny, kodak_dir,
+def test_bitstreams_decode_identically_under_other_threads_and_cpu_kernels(tiny_checkpoint, trained_tiny, kodak_dir,
                                                                            tmp_path):
     """Issue #16: Kodak images coded in this process (one thread) by a fresh and a briefly trained tiny decode in
     subprocesses with 1 and 2 threads, with oneDNN limited to AVX2, AVX512_CORE and SSE41 and with the numba
@@ -104,7 +97,7 @@ def test_bitstreams_decode_identically_under_other_threads_and_cpu_kernels(check
     trained = tmp_path / "trained.pt"
     save_checkpoint(trained_tiny, trained)
     pairs = []
-    for label, path, names in (("fresh", checkpoint, ["kodim03"]), ("trained", trained, ["kodim05"])):
+    for label, path, names in (("fresh", tiny_checkpoint, ["kodim03"]), ("trained", trained, ["kodim05"])):
         folder = tmp_path / label
         folder.mkdir()
         model = load_checkpoint(path)
