@@ -292,6 +292,8 @@ def test_baseline_and_3dm_sweeps_share_the_recipe_and_rank_side_by_side(photo_sh
     from harness.data.recipe import PatchRecipe
     from harness.leaderboard.config import LeaderboardConfig
     from harness.leaderboard.run import run as leaderboard
+    from harness.report.config import ReportConfig
+    from harness.report.publish import publish, record_models
     from harness.train.sweep import sweep_config
     from harness.train.sweep import run as sweep
 
@@ -317,9 +319,12 @@ def test_baseline_and_3dm_sweeps_share_the_recipe_and_rank_side_by_side(photo_sh
     images.mkdir()
     for name in ("kodim05.png", "kodim23.png"):
         save_png(np.ascontiguousarray(load_rgb(kodak_dir / name).pixels[:96, :128]), images / name)
-    leaderboard(LeaderboardConfig(datasets=(f"folder:{images}",), codecs=("jpeg:quick",),
-                                  models=(tmp_path / "mbt" / "models", tmp_path / "tiny" / "models"), run_name="t",
-                                  reports_dir=tmp_path, anchor="jpeg", progress=False, checkpoint_s=0.0))
+    config = LeaderboardConfig(datasets=(f"folder:{images}",), codecs=("jpeg:quick",),
+                               models=(tmp_path / "mbt" / "models", tmp_path / "tiny" / "models"), run_name="t",
+                               reports_dir=tmp_path, progress=False, checkpoint_s=0.0)
+    leaderboard(config)
+    record_models(config.run_dir, config.models)
+    publish(ReportConfig(config.run_dir, anchor="jpeg"))
     run_dir = tmp_path / "t"
     frame = pd.read_parquet(run_dir / "results.parquet")
     learned = frame[frame["codec"].isin(["compressai-mbt2018-mean", "tiny"])]
