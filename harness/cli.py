@@ -16,58 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from harness import __version__
-from harness.configs import build, default_of, field_names
+from harness.configs import build, default_of
 from harness.errors import HarnessError
-
-
-class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose usage errors are one line and exit 2."""
-
-    def error(self, message: str) -> None:  # argparse's hook
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _command(sub, name: str, help: str, examples: str) -> argparse.ArgumentParser:
-    return sub.add_parser(
-        name,
-        help=help,
-        description=help,
-        epilog="examples:\n" + examples,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-
-
-def _shown(value: Any) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, tuple):
-        return ",".join(_shown(v) for v in value) or "none"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def _option(parser: argparse.ArgumentParser, flag: str, config: type, help: str, *, field: str | None = None,
-            default_text: str | None = None, **kwargs) -> None:
-    """An option for field ``field`` (default: the flag's name) of the stage's ``config``
-    dataclass. It is set only when the user gives it, so the config's default applies
-    otherwise, and the help shows that default (or ``default_text``)."""
-    name = field or flag.lstrip("-").replace("-", "_")
-    shown = default_text if default_text is not None else _shown(default_of(config, name))
-    parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=f"{help} (default: {shown})", **kwargs)
-
-
-def _flag(parser: argparse.ArgumentParser, flag: str, field: str, help: str, value: Any) -> None:
-    """A switch that sets ``field`` to ``value`` when given, and leaves the config's default otherwise."""
-    parser.add_argument(flag, dest=field, action="store_const", const=value, default=argparse.SUPPRESS, help=help)
-
-
-def _given(args: argparse.Namespace, *configs: type) -> dict[str, Any]:
-    """The fields of ``configs`` that the user set on the command line."""
-    return {name: getattr(args, name) for name in field_names(*configs) if hasattr(args, name)}
+from harness.flags import Parser, command, floats, given, ints, names, option, resize_arg, scale_range, switch
 
 
 REGISTRARS: list[Callable] = []
@@ -79,13 +33,13 @@ def _registrar(fn: Callable) -> Callable:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="harness",
         description="Benchmark harness for learned image compression (3DM-WeConvene).",
     )
     parser.add_argument("--version", action="version", version=f"harness {__version__}")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for register in REGISTRARS:
         register(sub)
     return parser
@@ -115,7 +69,7 @@ def _add_datasets(sub) -> None:
 
     from harness.data.manage import DatasetsConfig
 
-    parser = _command(
+    parser = command(
         sub,
         "datasets",
         "list, download and verify the registered datasets (datasets/*.toml)",
@@ -124,17 +78,17 @@ def _add_datasets(sub) -> None:
         "  harness datasets fetch clic2021-test --root /data/harness\n"
         "  HARNESS_DATA=/data/harness harness datasets verify tecnick\n",
     )
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser, required=True)
     root_help = "data root (default: $HARNESS_DATA, else ~/.cache/harness); Kodak always uses the vendored copy"
-    _command(actions, "list", "table of datasets: role, image count, present locally?",
+    command(actions, "list", "table of datasets: role, image count, present locally?",
              "  harness datasets list --root /data/harness\n").add_argument("--root", type=Path, help=root_help)
-    fetch = _command(actions, "fetch", "download (resuming), check checksums and safely unpack a dataset",
+    fetch = command(actions, "fetch", "download (resuming), check checksums and safely unpack a dataset",
                      "  harness datasets fetch tecnick\n  harness datasets fetch coco2017-train --root /data/harness\n")
     fetch.add_argument("name", help="dataset name (see `harness datasets list`)")
     fetch.add_argument("--root", type=Path, help=root_help)
-    _option(fetch, "--retries", DatasetsConfig, "resume an interrupted download this often", type=int)
-    _flag(fetch, "--keep-archives", "keep_archives", "keep downloaded archives after unpacking", True)
-    verify = _command(actions, "verify", "check image count and SHA-256 of every image; exit 1 listing bad files",
+    option(fetch, "--retries", DatasetsConfig, "resume an interrupted download this often", type=int)
+    switch(fetch, "--keep-archives", "keep_archives", "keep downloaded archives after unpacking", True)
+    verify = command(actions, "verify", "check image count and SHA-256 of every image; exit 1 listing bad files",
                       "  harness datasets verify kodak\n  harness datasets verify clic2021-test --root /data/harness\n")
     verify.add_argument("name", help="dataset name (see `harness datasets list`)")
     verify.add_argument("--root", type=Path, help=root_help)
@@ -142,33 +96,9 @@ def _add_datasets(sub) -> None:
     def handle(args: argparse.Namespace) -> int:
         from harness.data.manage import run
 
-        return run(build(DatasetsConfig, _given(args, DatasetsConfig)))
+        return run(build(DatasetsConfig, given(args, DatasetsConfig)))
 
     parser.set_defaults(func=handle)
-
-
-def _resize_arg(value: str) -> int | None:
-    if value.lower() == "none":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a side length in pixels or 'none', got {value!r}") from None
-
-
-def _ints(value: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
-
-
-def _scale_range(value: str) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in value.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MIN,MAX, got {value!r}") from None
-    return low, high
 
 
 @_registrar
@@ -176,7 +106,7 @@ def _add_prepare_data(sub) -> None:
     from harness.data.recipe import SMALL_POLICIES, PatchRecipe
     from harness.data.shards import PrepareConfig
 
-    p = _command(
+    p = command(
         sub,
         "prepare-data",
         "Cut source images into WebDataset shards of training patches (paper §III-C recipe) with Ray.",
@@ -189,31 +119,31 @@ def _add_prepare_data(sub) -> None:
     p.add_argument("--source", action="append", dest="sources", required=True, metavar="SPEC",
                    help="registry name (clic-train, liu4k, coco2017-train) or folder:PATH; repeatable")
     p.add_argument("--out", required=True, help="output directory (shards + manifest.json)")
-    _option(p, "--root", PrepareConfig, "data root where registry datasets live", default_text="$HARNESS_DATA")
-    _option(p, "--resize", PatchRecipe, "resize every image to NxN first, or 'none' to keep size and aspect",
-            type=_resize_arg, metavar="N|none")
-    _option(p, "--patch", PatchRecipe, "patch side in pixels", type=int)
-    _option(p, "--patches-per-image", PatchRecipe, "patches per training image, and per validation image always",
+    option(p, "--root", PrepareConfig, "data root where registry datasets live", default_text="$HARNESS_DATA")
+    option(p, "--resize", PatchRecipe, "resize every image to NxN first, or 'none' to keep size and aspect",
+            type=resize_arg, metavar="N|none")
+    option(p, "--patch", PatchRecipe, "patch side in pixels", type=int)
+    option(p, "--patches-per-image", PatchRecipe, "patches per training image, and per validation image always",
             type=int, metavar="K")
-    _option(p, "--target-patches", PrepareConfig, "N training patches in total, split evenly over the sources "
+    option(p, "--target-patches", PrepareConfig, "N training patches in total, split evenly over the sources "
             "then their images", type=int, metavar="N", default_text="K per image")
-    _option(p, "--rotations", PatchRecipe, "rotation augmentation: angles drawn per patch", type=_ints,
+    option(p, "--rotations", PatchRecipe, "rotation augmentation: angles drawn per patch", type=ints,
             metavar="DEG,...")
-    _option(p, "--scale", PatchRecipe, "scaling augmentation: patch pixels per resized-image pixel",
-            type=_scale_range, metavar="MIN,MAX", field="scale",
+    option(p, "--scale", PatchRecipe, "scaling augmentation: patch pixels per resized-image pixel",
+            type=scale_range, metavar="MIN,MAX", field="scale",
             default_text=f"{default_of(PatchRecipe, 'scale_min'):g},{default_of(PatchRecipe, 'scale_max'):g}")
-    _option(p, "--small", PatchRecipe, "images smaller than the patch: reject with a reason, or upscale",
+    option(p, "--small", PatchRecipe, "images smaller than the patch: reject with a reason, or upscale",
             choices=SMALL_POLICIES)
-    _option(p, "--seed", PatchRecipe, "seed of the split and every patch", type=int)
-    _option(p, "--val-fraction", PrepareConfig, "fraction of source images held out as val-*.tar", type=float)
-    _option(p, "--shard-patches", PrepareConfig, "patches per shard", type=int)
-    _option(p, "--workers", PrepareConfig, "concurrent shard tasks / CPUs of the local Ray", type=int,
+    option(p, "--seed", PatchRecipe, "seed of the split and every patch", type=int)
+    option(p, "--val-fraction", PrepareConfig, "fraction of source images held out as val-*.tar", type=float)
+    option(p, "--shard-patches", PrepareConfig, "patches per shard", type=int)
+    option(p, "--workers", PrepareConfig, "concurrent shard tasks / CPUs of the local Ray", type=int,
             default_text="all")
-    _option(p, "--address", PrepareConfig, "join this Ray cluster instead of starting a local one",
+    option(p, "--address", PrepareConfig, "join this Ray cluster instead of starting a local one",
             default_text="a local instance")
-    _option(p, "--wait", PrepareConfig, "seconds to wait while another command holds --out's lock", field="wait_s",
+    option(p, "--wait", PrepareConfig, "seconds to wait while another command holds --out's lock", field="wait_s",
             type=float, metavar="SECONDS")
-    _flag(p, "--no-progress", "progress", "no progress bar", False)
+    switch(p, "--no-progress", "progress", "no progress bar", False)
     p.set_defaults(func=_run_prepare_data)
 
 
@@ -221,7 +151,7 @@ def _run_prepare_data(args: argparse.Namespace) -> int:
     from harness.data import shards
     from harness.data.recipe import PatchRecipe
 
-    values = _given(args, shards.PrepareConfig, PatchRecipe)
+    values = given(args, shards.PrepareConfig, PatchRecipe)
     if hasattr(args, "scale"):
         values["scale_min"], values["scale_max"] = args.scale
     config = shards.prepare_config(values)
@@ -230,17 +160,13 @@ def _run_prepare_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _names(value: str) -> tuple[str, ...]:
-    return tuple(name.strip() for name in value.split(",") if name.strip())
-
-
 def _report_options(parser: argparse.ArgumentParser) -> None:
     """The report's options, shared by ``leaderboard`` (its report after the run) and ``report``."""
     from harness.report.config import ANCHOR_DEFAULT_TEXT, ReportConfig
 
-    _option(parser, "--anchor", ReportConfig, "BD-rate anchor, codec or codec:config", default_text=ANCHOR_DEFAULT_TEXT)
-    _option(parser, "--rd-plots", ReportConfig, "comma-separated report metrics to draw RD curves for (psnr, msssim, "
-            "psnr_y, ..., vmaf), or all", type=_names, metavar="LIST|all")
+    option(parser, "--anchor", ReportConfig, "BD-rate anchor, codec or codec:config", default_text=ANCHOR_DEFAULT_TEXT)
+    option(parser, "--rd-plots", ReportConfig, "comma-separated report metrics to draw RD curves for (psnr, msssim, "
+            "psnr_y, ..., vmaf), or all", type=names, metavar="LIST|all")
 
 
 @_registrar
@@ -251,7 +177,7 @@ def _add_leaderboard(sub) -> None:
     from harness.leaderboard.metrics import DEFAULT_METRICS
     from harness.model.precision import CHOICES as PRECISION_CHOICES
 
-    parser = _command(
+    parser = command(
         sub,
         "leaderboard",
         "encode/decode a dataset with every codec (real bitstreams) on Ray, write results.parquet and the report",
@@ -262,46 +188,46 @@ def _add_leaderboard(sub) -> None:
         "  harness leaderboard --codecs jpeg,hevc --models runs/tiny/models --run tiny-vs-classics\n",
     )
     board = LeaderboardConfig
-    _option(parser, "--dataset", board, "registry name (kodak, tecnick, clic2021-test, ...) or folder:PATH; "
+    option(parser, "--dataset", board, "registry name (kodak, tecnick, clic2021-test, ...) or folder:PATH; "
             "repeatable", field="datasets", action="append", metavar="NAME")
-    _option(parser, "--root", board, "data root for registry datasets", type=Path, default_text="$HARNESS_DATA")
-    _option(parser, "--profile", board, "configuration of every codec: quick (4 points, fast presets) or paper "
+    option(parser, "--root", board, "data root for registry datasets", type=Path, default_text="$HARNESS_DATA")
+    option(parser, "--profile", board, "configuration of every codec: quick (4 points, fast presets) or paper "
             "(6 points, slow presets)")
-    _option(parser, "--codecs", board, "comma-separated codec ids, each optionally id:config (unavailable ones are "
-            "listed with the reason)", type=_names, default_text="every codec in codecs/")
-    _option(parser, "--codec-dir", board, "folder of codec .toml files", type=Path, default_text="the repo's codecs/")
-    _option(parser, "--models", board, "train-sweep models folder (OUT/models): one learned curve, a point per "
+    option(parser, "--codecs", board, "comma-separated codec ids, each optionally id:config (unavailable ones are "
+            "listed with the reason)", type=names, default_text="every codec in codecs/")
+    option(parser, "--codec-dir", board, "folder of codec .toml files", type=Path, default_text="the repo's codecs/")
+    option(parser, "--models", board, "train-sweep models folder (OUT/models): one learned curve, a point per "
             "lambda; repeatable", action="append", type=Path, metavar="DIR")
-    _option(parser, "--gpus-per-model", board, "GPUs per learned-codec cell on a GPU cluster (0: CPU)", type=float)
-    _option(parser, "--precision", board, "learned codecs' transforms (g_a, h_a, g_s): fp32, bf16, or auto = bf16 "
+    option(parser, "--gpus-per-model", board, "GPUs per learned-codec cell on a GPU cluster (0: CPU)", type=float)
+    option(parser, "--precision", board, "learned codecs' transforms (g_a, h_a, g_s): fp32, bf16, or auto = bf16 "
             "where the cells' device runs it fast (AMX CPUs, GPUs with bf16 tensor cores)", choices=PRECISION_CHOICES)
-    _option(parser, "--run", board, "run folder name under --reports", field="run_name", default_text="DATASET-PROFILE")
-    _option(parser, "--reports", board, "reports folder", field="reports_dir", type=Path)
-    _option(parser, "--max-images", board, "only the first N images of each dataset", type=int, default_text="all")
-    _flag(parser, "--force", "force", "recompute cells that already have an ok result", True)
-    _option(parser, "--address", board, "Ray cluster address to join", default_text="start a local Ray instance")
-    _option(parser, "--num-cpus", board, "CPUs of the local Ray instance", type=int, default_text="all")
-    _option(parser, "--wait", board, "seconds to wait while another command holds the run folder's lock",
+    option(parser, "--run", board, "run folder name under --reports", field="run_name", default_text="DATASET-PROFILE")
+    option(parser, "--reports", board, "reports folder", field="reports_dir", type=Path)
+    option(parser, "--max-images", board, "only the first N images of each dataset", type=int, default_text="all")
+    switch(parser, "--force", "force", "recompute cells that already have an ok result", True)
+    option(parser, "--address", board, "Ray cluster address to join", default_text="start a local Ray instance")
+    option(parser, "--num-cpus", board, "CPUs of the local Ray instance", type=int, default_text="all")
+    option(parser, "--wait", board, "seconds to wait while another command holds the run folder's lock",
             field="wait_s", type=float, metavar="SECONDS")
-    _option(parser, "--timeout", board, "seconds per encode or decode call", field="timeout_s", type=float,
+    option(parser, "--timeout", board, "seconds per encode or decode call", field="timeout_s", type=float,
             default_text="the codec file's")
-    _option(parser, "--metrics", board, "comma-separated quality metrics beyond PSNR-RGB and MS-SSIM, or all "
+    option(parser, "--metrics", board, "comma-separated quality metrics beyond PSNR-RGB and MS-SSIM, or all "
             "(psnr_yuv, ms_ssim_y, psnr_hvs_m, nlpd, iw_ssim, vif, fsim, vmaf; README 'Metrics'); a rerun with more "
-            "re-measures stored bitstreams without encoding", type=_names, metavar="LIST|all",
+            "re-measures stored bitstreams without encoding", type=names, metavar="LIST|all",
             default_text=",".join(DEFAULT_METRICS))
     _report_options(parser)
     parser.add_argument("--no-report", dest="report", action="store_false",
                         help="write results.parquet and run.json only (the report later: harness report RUN)")
-    _flag(parser, "--no-progress", "progress", "no progress bar", False)
+    switch(parser, "--no-progress", "progress", "no progress bar", False)
 
     def handle(args: argparse.Namespace) -> int:
         from harness.leaderboard.run import run
         from harness.report.config import ReportConfig
         from harness.report.publish import publish, record_models
 
-        config = build(board, _given(args, board))
+        config = build(board, given(args, board))
         # Built before the run, so a bad report option fails before any cell is computed.
-        report = build(ReportConfig, {**_given(args, ReportConfig), "run_dir": config.run_dir, "wait_s": config.wait_s})
+        report = build(ReportConfig, {**given(args, ReportConfig), "run_dir": config.run_dir, "wait_s": config.wait_s})
         run(config)
         record_models(config.run_dir, config.models)
         if args.report:
@@ -316,7 +242,7 @@ def _add_report(sub) -> None:
 
     from harness.report.config import ReportConfig
 
-    parser = _command(
+    parser = command(
         sub,
         "report",
         "rebuild the report (BD-rate, tables, RD plots, README.md) of a leaderboard run folder from its "
@@ -326,13 +252,13 @@ def _add_report(sub) -> None:
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN", help="a leaderboard run folder (its results.parquet)")
     _report_options(parser)
-    _option(parser, "--wait", ReportConfig, "seconds to wait while another command holds the run folder's lock",
+    option(parser, "--wait", ReportConfig, "seconds to wait while another command holds the run folder's lock",
             field="wait_s", type=float, metavar="SECONDS")
 
     def handle(args: argparse.Namespace) -> int:
         from harness.report.publish import publish
 
-        publish(build(ReportConfig, _given(args, ReportConfig)))
+        publish(build(ReportConfig, given(args, ReportConfig)))
         return 0
 
     parser.set_defaults(func=handle)
@@ -353,7 +279,7 @@ _VARIANT_HELP = _variant_help()
 def _add_model_info(sub) -> None:
     from harness.zoo.info import ModelInfoConfig
 
-    parser = _command(
+    parser = command(
         sub,
         "model-info",
         "Parameter counts of a network variant, total and per module.",
@@ -361,13 +287,13 @@ def _add_model_info(sub) -> None:
         "  harness model-info --variant compressai:cheng2020-anchor\n"
         "  harness model-info --variant 'compressai:mbt2018-mean?N=64,M=96' --json\n",
     )
-    _option(parser, "--variant", ModelInfoConfig, _VARIANT_HELP)
-    _flag(parser, "--json", "as_json", "print one JSON object", True)
+    option(parser, "--variant", ModelInfoConfig, _VARIANT_HELP)
+    switch(parser, "--json", "as_json", "print one JSON object", True)
 
     def handle(args) -> int:
         from harness.zoo.info import run
 
-        run(build(ModelInfoConfig, _given(args, ModelInfoConfig)))
+        run(build(ModelInfoConfig, given(args, ModelInfoConfig)))
         return 0
 
     parser.set_defaults(func=handle)
@@ -379,21 +305,21 @@ def _add_init_model(sub) -> None:
 
     from harness.artefacts.checkpoint import InitModelConfig
 
-    parser = _command(
+    parser = command(
         sub,
         "init-model",
         "Write a freshly initialised model checkpoint (config + weights, entropy tables updated).",
         "  harness init-model --out model.pt\n  harness init-model --variant tiny --out tiny.pt --seed 1\n",
     )
-    _option(parser, "--variant", InitModelConfig, _VARIANT_HELP)
+    option(parser, "--variant", InitModelConfig, _VARIANT_HELP)
     parser.add_argument("--out", required=True, type=Path, help="checkpoint file to write")
-    _option(parser, "--seed", InitModelConfig, "torch seed of the initialisation", type=int)
+    option(parser, "--seed", InitModelConfig, "torch seed of the initialisation", type=int)
 
     def handle(args) -> int:
         from harness.artefacts.checkpoint import run_init
         from harness.zoo.factory import model_config
 
-        config = build(InitModelConfig, _given(args, InitModelConfig))
+        config = build(InitModelConfig, given(args, InitModelConfig))
         digest = run_init(config)
         print(f"wrote {config.out} (variant {model_config(config.variant).variant}, fingerprint {digest[:16]})")
         return 0
@@ -405,9 +331,9 @@ def _coding_options(parser: argparse.ArgumentParser, config: type, what: str) ->
     """compress's and decompress's --precision and --max-pixels: fields of ``config``."""
     from harness.model.precision import AUTO, CHOICES
 
-    _option(parser, "--precision", config, f"precision of {what}: {AUTO} is bf16 on CPUs with AMX and on GPUs "
+    option(parser, "--precision", config, f"precision of {what}: {AUTO} is bf16 on CPUs with AMX and on GPUs "
             "with bf16 tensor cores, else fp32", choices=CHOICES)
-    _option(parser, "--max-pixels", config, "refuse images of more pixels, from the file's header (Pillow's "
+    option(parser, "--max-pixels", config, "refuse images of more pixels, from the file's header (Pillow's "
             "decompression-bomb limit)", type=int)
 
 
@@ -417,7 +343,7 @@ def _add_compress(sub) -> None:
 
     from harness.artefacts.coding import CompressConfig
 
-    parser = _command(
+    parser = command(
         sub,
         "compress",
         "Compress an image into a .3dmw bitstream with a model checkpoint.",
@@ -432,7 +358,7 @@ def _add_compress(sub) -> None:
     def handle(args) -> int:
         from harness.artefacts.coding import run_compress
 
-        run_compress(build(CompressConfig, _given(args, CompressConfig)))
+        run_compress(build(CompressConfig, given(args, CompressConfig)))
         return 0
 
     parser.set_defaults(func=handle)
@@ -444,7 +370,7 @@ def _add_decompress(sub) -> None:
 
     from harness.artefacts.coding import DecompressConfig
 
-    parser = _command(
+    parser = command(
         sub,
         "decompress",
         "Decode a .3dmw bitstream to a PNG with the model that encoded it.",
@@ -459,7 +385,7 @@ def _add_decompress(sub) -> None:
     def handle(args) -> int:
         from harness.artefacts.coding import run_decompress
 
-        run_decompress(build(DecompressConfig, _given(args, DecompressConfig)))
+        run_decompress(build(DecompressConfig, given(args, DecompressConfig)))
         return 0
 
     parser.set_defaults(func=handle)
@@ -471,7 +397,7 @@ def _add_import_weights(sub) -> None:
 
     from harness.artefacts.weights import ImportWeightsConfig
 
-    parser = _command(
+    parser = command(
         sub,
         "import-weights",
         "Turn a CompressAI checkpoint file (a zoo state dict) into a harness model and card for leaderboard --models.",
@@ -485,22 +411,15 @@ def _add_import_weights(sub) -> None:
     parser.add_argument("--from", dest="source", required=True, help="state-dict file, or 'zoo' to download "
                         "through compressai's zoo (torch hub's cache)")
     parser.add_argument("--out", required=True, type=Path, help="folder for <metric>-<lambda>.pt and its .json card")
-    _option(parser, "--metric", ImportWeightsConfig, "what the weights were trained for: mse or ms-ssim")
+    option(parser, "--metric", ImportWeightsConfig, "what the weights were trained for: mse or ms-ssim")
 
     def handle(args) -> int:
         from harness.artefacts.weights import run_import
 
-        run_import(build(ImportWeightsConfig, _given(args, ImportWeightsConfig)))
+        run_import(build(ImportWeightsConfig, given(args, ImportWeightsConfig)))
         return 0
 
     parser.set_defaults(func=handle)
-
-
-def _floats(value: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}") from None
 
 
 @_registrar
@@ -511,7 +430,7 @@ def _add_train_sweep(sub) -> None:
     from harness.train.recipe import TrainingRecipe
     from harness.train.sweep import SweepConfig
 
-    parser = _command(
+    parser = command(
         sub,
         "train-sweep",
         "Train one model per lambda (two stages, paper recipe) as parallel Ray Tune trials.",
@@ -524,44 +443,44 @@ def _add_train_sweep(sub) -> None:
     )
     sweep, recipe = SweepConfig, TrainingRecipe
     parser.add_argument("--data", required=True, type=Path, help="prepare-data output directory")
-    _option(parser, "--metric", sweep, "distortion: mse or ms-ssim")
-    _option(parser, "--lambdas", sweep, "comma-separated lambdas", type=_floats,
+    option(parser, "--metric", sweep, "distortion: mse or ms-ssim")
+    option(parser, "--lambdas", sweep, "comma-separated lambdas", type=floats,
             default_text="the paper's set for the metric")
-    _option(parser, "--variant", sweep, _VARIANT_HELP)
-    _option(parser, "--stage1-steps", recipe, "stage-1 iterations (paper: 1.5M)", type=int)
-    _option(parser, "--stage2-steps", recipe, "stage-2 (reweighted) iterations", type=int)
-    _option(parser, "--warmup-steps", sweep, "steps of one shared model at the largest lambda that every lambda "
+    option(parser, "--variant", sweep, _VARIANT_HELP)
+    option(parser, "--stage1-steps", recipe, "stage-1 iterations (paper: 1.5M)", type=int)
+    option(parser, "--stage2-steps", recipe, "stage-2 (reweighted) iterations", type=int)
+    option(parser, "--warmup-steps", sweep, "steps of one shared model at the largest lambda that every lambda "
             "starts from (0: from scratch, as the paper)", type=int)
-    _option(parser, "--precision", recipe, "g_a, h_a and g_s in fp32, or under bf16 autocast (loss, likelihoods, "
+    option(parser, "--precision", recipe, "g_a, h_a and g_s in fp32, or under bf16 autocast (loss, likelihoods, "
             "entropy models and weights stay float32); auto: bf16 on AMX CPUs and bf16 tensor-core GPUs",
             choices=PRECISION_CHOICES)
-    _option(parser, "--batch-size", recipe, "patches per step, split over a trial's workers", type=int)
-    _option(parser, "--patch", recipe, "training crop side in pixels", type=int)
-    _option(parser, "--lr", recipe, "Adam learning rate (paper 1e-4)", type=float)
-    _option(parser, "--milestones", recipe, "stage-1 lr /= 10 at these fractions of the run", type=_floats,
+    option(parser, "--batch-size", recipe, "patches per step, split over a trial's workers", type=int)
+    option(parser, "--patch", recipe, "training crop side in pixels", type=int)
+    option(parser, "--lr", recipe, "Adam learning rate (paper 1e-4)", type=float)
+    option(parser, "--milestones", recipe, "stage-1 lr /= 10 at these fractions of the run", type=floats,
             default_text="the paper's 750k, 850k, ... of 1.5M, i.e. 0.5,0.567,...")
-    _option(parser, "--w1", recipe, "stage-2 weight of the LLL+HLL rates", type=float)
-    _option(parser, "--w2", recipe, "stage-2 weight of the six high subbands' rates", type=float)
-    _option(parser, "--out", sweep, "output folder (models/, metrics.parquet, Tune's experiment)", type=Path)
-    _option(parser, "--address", sweep, "Ray cluster to join", default_text="a local instance")
-    _flag(parser, "--resume", "resume", "continue an interrupted sweep in --out", "yes")
-    _option(parser, "--wait", sweep, "seconds to wait while another command holds --out's lock", field="wait_s",
+    option(parser, "--w1", recipe, "stage-2 weight of the LLL+HLL rates", type=float)
+    option(parser, "--w2", recipe, "stage-2 weight of the six high subbands' rates", type=float)
+    option(parser, "--out", sweep, "output folder (models/, metrics.parquet, Tune's experiment)", type=Path)
+    option(parser, "--address", sweep, "Ray cluster to join", default_text="a local instance")
+    switch(parser, "--resume", "resume", "continue an interrupted sweep in --out", "yes")
+    option(parser, "--wait", sweep, "seconds to wait while another command holds --out's lock", field="wait_s",
             type=float, metavar="SECONDS")
-    _option(parser, "--gpus-per-trial", sweep, "GPUs of each trial; above 1, one DDP worker per GPU (Ray Train)",
+    option(parser, "--gpus-per-trial", sweep, "GPUs of each trial; above 1, one DDP worker per GPU (Ray Train)",
             type=float)
-    _option(parser, "--cpus-per-trial", sweep, "CPUs of each trial (of each worker)", type=int)
-    _option(parser, "--workers-per-trial", sweep, "DDP workers per trial sharing the batch", type=int,
+    option(parser, "--cpus-per-trial", sweep, "CPUs of each trial (of each worker)", type=int)
+    option(parser, "--workers-per-trial", sweep, "DDP workers per trial sharing the batch", type=int,
             default_text="one per GPU, else 1")
-    _option(parser, "--checkpoint-every", recipe, "steps between Ray checkpoints", type=int)
-    _option(parser, "--log-every", recipe, "steps between metric rows (with validation)", type=int)
-    _option(parser, "--val-batches", recipe, "validation batches per log", type=int)
-    _option(parser, "--max-failures", sweep, "restarts of a crashed trial from its checkpoint", type=int)
-    _option(parser, "--seed", recipe, "seed of the initialisation and the data stream", type=int)
+    option(parser, "--checkpoint-every", recipe, "steps between Ray checkpoints", type=int)
+    option(parser, "--log-every", recipe, "steps between metric rows (with validation)", type=int)
+    option(parser, "--val-batches", recipe, "validation batches per log", type=int)
+    option(parser, "--max-failures", sweep, "restarts of a crashed trial from its checkpoint", type=int)
+    option(parser, "--seed", recipe, "seed of the initialisation and the data stream", type=int)
 
     def handle(args: argparse.Namespace) -> int:
         from harness.train.sweep import run, sweep_config
 
-        run(sweep_config(_given(args, sweep, recipe)))
+        run(sweep_config(given(args, sweep, recipe)))
         return 0
 
     parser.set_defaults(func=handle)
@@ -575,7 +494,7 @@ def _add_rerun(sub) -> None:
 
     rerun = RerunConfig
 
-    parser = _command(
+    parser = command(
         sub,
         "rerun",
         "Run a plan (shards -> sweeps -> leaderboard -> report) incrementally, as a Ray Job on a cluster.",
@@ -584,19 +503,19 @@ def _add_rerun(sub) -> None:
         "  harness rerun --plan plans/nightly.toml --wait 3600   # queue behind a running rerun\n",
     )
     parser.add_argument("--plan", required=True, type=Path, help="plan file (TOML; see README 'Scheduled reruns')")
-    _option(parser, "--address", rerun, "Ray Jobs API of a cluster (http://HEAD:8265)", default_text="run here")
-    _option(parser, "--wait", rerun, "seconds to wait while another command holds the lock of the report, shard "
+    option(parser, "--address", rerun, "Ray Jobs API of a cluster (http://HEAD:8265)", default_text="run here")
+    option(parser, "--wait", rerun, "seconds to wait while another command holds the lock of the report, shard "
             "or sweep folders", field="wait_s", type=float, metavar="SECONDS")
-    _option(parser, "--python", rerun, "interpreter that runs the job on the head node", default_text="this one")
-    _option(parser, "--bd-rate-threshold", rerun, "BD-rate increase (percentage points) flagged as a regression",
+    option(parser, "--python", rerun, "interpreter that runs the job on the head node", default_text="this one")
+    option(parser, "--bd-rate-threshold", rerun, "BD-rate increase (percentage points) flagged as a regression",
             type=float)
-    _option(parser, "--time-threshold", rerun, "relative encode/decode slow-down flagged as a regression", type=float)
-    _flag(parser, "--no-progress", "progress", "no progress bars (stage and training lines stay)", False)
+    option(parser, "--time-threshold", rerun, "relative encode/decode slow-down flagged as a regression", type=float)
+    switch(parser, "--no-progress", "progress", "no progress bars (stage and training lines stay)", False)
 
     def handle(args: argparse.Namespace) -> int:
         from harness.rerun.pipeline import run
 
-        run(build(rerun, _given(args, rerun)))
+        run(build(rerun, given(args, rerun)))
         return 0
 
     parser.set_defaults(func=handle)

@@ -130,7 +130,7 @@ def null_device(tmp_path) -> Path:
         os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
         null.write_bytes(b"probe")
     except OSError as error:  # not root, or tmp_path mounted nodev
-        pytest.skip(f"cannot make or open a character device here: {error.strerror}")
+        pytest.skip(reason=f"cannot make or open a character device here: {error.strerror}")
     return null
 
 

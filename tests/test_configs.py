@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import _given, build_parser, main
+from harness.cli import build_parser, main
+from harness.flags import given
 from harness.configs import build
 from harness.data.recipe import PatchRecipe
 from harness.data.shards import PrepareConfig, prepare_config
@@ -67,7 +68,7 @@ def test_every_trial_of_a_sweep_trains_the_sweeps_own_recipe(tmp_path, precision
     assert all(trial.recipe is config.recipe for trial in trials)
 
 
-@pytest.mark.parametrize("argv, config, given", [
+@pytest.mark.parametrize("argv, config, expected", [
     (["leaderboard"], LeaderboardConfig, {}),
     (["leaderboard", "--max-images", "2", "--no-report"], LeaderboardConfig, {"max_images": 2}),
     (["leaderboard", "--anchor", "hevc", "--wait", "5"], ReportConfig, {"anchor": "hevc", "wait_s": 5.0}),
@@ -79,9 +80,9 @@ def test_every_trial_of_a_sweep_trains_the_sweeps_own_recipe(tmp_path, precision
      {"data": Path("d"), "resume": "yes", "lambdas": (0.1, 0.2)}),
     (["prepare-data", "--source", "a", "--out", "o"], PrepareConfig, {"sources": ["a"], "out": "o"}),
 ])
-def test_the_cli_passes_only_what_the_user_gave(argv, config, given):
+def test_the_cli_passes_only_what_the_user_gave(argv, config, expected):
     recipe = TrainingRecipe if config is SweepConfig else PatchRecipe
-    assert _given(build_parser().parse_args(argv), config, recipe) == given
+    assert given(build_parser().parse_args(argv), config, recipe) == expected
 
 
 def test_help_shows_the_configs_own_defaults(capsys):

@@ -49,7 +49,7 @@ FLOORS = (
     ("codecs",),
     ("eval", "leaderboard", "report"),
     ("rerun",),
-    ("cli", "__main__"),
+    ("cli", "flags", "__main__"),
 )
 
 
