@@ -243,7 +243,8 @@ def run(config: LeaderboardConfig) -> RunSummary:
             reasons = "; ".join(f"{k}: {v}" for k, v in plan_.unavailable.items())
             raise HarnessError(f"no requested codec is available ({reasons})")
         rows = execute(plan_, config)
-        summary = _summary(plan_, rows, config, _curves(_merged(plan_, rows)))
+        saved = results.read(plan_.run_dir / results.RESULTS_FILE)  # execute's last save, under this lock
+        summary = _summary(plan_, rows, config, _curves(saved))
         write_summary(summary, plan_.run_dir)
         _print_summary(summary)
         return summary
