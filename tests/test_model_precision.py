@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict, replace
@@ -153,9 +154,12 @@ def test_cli_compresses_in_one_precision_and_decompresses_in_the_other(model, cr
 @pytest.mark.slow
 def test_gpu_check_dry_run_on_the_cpu(tmp_path, photos_dir):
     """benchmarks/gpu_check.py end to end at toy sizes: every step runs and reports."""
-    out = tmp_path / "gpu-check"
+    out, photos = tmp_path / "gpu-check", tmp_path / "photos"
+    photos.mkdir()
+    for photo in sorted(photos_dir.glob("*.png"))[:4]:  # enough shards for a toy training curve
+        shutil.copy(photo, photos / photo.name)
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--dry-run",
-                           "--photos", str(photos_dir), "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+                           "--photos", str(photos), "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((out / "gpu_check.json").read_text())
     assert set(report["coding"]) == {"fp32", "bf16"} and all(r["encode_s"] > 0 for r in report["coding"].values())

@@ -124,24 +124,6 @@ def test_resume_without_a_sweep_and_rerun_into_a_used_directory(shards, tmp_path
         run(config)
 
 
-@pytest.mark.slow
-def test_trial_on_two_ddp_workers(shards, tmp_path, loopback_cluster):
-    """A trial with two workers: Ray Train DDP over the batch, rank 0 reports and exports; in bf16
-    mixed precision (channels_last weights under DDP), which the card records."""
-    loopback_cluster(head_cpus=1, workers=(2,))
-    out = tmp_path / "ddp"
-    (card,) = run(_sweep(shards, out, lambdas=(0.013,), batch_size=4, workers_per_trial=2, precision="bf16"))
-    assert card.precision == "bf16"
-    metrics = pd.read_parquet(out / "metrics.parquet")
-    assert list(metrics["step"]) == [2, 4, 6] and set(metrics["workers"]) == {2}
-    assert metrics["val_bpp"].notna().all()
-    assert card.stages["2"].steps == 2 and card.final["val_bpp"] > 0
-    pixels = load_rgb(REPO / "datasets" / "kodak" / "kodim01.png").pixels[:64, :96]
-    net = load_checkpoint(out / "models" / card.checkpoint)
-    assert decode(net, encode(net, pixels)).shape == pixels.shape
-    assert list((out / TRAIN_RUNS).iterdir())  # Ray Train kept the workers' checkpoints
-
-
 def _checkpoint_recorded(out: Path, workers: int) -> bool:
     """Whether Ray has recorded a checkpoint the trial can restart from (not merely written one).
 
@@ -164,7 +146,9 @@ def _checkpoint_recorded(out: Path, workers: int) -> bool:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_trial_resumes_from_its_checkpoint_when_its_node_dies(shards, tmp_path, loopback_cluster, workers):
     """A worker node killed mid-stage-1: the trial restarts on a new node from its checkpoint
-    (for a DDP trial, from Ray Train's checkpoint of its workers)."""
+    (for a DDP trial, from Ray Train's checkpoint of its workers). The DDP trial trains in bf16
+    mixed precision (channels_last weights under DDP), which its card records; rank 0 reports,
+    and exports a model that codes."""
     cpus = workers + 1  # DDP workers and the trial that drives them
     # Ray Train releases a dead run's placement group through the state API (the dashboard):
     # without it the orphaned group would hold the new node's CPUs.
@@ -173,7 +157,8 @@ def test_trial_resumes_from_its_checkpoint_when_its_node_dies(shards, tmp_path, 
     command = [sys.executable, "-m", "harness", "train-sweep", "--data", str(shards), "--variant", "tiny",
                "--lambdas", "0.01", "--stage1-steps", "40", "--stage2-steps", "4", "--batch-size", "2",
                "--patch", "64", "--checkpoint-every", "10", "--log-every", "5", "--val-batches", "1",
-               "--workers-per-trial", str(workers), "--out", str(out), "--address", cluster.address]
+               "--workers-per-trial", str(workers), "--out", str(out), "--address", cluster.address,
+               "--precision", "bf16" if workers > 1 else "fp32"]
     # The driver's output goes to a file: a pipe read only at the end fills up on a slow host
     # (Tune's status lines keep coming) and stalls the driver.
     log = tmp_path / "driver.log"
@@ -190,11 +175,19 @@ def test_trial_resumes_from_its_checkpoint_when_its_node_dies(shards, tmp_path, 
     finally:
         driver.kill()
         driver.wait()
-    restored = read_card(out / "models" / "mse-0.01.json").restored_from_steps
+    card = read_card(out / "models" / "mse-0.01.json")
+    restored = card.restored_from_steps
     assert restored and min(restored) >= 10  # from a checkpoint, never from step 0
+    assert card.precision == ("bf16" if workers > 1 else "fp32") and card.stages["2"].steps == 4
     metrics = pd.read_parquet(out / "metrics.parquet").sort_values("time")
     assert metrics["step"].max() == 44 and set(metrics["workers"]) == {workers}
     assert metrics[metrics["restarts"] > 0]["step"].min() > min(restored)
+    assert metrics["val_bpp"].notna().all()
+    pixels = load_rgb(REPO / "datasets" / "kodak" / "kodim01.png").pixels[:64, :96]
+    net = load_checkpoint(out / "models" / card.checkpoint)
+    assert decode(net, encode(net, pixels)).shape == pixels.shape
+    if workers > 1:
+        assert list((out / TRAIN_RUNS).iterdir())  # Ray Train kept the workers' checkpoints
 
 
 @pytest.mark.slow

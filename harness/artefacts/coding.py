@@ -118,6 +118,22 @@ def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str |
            max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """H x W x 3 uint8 image from container bytes written by the same model (at most ``max_pixels``)."""
     container = unpack(data, name)
+    check_container(model, container, name, digest, max_pixels)
+    shape = (math.ceil(container.height / model.stride), math.ceil(container.width / model.stride))
+    try:
+        decoded = model.decompress([[s] for s in container.streams], shape, (container.height, container.width),
+                                   integer=container.integer_path)
+    except StreamError as error:
+        raise HarnessError(f"{name}: {error}: {ALTERED}") from None
+    if decoded["latent_crc"][0] != container.latent_crc:
+        raise HarnessError(f"{name}: decoded latent differs from the encoder's: {_latent_cause(container)}")
+    return to_pixels(decoded["x_hat"])
+
+
+def check_container(model: WeConvene, container: Container, name: str, digest: str | None = None,
+                    max_pixels: int = MAX_PIXELS) -> None:
+    """Everything the header alone can refuse, before any memory is spent on the image: the wrong
+    model or path, too many pixels, streams too short for the symbols the size declares."""
     expected = digest or fingerprint(model)
     if container.fingerprint != expected:
         raise HarnessError(
@@ -136,14 +152,6 @@ def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str |
         if len(stream) < least:
             raise HarnessError(f"{name}: an entropy-coded stream of {len(stream)} bytes, but a {container.width}x"
                                f"{container.height} image's needs at least {least} with this model: {ALTERED}")
-    shape = (math.ceil(container.height / model.stride), math.ceil(container.width / model.stride))
-    try:
-        decoded = model.decompress([[s] for s in container.streams], shape, size, integer=container.integer_path)
-    except StreamError as error:
-        raise HarnessError(f"{name}: {error}: {ALTERED}") from None
-    if decoded["latent_crc"][0] != container.latent_crc:
-        raise HarnessError(f"{name}: decoded latent differs from the encoder's: {_latent_cause(container)}")
-    return to_pixels(decoded["x_hat"])
 
 
 def _latent_cause(container: Container) -> str:
@@ -180,8 +188,10 @@ def run_decompress(config: DecompressConfig) -> None:
     container = unpack(data, name)  # reject damaged files before loading the model
     check_pixels(container.width, container.height, config.max_pixels, name)
     model = load_checkpoint(config.checkpoint)
+    digest = fingerprint(model)  # hashes every weight: once, for both checks
+    check_container(model, container, name, digest, config.max_pixels)
     check_memory(model, container.height, container.width, name)
     precision = set_precision(model, config.precision)
-    pixels = decode(model, data, name, max_pixels=config.max_pixels)
+    pixels = decode(model, data, name, digest, config.max_pixels)
     write_atomic(config.out, lambda p: save_png(pixels, p), make_parents=False)
     print(f"{config.out}: {pixels.shape[1]}x{pixels.shape[0]} ({precision})")
