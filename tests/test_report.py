@@ -117,6 +117,31 @@ def test_bdrate_table_lists_every_codec_with_ci_and_known_values(report_dir):
     assert "73.95 M" in markdown
 
 
+def test_cubic_and_akima_columns_equal_the_bjontegaard_package_over_the_common_range(report_dir):
+    """bdrate.csv (and so the web page) beside PCHIP: the cubic and Akima BD-rates of the same mean
+    curves, equal to the `bjontegaard` package's to 0.01 point; the common quality range and the points."""
+    bjontegaard = pytest.importorskip("bjontegaard")
+    ok = read_results(report_dir / "results.parquet").query("status == 'ok' and dataset == 'kodak'")
+    means = {codec: rows.groupby("quality")[["bpp", "psnr_rgb", "ms_ssim_db"]].mean()
+             for codec, rows in ok.groupby("codec")}
+    table = pd.read_csv(report_dir / "bdrate.csv", keep_default_na=False, na_values=[""])
+    compared = 0
+    for row in table[(table["dataset"] == "kodak") & table["metric"].isin(["psnr", "msssim"])].itertuples():
+        if not row.reliable:
+            continue
+        column = {"psnr": "psnr_rgb", "msssim": "ms_ssim_db"}[row.metric]
+        anchor, test = means["vvc"], means[row.codec]
+        for method, value in (("cubic", row.bd_rate_cubic_pct), ("akima", row.bd_rate_akima_pct)):
+            expected = bjontegaard.bd_rate(anchor["bpp"], anchor[column], test["bpp"], test[column], method=method,
+                                           require_matching_points=False)
+            assert value == pytest.approx(expected, abs=0.01), (row.codec, row.metric, method)
+            compared += 1
+        assert row.quality_lo == pytest.approx(max(anchor[column].min(), test[column].min()), abs=1e-4)
+        assert row.quality_hi == pytest.approx(min(anchor[column].max(), test[column].max()), abs=1e-4)
+        assert (row.n_points, row.anchor_points) == (len(test), len(anchor))
+    assert compared == 2 * 2 * 4  # psnr and msssim of vvc, hevc, jpeg, 3dm-weconvene
+
+
 def test_bad_curves_become_flagged_rows(report_dir):
     table = pd.read_csv(report_dir / "bdrate.csv", keep_default_na=False, na_values=[""]).set_index(["dataset", "codec", "metric"])
     assert "test:few-points" in table.loc[("kodak", "short", "psnr"), "flags"]
