@@ -121,6 +121,24 @@ def test_rerun_computes_zero_cells(ray_local, folder: Path, codec_dir: Path, tmp
     assert {path: path.stat().st_mtime_ns for path in (tmp_path / "t" / "crops").rglob("*.webp")} == kept
 
 
+def test_a_table_from_before_the_rate_estimates_reads_with_them_null_and_merges(tmp_path: Path) -> None:
+    row = {c: None for c in results.COLUMNS} | {"dataset": "d", "image": "a.png", "codec": "jpeg", "config": "quick",
+                                                "quality": 50.0, "status": "ok", "metrics": "core", "bpp": 1.0,
+                                                "psnr_rgb": 30.0}
+    path = tmp_path / "results.parquet"
+    results.write(pd.DataFrame([row]), path)
+    pq.write_table(pq.read_table(path).drop_columns(list(results.ADDED)), path)  # as written before them
+    old = results.read(path)
+    assert list(old.columns) == list(results.COLUMNS) and old[list(results.ADDED)].isna().all().all()
+    learned = row | {"codec": "tiny", "est_bits": 800.0, "pad_bits": 0.0}
+    results.write(pd.concat([old, pd.DataFrame([learned])], ignore_index=True), path)
+    merged = results.read(path).set_index("codec")
+    assert merged.loc["tiny", "est_bits"] == 800.0 and pd.isna(merged.loc["jpeg", "est_bits"])
+    pq.write_table(pq.read_table(path).drop_columns(["bpp"]), path)
+    with pytest.raises(HarnessError, match="lacks column"):  # any other column missing is still refused
+        results.read(path)
+
+
 def test_crop_points_spread_over_the_ladder_within_the_budget() -> None:
     ladder = (85.0, 15.0, 60.0, 35.0)
     assert crop_points(ladder, 0) == frozenset()

@@ -114,6 +114,25 @@ def encode_reconstruct(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", 
     return data, to_pixels(encoded["x_hat"]) if reconstruct else None
 
 
+def estimate_bits(model: WeConvene, pixels: np.ndarray) -> tuple[float, float]:
+    """The bits the model's likelihoods estimate for the image, and the part of them spent on the
+    padding to its stride: each latent position's bits weighted by the share of its footprint
+    (padded size / latent size, per axis) that lies outside the image."""
+    height, width = pixels.shape[:2]
+    padded = (math.ceil(height / model.stride) * model.stride, math.ceil(width / model.stride) * model.stride)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        likelihoods = model(to_tensor(pixels).to(device))["likelihoods"]
+    total = padding = 0.0
+    for tensor in likelihoods.values():
+        bits = -torch.log2(tensor.float()).sum(dim=(0, 1)).cpu()  # per latent position
+        inside = [((size - torch.arange(count) * (full / count)).clamp(0, full / count) / (full / count))
+                  for size, full, count in zip((height, width), padded, bits.shape)]
+        total += float(bits.sum())
+        padding += float((bits * (1 - inside[0][:, None] * inside[1][None, :])).sum())
+    return total, padding
+
+
 def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str | None = None,
            max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """H x W x 3 uint8 image from container bytes written by the same model (at most ``max_pixels``)."""

@@ -78,6 +78,11 @@ class Codec(ABC):
         """The version recorded for one ladder point (learned codecs add that point's checkpoint)."""
         return version
 
+    def rate_estimate(self, rgb: np.ndarray, quality: float) -> dict[str, float]:
+        """What the codec's own model expects the image to cost, as result columns (learned codecs:
+        ``est_bits`` and ``pad_bits``); classical codecs estimate nothing."""
+        return {}
+
     def prepare(self, quality: float) -> None:
         """Load whatever a ladder point needs before the encode timer starts."""
 
