@@ -188,6 +188,14 @@ def _timing_rows(inputs: WebInputs, dataset: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _bits_rows(rows: pd.DataFrame, labels: dict[tuple[str, str], str]) -> list[dict[str, Any]]:
+    """Learned cells: the bits the likelihoods estimate, the bitstream's, and the padding's share."""
+    learned = rows[rows["est_bits"].notna()].sort_values(["codec", "config", "image", "quality"])
+    return [{"label": labels[(r.codec, r.config)], "image": r.image, "quality": float(r.quality),
+             "est_bits": _number(r.est_bits), "bits": int(r.bytes) * 8, "pad_bits": _number(r.pad_bits)}
+            for r in learned.itertuples()]
+
+
 def _provenance(inputs: WebInputs) -> dict[str, Any]:
     results = inputs.results
     versions = (results.dropna(subset=["codec_version"]).groupby(["codec", "config"], sort=True)["codec_version"]
@@ -211,6 +219,7 @@ def page_data(inputs: WebInputs, run_dir: Path) -> dict[str, Any]:
         datasets.append({
             "name": dataset, "images": int(rows["image"].nunique()), "plots": _curves(inputs, dataset, rows),
             "bdrate": _bd_rows(inputs.summary, dataset), "timing": _timing_rows(inputs, dataset),
+            "bits": _bits_rows(rows, curve_labels(inputs.ok)),
             "per_image": _image_rows(inputs, run_dir, dataset, rows),
         })
     return {"run": inputs.run_name, "notes": list(inputs.notes), "demo_scale": inputs.demo_scale,
