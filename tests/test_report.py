@@ -180,9 +180,13 @@ def test_the_web_page_shows_a_learned_codecs_estimated_bits_beside_its_bitstream
     rows = _rows("kodak", 2, {k: CODECS[k] for k in ("vvc", "3dm-weconvene")})
     for row in rows:
         if row["codec"] == "3dm-weconvene":
-            row.update(est_bits=row["bytes"] * 7.9, pad_bits=12.5)
+            row.update(est_bits=row["bytes"] * 7.9, pad_bits=12.5, enc_net_s=0.15, dec_net_s=0.04)
     run_dir = _write(tmp_path / "run", rows)
     build_report(run_dir, resamples=20)
+    assert "| kodak | 3dm-weconvene | 0.18 s | 0.05 s |" in (run_dir / "timing.md").read_text()
+    assert "| — | 0.15 s | 0.04 s |" in (run_dir / "timing.md").read_text()
+    timing = {row["label"]: row for row in _page_data(run_dir)["datasets"][0]["timing"]}
+    assert (timing["3dm-weconvene"]["enc_net_s"], timing["vvc"]["enc_net_s"]) == (pytest.approx(0.15), None)
     bits = _page_data(run_dir)["datasets"][0]["bits"]
     assert len(bits) == 2 * 6 and {row["label"] for row in bits} == {"3dm-weconvene"}
     assert all(row["est_bits"] == pytest.approx(row["bits"] / 8 * 7.9, rel=1e-6) and row["pad_bits"] == 12.5

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,27 @@ def estimate_bits(model: WeConvene, pixels: np.ndarray) -> tuple[float, float]:
         total += float(bits.sum())
         padding += float((bits * (1 - inside[0][:, None] * inside[1][None, :])).sum())
     return total, padding
+
+
+def network_seconds(model: WeConvene, pixels: np.ndarray) -> tuple[float, float]:
+    """Seconds of the analysis transform g_a and of the synthesis g_s on the image, timed apart
+    from the entropy model and coder: the network's share of an encode and of a decode."""
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        x = model.pad(to_tensor(pixels).to(device))
+        seconds = []
+        for transform in (model.g_a, model.g_s):
+            _synchronize(device)
+            start = time.perf_counter()
+            x = transform(x)
+            _synchronize(device)
+            seconds.append(time.perf_counter() - start)
+    return seconds[0], seconds[1]
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":  # kernels run asynchronously: wait for them before reading the clock
+        torch.cuda.synchronize(device)
 
 
 def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str | None = None,

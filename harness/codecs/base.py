@@ -78,9 +78,10 @@ class Codec(ABC):
         """The version recorded for one ladder point (learned codecs add that point's checkpoint)."""
         return version
 
-    def rate_estimate(self, rgb: np.ndarray, quality: float) -> dict[str, float]:
-        """What the codec's own model expects the image to cost, as result columns (learned codecs:
-        ``est_bits`` and ``pad_bits``); classical codecs estimate nothing."""
+    def estimates(self, rgb: np.ndarray, quality: float) -> dict[str, float]:
+        """What the codec's own model says of the image, as result columns (learned codecs: the
+        bits it expects, ``est_bits`` and ``pad_bits``, and its networks' seconds, ``enc_net_s``
+        and ``dec_net_s``); classical codecs have none."""
         return {}
 
     def prepare(self, quality: float) -> None:

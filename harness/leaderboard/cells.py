@@ -138,7 +138,7 @@ def evaluate_cell(image_bytes: bytes, name: str, codec: CodecConfig, quality: fl
                 start = time.perf_counter()
                 bitstream = instance.encode(original, quality, workdir)
                 row["enc_s"] = time.perf_counter() - start
-                row.update(instance.rate_estimate(original, quality))  # after the timer: not part of encoding
+                row.update(instance.estimates(original, quality))  # after the timer: not part of encoding
             start = time.perf_counter()
             decoded = instance.decode(bitstream, height, width, workdir)
             row["dec_s"] = time.perf_counter() - start

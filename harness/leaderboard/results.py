@@ -63,10 +63,12 @@ SCHEMA = pa.schema(
         # Learned codecs (null for classical ones and in tables written before these columns):
         ("est_bits", pa.float64()),      # the bits the entropy model's likelihoods estimate for the image
         ("pad_bits", pa.float64()),      # the part of est_bits spent on the padding to the network's stride
+        ("enc_net_s", pa.float64()),     # seconds of the analysis network g_a, timed apart (the rest of enc_s: entropy coding)
+        ("dec_net_s", pa.float64()),     # seconds of the synthesis network g_s, timed apart (the rest of dec_s: entropy decoding)
     ]
 )
 # Columns added after tables were written without them: such a table reads with them null.
-ADDED = ("est_bits", "pad_bits")
+ADDED = ("est_bits", "pad_bits", "enc_net_s", "dec_net_s")
 RESULTS_FILE = "results.parquet"  # in every run folder
 COLUMNS = tuple(SCHEMA.names)
 CELL = ("dataset", "image", "codec", "config", "quality")

@@ -219,7 +219,8 @@ PEAK_MEMORY = ("enc_peak_bytes", "dec_peak_bytes")  # per-cell peaks, in the res
 
 
 def timing_summary(ok: pd.DataFrame) -> pd.DataFrame:
-    """Mean and median encode/decode seconds per image encode, with device(s); the largest
+    """Mean and median encode/decode seconds per image encode, with device(s); for learned codecs
+    the mean seconds of their networks (g_a, g_s; the rest is entropy coding); the largest
     encode and decode memory peaks when the results carry them."""
     labels = curve_labels(ok)
     peaks = [column for column in PEAK_MEMORY if column in ok.columns]
@@ -231,10 +232,12 @@ def timing_summary(ok: pd.DataFrame) -> pd.DataFrame:
             "enc_median_s": rows["enc_s"].median(), "dec_median_s": rows["dec_s"].median(),
             "encodes": len(rows), "device": ", ".join(sorted(rows["device"].fillna("?").astype(str).unique())),
             "precision": ", ".join(sorted(rows["precision"].dropna().astype(str).unique())),
+            "enc_net_s": rows["enc_net_s"].mean(), "dec_net_s": rows["dec_net_s"].mean(),
             **{column: pd.to_numeric(rows[column], errors="coerce").max() for column in peaks},
         })
     return pd.DataFrame(out, columns=["dataset", "codec", "config", "label", "enc_s", "dec_s", "enc_median_s",
-                                      "dec_median_s", "encodes", "device", "precision", *peaks])
+                                      "dec_median_s", "encodes", "device", "precision", "enc_net_s", "dec_net_s",
+                                      *peaks])
 
 
 def params_summary(ok: pd.DataFrame) -> pd.DataFrame:

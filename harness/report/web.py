@@ -183,6 +183,7 @@ def _timing_rows(inputs: WebInputs, dataset: str) -> list[dict[str, Any]]:
         memory = {column: _number(getattr(r, column)) for column in MEMORY_COLUMNS if column in timing.columns}
         rows.append({"label": r.label, "enc_s": _number(r.enc_s), "dec_s": _number(r.dec_s),
                      "enc_median_s": _number(r.enc_median_s), "dec_median_s": _number(r.dec_median_s),
+                     "enc_net_s": _number(r.enc_net_s), "dec_net_s": _number(r.dec_net_s),
                      "encodes": int(r.encodes), "device": r.device, "precision": r.precision or "",
                      "params_m": _number(params.get((r.codec, r.config))), **memory})
     return rows
