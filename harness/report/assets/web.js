@@ -156,17 +156,16 @@ function timingTable(dataset) {
 function bitsTable(dataset) {
   if (!dataset.bits.length) return [];
   const bits = (value) => number(value, value === null ? "-" : value.toFixed(0));
-  return [
-    el("h3", {}, "Learned models: estimated against actual bits"),
-    el("p", {}, "Per image and λ: the bits the entropy model's likelihoods estimate, the bitstream's bits " +
-      "(container header included), their ratio, and the estimated bits spent on the padding to the network's stride."),
+  return [el("h3", {}, "Learned models: estimated against actual bits"), el("details", {},
+    el("summary", {}, `Per image and λ (${dataset.bits.length} rows): the bits the entropy model's likelihoods ` +
+      "estimate, the bitstream's bits (container header included), their ratio, and the estimated bits spent on " +
+      "the padding to the network's stride."),
     table(["Method", "Image", "λ", "Estimated bits", "Bitstream bits", "Bitstream / estimate", "Padding bits"],
       dataset.bits.map((row) => ({
         cells: [text(row.label), text(row.image), number(row.quality, String(row.quality)), bits(row.est_bits),
           bits(row.bits), number(row.est_bits && row.bits / row.est_bits, row.est_bits ? (row.bits / row.est_bits).toFixed(3) : "-"),
           bits(row.pad_bits)],
-      })), "bits"),
-  ];
+      })), "bits"))];
 }
 
 // Synchronised zoom and pan: every crop view shares one transform.
