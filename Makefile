@@ -4,9 +4,15 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup test demo clean
+.PHONY: setup browser test demo clean
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# The web report's browser test drives Debian's headless Chromium; installed (as root) only when missing.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium chromium-driver; \
+	else echo "make setup: chromium and chromium-driver are missing; as root: apt-get install -y chromium chromium-driver" >&2; exit 1; fi
 
 # Reinstall only when the dependency list changes, so a second `make setup` takes seconds.
 $(STAMP): pyproject.toml

@@ -215,6 +215,8 @@ def _add_leaderboard(sub) -> None:
             "(psnr_yuv, ms_ssim_y, psnr_hvs_m, nlpd, iw_ssim, vif, fsim, vmaf; README 'Metrics'); a rerun with more "
             "re-measures stored bitstreams without encoding", type=names, metavar="LIST|all",
             default_text=",".join(DEFAULT_METRICS))
+    option(parser, "--crops", board, "reconstruction crops kept per image and curve for the web report "
+            "(points spread over the ladder; 0: none)", type=int)
     _report_options(parser)
     parser.add_argument("--no-report", dest="report", action="store_false",
                         help="write results.parquet and run.json only (the report later: harness report RUN)")

@@ -43,7 +43,7 @@ def _kodak_curves(shared_dir):
     return curves
 
 
-@pytest.mark.parametrize("method", ["pchip", "cubic"])
+@pytest.mark.parametrize("method", ["pchip", "cubic", "akima"])
 def test_matches_bjontegaard_package_on_every_compressai_kodak_pair(shared_dir, method):
     bjontegaard = pytest.importorskip("bjontegaard")
     curves = _kodak_curves(shared_dir)
@@ -66,7 +66,7 @@ def test_matches_bjontegaard_package_on_every_compressai_kodak_pair(shared_dir, 
     assert compared > 200
 
 
-@pytest.mark.parametrize("method", ["pchip", "cubic"])
+@pytest.mark.parametrize("method", ["pchip", "cubic", "akima"])
 def test_self_is_zero_and_rate_scaling_is_exact(method):
     assert bd_rate(VTM, VTM, method).value == pytest.approx(0.0, abs=1e-9)
     assert bd_quality(VTM, VTM, method).value == pytest.approx(0.0, abs=1e-9)

@@ -12,12 +12,14 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from crafted_images import png16
 
 from harness.cli import main
 from harness.leaderboard import results
-from harness.leaderboard.cells import bitstream_path
+from harness.errors import HarnessError
+from harness.leaderboard.cells import bitstream_path, crop_path, crop_points, original_crop_path
 from harness.leaderboard.config import LeaderboardConfig
 from harness.leaderboard.plan import plan
 from harness.leaderboard.run import execute, run
@@ -100,14 +102,52 @@ def test_rerun_computes_zero_cells(ray_local, folder: Path, codec_dir: Path, tmp
     clean = tmp_path / "clean"
     clean.mkdir()
     (clean / "a.png").write_bytes((folder / "kodim19.png").read_bytes())
-    config = _config(clean, codec_dir, tmp_path, codecs=("jpeg", "hevc"))
+    config = _config(clean, codec_dir, tmp_path, codecs=("jpeg", "hevc"), crops=1)
     first = plan(config)
     assert len(execute(first, config)) == 4
     before = results.read(tmp_path / "t" / "results.parquet")
+    # The crop budget: one reconstruction per image and curve (of two points), and the original's.
+    kept = {path: path.stat().st_mtime_ns for path in (tmp_path / "t" / "crops").rglob("*.webp")}
+    assert len(kept) == 3
+    for row in before.to_dict("records"):
+        assert crop_path(tmp_path / "t", row).is_file() == (row["quality"] == min(
+            r["quality"] for r in before.to_dict("records") if r["codec"] == row["codec"]))
+    original = np.asarray(Image.open(original_crop_path(tmp_path / "t", before["image_sha256"].iloc[0])))
+    np.testing.assert_array_equal(original, load_rgb(clean / "a.png").pixels[24:152, 24:152])  # lossless, centred
     second = plan(config)
     assert second.todo == [] and execute(second, config) == []
     after = results.read(tmp_path / "t" / "results.parquet")
     pd.testing.assert_frame_equal(before, after)
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "t" / "crops").rglob("*.webp")} == kept
+
+
+def test_a_table_from_before_the_rate_estimates_reads_with_them_null_and_merges(tmp_path: Path) -> None:
+    row = {c: None for c in results.COLUMNS} | {"dataset": "d", "image": "a.png", "codec": "jpeg", "config": "quick",
+                                                "quality": 50.0, "status": "ok", "metrics": "core", "bpp": 1.0,
+                                                "psnr_rgb": 30.0}
+    path = tmp_path / "results.parquet"
+    results.write(pd.DataFrame([row]), path)
+    pq.write_table(pq.read_table(path).drop_columns(list(results.ADDED)), path)  # as written before them
+    old = results.read(path)
+    assert list(old.columns) == list(results.COLUMNS) and old[list(results.ADDED)].isna().all().all()
+    learned = row | {"codec": "tiny", "est_bits": 800.0, "pad_bits": 0.0}
+    results.write(pd.concat([old, pd.DataFrame([learned])], ignore_index=True), path)
+    merged = results.read(path).set_index("codec")
+    assert merged.loc["tiny", "est_bits"] == 800.0 and pd.isna(merged.loc["jpeg", "est_bits"])
+    pq.write_table(pq.read_table(path).drop_columns(["bpp"]), path)
+    with pytest.raises(HarnessError, match="lacks column"):  # any other column missing is still refused
+        results.read(path)
+
+
+def test_crop_points_spread_over_the_ladder_within_the_budget() -> None:
+    ladder = (85.0, 15.0, 60.0, 35.0)
+    assert crop_points(ladder, 0) == frozenset()
+    assert crop_points(ladder, 1) == {15.0}
+    assert crop_points(ladder, 2) == {15.0, 85.0}
+    assert crop_points(ladder, 3) == {15.0, 60.0, 85.0}
+    assert crop_points(ladder, 9) == set(ladder)
+    with pytest.raises(HarnessError, match="--crops must be 0 or more"):
+        LeaderboardConfig(crops=-1)
 
 
 def test_more_metrics_remeasure_stored_bitstreams(ray_local, folder: Path, codec_dir: Path, tmp_path: Path) -> None:
@@ -177,10 +217,10 @@ def test_leaderboard_command_runs_the_engine_then_the_report(ray_local, folder: 
             "--reports", str(tmp_path), "--run", "cli", "--no-progress"]
     run_dir = tmp_path / "cli"
     assert main([*argv, "--no-report"]) == 0
-    assert {p.name for p in run_dir.iterdir()} == {"results.parquet", "run.json", "bitstreams"}
+    assert {p.name for p in run_dir.iterdir()} == {"results.parquet", "run.json", "bitstreams", "crops"}
     assert not any("bd_rate" in curve for curve in read_summary(run_dir).curves.values())
     assert main([*argv, "--anchor", "hevc", "--rd-plots", "psnr"]) == 0  # every cell reused
-    assert capsys.readouterr().out.rstrip().endswith(f"report: {run_dir / 'README.md'}")
+    assert capsys.readouterr().out.rstrip().endswith(f"report: {run_dir / 'README.md'}\nweb report: {run_dir / 'index.html'}")
     assert (run_dir / "README.md").is_file() and not list(run_dir.glob("rd-*-msssim.png"))
     curves = read_summary(run_dir).curves
     assert all({"enc_s", "dec_s", "bd_rate"} <= set(curves[f"folder:{folder}/{codec}:quick"]) for codec in ("jpeg", "hevc"))

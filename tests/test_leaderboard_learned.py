@@ -15,7 +15,7 @@ import torch
 
 from harness.artefacts.card import read_card
 from harness.artefacts.checkpoint import fingerprint, load_checkpoint
-from harness.artefacts.coding import encode
+from harness.artefacts.coding import encode, estimate_bits, network_seconds
 from harness.codecs.config import sweep_configs
 from harness.data.recipe import PatchRecipe
 from harness.errors import HarnessError
@@ -80,6 +80,11 @@ def test_models_folder_is_one_curve_of_real_bitstreams_and_retraining_one_lambda
     pixels = load_rgb(images / "kodim05.png").pixels
     assert row["bytes"] == len(encode(load_checkpoint(models / "mse-0.05.pt"), pixels))
     assert row["codec_version"].endswith(f"checkpoint {sha256_file(models / 'mse-0.05.pt')[:12]}")
+    # The likelihoods' estimate beside the bitstream (kodim05's crop is no multiple of the stride).
+    assert learned["est_bits"].notna().all() and first.loc[first["codec"] == "jpeg", "est_bits"].isna().all()
+    assert (learned["enc_net_s"] > 0).all() and (learned["enc_net_s"] < learned["enc_s"] + 1).all()
+    assert (learned["dec_net_s"] > 0).all() and first.loc[first["codec"] == "jpeg", "dec_net_s"].isna().all()
+    assert (0.5 < learned["bytes"] * 8 / learned["est_bits"]).all() and (learned["bytes"] * 8 / learned["est_bits"] < 2).all()
 
     # One λ retrained and one added: only their cells are computed again.
     _sweep(tmp_path / "retrained", (0.05,), shards, seed=7)
@@ -93,6 +98,17 @@ def test_models_folder_is_one_curve_of_real_bitstreams_and_retraining_one_lambda
     recomputed = changed[changed["created_at"] != changed["created_at_old"]]
     assert sorted(set(recomputed["quality"])) == [0.013, 0.05]
     assert set(recomputed["codec"]) == {"tiny"}
+
+
+def test_estimated_bits_and_the_paddings_share(tiny_checkpoint, kodak_dir, torch_one_thread):
+    """The likelihoods' bits of an image, and the part on the padding: none at a multiple of the stride."""
+    model = load_checkpoint(tiny_checkpoint)
+    pixels = load_rgb(kodak_dir / "kodim05.png").pixels
+    whole, none = estimate_bits(model, np.ascontiguousarray(pixels[:model.stride, :2 * model.stride]))
+    assert whole > 0 and none == 0.0
+    assert all(seconds > 0 for seconds in network_seconds(model, np.ascontiguousarray(pixels[:model.stride])))
+    total, padding = estimate_bits(model, np.ascontiguousarray(pixels[:model.stride + 8, :2 * model.stride]))
+    assert 0 < padding < total and total > whole
 
 
 def test_bad_models_folders_are_clear_errors(tmp_path):

@@ -117,6 +117,82 @@ def test_bdrate_table_lists_every_codec_with_ci_and_known_values(report_dir):
     assert "73.95 M" in markdown
 
 
+def test_cubic_and_akima_columns_equal_the_bjontegaard_package_over_the_common_range(report_dir):
+    """bdrate.csv (and so the web page) beside PCHIP: the cubic and Akima BD-rates of the same mean
+    curves, equal to the `bjontegaard` package's to 0.01 point; the common quality range and the points."""
+    bjontegaard = pytest.importorskip("bjontegaard")
+    ok = read_results(report_dir / "results.parquet").query("status == 'ok' and dataset == 'kodak'")
+    means = {codec: rows.groupby("quality")[["bpp", "psnr_rgb", "ms_ssim_db"]].mean()
+             for codec, rows in ok.groupby("codec")}
+    table = pd.read_csv(report_dir / "bdrate.csv", keep_default_na=False, na_values=[""])
+    compared = 0
+    for row in table[(table["dataset"] == "kodak") & table["metric"].isin(["psnr", "msssim"])].itertuples():
+        if not row.reliable:
+            continue
+        column = {"psnr": "psnr_rgb", "msssim": "ms_ssim_db"}[row.metric]
+        anchor, test = means["vvc"], means[row.codec]
+        for method, value in (("cubic", row.bd_rate_cubic_pct), ("akima", row.bd_rate_akima_pct)):
+            expected = bjontegaard.bd_rate(anchor["bpp"], anchor[column], test["bpp"], test[column], method=method,
+                                           require_matching_points=False)
+            assert value == pytest.approx(expected, abs=0.01), (row.codec, row.metric, method)
+            compared += 1
+        assert row.quality_lo == pytest.approx(max(anchor[column].min(), test[column].min()), abs=1e-4)
+        assert row.quality_hi == pytest.approx(min(anchor[column].max(), test[column].max()), abs=1e-4)
+        assert (row.n_points, row.anchor_points) == (len(test), len(anchor))
+    assert compared == 2 * 2 * 4  # psnr and msssim of vvc, hevc, jpeg, 3dm-weconvene
+
+
+def _page_data(run_dir: Path) -> dict:
+    html = (run_dir / "index.html").read_text()
+    return json.loads(re.search(r'<script id="data" type="application/json">(.*?)</script>', html, re.S).group(1))
+
+
+def test_the_web_page_renders_the_tables_of_the_markdown_report(report_dir):
+    """index.html carries bdrate.csv's numbers (one computation, two renderings), references no remote URL
+    and ships plotly's bundle beside it."""
+    html = (report_dir / "index.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html) and "@import" not in html
+    assert '<script src="assets/plotly.min.js">' in html and (report_dir / "assets" / "plotly.min.js").is_file()
+    data = _page_data(report_dir)
+    table = pd.read_csv(report_dir / "bdrate.csv", keep_default_na=False, na_values=[""])
+    kodak = next(d for d in data["datasets"] if d["name"] == "kodak")
+    shown = {(row["label"], row["metric"]): row for row in kodak["bdrate"]}
+    for row in table[table["dataset"] == "kodak"].itertuples():
+        page = shown[(row.label, row.metric)]
+        for column, key in (("bd_rate_pct", "pchip"), ("ci95_low", "ci_low"), ("bd_rate_cubic_pct", "cubic"),
+                            ("bd_rate_akima_pct", "akima")):
+            value = getattr(row, column)
+            assert (page[key] is None) if math.isnan(value) else page[key] == pytest.approx(value, abs=1e-4)
+        assert page["flags"] == (row.flags if isinstance(row.flags, str) else "")
+    assert "fewer than 4 points" in shown[("short", "psnr")]["flags_help"]
+    # RD plots: one trace per measured curve (none of this run's published on its synthetic images' scale
+    # aside, which come dashed after them).
+    psnr = next(p for p in kodak["plots"] if p["metric"] == "psnr")
+    measured = [t["name"] for t in psnr["traces"] if not t["published"]]
+    assert sorted(measured) == sorted(set(table.loc[table["dataset"] == "kodak", "label"]))
+    assert any(t["published"] for t in psnr["traces"])
+    assert [t["learned"] for t in psnr["traces"] if t["name"] == "3dm-weconvene"] == [True]
+    assert kodak["per_image"][0]["crops"][0]["points"] == [] and kodak["per_image"][0]["original"] is None
+    assert data["provenance"]["anchor"] == {"codec": "vvc", "config": "quick", "versions": ["vvc 1.0"]}
+
+
+def test_the_web_page_shows_a_learned_codecs_estimated_bits_beside_its_bitstreams(tmp_path):
+    rows = _rows("kodak", 2, {k: CODECS[k] for k in ("vvc", "3dm-weconvene")})
+    for row in rows:
+        if row["codec"] == "3dm-weconvene":
+            row.update(est_bits=row["bytes"] * 7.9, pad_bits=12.5, enc_net_s=0.15, dec_net_s=0.04)
+    run_dir = _write(tmp_path / "run", rows)
+    build_report(run_dir, resamples=20)
+    assert "| kodak | 3dm-weconvene | 0.18 s | 0.05 s |" in (run_dir / "timing.md").read_text()
+    assert "| — | 0.15 s | 0.04 s |" in (run_dir / "timing.md").read_text()
+    timing = {row["label"]: row for row in _page_data(run_dir)["datasets"][0]["timing"]}
+    assert (timing["3dm-weconvene"]["enc_net_s"], timing["vvc"]["enc_net_s"]) == (pytest.approx(0.15), None)
+    bits = _page_data(run_dir)["datasets"][0]["bits"]
+    assert len(bits) == 2 * 6 and {row["label"] for row in bits} == {"3dm-weconvene"}
+    assert all(row["est_bits"] == pytest.approx(row["bits"] / 8 * 7.9, rel=1e-6) and row["pad_bits"] == 12.5
+               for row in bits)
+
+
 def test_bad_curves_become_flagged_rows(report_dir):
     table = pd.read_csv(report_dir / "bdrate.csv", keep_default_na=False, na_values=[""]).set_index(["dataset", "codec", "metric"])
     assert "test:few-points" in table.loc[("kodak", "short", "psnr"), "flags"]
@@ -386,7 +462,7 @@ def test_report_command_rebuilds_an_existing_run_and_the_bd_rates_of_its_run_jso
                                      "kodak/gone:quick": {"enc_s": 1.0, "dec_s": 1.0, "bd_rate": 5.0}},
                              models=models), run_dir)
     assert main(["report", str(run_dir), "--anchor", "vvc", "--rd-plots", "psnr"]) == 0
-    assert capsys.readouterr().out.strip() == f"report: {run_dir / 'README.md'}"
+    assert capsys.readouterr().out.strip() == f"report: {run_dir / 'README.md'}\nweb report: {run_dir / 'index.html'}"
     for name in ("README.md", "bdrate.md", "bdrate.csv", "timing.md", "params.md", "fidelity.md", "rd-kodak-psnr.png"):
         assert (run_dir / name).is_file(), name
     assert not (run_dir / "rd-kodak-msssim.png").exists() and not (run_dir / ".lock").exists()

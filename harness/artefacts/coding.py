@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,46 @@ def encode_reconstruct(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", 
     path = PATH_ID if integer else FLOAT_PATH
     data = pack(Container(digest or fingerprint(model), height, width, mode, streams, encoded["latent_crc"][0], path))
     return data, to_pixels(encoded["x_hat"]) if reconstruct else None
+
+
+def estimate_bits(model: WeConvene, pixels: np.ndarray) -> tuple[float, float]:
+    """The bits the model's likelihoods estimate for the image, and the part of them spent on the
+    padding to its stride: each latent position's bits weighted by the share of its footprint
+    (padded size / latent size, per axis) that lies outside the image."""
+    height, width = pixels.shape[:2]
+    padded = (math.ceil(height / model.stride) * model.stride, math.ceil(width / model.stride) * model.stride)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        likelihoods = model(to_tensor(pixels).to(device))["likelihoods"]
+    total = padding = 0.0
+    for tensor in likelihoods.values():
+        bits = -torch.log2(tensor.float()).sum(dim=(0, 1)).cpu()  # per latent position
+        inside = [((size - torch.arange(count) * (full / count)).clamp(0, full / count) / (full / count))
+                  for size, full, count in zip((height, width), padded, bits.shape)]
+        total += float(bits.sum())
+        padding += float((bits * (1 - inside[0][:, None] * inside[1][None, :])).sum())
+    return total, padding
+
+
+def network_seconds(model: WeConvene, pixels: np.ndarray) -> tuple[float, float]:
+    """Seconds of the analysis transform g_a and of the synthesis g_s on the image, timed apart
+    from the entropy model and coder: the network's share of an encode and of a decode."""
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        x = model.pad(to_tensor(pixels).to(device))
+        seconds = []
+        for transform in (model.g_a, model.g_s):
+            _synchronize(device)
+            start = time.perf_counter()
+            x = transform(x)
+            _synchronize(device)
+            seconds.append(time.perf_counter() - start)
+    return seconds[0], seconds[1]
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":  # kernels run asynchronously: wait for them before reading the clock
+        torch.cuda.synchronize(device)
 
 
 def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str | None = None,

@@ -78,6 +78,12 @@ class Codec(ABC):
         """The version recorded for one ladder point (learned codecs add that point's checkpoint)."""
         return version
 
+    def estimates(self, rgb: np.ndarray, quality: float) -> dict[str, float]:
+        """What the codec's own model says of the image, as result columns (learned codecs: the
+        bits it expects, ``est_bits`` and ``pad_bits``, and its networks' seconds, ``enc_net_s``
+        and ``dec_net_s``); classical codecs have none."""
+        return {}
+
     def prepare(self, quality: float) -> None:
         """Load whatever a ladder point needs before the encode timer starts."""
 

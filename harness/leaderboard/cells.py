@@ -2,17 +2,25 @@
 encode to a real bitstream, decode, measure. A failure becomes an ``error`` row; it never
 stops other cells. Every cell's bitstream is kept under ``<run>/bitstreams/`` (:func:`bitstream_path`),
 so a rerun that asks for more metrics decodes it again instead of encoding.
+
+While a cell holds its reconstruction it can also keep a crop of it (:data:`CROP_SIDE` pixels
+square from the image's centre, at full resolution, lossless WebP) under ``<run>/crops/``
+(:func:`crop_path`, the original's at :func:`original_crop_path`), for the web report's
+side-by-side view; :func:`crop_points` chooses which points of a ladder keep one.
 """
 
 from __future__ import annotations
 
+import io
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from PIL import Image
 
 from harness.codecs import codec_class
 from harness.codecs.config import CodecConfig
@@ -43,13 +51,48 @@ class Job:
 
 
 BITSTREAMS_DIR = "bitstreams"
+CROPS_DIR = "crops"
+CROP_SIDE = 128  # pixels; at most 3 per image and curve keep the Kodak demo's run folder under 40 MB
+
+
+def _kept(run_dir: Path, row: dict[str, Any], folder: str, suffix: str) -> Path:
+    version = sha256_bytes(str(row["codec_version"]).encode())[:12]
+    name = f"{row['image_sha256']}-{version}-q{float(row['quality']):g}{suffix}"
+    return Path(run_dir) / folder / slug(row["codec"]) / str(row["config_hash"]) / name
 
 
 def bitstream_path(run_dir: Path, row: dict[str, Any]) -> Path:
     """Where the bitstream of a result row is kept: one file per reuse key."""
-    version = sha256_bytes(str(row["codec_version"]).encode())[:12]
-    name = f"{row['image_sha256']}-{version}-q{float(row['quality']):g}.bin"
-    return Path(run_dir) / BITSTREAMS_DIR / slug(row["codec"]) / str(row["config_hash"]) / name
+    return _kept(run_dir, row, BITSTREAMS_DIR, ".bin")
+
+
+def crop_path(run_dir: Path, row: dict[str, Any]) -> Path:
+    """Where the reconstruction crop of a result row is kept (when its point kept one)."""
+    return _kept(run_dir, row, CROPS_DIR, ".webp")
+
+
+def original_crop_path(run_dir: Path, image_sha256: str) -> Path:
+    """Where the crop of the original image is kept, the same region as its reconstructions'."""
+    return Path(run_dir) / CROPS_DIR / f"{image_sha256}.webp"
+
+
+def crop_points(ladder: tuple[float, ...], budget: int) -> frozenset[float]:
+    """The ladder points that keep a crop: ``budget`` of them spread from the lowest to the highest."""
+    points = sorted(ladder)
+    if budget <= 0 or not points:
+        return frozenset()
+    picks = np.linspace(0, len(points) - 1, min(budget, len(points))).round().astype(int)
+    return frozenset(points[i] for i in picks)
+
+
+def crop_webp(pixels: np.ndarray) -> bytes:
+    """The centre :data:`CROP_SIDE` square (or less, for a smaller image) as lossless WebP bytes."""
+    height, width = pixels.shape[:2]
+    top, left = max(0, (height - CROP_SIDE) // 2), max(0, (width - CROP_SIDE) // 2)
+    crop = np.ascontiguousarray(pixels[top:top + CROP_SIDE, left:left + CROP_SIDE])
+    out = io.BytesIO()
+    Image.fromarray(crop).save(out, "WEBP", lossless=True, method=4)
+    return out.getvalue()
 
 
 def row_metrics(row: dict[str, Any]) -> set[str]:
@@ -61,12 +104,14 @@ _PROBED: dict[tuple[str, str], str] = {}
 
 
 def evaluate_cell(image_bytes: bytes, name: str, codec: CodecConfig, quality: float,
-                  metrics: tuple[str, ...] = ("core",), bitstream: bytes | None = None) -> dict[str, Any]:
+                  metrics: tuple[str, ...] = ("core",), bitstream: bytes | None = None,
+                  crop: bool = False) -> dict[str, Any]:
     """Encode, decode and measure one cell of the image ``image_bytes``, the dataset's file
     ``name`` (its suffix tells the format; errors and notices name it) (``metrics``: names of
     :data:`harness.leaderboard.metrics.METRICS`); with ``bitstream``, decode and measure that
     stored stream instead of encoding. Failures become an ``error`` row. The row carries
-    the bitstream under ``_bitstream`` for the driver to store."""
+    the bitstream under ``_bitstream`` for the driver to store, and with ``crop`` the crops
+    of the reconstruction and of the original under ``_crop`` and ``_original_crop``."""
     row: dict[str, Any] = {"device": cpu_name(), "status": "error", "error": None}
     try:
         instance = codec.instance()
@@ -93,10 +138,13 @@ def evaluate_cell(image_bytes: bytes, name: str, codec: CodecConfig, quality: fl
                 start = time.perf_counter()
                 bitstream = instance.encode(original, quality, workdir)
                 row["enc_s"] = time.perf_counter() - start
+                row.update(instance.estimates(original, quality))  # after the timer: not part of encoding
             start = time.perf_counter()
             decoded = instance.decode(bitstream, height, width, workdir)
             row["dec_s"] = time.perf_counter() - start
         row.update(measure(original, decoded, metrics))
+        if crop:
+            row.update(_crop=crop_webp(decoded), _original_crop=crop_webp(original))
         row.update(bytes=len(bitstream), bpp=len(bitstream) * 8.0 / (height * width),
                    metrics=",".join(metrics), _bitstream=bitstream, status="ok")
     except HarnessError as error:
@@ -116,5 +164,5 @@ class CellWorker:
     per-process cache) stay loaded for every later cell it gets."""
 
     def evaluate(self, image_bytes: bytes, name: str, codec: CodecConfig, quality: float,
-                 metrics: tuple[str, ...], bitstream: bytes | None) -> dict[str, Any]:
-        return evaluate_cell(image_bytes, name, codec, quality, metrics, bitstream)
+                 metrics: tuple[str, ...], bitstream: bytes | None, crop: bool) -> dict[str, Any]:
+        return evaluate_cell(image_bytes, name, codec, quality, metrics, bitstream, crop)

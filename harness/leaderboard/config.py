@@ -39,9 +39,12 @@ class LeaderboardConfig:
     progress: bool = True
     metrics: tuple[str, ...] = DEFAULT_METRICS  # names of harness.leaderboard.metrics.METRICS, or "all"
     wait_s: float = 0.0  # wait this long for another command's lock on the run folder
+    crops: int = 3  # reconstruction crops kept per image and curve for the web report (0: none)
 
     def __post_init__(self) -> None:
         check_wait(self.wait_s)
+        if self.crops < 0:
+            raise HarnessError(f"--crops must be 0 or more (crops kept per image and curve), got {self.crops}")
         if not self.datasets:
             raise HarnessError("give at least one --dataset")
         # "all" and the always-computed core pair resolve here, so the plan records what runs.

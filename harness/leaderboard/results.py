@@ -60,8 +60,15 @@ SCHEMA = pa.schema(
         ("error", pa.string()),          # one-line reason when status is "error"
         ("conversion", pa.string()),     # what reading the image changed (16-bit reduced, alpha dropped, ...)
         ("degenerate", pa.string()),     # ok rows no average can take, and why (e.g. "psnr_rgb inf"); see below
+        # Learned codecs (null for classical ones and in tables written before these columns):
+        ("est_bits", pa.float64()),      # the bits the entropy model's likelihoods estimate for the image
+        ("pad_bits", pa.float64()),      # the part of est_bits spent on the padding to the network's stride
+        ("enc_net_s", pa.float64()),     # seconds of the analysis network g_a, timed apart (the rest of enc_s: entropy coding)
+        ("dec_net_s", pa.float64()),     # seconds of the synthesis network g_s, timed apart (the rest of dec_s: entropy decoding)
     ]
 )
+# Columns added after tables were written without them: such a table reads with them null.
+ADDED = ("est_bits", "pad_bits", "enc_net_s", "dec_net_s")
 RESULTS_FILE = "results.parquet"  # in every run folder
 COLUMNS = tuple(SCHEMA.names)
 CELL = ("dataset", "image", "codec", "config", "quality")
@@ -75,7 +82,7 @@ REUSE_KEY = ("image_sha256", "codec", "codec_version", "config_hash", "quality")
 # measurable at this size" (MS-SSIM under 161 px), a missing point like a failed cell's.
 ALWAYS_MEASURED = ("bpp", "psnr_rgb")
 MEASURED = tuple(f.name for f in SCHEMA if pa.types.is_floating(f.type) and f.name not in
-                 ("quality", "params", "enc_s", "dec_s"))  # the rate and every metric
+                 ("quality", "params", "enc_s", "dec_s", *ADDED))  # the rate and every metric
 IN_DB = ("ms_ssim_y",)  # the report's MS-SSIM-Y (dB), -10·log10(1 - value), is infinite at 1
 
 
@@ -159,13 +166,16 @@ def write(rows: pd.DataFrame, path: Path) -> None:
 
 def read(path: Path) -> pd.DataFrame:
     """The results table at ``path`` (empty if absent), checked against :data:`SCHEMA`: the one
-    reader of ``results.parquet`` (the leaderboard and the report use it)."""
+    reader of ``results.parquet`` (the leaderboard and the report use it). A table lacking only
+    columns of :data:`ADDED` reads with them null; lacking any other, it is refused."""
     if not path.exists():
         return empty()
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as error:
         raise HarnessError(f"cannot read results {path}: {error} (move it away to start afresh)") from None
+    for column in (c for c in ADDED if c not in table.column_names):
+        table = table.append_column(SCHEMA.field(column), pa.nulls(table.num_rows, SCHEMA.field(column).type))
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise HarnessError(f"{path} lacks column(s) {', '.join(missing)}: not a results table of this harness "

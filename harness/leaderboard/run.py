@@ -27,7 +27,8 @@ from harness import __version__
 from harness.atomic import check_folder, write_atomic
 from harness.errors import HarnessError
 from harness.leaderboard import results
-from harness.leaderboard.cells import Cell, CellWorker, Job, bitstream_path, evaluate_cell, is_learned, row_metrics
+from harness.leaderboard.cells import (Cell, CellWorker, Job, bitstream_path, crop_path, crop_points, evaluate_cell,
+                                       is_learned, original_crop_path, row_metrics)
 from harness.leaderboard.config import LeaderboardConfig
 from harness.leaderboard.metrics import METRICS
 from harness.leaderboard.plan import Plan, plan
@@ -85,23 +86,34 @@ def _learned_workers(cells: int, gpus_per_model: float) -> list:
     return [actor.remote() for _ in range(max(1, min(cells, int(slots))))]
 
 
-def _store_bitstream(run_dir: Path, row: dict[str, Any], data: bytes) -> None:
-    write_atomic(bitstream_path(run_dir, row), lambda tmp: tmp.write_bytes(data), what="bitstream ")
+def _store(path: Path, data: bytes, what: str) -> None:
+    write_atomic(path, lambda tmp: tmp.write_bytes(data), what=what)
+
+
+def _store_crops(run_dir: Path, row: dict[str, Any], crop: bytes, original: bytes) -> None:
+    _store(crop_path(run_dir, row), crop, "crop ")
+    if not original_crop_path(run_dir, row["image_sha256"]).is_file():
+        _store(original_crop_path(run_dir, row["image_sha256"]), original, "crop ")
 
 
 def _finish(plan_: Plan, job: Job, partial: dict[str, Any], commit: str | None,
             failed_remeasures: list[str]) -> dict[str, Any]:
-    """The table row of a finished job (its bitstream stored); a failed re-measure keeps the
-    row it was to complete, unchanged, and its reason goes to ``failed_remeasures``."""
+    """The table row of a finished job (its bitstream and crops stored); a failed re-measure keeps
+    the row it was to complete, unchanged, and its reason goes to ``failed_remeasures``."""
     data = partial.pop("_bitstream", None)
+    crops = partial.pop("_crop", None), partial.pop("_original_crop", None)
     if job.row is None:
         row = _full_row(job.cell, partial, commit)
         if data is not None:
-            _store_bitstream(plan_.run_dir, row, data)
+            _store(bitstream_path(plan_.run_dir, row), data, "bitstream ")
+        if crops[0] is not None:
+            _store_crops(plan_.run_dir, row, *crops)
         return row
     if partial.get("status") != "ok":
         failed_remeasures.append(f"{job.cell.codec.label} {job.cell.image} q{job.cell.quality:g}: {partial.get('error')}")
         return job.row
+    if crops[0] is not None:
+        _store_crops(plan_.run_dir, job.row, *crops)
     measured = [column for name in plan_.metrics for column in METRICS[name].columns]
     names = row_metrics(job.row) | set(plan_.metrics)  # a metric measured earlier keeps its value
     return {**job.row, **{column: partial[column] for column in measured},
@@ -137,7 +149,7 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
             cell = job.cell
             stored = bitstream_path(plan_.run_dir, job.row).read_bytes() if job.row is not None else None
             args = (image_refs[cell.image_sha256], names[cell.image_sha256], cell.codec, cell.quality,
-                    plan_.metrics, stored)
+                    plan_.metrics, stored, cell.quality in crop_points(cell.codec.ladder, config.crops))
             submitted += 1
             if is_learned(cell):
                 # Round-robin over the actors: each loads a checkpoint once and keeps it.

@@ -14,7 +14,9 @@ Interpolation: ``"pchip"`` (default) is piecewise cubic Hermite interpolation
 through the points, as in the current JVET/JCT-VC common test conditions and
 in the ``bjontegaard`` package (Herglotz et al., "The Bjøntegaard Bible", IEEE
 TIP 2024); ``"cubic"`` is the original least-squares cubic polynomial fit of
-G. Bjøntegaard, VCEG-M33 (2001).
+G. Bjøntegaard, VCEG-M33 (2001); ``"akima"`` is Akima's spline through the points
+(``scipy.interpolate.Akima1DInterpolator``, the ``bjontegaard`` package's third method).
+The report prints all three beside each other, so a reader sees when the method matters.
 
 Reliability. A BD number is only meaningful for well-formed curves, so every
 pair is checked: at least 4 points per curve, finite values and positive
@@ -34,14 +36,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from scipy.interpolate import Akima1DInterpolator
 
 if TYPE_CHECKING:
     import pandas as pd
 
-Method = Literal["pchip", "cubic"]
+Method = Literal["pchip", "cubic", "akima"]
 Kind = Literal["rate", "quality"]
 
-METHODS: tuple[str, ...] = ("pchip", "cubic")
+METHODS: tuple[str, ...] = ("pchip", "cubic", "akima")
 MIN_POINTS = 4
 # Overlap is measured against the shorter curve: a test curve lying wholly
 # inside the anchor's range is fully compared (overlap 1), while two curves
@@ -74,7 +77,8 @@ class BDResult:
 
     ``value`` is percent for ``kind="rate"`` and dB for ``kind="quality"``; it is
     NaN when a hard check failed. ``overlap`` is the common range on the
-    integration axis as a fraction of the shorter curve's range.
+    integration axis as a fraction of the shorter curve's range, ``span`` that range itself
+    (quality in dB for ``kind="rate"``, log10 of the rate for ``kind="quality"``).
     """
 
     value: float
@@ -82,6 +86,7 @@ class BDResult:
     method: str
     flags: tuple[str, ...] = ()
     overlap: float = float("nan")
+    span: tuple[float, float] = (float("nan"), float("nan"))  # the common range integrated over
 
     @property
     def reliable(self) -> bool:
@@ -167,6 +172,8 @@ def _integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float, method: str) -
             warnings.simplefilter("ignore", np.RankWarning)
             poly = np.polynomial.Polynomial.fit(x, y, 3).integ()
         return float(poly(hi) - poly(lo))
+    if method == "akima":
+        return float(Akima1DInterpolator(x, y).integrate(lo, hi))
     raise ValueError(f"unknown BD interpolation method {method!r}; use one of {', '.join(METHODS)}")
 
 
@@ -194,8 +201,8 @@ def _bd(anchor: RDCurve, test: RDCurve, kind: Kind, method: str, min_overlap: fl
     value = (10.0**mean_diff - 1.0) * 100.0 if kind == "rate" else mean_diff
     soft = (LOW_OVERLAP,) if overlap < min_overlap else ()
     if not math.isfinite(value):
-        return BDResult(float("nan"), kind, method, (INVALID_VALUES,), overlap)
-    return BDResult(value, kind, method, soft, overlap)
+        return BDResult(float("nan"), kind, method, (INVALID_VALUES,), overlap, (lo, hi))
+    return BDResult(value, kind, method, soft, overlap, (lo, hi))
 
 
 def bd_rate(anchor: RDCurve, test: RDCurve, method: str = "pchip", min_overlap: float = MIN_OVERLAP) -> BDResult:

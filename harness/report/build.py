@@ -18,7 +18,8 @@ and vs published VTM), ``rd-<dataset>-<metric>.png`` (psnr and msssim unless
 ``rd_plots`` asks for others),
 ``bdrate-<dataset>-per-image.png``, ``bdrate_per_image.parquet``,
 ``anchors-bdrate.md`` (published curves vs published VTM, a separate table)
-and ``README.md`` embedding all of them.
+and ``README.md`` embedding all of them; ``index.html`` renders the same tables as one page for
+a browser (:mod:`harness.report.web`), with plotly's offline bundle in ``assets/``.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ from harness.errors import HarnessError
 from harness.leaderboard.metrics import CURVES
 from harness.leaderboard.results import RESULTS_FILE, set_aside_note, usable
 from harness.leaderboard.summary import RUN_FILE, read_summary
-from harness.report import plots, sections
+from harness.report import plots, sections, web
 from harness.report.anchors import ANCHORS_DIR, load_published_curves
 from harness.report.bdrate import per_image_curves
 from harness.report.config import RD_PLOTS
-from harness.report.models import learned_section
+from harness.report.models import demo_scale, learned_section
 from harness.report.summaries import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, PUBLISHED_METRICS, Anchor, compute_bdrates,
                                       default_anchor, fidelity_summary, load_results, measured_metrics,
                                       params_summary, resolve_anchor, timing_summary)
@@ -116,8 +117,10 @@ def build_report(
     results = load_results(run_dir)
     ok = usable(results).copy()
     if ok.empty:
-        raise HarnessError(f"{run_dir / RESULTS_FILE} has no rows with status 'ok' and values an average can take: "
-                           "nothing to report")
+        reason = (f"{run_dir / RESULTS_FILE} has no rows with status 'ok' and values an average can take: "
+                  "nothing to report")
+        web.write_page(run_dir, web.empty_page(run_dir.name, (reason,)))  # the page says why it is empty
+        raise HarnessError(reason)
     errors = int((results["status"] != "ok").sum())
     if errors:
         warnings.warn(f"{errors} result row(s) with status 'error' are excluded from the averages")
@@ -140,4 +143,13 @@ def build_report(
     models = read_summary(run_dir).models if (run_dir / RUN_FILE).is_file() else ()
     _write_text(run_dir / "README.md",
                 sections.readme(run_dir.name, results, learned_section(ok, models), bd_md, figures, appendices))
+    notes = tuple(filter(None, (
+        anchor_note,
+        f"{errors} result row(s) with status 'error' are excluded from every average" if errors else "",
+        set_aside_note(results),
+    )))
+    inputs = web.WebInputs(run_dir.name, results, ok, chosen, summary, per_image, timing, params,
+                           tuple(p for p in published if p.plot), models, demo_scale(models),
+                           tuple(m for m in measured_metrics(ok) if m in rd_plots), notes)
+    web.write_page(run_dir, web.page_data(inputs, run_dir))
     return summary

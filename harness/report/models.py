@@ -112,6 +112,20 @@ def _standing(ok: pd.DataFrame, learned: list[tuple[str, str]]) -> str:
     return markdown_table(["Dataset", "Learned curve", *(f"vs {name}" for name in references)], rows)
 
 
+def _most_steps(points: pd.DataFrame) -> int:
+    """The longest training of the models trained here (0 when every one was imported)."""
+    trained = points[points["imported"] == ""]
+    return int(trained["steps"].max()) if len(trained) else 0
+
+
+def demo_scale(models: tuple[dict[str, Any], ...]) -> bool:
+    """Whether a model of the run was trained here for fewer steps than the paper's recipe."""
+    if not models:
+        return False
+    points = pd.DataFrame(list(models))
+    return bool((points["imported"] == "").any()) and _most_steps(points) < PAPER_STEPS
+
+
 def learned_section(ok: pd.DataFrame, models: tuple[dict[str, Any], ...]) -> str:
     """The README's opening section on the run's learned models ("" when it has none)."""
     if not models:
@@ -120,7 +134,7 @@ def learned_section(ok: pd.DataFrame, models: tuple[dict[str, Any], ...]) -> str
     learned = sorted({tuple(curve.split(":", 1)) for curve in points["curve"]})  # (codec, config) pairs
     paper = PAPER_STEPS
     trained = points[points["imported"] == ""]
-    most = int(trained["steps"].max()) if len(trained) else 0
+    most = _most_steps(points)
     if trained.empty:
         scale = ("Imported weights (`harness import-weights`): trained elsewhere, coded and measured here with "
                  "the harness's own pipeline.")

@@ -20,6 +20,7 @@ from harness.lock import folder_lock
 from harness.report.build import build_report
 from harness.report.config import ReportConfig
 from harness.report.models import model_points
+from harness.report.web import PAGE
 
 
 def with_bdrates(curves: dict[str, dict[str, float]], bdrate: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -46,6 +47,7 @@ def publish(config: ReportConfig) -> RunSummary | None:
     with folder_lock(run_dir, config.wait_s):
         bdrate = build_report(run_dir, config.anchor, rd_plots=config.rd_plots)
         print(f"report: {run_dir / 'README.md'}")
+        print(f"web report: {run_dir / PAGE}")
         if not (run_dir / RUN_FILE).is_file():
             return None
         summary = read_summary(run_dir)

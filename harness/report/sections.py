@@ -66,7 +66,9 @@ def bdrate_md(intro: str, ok: pd.DataFrame, aside_note: str, summary: pd.DataFra
 
 
 def timing_md(timing: pd.DataFrame) -> str:
-    return "# Encode / decode time per image\n\n" + tables.timing_table(timing)
+    return ("# Encode / decode time per image\n\nLearned codecs: \"network\" is the mean seconds of the analysis "
+            "(g_a) or synthesis (g_s) transform, timed apart after each cell; the rest of the time is the entropy "
+            "model and coder.\n\n" + tables.timing_table(timing))
 
 
 def params_md(params: pd.DataFrame) -> str:

@@ -107,15 +107,16 @@ def compute_bdrates(
                 }
                 test = per_image_curves(curve_rows, images, column)
                 if anchor_rows.empty:
-                    summary.append(_summary_row(base, test, None, None, None, None, ANCHOR_MISSING))
+                    summary.append(_summary_row(base, test, None, {}, None, None, ANCHOR_MISSING, 0))
                     continue
                 reference = per_image_curves(anchor_rows, images, column)
                 mean_ref, mean_test = reference.mean_curve(), test.mean_curve()
                 rate = bd_rate(mean_ref, mean_test)
-                cubic = bd_rate(mean_ref, mean_test, "cubic")
+                methods = {method: bd_rate(mean_ref, mean_test, method) for method in ("cubic", "akima")}
                 quality = bd_quality(mean_ref, mean_test)
                 ci = bootstrap_ci(reference, test, "rate", "pchip", resamples, seed) if math.isfinite(rate.value) else None
-                summary.append(_summary_row(base, test, rate, cubic, quality, ci, None))
+                summary.append(_summary_row(base, test, rate, methods, quality, ci, None,
+                                            int(reference.rate.shape[1])))
                 for index, image in enumerate(images if not base["is_anchor"] else []):
                     one = bd_rate(reference.image_curve(index), test.image_curve(index))
                     per_image.append(
@@ -151,12 +152,16 @@ def jpeg_ai_summary(summary: pd.DataFrame) -> pd.DataFrame:
             "bd_rate_cubic_pct": math.nan, "bd_quality_db": math.nan,
             "reliable": not flags, "flags": "; ".join(flags),
             "overlap_pct": float(group["overlap_pct"].min()), "n_images": int(group["n_images"].max()),
-            "n_points": int(group["n_points"].max()),
+            "n_points": int(group["n_points"].max()), "bd_rate_akima_pct": math.nan,
+            "quality_lo": math.nan, "quality_hi": math.nan, "anchor_points": int(group["anchor_points"].max()),
         })
     return pd.DataFrame(rows)
 
 
-def _summary_row(base, test: PerImageCurves, rate, cubic, quality, ci, missing) -> dict:
+def _summary_row(base, test: PerImageCurves, rate, methods: dict, quality, ci, missing, anchor_points: int) -> dict:
+    """One row of bdrate.csv: PCHIP's BD-rate with its CI and flags, then the cubic and Akima
+    values over the same common quality range (``quality_lo``..``quality_hi``, in the metric's
+    unit) from the same points (``n_points`` of the test curve, ``anchor_points`` of the anchor's)."""
     flags = [missing] if missing else ([rate.flag_text] if rate.flags else [])
     if ci is not None and not ci.stable:
         flags.append(CI_UNSTABLE)
@@ -168,13 +173,17 @@ def _summary_row(base, test: PerImageCurves, rate, cubic, quality, ci, missing) 
         "ci95_low": ci.low if ci else nan,
         "ci95_high": ci.high if ci else nan,
         "ci_valid_resamples": ci.valid if ci else 0,
-        "bd_rate_cubic_pct": cubic.value if cubic else nan,
+        "bd_rate_cubic_pct": methods["cubic"].value if methods else nan,
         "bd_quality_db": quality.value if quality else nan,
         "reliable": bool(rate and rate.reliable and not flags),
         "flags": ", ".join(flags),
         "overlap_pct": rate.overlap * 100.0 if rate else nan,
         "n_images": int(np.isfinite(test.rate).any(axis=1).sum()),
         "n_points": int(test.rate.shape[1]),
+        "bd_rate_akima_pct": methods["akima"].value if methods else nan,
+        "quality_lo": rate.span[0] if rate else nan,
+        "quality_hi": rate.span[1] if rate else nan,
+        "anchor_points": anchor_points,
     }
 
 
@@ -206,9 +215,15 @@ def fidelity_summary(ok: pd.DataFrame, published: list) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+PEAK_MEMORY = ("enc_peak_bytes", "dec_peak_bytes")  # per-cell peaks, in the results of runs that measured them
+
+
 def timing_summary(ok: pd.DataFrame) -> pd.DataFrame:
-    """Mean and median encode/decode seconds per image encode, with device(s)."""
+    """Mean and median encode/decode seconds per image encode, with device(s); for learned codecs
+    the mean seconds of their networks (g_a, g_s; the rest is entropy coding); the largest
+    encode and decode memory peaks when the results carry them."""
     labels = curve_labels(ok)
+    peaks = [column for column in PEAK_MEMORY if column in ok.columns]
     out = []
     for (dataset, codec, config), rows in ok.groupby(["dataset", "codec", "config"], sort=True):
         out.append({
@@ -217,9 +232,12 @@ def timing_summary(ok: pd.DataFrame) -> pd.DataFrame:
             "enc_median_s": rows["enc_s"].median(), "dec_median_s": rows["dec_s"].median(),
             "encodes": len(rows), "device": ", ".join(sorted(rows["device"].fillna("?").astype(str).unique())),
             "precision": ", ".join(sorted(rows["precision"].dropna().astype(str).unique())),
+            "enc_net_s": rows["enc_net_s"].mean(), "dec_net_s": rows["dec_net_s"].mean(),
+            **{column: pd.to_numeric(rows[column], errors="coerce").max() for column in peaks},
         })
     return pd.DataFrame(out, columns=["dataset", "codec", "config", "label", "enc_s", "dec_s", "enc_median_s",
-                                      "dec_median_s", "encodes", "device", "precision"])
+                                      "dec_median_s", "encodes", "device", "precision", "enc_net_s", "dec_net_s",
+                                      *peaks])
 
 
 def params_summary(ok: pd.DataFrame) -> pd.DataFrame:

@@ -127,7 +127,7 @@ def per_image_table(per_image: pd.DataFrame) -> str:
 
 def timing_table(timing: pd.DataFrame) -> str:
     header = ["Dataset", "Method", "Enc. mean", "Dec. mean", "Enc. median", "Dec. median", "Encodes", "Device",
-              "Precision"]
+              "Precision", "Enc. network", "Dec. network"]
     rows = [
         [
             r.dataset,
@@ -139,6 +139,8 @@ def timing_table(timing: pd.DataFrame) -> str:
             str(r.encodes),
             r.device,
             r.precision or "—",
+            fmt_seconds(r.enc_net_s),
+            fmt_seconds(r.dec_net_s),
         ]
         for r in timing.itertuples()
     ]

@@ -31,6 +31,7 @@ from harness.lock import check_wait, folder_lock
 from harness.provenance import git_commit
 from harness.raycluster import connect
 from harness.report.publish import publish, record_models
+from harness.report.web import PAGE
 from harness.rerun.history import RunRecord, append_run, changes_markdown, compare_last_two
 from harness.rerun.plan import load_plan
 from harness.train.sweep import pending
@@ -157,4 +158,5 @@ def run_here(config: RerunConfig) -> RunRecord:
         print(f"rerun {plan.name}: {record.steps_trained} training steps, {record.cells_computed} cells computed, "
               f"{record.cells_reused} reused, {record.cells_failed} failed; {len(regressions)} regression(s) in "
               f"{record.wall_s:.0f} s -> {plan.report_dir}", flush=True)
+        print(f"open {plan.report_dir / PAGE}", flush=True)  # the web report, the last line a user sees
     return record
