@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 
 .PHONY: setup browser test demo clean
 
-setup: $(STAMP) browser
+setup: $(STAMP)
 
 # The web report's browser test drives Debian's headless Chromium; installed (as root) only when missing.
 browser:
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install --disable-pip-version-check -q -e '.[test]'
 	touch $(STAMP)
 
-test: setup
+test: setup browser
 	$(VENV)/bin/python -m pytest -q
 
 # The README demo: the whole pipeline at demo scale (schedule/demo.toml; <15 min on 2 cores):
