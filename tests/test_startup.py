@@ -48,3 +48,20 @@ def test_the_help_imports_no_numpy():
     names, done = imported(["--help"])
     assert done.returncode == 0 and "COMMAND" in done.stdout
     assert "numpy" not in names and "PIL" not in names
+
+
+@pytest.mark.slow
+def test_a_normal_compress_and_decompress_print_nothing_on_stderr(tiny_checkpoint, kodak_dir, tmp_path):
+    """No warning of ours or our libraries' (torch's on compressai's torch.jit.script, pickle
+    protocols, ...) reaches a user coding a plain image, in either precision."""
+    from PIL import Image
+
+    Image.open(kodak_dir / "kodim01.png").crop((0, 0, 64, 48)).save(tmp_path / "small.png")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for argv in (["compress", tmp_path / "small.png", "-m", tiny_checkpoint, "-o", tmp_path / "s.3dmw",
+                  "--precision", "bf16"],
+                 ["decompress", tmp_path / "s.3dmw", "-m", tiny_checkpoint, "-o", tmp_path / "s.png",
+                  "--precision", "fp32"]):
+        done = subprocess.run([sys.executable, "-m", "harness", *map(str, argv)], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=300)
+        assert done.returncode == 0 and done.stderr == "", f"harness {argv[0]}: {done.stderr[-2000:]}"
