@@ -77,19 +77,21 @@ with torch.no_grad():
 
 
 def run(argv: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GB) of one process, which must succeed and print nothing on stderr."""
+    """Wall seconds and peak RSS (GB) of one process, which must succeed; anything it prints on
+    stderr is noted. The RSS comes from /usr/bin/time, which forks from a small process: a child
+    forked from this one would count this process's pages in its peak until it execs."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    start = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    stderr = process.stderr.read().decode()
-    process.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(argv)} failed: {stderr.strip()[-2000:]}")
-    if stderr.strip():
-        print(f"  note: {argv[2:4]} wrote to stderr: {stderr.strip().splitlines()[-1]}")
-    return wall, usage.ru_maxrss / 1e6
+    with tempfile.NamedTemporaryFile("r") as peak:
+        start = time.perf_counter()
+        done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", peak.name, *argv], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, env=env)
+        wall = time.perf_counter() - start
+        kilobytes = int(peak.read().split()[-1])
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {done.stderr.strip()[-2000:]}")
+    if done.stderr.strip():
+        print(f"  note: {' '.join(argv[1:4])[:60]} wrote to stderr: {done.stderr.strip().splitlines()[-1]}")
+    return wall, kilobytes / 1e6
 
 
 def interleaved(runs: dict[str, list[str]], repeats: int) -> dict[str, tuple[float, float]]:
