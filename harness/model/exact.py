@@ -104,7 +104,8 @@ class IntegerMatrix(nn.Module):
         super().__init__()
         if values.shape[0] > 2**16:
             raise HarnessError(f"integer entropy path: {values.shape[0]} terms per sum exceed 2^16")
-        if values.abs().max() > 2**WEIGHT_BITS:
+        low, high = torch.aminmax(values)  # one pass, without abs()'s copy: this runs at every model load
+        if max(-low.item(), high.item()) > 2**WEIGHT_BITS:
             raise HarnessError(f"integer entropy path: weights beyond +-2^{WEIGHT_BITS}")
         self.k, self.n = values.shape
         self.register_buffer("limbs", _pad_to(_pad_to(values, 0, 8), 1, 8).to(torch.int8).contiguous())
