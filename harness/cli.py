@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Collection, Sequence
 
 from harness import __version__
 from harness.configs import build, default_of
@@ -24,15 +25,31 @@ from harness.errors import HarnessError
 from harness.flags import Parser, command, floats, given, ints, names, option, resize_arg, scale_range, switch
 
 
-REGISTRARS: list[Callable] = []
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its one-line help, its examples, and the function that adds its options
+    (importing its stage's config, so only the command being run pays that import)."""
+
+    help: str
+    examples: str
+    register: Callable[[argparse.ArgumentParser], None]
 
 
-def _registrar(fn: Callable) -> Callable:
-    REGISTRARS.append(fn)
-    return fn
+COMMANDS: dict[str, Command] = {}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command(name: str, help: str, examples: str) -> Callable:
+    def add(register: Callable[[argparse.ArgumentParser], None]) -> Callable:
+        COMMANDS[name] = Command(help, examples, register)
+        return register
+
+    return add
+
+
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The parser listing every command, with the options of ``commands`` (every command's when
+    None). A command's options import its stage's config, and some configs import torch: ``harness
+    --help``, or a command that codes nothing, should not wait for that."""
     parser = Parser(
         prog="harness",
         description="Benchmark harness for learned image compression (3DM-WeConvene).",
@@ -40,13 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"harness {__version__}")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for register in REGISTRARS:
-        register(sub)
+    for name, entry in COMMANDS.items():
+        added = command(sub, name, entry.help, entry.examples)
+        if commands is None or name in commands:
+            entry.register(added)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The top-level options take no values, so the first word is the command (or a typo argparse names).
+    named = next((word for word in argv if not word.startswith("-")), None)
+    parser = build_parser(() if named is None else (named,))
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
@@ -63,21 +85,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-@_registrar
-def _add_datasets(sub) -> None:
+@_command(
+    "datasets",
+    "list, download and verify the registered datasets (datasets/*.toml)",
+    "  harness datasets list\n"
+    "  harness datasets verify kodak\n"
+    "  harness datasets fetch clic2021-test --root /data/harness\n"
+    "  HARNESS_DATA=/data/harness harness datasets verify tecnick\n",
+)
+def _add_datasets(parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
     from harness.data.manage import DatasetsConfig
 
-    parser = command(
-        sub,
-        "datasets",
-        "list, download and verify the registered datasets (datasets/*.toml)",
-        "  harness datasets list\n"
-        "  harness datasets verify kodak\n"
-        "  harness datasets fetch clic2021-test --root /data/harness\n"
-        "  HARNESS_DATA=/data/harness harness datasets verify tecnick\n",
-    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser, required=True)
     root_help = "data root (default: $HARNESS_DATA, else ~/.cache/harness); Kodak always uses the vendored copy"
     command(actions, "list", "table of datasets: role, image count, present locally?",
@@ -101,21 +121,19 @@ def _add_datasets(sub) -> None:
     parser.set_defaults(func=handle)
 
 
-@_registrar
-def _add_prepare_data(sub) -> None:
+@_command(
+    "prepare-data",
+    "Cut source images into WebDataset shards of training patches (paper §III-C recipe) with Ray.",
+    "  harness prepare-data --source folder:../shared/data/photos --out data/photos\n"
+    "  harness prepare-data --source clic-train --source liu4k --source coco2017-train \\\n"
+    "      --root /data --target-patches 160000 --out data/paper\n"
+    "  harness prepare-data --source folder:imgs --resize none --patch 256 --workers 8 --out data/small\n"
+    "  harness prepare-data --source folder:/nfs/imgs --out /nfs/shards --address HEAD:6379\n",
+)
+def _add_prepare_data(p: argparse.ArgumentParser) -> None:
     from harness.data.recipe import SMALL_POLICIES, PatchRecipe
     from harness.data.shards import PrepareConfig
 
-    p = command(
-        sub,
-        "prepare-data",
-        "Cut source images into WebDataset shards of training patches (paper §III-C recipe) with Ray.",
-        "  harness prepare-data --source folder:../shared/data/photos --out data/photos\n"
-        "  harness prepare-data --source clic-train --source liu4k --source coco2017-train \\\n"
-        "      --root /data --target-patches 160000 --out data/paper\n"
-        "  harness prepare-data --source folder:imgs --resize none --patch 256 --workers 8 --out data/small\n"
-        "  harness prepare-data --source folder:/nfs/imgs --out /nfs/shards --address HEAD:6379\n",
-    )
     p.add_argument("--source", action="append", dest="sources", required=True, metavar="SPEC",
                    help="registry name (clic-train, liu4k, coco2017-train) or folder:PATH; repeatable")
     p.add_argument("--out", required=True, help="output directory (shards + manifest.json)")
@@ -169,24 +187,22 @@ def _report_options(parser: argparse.ArgumentParser) -> None:
             "psnr_y, ..., vmaf), or all", type=names, metavar="LIST|all")
 
 
-@_registrar
-def _add_leaderboard(sub) -> None:
+@_command(
+    "leaderboard",
+    "encode/decode a dataset with every codec (real bitstreams) on Ray, write results.parquet and the report",
+    "  harness leaderboard                                   # Kodak, quick profile -> reports/kodak-quick/\n"
+    "  harness leaderboard --profile paper --dataset kodak --dataset tecnick --root /data/harness\n"
+    "  harness leaderboard --codecs hevc,vvc:quick-400x3,jpeg --dataset folder:~/photos --run mine\n"
+    "  harness leaderboard --address ray://head:10001 --profile paper   # join a Ray cluster\n"
+    "  harness leaderboard --codecs jpeg,hevc --models runs/tiny/models --run tiny-vs-classics\n",
+)
+def _add_leaderboard(parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
     from harness.leaderboard.config import LeaderboardConfig
     from harness.leaderboard.metrics import DEFAULT_METRICS
     from harness.model.precision import CHOICES as PRECISION_CHOICES
 
-    parser = command(
-        sub,
-        "leaderboard",
-        "encode/decode a dataset with every codec (real bitstreams) on Ray, write results.parquet and the report",
-        "  harness leaderboard                                   # Kodak, quick profile -> reports/kodak-quick/\n"
-        "  harness leaderboard --profile paper --dataset kodak --dataset tecnick --root /data/harness\n"
-        "  harness leaderboard --codecs hevc,vvc:quick-400x3,jpeg --dataset folder:~/photos --run mine\n"
-        "  harness leaderboard --address ray://head:10001 --profile paper   # join a Ray cluster\n"
-        "  harness leaderboard --codecs jpeg,hevc --models runs/tiny/models --run tiny-vs-classics\n",
-    )
     board = LeaderboardConfig
     option(parser, "--dataset", board, "registry name (kodak, tecnick, clic2021-test, ...) or folder:PATH; "
             "repeatable", field="datasets", action="append", metavar="NAME")
@@ -238,20 +254,18 @@ def _add_leaderboard(sub) -> None:
 
     parser.set_defaults(func=handle)
 
-@_registrar
-def _add_report(sub) -> None:
+@_command(
+    "report",
+    "rebuild the report (BD-rate, tables, RD plots, README.md) of a leaderboard run folder from its "
+    "results.parquet, encoding nothing",
+    "  harness report reports/kodak-quick\n"
+    "  harness report reports/kodak-quick --anchor hevc --rd-plots all\n",
+)
+def _add_report(parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
     from harness.report.config import ReportConfig
 
-    parser = command(
-        sub,
-        "report",
-        "rebuild the report (BD-rate, tables, RD plots, README.md) of a leaderboard run folder from its "
-        "results.parquet, encoding nothing",
-        "  harness report reports/kodak-quick\n"
-        "  harness report reports/kodak-quick --anchor hevc --rd-plots all\n",
-    )
     parser.add_argument("run_dir", type=Path, metavar="RUN", help="a leaderboard run folder (its results.parquet)")
     _report_options(parser)
     option(parser, "--wait", ReportConfig, "seconds to wait while another command holds the run folder's lock",
@@ -274,22 +288,18 @@ def _variant_help() -> str:
             f"with NAME one of {', '.join(ARCHITECTURES)} (without options: the zoo's quality-6 widths)")
 
 
-_VARIANT_HELP = _variant_help()
 
-
-@_registrar
-def _add_model_info(sub) -> None:
+@_command(
+    "model-info",
+    "Parameter counts of a network variant, total and per module.",
+    "  harness model-info\n  harness model-info --variant wecharm2d --json\n"
+    "  harness model-info --variant compressai:cheng2020-anchor\n"
+    "  harness model-info --variant 'compressai:mbt2018-mean?N=64,M=96' --json\n",
+)
+def _add_model_info(parser: argparse.ArgumentParser) -> None:
     from harness.zoo.info import ModelInfoConfig
 
-    parser = command(
-        sub,
-        "model-info",
-        "Parameter counts of a network variant, total and per module.",
-        "  harness model-info\n  harness model-info --variant wecharm2d --json\n"
-        "  harness model-info --variant compressai:cheng2020-anchor\n"
-        "  harness model-info --variant 'compressai:mbt2018-mean?N=64,M=96' --json\n",
-    )
-    option(parser, "--variant", ModelInfoConfig, _VARIANT_HELP)
+    option(parser, "--variant", ModelInfoConfig, _variant_help())
     switch(parser, "--json", "as_json", "print one JSON object", True)
 
     def handle(args) -> int:
@@ -301,19 +311,17 @@ def _add_model_info(sub) -> None:
     parser.set_defaults(func=handle)
 
 
-@_registrar
-def _add_init_model(sub) -> None:
+@_command(
+    "init-model",
+    "Write a freshly initialised model checkpoint (config + weights, entropy tables updated).",
+    "  harness init-model --out model.pt\n  harness init-model --variant tiny --out tiny.pt --seed 1\n",
+)
+def _add_init_model(parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
     from harness.artefacts.checkpoint import InitModelConfig
 
-    parser = command(
-        sub,
-        "init-model",
-        "Write a freshly initialised model checkpoint (config + weights, entropy tables updated).",
-        "  harness init-model --out model.pt\n  harness init-model --variant tiny --out tiny.pt --seed 1\n",
-    )
-    option(parser, "--variant", InitModelConfig, _VARIANT_HELP)
+    option(parser, "--variant", InitModelConfig, _variant_help())
     parser.add_argument("--out", required=True, type=Path, help="checkpoint file to write")
     option(parser, "--seed", InitModelConfig, "torch seed of the initialisation", type=int)
 
@@ -339,18 +347,16 @@ def _coding_options(parser: argparse.ArgumentParser, config: type, what: str) ->
             "decompression-bomb limit)", type=int)
 
 
-@_registrar
-def _add_compress(sub) -> None:
+@_command(
+    "compress",
+    "Compress an image into a .3dmw bitstream with a model checkpoint.",
+    "  harness compress kodim01.png -m model.pt -o kodim01.3dmw\n",
+)
+def _add_compress(parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
     from harness.artefacts.coding import CompressConfig
 
-    parser = command(
-        sub,
-        "compress",
-        "Compress an image into a .3dmw bitstream with a model checkpoint.",
-        "  harness compress kodim01.png -m model.pt -o kodim01.3dmw\n",
-    )
     parser.add_argument("image", type=Path, help="any image Pillow reads (converted to 8-bit RGB)")
     parser.add_argument("-m", "--model", dest="checkpoint", required=True, type=Path,
                         help="checkpoint from init-model or training")
@@ -366,18 +372,16 @@ def _add_compress(sub) -> None:
     parser.set_defaults(func=handle)
 
 
-@_registrar
-def _add_decompress(sub) -> None:
+@_command(
+    "decompress",
+    "Decode a .3dmw bitstream to a PNG with the model that encoded it.",
+    "  harness decompress kodim01.3dmw -m model.pt -o kodim01.png\n",
+)
+def _add_decompress(parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
     from harness.artefacts.coding import DecompressConfig
 
-    parser = command(
-        sub,
-        "decompress",
-        "Decode a .3dmw bitstream to a PNG with the model that encoded it.",
-        "  harness decompress kodim01.3dmw -m model.pt -o kodim01.png\n",
-    )
     parser.add_argument("bitstream", type=Path, help="file written by harness compress")
     parser.add_argument("-m", "--model", dest="checkpoint", required=True, type=Path,
                         help="the checkpoint that encoded it")
@@ -393,20 +397,18 @@ def _add_decompress(sub) -> None:
     parser.set_defaults(func=handle)
 
 
-@_registrar
-def _add_import_weights(sub) -> None:
+@_command(
+    "import-weights",
+    "Turn a CompressAI checkpoint file (a zoo state dict) into a harness model and card for leaderboard --models.",
+    "  harness import-weights compressai:mbt2018-mean --quality 3 --from mbt2018-mean-3-723404a8.pth.tar "
+    "--out published/mbt2018-mean\n"
+    "  harness import-weights compressai:cheng2020-anchor --quality 6 --from zoo --out published/cheng2020\n",
+)
+def _add_import_weights(parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
     from harness.artefacts.weights import ImportWeightsConfig
 
-    parser = command(
-        sub,
-        "import-weights",
-        "Turn a CompressAI checkpoint file (a zoo state dict) into a harness model and card for leaderboard --models.",
-        "  harness import-weights compressai:mbt2018-mean --quality 3 --from mbt2018-mean-3-723404a8.pth.tar "
-        "--out published/mbt2018-mean\n"
-        "  harness import-weights compressai:cheng2020-anchor --quality 6 --from zoo --out published/cheng2020\n",
-    )
     parser.add_argument("variant", help="compressai:NAME (the widths come from the file)")
     parser.add_argument("--quality", required=True, type=int, help="the zoo quality the weights were trained for: "
                         "sets lambda from CompressAI's quality-to-lambda table")
@@ -424,31 +426,29 @@ def _add_import_weights(sub) -> None:
     parser.set_defaults(func=handle)
 
 
-@_registrar
-def _add_train_sweep(sub) -> None:
+@_command(
+    "train-sweep",
+    "Train one model per lambda (two stages, paper recipe) as parallel Ray Tune trials.",
+    "  harness train-sweep --data shards/ --metric mse --out runs/mse\n"
+    "  harness train-sweep --data shards/ --variant tiny --lambdas 0.0067,0.05 \\\n"
+    "      --stage1-steps 60 --stage2-steps 20 --batch-size 4 --patch 64 --out runs/tiny\n"
+    "  harness train-sweep --data /mnt/harness/shards --gpus-per-trial 1 --address auto --out /mnt/harness/sweep\n"
+    "  harness train-sweep --data /mnt/harness/shards --gpus-per-trial 4 --address auto --out /mnt/harness/ddp\n"
+    "  harness train-sweep --data shards/ --out runs/mse --resume\n",
+)
+def _add_train_sweep(parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
     from harness.model.precision import CHOICES as PRECISION_CHOICES
     from harness.train.recipe import TrainingRecipe
     from harness.train.sweep import SweepConfig
 
-    parser = command(
-        sub,
-        "train-sweep",
-        "Train one model per lambda (two stages, paper recipe) as parallel Ray Tune trials.",
-        "  harness train-sweep --data shards/ --metric mse --out runs/mse\n"
-        "  harness train-sweep --data shards/ --variant tiny --lambdas 0.0067,0.05 \\\n"
-        "      --stage1-steps 60 --stage2-steps 20 --batch-size 4 --patch 64 --out runs/tiny\n"
-        "  harness train-sweep --data /mnt/harness/shards --gpus-per-trial 1 --address auto --out /mnt/harness/sweep\n"
-        "  harness train-sweep --data /mnt/harness/shards --gpus-per-trial 4 --address auto --out /mnt/harness/ddp\n"
-        "  harness train-sweep --data shards/ --out runs/mse --resume\n",
-    )
     sweep, recipe = SweepConfig, TrainingRecipe
     parser.add_argument("--data", required=True, type=Path, help="prepare-data output directory")
     option(parser, "--metric", sweep, "distortion: mse or ms-ssim")
     option(parser, "--lambdas", sweep, "comma-separated lambdas", type=floats,
             default_text="the paper's set for the metric")
-    option(parser, "--variant", sweep, _VARIANT_HELP)
+    option(parser, "--variant", sweep, _variant_help())
     option(parser, "--stage1-steps", recipe, "stage-1 iterations (paper: 1.5M)", type=int)
     option(parser, "--stage2-steps", recipe, "stage-2 (reweighted) iterations", type=int)
     option(parser, "--warmup-steps", sweep, "steps of one shared model at the largest lambda that every lambda "
@@ -488,22 +488,20 @@ def _add_train_sweep(sub) -> None:
     parser.set_defaults(func=handle)
 
 
-@_registrar
-def _add_rerun(sub) -> None:
+@_command(
+    "rerun",
+    "Run a plan (shards -> sweeps -> leaderboard -> report) incrementally, as a Ray Job on a cluster.",
+    "  harness rerun --plan plans/nightly.toml\n"
+    "  harness rerun --plan /mnt/harness/plans/nightly.toml --address http://127.0.0.1:8265\n"
+    "  harness rerun --plan plans/nightly.toml --wait 3600   # queue behind a running rerun\n",
+)
+def _add_rerun(parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
     from harness.rerun.pipeline import RerunConfig
 
     rerun = RerunConfig
 
-    parser = command(
-        sub,
-        "rerun",
-        "Run a plan (shards -> sweeps -> leaderboard -> report) incrementally, as a Ray Job on a cluster.",
-        "  harness rerun --plan plans/nightly.toml\n"
-        "  harness rerun --plan /mnt/harness/plans/nightly.toml --address http://127.0.0.1:8265\n"
-        "  harness rerun --plan plans/nightly.toml --wait 3600   # queue behind a running rerun\n",
-    )
     parser.add_argument("--plan", required=True, type=Path, help="plan file (TOML; see README 'Scheduled reruns')")
     option(parser, "--address", rerun, "Ray Jobs API of a cluster (http://HEAD:8265)", default_text="run here")
     option(parser, "--wait", rerun, "seconds to wait while another command holds the lock of the report, shard "

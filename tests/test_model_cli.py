@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.artefacts import checkpoint, coding
+from harness.artefacts import checkpoint, coding, torchfile
 from harness.artefacts.checkpoint import fingerprint, load_checkpoint
 from harness.cli import main
 from harness.configs import build
@@ -196,3 +196,16 @@ def test_compress_and_decompress_configs_hold_their_defaults_and_checks(config, 
         build(config, {**given, "max_pixels": 0})
     with pytest.raises(HarnessError, match="max_pixels must be an integer"):
         build(config, {**given, "max_pixels": "many"})
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads Linux's /proc/self/maps")
+def test_a_torch_file_is_memory_mapped_and_a_legacy_one_still_loads(tmp_path):
+    """Checkpoints are read in place (their pages shared with the page cache), not copied into
+    memory; torch's legacy format, which cannot be mapped, is still read."""
+    zipped, legacy = tmp_path / "zipped.pt", tmp_path / "legacy.pt"
+    torch.save({"w": torch.arange(4096.0)}, zipped)
+    torch.save({"w": torch.arange(4096.0)}, legacy, _use_new_zipfile_serialization=False)
+    held = torchfile.load(zipped, "a test file")
+    assert str(zipped) in Path("/proc/self/maps").read_text()
+    assert torch.equal(held["w"], torch.arange(4096.0))
+    assert torch.equal(torchfile.load(legacy, "a test file")["w"], torch.arange(4096.0))

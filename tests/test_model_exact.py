@@ -43,6 +43,17 @@ def test_integer_matmul_is_the_exact_product_at_the_extremes():
     assert exact_product.abs().max() > 2**24  # float32 could not hold these sums
 
 
+
+def test_an_integer_matrix_holds_its_weights_once_as_int8():
+    """The small and GPU products read the integers from the int8 GEMM's copy: no float64 copy of
+    every weight stays in memory (8 bytes a weight of h_s and every e_Slice)."""
+    w = _extreme_integers(20, 5, 1, WEIGHT_LIMIT)
+    matrix = exact.IntegerMatrix(w)
+    assert [buffer.dtype for buffer in matrix.buffers()] == [torch.int8]
+    assert torch.equal(matrix.values, w.double())
+    a = _extreme_integers(3, 20, 2)  # 3 rows: the float64 product
+    assert torch.equal(exact.integer_matmul(a, matrix), (a.long() @ w.long()).double())
+
 def test_weights_use_every_level_and_an_all_zero_channel_stays_zero():
     torch.manual_seed(0)
     weight = torch.randn(3, 4, 3, 3)

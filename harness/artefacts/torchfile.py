@@ -25,9 +25,10 @@ _PICKLE = b"\x80"  # a pickle's PROTO opcode: torch's legacy format, or a bare p
 
 
 def load(path: Path, what: str, remedy: str = "") -> object:
-    """``torch.load(path, weights_only=True)`` on the CPU; a file it cannot read is a one-line
-    HarnessError "PATH is not WHAT (what it is instead)", then ``: remedy`` when given. The one
-    reader of torch files in the harness: checkpoints, published weights, training states."""
+    """``torch.load(path, weights_only=True)`` on the CPU, memory-mapped where the format allows; a
+    file it cannot read is a one-line HarnessError "PATH is not WHAT (what it is instead)", then
+    ``: remedy`` when given. The one reader of torch files in the harness: checkpoints, published
+    weights, training states."""
     try:
         with path.open("rb") as file:
             head = file.read(4)
@@ -36,7 +37,9 @@ def load(path: Path, what: str, remedy: str = "") -> object:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols on stderr
-            return torch.load(path, map_location="cpu", weights_only=True)
+            # A zip file's tensors are read in place, memory-mapped (pages shared with the page
+            # cache, read when touched) instead of copied; torch's legacy format cannot be mapped.
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=head.startswith(_ZIP))
     except Exception as error:  # torch.load fails on foreign files in many ways (KeyError, EOFError, ...)
         raise HarnessError(f"{path} is not {what} ({_what_it_is(head, error)})" + (f": {remedy}" if remedy else "")) from None
 

@@ -96,18 +96,24 @@ def _pad_to(t: Tensor, dim: int, multiple: int) -> Tensor:
 
 
 class IntegerMatrix(nn.Module):
-    """An integer weight matrix (K x N, |w| <= 2^6) held both ways :func:`integer_matmul` needs it:
-    float64 values, and int8 padded to multiples of 8, made once."""
+    """An integer weight matrix (K x N, |w| <= 2^6) as one int8, padded to multiples of 8 for the
+    int8 GEMM; the float64 product reads the same integers from it (a float64 copy of every
+    matrix would be 8 bytes a weight held for the rare small or GPU product)."""
 
     def __init__(self, values: Tensor) -> None:
         super().__init__()
         if values.shape[0] > 2**16:
             raise HarnessError(f"integer entropy path: {values.shape[0]} terms per sum exceed 2^16")
-        if values.abs().max() > 2**WEIGHT_BITS:
+        low, high = torch.aminmax(values)  # one pass, without abs()'s copy: this runs at every model load
+        if max(-low.item(), high.item()) > 2**WEIGHT_BITS:
             raise HarnessError(f"integer entropy path: weights beyond +-2^{WEIGHT_BITS}")
-        self.n = values.shape[1]
-        self.register_buffer("values", values.double().contiguous())
+        self.k, self.n = values.shape
         self.register_buffer("limbs", _pad_to(_pad_to(values, 0, 8), 1, 8).to(torch.int8).contiguous())
+
+    @property
+    def values(self) -> Tensor:
+        """The K x N integers in float64 (exact: |w| <= 2^6)."""
+        return self.limbs[: self.k, : self.n].double()
 
 
 def integer_matmul(a: Tensor, w: IntegerMatrix) -> Tensor:

@@ -1,0 +1,67 @@
+"""What a CLI call costs before its work: the commands that neither code nor train, the help
+texts and usage errors, import no torch, numba, Ray, pandas or SciPy (issue 33: `harness --help`
+took 5.8 s, most of it compressai's import). Measured with ``python -X importtime``, which lists
+every module a process imported."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "compressai", "numba", "ray", "pandas", "scipy")
+
+
+def imported(argv: list[str]) -> tuple[set[str], subprocess.CompletedProcess]:
+    """The top-level packages ``python -m harness ARGV`` imported, and the process."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "harness", *argv], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=120)
+    names = {line.rpartition("|")[2].strip().split(".")[0] for line in done.stderr.splitlines()
+             if line.startswith("import time:")}
+    return names, done
+
+
+@pytest.mark.parametrize("argv, status", [
+    (["--help"], 0),
+    ([], 2),
+    (["--version"], 0),
+    (["no-such-command"], 2),  # a usage error
+    (["datasets", "--help"], 0),
+    (["datasets", "list"], 0),
+    (["datasets", "verify"], 2),  # a usage error: no dataset named
+    (["prepare-data", "--help"], 0),
+    (["prepare-data", "--out", "x"], 2),  # a usage error: no --source
+])
+def test_commands_that_code_nothing_import_no_heavy_library(argv, status):
+    names, done = imported(argv)
+    assert done.returncode == status, done.stderr[-2000:]
+    heavy = sorted(set(HEAVY) & names)
+    assert not heavy, f"harness {' '.join(argv)} imported {', '.join(heavy)}"
+
+
+def test_the_help_imports_no_numpy():
+    names, done = imported(["--help"])
+    assert done.returncode == 0 and "COMMAND" in done.stdout
+    assert "numpy" not in names and "PIL" not in names
+
+
+@pytest.mark.slow
+def test_a_normal_compress_and_decompress_print_nothing_on_stderr(tiny_checkpoint, kodak_dir, tmp_path):
+    """No warning of ours or our libraries' (torch's on compressai's torch.jit.script, pickle
+    protocols, ...) reaches a user coding a plain image, in either precision."""
+    from PIL import Image
+
+    Image.open(kodak_dir / "kodim01.png").crop((0, 0, 64, 48)).save(tmp_path / "small.png")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for argv in (["compress", tmp_path / "small.png", "-m", tiny_checkpoint, "-o", tmp_path / "s.3dmw",
+                  "--precision", "bf16"],
+                 ["decompress", tmp_path / "s.3dmw", "-m", tiny_checkpoint, "-o", tmp_path / "s.png",
+                  "--precision", "fp32"]):
+        done = subprocess.run([sys.executable, "-m", "harness", *map(str, argv)], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=300)
+        assert done.returncode == 0 and done.stderr == "", f"harness {argv[0]}: {done.stderr[-2000:]}"
