@@ -15,7 +15,7 @@ import torch
 
 from harness.artefacts.card import read_card
 from harness.artefacts.checkpoint import fingerprint, load_checkpoint
-from harness.artefacts.coding import encode, estimate_bits, network_seconds
+from harness.artefacts.coding import encode, profile
 from harness.codecs.config import sweep_configs
 from harness.data.recipe import PatchRecipe
 from harness.errors import HarnessError
@@ -104,11 +104,10 @@ def test_estimated_bits_and_the_paddings_share(tiny_checkpoint, kodak_dir, torch
     """The likelihoods' bits of an image, and the part on the padding: none at a multiple of the stride."""
     model = load_checkpoint(tiny_checkpoint)
     pixels = load_rgb(kodak_dir / "kodim05.png").pixels
-    whole, none = estimate_bits(model, np.ascontiguousarray(pixels[:model.stride, :2 * model.stride]))
-    assert whole > 0 and none == 0.0
-    assert all(seconds > 0 for seconds in network_seconds(model, np.ascontiguousarray(pixels[:model.stride])))
-    total, padding = estimate_bits(model, np.ascontiguousarray(pixels[:model.stride + 8, :2 * model.stride]))
-    assert 0 < padding < total and total > whole
+    aligned = profile(model, np.ascontiguousarray(pixels[:model.stride, :2 * model.stride]))
+    assert aligned.est_bits > 0 and aligned.pad_bits == 0.0 and aligned.g_a_s > 0 and aligned.g_s_s > 0
+    padded = profile(model, np.ascontiguousarray(pixels[:model.stride + 8, :2 * model.stride]))
+    assert 0 < padded.pad_bits < padded.est_bits and padded.est_bits > aligned.est_bits
 
 
 def test_bad_models_folders_are_clear_errors(tmp_path):

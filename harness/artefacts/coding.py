@@ -115,15 +115,48 @@ def encode_reconstruct(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", 
     return data, to_pixels(encoded["x_hat"]) if reconstruct else None
 
 
-def estimate_bits(model: WeConvene, pixels: np.ndarray) -> tuple[float, float]:
-    """The bits the model's likelihoods estimate for the image, and the part of them spent on the
-    padding to its stride: each latent position's bits weighted by the share of its footprint
-    (padded size / latent size, per axis) that lies outside the image."""
+@dataclass(frozen=True)
+class Profile:
+    """What one forward pass of the model says of an image: the bits its likelihoods estimate,
+    the part of them spent on the padding to its stride, and the seconds of the analysis
+    transform g_a and of the synthesis g_s (the network's share of an encode and of a decode)."""
+
+    est_bits: float
+    pad_bits: float
+    g_a_s: float
+    g_s_s: float
+
+
+def profile(model: WeConvene, pixels: np.ndarray) -> Profile:
+    """One forward pass, g_a and g_s timed by hooks. The padding's share weights each latent
+    position's bits by the part of its footprint (padded size / latent size, per axis) that lies
+    outside the image."""
     height, width = pixels.shape[:2]
     padded = (math.ceil(height / model.stride) * model.stride, math.ceil(width / model.stride) * model.stride)
     device = next(model.parameters()).device
-    with torch.inference_mode():
-        likelihoods = model(to_tensor(pixels).to(device))["likelihoods"]
+    seconds: dict[str, float] = {}
+
+    def timer(name: str):
+        def start(module, inputs):
+            _synchronize(device)
+            seconds[name] = -time.perf_counter()
+
+        def stop(module, inputs, output):
+            _synchronize(device)
+            seconds[name] += time.perf_counter()
+        return start, stop
+
+    hooks = []
+    for name in ("g_a", "g_s"):
+        start, stop = timer(name)
+        hooks += [getattr(model, name).register_forward_pre_hook(start),
+                  getattr(model, name).register_forward_hook(stop)]
+    try:
+        with torch.inference_mode():
+            likelihoods = model(to_tensor(pixels).to(device))["likelihoods"]
+    finally:
+        for hook in hooks:
+            hook.remove()
     total = padding = 0.0
     for tensor in likelihoods.values():
         bits = -torch.log2(tensor.float()).sum(dim=(0, 1)).cpu()  # per latent position
@@ -131,23 +164,7 @@ def estimate_bits(model: WeConvene, pixels: np.ndarray) -> tuple[float, float]:
                   for size, full, count in zip((height, width), padded, bits.shape)]
         total += float(bits.sum())
         padding += float((bits * (1 - inside[0][:, None] * inside[1][None, :])).sum())
-    return total, padding
-
-
-def network_seconds(model: WeConvene, pixels: np.ndarray) -> tuple[float, float]:
-    """Seconds of the analysis transform g_a and of the synthesis g_s on the image, timed apart
-    from the entropy model and coder: the network's share of an encode and of a decode."""
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        x = model.pad(to_tensor(pixels).to(device))
-        seconds = []
-        for transform in (model.g_a, model.g_s):
-            _synchronize(device)
-            start = time.perf_counter()
-            x = transform(x)
-            _synchronize(device)
-            seconds.append(time.perf_counter() - start)
-    return seconds[0], seconds[1]
+    return Profile(total, padding, seconds["g_a"], seconds["g_s"])
 
 
 def _synchronize(device: torch.device) -> None:

@@ -35,7 +35,7 @@ from harness import __version__
 from harness.artefacts.bitstream import VERSION, unpack
 from harness.artefacts.card import ModelCard, read_card
 from harness.artefacts.checkpoint import fingerprint, load_checkpoint
-from harness.artefacts.coding import decode, encode, estimate_bits, network_seconds
+from harness.artefacts.coding import decode, encode, profile
 from harness.artefacts.memory import check_memory
 from harness.codecs.base import Codec, CodecUnavailable
 from harness.errors import HarnessError
@@ -155,10 +155,8 @@ class Learned(Codec):
             return encode(model, rgb, digest=digest)
 
     def estimates(self, rgb: np.ndarray, quality: float) -> dict[str, float]:
-        model = self._model(quality)[0]
-        estimated, padding = estimate_bits(model, rgb)
-        analysis, synthesis = network_seconds(model, rgb)
-        return {"est_bits": estimated, "pad_bits": padding, "enc_net_s": analysis, "dec_net_s": synthesis}
+        seen = profile(self._model(quality)[0], rgb)
+        return {"est_bits": seen.est_bits, "pad_bits": seen.pad_bits, "enc_net_s": seen.g_a_s, "dec_net_s": seen.g_s_s}
 
     def decode(self, bitstream: bytes, height: int, width: int, workdir: Path) -> np.ndarray:
         # The container names the model that wrote it: decode with that one.
