@@ -146,33 +146,33 @@ def held(monkeypatch):
 
 def test_a_budget_tiles_only_what_does_not_fit_whole_with_the_largest_tile_within_it(held):
     held(None)
-    whole = 2**30 + memory.coding_bytes(_Sized, 4000, 6000)
-    assert plan_memory(_Sized, 4000, 6000, "x", whole, 192, 32).tile is None
-    plan = plan_memory(_Sized, 4000, 6000, "x", 2**32, 192, 32)
+    whole = 2**30 + memory.coding_bytes(_Sized, 2000, 3000)
+    assert plan_memory(_Sized, 2000, 3000, "x", whole, 192, 32).tile is None
+    plan = plan_memory(_Sized, 2000, 3000, "x", 2**32, 192, 32)
     assert plan.tile % 32 == 0 and plan.need <= 2**32 and plan.notice is None
-    assert 2**30 + memory.coding_bytes(_Sized, 4000, 6000, plan.tile + 32, 192) > 2**32
+    assert 2**30 + memory.coding_bytes(_Sized, 2000, 3000, "g_a", plan.tile + 32, 192) > 2**32
 
 
 def test_without_a_budget_it_tiles_only_beyond_what_the_machine_has_and_says_so(held):
     held(10**12)
-    assert plan_memory(_Sized, 4000, 6000, "x", None, 192, 32) == memory.MemoryPlan(
-        None, 2**30 + memory.coding_bytes(_Sized, 4000, 6000))
+    assert plan_memory(_Sized, 2000, 3000, "x", None, 192, 32) == memory.MemoryPlan(
+        None, 2**30 + memory.coding_bytes(_Sized, 2000, 3000))
     held(4 * 10**9)
-    plan = plan_memory(_Sized, 4000, 6000, "big.png", None, 192, 32)
-    assert plan.tile and plan.notice.startswith("big.png: coding 6000x4000 whole needs ~")
+    plan = plan_memory(_Sized, 2000, 3000, "big.png", None, 192, 32)
+    assert plan.tile and plan.notice.startswith("big.png: coding 3000x2000 whole needs ~")
     assert plan.notice.endswith(f"this machine has 4.0 GB available: in tiles of {plan.tile} px (~"
                                 f"{plan.need / 1e9:.1f} GB)")
     held(10**6)
-    with pytest.raises(HarnessError, match=r"^big.png: coding 6000x4000 needs ~\d+\.\d GB even in 32-pixel tiles, "
+    with pytest.raises(HarnessError, match=r"^big.png: coding 3000x2000 needs ~\d+\.\d GB even in 32-pixel tiles, "
                                            r"this machine has 0.0 GB available$"):
-        plan_memory(_Sized, 4000, 6000, "big.png", None, 192, 32)
+        plan_memory(_Sized, 2000, 3000, "big.png", None, 192, 32)
 
 
 def test_a_model_without_tiles_names_its_limit(held):
     held(None)
-    with pytest.raises(HarnessError, match=r"^x: coding 6000x4000 needs ~\d+\.\d GB and tiny codes whole images "
+    with pytest.raises(HarnessError, match=r"^x: coding 3000x2000 needs ~\d+\.\d GB and tiny codes whole images "
                                            r"only \(its layers are not tiled\): --max-memory 1.50G$"):
-        plan_memory(_Sized, 4000, 6000, "x", 3 * 2**29, None, 0)
+        plan_memory(_Sized, 2000, 3000, "x", 3 * 2**29, None, 0)
 
 
 def test_compressai_baselines_code_whole_images_or_refuse(tmp_path, held):

@@ -106,7 +106,7 @@ def memory_plan(model: WeConvene, height: int, width: int, what: str, budget: in
     halo = getattr(model, "halos", None)  # CompressAI's baselines are not tiled
     device = next(model.parameters()).device
     return plan_memory(model, height, width, what, budget, halo and halo[transform == "g_s"],
-                       alignment(model.config) if halo else 0, device)
+                       alignment(model.config) if halo else 0, device, transform)
 
 
 def encode(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", digest: str | None = None,

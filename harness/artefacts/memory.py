@@ -2,28 +2,44 @@
 allows, and the peak a coding really reached.
 
 A learned codec's transforms hold a few activations of N channels at the resolution they run on
-(g_a's first layers, g_s's last ones; the wavelet layers' subbands beside them); the rest of the
-coding (the image as floats, the latent, the entropy model on the whole latent, the decoded
-image) grows with the image's pixels. :class:`MemoryModel` is those two slopes, fitted from
-measurements; on top comes what the process holds already (the interpreter, torch, the model:
-measured at run time, not estimated). A budget (``--max-memory``) bounds the whole process's
-peak; :func:`plan_memory` picks the largest tile (:mod:`harness.model.tiling`) that keeps the
-estimate within it, codes untiled when the whole image fits, and refuses in one line a budget
-below one smallest tile. Without a budget the limit is what the machine (or its cgroup) has
-available: the image is tiled only when coding it whole would not fit.
+(g_a's full-resolution stem, g_s's last layers; the wavelet layers' subbands beside them): that
+part grows with the piece they run on, a tile with its halo or the whole image. The entropy
+model runs on the whole latent after g_a (before g_s), and the image, its float copy and the
+latent are held whole. :class:`MemoryModel` is those slopes, fitted from measurements; on top
+comes what the process holds already (the interpreter, torch, the model: measured at run time,
+not estimated). A budget (``--max-memory``) bounds the whole process's peak; :func:`plan_memory`
+picks the largest tile (:mod:`harness.model.tiling`) that keeps the estimate within it, codes
+untiled when the whole image fits, and refuses in one line a budget below one smallest tile.
+Without a budget the limit is what the machine (or its cgroup) has available: the image is
+tiled only when coding it whole would not fit.
 
-Calibration (fp32, one thread, a 2-core machine shared with other jobs, 2026-12-05; images
-resized from ../shared/data/photos/001.png, freshly initialised checkpoints; peak from VmHWM
-after writing 5 to /proc/self/clear_refs, less the RSS before; ``/tmp/h2/fit.py`` in the
-harness's issue #34 notes, and ``benchmarks/memory.py`` for the whole command)::
+Calibration (fp32, one thread, a 2-core machine shared with three other jobs, 2026-12-05;
+images resized from ../shared/data/photos/001.png, freshly initialised checkpoints; peak from
+VmHWM after writing 5 to /proc/self/clear_refs, less the RSS before; in one process, so the
+allocator's reuse can hide a little; the largest tile piece is the tile with its halos, clipped
+at the image border)::
 
-    variant  image       tile   compress  decompress  (peak added, MiB)
-    tiny     512x512     -        149        26
-    tiny     1024x768    -        393        81
-    tiny     1024x1024   -        512       184
-    tiny     1024x1024   256      245       140
-    tiny     2048x2048   256      297       168
-    default  512x512     -        ...
+    variant  image       tile  piece      compress  decompress   (peak added, MiB)
+    tiny     512x512     -     whole        149        26
+    tiny     1024x768    -     whole        393        81
+    tiny     1024x1024   -     whole        512       184
+    tiny     1024x1024   256   640x640      245       140
+    tiny     2048x2048   256   640x640      297       168
+    default  512x512     -     whole        521        80
+    default  1024x768    -     whole       1536       441
+    default  1024x1024   -     whole       2057       679
+    default  1024x1024   512   736x736     1058       602
+    default  1024x1024   256   704x704      969       308
+
+    the entropy model alone on a random latent, after a warm-up call (compress / decompress):
+    tiny     latent 128x128 (1 MP image)    135 / 21     latent 256x256 (4 MP)  342 / 207
+    default  latent 128x128 (1 MP image)    397 / 295
+
+So g_a takes ~2050 bytes per pixel of its piece with the default model (four fp32 activations
+of N=128 channels at full resolution), ~520 with tiny; g_s 650 and 200; the entropy model
+~400 (default) and ~140 (tiny) per image pixel when encoding. The entropy model is what grows
+with the whole image once g_a and g_s are tiled: the integer path's im2col rows of its 3x3
+convolutions over the whole latent (float64 sums, int8 limbs).
 """
 
 from __future__ import annotations
@@ -35,6 +51,7 @@ from pathlib import Path
 import torch
 
 from harness.errors import HarnessError
+from harness.model.tiling import spans
 
 MARGIN = 1.25  # bf16, other thread counts and the allocator's peaks vary around the fit
 _MEMINFO = Path("/proc/meminfo")
@@ -48,18 +65,29 @@ _CGROUP_LIMITS = (  # (limit, usage) files of cgroup v2 and v1
 
 @dataclass(frozen=True)
 class MemoryModel:
-    """Peak bytes coding adds to a process that holds the model: ``tile`` per pixel of the
-    largest piece g_a or g_s runs on at once (a tile with its halo, or the whole padded image),
-    ``image`` per pixel of the padded image (everything held whole)."""
+    """Peak bytes coding adds to a process that holds the model, per pixel: g_a's (``analysis``)
+    or g_s's (``synthesis``) activations per pixel of the largest piece they run on at once (a
+    tile with its halo, or the whole padded image); the entropy model's on the whole latent
+    (``encode``, ``decode``), which runs after g_a's activations are freed and before g_s's; and
+    what is ``held`` whole throughout (the image, its float copy, the latent), per image pixel.
+    Peak = max(transform x piece, entropy x image) + held x image."""
 
-    tile: float
-    image: float
+    analysis: float
+    synthesis: float
+    encode: float
+    decode: float
+    held: float
+
+    def coding(self, transform: str, piece: int, image: int) -> float:
+        """Peak bytes for ``transform`` (g_a: compress, g_s: decompress) on ``piece`` pixels at once, of ``image``."""
+        activations, entropy = (self.analysis, self.encode) if transform == "g_a" else (self.synthesis, self.decode)
+        return max(activations * piece, entropy * image) + self.held * image
 
 
-# Fitted to the calibration above (the larger of compress and decompress).
+# Fitted to the calibration above.
 MEASURED = {
-    "tiny": MemoryModel(tile=520.0, image=60.0),
-    "3dm-weconvene": MemoryModel(tile=2200.0, image=150.0),
+    "tiny": MemoryModel(analysis=520.0, synthesis=200.0, encode=140.0, decode=60.0, held=50.0),
+    "3dm-weconvene": MemoryModel(analysis=2050.0, synthesis=650.0, encode=400.0, decode=300.0, held=60.0),
 }
 _REFERENCE = "3dm-weconvene"  # other widths scale from it: tile by N, image by M
 GIB = 2**30
@@ -80,9 +108,10 @@ def memory_model(config) -> MemoryModel:
     M for the latent's buffers), which is how the two measured variants differ."""
     if config.variant in MEASURED:
         return MEASURED[config.variant]
-    reference = MEASURED[_REFERENCE]
-    latent = config.M or config.N  # some CompressAI architectures have one width
-    return MemoryModel(tile=reference.tile * config.N / 128, image=reference.image * latent / 320)
+    ref = MEASURED[_REFERENCE]
+    wide, latent = config.N / 128, (config.M or config.N) / 320  # some CompressAI architectures have one width
+    return MemoryModel(ref.analysis * wide, ref.synthesis * wide, ref.encode * latent, ref.decode * latent,
+                       ref.held * latent)
 
 
 @dataclass(frozen=True)
@@ -174,27 +203,32 @@ def available_bytes() -> int | None:
     return min(values) if values else None
 
 
-def coding_bytes(model, height: int, width: int, tile: int | None = None, halo: int = 0) -> int:
+def coding_bytes(model, height: int, width: int, transform: str = "g_a", tile: int | None = None,
+                 halo: int = 0) -> int:
     """Estimated peak bytes that coding a ``height`` x ``width`` image with ``model`` adds to the
-    process: whole (``tile`` None) or in tiles of ``tile`` pixels with ``halo`` pixels around."""
+    process, compressing (``transform`` g_a) or decompressing (g_s): whole (``tile`` None) or in
+    tiles of ``tile`` pixels with ``halo`` pixels around."""
     stride = model.stride
     padded_h, padded_w = (math.ceil(s / stride) * stride for s in (height, width))
-    fit = memory_model(model.config)
-    if tile is None:
-        piece = padded_h * padded_w
-    else:
-        piece = min(tile + 2 * halo, padded_h) * min(tile + 2 * halo, padded_w)
-    return int(MARGIN * (fit.tile * piece + fit.image * padded_h * padded_w))
+    piece = padded_h * padded_w
+    if tile is not None:
+        piece = _longest_piece(padded_h, tile, halo) * _longest_piece(padded_w, tile, halo)
+    return int(MARGIN * memory_model(model.config).coding(transform, piece, padded_h * padded_w))
+
+
+def _longest_piece(length: int, tile: int, halo: int) -> int:
+    """The most samples one tile with its halo spans along a side of ``length`` (the border clips halos)."""
+    return max(min(stop + halo, length) - max(start - halo, 0) for start, stop in spans(length, tile))
 
 
 def plan_memory(model, height: int, width: int, what: str, budget: int | None, halo: int | None,
-                alignment: int, device: torch.device | str = "cpu") -> MemoryPlan:
+                alignment: int, device: torch.device | str = "cpu", transform: str = "g_a") -> MemoryPlan:
     """The tile (or none) for coding ``what``, a ``height`` x ``width`` image, with ``model`` (loaded):
     within ``budget`` bytes for the whole process, or, without one, within what the machine has
     available. ``halo`` (pixels; None: the model cannot be tiled) and ``alignment`` come from the
-    transform that will run tiled. Raises one line when no tile fits."""
+    transform that will run tiled, ``transform`` (g_a or g_s). Raises one line when no tile fits."""
     resident = resident_bytes(device)
-    whole = resident + coding_bytes(model, height, width)
+    whole = resident + coding_bytes(model, height, width, transform)
     if budget is None:
         have = available_bytes()
         if have is None or whole - resident <= have:
@@ -207,7 +241,7 @@ def plan_memory(model, height: int, width: int, what: str, budget: int | None, h
     if halo is None:
         raise HarnessError(f"{what}: coding {width}x{height} needs ~{whole / 1e9:.1f} GB and "
                            f"{model.config.variant} codes whole images only (its layers are not tiled): {limit_text}")
-    smallest = resident + coding_bytes(model, height, width, alignment, halo)
+    smallest = resident + coding_bytes(model, height, width, transform, alignment, halo)
     if smallest > limit:
         if budget is None:
             raise HarnessError(f"{what}: coding {width}x{height} needs ~{smallest / 1e9:.1f} GB even in "
@@ -217,9 +251,9 @@ def plan_memory(model, height: int, width: int, what: str, budget: int | None, h
                            f"{size_text(resident)}, tiles of {alignment} px; whole: {size_text(whole)})")
     tile = alignment
     longest = max(height, width)
-    while tile < longest and resident + coding_bytes(model, height, width, tile + alignment, halo) <= limit:
+    while tile < longest and resident + coding_bytes(model, height, width, transform, tile + alignment, halo) <= limit:
         tile += alignment
-    need = resident + coding_bytes(model, height, width, tile, halo)
+    need = resident + coding_bytes(model, height, width, transform, tile, halo)
     notice = None
     if budget is None:
         notice = (f"{what}: coding {width}x{height} whole needs ~{whole / 1e9:.1f} GB, {limit_text}: "

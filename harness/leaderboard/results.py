@@ -51,6 +51,9 @@ SCHEMA = pa.schema(
         ("metrics", pa.string()),        # comma-separated --metrics names this row was measured with
         ("enc_s", pa.float64()),         # encode wall seconds
         ("dec_s", pa.float64()),         # decode wall seconds
+        ("enc_peak_bytes", pa.int64()),  # peak memory while encoding: RSS of the process on a CPU, allocated on a GPU
+        ("dec_peak_bytes", pa.int64()),  # the same while decoding
+        ("tile", pa.int32()),            # learned codecs: tile side in pixels of g_a/g_s; null when untiled
         ("device", pa.string()),         # where the cell ran, e.g. "cpu: AMD EPYC 7B13 @ host"
         ("precision", pa.string()),      # learned codecs: fp32 or bf16 (g_a, h_a, g_s); null for classical
         ("harness_version", pa.string()),
@@ -64,6 +67,8 @@ SCHEMA = pa.schema(
 )
 RESULTS_FILE = "results.parquet"  # in every run folder
 COLUMNS = tuple(SCHEMA.names)
+# Columns tables written before them lack: such a table reads them as null (not measured then).
+MEMORY_COLUMNS = ("enc_peak_bytes", "dec_peak_bytes", "tile")
 CELL = ("dataset", "image", "codec", "config", "quality")
 REUSE_KEY = ("image_sha256", "codec", "codec_version", "config_hash", "quality")
 
@@ -166,6 +171,9 @@ def read(path: Path) -> pd.DataFrame:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as error:
         raise HarnessError(f"cannot read results {path}: {error} (move it away to start afresh)") from None
+    for column in MEMORY_COLUMNS:
+        if column not in table.column_names:
+            table = table.append_column(column, pa.nulls(len(table), SCHEMA.field(column).type))
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise HarnessError(f"{path} lacks column(s) {', '.join(missing)}: not a results table of this harness "

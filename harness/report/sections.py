@@ -66,7 +66,11 @@ def bdrate_md(intro: str, ok: pd.DataFrame, aside_note: str, summary: pd.DataFra
 
 
 def timing_md(timing: pd.DataFrame) -> str:
-    return "# Encode / decode time per image\n\n" + tables.timing_table(timing)
+    return ("# Encode / decode time and memory per image\n\n"
+            "Peaks are the largest of the curve's cells: the worker's peak RSS during the call (its high-water mark "
+            "reset per call) or the codec binary's, on a GPU the tensors allocated; learned codecs run g_a/g_s in "
+            "tiles where the cell's memory budget needs them (the smallest tile used is listed).\n\n"
+            + tables.timing_table(timing))
 
 
 def params_md(params: pd.DataFrame) -> str:

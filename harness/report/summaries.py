@@ -207,7 +207,8 @@ def fidelity_summary(ok: pd.DataFrame, published: list) -> pd.DataFrame:
 
 
 def timing_summary(ok: pd.DataFrame) -> pd.DataFrame:
-    """Mean and median encode/decode seconds per image encode, with device(s)."""
+    """Mean and median encode/decode seconds per image encode, the largest encode/decode peak
+    memory (bytes; NaN where none was recorded) and tile side, with device(s)."""
     labels = curve_labels(ok)
     out = []
     for (dataset, codec, config), rows in ok.groupby(["dataset", "codec", "config"], sort=True):
@@ -215,11 +216,14 @@ def timing_summary(ok: pd.DataFrame) -> pd.DataFrame:
             "dataset": dataset, "codec": codec, "config": config, "label": labels[(codec, config)],
             "enc_s": rows["enc_s"].mean(), "dec_s": rows["dec_s"].mean(),
             "enc_median_s": rows["enc_s"].median(), "dec_median_s": rows["dec_s"].median(),
+            "enc_peak_bytes": rows["enc_peak_bytes"].max(), "dec_peak_bytes": rows["dec_peak_bytes"].max(),
+            "tile": rows["tile"].min(),
             "encodes": len(rows), "device": ", ".join(sorted(rows["device"].fillna("?").astype(str).unique())),
             "precision": ", ".join(sorted(rows["precision"].dropna().astype(str).unique())),
         })
     return pd.DataFrame(out, columns=["dataset", "codec", "config", "label", "enc_s", "dec_s", "enc_median_s",
-                                      "dec_median_s", "encodes", "device", "precision"])
+                                      "dec_median_s", "enc_peak_bytes", "dec_peak_bytes", "tile", "encodes",
+                                      "device", "precision"])
 
 
 def params_summary(ok: pd.DataFrame) -> pd.DataFrame:
