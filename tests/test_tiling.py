@@ -88,6 +88,13 @@ def test_a_layer_of_unknown_reach_cannot_be_tiled():
         tiling.receptive_radius(torch.nn.Sequential(torch.nn.Upsample(scale_factor=2)))
 
 
+def test_a_tile_off_the_dwt_phase_is_refused():
+    model = WeConvene(get_config("tiny"))
+    with pytest.raises(HarnessError, match=r"^tiles of 48 px: a tile side must be a positive multiple of 32 px "
+                                           r"\(g_a's stride x 2\^2 DWT levels\)$"):
+        model.compress(torch.rand(1, 3, 64, 64), tile=48)
+
+
 def test_a_file_coded_in_tiles_decodes_whole_and_the_reverse(tiny_checkpoint, kodak_dir, torch_one_thread):
     model = load_checkpoint(tiny_checkpoint)
     pixels = np.ascontiguousarray(load_rgb(kodak_dir / "kodim23.png").pixels[:256, :384])

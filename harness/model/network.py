@@ -18,7 +18,7 @@ from harness.errors import HarnessError
 from harness.model.config import ModelConfig
 from harness.model.entropy import WeChARM
 from harness.model.layers import WeConvDown, WeConvUp, pad_to, res_group
-from harness.model.tiling import G_A_STRIDE, analyse, analysis_halo, synthesise, synthesis_halo
+from harness.model.tiling import G_A_STRIDE, analyse, analysis_halo, check_tile, synthesise, synthesis_halo
 
 SCALE_TABLE_LEVELS = 256
 
@@ -106,6 +106,8 @@ class WeConvene(CompressionModel):
         ``tile``: run g_a (and g_s) on tiles of that many pixels a side (a multiple of
         :func:`harness.model.tiling.alignment`); the same streams, within float rounding."""
         height, width = x.shape[-2:] if x.dim() == 4 else (0, 0)
+        if tile is not None:
+            check_tile(tile, self.config)
         x = self.pad(x)
         y = self.g_a(x) if tile is None else analyse(self.g_a, x, tile, analysis_halo(self.g_a, self.config))
         del x  # the padded copy, before the entropy model's buffers
@@ -122,6 +124,8 @@ class WeConvene(CompressionModel):
         """Rebuild ``{"x_hat"}`` (clamped to [0, 1], cropped to ``size``) from :meth:`compress` output,
         and ``latent_crc``, the CRC-32 of the symbols decoded (equal to compress's when the
         entropy model ran as it did in the encoder). ``tile``: g_s on tiles of that many pixels a side."""
+        if tile is not None:
+            check_tile(tile, self.config)
         out = self.latent_codec.decompress(strings, shape, integer)
         return {"x_hat": self._synthesize(out["y_hat"], size, tile), "latent_crc": out["latent_crc"]}
 

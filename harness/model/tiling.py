@@ -39,6 +39,13 @@ def alignment(config: ModelConfig) -> int:
     return G_A_STRIDE * 2**config.conv_spatial_levels
 
 
+def check_tile(tile: int, config: ModelConfig) -> None:
+    """Refuse a tile side that would put tile origins off the DWTs' phase."""
+    if tile < 1 or tile % alignment(config):
+        raise HarnessError(f"tiles of {tile} px: a tile side must be a positive multiple of {alignment(config)} px "
+                           f"(g_a's stride x 2^{config.conv_spatial_levels} DWT levels)")
+
+
 def receptive_radius(module: nn.Module, scale: int = 1) -> tuple[int, int]:
     """(radius, output scale) of ``module`` run on samples ``scale`` pixels apart: how many pixels
     from an output sample an input sample can be and still change it. An upper bound built from
