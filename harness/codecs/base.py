@@ -76,11 +76,6 @@ class Codec(ABC):
         return None
 
     @property
-    def memory(self) -> int | None:
-        """Bytes one cell of this codec may peak at (learned codecs' Ray actors reserve it); None: not bounded."""
-        return None
-
-    @property
     def precision(self) -> str | None:
         """The precision learned codecs run their transforms in (fp32, bf16); ``None`` for classical codecs."""
         return None

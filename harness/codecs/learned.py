@@ -11,7 +11,10 @@ precision the run was planned with (``--precision``; a setting of the curve's
 config, so part of its hash, and a column of results.parquet).
 
 The curve travels to the cells as a typed record, :class:`CurveSettings` (built
-here, where the curves are planned, and carried by its ``CodecConfig``).
+here, where the curves are planned, and carried by its ``CodecConfig``). Each cell codes
+within the curve's memory budget (``--max-memory`` or the variant's
+:func:`~harness.artefacts.memory.cell_budget`): whole, or g_a/g_s in tiles, or a one-line
+error naming the image when even the smallest tile does not fit.
 
 The codec id is the network variant (``3dm-weconvene``, ``tiny``, the
 ablations) or ``compressai-<name>`` for a CompressAI baseline, whose curve may mix
@@ -128,10 +131,6 @@ class Learned(Codec):
     def device(self) -> str | None:
         return f"cuda: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else None
 
-    @property
-    def memory(self) -> int:
-        return self.curve.max_memory
-
     def prepare(self, quality: float) -> None:
         self._model(quality)
 
@@ -156,7 +155,7 @@ class Learned(Codec):
     def encode(self, rgb: np.ndarray, quality: float, workdir: Path) -> bytes:
         model, digest = self._model(quality)
         # Tiles within the cell's memory, or a one-line cell error, not a killed worker.
-        self.tile = memory_plan(model, *rgb.shape[:2], self.subject, self.memory, "g_a").tile
+        self.tile = memory_plan(model, *rgb.shape[:2], self.subject, self.curve.max_memory, "g_a").tile
         with torch.inference_mode():
             return encode(model, rgb, digest=digest, tile=self.tile)
 
@@ -169,7 +168,7 @@ class Learned(Codec):
         if fingerprint not in _BY_FINGERPRINT:
             raise HarnessError(f"no checkpoint of this sweep is model {fingerprint[:16]}, which wrote the bitstream")
         model = _BY_FINGERPRINT[fingerprint]
-        self.tile = memory_plan(model, height, width, f"{self.subject}'s bitstream", self.memory, "g_s").tile
+        self.tile = memory_plan(model, height, width, f"{self.subject}'s bitstream", self.curve.max_memory, "g_s").tile
         with torch.inference_mode():
             return decode(model, bitstream, digest=fingerprint, tile=self.tile)
 
