@@ -52,6 +52,7 @@ import torch
 
 from harness.errors import HarnessError
 from harness.model.tiling import spans
+from harness.zoo.baselines import is_baseline
 
 MARGIN = 1.25  # bf16, other thread counts and the allocator's peaks vary around the fit
 _MEMINFO = Path("/proc/meminfo")
@@ -90,6 +91,11 @@ MEASURED = {
     "3dm-weconvene": MemoryModel(analysis=2050.0, synthesis=650.0, encode=400.0, decode=300.0, held=60.0),
 }
 _REFERENCE = "3dm-weconvene"  # other widths scale from it: tile by N, image by M
+# CompressAI's baselines (whole images only; g_a's first layer has stride 2, so ~3x less than
+# ours per pixel): compressai:bmshj2018-hyperprior (N=192, M=320), whole, peak RSS over
+# 0.4 -> 2 MP (benchmarks/memory.py, fp32): compress 1.31 -> 2.32 GB, decompress 1.41 -> 2.46 GB.
+_BASELINE = MemoryModel(analysis=650.0, synthesis=680.0, encode=0.0, decode=0.0, held=0.0)
+_BASELINE_N = 192
 GIB = 2**30
 # The leaderboard's learned cells, per codec id, without --max-memory: what each cell's Ray actor
 # reserves and its tiles stay within (the loaded model, ~1.1 GB tiny and ~2.2 GB the default, and
@@ -103,11 +109,15 @@ def cell_budget(codec_id: str) -> int:
 
 
 def memory_model(config) -> MemoryModel:
-    """The variant's measured :class:`MemoryModel`; a variant not measured (an ablation, a
-    CompressAI baseline) scales the default's by its widths (N for the transforms' activations,
-    M for the latent's buffers), which is how the two measured variants differ."""
+    """The variant's measured :class:`MemoryModel`; a variant not measured (an ablation) scales
+    the default's by its widths (N for the transforms' activations, M for the latent's buffers),
+    which is how the two measured variants differ; a CompressAI baseline scales the one
+    measured baseline's by N."""
     if config.variant in MEASURED:
         return MEASURED[config.variant]
+    if is_baseline(config.variant):
+        wide = config.N / _BASELINE_N
+        return MemoryModel(_BASELINE.analysis * wide, _BASELINE.synthesis * wide, 0.0, 0.0, 0.0)
     ref = MEASURED[_REFERENCE]
     wide, latent = config.N / 128, (config.M or config.N) / 320  # some CompressAI architectures have one width
     return MemoryModel(ref.analysis * wide, ref.synthesis * wide, ref.encode * latent, ref.decode * latent,
