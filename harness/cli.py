@@ -22,7 +22,8 @@ from typing import Callable, Collection, Sequence
 from harness import __version__
 from harness.configs import build, default_of
 from harness.errors import HarnessError
-from harness.flags import Parser, command, floats, given, ints, names, option, resize_arg, scale_range, switch
+from harness.flags import (Parser, command, floats, given, ints, memory_size, names, option, resize_arg, scale_range,
+                           switch)
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,9 @@ def _add_leaderboard(parser: argparse.ArgumentParser) -> None:
     option(parser, "--codec-dir", board, "folder of codec .toml files", type=Path, default_text="the repo's codecs/")
     option(parser, "--models", board, "train-sweep models folder (OUT/models): one learned curve, a point per "
             "lambda; repeatable", action="append", type=Path, metavar="DIR")
+    option(parser, "--max-memory", board, "peak memory of each learned cell, e.g. 4G: its Ray actor reserves it "
+            "and g_a/g_s run in tiles within it", type=memory_size, metavar="SIZE",
+            default_text="per variant, harness.artefacts.memory.CELL_BUDGETS")
     option(parser, "--gpus-per-model", board, "GPUs per learned-codec cell on a GPU cluster (0: CPU)", type=float)
     option(parser, "--precision", board, "learned codecs' transforms (g_a, h_a, g_s): fp32, bf16, or auto = bf16 "
             "where the cells' device runs it fast (AMX CPUs, GPUs with bf16 tensor cores)", choices=PRECISION_CHOICES)
@@ -338,13 +342,16 @@ def _add_init_model(parser: argparse.ArgumentParser) -> None:
 
 
 def _coding_options(parser: argparse.ArgumentParser, config: type, what: str) -> None:
-    """compress's and decompress's --precision and --max-pixels: fields of ``config``."""
+    """compress's and decompress's --precision, --max-pixels and --max-memory: fields of ``config``."""
     from harness.model.precision import AUTO, CHOICES
 
     option(parser, "--precision", config, f"precision of {what}: {AUTO} is bf16 on CPUs with AMX and on GPUs "
             "with bf16 tensor cores, else fp32", choices=CHOICES)
     option(parser, "--max-pixels", config, "refuse images of more pixels, from the file's header (Pillow's "
             "decompression-bomb limit)", type=int)
+    option(parser, "--max-memory", config, "peak memory of this process, e.g. 2G or 512M: g_a/g_s run in tiles as "
+            "large as it allows (the same file format; a budget below one smallest tile is refused)",
+            type=memory_size, metavar="SIZE", default_text="what the machine has available; tiles only if needed")
 
 
 @_command(

@@ -7,6 +7,7 @@ flag values. :mod:`harness.cli` registers the commands with them.
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 from harness.configs import default_of, field_names
@@ -92,3 +93,15 @@ def floats(value: str) -> tuple[float, ...]:
         return tuple(float(v) for v in value.split(",") if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}") from None
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)([KMGT]?)(?:I?B)?", re.IGNORECASE)
+
+
+def memory_size(value: str) -> int:
+    """Bytes of a size like 2G, 512M, 1.5GiB or 4096 (K, M, G, T: powers of 1024, as Docker and Ray read them)."""
+    match = _SIZE.fullmatch(value.strip())
+    size = float(match.group(1)) * 1024 ** " KMGT".index(match.group(2).upper() or " ") if match else 0
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"expected a memory size like 2G, 512M or 1.5G, got {value!r}")
+    return int(size)

@@ -166,6 +166,33 @@ def test_precision_is_part_of_the_curves_config_and_of_each_row(ray_local, image
     assert row["bytes"] == len(encode(net, load_rgb(images / "kodim05.png").pixels))
 
 
+@pytest.mark.slow
+def test_every_cell_records_its_peak_memory_and_a_budget_below_the_models_least_fails_its_cells(
+        ray_local, kodak_dir, shards, tmp_path):
+    """Images of mixed sizes within the tiny variant's default cell budget: every cell ok, with its
+    encode and decode peaks (the worker's RSS: above the loaded model's) and no tile; then
+    --max-memory 64M, under the loaded model alone: each learned cell fails in one line naming its
+    image and both sizes, and the run goes on (jpeg's cells are ok)."""
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    pixels = load_rgb(kodak_dir / "kodim23.png").pixels
+    save_png(np.ascontiguousarray(pixels[:64, :96]), mixed / "small.png")
+    save_png(pixels, mixed / "kodim23.png")
+    models = _sweep(tmp_path / "sweep-m", (0.05,), shards)
+    run(_config(mixed, models, tmp_path))
+    rows = pd.read_parquet(tmp_path / "t" / "results.parquet")
+    assert (rows["status"] == "ok").all() and len(rows) == 2 * (1 + 4)
+    learned = rows[rows["codec"] == "tiny"]
+    assert (learned["enc_peak_bytes"] > 5 * 10**8).all() and (learned["dec_peak_bytes"] > 5 * 10**8).all()
+    assert learned["tile"].isna().all() and (rows["enc_peak_bytes"] > 0).all()
+    run(replace(_config(mixed, models, tmp_path), run_name="low", max_memory=64 * 2**20))
+    low = pd.read_parquet(tmp_path / "low" / "results.parquet")
+    failed = low[low["codec"] == "tiny"].set_index("image")["error"]
+    assert set(low[low["codec"] == "jpeg"]["status"]) == {"ok"}
+    assert failed["kodim23.png"].startswith(f"{mixed / 'kodim23.png'}: --max-memory 64M is below the ")
+    assert " tiny needs for 768x512 (the loaded model " in failed["kodim23.png"]
+
+
 def _warm_started(folder: Path, lambdas: tuple[float, ...], shards: Path) -> Path:
     """A models folder whose models started from the sweep's shared warm-up (cards with stage 0),
     the warm-up's own model in ``folder/warmup/models``."""

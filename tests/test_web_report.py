@@ -111,7 +111,7 @@ def test_the_page_loads_offline_with_one_trace_per_codec_sortable_tables_and_cro
     assert grid.get_attribute("data-image") == "kodim19.png"
     sources = [img.get_attribute("src") for img in grid.find_elements("css selector", "img")]
     sha = read_results(web_run / RESULTS_FILE).set_index("image")["image_sha256"].loc["kodim19.png"].iloc[0]
-    assert len(sources) == 3 and all(f"/crops/" in src and sha in src for src in sources), sources
+    assert len(sources) == 3 and all("/crops/" in src and sha in src for src in sources), sources
     assert browser.execute_script(
         "return [...arguments[0].querySelectorAll('img')].every((i) => i.complete && i.naturalWidth === 128)", grid)
     browser.execute_script("arguments[0].scrollIntoView()", select)

@@ -19,14 +19,16 @@ a decode an error, never an image.
 Sizes are checked before anything of their size is allocated: the image's pixel count
 against ``max_pixels`` (from the image file's or the container's header), each stream's
 length against the least any stream of that many symbols needs, and the memory coding
-needs against what the machine has (:mod:`harness.artefacts.memory`).
+needs against ``max_memory`` or what the machine has (:mod:`harness.artefacts.memory`):
+g_a and g_s then run in tiles (:mod:`harness.model.tiling`) as large as that memory allows,
+which changes neither the file's format nor, beyond float rounding, its contents.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +37,7 @@ import torch
 
 from harness.artefacts.bitstream import FLOAT_PATH, Container, pack, unpack
 from harness.artefacts.checkpoint import fingerprint, load_checkpoint
-from harness.artefacts.memory import check_memory
+from harness.artefacts.memory import MemoryPlan, check_budget, plan_memory
 from harness.atomic import check_output, write_atomic
 from harness.errors import HarnessError
 from harness.model.exact import PATH_ID
@@ -43,6 +45,7 @@ from harness.model.network import WeConvene
 from harness.model.precision import AUTO, set_precision
 from harness.model.precision import resolve as resolve_precision
 from harness.model.rans import StreamError
+from harness.model.tiling import alignment
 from harness.pixels.images import MAX_PIXELS, check_pixels, image_size, load_rgb, save_png
 
 # What explains symbols other than the encoder's on the integer entropy path, where every machine
@@ -51,12 +54,13 @@ ALTERED = ("altered after encoding (CRC recomputed), or decoded by a different e
            "(harness or checkpoint version)")
 
 
-def _check(precision: str, max_pixels: int) -> None:
+def _check(precision: str, max_pixels: int, max_memory: int | None) -> None:
     """The checks compress and decompress share, from the command line or from code alike."""
     if precision != AUTO:  # auto is resolved on the model's device once it is loaded
         resolve_precision(precision)  # an unknown name is one line before the model loads
     if max_pixels < 1:
         raise HarnessError(f"--max-pixels must be at least 1, got {max_pixels}")
+    check_budget(max_memory)
 
 
 @dataclass(frozen=True)
@@ -66,9 +70,10 @@ class CompressConfig:
     out: Path
     precision: str = AUTO  # of g_a, h_a and g_s: fp32, bf16 or auto
     max_pixels: int = MAX_PIXELS  # refuse larger images from their header
+    max_memory: int | None = None  # bytes the process may peak at (tiles if needed); None: what is available
 
     def __post_init__(self) -> None:
-        _check(self.precision, self.max_pixels)
+        _check(self.precision, self.max_pixels, self.max_memory)
 
 
 @dataclass(frozen=True)
@@ -78,9 +83,10 @@ class DecompressConfig:
     out: Path
     precision: str = AUTO  # of g_s: fp32, bf16 or auto (a file decodes in either)
     max_pixels: int = MAX_PIXELS  # refuse larger images from the container's header
+    max_memory: int | None = None  # bytes the process may peak at (tiles if needed); None: what is available
 
     def __post_init__(self) -> None:
-        _check(self.precision, self.max_pixels)
+        _check(self.precision, self.max_pixels, self.max_memory)
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -89,25 +95,39 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
 
 
 def to_pixels(x_hat: torch.Tensor) -> np.ndarray:
-    """1 x 3 x H x W in [0, 1] -> H x W x 3 uint8 (round to nearest)."""
-    return (x_hat[0] * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().contiguous().numpy()
+    """1 x 3 x H x W in [0, 1] -> H x W x 3 uint8 (round to nearest). In place: one float copy
+    of a large image less at the decoder's peak."""
+    return x_hat[0].mul_(255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().contiguous().numpy()
+
+
+def memory_plan(model: WeConvene, height: int, width: int, what: str, budget: int | None,
+                transform: str) -> MemoryPlan:
+    """The tile (or none) that coding ``what`` with ``model`` within ``budget`` (None: what the machine
+    has available) takes; ``transform`` is the one that runs tiled, ``"g_a"`` (compress) or ``"g_s"``."""
+    halo = getattr(model, "halos", None)  # CompressAI's baselines are not tiled
+    device = next(model.parameters()).device
+    return plan_memory(model, height, width, what, budget, halo and halo[transform == "g_s"],
+                       alignment(model.config) if halo else 0, device, transform)
 
 
 def encode(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", digest: str | None = None,
-           integer: bool | None = None) -> bytes:
+           integer: bool | None = None, tile: int | None = None) -> bytes:
     """Container bytes for one RGB image, on the model's integer entropy path where it has one.
     ``integer=False`` predicts the entropy parameters with the float networks and writes a
     file naming that path, which decodes right only under the encoder's thread count, CPU kernels and
     device: for comparing the two paths (and all CompressAI baselines can do)."""
-    return encode_reconstruct(model, pixels, mode, digest, integer, reconstruct=False)[0]
+    return encode_reconstruct(model, pixels, mode, digest, integer, reconstruct=False, tile=tile)[0]
 
 
 def encode_reconstruct(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", digest: str | None = None,
-                       integer: bool | None = None, reconstruct: bool = True) -> tuple[bytes, np.ndarray | None]:
-    """:func:`encode`, and the image the decoder will produce (when ``reconstruct``)."""
+                       integer: bool | None = None, reconstruct: bool = True,
+                       tile: int | None = None) -> tuple[bytes, np.ndarray | None]:
+    """:func:`encode`, and the image the decoder will produce (when ``reconstruct``); ``tile``:
+    g_a and g_s in tiles of that many pixels a side (:func:`memory_plan`)."""
     integer = model.integer_path if integer is None else integer
     device = next(model.parameters()).device
-    encoded = model.compress(to_tensor(pixels).to(device), reconstruct=reconstruct, integer=integer)
+    tiled = {} if tile is None else {"tile": tile}  # CompressAI's baselines take no tile
+    encoded = model.compress(to_tensor(pixels).to(device), reconstruct=reconstruct, integer=integer, **tiled)
     streams = tuple(strings[0] for strings in encoded["strings"])
     height, width = pixels.shape[:2]
     path = PATH_ID if integer else FLOAT_PATH
@@ -173,14 +193,16 @@ def _synchronize(device: torch.device) -> None:
 
 
 def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str | None = None,
-           max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """H x W x 3 uint8 image from container bytes written by the same model (at most ``max_pixels``)."""
-    container = unpack(data, name)
-    check_container(model, container, name, digest, max_pixels)
+           max_pixels: int = MAX_PIXELS, tile: int | None = None) -> np.ndarray:
+    """H x W x 3 uint8 image from container bytes written by the same model (at most ``max_pixels``;
+    ``tile``: g_s in tiles of that many pixels a side)."""
+    container = checked(model, data, name, digest, max_pixels)
+    size = (container.height, container.width)
     shape = (math.ceil(container.height / model.stride), math.ceil(container.width / model.stride))
     try:
-        decoded = model.decompress([[s] for s in container.streams], shape, (container.height, container.width),
-                                   integer=container.integer_path)
+        tiled = {} if tile is None else {"tile": tile}
+        decoded = model.decompress([[s] for s in container.streams], shape, size, integer=container.integer_path,
+                                   **tiled)
     except StreamError as error:
         raise HarnessError(f"{name}: {error}: {ALTERED}") from None
     if decoded["latent_crc"][0] != container.latent_crc:
@@ -188,10 +210,11 @@ def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str |
     return to_pixels(decoded["x_hat"])
 
 
-def check_container(model: WeConvene, container: Container, name: str, digest: str | None = None,
-                    max_pixels: int = MAX_PIXELS) -> None:
-    """Everything the header alone can refuse, before any memory is spent on the image: the wrong
-    model or path, too many pixels, streams too short for the symbols the size declares."""
+def checked(model: WeConvene, data: bytes, name: str = "bitstream", digest: str | None = None,
+            max_pixels: int = MAX_PIXELS) -> Container:
+    """The container of ``data``, refused in one line unless ``model`` can decode it: the model that
+    wrote it, its stream count and entropy path, at most ``max_pixels``, streams long enough for its size."""
+    container = unpack(data, name)
     expected = digest or fingerprint(model)
     if container.fingerprint != expected:
         raise HarnessError(
@@ -210,6 +233,7 @@ def check_container(model: WeConvene, container: Container, name: str, digest: s
         if len(stream) < least:
             raise HarnessError(f"{name}: an entropy-coded stream of {len(stream)} bytes, but a {container.width}x"
                                f"{container.height} image's needs at least {least} with this model: {ALTERED}")
+    return container
 
 
 def _latent_cause(container: Container) -> str:
@@ -224,16 +248,17 @@ def run_compress(config: CompressConfig) -> dict:
     width, height = image_size(config.image)  # sizes from the header, before any pixel or the model
     check_pixels(width, height, config.max_pixels, f"cannot code image {config.image}")
     model = load_checkpoint(config.checkpoint)
-    check_memory(model, height, width, str(config.image))
-    image = load_rgb(config.image, config.max_pixels)
     precision = set_precision(model, config.precision)
-    if image.notice:
-        print(f"harness compress: notice: {config.image}: {image.notice}", file=sys.stderr)
-    data = encode(model, image.pixels, image.source_mode)
+    plan = memory_plan(model, height, width, str(config.image), config.max_memory, "g_a")
+    _notice("compress", plan.notice)
+    image = load_rgb(config.image, config.max_pixels)
+    _notice("compress", image.notice and f"{config.image}: {image.notice}")
+    data = encode(model, image.pixels, image.source_mode, tile=plan.tile)
     write_atomic(config.out, lambda p: p.write_bytes(data), make_parents=False)
     bpp = 8 * len(data) / (image.height * image.width)
-    print(f"{config.out}: {len(data)} bytes, {bpp:.4f} bpp ({image.width}x{image.height}, {precision})")
-    return {"bytes": len(data), "bpp": bpp, "precision": precision}
+    tiles = f", tiles of {plan.tile} px" if plan.tile else ""
+    print(f"{config.out}: {len(data)} bytes, {bpp:.4f} bpp ({image.width}x{image.height}, {precision}{tiles})")
+    return {"bytes": len(data), "bpp": bpp, "precision": precision, "tile": plan.tile}
 
 
 def run_decompress(config: DecompressConfig) -> None:
@@ -246,10 +271,17 @@ def run_decompress(config: DecompressConfig) -> None:
     container = unpack(data, name)  # reject damaged files before loading the model
     check_pixels(container.width, container.height, config.max_pixels, name)
     model = load_checkpoint(config.checkpoint)
-    digest = fingerprint(model)  # hashes every weight: once, for both checks
-    check_container(model, container, name, digest, config.max_pixels)
-    check_memory(model, container.height, container.width, name)
     precision = set_precision(model, config.precision)
-    pixels = decode(model, data, name, digest, config.max_pixels)
+    digest = fingerprint(model)  # hashes every weight: once, for both checks
+    checked(model, data, name, digest, config.max_pixels)  # a file it cannot decode, before any tiling notice
+    plan = memory_plan(model, container.height, container.width, name, config.max_memory, "g_s")
+    _notice("decompress", plan.notice)
+    pixels = decode(model, data, name, digest, config.max_pixels, plan.tile)
     write_atomic(config.out, lambda p: save_png(pixels, p), make_parents=False)
-    print(f"{config.out}: {pixels.shape[1]}x{pixels.shape[0]} ({precision})")
+    tiles = f", tiles of {plan.tile} px" if plan.tile else ""
+    print(f"{config.out}: {pixels.shape[1]}x{pixels.shape[0]} ({precision}{tiles})")
+
+
+def _notice(command: str, notice: str | None) -> None:
+    if notice:
+        print(f"harness {command}: notice: {notice}", file=sys.stderr)

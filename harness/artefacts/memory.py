@@ -1,54 +1,196 @@
-"""The memory coding one image takes, checked against what the machine has before the work starts.
+"""The memory coding one image takes: a measured model per variant, the tile size a budget
+allows, and the peak a coding really reached.
 
-A learned codec's transforms hold a few full-resolution activations of N channels at once
-(g_a's first layers, g_s's last ones; the wavelet layers' subbands beside them), so the peak
-grows with the padded pixel count times N. :func:`coding_bytes` is that growth, fitted to
-measurements; :func:`check_memory` refuses an image whose estimate exceeds what this machine
-(or its cgroup) has available, in one line naming both, instead of letting the kernel kill
-the process half-way (a later issue will code large images in tiles instead).
+A learned codec's transforms hold a few activations of N channels at the resolution they run on
+(g_a's full-resolution stem, g_s's last layers; the wavelet layers' subbands beside them): that
+part grows with the piece they run on, a tile with its halo or the whole image. The entropy
+model runs on the whole latent after g_a (before g_s), and the image, its float copy and the
+latent are held whole. :class:`MemoryModel` is those slopes, fitted from measurements; on top
+comes what the process holds already (the interpreter, torch, the model: measured at run time,
+not estimated). A budget (``--max-memory``) bounds the whole process's peak; :func:`plan_memory`
+picks the largest tile (:mod:`harness.model.tiling`) that keeps the estimate within it, codes
+untiled when the whole image fits, and refuses in one line a budget below one smallest tile.
+Without a budget the limit is what the machine (or its cgroup) has available: the image is
+tiled only when coding it whole would not fit.
 
-Calibration (fp32, one thread, peak RSS from ``/usr/bin/time -f "%M %e"``, images tiled from
-kodim23, freshly initialised checkpoints, a 2-core machine shared with other jobs, 2026-12-04);
-the fit is the growth between sizes, compress being the larger::
+Calibration (fp32, one thread, a 2-core machine shared with three other jobs, 2026-12-05;
+images resized from ../shared/data/photos/001.png, freshly initialised checkpoints; peak from
+VmHWM after writing 5 to /proc/self/clear_refs, less the RSS before; in one process, so the
+allocator's reuse can hide a little; the largest tile piece is the tile with its halos, clipped
+at the image border)::
 
-    OMP_NUM_THREADS=1 harness compress imgHxW.png -m M.pt -o x.3dmw --precision fp32
-    OMP_NUM_THREADS=1 harness decompress x.3dmw -m M.pt -o x.png --precision fp32
+    variant  image       tile  piece      compress  decompress   (peak added, MiB)
+    tiny     512x512     -     whole        149        26
+    tiny     1024x768    -     whole        393        81
+    tiny     1024x1024   -     whole        512       184
+    tiny     1024x1024   256   640x640      245       140
+    tiny     2048x2048   256   640x640      297       168
+    default  512x512     -     whole        521        80
+    default  1024x768    -     whole       1536       441
+    default  1024x1024   -     whole       2057       679
+    default  1024x1024   512   736x736     1058       602
+    default  1024x1024   256   704x704      969       308
 
-    variant  N    image       compress         decompress     (peak RSS in GiB, wall time)
-    tiny     32   256x256     1.12  6.7 s      1.11  6.2 s
-    tiny     32   512x768     1.19 10.8 s      1.18 10.2 s
-    tiny     32   1024x1024   1.49 11.7 s      1.26 10.6 s
-    tiny     32   1536x2048   2.54 27.8 s      1.70 27.9 s
-    default  128  256x256     2.19 30.5 s      2.19 16.2 s
-    default  128  512x768     2.79 26.4 s      2.31 17.4 s
-    default  128  1024x1024   4.14 45.1 s      2.88 19.0 s
+    the entropy model alone on a random latent, after a warm-up call (compress / decompress):
+    tiny     latent 128x128 (1 MP image)    135 / 21     latent 256x256 (4 MP)  342 / 207
+    default  latent 128x128 (1 MP image)    397 / 295
 
-Growth per padded pixel: tiny 492-534 bytes (compress), default 2132: 15.4-16.7 bytes a pixel
-and channel of N, about four fp32 activations of N channels at full resolution.
+So g_a takes ~2050 bytes per pixel of its piece with the default model (four fp32 activations
+of N=128 channels at full resolution), ~520 with tiny; g_s 650 and 200; the entropy model
+~400 (default) and ~140 (tiny) per image pixel when encoding. The entropy model is what grows
+with the whole image once g_a and g_s are tiled: the integer path's im2col rows of its 3x3
+convolutions over the whole latent (float64 sums, int8 limbs).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import HarnessError
+import torch
 
-BYTES_PER_PIXEL_AND_CHANNEL = 17  # fitted: see the calibration above
-MARGIN = 1.25  # bf16, other thread counts and the allocator's peaks vary a little around the fit
+from harness.errors import HarnessError
+from harness.model.tiling import spans
+from harness.zoo.baselines import is_baseline
+
+MARGIN = 1.25  # bf16, other thread counts and the allocator's peaks vary around the fit
 _MEMINFO = Path("/proc/meminfo")
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
 _CGROUP_LIMITS = (  # (limit, usage) files of cgroup v2 and v1
     (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")),
     (Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"), Path("/sys/fs/cgroup/memory/memory.usage_in_bytes")),
 )
 
 
-def coding_bytes(model, height: int, width: int) -> int:
-    """Estimated peak bytes that compressing or decompressing a ``height`` x ``width`` image with
-    ``model`` (3DM-WeConvene or a CompressAI baseline) adds to the process."""
-    stride = model.stride
-    pixels = math.ceil(height / stride) * stride * math.ceil(width / stride) * stride
-    return int(MARGIN * BYTES_PER_PIXEL_AND_CHANNEL * model.config.N * pixels)
+@dataclass(frozen=True)
+class MemoryModel:
+    """Peak bytes coding adds to a process that holds the model, per pixel: g_a's (``analysis``)
+    or g_s's (``synthesis``) activations per pixel of the largest piece they run on at once (a
+    tile with its halo, or the whole padded image); the entropy model's on the whole latent
+    (``encode``, ``decode``), which runs after g_a's activations are freed and before g_s's; and
+    what is ``held`` whole throughout (the image, its float copy, the latent), per image pixel.
+    Peak = max(transform x piece, entropy x image) + held x image."""
+
+    analysis: float
+    synthesis: float
+    encode: float
+    decode: float
+    held: float
+
+    def coding(self, transform: str, piece: int, image: int) -> float:
+        """Peak bytes for ``transform`` (g_a: compress, g_s: decompress) on ``piece`` pixels at once, of ``image``."""
+        activations, entropy = (self.analysis, self.encode) if transform == "g_a" else (self.synthesis, self.decode)
+        return max(activations * piece, entropy * image) + self.held * image
+
+
+# Fitted to the calibration above.
+MEASURED = {
+    "tiny": MemoryModel(analysis=520.0, synthesis=200.0, encode=140.0, decode=60.0, held=50.0),
+    "3dm-weconvene": MemoryModel(analysis=2050.0, synthesis=650.0, encode=400.0, decode=300.0, held=60.0),
+}
+_REFERENCE = "3dm-weconvene"  # other widths scale from it: tile by N, image by M
+# CompressAI's baselines (whole images only; g_a's first layer has stride 2, so ~3x less than
+# ours per pixel): compressai:bmshj2018-hyperprior (N=192, M=320), whole, peak RSS over
+# 0.4 -> 2 MP (benchmarks/memory.py, fp32): compress 1.31 -> 2.32 GB, decompress 1.41 -> 2.46 GB.
+_BASELINE = MemoryModel(analysis=650.0, synthesis=680.0, encode=0.0, decode=0.0, held=0.0)
+_BASELINE_N = 192
+GIB = 2**30
+# The leaderboard's learned cells, per codec id, without --max-memory: what each cell's Ray actor
+# reserves and its tiles stay within (the loaded model, ~1.1 GB tiny and ~2.2 GB the default, and
+# tiles of about 1 MP for the default). Variants not listed take the default's.
+CELL_BUDGETS = {"tiny": 2 * GIB, "3dm-weconvene": 4 * GIB}
+
+
+def cell_budget(codec_id: str) -> int:
+    """The memory a leaderboard cell of ``codec_id`` (a variant or compressai-NAME) is given by default."""
+    return CELL_BUDGETS.get(codec_id, CELL_BUDGETS[_REFERENCE])
+
+
+def memory_model(config) -> MemoryModel:
+    """The variant's measured :class:`MemoryModel`; a variant not measured (an ablation) scales
+    the default's by its widths (N for the transforms' activations, M for the latent's buffers),
+    which is how the two measured variants differ; a CompressAI baseline scales the one
+    measured baseline's by N."""
+    if config.variant in MEASURED:
+        return MEASURED[config.variant]
+    if is_baseline(config.variant):
+        wide = config.N / _BASELINE_N
+        return MemoryModel(_BASELINE.analysis * wide, _BASELINE.synthesis * wide, 0.0, 0.0, 0.0)
+    ref = MEASURED[_REFERENCE]
+    wide, latent = config.N / 128, (config.M or config.N) / 320  # some CompressAI architectures have one width
+    return MemoryModel(ref.analysis * wide, ref.synthesis * wide, ref.encode * latent, ref.decode * latent,
+                       ref.held * latent)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How one image is coded: ``tile`` (pixels a side; None: whole), the estimated peak of the
+    process ``need``, and ``notice``, one line for the user when the harness chose to tile."""
+
+    tile: int | None
+    need: int
+    notice: str | None = None
+
+
+def check_budget(budget: int | None) -> None:
+    """The check of every ``max_memory`` field (compress, decompress, leaderboard): bytes, at least one."""
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        raise HarnessError(f"--max-memory must be a whole number of bytes of at least 1, got {budget!r}")
+
+
+def size_text(value: int) -> str:
+    """``value`` bytes as GiB or MiB, as users write budgets (2.0G, 512M)."""
+    return f"{value / 2**30:.2f}G" if value >= 2**30 else f"{value / 2**20:.0f}M"
+
+
+def resident_bytes(device: torch.device | str = "cpu") -> int:
+    """What the process holds now: its RSS on the CPU, the tensors allocated on a GPU."""
+    if torch.device(device).type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    return _status("VmRSS")
+
+
+def reset_peak(device: torch.device | str = "cpu") -> None:
+    """Start a new high-water mark: the peak of what follows, in a process that lives on (a Ray
+    worker codes many cells), not of its whole life (which ``ru_maxrss`` would give)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        try:
+            _CLEAR_REFS.write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        except OSError:
+            pass  # not Linux: the peak read is the process's whole life's, an upper bound
+
+
+def peak_bytes(device: torch.device | str = "cpu") -> int | None:
+    """The high-water mark since :func:`reset_peak`: peak RSS on the CPU (VmHWM), peak allocated
+    on a GPU; None where neither can be read."""
+    if torch.device(device).type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        return _status("VmHWM")
+    except HarnessError:
+        return None
+
+
+def process_peak(pid: int) -> int | None:
+    """The peak RSS so far of process ``pid`` (a codec's binary); None once it has exited."""
+    try:
+        return _status("VmHWM", Path(f"/proc/{pid}/status"))
+    except HarnessError:
+        return None
+
+
+def _status(field: str, path: Path = _STATUS) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    raise HarnessError(f"cannot read {field} from {path}")
 
 
 def available_bytes() -> int | None:
@@ -71,9 +213,60 @@ def available_bytes() -> int | None:
     return min(values) if values else None
 
 
-def check_memory(model, height: int, width: int, what: str) -> None:
-    """Refuse to code an image that needs more memory than this machine has available now."""
-    need, have = coding_bytes(model, height, width), available_bytes()
-    if have is not None and need > have:
-        raise HarnessError(f"{what}: coding {width}x{height} needs ~{need / 1e9:.1f} GB, this machine has "
-                           f"{have / 1e9:.1f} GB available")
+def coding_bytes(model, height: int, width: int, transform: str = "g_a", tile: int | None = None,
+                 halo: int = 0) -> int:
+    """Estimated peak bytes that coding a ``height`` x ``width`` image with ``model`` adds to the
+    process, compressing (``transform`` g_a) or decompressing (g_s): whole (``tile`` None) or in
+    tiles of ``tile`` pixels with ``halo`` pixels around."""
+    stride = model.stride
+    padded_h, padded_w = (math.ceil(s / stride) * stride for s in (height, width))
+    piece = padded_h * padded_w
+    if tile is not None:
+        piece = _longest_piece(padded_h, tile, halo) * _longest_piece(padded_w, tile, halo)
+    return int(MARGIN * memory_model(model.config).coding(transform, piece, padded_h * padded_w))
+
+
+def _longest_piece(length: int, tile: int, halo: int) -> int:
+    """The most samples one tile with its halo spans along a side of ``length`` (the border clips halos)."""
+    return max(min(stop + halo, length) - max(start - halo, 0) for start, stop in spans(length, tile))
+
+
+def plan_memory(model, height: int, width: int, what: str, budget: int | None, halo: int | None,
+                alignment: int, device: torch.device | str = "cpu", transform: str = "g_a") -> MemoryPlan:
+    """The tile (or none) for coding ``what``, a ``height`` x ``width`` image, with ``model`` (loaded):
+    within ``budget`` bytes for the whole process, or, without one, within what the machine has
+    available. ``halo`` (pixels; None: the model cannot be tiled) and ``alignment`` come from the
+    transform that will run tiled, ``transform`` (g_a or g_s). Raises one line when no tile fits."""
+    resident = resident_bytes(device)
+    whole = resident + coding_bytes(model, height, width, transform)
+    if budget is None:
+        have = available_bytes()
+        if have is None or whole - resident <= have:
+            return MemoryPlan(None, whole)
+        limit, limit_text = resident + have, f"this machine has {have / 1e9:.1f} GB available"
+    else:
+        if whole <= budget:
+            return MemoryPlan(None, whole)
+        limit, limit_text = budget, f"--max-memory {size_text(budget)}"
+    if halo is None:
+        raise HarnessError(f"{what}: coding {width}x{height} needs ~{whole / 1e9:.1f} GB and "
+                           f"{model.config.variant} codes whole images only (its layers are not tiled): {limit_text}")
+    smallest = resident + coding_bytes(model, height, width, transform, alignment, halo)
+    if smallest > limit:
+        if budget is None:
+            raise HarnessError(f"{what}: coding {width}x{height} needs ~{smallest / 1e9:.1f} GB even in "
+                               f"{alignment}-pixel tiles, {limit_text}")
+        raise HarnessError(f"{what}: --max-memory {size_text(budget)} is below the {size_text(smallest)} "
+                           f"{model.config.variant} needs for {width}x{height} (the loaded model "
+                           f"{size_text(resident)}, tiles of {alignment} px; whole: {size_text(whole)})")
+    tile = alignment
+    longest = max(height, width)
+    while tile < longest and resident + coding_bytes(model, height, width, transform, tile + alignment, halo) <= limit:
+        tile += alignment
+    need = resident + coding_bytes(model, height, width, transform, tile, halo)
+    notice = None
+    if budget is None:
+        notice = (f"{what}: coding {width}x{height} whole needs ~{whole / 1e9:.1f} GB, {limit_text}: "
+                  f"in tiles of {tile} px (~{need / 1e9:.1f} GB)")
+    return MemoryPlan(tile, need, notice)
+

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
+from harness.artefacts.memory import process_peak
 from harness.errors import HarnessError
 
 
@@ -45,6 +48,9 @@ class Codec(ABC):
     def __init__(self, settings: Mapping[str, Any]) -> None:
         self.settings = dict(settings)
         self.timeout_s = float(self.settings.get("timeout_s", 300.0))
+        self.tile: int | None = None  # the tile side the last encode or decode ran on (learned codecs)
+        self.tool_peak = 0  # the largest peak RSS of a binary run_tool ran since it was last reset (bytes)
+        self.subject = "image"  # what the codec's one-line errors call the image (the leaderboard: its file name)
 
     @abstractmethod
     def probe(self) -> str:
@@ -88,18 +94,40 @@ class Codec(ABC):
         """Load whatever a ladder point needs before the encode timer starts."""
 
     def run_tool(self, args: Sequence[str | os.PathLike], what: str) -> subprocess.CompletedProcess:
-        """Run an external binary with an argument list (no shell) under the codec's timeout."""
+        """Run an external binary with an argument list (no shell) under the codec's timeout; its
+        peak RSS raises :attr:`tool_peak`."""
         argv = [os.fspath(a) for a in args]
-        try:
-            done = subprocess.run(argv, capture_output=True, timeout=self.timeout_s, check=False)
-        except subprocess.TimeoutExpired:
-            raise CodecError(f"{self.id} {what} timed out after {self.timeout_s:g} s") from None
-        except OSError as error:
-            raise CodecError(f"{self.id} {what} could not start {argv[0]}: {error.strerror}") from None
+        with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+            try:
+                process = subprocess.Popen(argv, stdout=stdout, stderr=stderr)
+            except OSError as error:
+                raise CodecError(f"{self.id} {what} could not start {argv[0]}: {error.strerror}") from None
+            status, peak = _wait(process, self.timeout_s)
+            if status is None:
+                raise CodecError(f"{self.id} {what} timed out after {self.timeout_s:g} s")
+            self.tool_peak = max(self.tool_peak, peak)
+            stdout.seek(0)
+            stderr.seek(0)
+            done = subprocess.CompletedProcess(argv, status, stdout.read(), stderr.read())
         if done.returncode != 0:
             tail = _last_line(done.stderr) or _last_line(done.stdout) or "no output"
             raise CodecError(f"{self.id} {what} failed (exit {done.returncode}): {tail}")
         return done
+
+
+def _wait(process: subprocess.Popen, timeout_s: float) -> tuple[int | None, int]:
+    """(exit status, or None when killed at ``timeout_s``; peak RSS in bytes) of ``process``. The
+    peak is the binary's own high-water mark (``VmHWM``), read every 10 ms while it runs: only its
+    last 10 ms can be missed. (``wait4``'s ru_maxrss would count the forked worker's RSS too.)"""
+    deadline, peak = time.monotonic() + timeout_s, 0
+    while process.poll() is None:
+        peak = max(peak, process_peak(process.pid) or 0)
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            return None, peak
+        time.sleep(0.01)
+    return process.returncode, peak
 
 
 def _last_line(data: bytes) -> str:

@@ -103,9 +103,9 @@ def resolve_codecs(specs: tuple[str, ...], profile: str, directory: Path = DEFAU
     return resolved
 
 
-def sweep_configs(models_dir: Path, precision: str) -> list[CodecConfig]:
+def sweep_configs(models_dir: Path, precision: str, max_memory: int | None = None) -> list[CodecConfig]:
     """One :class:`CodecConfig` per (variant, metric) of the checkpoints in ``models_dir``, its
     :class:`~harness.codecs.learned.CurveSettings` planned here, whose transforms run in
     ``precision`` (fp32 or bf16); its ladder is the sweep's λs."""
     return [CodecConfig(curve.variant, name, curve.ladder, "{}", curve)
-            for name, curve in curve_settings(models_dir, precision)]
+            for name, curve in curve_settings(models_dir, precision, max_memory)]

@@ -11,7 +11,10 @@ precision the run was planned with (``--precision``; a setting of the curve's
 config, so part of its hash, and a column of results.parquet).
 
 The curve travels to the cells as a typed record, :class:`CurveSettings` (built
-here, where the curves are planned, and carried by its ``CodecConfig``).
+here, where the curves are planned, and carried by its ``CodecConfig``). Each cell codes
+within the curve's memory budget (``--max-memory`` or the variant's
+:func:`~harness.artefacts.memory.cell_budget`): whole, or g_a/g_s in tiles, or a one-line
+error naming the image when even the smallest tile does not fit.
 
 The codec id is the network variant (``3dm-weconvene``, ``tiny``, the
 ablations) or ``compressai-<name>`` for a CompressAI baseline, whose curve may mix
@@ -35,8 +38,8 @@ from harness import __version__
 from harness.artefacts.bitstream import VERSION, unpack
 from harness.artefacts.card import ModelCard, read_card
 from harness.artefacts.checkpoint import fingerprint, load_checkpoint
-from harness.artefacts.coding import decode, encode, profile
-from harness.artefacts.memory import check_memory
+from harness.artefacts.coding import decode, encode, memory_plan, profile
+from harness.artefacts.memory import cell_budget
 from harness.codecs.base import Codec, CodecUnavailable
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
@@ -67,6 +70,7 @@ class CurveSettings:
     params: int  # of its largest model
     precision: str  # of g_a, h_a and g_s, resolved where the run was planned (fp32 or bf16)
     points: tuple[SweepPoint, ...]  # in λ order
+    max_memory: int  # bytes a cell may peak at (tiles within it); not hashed: the bitstream is the same
 
     def hashed(self) -> dict[str, Any]:
         """What the curve's config hash covers: the checkpoints are versioned per point instead
@@ -150,11 +154,14 @@ class Learned(Codec):
 
     def encode(self, rgb: np.ndarray, quality: float, workdir: Path) -> bytes:
         model, digest = self._model(quality)
-        check_memory(model, *rgb.shape[:2], "image")  # a one-line cell error, not a killed worker
+        # Tiles within the cell's memory, or a one-line cell error, not a killed worker.
+        self.tile = memory_plan(model, *rgb.shape[:2], self.subject, self.curve.max_memory, "g_a").tile
         with torch.inference_mode():
-            return encode(model, rgb, digest=digest)
+            return encode(model, rgb, digest=digest, tile=self.tile)
 
     def estimates(self, rgb: np.ndarray, quality: float) -> dict[str, float]:
+        if self.tile is not None:  # the image did not fit the cell's memory whole: no whole forward pass either
+            return {}
         seen = profile(self._model(quality)[0], rgb)
         return {"est_bits": seen.est_bits, "pad_bits": seen.pad_bits, "enc_net_s": seen.g_a_s, "dec_net_s": seen.g_s_s}
 
@@ -166,9 +173,10 @@ class Learned(Codec):
                 self._model(point.lmbda)
         if fingerprint not in _BY_FINGERPRINT:
             raise HarnessError(f"no checkpoint of this sweep is model {fingerprint[:16]}, which wrote the bitstream")
-        check_memory(_BY_FINGERPRINT[fingerprint], height, width, "bitstream")
+        model = _BY_FINGERPRINT[fingerprint]
+        self.tile = memory_plan(model, height, width, f"{self.subject}'s bitstream", self.curve.max_memory, "g_s").tile
         with torch.inference_mode():
-            return decode(_BY_FINGERPRINT[fingerprint], bitstream, digest=fingerprint)
+            return decode(model, bitstream, digest=fingerprint, tile=self.tile)
 
 
 def _curves(models_dir: Path) -> dict[tuple[str, str], list[tuple[ModelCard, Path]]]:
@@ -194,17 +202,20 @@ def _config_name(models_dir: Path, metric: str, curves: int) -> str:
     return name if curves == 1 else f"{name}-{metric}"
 
 
-def curve_settings(models_dir: Path, precision: str) -> list[tuple[str, CurveSettings]]:
+def curve_settings(models_dir: Path, precision: str, max_memory: int | None = None) -> list[tuple[str, CurveSettings]]:
     """Per (variant, metric) of the checkpoints in ``models_dir``: its config name and its
     :class:`CurveSettings` (every checkpoint with its SHA-256; transforms run in ``precision``,
-    fp32 or bf16). :func:`harness.codecs.config.sweep_configs` makes them codec configs."""
+    fp32 or bf16; each cell within ``max_memory`` bytes, by default the variant's
+    :func:`~harness.artefacts.memory.cell_budget`). :func:`harness.codecs.config.sweep_configs`
+    makes them codec configs."""
     groups = _curves(models_dir)
     settings = []
     for (variant, metric), cards in sorted(groups.items()):
         by_key = {_point_key(card.lmbda): SweepPoint(card.lmbda, checkpoint.resolve(), sha256_file(checkpoint))
                   for card, checkpoint in cards}
         points = tuple(sorted(by_key.values(), key=lambda point: point.lmbda))
-        curve = CurveSettings(variant, metric, max(card.params for card, _ in cards), precision, points)
+        curve = CurveSettings(variant, metric, max(card.params for card, _ in cards), precision, points,
+                              max_memory or cell_budget(variant))
         settings.append((_config_name(Path(models_dir), metric, len(groups)), curve))
     return settings
 

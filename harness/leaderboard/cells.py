@@ -1,6 +1,7 @@
 """One cell of the leaderboard, (image, codec config, quality), and its work on a Ray worker:
-encode to a real bitstream, decode, measure. A failure becomes an ``error`` row; it never
-stops other cells. Every cell's bitstream is kept under ``<run>/bitstreams/`` (:func:`bitstream_path`),
+encode to a real bitstream, decode, measure (quality, seconds and peak memory of each call: the
+worker's RSS high-water mark reset per call, as the worker lives on for other cells, or the
+codec binary's own). A failure becomes an ``error`` row; it never stops other cells. Every cell's bitstream is kept under ``<run>/bitstreams/`` (:func:`bitstream_path`),
 so a rerun that asks for more metrics decodes it again instead of encoding.
 
 While a cell holds its reconstruction it can also keep a crop of it (:data:`CROP_SIDE` pixels
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from harness.artefacts.memory import peak_bytes, reset_peak
 from harness.codecs import codec_class
 from harness.codecs.config import CodecConfig
 from harness.errors import HarnessError
@@ -115,6 +117,7 @@ def evaluate_cell(image_bytes: bytes, name: str, codec: CodecConfig, quality: fl
     row: dict[str, Any] = {"device": cpu_name(), "status": "error", "error": None}
     try:
         instance = codec.instance()
+        instance.subject = name
         key = (codec.codec, codec.settings_json, codec.curve)
         if key not in _PROBED:
             _PROBED[key] = instance.probe()
@@ -135,13 +138,14 @@ def evaluate_cell(image_bytes: bytes, name: str, codec: CodecConfig, quality: fl
             height, width = original.shape[:2]
             row.update(width=width, height=height, conversion=image.notice)
             if bitstream is None:
-                start = time.perf_counter()
+                start = _start(instance)
                 bitstream = instance.encode(original, quality, workdir)
-                row["enc_s"] = time.perf_counter() - start
+                row.update(enc_s=time.perf_counter() - start, enc_peak_bytes=_peak(instance), tile=instance.tile)
                 row.update(instance.estimates(original, quality))  # after the timer: not part of encoding
-            start = time.perf_counter()
+            start = _start(instance)
             decoded = instance.decode(bitstream, height, width, workdir)
-            row["dec_s"] = time.perf_counter() - start
+            row.update(dec_s=time.perf_counter() - start, dec_peak_bytes=_peak(instance))
+            row["tile"] = row.get("tile") or instance.tile  # a re-measure decodes only
         row.update(measure(original, decoded, metrics))
         if crop:
             row.update(_crop=crop_webp(decoded), _original_crop=crop_webp(original))
@@ -153,6 +157,24 @@ def evaluate_cell(image_bytes: bytes, name: str, codec: CodecConfig, quality: fl
         row["error"] = f"{type(error).__name__}: {error}".splitlines()[0]
     row["created_at"] = pd.Timestamp.now(tz="UTC")
     return row
+
+
+def _start(instance) -> float:
+    """Reset the peaks (this worker's, its tools') and start the timer."""
+    instance.tool_peak = 0
+    reset_peak(_device(instance))
+    return time.perf_counter()
+
+
+def _peak(instance) -> int | None:
+    """The peak memory of the call since :func:`_start`: this worker's high-water mark, or the
+    binary's the codec ran, whichever is larger (a cell's worker lives on, so the mark is reset per call)."""
+    own = peak_bytes(_device(instance))
+    return max(own or 0, instance.tool_peak) or None
+
+
+def _device(instance) -> str:
+    return "cuda" if (instance.device or "").startswith("cuda") else "cpu"
 
 
 def is_learned(cell: Cell) -> bool:

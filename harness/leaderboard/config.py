@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.artefacts.memory import check_budget
 from harness.atomic import same_file
 from harness.codecs.config import DEFAULT_DIR
 from harness.data.registry import FOLDER_PREFIX
@@ -29,6 +30,7 @@ class LeaderboardConfig:
     codec_dir: Path = DEFAULT_DIR
     models: tuple[Path, ...] = ()  # train-sweep model folders: one learned curve each
     gpus_per_model: float = 0.0  # GPUs per learned-codec cell (0 on CPU-only clusters)
+    max_memory: int | None = None  # bytes per learned cell; None: the variant's cell_budget
     precision: str = AUTO  # learned codecs' transforms: fp32, bf16, or auto (bf16 where it runs fast)
     max_images: int | None = None  # first N images of each dataset
     force: bool = False
@@ -56,6 +58,7 @@ class LeaderboardConfig:
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise HarnessError(f"--timeout must be a positive number of seconds, got {self.timeout_s:g}")
         resolve_precision(self.precision)  # a bad name fails before Ray starts
+        check_budget(self.max_memory)
         if self.gpus_per_model < 0 or self.checkpoint_s < 0:
             raise HarnessError("--gpus-per-model and checkpoint_s (seconds between table saves) must be >= 0")
         self._check_apart_from_inputs()

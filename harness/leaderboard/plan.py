@@ -61,7 +61,7 @@ def plan(config: LeaderboardConfig) -> Plan:
     codecs = resolve_codecs(config.codecs, config.profile, config.codec_dir, config.timeout_s)
     # Resolved here, where the run is planned: the precision is part of each curve's config hash.
     precision = resolve_precision(config.precision, "cuda" if config.gpus_per_model > 0 else "cpu")
-    codecs += [c for folder in config.models for c in sweep_configs(folder, precision)]
+    codecs += [c for folder in config.models for c in sweep_configs(folder, precision, config.max_memory)]
     versions, unavailable = {}, {}
     for codec in codecs:
         try:

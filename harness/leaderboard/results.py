@@ -51,6 +51,9 @@ SCHEMA = pa.schema(
         ("metrics", pa.string()),        # comma-separated --metrics names this row was measured with
         ("enc_s", pa.float64()),         # encode wall seconds
         ("dec_s", pa.float64()),         # decode wall seconds
+        ("enc_peak_bytes", pa.int64()),  # peak memory while encoding: RSS of the process on a CPU, allocated on a GPU
+        ("dec_peak_bytes", pa.int64()),  # the same while decoding
+        ("tile", pa.int32()),            # learned codecs: tile side in pixels of g_a/g_s; null when untiled
         ("device", pa.string()),         # where the cell ran, e.g. "cpu: AMD EPYC 7B13 @ host"
         ("precision", pa.string()),      # learned codecs: fp32 or bf16 (g_a, h_a, g_s); null for classical
         ("harness_version", pa.string()),
@@ -68,7 +71,8 @@ SCHEMA = pa.schema(
     ]
 )
 # Columns added after tables were written without them: such a table reads with them null.
-ADDED = ("est_bits", "pad_bits", "enc_net_s", "dec_net_s")
+MEMORY_COLUMNS = ("enc_peak_bytes", "dec_peak_bytes", "tile")
+ADDED = (*MEMORY_COLUMNS, "est_bits", "pad_bits", "enc_net_s", "dec_net_s")
 RESULTS_FILE = "results.parquet"  # in every run folder
 COLUMNS = tuple(SCHEMA.names)
 CELL = ("dataset", "image", "codec", "config", "quality")

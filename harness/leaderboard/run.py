@@ -24,6 +24,7 @@ import ray
 from tqdm import tqdm
 
 from harness import __version__
+from harness.artefacts.memory import size_text
 from harness.atomic import check_folder, write_atomic
 from harness.errors import HarnessError
 from harness.leaderboard import results
@@ -71,10 +72,12 @@ def _save(plan_: Plan, rows: list[dict[str, Any]]) -> None:
     results.write(_merged(plan_, rows), plan_.run_dir / results.RESULTS_FILE)
 
 
-def _learned_workers(cells: int, gpus_per_model: float) -> list:
+def _learned_workers(cells: int, gpus_per_model: float, memory: int) -> list:
     """Learned-codec actors: one per slot of the cluster (at most one per cell). They take
     the learned cells, which are submitted first, and are killed once those are done; the
-    classical cells then run in the freed slots.
+    classical cells then run in the freed slots. Each reserves Ray's ``memory`` resource for
+    the largest cell budget (its cells tile within it), so a node holds no more of them than
+    its memory: the slots are counted from the cluster's memory as from its CPUs or GPUs.
 
     A node that dies takes its actors along; Ray restarts them elsewhere and retries
     their pending cells (``max_restarts``/``max_task_retries``)."""
@@ -82,8 +85,23 @@ def _learned_workers(cells: int, gpus_per_model: float) -> list:
         return []
     resources = ray.cluster_resources()
     slots = resources.get("GPU", 0) / gpus_per_model if gpus_per_model else resources.get("CPU", 1)
-    actor = ray.remote(num_cpus=1, num_gpus=gpus_per_model, max_restarts=-1, max_task_retries=3)(CellWorker)
+    slots = min(slots, resources.get("memory", memory) // memory)
+    actor = ray.remote(num_cpus=1, num_gpus=gpus_per_model, memory=memory, max_restarts=-1,
+                       max_task_retries=3)(CellWorker)
     return [actor.remote() for _ in range(max(1, min(cells, int(slots))))]
+
+
+def lost_reason(error: BaseException, cell: Cell) -> str:
+    """The one-line reason of a cell whose worker died: for memory (Ray's memory monitor or the
+    kernel's OOM killer), naming the image and the memory its cell had; else what Ray said."""
+    text = one_line(error)
+    killed_for_memory = isinstance(error, ray.exceptions.OutOfMemoryError) or any(
+        mark in str(error) for mark in ("OOM", "out of memory", "low on memory"))
+    if killed_for_memory:
+        memory = cell.codec.curve.max_memory if cell.codec.curve else None
+        needed = f"more than the {size_text(memory)} its cell reserved" if memory else "more than its node had"
+        return f"killed for memory: coding {cell.image} needed {needed} (--max-memory sets it)"
+    return f"worker lost: {type(error).__name__}: {text}"
 
 
 def _store(path: Path, data: bytes, what: str) -> None:
@@ -141,7 +159,8 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
         image_refs = {digest: ray.put(path.read_bytes()) for digest, path in plan_.images.items() if digest in digests}
         names = {digest: str(path) for digest, path in plan_.images.items()}  # a file of that content
         learned_left = sum(is_learned(job.cell) for job in jobs)
-        workers = _learned_workers(learned_left, config.gpus_per_model)
+        budgets = [job.cell.codec.curve.max_memory for job in jobs if is_learned(job.cell)]
+        workers = _learned_workers(learned_left, config.gpus_per_model, max(budgets, default=1))
         submitted = 0
 
         def submit(job: Job):
@@ -164,8 +183,7 @@ def execute(plan_: Plan, config: LeaderboardConfig) -> list[dict[str, Any]]:
                     for done in finished:
                         partial = done.value
                         if done.error is not None:
-                            partial = {"status": "error",
-                                       "error": f"worker lost: {type(done.error).__name__}: {one_line(done.error)}",
+                            partial = {"status": "error", "error": lost_reason(done.error, done.item.cell),
                                        "created_at": pd.Timestamp.now(tz="UTC")}
                         rows.append(_finish(plan_, done.item, partial, commit, failed_remeasures))
                         learned_left -= is_learned(done.item.cell)

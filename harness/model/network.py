@@ -18,6 +18,7 @@ from harness.errors import HarnessError
 from harness.model.config import ModelConfig
 from harness.model.entropy import WeChARM
 from harness.model.layers import WeConvDown, WeConvUp, pad_to, res_group
+from harness.model.tiling import G_A_STRIDE, analyse, analysis_halo, check_tile, synthesise, synthesis_halo
 
 SCALE_TABLE_LEVELS = 256
 
@@ -90,37 +91,55 @@ class WeConvene(CompressionModel):
         x_hat = self.g_s(out["y_hat"])[..., :height, :width]
         return {"x_hat": x_hat, "likelihoods": out["likelihoods"]}
 
+    @property
+    def halos(self) -> tuple[int, int]:
+        """(g_a's, g_s's) tile halo in pixels (:mod:`harness.model.tiling`)."""
+        return analysis_halo(self.g_a, self.config), synthesis_halo(self.g_s, self.config) * G_A_STRIDE
+
     @torch.no_grad()
-    def compress(self, x: Tensor, reconstruct: bool = False, integer: bool = True) -> dict:
+    def compress(self, x: Tensor, reconstruct: bool = False, integer: bool = True, tile: int | None = None) -> dict:
         """Entropy-code a batch: ``{"strings", "shape", "size"}`` (+ ``"x_hat"``, the
         reconstruction the decoder will produce, when ``reconstruct``). Needs
         :meth:`update` (done by checkpoints) for the entropy tables and the integer path;
         ``integer=False`` predicts the entropy parameters with the float networks, whose
-        streams decode right only where the encoder's kernels run (containers before v4)."""
+        streams decode right only where the encoder's kernels run (containers before v4).
+        ``tile``: run g_a (and g_s) on tiles of that many pixels a side (a multiple of
+        :func:`harness.model.tiling.alignment`); the same streams, within float rounding."""
         height, width = x.shape[-2:] if x.dim() == 4 else (0, 0)
-        out = self.latent_codec.compress(self.g_a(self.pad(x)), integer)
+        if tile is not None:
+            check_tile(tile, self.config)
+        x = self.pad(x)
+        y = self.g_a(x) if tile is None else analyse(self.g_a, x, tile, analysis_halo(self.g_a, self.config))
+        del x  # the padded copy, before the entropy model's buffers
+        out = self.latent_codec.compress(y, integer)
         result = {"strings": out["strings"], "shape": out["shape"], "size": (int(height), int(width)),
                   "latent_crc": out["latent_crc"]}
         if reconstruct:
-            result["x_hat"] = self._synthesize(out["y_hat"], (height, width))
+            result["x_hat"] = self._synthesize(out["y_hat"], (height, width), tile)
         return result
 
     @torch.no_grad()
     def decompress(self, strings: list[list[bytes]], shape: tuple[int, int], size: tuple[int, int],
-                   integer: bool = True) -> dict:
+                   integer: bool = True, tile: int | None = None) -> dict:
         """Rebuild ``{"x_hat"}`` (clamped to [0, 1], cropped to ``size``) from :meth:`compress` output,
         and ``latent_crc``, the CRC-32 of the symbols decoded (equal to compress's when the
-        entropy model ran as it did in the encoder)."""
+        entropy model ran as it did in the encoder). ``tile``: g_s on tiles of that many pixels a side."""
+        if tile is not None:
+            check_tile(tile, self.config)
         out = self.latent_codec.decompress(strings, shape, integer)
-        return {"x_hat": self._synthesize(out["y_hat"], size), "latent_crc": out["latent_crc"]}
+        return {"x_hat": self._synthesize(out["y_hat"], size, tile), "latent_crc": out["latent_crc"]}
 
     def min_stream_bytes(self, size: tuple[int, int]) -> tuple[int]:
         """Bytes below which the stream of an image of ``size`` cannot be (checked before decoding)."""
         return (self.latent_codec.min_stream_bytes(tuple(math.ceil(s / self.stride) for s in size)),)
 
-    def _synthesize(self, y_hat: Tensor, size: tuple[int, int]) -> Tensor:
+    def _synthesize(self, y_hat: Tensor, size: tuple[int, int], tile: int | None) -> Tensor:
         height, width = size
-        return self.g_s(y_hat)[..., :height, :width].clamp(0, 1)
+        if tile is None:
+            x_hat = self.g_s(y_hat)
+        else:
+            x_hat = synthesise(self.g_s, y_hat, tile // G_A_STRIDE, synthesis_halo(self.g_s, self.config))
+        return x_hat[..., :height, :width].clamp_(0, 1)
 
 
 def pad_images(x: Tensor, stride: int) -> Tensor:

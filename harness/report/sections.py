@@ -66,9 +66,13 @@ def bdrate_md(intro: str, ok: pd.DataFrame, aside_note: str, summary: pd.DataFra
 
 
 def timing_md(timing: pd.DataFrame) -> str:
-    return ("# Encode / decode time per image\n\nLearned codecs: \"network\" is the mean seconds of the analysis "
-            "(g_a) or synthesis (g_s) transform, timed apart after each cell; the rest of the time is the entropy "
-            "model and coder.\n\n" + tables.timing_table(timing))
+    return ("# Encode / decode time and memory per image\n\n"
+            "Learned codecs: \"network\" is the mean seconds of the analysis (g_a) or synthesis (g_s) transform, "
+            "timed in one forward pass after each cell; the rest of the time is the entropy model and coder. "
+            "Peaks are the largest of the curve's cells: the worker's peak RSS during the call (its high-water mark "
+            "reset per call) or the codec binary's, on a GPU the tensors allocated; learned codecs run g_a/g_s in "
+            "tiles where the cell's memory budget needs them (the smallest tile used is listed).\n\n"
+            + tables.timing_table(timing))
 
 
 def params_md(params: pd.DataFrame) -> str:

@@ -215,29 +215,28 @@ def fidelity_summary(ok: pd.DataFrame, published: list) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-PEAK_MEMORY = ("enc_peak_bytes", "dec_peak_bytes")  # per-cell peaks, in the results of runs that measured them
 
 
 def timing_summary(ok: pd.DataFrame) -> pd.DataFrame:
     """Mean and median encode/decode seconds per image encode, with device(s); for learned codecs
     the mean seconds of their networks (g_a, g_s; the rest is entropy coding); the largest
-    encode and decode memory peaks when the results carry them."""
+    encode/decode peak memory (bytes; NaN where none was recorded) and the smallest tile side."""
     labels = curve_labels(ok)
-    peaks = [column for column in PEAK_MEMORY if column in ok.columns]
     out = []
     for (dataset, codec, config), rows in ok.groupby(["dataset", "codec", "config"], sort=True):
         out.append({
             "dataset": dataset, "codec": codec, "config": config, "label": labels[(codec, config)],
             "enc_s": rows["enc_s"].mean(), "dec_s": rows["dec_s"].mean(),
             "enc_median_s": rows["enc_s"].median(), "dec_median_s": rows["dec_s"].median(),
+            "enc_peak_bytes": rows["enc_peak_bytes"].max(), "dec_peak_bytes": rows["dec_peak_bytes"].max(),
+            "tile": rows["tile"].min(),
             "encodes": len(rows), "device": ", ".join(sorted(rows["device"].fillna("?").astype(str).unique())),
             "precision": ", ".join(sorted(rows["precision"].dropna().astype(str).unique())),
             "enc_net_s": rows["enc_net_s"].mean(), "dec_net_s": rows["dec_net_s"].mean(),
-            **{column: pd.to_numeric(rows[column], errors="coerce").max() for column in peaks},
         })
     return pd.DataFrame(out, columns=["dataset", "codec", "config", "label", "enc_s", "dec_s", "enc_median_s",
-                                      "dec_median_s", "encodes", "device", "precision", "enc_net_s", "dec_net_s",
-                                      *peaks])
+                                      "dec_median_s", "enc_peak_bytes", "dec_peak_bytes", "tile", "encodes",
+                                      "device", "precision", "enc_net_s", "dec_net_s"])
 
 
 def params_summary(ok: pd.DataFrame) -> pd.DataFrame:

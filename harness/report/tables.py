@@ -33,6 +33,10 @@ def fmt_seconds(value: float) -> str:
     return f"{value:.3g} s" if value < 100 else f"{value:.1f} s"
 
 
+def fmt_bytes(value: float) -> str:
+    return "-" if not math.isfinite(value) else f"{value / 2**30:.2f} GiB"
+
+
 def fmt_params(value: float) -> str:
     return "-" if not math.isfinite(value) else f"{value:.2f} M"
 
@@ -126,8 +130,8 @@ def per_image_table(per_image: pd.DataFrame) -> str:
 
 
 def timing_table(timing: pd.DataFrame) -> str:
-    header = ["Dataset", "Method", "Enc. mean", "Dec. mean", "Enc. median", "Dec. median", "Encodes", "Device",
-              "Precision", "Enc. network", "Dec. network"]
+    header = ["Dataset", "Method", "Enc. mean", "Dec. mean", "Enc. median", "Dec. median", "Enc. peak", "Dec. peak",
+              "Smallest tile", "Encodes", "Device", "Precision", "Enc. network", "Dec. network"]
     rows = [
         [
             r.dataset,
@@ -136,6 +140,9 @@ def timing_table(timing: pd.DataFrame) -> str:
             fmt_seconds(r.dec_s),
             fmt_seconds(r.enc_median_s),
             fmt_seconds(r.dec_median_s),
+            fmt_bytes(float(r.enc_peak_bytes)),
+            fmt_bytes(float(r.dec_peak_bytes)),
+            f"{int(r.tile)} px" if pd.notna(r.tile) else "—",
             str(r.encodes),
             r.device,
             r.precision or "—",
