@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml
 	$(PIP) install --disable-pip-version-check -q -e '.[test]'
 	touch $(STAMP)
 
+# Two workers, one test file each at a time: much of the suite waits on Ray, subprocesses' start-up
+# and sockets, and the other worker's tests run meanwhile.
 test: setup browser
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --durations=25
 
 # The README demo: the whole pipeline at demo scale (schedule/demo.toml; <15 min on 2 cores):
 # shards from ../shared/data/photos, two learned λ sweeps, the Kodak leaderboard, the report.
