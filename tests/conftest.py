@@ -250,7 +250,19 @@ def train_tiny_on_photos(photos_dir: Path):
 
 
 @pytest.fixture(scope="session")
-def trained_tiny(photos_dir):
-    """One briefly trained ``tiny`` per session (session fixtures start before the
-    function-scoped one_thread, so :func:`train_tiny_on_photos` sets its own thread count)."""
-    return train_tiny_on_photos(photos_dir)
+def trained_tiny(photos_dir, tmp_path_factory):
+    """One briefly trained ``tiny`` per run (session fixtures start before the function-scoped
+    one_thread, so :func:`train_tiny_on_photos` sets its own thread count). Under pytest-xdist the
+    first worker to ask trains it and saves a checkpoint in the run's shared temporary folder;
+    the others load that file, so every worker tests the same model and it trains once."""
+    from filelock import FileLock
+
+    from harness.artefacts.checkpoint import load_checkpoint, save_checkpoint
+
+    base = tmp_path_factory.getbasetemp()  # a worker's is a folder in the run's
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    path = shared / "trained-tiny.pt"
+    with FileLock(str(path) + ".lock"):
+        if not path.exists():
+            save_checkpoint(train_tiny_on_photos(photos_dir), path)
+    return load_checkpoint(path).eval()
