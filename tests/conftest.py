@@ -18,6 +18,10 @@ SHARED = REPO.parent / "shared"
 
 # Starting Ray costs ~10 s on 2 cores: every test that needs an instance belongs to the slow tier.
 RAY_FIXTURES = frozenset({"ray_local", "loopback_cluster"})
+# The test files that take longest on 2 cores (1-4 minutes each, `make test`'s --durations), longest first.
+LONGEST_FILES = ("test_train_sweep.py", "test_leaderboard_learned.py", "test_rerun_cluster.py",
+                 "test_model_precision.py", "test_model_baselines.py", "test_model_latent_check.py",
+                 "test_lock.py", "test_tiling.py")
 
 
 def pytest_collection_modifyitems(items) -> None:
@@ -27,6 +31,11 @@ def pytest_collection_modifyitems(items) -> None:
     # Tests that own a cluster shut the session's local instance down: run them last, so that
     # instance starts once per run instead of once after each of them.
     items.sort(key=lambda item: "loopback_cluster" in getattr(item, "fixturenames", ()))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # `make test`'s workers take a file each as they free up, in this order: the longest
+        # files first, so that neither worker is left with one of them at the end.
+        items.sort(key=lambda item: LONGEST_FILES.index(item.path.name) if item.path.name in LONGEST_FILES
+                   else len(LONGEST_FILES))
 
 
 @pytest.fixture(scope="session")
