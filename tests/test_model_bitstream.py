@@ -16,6 +16,7 @@ from harness.artefacts.checkpoint import fingerprint, load_checkpoint
 from harness.artefacts.coding import decode, encode, to_pixels, to_tensor
 from harness.cli import main
 from harness.errors import HarnessError
+from harness.model import entropy
 from harness.model.precision import set_precision
 from harness.pixels.images import load_rgb
 
@@ -46,6 +47,15 @@ def kodim(kodak_dir):
 def _image(kodim: np.ndarray, height: int, width: int) -> np.ndarray:
     tiled = np.tile(kodim, (height // kodim.shape[0] + 1, width // kodim.shape[1] + 1, 1))
     return np.ascontiguousarray(tiled[:height, :width])
+
+
+def test_symbols_handed_to_rans_in_pieces_give_the_same_file(model, kodim, monkeypatch):
+    """compressai's encoder takes Python lists, so a slice's symbols go to it a piece at a time;
+    the pieces append to one buffer in order: the same stream as in one call."""
+    pixels = _image(kodim, 64, 96)
+    whole = encode(model, pixels)
+    monkeypatch.setattr(entropy, "_ENCODE_PIECE", 7)
+    assert encode(model, pixels) == whole
 
 
 @pytest.mark.parametrize("size", [(1, 1), (17, 33), *(pytest.param(s, marks=pytest.mark.slow) for s in [(768, 512), (512, 768), (1365, 2048)])])

@@ -132,6 +132,42 @@ def test_cpu_kernels_give_the_torch_path_bits(monkeypatch, kernel, stride, paddi
         assert torch.equal(fused, reference), name
 
 
+@pytest.mark.parametrize("kernel, padding", [(1, 0), (3, 1)])
+def test_a_convolution_of_parts_is_the_convolution_of_their_concatenation(monkeypatch, kernel, padding):
+    """The entropy model hands its context (hyper features + coded slices) as parts, which the CPU
+    kernels quantise in place with the exponent of the largest magnitude of all of them: the same
+    bits as the concatenation, on both paths, in every layout of each part."""
+    torch.manual_seed(0)
+    layer = exact.IntegerConv2d(nn.Conv2d(20, 16, kernel, padding=padding))
+    quiet = torch.randn(2, 6, 9, 7, dtype=torch.float64)
+    loud = torch.randn(2, 14, 9, 7, dtype=torch.float64) * torch.tensor([50.0, 0.01]).reshape(2, 1, 1, 1)
+    for name, part in _layouts(loud).items():
+        assert torch.equal(layer([quiet, part]), layer(torch.cat([quiet, part], dim=1))), name
+    whole = layer(torch.cat([quiet, loud], dim=1))
+    with monkeypatch.context() as m:
+        m.setattr(exact_cpu, "ENABLED", False)
+        assert torch.equal(layer([quiet, loud]), whole)
+    assert torch.equal(exact.convolve_parts(layer, [quiet, loud]), whole)
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(1, 1, 0), (3, 1, 1), (3, 2, 1)])
+def test_a_convolution_made_in_row_chunks_gives_the_same_bits(monkeypatch, kernel, stride, padding):
+    """Large latents are convolved a chunk of output rows at a time (chunks that cross from one
+    image of the batch to the next, and a last one shorter than the int8 GEMM's 16 rows)."""
+    torch.manual_seed(0)
+    layer = exact.IntegerConv2d(nn.Conv2d(12, 24, kernel, stride=stride, padding=padding))
+    x = torch.randn(2, 12, 13, 11, dtype=torch.float64) * torch.tensor([3.0, 700.0]).reshape(2, 1, 1, 1)
+    whole = layer(x)
+    rows_a_chunk = []
+    original = exact_cpu._scaled_sums
+    monkeypatch.setattr(exact_cpu, "_scaled_sums", lambda *args: rows_a_chunk.append(args[-1]) or original(*args))
+    monkeypatch.setattr(exact_cpu, "CHUNK_BYTES", 2 * (layer.weight.limbs.shape[0] + 4 * layer.weight.limbs.shape[1]))
+    rows = whole.shape[0] * whole.shape[2] * whole.shape[3]
+    monkeypatch.setattr(exact_cpu, "_MIN_CHUNK", (rows - 5) // 3)  # 3 chunks and 5-7 rows
+    assert torch.equal(layer(x), whole)
+    assert len(rows_a_chunk) == 4 and rows_a_chunk[-1] < 16, rows_a_chunk
+
+
 @pytest.mark.parametrize("name", ["gelu", "sigmoid", "tanh"])
 def test_cpu_table_kernel_gives_the_torch_path_bits(monkeypatch, name):
     table = exact.Table(name)
@@ -149,7 +185,7 @@ def test_cpu_table_kernel_gives_the_torch_path_bits(monkeypatch, name):
 
 @pytest.mark.parametrize("name, args", [
     ("_scaled_sums", lambda: (np.zeros(32, np.int32), np.ones(1), np.ones(8), np.ones(8), np.zeros(16),
-                              np.array([8, 8, 2, 2]), 0, 2)),
+                              np.array([8, 8, 2, 2, 0]), 0, 2)),
     ("_lookup", lambda: (np.linspace(-1, 1, 16), np.linspace(0, 1, 9), np.zeros(16), np.array([4.0, 4.0, 0, 1, 0]),
                          0, 16)),
 ])

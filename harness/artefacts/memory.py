@@ -31,15 +31,19 @@ at the image border)::
     default  1024x1024   512   736x736     1058       602
     default  1024x1024   256   704x704      969       308
 
-    the entropy model alone on a random latent, after a warm-up call (compress / decompress):
-    tiny     latent 128x128 (1 MP image)    135 / 21     latent 256x256 (4 MP)  342 / 207
-    default  latent 128x128 (1 MP image)    397 / 295
+    the entropy model alone on a random latent (3 x a unit Gaussian), after a warm-up call, peak
+    added (compress / decompress, MiB; 2026-12-05, quiet host, two threads, fp32):
+    tiny     1024x1024  78 / 58     2048x1536  232 / 155     3072x2048  423 / 313
+    default  1024x1024 387 / 301    2048x1536  966 / 689     3072x2048 1857 / 1349
 
 So g_a takes ~2050 bytes per pixel of its piece with the default model (four fp32 activations
 of N=128 channels at full resolution), ~520 with tiny; g_s 650 and 200; the entropy model
-~400 (default) and ~140 (tiny) per image pixel when encoding. The entropy model is what grows
-with the whole image once g_a and g_s are tiled: the integer path's im2col rows of its 3x3
-convolutions over the whole latent (float64 sums, int8 limbs).
+~310 (default) and ~75 (tiny) per image pixel when encoding, ~230 and ~55 when decoding. The
+entropy model is what grows with the whole image once g_a and g_s are tiled: the float64
+context of every coded slice, the widest support (as wide as the context), the hyper features,
+and the rANS encoder's buffer of every symbol (~7 bytes each). Its convolutions read their
+parts in place and make their im2col rows and sums a bounded chunk at a time
+(:mod:`harness.model.exact_cpu`), and the heap is trimmed between slices (:mod:`harness.heap`).
 """
 
 from __future__ import annotations
@@ -87,8 +91,8 @@ class MemoryModel:
 
 # Fitted to the calibration above.
 MEASURED = {
-    "tiny": MemoryModel(analysis=520.0, synthesis=200.0, encode=140.0, decode=60.0, held=50.0),
-    "3dm-weconvene": MemoryModel(analysis=2050.0, synthesis=650.0, encode=400.0, decode=300.0, held=60.0),
+    "tiny": MemoryModel(analysis=520.0, synthesis=200.0, encode=75.0, decode=55.0, held=50.0),
+    "3dm-weconvene": MemoryModel(analysis=2050.0, synthesis=650.0, encode=310.0, decode=230.0, held=60.0),
 }
 _REFERENCE = "3dm-weconvene"  # other widths scale from it: tile by N, image by M
 # CompressAI's baselines (whole images only; g_a's first layer has stride 2, so ~3x less than

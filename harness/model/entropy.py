@@ -44,13 +44,14 @@ from compressai.layers import AttentionBlock, conv1x1, conv3x3, subpel_conv3x3
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
-from harness import wavelets
+from harness import heap, wavelets
 from harness.errors import HarnessError
 from harness.model import exact, rans
 from harness.model.config import ModelConfig
 from harness.model.layers import WeConvDown, WeConvUp, conv, res_group
 from harness.model.rans import RansReader
 
+_ENCODE_PIECE = 1 << 20  # symbols handed to compressai's rANS encoder per call
 # Quantises one slice given its predicted mean and scale; returns the dequantised slice.
 SliceQuantizer = Callable[[int, Tensor, Tensor], Tensor]
 
@@ -86,7 +87,12 @@ class _Tables:
         return self.cdf_array.tolist(), self.length_array.tolist(), self.offset_array.tolist()
 
     def encode(self, encoder: BufferedRansEncoder, symbols: Tensor, indexes: Tensor) -> None:
-        encoder.encode_with_indexes(symbols.reshape(-1).tolist(), indexes.reshape(-1).tolist(), *self._lists)
+        """Buffer ``symbols`` with their table ``indexes``; a piece at a time, since the encoder takes
+        Python lists (36 bytes a symbol: a large image's slice in one piece would be gigabytes)."""
+        symbols, indexes = symbols.reshape(-1), indexes.reshape(-1)
+        for start in range(0, symbols.numel(), _ENCODE_PIECE):
+            piece = slice(start, start + _ENCODE_PIECE)
+            encoder.encode_with_indexes(symbols[piece].tolist(), indexes[piece].tolist(), *self._lists)
 
     def decode(self, reader: RansReader, indexes: Tensor) -> Tensor:
         values = reader.decode(indexes.cpu().numpy(), self.cdf_array, self.length_array, self.offset_array)
@@ -125,8 +131,9 @@ class AttentionNet(nn.Module):
         self.attention = AttentionBlock(inner)
         self.out = conv1x1(inner, channels)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.out(self.attention(self.inp(x)))
+    def forward(self, parts: list[Tensor]) -> Tensor:
+        """Of the channel concatenation of ``parts`` (the hyper features and the coded slices)."""
+        return self.out(self.attention(exact.convolve_parts(self.inp, parts)))
 
 
 @exact.register_composite
@@ -143,8 +150,12 @@ class ParamNet(nn.Module):
                 layers.append(nn.GELU())
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+    def forward(self, parts: list[Tensor]) -> Tensor:
+        """Of the channel concatenation of ``parts``."""
+        x = exact.convolve_parts(self.net[0], parts)
+        for layer in self.net[1:]:
+            x = layer(x)
+        return x
 
 
 @exact.register_composite
@@ -161,12 +172,13 @@ class SliceNet(nn.Module):
         self.squash = nn.Tanh()
 
     def predict(self, hyper_means: Tensor, hyper_scales: Tensor, coded: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        mean_support = self.mean_attention(torch.cat([hyper_means, *coded], dim=1))
-        scale_support = self.scale_attention(torch.cat([hyper_scales, *coded], dim=1))
-        return self.mean(mean_support), self.scale(scale_support), mean_support
+        # the scale first: its support (as wide as the context) is freed before the mean's is made
+        scale = self.scale([self.scale_attention([hyper_scales, *coded])])
+        mean_support = self.mean_attention([hyper_means, *coded])
+        return self.mean([mean_support]), scale, mean_support
 
     def refine(self, mean_support: Tensor, y_hat: Tensor) -> Tensor:
-        return y_hat + 0.5 * self.squash(self.lrp(torch.cat([mean_support, y_hat], dim=1)))
+        return y_hat + 0.5 * self.squash(self.lrp([mean_support, y_hat]))
 
 
 def hyper_analysis(config: ModelConfig) -> nn.Sequential:
@@ -256,6 +268,13 @@ class WeChARM(LatentCodec):
             return wavelets.idwt3(subbands, self.config.wavelet, channel_levels=1, spatial_levels=1, channel_dim=1)
         return wavelets.idwt2(subbands["LL"], [(subbands["LH"], subbands["HL"], subbands["HH"])], self.config.wavelet)
 
+    def split(self, y: Tensor) -> tuple[list[Tensor], Tensor]:
+        """y's slices in coding order and the hyper-latent z from all its subbands (the subbands,
+        as large as y, are freed on return)."""
+        subbands = self.analysis(y)
+        z = self.h_a(torch.cat([subbands[name] for name in self.config.subbands], dim=1))
+        return self.slices_of(subbands), z
+
     def slices_of(self, subbands: dict[str, Tensor]) -> list[Tensor]:
         return [torch.cat([subbands[name][:, a:b] for name, a, b in parts], dim=1) for parts in self.config.slices]
 
@@ -300,9 +319,7 @@ class WeChARM(LatentCodec):
         round(y - mean) + mean with a straight-through gradient in both modes, as
         in the authors' code, so training and decoding see the same values.
         """
-        subbands = self.analysis(y)
-        y_slices = self.slices_of(subbands)
-        z = self.h_a(torch.cat([subbands[name] for name in self.config.subbands], dim=1))
+        y_slices, z = self.split(y)
         _, z_likelihoods = self.entropy_bottleneck(z)
         medians = self.entropy_bottleneck._get_medians()
         z_hat = quantize_ste(z - medians) + medians
@@ -325,9 +342,7 @@ class WeChARM(LatentCodec):
         every slice in coding order; ``shape`` = z's H x W; ``y_hat`` = exactly what
         :meth:`decompress` will rebuild; ``latent_crc`` = per image, the CRC-32 of its symbols.
         ``integer``: predict means and scales on the integer path (else the float networks)."""
-        subbands = self.analysis(y)
-        y_slices = self.slices_of(subbands)
-        z = self.h_a(torch.cat([subbands[name] for name in self.config.subbands], dim=1))
+        y_slices, z = self.split(y)
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
         z_tables, y_tables = _Tables(eb), _Tables(gc)
         encoders = [BufferedRansEncoder() for _ in range(y.shape[0])]
@@ -341,7 +356,9 @@ class WeChARM(LatentCodec):
         z_hat = eb.dequantize(z_symbols, medians)
 
         def quantize(index: int, mean: Tensor, scale: Tensor) -> Tensor:
-            symbols = gc.quantize(y_slices[index], "symbols", mean)
+            heap.trim()  # the slice's networks' buffers, freed: else each slice's land beside them
+            y_slice, y_slices[index] = y_slices[index], None  # coded: freed before the next slice's networks
+            symbols = gc.quantize(y_slice, "symbols", mean)
             indexes = gc.build_indexes(scale)
             crc.update(symbols)
             for b, encoder in enumerate(encoders):
@@ -369,6 +386,7 @@ class WeChARM(LatentCodec):
         z_hat = eb.dequantize(z_symbols, medians)
 
         def quantize(index: int, mean: Tensor, scale: Tensor) -> Tensor:
+            heap.trim()  # the slice's networks' buffers, freed: else each slice's land beside them
             indexes = gc.build_indexes(scale)
             symbols = torch.stack([y_tables.decode(decoder, indexes[b]) for b, decoder in enumerate(decoders)])
             symbols = symbols.to(device)

@@ -190,10 +190,15 @@ class IntegerConv2d(nn.Module):
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(self.out_channels)
         self.register_buffer("bias", bias.double().cpu())
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor | list[Tensor]) -> Tensor:
+        """The convolution of ``x``, or of the channel concatenation of a list of parts (one batch
+        and size), which the CPU kernels read part by part instead of forming it."""
+        parts = list(x) if isinstance(x, (list, tuple)) else [x]
+        if all(exact_cpu.usable(part) for part in parts) and _int8_gemm_available(parts[0].device):
+            return exact_cpu.convolve([exact_cpu.dense(part) for part in parts], ACTIVATION_BITS, self.kernel,
+                                      self.stride, self.padding, self.weight.limbs, self.scale, self.bias)
+        x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         n, _, height, width = x.shape
-        if exact_cpu.usable(x) and _int8_gemm_available(x.device):
-            return self._fused(exact_cpu.dense(x))
         ints, down = quantize_rows(x, ACTIVATION_BITS)
         ints = ints.float()  # |ints| <= 2^12: exact, and half the bytes to rearrange
         (ph, pw), (sh, sw), (kh, kw) = self.padding, self.stride, self.kernel
@@ -206,12 +211,12 @@ class IntegerConv2d(nn.Module):
         scale = down.reshape(n, 1, 1, 1) * self.scale.reshape(1, -1, 1, 1)  # a power of two times the step: exact
         return sums * scale + self.bias.reshape(1, -1, 1, 1)
 
-    def _fused(self, x: Tensor) -> Tensor:
-        """:meth:`forward` on the CPU: one numba call before the int8 GEMM and one after (same bits)."""
-        limbs, down, out_h, out_w = exact_cpu.stacked_limbs(x, ACTIVATION_BITS, self.kernel, self.stride, self.padding,
-                                                            self.weight.limbs.shape[0])
-        sums = torch._int_mm(limbs, self.weight.limbs)
-        return exact_cpu.scaled_sums(sums, down, self.scale, self.bias, (x.shape[0], self.out_channels, out_h, out_w))
+
+def convolve_parts(conv: nn.Module, parts: list[Tensor]) -> Tensor:
+    """``conv`` of the channel concatenation of ``parts``: formed for a float convolution, read
+    part by part by an integer one (on the integer path the concatenation of the latent's coded
+    slices is the largest tensor of the entropy model)."""
+    return conv(parts) if isinstance(conv, IntegerConv2d) else conv(torch.cat(parts, dim=1))
 
 
 class IntegerGDN(nn.Module):

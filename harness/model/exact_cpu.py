@@ -30,6 +30,8 @@ from torch import Tensor
 from harness.kernels import jit, memory
 
 ENABLED = True  # tests switch the kernels off to compare with the torch path
+CHUNK_BYTES = 32 << 20  # a convolution's im2col rows and their sums, made and used this much at a time
+_MIN_CHUNK = 64  # rows: fewer would make the int8 GEMMs slow
 # The kernels run on the calling thread: spread over a thread pool they ran slower, and so did
 # the GEMMs between them (torch's OpenMP threads, spinning after each GEMM, took their cores).
 _LIMB = 6
@@ -42,8 +44,9 @@ _LIMB = 6
 @jit()
 def _quantize(x, strides, up, grid, geometry, start, stop):
     """Image rows ``start:stop`` (image, y) of ``round(x * up[image])`` as int8 limbs into the
-    interior of a zero-bordered channels-last grid, ``row`` bytes a pixel: high limbs, then low."""
-    channels, height, width, ph, pw, row, half = geometry
+    interior of a zero-bordered channels-last grid, ``row`` bytes a pixel, from channel ``first``
+    on (x is one part of a concatenation along channels): high limbs, then low."""
+    channels, height, width, ph, pw, row, half, first = geometry
     sn, sc, sy, sx = strides
     wp = width + 2 * pw
     hp = height + 2 * ph
@@ -53,8 +56,8 @@ def _quantize(x, strides, up, grid, geometry, start, stop):
         scale = up[n]
         for i in range(width):
             src = np.uint64(n * sn + y * sy + i * sx)
-            hi = np.uint64(((n * hp + y + ph) * wp + i + pw) * row)
-            lo = np.uint64(((n * hp + y + ph) * wp + i + pw) * row + half)
+            hi = np.uint64(((n * hp + y + ph) * wp + i + pw) * row + first)
+            lo = np.uint64(((n * hp + y + ph) * wp + i + pw) * row + first + half)
             if sc == 1:  # channels-last: a contiguous run
                 for c in range(np.uint64(channels)):
                     v = np.int64(np.rint(np.float64(x[src + c]) * scale))
@@ -70,8 +73,9 @@ def _quantize(x, strides, up, grid, geometry, start, stop):
 
 @jit()
 def _im2col(grid, limbs, geometry, start, stop):
-    """im2col rows ``start:stop`` (image, y, x) of both halves of the grid: per kernel row, the
-    ``kw`` taps are adjacent channels-last pixels, one run of ``kw * channels`` bytes."""
+    """im2col rows ``start:stop`` (image, y, x) of both halves of the grid, into ``limbs`` from its
+    row 0 (high limbs) and row ``rows`` (low): per kernel row, the ``kw`` taps are adjacent
+    channels-last pixels, one run of ``kw * channels`` bytes."""
     channels, out_h, out_w, hp, wp, kh, kw, sh, sw, kp, half, rows = geometry
     run = np.uint64(kw * channels)
     for m in range(start, stop):
@@ -81,8 +85,8 @@ def _im2col(grid, limbs, geometry, start, stop):
         for ky in range(kh):
             src = np.uint64(((n * hp + oy * sh + ky) * wp + ox * sw) * channels)
             src_lo = np.uint64(((n * hp + oy * sh + ky) * wp + ox * sw) * channels + half)
-            dst = np.uint64(m * kp + ky * kw * channels)
-            dst_lo = np.uint64((m + rows) * kp + ky * kw * channels)
+            dst = np.uint64((m - start) * kp + ky * kw * channels)
+            dst_lo = np.uint64((m - start + rows) * kp + ky * kw * channels)
             for j in range(run):
                 limbs[dst + j] = grid[src + j]
                 limbs[dst_lo + j] = grid[src_lo + j]
@@ -101,35 +105,38 @@ def _max_bits(bits, per_image, mask, out, start, stop):
 
 
 @jit()
-def _prepare(x, patterns, per_image, strides, top, magnitudes, mask, bits, up, down, grid, limbs, quantise, im2col):
-    """A convolution's input in one call from Python (each call costs tens of microseconds):
-    per image the largest magnitude (from ``patterns``, x's memory as integers; ``top`` and
-    ``magnitudes`` are one buffer as integers and as floats) and its power-of-two scales, as
-    :func:`harness.model.exact.power_scales` gives them (frexp and ldexp are exact); then the
-    limbs into the grid (geometry ``quantise``) and, unless ``im2col`` is empty (the grid is
-    the im2col matrix), the im2col rows."""
-    n = top.shape[0]
-    _max_bits(patterns, per_image, mask, top, 0, n)
-    for i in range(n):
+def _scales(magnitudes, bits, up, down):
+    """Per image, the power-of-two scales of :func:`harness.model.exact.power_scales` for its
+    largest magnitude (frexp and ldexp are exact)."""
+    for i in range(magnitudes.shape[0]):
         exponent = bits - math.frexp(np.float64(magnitudes[i]))[1] if magnitudes[i] > 0 else 0
         up[i] = math.ldexp(1.0, exponent)
         down[i] = math.ldexp(1.0, -exponent)
+
+
+@jit()
+def _prepare(x, patterns, per_image, strides, top, magnitudes, mask, bits, up, down, grid, quantise):
+    """A one-part convolution input in one call from Python (each call costs tens of
+    microseconds): per image the largest magnitude (from ``patterns``, x's memory as integers;
+    ``top`` and ``magnitudes`` are one buffer as integers and as floats), its scales, then the
+    limbs into the grid (geometry ``quantise``)."""
+    n = top.shape[0]
+    _max_bits(patterns, per_image, mask, top, 0, n)
+    _scales(magnitudes, bits, up, down)
     _quantize(x, strides, up, grid, quantise, 0, n * quantise[1])
-    if im2col.size:
-        _im2col(grid, limbs, im2col, 0, im2col[-1])
 
 
 @jit()
 def _scaled_sums(sums, down, scale, bias, out, geometry, start, stop):
-    """Output pixels ``start:stop`` (image, y, x), channels-last: sum * down[image] * scale[c]
-    + bias[c], each sum put together from its two limb products (a multiply and an add, never
-    fused)."""
-    channels, n8, rows, positions = geometry
+    """Output pixels ``first + start : first + stop`` (image, y, x), channels-last, from the
+    rows ``start:stop`` of the sums: sum * down[image] * scale[c] + bias[c], each sum put
+    together from its two limb products, rows apart (a multiply and an add, never fused)."""
+    channels, n8, rows, positions, first = geometry
     for m in range(start, stop):
         hi = np.uint64(m * n8)
         lo = np.uint64((m + rows) * n8)
-        at = np.uint64(m * channels)
-        factor = down[m // positions]
+        at = np.uint64((first + m) * channels)
+        factor = down[(first + m) // positions]
         for c in range(np.uint64(channels)):
             total = (np.int64(sums[hi + c]) << _LIMB) + np.int64(sums[lo + c])
             out[at + c] = np.float64(total) * (factor * scale[c]) + bias[c]
@@ -184,41 +191,75 @@ def _maxima(x: Tensor) -> tuple[np.ndarray, np.ndarray, np.integer]:
     return top, floats, top.dtype.type((1 << (8 * top.itemsize - 1)) - 1)
 
 
-def stacked_limbs(x: Tensor, bits: int, kernel, stride, padding, kp: int) -> tuple[Tensor, np.ndarray, int, int]:
-    """``[high; low]`` int8 limbs (2M x kp) of the im2col rows, columns (ky, kx, channel), of
-    ``round(x * 2^e)`` with ``|.| <= 2^bits``, a power of two per image; 2^-e per image; and the
-    output size."""
-    n, channels, height, width = x.shape
+def _grid(parts: list[Tensor], bits: int, padding, row: int, bordered: bool) -> tuple[Tensor, np.ndarray]:
+    """``[high; low]`` int8 limbs of ``round(x * 2^e)`` on a zero-bordered channels-last grid of
+    ``row`` bytes a pixel, x the channel concatenation of ``parts`` (never formed), with
+    ``|.| <= 2^bits`` and a power of two per image, from the largest magnitude of all parts; and
+    2^-e per image."""
+    n, _, height, width = parts[0].shape
+    (ph, pw) = padding
+    half = n * (height + 2 * ph) * (width + 2 * pw) * row
+    grid = (torch.zeros if bordered else torch.empty)(2 * half, dtype=torch.int8)
+    up, down = np.empty(n), np.empty(n)
+    if len(parts) == 1:
+        (x,) = parts
+        top, magnitudes, mask = _maxima(x)
+        flat = memory(x)
+        quantise = np.array([x.shape[1], height, width, ph, pw, row, half, 0], dtype=np.int64)
+        _prepare(flat, flat.view(top.dtype), x[0].numel(), np.array(x.stride(), dtype=np.int64), top, magnitudes,
+                 mask, bits, up, down, grid.numpy(), quantise)
+        return grid, down
+    largest = np.zeros(n)
+    for x in parts:
+        top, magnitudes, mask = _maxima(x)
+        _max_bits(memory(x).view(top.dtype), x[0].numel(), mask, top, 0, n)
+        largest = np.maximum(largest, magnitudes)
+    _scales(largest, bits, up, down)
+    first = 0
+    for x in parts:
+        quantise = np.array([x.shape[1], height, width, ph, pw, row, half, first], dtype=np.int64)
+        _quantize(memory(x), np.array(x.stride(), dtype=np.int64), up, grid.numpy(), quantise, 0, n * height)
+        first += x.shape[1]
+    return grid, down
+
+
+def convolve(parts: list[Tensor], bits: int, kernel, stride, padding, weight: Tensor, scale: Tensor,
+             bias: Tensor) -> Tensor:
+    """:meth:`harness.model.exact.IntegerConv2d.forward` on the CPU for the channel concatenation
+    of ``parts`` (:func:`dense` tensors of one batch and size; the concatenation is never
+    formed): the float64 output, NCHW, channels-last in memory. ``weight``: the int8 integer
+    weights (kp x n8, rows (ky, kx, channel)), ``scale`` and ``bias`` per output channel.
+
+    The im2col rows and their int32 sums are made :data:`CHUNK_BYTES` at a time, so the
+    convolution holds its input, its int8 grid and its output, and no whole-size workspace."""
+    n, _, height, width = parts[0].shape
+    channels = sum(x.shape[1] for x in parts)
+    kp, n8 = weight.shape
+    out_channels = bias.shape[0]
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     hp, wp = height + 2 * ph, width + 2 * pw
     out_h, out_w = (hp - kh) // sh + 1, (wp - kw) // sw + 1
     rows = n * out_h * out_w
     pointwise = kernel == (1, 1) and stride == (1, 1) and padding == (0, 0)
     row = kp if pointwise else channels  # a 1x1 convolution's grid is its im2col matrix
-    half = n * hp * wp * row
-    bordered = bool(ph or pw) or row > channels  # cells the quantisation does not write must be zeros
-    grid = (torch.zeros if bordered else torch.empty)(2 * half, dtype=torch.int8)
-    if pointwise:
-        limbs = grid.view(2 * rows, kp)
-    else:  # columns k: of the padded K stay zero
-        limbs = (torch.zeros if kh * kw * channels < kp else torch.empty)(2 * rows, kp, dtype=torch.int8)
-    top, magnitudes, mask = _maxima(x)
-    up, down = np.empty(n), np.empty(n)
-    quantise = np.array([channels, height, width, ph, pw, row, half], dtype=np.int64)
-    im2col = np.array([] if pointwise else [channels, out_h, out_w, hp, wp, kh, kw, sh, sw, kp, half, rows],
-                      dtype=np.int64)
-    flat = memory(x)
-    _prepare(flat, flat.view(top.dtype), x[0].numel(), np.array(x.stride(), dtype=np.int64), top, magnitudes, mask,
-             bits, up, down, grid.numpy(), limbs.view(-1).numpy(), quantise, im2col)
-    return limbs, down, out_h, out_w
-
-
-def scaled_sums(sums: Tensor, down: np.ndarray, scale: Tensor, bias: Tensor, shape: tuple[int, int, int, int]) -> Tensor:
-    """The float64 output ``shape`` (NCHW, channels-last in memory) from the int32 limb sums of
-    :func:`stacked_limbs`' rows."""
-    n, channels, out_h, out_w = shape
-    rows = n * out_h * out_w
-    out = torch.empty(n, out_h, out_w, channels, dtype=torch.float64)
-    geometry = np.array([channels, sums.shape[1], rows, out_h * out_w], dtype=np.int64)
-    _scaled_sums(sums.view(-1).numpy(), down, scale.numpy(), bias.numpy(), out.view(-1).numpy(), geometry, 0, rows)
+    # cells the quantisation does not write (the border, columns of the padded K) must be zeros
+    grid, down = _grid(parts, bits, padding, row, bordered=bool(ph or pw) or row > channels)
+    out = torch.empty(n, out_h, out_w, out_channels, dtype=torch.float64)
+    chunk = max(_MIN_CHUNK, CHUNK_BYTES // (2 * (kp + 4 * n8)))
+    for first in range(0, rows, chunk):
+        count = min(chunk, rows - first)
+        if pointwise and count == rows:
+            limbs = grid.view(2 * rows, kp)
+        elif pointwise:
+            matrix = grid.view(2 * rows, kp)
+            limbs = torch.cat([matrix[first : first + count], matrix[rows + first : rows + first + count]])
+        else:  # columns of the padded K stay zero
+            limbs = (torch.zeros if kh * kw * channels < kp else torch.empty)(2 * count, kp, dtype=torch.int8)
+            geometry = np.array([channels, out_h, out_w, hp, wp, kh, kw, sh, sw, kp, grid.numel() // 2, count],
+                                dtype=np.int64)
+            _im2col(grid.numpy(), limbs.view(-1).numpy(), geometry, first, first + count)
+        sums = torch._int_mm(limbs, weight)
+        geometry = np.array([out_channels, n8, count, out_h * out_w, first], dtype=np.int64)
+        _scaled_sums(sums.view(-1).numpy(), down, scale.numpy(), bias.numpy(), out.view(-1).numpy(), geometry, 0,
+                     count)
     return out.permute(0, 3, 1, 2)
