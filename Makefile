@@ -21,9 +21,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Two workers, one test file each at a time: much of the suite waits on Ray, subprocesses' start-up
-# and sockets, and the other worker's tests run meanwhile.
+# and sockets, and the other worker's tests run meanwhile. --no-loadscope-reorder keeps the files in
+# tests/conftest.py's order (the longest first); by default pytest-xdist hands out the files with
+# the most tests first, which left the longest file (test_train_sweep.py) to start mid-run.
 test: setup browser
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --durations=25
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 # The README demo: the whole pipeline at demo scale (schedule/demo.toml; <15 min on 2 cores):
 # shards from ../shared/data/photos, two learned λ sweeps, the Kodak leaderboard, the report.

@@ -18,9 +18,10 @@ SHARED = REPO.parent / "shared"
 
 # Starting Ray costs ~10 s on 2 cores: every test that needs an instance belongs to the slow tier.
 RAY_FIXTURES = frozenset({"ray_local", "loopback_cluster"})
-# The test files that take longest on 2 cores (1-4 minutes each, `make test`'s --durations), longest first.
-LONGEST_FILES = ("test_train_sweep.py", "test_leaderboard_learned.py", "test_rerun_cluster.py",
-                 "test_model_precision.py", "test_model_baselines.py", "test_model_latent_check.py",
+# The test files that take longest on 2 cores (1-5 minutes each, the sum of their tests' --durations),
+# longest first. pytest-xdist hands them out in this order only with --no-loadscope-reorder (Makefile).
+LONGEST_FILES = ("test_train_sweep.py", "test_leaderboard_learned.py", "test_model_baselines.py",
+                 "test_rerun_cluster.py", "test_model_precision.py", "test_model_latent_check.py",
                  "test_lock.py", "test_tiling.py")
 
 
