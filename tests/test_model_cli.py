@@ -56,6 +56,20 @@ def test_init_model_writes_a_safe_loadable_checkpoint(tmp_path, capsys):
     assert fingerprint(load_checkpoint(other)) != fingerprint(model)
 
 
+@pytest.mark.parametrize("variant", ["tiny", "compressai:bmshj2018-factorized?N=8,M=8"])
+def test_a_checkpoint_loads_without_filling_weights_it_replaces(variant, tmp_path, capsys):
+    """The network a checkpoint's weights go into is built without torch.nn.init's random fills
+    (for the default model a second of every load): no random number is drawn, and the weights
+    are the saved ones."""
+    path = tmp_path / "model.pt"
+    assert main(["init-model", "--variant", variant, "--out", str(path), "--seed", "3"]) == 0
+    saved = torch.load(path, weights_only=True)["state_dict"]
+    state = torch.get_rng_state()
+    model = load_checkpoint(path)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(tensor, saved[name]) for name, tensor in model.state_dict().items())
+
+
 def test_bad_checkpoints_are_clear_errors(tmp_path):
     path = tmp_path / "tiny.pt"
     assert main(["init-model", "--variant", "tiny", "--out", str(path)]) == 0

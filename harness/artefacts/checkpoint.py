@@ -18,7 +18,9 @@ from pathlib import Path
 
 import torch
 from compressai.entropy_models import EntropyModel
+from torch.overrides import TorchFunctionMode
 
+from harness import heap
 from harness.artefacts import torchfile
 from harness.artefacts.bitstream import FLOAT_PATH
 from harness.artefacts.torchfile import check_shapes
@@ -88,7 +90,8 @@ def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
         raise HarnessError(f"{path}: invalid model config ({error})") from None
     if config != VARIANTS[config.variant]:
         raise HarnessError(f"{path}: its {config.variant!r} config differs from this version's definition")
-    model = WeConvene(config)  # one of the known variants: no size a file can choose
+    with _Unfilled():
+        model = WeConvene(config)  # one of the known variants: no size a file can choose
     check_shapes({k: v.shape for k, v in model.state_dict().items()}, payload["state_dict"], str(path),
                  f"variant {config.variant!r}")
     return _with_weights(path, model, payload, variant)
@@ -114,20 +117,37 @@ def _load_baseline(path: Path, payload: dict, variant: str | None):
     _check_entropy_path(path, payload, FLOAT_PATH)
     expected = {k: v.shape for k, v in shadow_model(config).state_dict().items()}
     check_shapes(expected, payload["state_dict"], str(path), config.variant)
-    return _with_weights(path, build_baseline(config), payload, variant)
+    with _Unfilled():
+        model = build_baseline(config)
+    return _with_weights(path, model, payload, variant)
+
+
+class _Unfilled(TorchFunctionMode):
+    """Builds a model without ``torch.nn.init``'s random fills, for a model whose every tensor a
+    checkpoint replaces next (a strict ``load_state_dict``): for the default model they took ~1 s
+    of a load and touched 0.36 GB of memory (benchmarks/RESULTS.md, speed.py)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
 
 
 def _with_weights(path: Path, model, payload: dict, variant: str | None):
     """``model`` with the checkpoint's weights, entropy tables (and integer path) ready, in eval mode."""
     if variant is not None and model.config.variant != variant:
         raise HarnessError(f"{path} holds variant {model.config.variant!r}, expected {variant!r}")
+    state = payload.pop("state_dict")  # the file's mapping: unmapped once copied, before the integer path is built
     try:
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError) as error:
         reason = str(error).splitlines()[0]
         raise HarnessError(f"{path}: weights do not match variant {model.config.variant!r} ({reason})") from None
+    del state
     _check_tables(path, model)
     model.update(force=False)
+    heap.trim()  # building the integer path frees ~0.3 GB of float64 copies of the weights
     return model.eval()
 
 
