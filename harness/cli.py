@@ -202,7 +202,7 @@ def _add_leaderboard(parser: argparse.ArgumentParser) -> None:
 
     from harness.leaderboard.config import LeaderboardConfig
     from harness.leaderboard.metrics import DEFAULT_METRICS
-    from harness.model.precision import CHOICES as PRECISION_CHOICES
+    from harness.precisions import CHOICES as PRECISION_CHOICES
 
     board = LeaderboardConfig
     option(parser, "--dataset", board, "registry name (kodak, tecnick, clic2021-test, ...) or folder:PATH; "
@@ -343,7 +343,7 @@ def _add_init_model(parser: argparse.ArgumentParser) -> None:
 
 def _coding_options(parser: argparse.ArgumentParser, config: type, what: str) -> None:
     """compress's and decompress's --precision, --max-pixels and --max-memory: fields of ``config``."""
-    from harness.model.precision import AUTO, CHOICES
+    from harness.precisions import AUTO, CHOICES
 
     option(parser, "--precision", config, f"precision of {what}: {AUTO} is bf16 on CPUs with AMX and on GPUs "
             "with bf16 tensor cores, else fp32", choices=CHOICES)
@@ -362,7 +362,7 @@ def _coding_options(parser: argparse.ArgumentParser, config: type, what: str) ->
 def _add_compress(parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
-    from harness.artefacts.coding import CompressConfig
+    from harness.artefacts.config import CompressConfig
 
     parser.add_argument("image", type=Path, help="any image Pillow reads (converted to 8-bit RGB)")
     parser.add_argument("-m", "--model", dest="checkpoint", required=True, type=Path,
@@ -387,7 +387,7 @@ def _add_compress(parser: argparse.ArgumentParser) -> None:
 def _add_decompress(parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
-    from harness.artefacts.coding import DecompressConfig
+    from harness.artefacts.config import DecompressConfig
 
     parser.add_argument("bitstream", type=Path, help="file written by harness compress")
     parser.add_argument("-m", "--model", dest="checkpoint", required=True, type=Path,
@@ -446,7 +446,7 @@ def _add_import_weights(parser: argparse.ArgumentParser) -> None:
 def _add_train_sweep(parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
-    from harness.model.precision import CHOICES as PRECISION_CHOICES
+    from harness.precisions import CHOICES as PRECISION_CHOICES
     from harness.train.recipe import TrainingRecipe
     from harness.train.sweep import SweepConfig
 

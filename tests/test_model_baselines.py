@@ -15,7 +15,8 @@ from compressai.zoo import image_models
 from harness.artefacts.bitstream import unpack
 from harness.artefacts.card import read_card
 from harness.artefacts.checkpoint import load_checkpoint
-from harness.artefacts.coding import CompressConfig, DecompressConfig, decode, run_compress, run_decompress, to_tensor
+from harness.artefacts.coding import decode, run_compress, run_decompress, to_tensor
+from harness.artefacts.config import CompressConfig, DecompressConfig
 from harness.artefacts.weights import QUALITY_LAMBDAS, ImportWeightsConfig, run_import
 from harness.cli import main
 from harness.codecs.config import sweep_configs

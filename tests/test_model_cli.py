@@ -14,10 +14,11 @@ import torch
 
 from harness.artefacts import checkpoint, coding, torchfile
 from harness.artefacts.checkpoint import fingerprint, load_checkpoint
+from harness.artefacts.config import CompressConfig, DecompressConfig
 from harness.cli import main
 from harness.configs import build
 from harness.errors import HarnessError
-from harness.model.precision import AUTO
+from harness.precisions import AUTO
 from harness.pixels.images import MAX_PIXELS, load_rgb, save_png
 
 
@@ -197,8 +198,8 @@ def test_import_weights_never_writes_over_its_state_dict(tmp_path, capsys):
     assert source.read_bytes() == before
 
 
-@pytest.mark.parametrize("config, inputs", [(coding.CompressConfig, {"image": "a.png"}),
-                                            (coding.DecompressConfig, {"bitstream": "a.3dmw"})])
+@pytest.mark.parametrize("config, inputs", [(CompressConfig, {"image": "a.png"}),
+                                            (DecompressConfig, {"bitstream": "a.3dmw"})])
 def test_compress_and_decompress_configs_hold_their_defaults_and_checks(config, inputs):
     """What the CLI passes through configs.build: the defaults and checks live in the frozen config."""
     given = {**inputs, "checkpoint": "m.pt", "out": "o"}

@@ -36,6 +36,10 @@ def imported(argv: list[str]) -> tuple[set[str], subprocess.CompletedProcess]:
     (["datasets", "verify"], 2),  # a usage error: no dataset named
     (["prepare-data", "--help"], 0),
     (["prepare-data", "--out", "x"], 2),  # a usage error: no --source
+    (["compress", "--help"], 0),
+    (["compress", "x.png"], 2),  # a usage error: no --model
+    (["decompress", "--help"], 0),
+    (["decompress", "x.3dmw", "-m", "m.pt", "-o", "x.png", "--precision", "fp16"], 2),  # an invalid choice
 ])
 def test_commands_that_code_nothing_import_no_heavy_library(argv, status):
     names, done = imported(argv)

@@ -30,20 +30,19 @@ import math
 import time
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from harness.artefacts.bitstream import FLOAT_PATH, Container, pack, unpack
 from harness.artefacts.checkpoint import fingerprint, load_checkpoint
-from harness.artefacts.memory import MemoryPlan, check_budget, plan_memory
+from harness.artefacts.config import CompressConfig, DecompressConfig
+from harness.artefacts.memory import MemoryPlan, plan_memory
 from harness.atomic import check_output, write_atomic
 from harness.errors import HarnessError
 from harness.model.exact import PATH_ID
 from harness.model.network import WeConvene
-from harness.model.precision import AUTO, set_precision
-from harness.model.precision import resolve as resolve_precision
+from harness.model.precision import set_precision
 from harness.model.rans import StreamError
 from harness.model.tiling import alignment
 from harness.pixels.images import MAX_PIXELS, check_pixels, image_size, load_rgb, save_png
@@ -52,41 +51,6 @@ from harness.pixels.images import MAX_PIXELS, check_pixels, image_size, load_rgb
 # decodes the same ones (and a stream that ends too early): the file or the model changed.
 ALTERED = ("altered after encoding (CRC recomputed), or decoded by a different entropy model "
            "(harness or checkpoint version)")
-
-
-def _check(precision: str, max_pixels: int, max_memory: int | None) -> None:
-    """The checks compress and decompress share, from the command line or from code alike."""
-    if precision != AUTO:  # auto is resolved on the model's device once it is loaded
-        resolve_precision(precision)  # an unknown name is one line before the model loads
-    if max_pixels < 1:
-        raise HarnessError(f"--max-pixels must be at least 1, got {max_pixels}")
-    check_budget(max_memory)
-
-
-@dataclass(frozen=True)
-class CompressConfig:
-    image: Path
-    checkpoint: Path
-    out: Path
-    precision: str = AUTO  # of g_a, h_a and g_s: fp32, bf16 or auto
-    max_pixels: int = MAX_PIXELS  # refuse larger images from their header
-    max_memory: int | None = None  # bytes the process may peak at (tiles if needed); None: what is available
-
-    def __post_init__(self) -> None:
-        _check(self.precision, self.max_pixels, self.max_memory)
-
-
-@dataclass(frozen=True)
-class DecompressConfig:
-    bitstream: Path
-    checkpoint: Path
-    out: Path
-    precision: str = AUTO  # of g_s: fp32, bf16 or auto (a file decodes in either)
-    max_pixels: int = MAX_PIXELS  # refuse larger images from the container's header
-    max_memory: int | None = None  # bytes the process may peak at (tiles if needed); None: what is available
-
-    def __post_init__(self) -> None:
-        _check(self.precision, self.max_pixels, self.max_memory)
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:

@@ -138,12 +138,6 @@ class MemoryPlan:
     notice: str | None = None
 
 
-def check_budget(budget: int | None) -> None:
-    """The check of every ``max_memory`` field (compress, decompress, leaderboard): bytes, at least one."""
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
-        raise HarnessError(f"--max-memory must be a whole number of bytes of at least 1, got {budget!r}")
-
-
 def size_text(value: int) -> str:
     """``value`` bytes as GiB or MiB, as users write budgets (2.0G, 512M)."""
     return f"{value / 2**30:.2f}G" if value >= 2**30 else f"{value / 2**20:.0f}M"

@@ -22,7 +22,7 @@ from harness.artefacts.torchfile import TABLE_BUFFERS, check_shapes, check_stora
 from harness.atomic import check_output
 from harness.errors import HarnessError
 from harness.hashing import sha256_bytes, sha256_file
-from harness.model.precision import PRECISIONS
+from harness.precisions import PRECISIONS
 from harness.zoo.baselines import ARCHITECTURES, PREFIX, BaselineConfig, build_baseline, parse_variant, shadow_model
 
 # CompressAI's training lambdas per zoo quality (docs, "Model Zoo" -> "Training"; the MSE

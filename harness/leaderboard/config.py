@@ -8,14 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.artefacts.memory import check_budget
+from harness.artefacts.config import check_budget
 from harness.atomic import same_file
 from harness.codecs.config import DEFAULT_DIR
 from harness.data.registry import FOLDER_PREFIX
 from harness.errors import HarnessError
 from harness.leaderboard.metrics import DEFAULT_METRICS, resolve_metrics
 from harness.lock import check_wait
-from harness.model.precision import AUTO, resolve as resolve_precision
+from harness.model.precision import resolve as resolve_precision
+from harness.precisions import AUTO
 from harness.slug import slug
 
 

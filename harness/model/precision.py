@@ -35,11 +35,8 @@ import os
 import torch
 from torch import Tensor, nn
 
-from harness.errors import HarnessError
+from harness.precisions import AUTO, check_precision
 
-PRECISIONS = ("fp32", "bf16")
-AUTO = "auto"
-CHOICES = (*PRECISIONS, AUTO)  # what --precision accepts
 TRANSFORMS = ("g_a", "g_s", "h_a")
 # oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) that still let it use AMX's bf16 tiles.
 _AMX_ISAS = ("ALL", "DEFAULT", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16",
@@ -77,10 +74,9 @@ def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
 
 def resolve(precision: str, device: torch.device | str = "cpu") -> str:
     """``fp32`` or ``bf16``; ``auto`` picks bf16 where it runs fast (:func:`bf16_is_fast`)."""
+    check_precision(precision)
     if precision == AUTO:
         return "bf16" if bf16_is_fast(device) else "fp32"
-    if precision not in PRECISIONS:
-        raise HarnessError(f"unknown precision {precision!r}: choose one of {', '.join(CHOICES)}")
     return precision
 
 

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from harness.configs import build, field_names
 from harness.errors import HarnessError
-from harness.model.precision import PRECISIONS
+from harness.precisions import PRECISIONS
 from harness.model.precision import resolve as resolve_precision
 from harness.paper import PAPER_ITERATIONS, PAPER_MILESTONES, PAPER_STAGE2_STEPS
 
