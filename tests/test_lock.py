@@ -27,9 +27,13 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 # A process that takes FOLDER's lock (waiting WAIT seconds), says so and holds it until its
 # stdin closes; with START (a time.time()), it first sleeps until then.
+# A process started from a shell gets Ctrl-C's default, KeyboardInterrupt; one started by a test
+# worker inherits its SIGINT disposition, which an earlier test's libraries may have set to ignored
+# (then Ctrl-C would do nothing: test_ctrl_c_releases_the_lock hung once so in a full run).
 HOLD = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from harness.errors import HarnessError
 from harness.lock import folder_lock
 if len(sys.argv) > 3:
