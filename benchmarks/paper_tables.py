@@ -20,20 +20,20 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import platform
 import statistics
 from pathlib import Path
 
 import torch
 
 from harness.artefacts.coding import to_tensor
-from harness.model.precision import bf16_is_fast, set_precision
+from harness.model.precision import set_precision
 from harness.pixels.images import load_rgb
+from harness.precisions import AUTO, CHOICES
 from harness.zoo.factory import build_model
 
 # Sibling benchmark scripts (this folder is on sys.path when a script here runs).
 from bitstream import timed
+from speed import machine
 
 REPO = Path(__file__).resolve().parents[1]
 KODIM01 = REPO / "datasets" / "kodak" / "kodim01.png"
@@ -85,12 +85,9 @@ def measure(args: argparse.Namespace) -> dict[str, tuple[float, float, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--precision", default="auto", choices=("fp32", "bf16", "auto"))
+    parser.add_argument("--precision", default=AUTO, choices=CHOICES)
     args = parser.parse_args()
-    amx = bf16_is_fast("cpu")
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), "
-          f"{torch.get_num_threads()} thread(s); AMX bf16 {'available' if amx else 'NOT available'}; "
-          f"--precision {args.precision}")
+    print(machine(args.precision))
     ours, paper = measure(args), published()
     print(f"\nkodim01, median of {args.repeats}, interleaved:")
     for variant, (enc, dec, params) in ours.items():

@@ -43,6 +43,7 @@ from harness.artefacts.checkpoint import load_checkpoint
 from harness.artefacts.coding import to_tensor
 from harness.model.precision import bf16_is_fast, resolve, set_precision
 from harness.pixels.images import load_rgb
+from harness.precisions import AUTO, CHOICES
 
 # Sibling benchmark scripts (this folder is on sys.path when a script here runs).
 from bitstream import gflop, timed
@@ -220,17 +221,23 @@ def transforms(args: argparse.Namespace, ours, x: torch.Tensor) -> None:
               f"bf16's rate, {100 * rate / fp32:5.1f} % of fp32's{goal}")
 
 
+def machine(precision: str) -> str:
+    """The line this benchmark and paper_tables.py open with: torch, the processor, CPUs and
+    threads, whether AMX's bf16 is there, and what ``--precision`` resolves to."""
+    amx = bf16_is_fast("cpu")
+    return (f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), "
+            f"{torch.get_num_threads()} thread(s); AMX bf16 {'available' if amx else 'NOT available'}"
+            f"; --precision {precision} = {resolve(precision)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", type=Path, help="checkpoint of the default variant (default: harness init-model, "
                         "seed 0, in a temporary folder)")
-    parser.add_argument("--precision", default="auto", choices=("fp32", "bf16", "auto"))
+    parser.add_argument("--precision", default=AUTO, choices=CHOICES)
     args = parser.parse_args()
-    amx = bf16_is_fast("cpu")
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), "
-          f"{torch.get_num_threads()} thread(s); AMX bf16 {'available' if amx else 'NOT available'}"
-          f"; --precision {args.precision} = {resolve(args.precision)}")
+    print(machine(args.precision))
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         model = args.model

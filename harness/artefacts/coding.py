@@ -27,8 +27,8 @@ which changes neither the file's format nor, beyond float rounding, its contents
 from __future__ import annotations
 
 import math
-import time
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,8 +90,7 @@ def encode_reconstruct(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", 
     g_a and g_s in tiles of that many pixels a side (:func:`memory_plan`)."""
     integer = model.integer_path if integer is None else integer
     device = next(model.parameters()).device
-    tiled = {} if tile is None else {"tile": tile}  # CompressAI's baselines take no tile
-    encoded = model.compress(to_tensor(pixels).to(device), reconstruct=reconstruct, integer=integer, **tiled)
+    encoded = model.compress(to_tensor(pixels).to(device), reconstruct=reconstruct, integer=integer, tile=tile)
     streams = tuple(strings[0] for strings in encoded["strings"])
     height, width = pixels.shape[:2]
     path = PATH_ID if integer else FLOAT_PATH
@@ -160,13 +159,17 @@ def decode(model: WeConvene, data: bytes, name: str = "bitstream", digest: str |
            max_pixels: int = MAX_PIXELS, tile: int | None = None) -> np.ndarray:
     """H x W x 3 uint8 image from container bytes written by the same model (at most ``max_pixels``;
     ``tile``: g_s in tiles of that many pixels a side)."""
-    container = checked(model, data, name, digest, max_pixels)
+    return decode_checked(model, checked(model, data, name, digest, max_pixels), name, tile)
+
+
+def decode_checked(model: WeConvene, container: Container, name: str = "bitstream",
+                   tile: int | None = None) -> np.ndarray:
+    """:func:`decode` of a container :func:`checked` has passed."""
     size = (container.height, container.width)
     shape = (math.ceil(container.height / model.stride), math.ceil(container.width / model.stride))
     try:
-        tiled = {} if tile is None else {"tile": tile}
         decoded = model.decompress([[s] for s in container.streams], shape, size, integer=container.integer_path,
-                                   **tiled)
+                                   tile=tile)
     except StreamError as error:
         raise HarnessError(f"{name}: {error}: {ALTERED}") from None
     if decoded["latent_crc"][0] != container.latent_crc:
@@ -236,11 +239,10 @@ def run_decompress(config: DecompressConfig) -> None:
     check_pixels(container.width, container.height, config.max_pixels, name)
     model = load_checkpoint(config.checkpoint)
     precision = set_precision(model, config.precision)
-    digest = fingerprint(model)  # hashes every weight: once, for both checks
-    checked(model, data, name, digest, config.max_pixels)  # a file it cannot decode, before any tiling notice
+    container = checked(model, data, name, fingerprint(model), config.max_pixels)  # before any tiling notice
     plan = memory_plan(model, container.height, container.width, name, config.max_memory, "g_s")
     _notice("decompress", plan.notice)
-    pixels = decode(model, data, name, digest, config.max_pixels, plan.tile)
+    pixels = decode_checked(model, container, name, plan.tile)
     write_atomic(config.out, lambda p: save_png(pixels, p), make_parents=False)
     tiles = f", tiles of {plan.tile} px" if plan.tile else ""
     print(f"{config.out}: {pixels.shape[1]}x{pixels.shape[0]} ({precision}{tiles})")

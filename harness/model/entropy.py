@@ -295,8 +295,8 @@ class WeChARM(LatentCodec):
         float64 on the integer path (its networks take float64 values and run their
         wavelets portably), in z_hat's dtype on the float path."""
         nets = self._prior_nets(integer, z_hat.device)
-        # the integer path's CPU kernels read channels-last rows; rANS gives NCHW, and a
-        # concatenation with one NCHW part is NCHW. Layout changes no value on this path.
+        # the integer path's CPU kernels read channels-last rows; rANS gives NCHW, which they
+        # would copy on every later slice's read of it. Layout changes no value on this path.
         def layout(t: Tensor) -> Tensor:
             return t.contiguous(memory_format=torch.channels_last) if integer else t
 
@@ -306,6 +306,7 @@ class WeChARM(LatentCodec):
             coded: list[Tensor] = []
             for index, net in enumerate(nets.slice_nets):
                 mean, scale, support = net.predict(hyper_means, hyper_scales, coded)
+                heap.trim()  # the slice's networks' buffers, freed: else the next slice's land beside them
                 coded.append(net.refine(support, layout(quantize(index, mean, scale))))
         return self.subbands_of(coded)
 
@@ -356,7 +357,6 @@ class WeChARM(LatentCodec):
         z_hat = eb.dequantize(z_symbols, medians)
 
         def quantize(index: int, mean: Tensor, scale: Tensor) -> Tensor:
-            heap.trim()  # the slice's networks' buffers, freed: else each slice's land beside them
             y_slice, y_slices[index] = y_slices[index], None  # coded: freed before the next slice's networks
             symbols = gc.quantize(y_slice, "symbols", mean)
             indexes = gc.build_indexes(scale)
@@ -386,7 +386,6 @@ class WeChARM(LatentCodec):
         z_hat = eb.dequantize(z_symbols, medians)
 
         def quantize(index: int, mean: Tensor, scale: Tensor) -> Tensor:
-            heap.trim()  # the slice's networks' buffers, freed: else each slice's land beside them
             indexes = gc.build_indexes(scale)
             symbols = torch.stack([y_tables.decode(decoder, indexes[b]) for b, decoder in enumerate(decoders)])
             symbols = symbols.to(device)

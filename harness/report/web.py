@@ -36,7 +36,7 @@ from harness.report.tables import METRIC_NAMES, curve_labels
 
 PAGE = "index.html"
 PLOTLY_FILE = "assets/plotly.min.js"  # plotly's offline bundle, one copy per run folder
-MEMORY_COLUMNS = ("enc_peak_bytes", "dec_peak_bytes")  # rendered when the results carry them
+PEAK_COLUMNS = ("enc_peak_bytes", "dec_peak_bytes")  # rendered when the results carry them
 
 # What each reliability flag means, shown on hover beside the number it marks.
 FLAG_HELP = {
@@ -180,7 +180,7 @@ def _timing_rows(inputs: WebInputs, dataset: str) -> list[dict[str, Any]]:
     params = {(r.codec, r.config): r.params_m for r in inputs.params.itertuples()}
     rows = []
     for r in timing.itertuples():
-        memory = {column: _number(getattr(r, column)) for column in MEMORY_COLUMNS if column in timing.columns}
+        memory = {column: _number(getattr(r, column)) for column in PEAK_COLUMNS if column in timing.columns}
         rows.append({"label": r.label, "enc_s": _number(r.enc_s), "dec_s": _number(r.dec_s),
                      "enc_median_s": _number(r.enc_median_s), "dec_median_s": _number(r.dec_median_s),
                      "enc_net_s": _number(r.enc_net_s), "dec_net_s": _number(r.dec_net_s),
@@ -224,7 +224,7 @@ def page_data(inputs: WebInputs, run_dir: Path) -> dict[str, Any]:
             "per_image": _image_rows(inputs, run_dir, dataset, rows),
         })
     return {"run": inputs.run_name, "notes": list(inputs.notes), "demo_scale": inputs.demo_scale,
-            "memory": [c for c in MEMORY_COLUMNS if c in inputs.timing.columns], "datasets": datasets,
+            "memory": [c for c in PEAK_COLUMNS if c in inputs.timing.columns], "datasets": datasets,
             "provenance": _provenance(inputs)}
 
 

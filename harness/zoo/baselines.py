@@ -240,9 +240,12 @@ def _apply_masks(model: torch.nn.Module) -> None:
                 module.weight.mul_(module.mask)
 
 
-def _float_only(integer: bool) -> None:
+def _whole_and_float(integer: bool, tile: int | None) -> None:
+    """What a baseline cannot do that 3DM-WeConvene's interface offers: the integer path, tiles."""
     if integer:
         raise HarnessError("CompressAI baselines code with their own float entropy networks: no integer path")
+    if tile is not None:
+        raise HarnessError("CompressAI baselines code whole images only: no tiles")
 
 
 class HarnessCodec:
@@ -287,8 +290,8 @@ class HarnessCodec:
         return {"x_hat": out["x_hat"][..., :height, :width], "likelihoods": out["likelihoods"]}
 
     @torch.no_grad()
-    def compress(self, x: Tensor, reconstruct: bool = False, integer: bool = False) -> dict:
-        _float_only(integer)
+    def compress(self, x: Tensor, reconstruct: bool = False, integer: bool = False, tile: int | None = None) -> dict:
+        _whole_and_float(integer, tile)
         height, width = x.shape[-2:] if x.dim() == 4 else (0, 0)
         padded = self.pad(x)
         self._symbols.start("encode")
@@ -303,9 +306,10 @@ class HarnessCodec:
         return result
 
     @torch.no_grad()
-    def decompress(self, strings: list[list[bytes]], shape: Any, size: tuple[int, int], integer: bool = False) -> dict:
+    def decompress(self, strings: list[list[bytes]], shape: Any, size: tuple[int, int], integer: bool = False,
+                   tile: int | None = None) -> dict:
         """``shape`` is ignored: the latent shapes follow from ``size`` and the architecture."""
-        _float_only(integer)
+        _whole_and_float(integer, tile)
         height, width = size
         if ARCHITECTURES[self.config.architecture].own_rans:
             zeros = bytes(4 * self._symbol_bound(size))
