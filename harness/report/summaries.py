@@ -215,8 +215,6 @@ def fidelity_summary(ok: pd.DataFrame, published: list) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-
-
 def timing_summary(ok: pd.DataFrame) -> pd.DataFrame:
     """Mean and median encode/decode seconds per image encode, with device(s); for learned codecs
     the mean seconds of their networks (g_a, g_s; the rest is entropy coding); the largest
