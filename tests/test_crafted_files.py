@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch._subclasses.fake_tensor import FakeTensor
 
-from harness.artefacts import memory
+from harness import process_memory
 from harness.artefacts.bitstream import Container, pack, unpack
 from harness.artefacts.checkpoint import fingerprint, load_checkpoint
 from harness.artefacts.coding import encode
@@ -118,7 +118,7 @@ def test_a_flipped_version_byte_is_corruption_not_an_old_harness(tiny_checkpoint
 
 def test_decompress_refuses_an_image_this_machine_cannot_hold(tiny_checkpoint, good_stream, tmp_path, capsys,
                                                               monkeypatch):
-    monkeypatch.setattr(memory, "available_bytes", lambda: 10**6)
+    monkeypatch.setattr(process_memory, "available_bytes", lambda: 10**6)
     _decompress_fails(good_stream, tiny_checkpoint, tmp_path, capsys, "coding 192x128 needs ~",
                       "even in 32-pixel tiles, this machine has 0.0 GB available")
 
@@ -168,7 +168,7 @@ def test_a_flat_9400_square_png_is_refused_from_its_header(tiny_checkpoint, tmp_
     source = tmp_path / "flat.png"
     Image.new("L", (9400, 9400), 128).save(source)
     assert source.stat().st_size < 1_000_000
-    monkeypatch.setattr(memory, "available_bytes", lambda: 2 * 10**9)  # the same answer on any machine
+    monkeypatch.setattr(process_memory, "available_bytes", lambda: 2 * 10**9)  # the same answer on any machine
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("the pixels were decoded")

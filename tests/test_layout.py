@@ -38,7 +38,7 @@ def _within(module: str, package: str) -> bool:
 # Bottom to top. The shared helpers (errors, atomic writes, hashing, locks, Ray connection, the
 # paper's constants) are the floor under pixels; eval/leaderboard/report are one floor above codecs.
 FLOORS = (
-    ("errors", "atomic", "hashing", "slug", "configs", "kernels", "heap", "lock", "provenance", "raycluster", "paper",
+    ("errors", "atomic", "hashing", "slug", "configs", "kernels", "process_memory", "lock", "provenance", "raycluster", "paper",
      "precisions"),
     ("pixels",),
     ("wavelets",),

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+from harness import process_memory
 from harness.artefacts import memory
-from harness.artefacts.coding import decode, encode, memory_plan
 from harness.artefacts.checkpoint import load_checkpoint
+from harness.artefacts.coding import decode, encode, memory_plan
 from harness.artefacts.memory import plan_memory
 from harness.cli import main
 from harness.errors import HarnessError
@@ -144,10 +145,10 @@ class _Sized:
 @pytest.fixture
 def held(monkeypatch):
     """A process holding 1 GiB, on a machine with ``free`` bytes available."""
-    monkeypatch.setattr(memory, "resident_bytes", lambda device="cpu": 2**30)
+    monkeypatch.setattr(process_memory, "resident_bytes", lambda device="cpu": 2**30)
 
     def free(value):
-        monkeypatch.setattr(memory, "available_bytes", lambda: value)
+        monkeypatch.setattr(process_memory, "available_bytes", lambda: value)
     return free
 
 

@@ -20,7 +20,7 @@ import torch
 from compressai.entropy_models import EntropyModel
 from torch.overrides import TorchFunctionMode
 
-from harness import heap
+from harness import process_memory
 from harness.artefacts import torchfile
 from harness.artefacts.bitstream import FLOAT_PATH
 from harness.artefacts.torchfile import check_shapes
@@ -147,7 +147,7 @@ def _with_weights(path: Path, model, payload: dict, variant: str | None):
     del state
     _check_tables(path, model)
     model.update(force=False)
-    heap.trim()  # building the integer path frees ~0.3 GB of float64 copies of the weights
+    process_memory.trim()  # building the integer path frees ~0.3 GB of float64 copies of the weights
     return model.eval()
 
 

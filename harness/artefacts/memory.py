@@ -43,29 +43,23 @@ entropy model is what grows with the whole image once g_a and g_s are tiled: the
 context of every coded slice, the widest support (as wide as the context), the hyper features,
 and the rANS encoder's buffer of every symbol (~7 bytes each). Its convolutions read their
 parts in place and make their im2col rows and sums a bounded chunk at a time
-(:mod:`harness.model.exact_cpu`), and the heap is trimmed between slices (:mod:`harness.heap`).
+(:mod:`harness.model.exact_cpu`), and the heap is trimmed between slices (:mod:`harness.process_memory`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from harness import process_memory
 from harness.errors import HarnessError
 from harness.model.tiling import spans
+from harness.process_memory import GIB, size_text
 from harness.zoo.baselines import is_baseline
 
 MARGIN = 1.25  # bf16, other thread counts and the allocator's peaks vary around the fit
-_MEMINFO = Path("/proc/meminfo")
-_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
-_CGROUP_LIMITS = (  # (limit, usage) files of cgroup v2 and v1
-    (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")),
-    (Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"), Path("/sys/fs/cgroup/memory/memory.usage_in_bytes")),
-)
 
 
 @dataclass(frozen=True)
@@ -100,7 +94,6 @@ _REFERENCE = "3dm-weconvene"  # other widths scale from it: tile by N, image by 
 # 0.4 -> 2 MP (benchmarks/memory.py, fp32): compress 1.31 -> 2.32 GB, decompress 1.41 -> 2.46 GB.
 _BASELINE = MemoryModel(analysis=650.0, synthesis=680.0, encode=0.0, decode=0.0, held=0.0)
 _BASELINE_N = 192
-GIB = 2**30
 # The leaderboard's learned cells, per codec id, without --max-memory: what each cell's Ray actor
 # reserves and its tiles stay within (the loaded model, ~1.1 GB tiny and ~2.2 GB the default, and
 # tiles of about 1 MP for the default). Variants not listed take the default's.
@@ -138,79 +131,6 @@ class MemoryPlan:
     notice: str | None = None
 
 
-def size_text(value: int) -> str:
-    """``value`` bytes as GiB or MiB, as users write budgets (2.0G, 512M)."""
-    return f"{value / 2**30:.2f}G" if value >= 2**30 else f"{value / 2**20:.0f}M"
-
-
-def resident_bytes(device: torch.device | str = "cpu") -> int:
-    """What the process holds now: its RSS on the CPU, the tensors allocated on a GPU."""
-    if torch.device(device).type == "cuda":
-        return int(torch.cuda.memory_allocated(device))
-    return _status("VmRSS")
-
-
-def reset_peak(device: torch.device | str = "cpu") -> None:
-    """Start a new high-water mark: the peak of what follows, in a process that lives on (a Ray
-    worker codes many cells), not of its whole life (which ``ru_maxrss`` would give)."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        try:
-            _CLEAR_REFS.write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-        except OSError:
-            pass  # not Linux: the peak read is the process's whole life's, an upper bound
-
-
-def peak_bytes(device: torch.device | str = "cpu") -> int | None:
-    """The high-water mark since :func:`reset_peak`: peak RSS on the CPU (VmHWM), peak allocated
-    on a GPU; None where neither can be read."""
-    if torch.device(device).type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    try:
-        return _status("VmHWM")
-    except HarnessError:
-        return None
-
-
-def process_peak(pid: int) -> int | None:
-    """The peak RSS so far of process ``pid`` (a codec's binary); None once it has exited."""
-    try:
-        return _status("VmHWM", Path(f"/proc/{pid}/status"))
-    except HarnessError:
-        return None
-
-
-def _status(field: str, path: Path = _STATUS) -> int:
-    try:
-        for line in path.read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    raise HarnessError(f"cannot read {field} from {path}")
-
-
-def available_bytes() -> int | None:
-    """MemAvailable, or what the process's cgroup has left where that is lower; None where
-    neither can be read (not Linux)."""
-    values = []
-    try:
-        for line in _MEMINFO.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                values.append(int(line.split()[1]) * 1024)
-    except OSError:
-        pass
-    for limit_file, usage_file in _CGROUP_LIMITS:
-        try:
-            limit, usage = limit_file.read_text().strip(), int(usage_file.read_text())
-        except (OSError, ValueError):
-            continue
-        if limit.isdigit():  # "max" (v2), or v1's huge number, when there is no limit
-            values.append(max(int(limit) - usage, 0))
-    return min(values) if values else None
-
-
 def coding_bytes(model, height: int, width: int, transform: str = "g_a", tile: int | None = None,
                  halo: int = 0) -> int:
     """Estimated peak bytes that coding a ``height`` x ``width`` image with ``model`` adds to the
@@ -235,10 +155,10 @@ def plan_memory(model, height: int, width: int, what: str, budget: int | None, h
     within ``budget`` bytes for the whole process, or, without one, within what the machine has
     available. ``halo`` (pixels; None: the model cannot be tiled) and ``alignment`` come from the
     transform that will run tiled, ``transform`` (g_a or g_s). Raises one line when no tile fits."""
-    resident = resident_bytes(device)
+    resident = process_memory.resident_bytes(device)
     whole = resident + coding_bytes(model, height, width, transform)
     if budget is None:
-        have = available_bytes()
+        have = process_memory.available_bytes()
         if have is None or whole - resident <= have:
             return MemoryPlan(None, whole)
         limit, limit_text = resident + have, f"this machine has {have / 1e9:.1f} GB available"

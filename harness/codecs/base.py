@@ -25,8 +25,8 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from harness.artefacts.memory import process_peak
 from harness.errors import HarnessError
+from harness.process_memory import process_peak
 
 
 class CodecUnavailable(HarnessError):

@@ -23,13 +23,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from harness.artefacts.memory import peak_bytes, reset_peak
 from harness.codecs import codec_class
 from harness.codecs.config import CodecConfig
 from harness.errors import HarnessError
 from harness.hashing import sha256_bytes
 from harness.leaderboard.metrics import measure
 from harness.pixels.images import load_rgb
+from harness.process_memory import peak_bytes, reset_peak
 from harness.provenance import cpu_name
 from harness.slug import slug
 

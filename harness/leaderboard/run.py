@@ -24,7 +24,6 @@ import ray
 from tqdm import tqdm
 
 from harness import __version__
-from harness.artefacts.memory import size_text
 from harness.atomic import check_folder, write_atomic
 from harness.errors import HarnessError
 from harness.leaderboard import results
@@ -35,6 +34,7 @@ from harness.leaderboard.metrics import METRICS
 from harness.leaderboard.plan import Plan, plan
 from harness.leaderboard.summary import CodecSummary, RunSummary, curve_key, write_summary
 from harness.lock import folder_lock
+from harness.process_memory import size_text
 from harness.provenance import git_commit
 from harness.raycluster import as_completed, connect, one_line
 

@@ -44,7 +44,7 @@ from compressai.layers import AttentionBlock, conv1x1, conv3x3, subpel_conv3x3
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
-from harness import heap, wavelets
+from harness import process_memory, wavelets
 from harness.errors import HarnessError
 from harness.model import exact, rans
 from harness.model.config import ModelConfig
@@ -306,7 +306,7 @@ class WeChARM(LatentCodec):
             coded: list[Tensor] = []
             for index, net in enumerate(nets.slice_nets):
                 mean, scale, support = net.predict(hyper_means, hyper_scales, coded)
-                heap.trim()  # the slice's networks' buffers, freed: else the next slice's land beside them
+                process_memory.trim()  # the slice's networks' buffers, freed: else the next slice's land beside them
                 coded.append(net.refine(support, layout(quantize(index, mean, scale))))
         return self.subbands_of(coded)
 

@@ -14,7 +14,7 @@ from compressai.models import CompressionModel
 from compressai.models.base import get_scale_table
 from torch import Tensor, nn
 
-from harness import heap
+from harness import process_memory
 from harness.errors import HarnessError
 from harness.model.config import ModelConfig
 from harness.model.entropy import WeChARM
@@ -112,7 +112,7 @@ class WeConvene(CompressionModel):
         x = self.pad(x)
         y = self.g_a(x) if tile is None else analyse(self.g_a, x, tile, analysis_halo(self.g_a, self.config))
         del x  # the padded copy, before the entropy model's buffers
-        heap.trim()
+        process_memory.trim()
         out = self.latent_codec.compress(y, integer)
         result = {"strings": out["strings"], "shape": out["shape"], "size": (int(height), int(width)),
                   "latent_crc": out["latent_crc"]}
@@ -129,7 +129,7 @@ class WeConvene(CompressionModel):
         if tile is not None:
             check_tile(tile, self.config)
         out = self.latent_codec.decompress(strings, shape, integer)
-        heap.trim()  # the entropy model's buffers, before g_s's
+        process_memory.trim()  # the entropy model's buffers, before g_s's
         return {"x_hat": self._synthesize(out["y_hat"], size, tile), "latent_crc": out["latent_crc"]}
 
     def min_stream_bytes(self, size: tuple[int, int]) -> tuple[int]:

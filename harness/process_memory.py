@@ -1,0 +1,132 @@
+"""What a process holds in memory: reading it (RSS, its peak, what the machine has free) and
+handing freed heap pages back to the system, so that the peak read is what the process used.
+
+Ground floor, without torch: a classical codec's leaderboard cell measures its peak through it
+and would otherwise import torch and compressai (~4 s a Ray worker) for two /proc reads. A CUDA
+device's figures come from torch, which whoever holds such a device has imported already.
+
+glibc serves allocations below its mmap threshold (which grows, up to 32 MiB, as large blocks are
+freed) from heaps it keeps: a tensor of tens of megabytes freed there stays in the process's RSS,
+and the next, slightly larger one is placed beside it. The entropy model allocates and frees such
+tensors slice after slice, so coding a 6 MP image held ~0.6 GB more than its live tensors (measured
+in benchmarks/memory.py's setting). :func:`trim` (``malloc_trim``) returns the free pages;
+elsewhere than glibc it does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+GIB = 2**30
+_MEMINFO = Path("/proc/meminfo")
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_CGROUP_LIMITS = (  # (limit, usage) files of cgroup v2 and v1
+    (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")),
+    (Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"), Path("/sys/fs/cgroup/memory/memory.usage_in_bytes")),
+)
+
+
+def size_text(value: int) -> str:
+    """``value`` bytes as GiB or MiB, as users write budgets (2.0G, 512M)."""
+    return f"{value / 2**30:.2f}G" if value >= 2**30 else f"{value / 2**20:.0f}M"
+
+
+def _cuda(device) -> bool:
+    return str(device).startswith("cuda")
+
+
+def _torch_cuda():
+    # Only a process that made a CUDA device has one to ask about, and it has imported torch.
+    return sys.modules["torch"].cuda
+
+
+def resident_bytes(device="cpu") -> int:
+    """What the process holds now: its RSS on the CPU, the tensors allocated on a GPU (``device``:
+    a torch device or its name)."""
+    if _cuda(device):
+        return int(_torch_cuda().memory_allocated(device))
+    return _status("VmRSS")
+
+
+def reset_peak(device="cpu") -> None:
+    """Start a new high-water mark: the peak of what follows, in a process that lives on (a Ray
+    worker codes many cells), not of its whole life (which ``ru_maxrss`` would give)."""
+    if _cuda(device):
+        _torch_cuda().reset_peak_memory_stats(device)
+    else:
+        try:
+            _CLEAR_REFS.write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        except OSError:
+            pass  # not Linux: the peak read is the process's whole life's, an upper bound
+
+
+def peak_bytes(device="cpu") -> int | None:
+    """The high-water mark since :func:`reset_peak`: peak RSS on the CPU (VmHWM), peak allocated
+    on a GPU; None where neither can be read."""
+    if _cuda(device):
+        return int(_torch_cuda().max_memory_allocated(device))
+    try:
+        return _status("VmHWM")
+    except HarnessError:
+        return None
+
+
+def process_peak(pid: int) -> int | None:
+    """The peak RSS so far of process ``pid`` (a codec's binary); None once it has exited."""
+    try:
+        return _status("VmHWM", Path(f"/proc/{pid}/status"))
+    except HarnessError:
+        return None
+
+
+def _status(field: str, path: Path = _STATUS) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    raise HarnessError(f"cannot read {field} from {path}")
+
+
+def available_bytes() -> int | None:
+    """MemAvailable, or what the process's cgroup has left where that is lower; None where
+    neither can be read (not Linux)."""
+    values = []
+    try:
+        for line in _MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                values.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    for limit_file, usage_file in _CGROUP_LIMITS:
+        try:
+            limit, usage = limit_file.read_text().strip(), int(usage_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit():  # "max" (v2), or v1's huge number, when there is no limit
+            values.append(max(int(limit) - usage, 0))
+    return min(values) if values else None
+
+
+@functools.cache
+def _malloc_trim():
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        return None
+
+
+def trim() -> None:
+    """Return the heap's free pages to the system (milliseconds; call between large steps)."""
+    function = _malloc_trim()
+    if function is not None:
+        function(0)
