@@ -168,6 +168,31 @@ def test_a_convolution_made_in_row_chunks_gives_the_same_bits(monkeypatch, kerne
     assert len(rows_a_chunk) == 4 and rows_a_chunk[-1] < 16, rows_a_chunk
 
 
+@pytest.mark.parametrize("kernel, padding", [(1, 0), (3, 1)])
+def test_a_deferred_widening_gives_the_bits_of_its_formed_output(monkeypatch, kernel, padding):
+    """AttentionNet's 1x1 widening to the whole context is deferred on large latents
+    (exact.widen): the convolutions that read it make it a chunk of rows at a time, twice. Read
+    alone or beside another part, formed by tensor(), or on the torch path: the formed output's
+    bits, on a batch whose images get different exponents, one row a chunk."""
+    torch.manual_seed(0)
+    widening = exact.IntegerConv2d(nn.Conv2d(12, 40, 1))
+    beside, alone = (exact.IntegerConv2d(nn.Conv2d(width, 16, kernel, padding=padding)) for width in (46, 40))
+    x = torch.randn(2, 12, 9, 7, dtype=torch.float64) * torch.tensor([3.0, 700.0]).reshape(2, 1, 1, 1)
+    x[:, :, 0] *= 64  # the largest magnitudes in the first chunk: the maximum is of every chunk
+    other = torch.randn(2, 6, 9, 7, dtype=torch.float64)
+    formed = exact.widen(widening, x)
+    assert torch.equal(formed, widening(x))  # 20 KB: below DEFER_BYTES, formed
+    monkeypatch.setattr(exact, "DEFER_BYTES", 0)
+    monkeypatch.setattr(exact_cpu, "CHUNK_BYTES", 1)
+    deferred = exact.widen(widening, x)
+    assert isinstance(deferred, exact_cpu.Pointwise)
+    assert torch.equal(beside([deferred, other]), beside([formed, other]))
+    assert torch.equal(alone([deferred]), alone([formed]))
+    assert torch.equal(deferred.tensor(), formed)
+    monkeypatch.setattr(exact_cpu, "ENABLED", False)
+    assert torch.equal(beside([deferred, other]), beside([formed, other]))
+
+
 @pytest.mark.parametrize("name", ["gelu", "sigmoid", "tanh"])
 def test_cpu_table_kernel_gives_the_torch_path_bits(monkeypatch, name):
     table = exact.Table(name)

@@ -32,18 +32,21 @@ at the image border)::
     default  1024x1024   256   704x704      969       308
 
     the entropy model alone on a random latent (3 x a unit Gaussian), after a warm-up call, peak
-    added (compress / decompress, MiB; 2026-12-05, quiet host, two threads, fp32):
-    tiny     1024x1024  78 / 58     2048x1536  232 / 155     3072x2048  423 / 313
-    default  1024x1024 387 / 301    2048x1536  966 / 689     3072x2048 1857 / 1349
+    added (compress / decompress, MiB; 2026-12-05 ~08:50, quiet host, two threads, fp32):
+    tiny     1024x1024  61 / 55     2048x1536  172 / 170     3072x2048  302 / 232
+    default  1024x1024 278 / 244    2048x1536  532 / 479     3072x2048 1111 / 846
 
 So g_a takes ~2050 bytes per pixel of its piece with the default model (four fp32 activations
 of N=128 channels at full resolution), ~520 with tiny; g_s 650 and 200; the entropy model
-~310 (default) and ~75 (tiny) per image pixel when encoding, ~230 and ~55 when decoding. The
-entropy model is what grows with the whole image once g_a and g_s are tiled: the float64
-context of every coded slice, the widest support (as wide as the context), the hyper features,
-and the rANS encoder's buffer of every symbol (~7 bytes each). Its convolutions read their
-parts in place and make their im2col rows and sums a bounded chunk at a time
-(:mod:`harness.model.exact_cpu`), and the heap is trimmed between slices (:mod:`harness.process_memory`).
+~200 (default) and ~62 (tiny) per image pixel when encoding, ~160 and ~57 when decoding (from
+2 MP on; 1 MP's 278 B/px, of which a fixed part, stays within the margin). The entropy model is
+what grows with the whole image once g_a and g_s are tiled: the float64 context of every coded
+slice and the hyper features, the int8 grids its convolutions quantise them into, and the rANS
+writer's buffer (~3 bytes a symbol, :class:`harness.model.rans.RansWriter`). Its convolutions
+read their parts in place and make their im2col rows and sums a bounded chunk at a time
+(:mod:`harness.model.exact_cpu`); the widest tensor, the attention's output as wide as the
+context, is made where it is read, a chunk at a time (:func:`harness.model.exact.widen`); the
+heap is trimmed between slices (:mod:`harness.process_memory`).
 """
 
 from __future__ import annotations
@@ -85,8 +88,8 @@ class MemoryModel:
 
 # Fitted to the calibration above.
 MEASURED = {
-    "tiny": MemoryModel(analysis=520.0, synthesis=200.0, encode=75.0, decode=55.0, held=50.0),
-    "3dm-weconvene": MemoryModel(analysis=2050.0, synthesis=650.0, encode=310.0, decode=230.0, held=60.0),
+    "tiny": MemoryModel(analysis=520.0, synthesis=200.0, encode=62.0, decode=57.0, held=50.0),
+    "3dm-weconvene": MemoryModel(analysis=2050.0, synthesis=650.0, encode=200.0, decode=160.0, held=60.0),
 }
 _REFERENCE = "3dm-weconvene"  # other widths scale from it: tile by N, image by M
 # CompressAI's baselines (whole images only; g_a's first layer has stride 2, so ~3x less than

@@ -14,8 +14,9 @@ the uses differ only in how a slice is quantised (noise / rounding / rANS
 encode / rANS decode), so the decoder sees exactly the context the encoder saw.
 
 Bitstream: z and then every slice go into ONE rANS stream per image
-(compressai's ``BufferedRansEncoder``; the decoder pulls symbols from one
-bounds-checked :class:`~harness.model.rans.RansReader` slice by slice). A stream
+(:class:`~harness.model.rans.RansWriter`, the bytes compressai's ``BufferedRansEncoder``
+writes, from a compact buffer; the decoder pulls symbols from one bounds-checked
+:class:`~harness.model.rans.RansReader` slice by slice). A stream
 per slice costs a 64-bit coder flush each, about 0.5 % of a low-rate image's bits
 for 11 streams.
 
@@ -30,14 +31,12 @@ wrong image.
 from __future__ import annotations
 
 import contextlib
-import functools
 import zlib
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
-from compressai.ans import BufferedRansEncoder
 from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianConditional
 from compressai.latent_codecs import LatentCodec
 from compressai.layers import AttentionBlock, conv1x1, conv3x3, subpel_conv3x3
@@ -46,12 +45,11 @@ from torch import Tensor, nn
 
 from harness import process_memory, wavelets
 from harness.errors import HarnessError
-from harness.model import exact, rans
+from harness.model import exact, exact_cpu, rans
 from harness.model.config import ModelConfig
 from harness.model.layers import WeConvDown, WeConvUp, conv, res_group
-from harness.model.rans import RansReader
+from harness.model.rans import RansReader, RansWriter
 
-_ENCODE_PIECE = 1 << 20  # symbols handed to compressai's rANS encoder per call
 # Quantises one slice given its predicted mean and scale; returns the dequantised slice.
 SliceQuantizer = Callable[[int, Tensor, Tensor], Tensor]
 
@@ -74,25 +72,16 @@ class NearestScaleGaussian(GaussianConditional):
 
 
 class _Tables:
-    """One entropy model's rANS tables: as the Python lists compressai's C++ encoder takes, and as
-    the arrays :class:`harness.model.rans.RansReader` decodes with (built once per image)."""
+    """One entropy model's rANS tables, as the arrays :class:`harness.model.rans.RansWriter` and
+    :class:`~harness.model.rans.RansReader` code with (built once per image)."""
 
     def __init__(self, model: EntropyModel) -> None:
         self.cdf_array = model.quantized_cdf.int().cpu().numpy()
         self.length_array = model.cdf_length.reshape(-1).int().cpu().numpy()
         self.offset_array = model.offset.reshape(-1).int().cpu().numpy()
 
-    @functools.cached_property
-    def _lists(self) -> tuple[list, list, list]:
-        return self.cdf_array.tolist(), self.length_array.tolist(), self.offset_array.tolist()
-
-    def encode(self, encoder: BufferedRansEncoder, symbols: Tensor, indexes: Tensor) -> None:
-        """Buffer ``symbols`` with their table ``indexes``; a piece at a time, since the encoder takes
-        Python lists (36 bytes a symbol: a large image's slice in one piece would be gigabytes)."""
-        symbols, indexes = symbols.reshape(-1), indexes.reshape(-1)
-        for start in range(0, symbols.numel(), _ENCODE_PIECE):
-            piece = slice(start, start + _ENCODE_PIECE)
-            encoder.encode_with_indexes(symbols[piece].tolist(), indexes[piece].tolist(), *self._lists)
+    def encode(self, writer: RansWriter, symbols: Tensor, indexes: Tensor) -> None:
+        writer.add(symbols.cpu().numpy(), indexes.cpu().numpy(), self.cdf_array, self.length_array, self.offset_array)
 
     def decode(self, reader: RansReader, indexes: Tensor) -> Tensor:
         values = reader.decode(indexes.cpu().numpy(), self.cdf_array, self.length_array, self.offset_array)
@@ -131,9 +120,11 @@ class AttentionNet(nn.Module):
         self.attention = AttentionBlock(inner)
         self.out = conv1x1(inner, channels)
 
-    def forward(self, parts: list[Tensor]) -> Tensor:
-        """Of the channel concatenation of ``parts`` (the hyper features and the coded slices)."""
-        return self.out(self.attention(exact.convolve_parts(self.inp, parts)))
+    def forward(self, parts: list[Tensor]) -> Tensor | exact_cpu.Pointwise:
+        """Of the channel concatenation of ``parts`` (the hyper features and the coded slices); on
+        the integer path of a large latent, deferred to the convolutions that read it (as wide as
+        the context, the largest tensor the entropy model would hold: :func:`exact.widen`)."""
+        return exact.widen(self.out, self.attention(exact.convolve_parts(self.inp, parts)))
 
 
 @exact.register_composite
@@ -171,13 +162,14 @@ class SliceNet(nn.Module):
         self.lrp = ParamNet(context_ch + slice_ch, slice_ch, config.param_hidden, config.lrp_kernels)
         self.squash = nn.Tanh()
 
-    def predict(self, hyper_means: Tensor, hyper_scales: Tensor, coded: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        # the scale first: its support (as wide as the context) is freed before the mean's is made
+    def predict(self, hyper_means: Tensor, hyper_scales: Tensor,
+                coded: list[Tensor]) -> tuple[Tensor, Tensor, Tensor | exact_cpu.Pointwise]:
+        # the scale first: its support (as wide as the context, unless deferred) is freed before the mean's is made
         scale = self.scale([self.scale_attention([hyper_scales, *coded])])
         mean_support = self.mean_attention([hyper_means, *coded])
         return self.mean([mean_support]), scale, mean_support
 
-    def refine(self, mean_support: Tensor, y_hat: Tensor) -> Tensor:
+    def refine(self, mean_support: Tensor | exact_cpu.Pointwise, y_hat: Tensor) -> Tensor:
         return y_hat + 0.5 * self.squash(self.lrp([mean_support, y_hat]))
 
 
@@ -290,8 +282,8 @@ class WeChARM(LatentCodec):
 
     # ---- the one slice walk ---------------------------------------------------------
 
-    def _walk(self, z_hat: Tensor, quantize: SliceQuantizer, integer: bool = False) -> dict[str, Tensor]:
-        """Code every slice in order; returns the reconstructed subbands (with LRP), in
+    def _walk(self, z_hat: Tensor, quantize: SliceQuantizer, integer: bool = False) -> list[Tensor]:
+        """Code every slice in order; returns the reconstructed slices (with LRP), in
         float64 on the integer path (its networks take float64 values and run their
         wavelets portably), in z_hat's dtype on the float path."""
         nets = self._prior_nets(integer, z_hat.device)
@@ -308,7 +300,7 @@ class WeChARM(LatentCodec):
                 mean, scale, support = net.predict(hyper_means, hyper_scales, coded)
                 process_memory.trim()  # the slice's networks' buffers, freed: else the next slice's land beside them
                 coded.append(net.refine(support, layout(quantize(index, mean, scale))))
-        return self.subbands_of(coded)
+        return coded
 
     # ---- training / evaluation ------------------------------------------------------
 
@@ -331,7 +323,7 @@ class WeChARM(LatentCodec):
             likelihoods.append(slice_likelihoods)
             return quantize_ste(y_slices[index] - mean) + mean
 
-        y_hat = self.synthesis(self._walk(z_hat, quantize))
+        y_hat = self._y_hat(self._walk(z_hat, quantize), z_hat.dtype)
         per_subband = self.subbands_of(likelihoods)
         per_subband["z"] = z_likelihoods
         return {"likelihoods": per_subband, "y_hat": y_hat}
@@ -343,17 +335,22 @@ class WeChARM(LatentCodec):
         every slice in coding order; ``shape`` = z's H x W; ``y_hat`` = exactly what
         :meth:`decompress` will rebuild; ``latent_crc`` = per image, the CRC-32 of its symbols.
         ``integer``: predict means and scales on the integer path (else the float networks)."""
-        y_slices, z = self.split(y)
+        return self.compress_slices(*self.split(y), integer)
+
+    def compress_slices(self, y_slices: list[Tensor], z: Tensor, integer: bool = True) -> dict:
+        """:meth:`compress` of y as :meth:`split` gives it, so that a caller can free y first; each
+        entry of ``y_slices`` is set to None once coded."""
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
         z_tables, y_tables = _Tables(eb), _Tables(gc)
-        encoders = [BufferedRansEncoder() for _ in range(y.shape[0])]
+        batch, dtype = z.shape[0], y_slices[0].dtype
+        writers = [RansWriter() for _ in range(batch)]
         medians = eb._get_medians().detach().reshape(1, -1, 1, 1)
         z_symbols = eb.quantize(z, "symbols", medians)
         z_indexes = eb._build_indexes(z.size())
-        crc = SymbolCRC(y.shape[0])
+        crc = SymbolCRC(batch)
         crc.update(z_symbols)
-        for b, encoder in enumerate(encoders):
-            z_tables.encode(encoder, z_symbols[b], z_indexes[b])
+        for b, writer in enumerate(writers):
+            z_tables.encode(writer, z_symbols[b], z_indexes[b])
         z_hat = eb.dequantize(z_symbols, medians)
 
         def quantize(index: int, mean: Tensor, scale: Tensor) -> Tensor:
@@ -361,12 +358,13 @@ class WeChARM(LatentCodec):
             symbols = gc.quantize(y_slice, "symbols", mean)
             indexes = gc.build_indexes(scale)
             crc.update(symbols)
-            for b, encoder in enumerate(encoders):
-                y_tables.encode(encoder, symbols[b], indexes[b])
+            for b, writer in enumerate(writers):
+                y_tables.encode(writer, symbols[b], indexes[b])
             return gc.dequantize(symbols, mean)
 
-        y_hat = self.synthesis(self._float(self._walk(z_hat, quantize, integer), y.dtype))
-        strings = [[encoder.flush() for encoder in encoders]]
+        coded = self._walk(z_hat, quantize, integer)
+        strings = [[writer.flush() for writer in writers]]  # before the synthesis: their buffers freed
+        y_hat = self._y_hat(coded, dtype)
         return {"strings": strings, "shape": tuple(z.shape[-2:]), "y_hat": y_hat, "latent_crc": crc.values}
 
     def decompress(self, strings: list[list[bytes]], shape: tuple[int, int], integer: bool = True) -> dict:
@@ -393,7 +391,7 @@ class WeChARM(LatentCodec):
             return gc.dequantize(symbols, mean)
 
         dtype = self.entropy_bottleneck.quantiles.dtype
-        return {"y_hat": self.synthesis(self._float(self._walk(z_hat, quantize, integer), dtype)),
+        return {"y_hat": self._y_hat(self._walk(z_hat, quantize, integer), dtype),
                 "latent_crc": crc.values}
 
     def min_stream_bytes(self, shape: tuple[int, int]) -> int:
@@ -407,6 +405,9 @@ class WeChARM(LatentCodec):
         y_bits = max(_Tables(self.gaussian_conditional).min_bits().min() - slack, 0) * 64 * self.config.M * rows * cols
         return max(8, int((z_bits + y_bits) // 8))
 
-    @staticmethod
-    def _float(subbands: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
-        return {name: band.to(dtype) for name, band in subbands.items()}
+    def _y_hat(self, coded: list[Tensor], dtype: torch.dtype) -> Tensor:
+        """y_hat in ``dtype`` from the coded slices (float64 on the integer path), each slice
+        converted in turn, in place in ``coded``, so that its float64 is freed before the next's."""
+        for index, tensor in enumerate(coded):
+            coded[index] = tensor.to(dtype)
+        return self.synthesis(self.subbands_of(coded))

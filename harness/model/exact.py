@@ -69,6 +69,10 @@ PATH_ID = "integer-2"  # activations 12-bit, weights 7-bit integers, tables on a
 ACTIVATION_BITS = 12  # |a| <= 2^12: a signed high limb in [-64, 64] and a low one in [0, 63]
 WEIGHT_BITS = 6  # |w| <= 2^6: one int8, within the limbs' range
 GDN_WEIGHT_BITS = 12  # GDN sums in float64 (squares need 24 bits): no limbs, full precision
+# Larger outputs of a widening 1x1 convolution are made where they are read, a chunk at a time,
+# twice per reader: as fast from 1 MP on (less memory traffic), 5-8 % slower on Kodak's images,
+# whose widest (18 MB) stays formed (benchmarks/RESULTS.md, memory.py).
+DEFER_BYTES = 32 << 20
 _LIMB = 6
 _TABLE_STEP_BITS = 8
 _TABLE_RANGE = 16.0
@@ -194,9 +198,12 @@ class IntegerConv2d(nn.Module):
         """The convolution of ``x``, or of the channel concatenation of a list of parts (one batch
         and size), which the CPU kernels read part by part instead of forming it."""
         parts = list(x) if isinstance(x, (list, tuple)) else [x]
-        if all(exact_cpu.usable(part) for part in parts) and _int8_gemm_available(parts[0].device):
-            return exact_cpu.convolve([exact_cpu.dense(part) for part in parts], ACTIVATION_BITS, self.kernel,
-                                      self.stride, self.padding, self.weight.limbs, self.scale, self.bias)
+        tensors = [part for part in parts if not isinstance(part, exact_cpu.Pointwise)]  # a Pointwise is the CPU's
+        if all(exact_cpu.usable(part) and _int8_gemm_available(part.device) for part in tensors):
+            return exact_cpu.convolve([part if isinstance(part, exact_cpu.Pointwise) else exact_cpu.dense(part)
+                                       for part in parts], ACTIVATION_BITS, self.kernel, self.stride, self.padding,
+                                      self.weight.limbs, self.scale, self.bias)
+        parts = [part.tensor() if isinstance(part, exact_cpu.Pointwise) else part for part in parts]
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         n, _, height, width = x.shape
         ints, down = quantize_rows(x, ACTIVATION_BITS)
@@ -212,7 +219,18 @@ class IntegerConv2d(nn.Module):
         return sums * scale + self.bias.reshape(1, -1, 1, 1)
 
 
-def convolve_parts(conv: nn.Module, parts: list[Tensor]) -> Tensor:
+def widen(conv: nn.Module, x: Tensor) -> Tensor | exact_cpu.Pointwise:
+    """``conv(x)``; for a 1x1 integer convolution on the CPU whose output would exceed
+    :data:`DEFER_BYTES`, that output deferred to the integer convolutions that read it
+    (:class:`~harness.model.exact_cpu.Pointwise`: the same values, made a chunk at a time)."""
+    if (isinstance(conv, IntegerConv2d) and conv.kernel == (1, 1) and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and exact_cpu.usable(x) and _int8_gemm_available(x.device)
+            and 8 * conv.out_channels * x[:, 0].numel() > DEFER_BYTES):
+        return exact_cpu.Pointwise(exact_cpu.dense(x), ACTIVATION_BITS, conv.weight.limbs, conv.scale, conv.bias)
+    return conv(x)
+
+
+def convolve_parts(conv: nn.Module, parts: list[Tensor | exact_cpu.Pointwise]) -> Tensor:
     """``conv`` of the channel concatenation of ``parts``: formed for a float convolution, read
     part by part by an integer one (on the integer path the concatenation of the latent's coded
     slices is the largest tensor of the entropy model)."""

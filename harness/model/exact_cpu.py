@@ -45,8 +45,9 @@ _LIMB = 6
 def _quantize(x, strides, up, grid, geometry, start, stop):
     """Image rows ``start:stop`` (image, y) of ``round(x * up[image])`` as int8 limbs into the
     interior of a zero-bordered channels-last grid, ``row`` bytes a pixel, from channel ``first``
-    on (x is one part of a concatenation along channels): high limbs, then low."""
-    channels, height, width, ph, pw, row, half, first = geometry
+    on (x is one part of a concatenation along channels): high limbs, then low. ``x`` may hold
+    only those rows: ``origin`` is where its first element would be in the whole part."""
+    channels, height, width, ph, pw, row, half, first, origin = geometry
     sn, sc, sy, sx = strides
     wp = width + 2 * pw
     hp = height + 2 * ph
@@ -55,7 +56,7 @@ def _quantize(x, strides, up, grid, geometry, start, stop):
         y = r - n * height
         scale = up[n]
         for i in range(width):
-            src = np.uint64(n * sn + y * sy + i * sx)
+            src = np.uint64(n * sn + y * sy + i * sx - origin)
             hi = np.uint64(((n * hp + y + ph) * wp + i + pw) * row + first)
             lo = np.uint64(((n * hp + y + ph) * wp + i + pw) * row + first + half)
             if sc == 1:  # channels-last: a contiguous run
@@ -191,7 +192,7 @@ def _maxima(x: Tensor) -> tuple[np.ndarray, np.ndarray, np.integer]:
     return top, floats, top.dtype.type((1 << (8 * top.itemsize - 1)) - 1)
 
 
-def _grid(parts: list[Tensor], bits: int, padding, row: int, bordered: bool) -> tuple[Tensor, np.ndarray]:
+def _grid(parts: list, bits: int, padding, row: int, bordered: bool) -> tuple[Tensor, np.ndarray]:
     """``[high; low]`` int8 limbs of ``round(x * 2^e)`` on a zero-bordered channels-last grid of
     ``row`` bytes a pixel, x the channel concatenation of ``parts`` (never formed), with
     ``|.| <= 2^bits`` and a power of two per image, from the largest magnitude of all parts; and
@@ -201,34 +202,94 @@ def _grid(parts: list[Tensor], bits: int, padding, row: int, bordered: bool) -> 
     half = n * (height + 2 * ph) * (width + 2 * pw) * row
     grid = (torch.zeros if bordered else torch.empty)(2 * half, dtype=torch.int8)
     up, down = np.empty(n), np.empty(n)
-    if len(parts) == 1:
+    if len(parts) == 1 and not isinstance(parts[0], Pointwise):
         (x,) = parts
         top, magnitudes, mask = _maxima(x)
         flat = memory(x)
-        quantise = np.array([x.shape[1], height, width, ph, pw, row, half, 0], dtype=np.int64)
+        quantise = np.array([x.shape[1], height, width, ph, pw, row, half, 0, 0], dtype=np.int64)
         _prepare(flat, flat.view(top.dtype), x[0].numel(), np.array(x.stride(), dtype=np.int64), top, magnitudes,
                  mask, bits, up, down, grid.numpy(), quantise)
         return grid, down
     largest = np.zeros(n)
     for x in parts:
+        if isinstance(x, Pointwise):
+            for image, _, values in x.chunks():
+                largest[image] = max(largest[image], float(np.abs(values).max()))
+            continue
         top, magnitudes, mask = _maxima(x)
         _max_bits(memory(x).view(top.dtype), x[0].numel(), mask, top, 0, n)
         largest = np.maximum(largest, magnitudes)
     _scales(largest, bits, up, down)
     first = 0
     for x in parts:
-        quantise = np.array([x.shape[1], height, width, ph, pw, row, half, first], dtype=np.int64)
-        _quantize(memory(x), np.array(x.stride(), dtype=np.int64), up, grid.numpy(), quantise, 0, n * height)
+        quantise = np.array([x.shape[1], height, width, ph, pw, row, half, first, 0], dtype=np.int64)
+        if isinstance(x, Pointwise):  # each chunk of whole rows, channels-last: read from its own start
+            pixel = width * x.shape[1]
+            for image, y, values in x.chunks():
+                quantise[-1] = (image * height + y) * pixel
+                rows = values.shape[0] // width
+                _quantize(values.reshape(-1), np.array([height * pixel, 1, pixel, x.shape[1]], dtype=np.int64), up,
+                          grid.numpy(), quantise, image * height + y, image * height + y + rows)
+        else:
+            _quantize(memory(x), np.array(x.stride(), dtype=np.int64), up, grid.numpy(), quantise, 0, n * height)
         first += x.shape[1]
     return grid, down
 
 
-def convolve(parts: list[Tensor], bits: int, kernel, stride, padding, weight: Tensor, scale: Tensor,
+class Pointwise:
+    """The float64 output of a 1x1 integer convolution of ``x``, never formed whole.
+
+    The entropy model's AttentionNet widens 192 channels to the whole context (up to 1440 of
+    float64, 280 MB at 6 MP); only the integer convolutions after it read that, each quantising
+    it with the exponent of its largest magnitude. They read it :meth:`chunks` at a time, twice
+    (its maximum, then its limbs), each chunk made again from ``x``'s int8 grid (which is all
+    this holds, a sixteenth of the output's bytes at 1440 channels): the same values, bit for
+    bit, as the whole output, since every chunk is the same exact sums, rescaled alike."""
+
+    def __init__(self, x: Tensor, bits: int, weight: Tensor, scale: Tensor, bias: Tensor) -> None:
+        n, channels, height, width = x.shape
+        kp = weight.shape[0]
+        self.shape = (n, bias.shape[0], height, width)
+        self.grid, self.down = _grid([x], bits, (0, 0), kp, bordered=kp > channels)
+        self.weight, self.scale, self.bias = weight, scale, bias
+
+    def chunks(self):
+        """(image, first row, values): the output's rows of one image a chunk at a time, each
+        chunk's values channels-last, (rows x width) x channels float64."""
+        n, channels, height, width = self.shape
+        kp, n8 = self.weight.shape
+        pixels = n * height * width
+        matrix = self.grid.view(2 * pixels, kp)
+        rows = max(1, CHUNK_BYTES // (width * (8 * channels + 8 * n8 + 2 * kp)))
+        for image in range(n):
+            for y in range(0, height, rows):
+                count = min(rows, height - y) * width
+                first = (image * height + y) * width
+                limbs = torch.cat([matrix[first : first + count], matrix[pixels + first : pixels + first + count]])
+                sums = torch._int_mm(limbs, self.weight)
+                values = np.empty((count, channels))
+                geometry = np.array([channels, n8, count, count, 0], dtype=np.int64)
+                _scaled_sums(sums.view(-1).numpy(), self.down[image : image + 1], self.scale.numpy(),
+                             self.bias.numpy(), values.reshape(-1), geometry, 0, count)
+                yield image, y, values
+
+    def tensor(self) -> Tensor:
+        """The whole output (NCHW, channels-last in memory), for a reader other than an integer
+        convolution on the CPU."""
+        n, channels, height, width = self.shape
+        out = np.empty((n, height * width, channels))
+        for image, y, values in self.chunks():
+            out[image, y * width : y * width + values.shape[0]] = values
+        return torch.from_numpy(out).reshape(n, height, width, channels).permute(0, 3, 1, 2)
+
+
+def convolve(parts: list, bits: int, kernel, stride, padding, weight: Tensor, scale: Tensor,
              bias: Tensor) -> Tensor:
     """:meth:`harness.model.exact.IntegerConv2d.forward` on the CPU for the channel concatenation
-    of ``parts`` (:func:`dense` tensors of one batch and size; the concatenation is never
-    formed): the float64 output, NCHW, channels-last in memory. ``weight``: the int8 integer
-    weights (kp x n8, rows (ky, kx, channel)), ``scale`` and ``bias`` per output channel.
+    of ``parts`` (:func:`dense` tensors or :class:`Pointwise` outputs, of one batch and size; the
+    concatenation is never formed): the float64 output, NCHW, channels-last in memory.
+    ``weight``: the int8 integer weights (kp x n8, rows (ky, kx, channel)), ``scale`` and ``bias``
+    per output channel.
 
     The im2col rows and their int32 sums are made :data:`CHUNK_BYTES` at a time, so the
     convolution holds its input, its int8 grid and its output, and no whole-size workspace."""

@@ -112,8 +112,10 @@ class WeConvene(CompressionModel):
         x = self.pad(x)
         y = self.g_a(x) if tile is None else analyse(self.g_a, x, tile, analysis_halo(self.g_a, self.config))
         del x  # the padded copy, before the entropy model's buffers
+        y_slices, z = self.latent_codec.split(y)
+        del y  # its slices are copies, each freed once coded
         process_memory.trim()
-        out = self.latent_codec.compress(y, integer)
+        out = self.latent_codec.compress_slices(y_slices, z, integer)
         result = {"strings": out["strings"], "shape": out["shape"], "size": (int(height), int(width)),
                   "latent_crc": out["latent_crc"]}
         if reconstruct:
