@@ -86,6 +86,22 @@ def test_a_symbol_the_reader_could_not_take_back_is_refused_when_written():
         writer.add(np.array([0]), np.array([1]), *tables)
 
 
+def test_a_coding_process_drops_the_float_entropy_networks(checkpoint, model, kodim):
+    """compress and decompress keep only the integer path of the entropy networks (the CLI drops
+    the float ones once it has the fingerprint): the same file and image; the float path refuses."""
+    pixels = _image(kodim, 64, 96)
+    data, digest = encode(model, pixels), fingerprint(model)
+    coder = load_checkpoint(checkpoint)
+    set_precision(coder, "auto")
+    held = sum(p.numel() for p in coder.parameters())
+    coder.drop_float_prior()
+    assert sum(p.numel() for p in coder.parameters()) < held / 2
+    assert encode(coder, pixels, digest=digest) == data
+    assert np.array_equal(decode(coder, data, digest=digest), decode(model, data))
+    with pytest.raises(HarnessError, match="float entropy networks were dropped"):
+        encode(coder, pixels, digest=digest, integer=False)
+
+
 @pytest.mark.parametrize("size", [(1, 1), (17, 33), *(pytest.param(s, marks=pytest.mark.slow) for s in [(768, 512), (512, 768), (1365, 2048)])])
 def test_round_trip_equals_encoder_reconstruction(model, kodim, size):
     pixels = _image(kodim, *size)

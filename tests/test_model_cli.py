@@ -96,6 +96,11 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     torch.save(payload, broken)
     with pytest.raises(HarnessError, match="does not hold variant 'tiny' weights: 1 tensor\\(s\\) missing"):
         load_checkpoint(broken)
+    payload = torch.load(path, weights_only=True)
+    del payload["state_dict"]["latent_codec.entropy_bottleneck._offset"]  # a table: its size is the file's
+    torch.save(payload, broken)
+    with pytest.raises(HarnessError, match="weights do not match variant 'tiny' \\(1 missing, e.g. latent_codec"):
+        load_checkpoint(broken)
 
 
 def test_init_model_error_reaches_the_cli(tmp_path, capsys):

@@ -216,11 +216,14 @@ def run_compress(config: CompressConfig) -> dict:
     check_pixels(width, height, config.max_pixels, f"cannot code image {config.image}")
     model = load_checkpoint(config.checkpoint)
     precision = set_precision(model, config.precision)
+    digest = fingerprint(model)
+    if model.integer_path:
+        model.drop_float_prior()  # this process codes on the integer path only
     plan = memory_plan(model, height, width, str(config.image), config.max_memory, "g_a")
     _notice("compress", plan.notice)
     image = load_rgb(config.image, config.max_pixels)
     _notice("compress", image.notice and f"{config.image}: {image.notice}")
-    data = encode(model, image.pixels, image.source_mode, tile=plan.tile)
+    data = encode(model, image.pixels, image.source_mode, digest, tile=plan.tile)
     write_atomic(config.out, lambda p: p.write_bytes(data), make_parents=False)
     bpp = 8 * len(data) / (image.height * image.width)
     tiles = f", tiles of {plan.tile} px" if plan.tile else ""
@@ -240,6 +243,8 @@ def run_decompress(config: DecompressConfig) -> None:
     model = load_checkpoint(config.checkpoint)
     precision = set_precision(model, config.precision)
     container = checked(model, data, name, fingerprint(model), config.max_pixels)  # before any tiling notice
+    if container.integer_path:
+        model.drop_float_prior()  # this process decodes on the integer path only
     plan = memory_plan(model, container.height, container.width, name, config.max_memory, "g_s")
     _notice("decompress", plan.notice)
     pixels = decode_checked(model, container, name, plan.tile)

@@ -24,11 +24,12 @@ _ZIP = b"PK\x03\x04"  # torch.save's format since torch 1.6
 _PICKLE = b"\x80"  # a pickle's PROTO opcode: torch's legacy format, or a bare pickle
 
 
-def load(path: Path, what: str, remedy: str = "") -> object:
-    """``torch.load(path, weights_only=True)`` on the CPU, memory-mapped where the format allows; a
-    file it cannot read is a one-line HarnessError "PATH is not WHAT (what it is instead)", then
-    ``: remedy`` when given. The one reader of torch files in the harness: checkpoints, published
-    weights, training states."""
+def load(path: Path, what: str, remedy: str = "", mapped: bool = True) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU, memory-mapped where the format allows and
+    ``mapped``; a file it cannot read is a one-line HarnessError "PATH is not WHAT (what it is
+    instead)", then ``: remedy`` when given. The one reader of torch files in the harness:
+    checkpoints, published weights, training states. (A mapping is released only with its last
+    tensor; read, not mapped, each tensor is its own allocation, freed on its own.)"""
     try:
         with path.open("rb") as file:
             head = file.read(4)
@@ -39,7 +40,7 @@ def load(path: Path, what: str, remedy: str = "") -> object:
             warnings.simplefilter("ignore")  # torch warns about pickle protocols on stderr
             # A zip file's tensors are read in place, memory-mapped (pages shared with the page
             # cache, read when touched) instead of copied; torch's legacy format cannot be mapped.
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=head.startswith(_ZIP))
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mapped and head.startswith(_ZIP))
     except Exception as error:  # torch.load fails on foreign files in many ways (KeyError, EOFError, ...)
         raise HarnessError(f"{path} is not {what} ({_what_it_is(head, error)})" + (f": {remedy}" if remedy else "")) from None
 

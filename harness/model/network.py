@@ -77,6 +77,12 @@ class WeConvene(CompressionModel):
         self.latent_codec.build_integer_path()
         return updated
 
+    def drop_float_prior(self) -> None:
+        """Free the float entropy networks, for a process that codes on the integer path only
+        (:meth:`WeChARM.drop_float_prior`): a quarter of the default model's memory at kodim01."""
+        self.latent_codec.drop_float_prior()
+        process_memory.trim()
+
     @property
     def stride(self) -> int:
         return self.config.stride
