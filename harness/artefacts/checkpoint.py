@@ -146,26 +146,25 @@ def _with_weights(path: Path, model, payload: dict, variant: str | None):
 
 
 def _copy_weights(path: Path, model, state: dict) -> None:
-    """A strict ``load_state_dict`` of ``state`` into ``model``, a module at a time (a slice net
-    at most: 21 MB of the default model's 307), each part's tensors freed once copied: the file's
-    tensors and the model's are never both whole in memory (0.3 GB at the default model's load)."""
-    missing = sorted(set(model.state_dict()) - set(state))
+    """A strict ``load_state_dict`` of ``state`` into ``model``, tensor by tensor, each freed once
+    copied: the file's tensors and the model's are never both whole in memory (0.3 GB at the
+    default model's load). The shapes were checked (:func:`torchfile.check_shapes`)."""
+    targets = model.state_dict(keep_vars=True)
+    missing = sorted(set(targets) - set(state))
     if missing:
         raise HarnessError(f"{path}: weights do not match variant {model.config.variant!r} "
                            f"({len(missing)} missing, e.g. {missing[0]})")
-    # compressai's load_state_dict sizes an entropy model's table buffers from the state it is
-    # given, which must then hold all of that model's tensors: each entropy model is one part
-    entropy_models = [name + "." for name, module in model.named_modules() if isinstance(module, EntropyModel)]
-    parts: dict[str, list[str]] = {}
-    for key in state:  # else by module, three levels deep
-        part = next((name for name in entropy_models if key.startswith(name)), ".".join(key.split(".")[:3]))
-        parts.setdefault(part, []).append(key)
-    for keys in parts.values():
-        try:
-            model.load_state_dict({key: state.pop(key) for key in keys}, strict=False)
-        except (RuntimeError, KeyError, ValueError) as error:
-            reason = str(error).splitlines()[0]
-            raise HarnessError(f"{path}: weights do not match variant {model.config.variant!r} ({reason})") from None
+    # compressai's load_state_dict sizes the entropy models' table buffers to the file's: theirs go through it
+    entropy_models = tuple(name + "." for name, module in model.named_modules() if isinstance(module, EntropyModel))
+    try:
+        model.load_state_dict({key: state.pop(key) for key in list(state) if key.startswith(entropy_models)},
+                              strict=False)
+    except (RuntimeError, KeyError, ValueError) as error:
+        reason = str(error).splitlines()[0]
+        raise HarnessError(f"{path}: weights do not match variant {model.config.variant!r} ({reason})") from None
+    with torch.no_grad():
+        for key in list(state):
+            targets[key].copy_(state.pop(key))
 
 
 def _check_tables(path: Path, model) -> None:
