@@ -14,7 +14,7 @@ import ray
 
 from harness.codecs.base import Codec
 from harness.codecs.config import CodecConfig
-from harness.codecs.learned import CurveSettings
+from harness.codecs.curve import CurveSettings
 from harness.errors import HarnessError
 from harness.leaderboard import results
 from harness.leaderboard.cells import Cell, evaluate_cell

@@ -17,7 +17,7 @@ from conftest import start_local_ray
 from harness.artefacts.card import read_card
 from harness.artefacts.checkpoint import fingerprint, load_checkpoint
 from harness.artefacts.coding import encode, profile
-from harness.codecs.config import sweep_configs
+from harness.codecs.learned import instance, sweep_configs
 from harness.data.recipe import PatchRecipe
 from harness.errors import HarnessError
 from harness.data.manifest import MANIFEST
@@ -193,7 +193,7 @@ def test_a_learned_curve_reaches_its_cells_as_one_typed_record(tmp_path):
     assert [point.lmbda for point in curve.points] == list(config.ladder) == [0.0067, 0.05]
     assert all(point.sha256 == sha256_file(point.checkpoint) for point in curve.points)
     assert pickle.loads(pickle.dumps(config)) == config  # what Ray hands each cell
-    codec = config.instance()
+    codec = instance(config)
     assert codec.precision == "bf16" and codec.params == curve.params
     assert codec.version_at("v", 0.05) == f"v; checkpoint {curve.points[1].sha256[:12]}"
     with pytest.raises(HarnessError, match=r"^no checkpoint for lambda 0.1 in this sweep \(have 0.0067, 0.05\)$"):

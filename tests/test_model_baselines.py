@@ -19,8 +19,7 @@ from harness.artefacts.coding import decode, run_compress, run_decompress, to_te
 from harness.artefacts.config import CompressConfig, DecompressConfig
 from harness.artefacts.weights import QUALITY_LAMBDAS, ImportWeightsConfig, run_import
 from harness.cli import main
-from harness.codecs.config import sweep_configs
-from harness.codecs.learned import Learned
+from harness.codecs.learned import Learned, instance, sweep_configs
 from harness.errors import HarnessError
 from harness.model.loss import LossConfig, RateDistortionLoss
 from harness.pixels.images import load_rgb, save_png
@@ -233,7 +232,7 @@ def test_imported_qualities_are_one_leaderboard_curve(crop, tmp_path):
     assert config.ladder == (4.58, 60.5)
     largest = max(read_card(p).params for p in folder.glob("*.json"))
     assert config.curve.params == largest
-    codec = config.instance()
+    codec = instance(config)
     pixels = load_rgb(crop).pixels
     for quality in config.ladder:
         data = codec.encode(pixels, quality, tmp_path)

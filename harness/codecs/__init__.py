@@ -5,7 +5,6 @@ from __future__ import annotations
 from harness.codecs.base import Codec, CodecError, CodecUnavailable
 from harness.codecs.bpg import BPG
 from harness.codecs.ffmpeg import AV1, HEVC, JPEGXL, VVC
-from harness.codecs.learned import Learned
 from harness.codecs.pillow import JPEG, JPEG2000, WebP
 from harness.codecs.vtm import VTM
 from harness.errors import HarnessError
@@ -14,11 +13,11 @@ CODECS: dict[str, type[Codec]] = {cls.id: cls for cls in (VTM, VVC, BPG, HEVC, A
 
 
 def codec_class(codec_id: str) -> type[Codec]:
-    """The class of a classical codec id, or :class:`Learned` for a network variant name."""
+    """The class of a classical codec id (learned codecs come from models folders:
+    :mod:`harness.codecs.learned`, which this package does not import, so that a classical
+    codec's cell does not load torch's models and compressai)."""
     if codec_id in CODECS:
         return CODECS[codec_id]
-    if Learned.serves(codec_id):
-        return Learned
     known = ", ".join(sorted(CODECS))
     raise HarnessError(f"unknown codec {codec_id!r}; known codecs: {known} (learned models: --models DIR)")
 

@@ -10,7 +10,7 @@ everything else is handed to the codec class.
 The config hash covers every setting that can change a bitstream (all but the
 ladder itself, ``timeout_s`` and ``threads``), so results stay reusable when a
 point is added to a ladder and are recomputed when a preset changes. A learned
-curve's config carries its :class:`~harness.codecs.learned.CurveSettings` (the
+curve's config carries its :class:`~harness.codecs.curve.CurveSettings` (the
 checkpoints per λ and the model's facts) as a typed record to the cells; its hash
 covers the facts, the checkpoints being versioned per point (``Codec.version_at``).
 """
@@ -25,7 +25,7 @@ from typing import Any
 
 from harness.codecs import CODECS, codec_class
 from harness.codecs.base import Codec
-from harness.codecs.learned import CurveSettings, curve_settings
+from harness.codecs.curve import CurveSettings
 from harness.errors import HarnessError
 from harness.hashing import sha256_bytes
 
@@ -53,9 +53,10 @@ class CodecConfig:
         return sha256_bytes(json.dumps({"codec": self.codec, **hashed}, sort_keys=True).encode())[:16]
 
     def instance(self) -> Codec:
-        """The codec this config sets up (a learned one with its curve)."""
-        cls = codec_class(self.codec)
-        return cls(self.settings) if self.curve is None else cls(self.settings, self.curve)
+        """The classical codec this config sets up (a learned curve's: :func:`harness.codecs.learned.instance`)."""
+        if self.curve is not None:
+            raise HarnessError(f"{self.label} is a learned curve: its cells run on the leaderboard's learned workers")
+        return codec_class(self.codec)(self.settings)
 
     @property
     def label(self) -> str:
@@ -101,11 +102,3 @@ def resolve_codecs(specs: tuple[str, ...], profile: str, directory: Path = DEFAU
         codec, _, config = spec.partition(":")
         resolved.append(load_config(codec.strip(), (config or profile).strip(), directory, timeout_s))
     return resolved
-
-
-def sweep_configs(models_dir: Path, precision: str, max_memory: int | None = None) -> list[CodecConfig]:
-    """One :class:`CodecConfig` per (variant, metric) of the checkpoints in ``models_dir``, its
-    :class:`~harness.codecs.learned.CurveSettings` planned here, whose transforms run in
-    ``precision`` (fp32 or bf16); its ladder is the sweep's λs."""
-    return [CodecConfig(curve.variant, name, curve.ladder, "{}", curve)
-            for name, curve in curve_settings(models_dir, precision, max_memory)]

@@ -26,7 +26,6 @@ retraining one λ recomputes only that λ's cells and adding a λ only its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
@@ -41,6 +40,8 @@ from harness.artefacts.checkpoint import fingerprint, load_checkpoint
 from harness.artefacts.coding import decode, encode, memory_plan, profile
 from harness.artefacts.memory import cell_budget
 from harness.codecs.base import Codec, CodecUnavailable
+from harness.codecs.config import CodecConfig
+from harness.codecs.curve import CurveSettings, SweepPoint, point_key
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
 from harness.model.precision import set_precision
@@ -50,48 +51,6 @@ from harness.zoo.variants import DEFAULT_VARIANT
 # Per worker process: checkpoint sha256 -> (model, fingerprint), and fingerprint -> model.
 _MODELS: dict[str, tuple[Any, str]] = {}
 _BY_FINGERPRINT: dict[str, Any] = {}
-
-
-@dataclass(frozen=True)
-class SweepPoint:
-    """One λ of a learned curve: its checkpoint, and that file's SHA-256 when the run was planned."""
-
-    lmbda: float
-    checkpoint: Path
-    sha256: str
-
-
-@dataclass(frozen=True)
-class CurveSettings:
-    """A learned curve as the leaderboard planned it, handed to every cell of the curve."""
-
-    variant: str  # the codec id: a network variant or compressai-<name>
-    metric: str  # what its models were trained for
-    params: int  # of its largest model
-    precision: str  # of g_a, h_a and g_s, resolved where the run was planned (fp32 or bf16)
-    points: tuple[SweepPoint, ...]  # in λ order
-    max_memory: int  # bytes a cell may peak at (tiles within it); not hashed: the bitstream is the same
-
-    def hashed(self) -> dict[str, Any]:
-        """What the curve's config hash covers: the checkpoints are versioned per point instead
-        (:meth:`Learned.version_at`), so retraining one λ recomputes only its cells."""
-        return {"variant": self.variant, "metric": self.metric, "params": self.params, "precision": self.precision}
-
-    @property
-    def ladder(self) -> tuple[float, ...]:
-        return tuple(float(_point_key(point.lmbda)) for point in self.points)
-
-    def point(self, quality: float) -> SweepPoint:
-        key = _point_key(quality)
-        for point in self.points:
-            if _point_key(point.lmbda) == key:
-                return point
-        have = ", ".join(_point_key(point.lmbda) for point in self.points)
-        raise HarnessError(f"no checkpoint for lambda {key} in this sweep (have {have})")
-
-
-def _point_key(quality: float) -> str:
-    return f"{quality:g}"
 
 
 class Learned(Codec):
@@ -206,12 +165,12 @@ def curve_settings(models_dir: Path, precision: str, max_memory: int | None = No
     """Per (variant, metric) of the checkpoints in ``models_dir``: its config name and its
     :class:`CurveSettings` (every checkpoint with its SHA-256; transforms run in ``precision``,
     fp32 or bf16; each cell within ``max_memory`` bytes, by default the variant's
-    :func:`~harness.artefacts.memory.cell_budget`). :func:`harness.codecs.config.sweep_configs`
+    :func:`~harness.artefacts.memory.cell_budget`). :func:`sweep_configs`
     makes them codec configs."""
     groups = _curves(models_dir)
     settings = []
     for (variant, metric), cards in sorted(groups.items()):
-        by_key = {_point_key(card.lmbda): SweepPoint(card.lmbda, checkpoint.resolve(), sha256_file(checkpoint))
+        by_key = {point_key(card.lmbda): SweepPoint(card.lmbda, checkpoint.resolve(), sha256_file(checkpoint))
                   for card, checkpoint in cards}
         points = tuple(sorted(by_key.values(), key=lambda point: point.lmbda))
         curve = CurveSettings(variant, metric, max(card.params for card, _ in cards), precision, points,
@@ -227,3 +186,16 @@ def curve_cards(models_dir: Path) -> dict[str, list[ModelCard]]:
     return {f"{variant}:{_config_name(Path(models_dir), metric, len(groups))}":
             sorted((card for card, _ in cards), key=lambda card: card.lmbda)
             for (variant, metric), cards in sorted(groups.items())}
+
+
+def sweep_configs(models_dir: Path, precision: str, max_memory: int | None = None) -> list[CodecConfig]:
+    """One :class:`~harness.codecs.config.CodecConfig` per (variant, metric) of the checkpoints in
+    ``models_dir``, its :class:`~harness.codecs.curve.CurveSettings` planned here, whose transforms
+    run in ``precision`` (fp32 or bf16); its ladder is the sweep's λs."""
+    return [CodecConfig(curve.variant, name, curve.ladder, "{}", curve)
+            for name, curve in curve_settings(models_dir, precision, max_memory)]
+
+
+def instance(config: CodecConfig) -> Codec:
+    """The codec ``config`` sets up: a learned curve's, or else the classical one."""
+    return config.instance() if config.curve is None else Learned(config.settings, config.curve)

@@ -17,13 +17,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from harness.codecs import codec_class
+from harness.codecs.base import Codec
 from harness.codecs.config import CodecConfig
 from harness.errors import HarnessError
 from harness.hashing import sha256_bytes
@@ -107,16 +107,17 @@ _PROBED: dict[tuple[str, str], str] = {}
 
 def evaluate_cell(image_bytes: bytes, name: str, codec: CodecConfig, quality: float,
                   metrics: tuple[str, ...] = ("core",), bitstream: bytes | None = None,
-                  crop: bool = False) -> dict[str, Any]:
+                  crop: bool = False, make: Callable[[CodecConfig], Codec] = CodecConfig.instance) -> dict[str, Any]:
     """Encode, decode and measure one cell of the image ``image_bytes``, the dataset's file
     ``name`` (its suffix tells the format; errors and notices name it) (``metrics``: names of
     :data:`harness.leaderboard.metrics.METRICS`); with ``bitstream``, decode and measure that
     stored stream instead of encoding. Failures become an ``error`` row. The row carries
     the bitstream under ``_bitstream`` for the driver to store, and with ``crop`` the crops
-    of the reconstruction and of the original under ``_crop`` and ``_original_crop``."""
+    of the reconstruction and of the original under ``_crop`` and ``_original_crop``. ``make``
+    builds the codec: a classical one here, a learned one on its actor (:mod:`.workers`)."""
     row: dict[str, Any] = {"device": cpu_name(), "status": "error", "error": None}
     try:
-        instance = codec.instance()
+        instance = make(codec)
         instance.subject = name
         key = (codec.codec, codec.settings_json, codec.curve)
         if key not in _PROBED:
@@ -178,13 +179,4 @@ def _device(instance) -> str:
 
 
 def is_learned(cell: Cell) -> bool:
-    return codec_class(cell.codec.codec).learned
-
-
-class CellWorker:
-    """Ray actor for learned-codec cells: the models it loads (``harness.codecs.learned``'s
-    per-process cache) stay loaded for every later cell it gets."""
-
-    def evaluate(self, image_bytes: bytes, name: str, codec: CodecConfig, quality: float,
-                 metrics: tuple[str, ...], bitstream: bytes | None, crop: bool) -> dict[str, Any]:
-        return evaluate_cell(image_bytes, name, codec, quality, metrics, bitstream, crop)
+    return cell.codec.curve is not None

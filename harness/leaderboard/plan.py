@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.codecs.base import CodecUnavailable
-from harness.codecs.config import CodecConfig, resolve_codecs, sweep_configs
+from harness.codecs import learned
+from harness.codecs.config import CodecConfig, resolve_codecs
 from harness.data.registry import dataset_images
 from harness.hashing import sha256_file
 from harness.leaderboard import results
@@ -49,11 +50,11 @@ def _images_of(spec: str, config: LeaderboardConfig) -> list[tuple[str, Path]]:
 
 
 def _probe(codec: CodecConfig) -> str:
-    return codec.instance().probe()
+    return learned.instance(codec).probe()
 
 
 def _cell_version(codec: CodecConfig, version: str, quality: float) -> str:
-    return codec.instance().version_at(version, quality)
+    return learned.instance(codec).version_at(version, quality)
 
 
 def plan(config: LeaderboardConfig) -> Plan:
@@ -61,7 +62,7 @@ def plan(config: LeaderboardConfig) -> Plan:
     codecs = resolve_codecs(config.codecs, config.profile, config.codec_dir, config.timeout_s)
     # Resolved here, where the run is planned: the precision is part of each curve's config hash.
     precision = resolve_precision(config.precision, "cuda" if config.gpus_per_model > 0 else "cpu")
-    codecs += [c for folder in config.models for c in sweep_configs(folder, precision, config.max_memory)]
+    codecs += [c for folder in config.models for c in learned.sweep_configs(folder, precision, config.max_memory)]
     versions, unavailable = {}, {}
     for codec in codecs:
         try:

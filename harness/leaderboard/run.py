@@ -27,12 +27,13 @@ from harness import __version__
 from harness.atomic import check_folder, write_atomic
 from harness.errors import HarnessError
 from harness.leaderboard import results
-from harness.leaderboard.cells import (Cell, CellWorker, Job, bitstream_path, crop_path, crop_points, evaluate_cell,
-                                       is_learned, original_crop_path, row_metrics)
+from harness.leaderboard.cells import (Cell, Job, bitstream_path, crop_path, crop_points, evaluate_cell, is_learned,
+                                       original_crop_path, row_metrics)
 from harness.leaderboard.config import LeaderboardConfig
 from harness.leaderboard.metrics import METRICS
 from harness.leaderboard.plan import Plan, plan
 from harness.leaderboard.summary import CodecSummary, RunSummary, curve_key, write_summary
+from harness.leaderboard.workers import CellWorker
 from harness.lock import folder_lock
 from harness.process_memory import size_text
 from harness.provenance import git_commit

@@ -79,7 +79,7 @@ class WeConvene(CompressionModel):
 
     def drop_float_prior(self) -> None:
         """Free the float entropy networks, for a process that codes on the integer path only
-        (:meth:`WeChARM.drop_float_prior`): a quarter of the default model's memory at kodim01."""
+        (:meth:`WeChARM.drop_float_prior`): 246 MB of the default model's 303 MB of weights."""
         self.latent_codec.drop_float_prior()
         process_memory.trim()
 
