@@ -232,7 +232,6 @@ class WeChARM(LatentCodec):
             self.slice_nets.append(SliceNet(config.M + coded, width, config))
             coded += width
         self._integer: list[_PriorNets] = []  # a list keeps it out of the module tree and the state dict
-        self._float_prior_dropped = False
 
     def build_integer_path(self) -> None:
         """(Re)build the integer prior networks from the current weights (deterministic in them)."""
@@ -248,10 +247,9 @@ class WeChARM(LatentCodec):
             raise HarnessError("the integer entropy path is not built: call update() (checkpoints do)")
         for name in ("h_s_mean", "h_s_scale", "slice_nets"):
             delattr(self, name)
-        self._float_prior_dropped = True
 
     def _prior_nets(self, integer: bool, device: torch.device) -> _PriorNets:
-        if not integer and self._float_prior_dropped:
+        if not integer and "slice_nets" not in self._modules:
             raise HarnessError("this model's float entropy networks were dropped for coding on the integer path")
         if not integer:
             return _PriorNets(self.h_s_mean, self.h_s_scale, self.slice_nets)

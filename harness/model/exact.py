@@ -70,8 +70,8 @@ ACTIVATION_BITS = 12  # |a| <= 2^12: a signed high limb in [-64, 64] and a low o
 WEIGHT_BITS = 6  # |w| <= 2^6: one int8, within the limbs' range
 GDN_WEIGHT_BITS = 12  # GDN sums in float64 (squares need 24 bits): no limbs, full precision
 # Larger outputs of a widening 1x1 convolution are made where they are read, a chunk at a time,
-# twice per reader: as fast from 1 MP on (less memory traffic), 5-8 % slower on Kodak's images,
-# whose widest (18 MB) stays formed (benchmarks/RESULTS.md, memory.py).
+# once for their maximum, then once per reader: as fast from 1 MP on (less memory traffic), 5-8 %
+# slower on Kodak's images, whose widest (18 MB) stays formed (benchmarks/RESULTS.md, memory.py).
 DEFER_BYTES = 32 << 20
 _LIMB = 6
 _TABLE_STEP_BITS = 8

@@ -21,6 +21,7 @@ compares the two paths.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -213,8 +214,7 @@ def _grid(parts: list, bits: int, padding, row: int, bordered: bool) -> tuple[Te
     largest = np.zeros(n)
     for x in parts:
         if isinstance(x, Pointwise):
-            for image, _, values in x.chunks():
-                largest[image] = max(largest[image], float(np.abs(values).max()))
+            largest = np.maximum(largest, x.largest)
             continue
         top, magnitudes, mask = _maxima(x)
         _max_bits(memory(x).view(top.dtype), x[0].numel(), mask, top, 0, n)
@@ -241,10 +241,11 @@ class Pointwise:
 
     The entropy model's AttentionNet widens 192 channels to the whole context (up to 1440 of
     float64, 280 MB at 6 MP); only the integer convolutions after it read that, each quantising
-    it with the exponent of its largest magnitude. They read it :meth:`chunks` at a time, twice
-    (its maximum, then its limbs), each chunk made again from ``x``'s int8 grid (which is all
-    this holds, a sixteenth of the output's bytes at 1440 channels): the same values, bit for
-    bit, as the whole output, since every chunk is the same exact sums, rescaled alike."""
+    it with the exponent of its largest magnitude. They read it :meth:`chunks` at a time: its
+    maximum once (:attr:`largest`, shared by its readers), then its limbs once per reader, each
+    chunk made again from ``x``'s int8 grid (which is all this holds, a sixteenth of the
+    output's bytes at 1440 channels): the same values, bit for bit, as the whole output, since
+    every chunk is the same exact sums, rescaled alike."""
 
     def __init__(self, x: Tensor, bits: int, weight: Tensor, scale: Tensor, bias: Tensor) -> None:
         n, channels, height, width = x.shape
@@ -252,6 +253,14 @@ class Pointwise:
         self.shape = (n, bias.shape[0], height, width)
         self.grid, self.down = _grid([x], bits, (0, 0), kp, bordered=kp > channels)
         self.weight, self.scale, self.bias = weight, scale, bias
+
+    @functools.cached_property
+    def largest(self) -> np.ndarray:
+        """Per image, the largest magnitude of the output (one pass over it, shared by every reader)."""
+        largest = np.zeros(self.shape[0])
+        for image, _, values in self.chunks():
+            largest[image] = max(largest[image], float(np.abs(values).max()))
+        return largest
 
     def chunks(self):
         """(image, first row, values): the output's rows of one image a chunk at a time, each
