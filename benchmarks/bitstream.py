@@ -34,7 +34,7 @@ from compressai.models import Elic2022Official
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness.artefacts.coding import to_tensor
-from harness.model import WeConvene
+from harness.model.network import WeConvene
 from harness.model import entropy as entropy_module
 from harness.pixels.images import load_rgb
 from harness.zoo.variants import get_config

@@ -34,10 +34,11 @@ from pathlib import Path
 import torch
 
 from harness.artefacts.bitstream import unpack
-from harness.artefacts.checkpoint import InitModelConfig, load_checkpoint, run_init, save_checkpoint
+from harness.artefacts.checkpoint import load_checkpoint, run_init, save_checkpoint
+from harness.artefacts.config import InitModelConfig
 from harness.artefacts.coding import encode, to_tensor
 from harness.artefacts.decode_check import SETTINGS, write_case
-from harness.model import WeConvene
+from harness.model.network import WeConvene
 from harness.pixels.images import load_rgb
 from harness.zoo.variants import get_config
 

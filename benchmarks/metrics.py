@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from harness.leaderboard.metrics import DEFAULT_METRICS, METRICS, measure, resolve_metrics
+from harness.leaderboard.metrics import DEFAULT_METRICS, METRICS, resolve_metrics
+from harness.leaderboard.quality import measure
 from harness.pixels.images import load_rgb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -20,7 +20,7 @@ import time
 import torch
 from compressai.layers import ResidualBlockWithStride
 
-from harness.model import WeConvene
+from harness.model.network import WeConvene
 from harness.model.layers import WeConvDown
 from harness.model.loss import LossConfig, RateDistortionLoss
 from harness.zoo.variants import get_config

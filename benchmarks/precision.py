@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from harness.artefacts.coding import decode, encode_reconstruct, to_tensor
-from harness.leaderboard.metrics import psnr_rgb
+from harness.leaderboard.quality import psnr_rgb
 from harness.model.loss import LossConfig, RateDistortionLoss
 from harness.model.precision import set_precision
 from harness.pixels.images import load_rgb

@@ -5,7 +5,9 @@ handler builds the stage's frozen config dataclass from the options the user
 gave (only those: every default and every check lives in the config, see
 :mod:`harness.configs`) and calls that stage's ``run(config)``; the work
 itself lives in the stage module (``harness.data``, ``harness.train``,
-``harness.leaderboard``, ``harness.report``, ...).
+``harness.leaderboard``, ``harness.report``, ...). The config modules import no
+torch, Ray or pandas, and a handler imports its stage only once the config is
+built: the help, usage errors and a config's one-line errors answer at once.
 
 Errors: :class:`HarnessError` becomes one line on stderr and exit status 1,
 usage errors exit 2, ``--verbose`` adds the traceback.
@@ -243,13 +245,14 @@ def _add_leaderboard(parser: argparse.ArgumentParser) -> None:
     switch(parser, "--no-progress", "progress", "no progress bar", False)
 
     def handle(args: argparse.Namespace) -> int:
-        from harness.leaderboard.run import run
         from harness.report.config import ReportConfig
-        from harness.report.publish import publish, record_models
 
         config = build(board, given(args, board))
         # Built before the run, so a bad report option fails before any cell is computed.
         report = build(ReportConfig, {**given(args, ReportConfig), "run_dir": config.run_dir, "wait_s": config.wait_s})
+        from harness.leaderboard.run import run
+        from harness.report.publish import publish, record_models
+
         run(config)
         record_models(config.run_dir, config.models)
         if args.report:
@@ -276,16 +279,17 @@ def _add_report(parser: argparse.ArgumentParser) -> None:
             field="wait_s", type=float, metavar="SECONDS")
 
     def handle(args: argparse.Namespace) -> int:
+        config = build(ReportConfig, given(args, ReportConfig))
         from harness.report.publish import publish
 
-        publish(build(ReportConfig, given(args, ReportConfig)))
+        publish(config)
         return 0
 
     parser.set_defaults(func=handle)
 
 
 def _variant_help() -> str:
-    from harness.zoo.baselines import ARCHITECTURES
+    from harness.zoo.registry import ARCHITECTURES
     from harness.zoo.variants import VARIANTS
 
     return (f"network variant: {', '.join(VARIANTS)}, or a CompressAI baseline compressai:NAME[?N=INT,M=INT] "
@@ -301,15 +305,16 @@ def _variant_help() -> str:
     "  harness model-info --variant 'compressai:mbt2018-mean?N=64,M=96' --json\n",
 )
 def _add_model_info(parser: argparse.ArgumentParser) -> None:
-    from harness.zoo.info import ModelInfoConfig
+    from harness.zoo.config import ModelInfoConfig
 
     option(parser, "--variant", ModelInfoConfig, _variant_help())
     switch(parser, "--json", "as_json", "print one JSON object", True)
 
     def handle(args) -> int:
+        config = build(ModelInfoConfig, given(args, ModelInfoConfig))
         from harness.zoo.info import run
 
-        run(build(ModelInfoConfig, given(args, ModelInfoConfig)))
+        run(config)
         return 0
 
     parser.set_defaults(func=handle)
@@ -323,17 +328,18 @@ def _add_model_info(parser: argparse.ArgumentParser) -> None:
 def _add_init_model(parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
-    from harness.artefacts.checkpoint import InitModelConfig
+    from harness.artefacts.config import InitModelConfig
 
     option(parser, "--variant", InitModelConfig, _variant_help())
     parser.add_argument("--out", required=True, type=Path, help="checkpoint file to write")
     option(parser, "--seed", InitModelConfig, "torch seed of the initialisation", type=int)
 
     def handle(args) -> int:
-        from harness.artefacts.checkpoint import run_init
-        from harness.zoo.factory import model_config
+        from harness.zoo.registry import model_config
 
         config = build(InitModelConfig, given(args, InitModelConfig))
+        from harness.artefacts.checkpoint import run_init
+
         digest = run_init(config)
         print(f"wrote {config.out} (variant {model_config(config.variant).variant}, fingerprint {digest[:16]})")
         return 0
@@ -371,9 +377,10 @@ def _add_compress(parser: argparse.ArgumentParser) -> None:
     _coding_options(parser, CompressConfig, "g_a, h_a and g_s")
 
     def handle(args) -> int:
+        config = build(CompressConfig, given(args, CompressConfig))
         from harness.artefacts.coding import run_compress
 
-        run_compress(build(CompressConfig, given(args, CompressConfig)))
+        run_compress(config)
         return 0
 
     parser.set_defaults(func=handle)
@@ -396,9 +403,10 @@ def _add_decompress(parser: argparse.ArgumentParser) -> None:
     _coding_options(parser, DecompressConfig, "g_s (a file decodes in either precision)")
 
     def handle(args) -> int:
+        config = build(DecompressConfig, given(args, DecompressConfig))
         from harness.artefacts.coding import run_decompress
 
-        run_decompress(build(DecompressConfig, given(args, DecompressConfig)))
+        run_decompress(config)
         return 0
 
     parser.set_defaults(func=handle)
@@ -414,7 +422,7 @@ def _add_decompress(parser: argparse.ArgumentParser) -> None:
 def _add_import_weights(parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
-    from harness.artefacts.weights import ImportWeightsConfig
+    from harness.artefacts.config import ImportWeightsConfig
 
     parser.add_argument("variant", help="compressai:NAME (the widths come from the file)")
     parser.add_argument("--quality", required=True, type=int, help="the zoo quality the weights were trained for: "
@@ -425,9 +433,10 @@ def _add_import_weights(parser: argparse.ArgumentParser) -> None:
     option(parser, "--metric", ImportWeightsConfig, "what the weights were trained for: mse or ms-ssim")
 
     def handle(args) -> int:
+        config = build(ImportWeightsConfig, given(args, ImportWeightsConfig))
         from harness.artefacts.weights import run_import
 
-        run_import(build(ImportWeightsConfig, given(args, ImportWeightsConfig)))
+        run_import(config)
         return 0
 
     parser.set_defaults(func=handle)
@@ -448,7 +457,7 @@ def _add_train_sweep(parser: argparse.ArgumentParser) -> None:
 
     from harness.precisions import CHOICES as PRECISION_CHOICES
     from harness.train.recipe import TrainingRecipe
-    from harness.train.sweep import SweepConfig
+    from harness.train.config import SweepConfig
 
     sweep, recipe = SweepConfig, TrainingRecipe
     parser.add_argument("--data", required=True, type=Path, help="prepare-data output directory")
@@ -487,9 +496,12 @@ def _add_train_sweep(parser: argparse.ArgumentParser) -> None:
     option(parser, "--seed", recipe, "seed of the initialisation and the data stream", type=int)
 
     def handle(args: argparse.Namespace) -> int:
-        from harness.train.sweep import run, sweep_config
+        from harness.train.config import sweep_config
 
-        run(sweep_config(given(args, sweep, recipe)))
+        config = sweep_config(given(args, sweep, recipe))
+        from harness.train.sweep import run
+
+        run(config)
         return 0
 
     parser.set_defaults(func=handle)
@@ -505,7 +517,7 @@ def _add_train_sweep(parser: argparse.ArgumentParser) -> None:
 def _add_rerun(parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
-    from harness.rerun.pipeline import RerunConfig
+    from harness.rerun.config import RerunConfig
 
     rerun = RerunConfig
 
@@ -520,9 +532,10 @@ def _add_rerun(parser: argparse.ArgumentParser) -> None:
     switch(parser, "--no-progress", "progress", "no progress bars (stage and training lines stay)", False)
 
     def handle(args: argparse.Namespace) -> int:
+        config = build(rerun, given(args, rerun))
         from harness.rerun.pipeline import run
 
-        run(build(rerun, given(args, rerun)))
+        run(config)
         return 0
 
     parser.set_defaults(func=handle)

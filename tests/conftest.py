@@ -215,7 +215,7 @@ def train_tiny(photos: list, steps: int, seed: int = 0):
     import numpy as np
     import torch
 
-    from harness.model import WeConvene
+    from harness.model.network import WeConvene
     from harness.zoo.variants import get_config
     from harness.model.loss import LossConfig, RateDistortionLoss
 

@@ -13,8 +13,8 @@ from harness.codecs import CODECS, codec_class
 from harness.codecs.base import CodecError, CodecUnavailable
 from harness.codecs.config import DEFAULT_DIR, load_config, resolve_codecs
 from harness.errors import HarnessError
-from harness.leaderboard.metrics import ms_ssim, psnr_rgb
-from harness.pixels.colour import YCbCrFormat, rgb_to_ycbcr, ycbcr_to_rgb
+from harness.leaderboard.quality import ms_ssim, psnr_rgb
+from harness.pixels.colour import YCbCrFormat, rgb_to_ycbcr, upsample_420, ycbcr_to_rgb
 from harness.pixels.images import load_rgb
 from harness.pixels.msssim import ms_ssim_db
 
@@ -54,6 +54,18 @@ def test_420_odd_size_round_trip_keeps_flat_colour() -> None:
     assert planes[1].shape == (4, 5)
     assert np.abs(ycbcr_to_rgb(planes, fmt, 7, 9).astype(int) - rgb).max() <= 1
 
+
+
+@pytest.mark.parametrize("shape, size", [((4, 5), (7, 9)), ((1, 1), (2, 2)), ((3, 8), (6, 16)), ((17, 2), (33, 3))])
+def test_420_upsampling_is_torchs_centre_sited_bilinear(shape, size) -> None:
+    """The numpy upsampling is what CompressAI-style evaluations compute with torch, to float64 rounding."""
+    import torch
+    import torch.nn.functional as F
+
+    plane = np.random.default_rng(0).normal(size=shape) * 1023
+    expected = F.interpolate(torch.from_numpy(plane)[None, None], size=(2 * shape[0], 2 * shape[1]), mode="bilinear",
+                             align_corners=False)[0, 0, : size[0], : size[1]].numpy()
+    np.testing.assert_allclose(upsample_420(plane, *size), expected, rtol=0, atol=1e-12)
 
 def _codec(codec_id: str, **overrides):
     config = load_config(codec_id, "quick")

@@ -16,7 +16,8 @@ from harness.leaderboard.config import LeaderboardConfig
 from harness.report.config import ReportConfig
 from harness.data.manifest import ShardManifest
 from harness.train.recipe import TrainingRecipe
-from harness.train.sweep import SweepConfig, sweep_config, trial_configs
+from harness.train.config import SweepConfig, sweep_config
+from harness.train.sweep import trial_configs
 
 def test_build_converts_plan_values_to_the_field_types():
     config = build(LeaderboardConfig, {"datasets": ["kodak", "tecnick"], "models": ["a/models"], "root": "/data",

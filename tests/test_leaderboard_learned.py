@@ -31,7 +31,8 @@ from harness.report.config import ReportConfig
 from harness.report.publish import publish, record_models
 from harness.train.loop import TrialConfig, export_model, models_dir
 from harness.train.recipe import TrainingRecipe
-from harness.train.sweep import check_data, sweep_config, trial_configs, warmup_trial
+from harness.train.config import sweep_config
+from harness.train.sweep import check_data, trial_configs, warmup_trial
 from harness.zoo.variants import get_config
 
 
@@ -68,7 +69,8 @@ def _imported(folder: Path, qualities: tuple[int, ...]) -> Path:
     """import-weights of freshly initialised small CompressAI models (one file per quality)."""
     from compressai.models import FactorizedPrior
 
-    from harness.artefacts.weights import ImportWeightsConfig, run_import
+    from harness.artefacts.config import ImportWeightsConfig
+    from harness.artefacts.weights import run_import
 
     for quality in qualities:
         torch.manual_seed(quality)

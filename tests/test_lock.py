@@ -292,11 +292,12 @@ def test_prepare_data_refuses_a_locked_out_before_any_work(tmp_path, holder, mon
 
 def test_train_sweep_refuses_a_locked_out_before_any_work(tmp_path, holder, monkeypatch):
     from harness.train import sweep
+    from harness.train.config import SweepConfig
 
     monkeypatch.setattr(sweep, "check_data", lambda config: pytest.fail("read the data under another's lock"))
     monkeypatch.setattr(sweep, "connect", lambda *a, **k: pytest.fail("started Ray under another's lock"))
     with pytest.raises(HarnessError, match=_refused(holder)):
-        sweep.run(sweep.SweepConfig(data=tmp_path / "shards", out=tmp_path / "out"))
+        sweep.run(SweepConfig(data=tmp_path / "shards", out=tmp_path / "out"))
 
 
 def test_leaderboard_cli_refuses_a_locked_run_folder_in_one_line(tmp_path, holder, monkeypatch, capsys):

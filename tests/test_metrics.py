@@ -1,5 +1,5 @@
 """The JPEG AI metric set on decoded Kodak crops, each checked against a computation that does
-not go through harness.leaderboard.metrics: Y'CbCr PSNRs from the H.273 equations written out here,
+not go through harness.leaderboard.quality: Y'CbCr PSNRs from the H.273 equations written out here,
 VMAF from ffmpeg's libvmaf run on raw planes built here, library metrics from the libraries
 called directly; identical images give each metric's best value, a blurred copy a worse one."""
 
@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from harness.errors import HarnessError
-from harness.leaderboard import metrics, results
+from harness.leaderboard import metrics, quality, results
 from harness.leaderboard.config import LeaderboardConfig
 from harness.pixels.images import load_rgb
 from harness.report.config import ReportConfig
@@ -61,7 +61,7 @@ def test_psnr_yuv_follows_the_h273_equations(pair) -> None:
     expected = []
     for ref, dec in zip(_ycbcr(reference, True, 10), _ycbcr(decoded, True, 10)):
         expected.append(10 * math.log10(1023.0**2 / np.mean((ref - dec) ** 2)))
-    got = metrics.measure(reference, decoded, ("psnr_yuv",))
+    got = quality.measure(reference, decoded, ("psnr_yuv",))
     assert [got["psnr_y"], got["psnr_u"], got["psnr_v"]] == pytest.approx(expected, abs=1e-9)
     assert got["psnr_yuv"] == pytest.approx((6 * expected[0] + expected[1] + expected[2]) / 8, abs=1e-9)
     assert 25 < got["psnr_y"] < got["psnr_u"]  # JPEG's 4:2:0 chroma: Cb/Cr on smoother content
@@ -85,7 +85,7 @@ def _ffmpeg_vmaf(work: Path, reference: np.ndarray, decoded: np.ndarray) -> floa
 def test_vmaf_matches_ffmpeg_libvmaf_run_directly(pair, tmp_path: Path) -> None:
     reference, decoded = pair
     direct = _ffmpeg_vmaf(tmp_path, reference, decoded)
-    assert metrics.measure(reference, decoded, ("vmaf",))["vmaf"] == pytest.approx(direct, abs=0.01)
+    assert quality.measure(reference, decoded, ("vmaf",))["vmaf"] == pytest.approx(direct, abs=0.01)
     assert 20 < direct < 95
 
 
@@ -96,7 +96,7 @@ def test_library_metrics_match_the_libraries_called_directly(pair) -> None:
     from pytorch_msssim import ms_ssim
 
     reference, decoded = pair
-    got = metrics.measure(reference, decoded, metrics.resolve_metrics(("all",)))
+    got = quality.measure(reference, decoded, metrics.resolve_metrics(("all",)))
     y_ref, y_dec = _luma(reference), _luma(decoded)
     rgb = [torch.from_numpy(a.astype(np.float32) / 255).permute(2, 0, 1)[None] for a in (reference, decoded)]
     with torch.no_grad():
@@ -108,7 +108,7 @@ def test_library_metrics_match_the_libraries_called_directly(pair) -> None:
     # The numpy back end of psnr-hvsm: an implementation independent of the C++ one the harness uses.
     _, hvsm = psnr_hvsm.BACKENDS["numpy"]["psnr_hvs_hvsm"](y_ref[0, 0].double().numpy(), y_dec[0, 0].double().numpy())
     assert got["psnr_hvs_m"] == pytest.approx(float(hvsm), abs=1e-6)
-    assert got["psnr_rgb"] == metrics.psnr_rgb(reference, decoded)
+    assert got["psnr_rgb"] == quality.psnr_rgb(reference, decoded)
 
 
 BEST = {"psnr_rgb": math.inf, "ms_ssim": 1.0, "psnr_y": math.inf, "psnr_u": math.inf, "psnr_v": math.inf,
@@ -120,7 +120,7 @@ def test_identical_images_score_best_and_a_blurred_copy_worse(pair) -> None:
     reference, _ = pair
     blurred = np.asarray(Image.fromarray(reference).resize((128, 128), Image.BILINEAR).resize((256, 256), Image.BILINEAR))
     names = metrics.resolve_metrics(("all",))
-    same, worse = metrics.measure(reference, reference, names), metrics.measure(reference, blurred, names)
+    same, worse = quality.measure(reference, reference, names), quality.measure(reference, blurred, names)
     for column, best in BEST.items():
         assert same[column] == pytest.approx(best, abs=1e-5), column
         assert (worse[column] > best + 1e-3) if column == "nlpd" else (worse[column] < best - 1e-3), column
@@ -130,7 +130,7 @@ def test_identical_images_score_best_and_a_blurred_copy_worse(pair) -> None:
 
 def test_small_images_give_nan_not_a_crash(pair) -> None:
     reference, decoded = (a[:12, :20] for a in pair)
-    got = metrics.measure(reference, decoded, metrics.resolve_metrics(("all",)))
+    got = quality.measure(reference, decoded, metrics.resolve_metrics(("all",)))
     for column in ("ms_ssim", "ms_ssim_y", "iw_ssim", "vif", "nlpd", "vmaf"):
         assert math.isnan(got[column]), column
     assert math.isfinite(got["psnr_y"]) and math.isfinite(got["psnr_hvs_m"]) and math.isfinite(got["fsim"])
@@ -140,6 +140,7 @@ def test_metric_names_resolve_and_unknown_ones_are_refused(tmp_path: Path) -> No
     assert metrics.resolve_metrics(()) == ("core",)
     assert metrics.resolve_metrics(("vmaf", "psnr_yuv")) == ("core", "psnr_yuv", "vmaf")
     assert set(metrics.resolve_metrics(("all",))) == set(metrics.METRICS)
+    assert set(quality.COMPUTE) == set(metrics.METRICS)  # each named metric is computed
     columns = [c for m in metrics.METRICS.values() for c in m.columns]
     assert {*columns, "bpp"} == set(results.MEASURED) and len(columns) == len(set(columns))
     config = LeaderboardConfig(metrics=("all",), reports_dir=tmp_path)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness.errors import HarnessError
-from harness.model import WeConvene
+from harness.model.network import WeConvene
 from harness.model.config import SUBBANDS_3D
 from harness.model.loss import LossConfig, RateDistortionLoss
 from harness.zoo.info import describe

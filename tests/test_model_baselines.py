@@ -8,24 +8,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import compressai.models
 import torch
 from compressai.models import Elic2022Official
 from compressai.zoo import image_models
+from compressai.zoo.image import cfgs
 
 from harness.artefacts.bitstream import unpack
 from harness.artefacts.card import read_card
 from harness.artefacts.checkpoint import load_checkpoint
 from harness.artefacts.coding import decode, run_compress, run_decompress, to_tensor
 from harness.artefacts.config import CompressConfig, DecompressConfig
-from harness.artefacts.weights import QUALITY_LAMBDAS, ImportWeightsConfig, run_import
+from harness.artefacts.config import QUALITY_LAMBDAS, ImportWeightsConfig
+from harness.artefacts.weights import run_import
 from harness.cli import main
 from harness.codecs.learned import Learned, instance, sweep_configs
 from harness.errors import HarnessError
 from harness.model.loss import LossConfig, RateDistortionLoss
 from harness.pixels.images import load_rgb, save_png
 from harness.report.anchors import load_published_curves
-from harness.zoo.baselines import ARCHITECTURES, parse_variant
 from harness.zoo.factory import build_model
+from harness.zoo.registry import ARCHITECTURES, ZOO_WIDTHS, parse_variant
 
 # Small widths of each architecture (ELIC's fifth channel group is M - 128).
 SMALL = {
@@ -37,7 +40,7 @@ SMALL = {
     "cheng2020-attn": {"N": 16},
     "elic2022": {"N": 16, "M": 144},
 }
-COMPRESSAI_CLASSES = {name: arch.cls for name, arch in ARCHITECTURES.items()}
+COMPRESSAI_CLASSES = {name: getattr(compressai.models, arch.class_name) for name, arch in ARCHITECTURES.items()}
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +100,12 @@ def test_model_info_counts_equal_the_zoo_model_at_quality_6(name, capsys):
     zoo = image_models[name](quality=6)
     assert info["params"] == sum(p.numel() for p in zoo.parameters())
     assert info["variant"] == f"compressai:{name}" and sum(info["modules"].values()) == info["params"]
+
+
+def test_the_registry_holds_compressais_zoo_widths_and_classes():
+    """The registry names CompressAI's classes and copies its zoo's widths (to read names without torch)."""
+    assert ZOO_WIDTHS == {name: cfgs[name] for name in ZOO_WIDTHS}
+    assert all(isinstance(getattr(compressai.models, arch.class_name), type) for arch in ARCHITECTURES.values())
 
 
 @pytest.mark.slow
@@ -294,7 +303,7 @@ def test_baseline_and_3dm_sweeps_share_the_recipe_and_rank_side_by_side(photo_sh
     from harness.leaderboard.run import run as leaderboard
     from harness.report.config import ReportConfig
     from harness.report.publish import publish, record_models
-    from harness.train.sweep import sweep_config
+    from harness.train.config import sweep_config
     from harness.train.sweep import run as sweep
 
     shards = photo_shards(6, PatchRecipe(patch=64, resize=128, patches_per_image=2), val_fraction=0.34)

@@ -13,7 +13,8 @@ import torch
 from compressai.models import FactorizedPrior
 
 from harness.artefacts.card import PublishedStage, TrainingStage, read_card
-from harness.artefacts.weights import ImportWeightsConfig, run_import
+from harness.artefacts.config import ImportWeightsConfig
+from harness.artefacts.weights import run_import
 from harness.data.manifest import MANIFEST
 from harness.errors import HarnessError
 from harness.hashing import sha256_file

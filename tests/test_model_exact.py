@@ -299,7 +299,8 @@ def test_conversion_leaves_the_float_network_alone():
 
 
 def test_checkpoints_name_the_path_and_others_are_refused_in_one_line(tmp_path):
-    from harness.artefacts.checkpoint import InitModelConfig, load_checkpoint, run_init
+    from harness.artefacts.checkpoint import load_checkpoint, run_init
+    from harness.artefacts.config import InitModelConfig
 
     path = tmp_path / "tiny.pt"
     run_init(InitModelConfig(out=path, variant="tiny"))

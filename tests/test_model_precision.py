@@ -21,7 +21,7 @@ from harness.artefacts.checkpoint import fingerprint, save_checkpoint
 from harness.artefacts.coding import decode, encode_reconstruct, to_tensor
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.leaderboard.metrics import psnr_rgb
+from harness.leaderboard.quality import psnr_rgb
 from harness.model.loss import LossConfig, RateDistortionLoss
 from harness.model.precision import Mixed, bf16_is_fast, precision_of, resolve, set_precision
 from harness.pixels.images import load_rgb, save_png

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.model import WeConvene
+from harness.model.network import WeConvene
 from harness.model.loss import LossConfig, RateDistortionLoss
 from harness.zoo.variants import get_config
 

@@ -12,7 +12,8 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.lock import folder_lock
-from harness.rerun.pipeline import RerunConfig, run_here
+from harness.rerun.config import RerunConfig
+from harness.rerun.pipeline import run_here
 from harness.rerun.plan import load_plan
 from harness.train.recipe import TrainingRecipe
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from harness.rerun.history import RunRecord, append_run, compare_last_two, changes_markdown
-from harness.rerun.pipeline import RerunConfig
+from harness.rerun.config import RerunConfig
 
 
 def _record(run_id: str, bd: float, enc: float) -> RunRecord:

@@ -1,5 +1,5 @@
-"""What a CLI call costs before its work: the commands that neither code nor train, the help
-texts and usage errors, import no torch, numba, Ray, pandas or SciPy (issue 33: `harness --help`
+"""What a CLI call costs before its work: the commands that neither code nor train, every command's
+help, usage errors and its config's one-line errors import no torch, numba, Ray, pandas or SciPy (issue 33: `harness --help`
 took 5.8 s, most of it compressai's import). Measured with ``python -X importtime``, which lists
 every module a process imported."""
 
@@ -40,8 +40,21 @@ def imported(argv: list[str]) -> tuple[set[str], subprocess.CompletedProcess]:
     (["compress", "x.png"], 2),  # a usage error: no --model
     (["decompress", "--help"], 0),
     (["decompress", "x.3dmw", "-m", "m.pt", "-o", "x.png", "--precision", "fp16"], 2),  # an invalid choice
+    (["compress", "x.png", "-m", "m.pt", "-o", "x.3dmw", "--max-pixels", "0"], 1),  # the config's one-line error
+    (["leaderboard", "--help"], 0),
+    (["leaderboard", "--metrics", "ssimulacra"], 1),  # the config's one-line error
+    (["report", "--help"], 0),
+    (["report"], 2),  # a usage error: no run folder
+    (["model-info", "--help"], 0),
+    (["model-info", "--variant", "compressai:nope"], 1),  # an unknown variant, from the registry
+    (["init-model", "--help"], 0),
+    (["import-weights", "--help"], 0),
+    (["import-weights", "compressai:mbt2018-mean", "--quality", "9", "--from", "zoo", "--out", "x"], 1),
+    (["train-sweep", "--help"], 0),
+    (["train-sweep", "--data", "x", "--lambdas", "0.01", "--patch", "65"], 1),  # not a multiple of the stride
+    (["rerun", "--help"], 0),
 ])
-def test_commands_that_code_nothing_import_no_heavy_library(argv, status):
+def test_help_and_argument_errors_import_no_heavy_library(argv, status):
     names, done = imported(argv)
     assert done.returncode == status, done.stderr[-2000:]
     heavy = sorted(set(HEAVY) & names)

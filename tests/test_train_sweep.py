@@ -20,7 +20,8 @@ from harness.errors import HarnessError
 from harness.model.config import LOW_FREQUENCY_SUBBANDS
 from harness.pixels.images import load_rgb
 from harness.train.loop import TRAIN_RUNS
-from harness.train.sweep import SweepConfig, check_data, experiment_dir, run, sweep_config, trial_configs
+from harness.train.config import SweepConfig, sweep_config
+from harness.train.sweep import check_data, experiment_dir, run, trial_configs
 
 REPO = Path(__file__).resolve().parents[1]
 LOW = sorted(LOW_FREQUENCY_SUBBANDS - {"LL"})

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,15 +22,17 @@ from torch.overrides import TorchFunctionMode
 from harness import process_memory
 from harness.artefacts import torchfile
 from harness.artefacts.bitstream import FLOAT_PATH
+from harness.artefacts.config import InitModelConfig
 from harness.artefacts.torchfile import check_shapes
 from harness.atomic import check_output, write_atomic
 from harness.errors import HarnessError
 from harness.model import exact, rans
 from harness.model.config import ModelConfig
 from harness.model.network import WeConvene
-from harness.zoo.baselines import BaselineConfig, build_baseline, is_baseline, shadow_model
+from harness.zoo.baselines import build_baseline, shadow_model
 from harness.zoo.factory import build_model
-from harness.zoo.variants import DEFAULT_VARIANT, VARIANTS
+from harness.zoo.registry import BaselineConfig, is_baseline
+from harness.zoo.variants import VARIANTS
 
 FORMAT = "harness-weconvene-checkpoint"
 VERSION = 1
@@ -175,13 +176,6 @@ def _check_tables(path: Path, model) -> None:
             if cdfs.dim() != 2 or not rans.tables_fit(cdfs.numpy(), lengths.numpy(), offsets.numpy()):
                 raise HarnessError(f"{path}: the entropy tables of {name} do not fit their rows (a CDF longer than "
                                    f"its row, or counts that differ): the file is damaged")
-
-
-@dataclass(frozen=True)
-class InitModelConfig:
-    out: Path
-    variant: str = DEFAULT_VARIANT
-    seed: int = 0
 
 
 def run_init(config: InitModelConfig) -> str:

@@ -60,7 +60,7 @@ from harness import process_memory
 from harness.errors import HarnessError
 from harness.model.tiling import spans
 from harness.process_memory import GIB, size_text
-from harness.zoo.baselines import is_baseline
+from harness.zoo.registry import is_baseline
 
 MARGIN = 1.25  # bf16, other thread counts and the allocator's peaks vary around the fit
 

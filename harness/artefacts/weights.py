@@ -4,67 +4,26 @@ architecture is a one-line error found on a shadow model, before any weights are
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from compressai.entropy_models import EntropyBottleneck
 from compressai.models.utils import remap_old_keys
 from compressai.zoo import load_state_dict
-from compressai.zoo.image import cfgs as ZOO_WIDTHS
 from compressai.zoo.image import model_urls
 from torch import Tensor
 from torch.hub import load_state_dict_from_url
 
 from harness.artefacts.card import PUBLISHED, ModelCard, PublishedStage, card_path, write_card
 from harness.artefacts.checkpoint import entropy_path, fingerprint, save_checkpoint
+from harness.artefacts.config import ImportWeightsConfig
 from harness.artefacts.torchfile import TABLE_BUFFERS, check_shapes, check_storage, load
 from harness.atomic import check_output
 from harness.errors import HarnessError
 from harness.hashing import sha256_bytes, sha256_file
 from harness.precisions import PRECISIONS
-from harness.zoo.baselines import ARCHITECTURES, PREFIX, BaselineConfig, build_baseline, parse_variant, shadow_model
-
-# CompressAI's training lambdas per zoo quality (docs, "Model Zoo" -> "Training"; the MSE
-# row is also compressai.models.vbr's lambda list): D = 255^2 MSE or 1 - MS-SSIM, as here.
-QUALITY_LAMBDAS = {
-    "mse": {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483, 7: 0.0932, 8: 0.1800},
-    "ms-ssim": {1: 2.40, 2: 4.58, 3: 8.73, 4: 16.64, 5: 31.73, 6: 60.50, 7: 115.37, 8: 220.00},
-}
-
-
-
-@dataclass(frozen=True)
-class ImportWeightsConfig:
-    variant: str  # compressai:<name>, no width options: the file's tensors give them
-    quality: int
-    source: str  # a state-dict file, or "zoo" (CompressAI's download, through torch hub's cache)
-    out: Path
-    metric: str = "mse"
-
-    def __post_init__(self) -> None:
-        config = parse_variant(self.variant)
-        if "?" in self.variant:
-            raise HarnessError(f"import-weights takes the architecture alone ({PREFIX}{config.architecture}): "
-                               "the widths come from the file")
-        if self.metric not in QUALITY_LAMBDAS:
-            raise HarnessError(f"unknown metric {self.metric!r}: choose {' or '.join(QUALITY_LAMBDAS)}")
-        qualities = self.qualities
-        if self.quality not in qualities:
-            raise HarnessError(f"{PREFIX}{config.architecture} has qualities {min(qualities)}-{max(qualities)}, "
-                               f"got {self.quality}")
-
-    @property
-    def architecture(self) -> str:
-        return parse_variant(self.variant).architecture
-
-    @property
-    def qualities(self) -> tuple[int, ...]:
-        return tuple(ZOO_WIDTHS.get(self.architecture, QUALITY_LAMBDAS["mse"]))
-
-    @property
-    def lmbda(self) -> float:
-        return QUALITY_LAMBDAS[self.metric][self.quality]
+from harness.zoo.baselines import build_baseline, shadow_model
+from harness.zoo.registry import ARCHITECTURES, PREFIX, BaselineConfig
 
 
 def read_state_dict(path: Path) -> dict[str, Tensor]:

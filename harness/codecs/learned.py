@@ -45,7 +45,7 @@ from harness.codecs.curve import CurveSettings, SweepPoint, point_key
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
 from harness.model.precision import set_precision
-from harness.zoo.factory import codec_id, serves_codec
+from harness.zoo.registry import codec_id, serves_codec
 from harness.zoo.variants import DEFAULT_VARIANT
 
 # Per worker process: checkpoint sha256 -> (model, fingerprint), and fingerprint -> model.

@@ -27,7 +27,7 @@ from harness.codecs.base import Codec
 from harness.codecs.config import CodecConfig
 from harness.errors import HarnessError
 from harness.hashing import sha256_bytes
-from harness.leaderboard.metrics import measure
+from harness.leaderboard.quality import measure
 from harness.pixels.images import load_rgb
 from harness.process_memory import peak_bytes, reset_peak
 from harness.provenance import cpu_name

@@ -15,8 +15,7 @@ from harness.data.registry import FOLDER_PREFIX
 from harness.errors import HarnessError
 from harness.leaderboard.metrics import DEFAULT_METRICS, resolve_metrics
 from harness.lock import check_wait
-from harness.model.precision import resolve as resolve_precision
-from harness.precisions import AUTO
+from harness.precisions import AUTO, check_precision
 from harness.slug import slug
 
 
@@ -58,7 +57,7 @@ class LeaderboardConfig:
             raise HarnessError(f"--num-cpus must be at least 1, got {self.num_cpus}")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise HarnessError(f"--timeout must be a positive number of seconds, got {self.timeout_s:g}")
-        resolve_precision(self.precision)  # a bad name fails before Ray starts
+        check_precision(self.precision)  # a bad name fails before Ray starts
         check_budget(self.max_memory)
         if self.gpus_per_model < 0 or self.checkpoint_s < 0:
             raise HarnessError("--gpus-per-model and checkpoint_s (seconds between table saves) must be >= 0")

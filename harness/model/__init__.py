@@ -1,7 +1,6 @@
-"""The 3DM-WeConvene network and its parts: layers, latent codec, integer path, rANS reader, loss,
-precision. Built from a :class:`ModelConfig`; :mod:`harness.zoo` turns variant names into configs."""
+"""The 3DM-WeConvene network and its parts: its configuration (:mod:`~harness.model.config`), layers,
+network, latent codec, integer path, rANS, loss and precision, one module each. Built from a
+:class:`~harness.model.config.ModelConfig`; :mod:`harness.zoo` turns variant names into configs.
 
-from harness.model.config import ModelConfig
-from harness.model.network import WeConvene
-
-__all__ = ["ModelConfig", "WeConvene"]
+The package imports none of them, so that reading a configuration (the commands' options, a plan's
+checks) costs no torch."""

@@ -18,8 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from harness.errors import HarnessError
 
@@ -104,12 +102,24 @@ def downsample_420(plane: np.ndarray) -> np.ndarray:
     return padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2).mean(axis=(1, 3))
 
 
+def _bilinear_taps(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For ×2 centre-sited upsampling of ``size`` samples: each output's two source indexes and the
+    second one's weight. Output i sits at source position (i + 0.5)/2 − 0.5, i.e. k − 0.25 and
+    k + 0.25 around sample k, clamped to the first and last sample."""
+    position = np.maximum((np.arange(2 * size) + 0.5) / 2 - 0.5, 0.0)
+    first = np.floor(position).astype(np.int64)
+    return first, np.minimum(first + 1, size - 1), position - first
+
+
 def upsample_420(plane: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Centre-sited bilinear ×2 upsampling back to ``height``×``width``."""
-    h2, w2 = plane.shape
-    tensor = torch.from_numpy(np.ascontiguousarray(plane))[None, None]
-    up = F.interpolate(tensor, size=(2 * h2, 2 * w2), mode="bilinear", align_corners=False)
-    return up[0, 0, :height, :width].numpy()
+    """Centre-sited bilinear ×2 upsampling back to ``height``×``width`` (what
+    ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`` computes, in numpy
+    so that pixel maths needs no torch; the two agree to float64 rounding)."""
+    rows, columns = _bilinear_taps(plane.shape[0]), _bilinear_taps(plane.shape[1])
+    top, bottom, down = rows
+    across = plane[top] * (1.0 - down[:, None]) + plane[bottom] * down[:, None]
+    left, right, side = columns
+    return (across[:, left] * (1.0 - side) + across[:, right] * side)[:height, :width]
 
 
 def chroma_shape(fmt: YCbCrFormat, height: int, width: int) -> tuple[int, int]:

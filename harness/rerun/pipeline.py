@@ -19,19 +19,18 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 from harness import __version__
 from harness.data.shards import run as prepare
 from harness.errors import HarnessError
 from harness.leaderboard.run import run as leaderboard
-from harness.lock import check_wait, folder_lock
+from harness.lock import folder_lock
 from harness.provenance import git_commit
 from harness.raycluster import connect
 from harness.report.publish import publish, record_models
 from harness.report.web import PAGE
+from harness.rerun.config import RerunConfig
 from harness.rerun.history import RunRecord, append_run, changes_markdown, compare_last_two
 from harness.rerun.plan import load_plan
 from harness.train.sweep import pending
@@ -39,20 +38,6 @@ from harness.train.sweep import run as sweep
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 SUBMIT_PATIENCE_S = 120.0
-
-
-@dataclass(frozen=True)
-class RerunConfig:
-    plan: Path
-    address: str | None = None  # Ray Jobs API address (http://HEAD:8265); None runs here
-    wait_s: float = 0.0  # wait this long for another command's lock on the report, shard or sweep folders
-    python: str = sys.executable  # interpreter that runs the job on the head node
-    bd_rate_threshold: float = 1.0  # percentage points of BD-rate that count as a regression
-    time_threshold: float = 0.2  # relative slow-down that counts as a regression
-    progress: bool = True  # progress bars of prepare-data and the leaderboard (off in a submitted job's logs)
-
-    def __post_init__(self) -> None:
-        check_wait(self.wait_s)
 
 
 def run(config: RerunConfig) -> RunRecord | None:

@@ -59,7 +59,7 @@ TRAIN_RUNS = "train-runs"  # under OUT: Ray Train's storage of the multi-worker 
 @dataclass(frozen=True)
 class TrialConfig:
     """One λ of a sweep: everything that determines its model (its card records all of it).
-    Built by ``sweep.trial_configs`` from a :class:`~harness.train.sweep.SweepConfig`."""
+    Built by ``sweep.trial_configs`` from a :class:`~harness.train.config.SweepConfig`."""
 
     data: str
     data_sha256: str  # identity of the shards (see sweep.data_identity)

@@ -15,8 +15,7 @@ from typing import Any, Mapping
 
 from harness.configs import build, field_names
 from harness.errors import HarnessError
-from harness.precisions import PRECISIONS
-from harness.model.precision import resolve as resolve_precision
+from harness.precisions import PRECISIONS, check_precision
 from harness.paper import PAPER_ITERATIONS, PAPER_MILESTONES, PAPER_STAGE2_STEPS
 
 # What a trial runs in unless told otherwise.
@@ -46,8 +45,8 @@ class TrainingRecipe:
 
     def __post_init__(self) -> None:
         """Every check of the recipe alone; those that also need the variant, the metric or the
-        workers are :class:`~harness.train.sweep.SweepConfig`'s."""
-        resolve_precision(self.precision)
+        workers are :class:`~harness.train.config.SweepConfig`'s."""
+        check_precision(self.precision)
         if self.stage1_steps < 1 or self.stage2_steps < 0:
             raise HarnessError(f"--stage1-steps must be >= 1 and --stage2-steps >= 0, got {self.stage1_steps}, "
                                f"{self.stage2_steps}")

@@ -1,186 +1,28 @@
-"""CompressAI's learned codecs as harness variants: ``compressai:<zoo name>[?N=..,M=..]``.
-
-The harness trains, codes and ranks them exactly as it does 3DM-WeConvene: the
-network is CompressAI's own class (so its state dict is CompressAI's, key for
-key, and a zoo file loads into it), wrapped by :class:`HarnessCodec` in the
-interface the harness expects of a model (any image size, ``.3dmw`` streams,
-a latent check, a config with a variant name).
-
-Variant syntax: ``compressai:mbt2018-mean`` has the widths of CompressAI's zoo
-model at quality 6 (ELIC, not in the zoo: ``Elic2022Official``'s defaults);
-``compressai:mbt2018-mean?N=64,M=96`` sets them (cheng2020 models take only N:
-their latent has N channels). Written checkpoints and cards spell a variant
-canonically: no options at the default widths, else every width.
+"""CompressAI's learned codecs as harness models: the network is CompressAI's own class (so its
+state dict is CompressAI's, key for key, and a zoo file loads into it), wrapped by
+:class:`HarnessCodec` in the interface the harness expects of a model (any image size, ``.3dmw``
+streams, a latent check, a config with a variant name). Their names, widths and the variant
+syntax are :mod:`harness.zoo.registry`'s.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import math
-from dataclasses import asdict, dataclass
 from typing import Any
 
+import compressai.models
 import torch
 from compressai.entropy_models import EntropyModel
 from compressai.layers import MaskedConv2d
-from compressai.models import (
-    Cheng2020Anchor,
-    Cheng2020Attention,
-    Elic2022Official,
-    FactorizedPrior,
-    JointAutoregressiveHierarchicalPriors,
-    MeanScaleHyperprior,
-    ScaleHyperprior,
-)
-from compressai.zoo.image import cfgs as ZOO_WIDTHS
 from torch import Tensor
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from harness.errors import HarnessError
-from harness.model.config import MAX_WIDTH
 from harness.model.entropy import SymbolCRC
 from harness.model.network import pad_images
 from harness.model.rans import CheckedCoder
-
-PREFIX = "compressai:"
-ZOO_QUALITY = 6  # the zoo quality whose widths a variant without options has
-
-@dataclass(frozen=True)
-class Architecture:
-    cls: type
-    widths: tuple[tuple[str, int], ...]  # option name -> default width, in constructor order
-    width_tensors: tuple[tuple[str, str], ...]  # option name -> state-dict tensor whose dim 0 is that width
-    stride: int  # input sizes coded without padding: product of every down-sampling
-    # Decodes y with a RansDecoder of its own (the autoregressive context models), past the
-    # entropy models' coder that harness.model.rans.CheckedCoder replaces.
-    own_rans: bool = False
-    # Widths a checkpoint may declare, and whether shadow_model can build it with fake tensors:
-    # a constructor that reads a tensor's values (ELIC's channel groups) needs real ones.
-    max_width: int = MAX_WIDTH
-    fakeable: bool = True
-
-
-def _zoo(cls: type, name: str, keys: tuple[str, ...], tensors: tuple[str, ...], stride: int,
-         own_rans: bool = False) -> Architecture:
-    return Architecture(cls, tuple(zip(keys, ZOO_WIDTHS[name][ZOO_QUALITY])), tuple(zip(keys, tensors)), stride,
-                        own_rans)
-
-
-# ELIC is built for real to learn its shapes (see Architecture.fakeable): at 512 channels that
-# takes 1.5 GB with torch imported (148 M parameters; 1024 would take 3.3 GB), 1.6x the zoo's M.
-ELIC_MAX_WIDTH = 512
-
-
-def _elic() -> Architecture:
-    defaults = inspect.signature(Elic2022Official).parameters
-    return Architecture(Elic2022Official, (("N", defaults["N"].default), ("M", defaults["M"].default)),
-                        (("N", "g_a.0.weight"), ("M", "g_a.13.weight")), 64,
-                        max_width=ELIC_MAX_WIDTH, fakeable=False)
-
-
-_NM, _CHENG = ("g_a.0.weight", "g_a.6.weight"), ("g_a.0.conv1.weight",)
-ARCHITECTURES: dict[str, Architecture] = {
-    "bmshj2018-factorized": _zoo(FactorizedPrior, "bmshj2018-factorized", ("N", "M"), _NM, 16),
-    "bmshj2018-hyperprior": _zoo(ScaleHyperprior, "bmshj2018-hyperprior", ("N", "M"), _NM, 64),
-    "mbt2018-mean": _zoo(MeanScaleHyperprior, "mbt2018-mean", ("N", "M"), _NM, 64),
-    "mbt2018": _zoo(JointAutoregressiveHierarchicalPriors, "mbt2018", ("N", "M"), _NM, 64, own_rans=True),
-    "cheng2020-anchor": _zoo(Cheng2020Anchor, "cheng2020-anchor", ("N",), _CHENG, 64, own_rans=True),
-    "cheng2020-attn": _zoo(Cheng2020Attention, "cheng2020-attn", ("N",), _CHENG, 64, own_rans=True),
-    "elic2022": _elic(),
-}
-ELIC_FIXED_GROUPS = 128  # Elic2022Official's first four channel groups (16+16+32+64); M-128 form the fifth
-
-
-def is_baseline(variant: str) -> bool:
-    return isinstance(variant, str) and variant.startswith(PREFIX)
-
-
-@dataclass(frozen=True)
-class BaselineConfig:
-    """A CompressAI architecture and its widths (``M`` is None for cheng2020: M = N)."""
-
-    architecture: str
-    N: int
-    M: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise HarnessError(f"unknown CompressAI architecture {self.architecture!r}: choose one of "
-                               f"{', '.join(ARCHITECTURES)}")
-        names = [name for name, _ in ARCHITECTURES[self.architecture].widths]
-        if (self.M is not None) != ("M" in names):
-            raise HarnessError(f"{PREFIX}{self.architecture} takes the widths {', '.join(names)}")
-        for name, width in self.widths.items():
-            limit = ARCHITECTURES[self.architecture].max_width
-            if not isinstance(width, int) or isinstance(width, bool) or not 1 <= width <= limit:
-                raise HarnessError(f"{PREFIX}{self.architecture}: {name}={width!r} is not a whole number in "
-                                   f"1..{limit}")
-        if self.architecture == "elic2022" and self.M <= ELIC_FIXED_GROUPS:
-            raise HarnessError(f"{PREFIX}elic2022 needs M > {ELIC_FIXED_GROUPS} (its channel groups are "
-                               f"16, 16, 32, 64 and M - 128), got M={self.M}")
-
-    @property
-    def widths(self) -> dict[str, int]:
-        return {k: v for k, v in (("N", self.N), ("M", self.M)) if v is not None}
-
-    @property
-    def variant(self) -> str:
-        """Canonical name: no options at the default widths, else every width."""
-        arch = ARCHITECTURES[self.architecture]
-        if self.widths == dict(arch.widths):
-            return PREFIX + self.architecture
-        return f"{PREFIX}{self.architecture}?" + ",".join(f"{k}={v}" for k, v in self.widths.items())
-
-    @property
-    def stride(self) -> int:
-        return ARCHITECTURES[self.architecture].stride
-
-    @property
-    def subbands(self) -> tuple[str, ...]:
-        """No subbands: stage 2 of a sweep is a plain fine-tune (eq. 1), and rates are y and z only."""
-        return ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"variant": self.variant, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "BaselineConfig":
-        values = {k: v for k, v in data.items() if k != "variant"}
-        try:
-            config = cls(**values)
-        except TypeError as error:
-            raise HarnessError(f"invalid CompressAI model config ({error})") from None
-        if data.get("variant") != config.variant:
-            raise HarnessError(f"model config names variant {data.get('variant')!r} but its widths make {config.variant!r}")
-        return config
-
-
-def parse_variant(variant: str) -> BaselineConfig:
-    """``compressai:<name>[?N=..,M=..]`` -> its config; every mistake is a one-line HarnessError."""
-    if not is_baseline(variant):
-        raise HarnessError(f"{variant!r} is not a CompressAI variant (compressai:<name>[?N=..,M=..])")
-    name, _, options = variant[len(PREFIX):].partition("?")
-    if name not in ARCHITECTURES:
-        raise HarnessError(f"unknown CompressAI architecture {name!r} in {variant!r}: choose one of "
-                           f"{', '.join(ARCHITECTURES)}")
-    widths = dict(ARCHITECTURES[name].widths)
-    given: set[str] = set()
-    for option in filter(None, options.split(",")) if options else ():
-        key, sep, value = option.partition("=")
-        key = key.strip()
-        if not sep or key not in widths or key in given:
-            reason = "repeated" if key in given else "not KEY=VALUE" if not sep else "unknown"
-            raise HarnessError(f"option {option!r} of {variant!r} is {reason}: {PREFIX}{name} takes "
-                               f"{', '.join(f'{k}=INT' for k in widths)}")
-        try:
-            widths[key] = int(value)
-        except ValueError:
-            raise HarnessError(f"option {option!r} of {variant!r}: {key} must be a whole number") from None
-        given.add(key)
-    if options == "" and variant.endswith("?"):
-        raise HarnessError(f"{variant!r} has an empty option list: drop the '?' or give {', '.join(widths)}")
-    return BaselineConfig(name, widths["N"], widths.get("M"))
+from harness.zoo.registry import ARCHITECTURES, BaselineConfig
 
 
 class _SymbolRecorder:
@@ -343,7 +185,7 @@ class HarnessCodec:
         return {"y": [(group, y_rows, y_cols) for group in self.groups], "hyper": (rows, cols)}
 
 
-_CLASSES = {name: type(f"Harness{arch.cls.__name__}", (HarnessCodec, arch.cls), {})
+_CLASSES = {name: type(f"Harness{arch.class_name}", (HarnessCodec, getattr(compressai.models, arch.class_name)), {})
             for name, arch in ARCHITECTURES.items()}
 
 

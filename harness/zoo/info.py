@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import torch
 
 from harness.model.network import WeConvene
-from harness.zoo.baselines import is_baseline
-from harness.zoo.factory import build_model, model_config
-from harness.zoo.variants import DEFAULT_VARIANT, get_config
+from harness.zoo.config import ModelInfoConfig
+from harness.zoo.factory import build_model
+from harness.zoo.registry import is_baseline
+from harness.zoo.variants import get_config
 
 # Millions of parameters reported for each variant (Tables I-IV, reference/published/).
 PAPER_PARAMS_M = {
@@ -20,15 +20,6 @@ PAPER_PARAMS_M = {
     "levels1": 72.25,
     "wecharm2d": 97.19,
 }
-
-
-@dataclass(frozen=True)
-class ModelInfoConfig:
-    variant: str = DEFAULT_VARIANT
-    as_json: bool = False
-
-    def __post_init__(self) -> None:
-        model_config(self.variant)  # an unknown variant or bad width option fails here, in one line
 
 
 def _count(module: torch.nn.Module) -> int:
