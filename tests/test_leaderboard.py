@@ -19,7 +19,8 @@ from crafted_images import png16
 from harness.cli import main
 from harness.leaderboard import results
 from harness.errors import HarnessError
-from harness.leaderboard.cells import bitstream_path, crop_path, crop_points, original_crop_path
+from harness.leaderboard.cells import crop_points
+from harness.leaderboard.kept import bitstream_path, crop_path, original_crop_path
 from harness.leaderboard.config import LeaderboardConfig
 from harness.leaderboard.plan import plan
 from harness.leaderboard.run import execute, run

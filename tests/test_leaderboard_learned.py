@@ -29,7 +29,8 @@ from harness.model.precision import set_precision
 from harness.pixels.images import load_rgb, save_png
 from harness.report.config import ReportConfig
 from harness.report.publish import publish, record_models
-from harness.train.loop import TrialConfig, export_model, models_dir
+from harness.train.config import models_dir
+from harness.train.loop import TrialConfig, export_model
 from harness.train.recipe import TrainingRecipe
 from harness.train.config import sweep_config
 from harness.train.sweep import check_data, trial_configs, warmup_trial

@@ -20,7 +20,8 @@ from harness.errors import HarnessError
 from harness.hashing import sha256_file
 from harness.model.network import WeConvene
 from harness.report.models import learned_section, model_points
-from harness.train.loop import TrialConfig, export_model, models_dir
+from harness.train.config import models_dir
+from harness.train.loop import TrialConfig, export_model
 from harness.train.recipe import TrainingRecipe
 from harness.zoo.variants import get_config
 

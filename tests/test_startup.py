@@ -16,10 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "compressai", "numba", "ray", "pandas", "scipy")
 
 
-def imported(argv: list[str]) -> tuple[set[str], subprocess.CompletedProcess]:
+def imported(argv: list[str], python: tuple[str, ...] = ("-m", "harness")) -> tuple[set[str], subprocess.CompletedProcess]:
     """The top-level packages ``python -m harness ARGV`` imported, and the process."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "harness", *argv], capture_output=True,
+    done = subprocess.run([sys.executable, "-X", "importtime", *python, *argv], capture_output=True,
                           text=True, env=env, cwd=REPO, timeout=120)
     names = {line.rpartition("|")[2].strip().split(".")[0] for line in done.stderr.splitlines()
              if line.startswith("import time:")}
@@ -82,3 +82,11 @@ def test_a_normal_compress_and_decompress_print_nothing_on_stderr(tiny_checkpoin
         done = subprocess.run([sys.executable, "-m", "harness", *map(str, argv)], capture_output=True, text=True,
                               env=env, cwd=tmp_path, timeout=300)
         assert done.returncode == 0 and done.stderr == "", f"harness {argv[0]}: {done.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("module", ["harness.report.publish", "harness.rerun.plan"])
+def test_the_report_and_a_plans_checks_import_no_model(module):
+    """`harness report RUN` reads records and a rerun checks its plan without torch or CompressAI."""
+    names, done = imported([f"import {module}"], python=("-c",))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not {"torch", "compressai", "numba"} & names, module

@@ -16,7 +16,7 @@ from selenium import webdriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from harness.errors import HarnessError
-from harness.leaderboard.cells import CROPS_DIR
+from harness.leaderboard.kept import CROPS_DIR
 from harness.leaderboard.config import LeaderboardConfig
 from harness.leaderboard.results import RESULTS_FILE, read as read_results
 from harness.leaderboard.run import run

@@ -35,13 +35,12 @@ import torch
 
 from harness import __version__
 from harness.artefacts.bitstream import VERSION, unpack
-from harness.artefacts.card import ModelCard, read_card
 from harness.artefacts.checkpoint import fingerprint, load_checkpoint
 from harness.artefacts.coding import decode, encode, memory_plan, profile
 from harness.artefacts.memory import cell_budget
 from harness.codecs.base import Codec, CodecUnavailable
 from harness.codecs.config import CodecConfig
-from harness.codecs.curve import CurveSettings, SweepPoint, point_key
+from harness.codecs.curve import CurveSettings, SweepPoint, cards_by_curve, config_name, point_key
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
 from harness.model.precision import set_precision
@@ -138,36 +137,13 @@ class Learned(Codec):
             return decode(model, bitstream, digest=fingerprint, tile=self.tile)
 
 
-def _curves(models_dir: Path) -> dict[tuple[str, str], list[tuple[ModelCard, Path]]]:
-    """The cards of ``models_dir`` (each with its checkpoint) grouped by curve: (codec id, metric)."""
-    models_dir = Path(models_dir)
-    if not models_dir.is_dir():
-        raise HarnessError(f"--models {models_dir} is not a folder (expected train-sweep's OUT/models)")
-    groups: dict[tuple[str, str], list[tuple[ModelCard, Path]]] = {}
-    for path in sorted(models_dir.glob("*.json")):
-        card = read_card(path)
-        checkpoint = card.checkpoint_path(path)
-        if not checkpoint.is_file():
-            raise HarnessError(f"{path} names {checkpoint.name}, which is missing")
-        groups.setdefault((codec_id(card.variant), card.metric), []).append((card, checkpoint))
-    if not groups:
-        raise HarnessError(f"{models_dir} holds no train-sweep models (*.pt with a .json card)")
-    return groups
-
-
-def _config_name(models_dir: Path, metric: str, curves: int) -> str:
-    """The sweep folder's name (``-<metric>`` added when the folder holds curves of two metrics)."""
-    name = (models_dir.parent if models_dir.name == "models" else models_dir).name
-    return name if curves == 1 else f"{name}-{metric}"
-
-
 def curve_settings(models_dir: Path, precision: str, max_memory: int | None = None) -> list[tuple[str, CurveSettings]]:
     """Per (variant, metric) of the checkpoints in ``models_dir``: its config name and its
     :class:`CurveSettings` (every checkpoint with its SHA-256; transforms run in ``precision``,
     fp32 or bf16; each cell within ``max_memory`` bytes, by default the variant's
     :func:`~harness.artefacts.memory.cell_budget`). :func:`sweep_configs`
     makes them codec configs."""
-    groups = _curves(models_dir)
+    groups = cards_by_curve(models_dir)
     settings = []
     for (variant, metric), cards in sorted(groups.items()):
         by_key = {point_key(card.lmbda): SweepPoint(card.lmbda, checkpoint.resolve(), sha256_file(checkpoint))
@@ -175,17 +151,8 @@ def curve_settings(models_dir: Path, precision: str, max_memory: int | None = No
         points = tuple(sorted(by_key.values(), key=lambda point: point.lmbda))
         curve = CurveSettings(variant, metric, max(card.params for card, _ in cards), precision, points,
                               max_memory or cell_budget(variant))
-        settings.append((_config_name(Path(models_dir), metric, len(groups)), curve))
+        settings.append((config_name(Path(models_dir), metric, len(groups)), curve))
     return settings
-
-
-def curve_cards(models_dir: Path) -> dict[str, list[ModelCard]]:
-    """The cards of ``models_dir`` by leaderboard curve, ``codec:config`` as :func:`curve_settings`
-    names it, each curve's cards in their order of λ."""
-    groups = _curves(models_dir)
-    return {f"{variant}:{_config_name(Path(models_dir), metric, len(groups))}":
-            sorted((card for card, _ in cards), key=lambda card: card.lmbda)
-            for (variant, metric), cards in sorted(groups.items())}
 
 
 def sweep_configs(models_dir: Path, precision: str, max_memory: int | None = None) -> list[CodecConfig]:

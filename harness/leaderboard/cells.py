@@ -1,12 +1,12 @@
 """One cell of the leaderboard, (image, codec config, quality), and its work on a Ray worker:
 encode to a real bitstream, decode, measure (quality, seconds and peak memory of each call: the
 worker's RSS high-water mark reset per call, as the worker lives on for other cells, or the
-codec binary's own). A failure becomes an ``error`` row; it never stops other cells. Every cell's bitstream is kept under ``<run>/bitstreams/`` (:func:`bitstream_path`),
+codec binary's own). A failure becomes an ``error`` row; it never stops other cells. Every cell's bitstream is kept under ``<run>/bitstreams/`` (:mod:`harness.leaderboard.kept`),
 so a rerun that asks for more metrics decodes it again instead of encoding.
 
 While a cell holds its reconstruction it can also keep a crop of it (:data:`CROP_SIDE` pixels
 square from the image's centre, at full resolution, lossless WebP) under ``<run>/crops/``
-(:func:`crop_path`, the original's at :func:`original_crop_path`), for the web report's
+(:func:`~harness.leaderboard.kept.crop_path`), for the web report's
 side-by-side view; :func:`crop_points` chooses which points of a ladder keep one.
 """
 
@@ -26,12 +26,10 @@ from PIL import Image
 from harness.codecs.base import Codec
 from harness.codecs.config import CodecConfig
 from harness.errors import HarnessError
-from harness.hashing import sha256_bytes
 from harness.leaderboard.quality import measure
 from harness.pixels.images import load_rgb
 from harness.process_memory import peak_bytes, reset_peak
 from harness.provenance import cpu_name
-from harness.slug import slug
 
 
 @dataclass(frozen=True)
@@ -52,30 +50,7 @@ class Job:
     row: dict[str, Any] | None = None
 
 
-BITSTREAMS_DIR = "bitstreams"
-CROPS_DIR = "crops"
 CROP_SIDE = 128  # pixels; at most 3 per image and curve keep the Kodak demo's run folder under 40 MB
-
-
-def _kept(run_dir: Path, row: dict[str, Any], folder: str, suffix: str) -> Path:
-    version = sha256_bytes(str(row["codec_version"]).encode())[:12]
-    name = f"{row['image_sha256']}-{version}-q{float(row['quality']):g}{suffix}"
-    return Path(run_dir) / folder / slug(row["codec"]) / str(row["config_hash"]) / name
-
-
-def bitstream_path(run_dir: Path, row: dict[str, Any]) -> Path:
-    """Where the bitstream of a result row is kept: one file per reuse key."""
-    return _kept(run_dir, row, BITSTREAMS_DIR, ".bin")
-
-
-def crop_path(run_dir: Path, row: dict[str, Any]) -> Path:
-    """Where the reconstruction crop of a result row is kept (when its point kept one)."""
-    return _kept(run_dir, row, CROPS_DIR, ".webp")
-
-
-def original_crop_path(run_dir: Path, image_sha256: str) -> Path:
-    """Where the crop of the original image is kept, the same region as its reconstructions'."""
-    return Path(run_dir) / CROPS_DIR / f"{image_sha256}.webp"
 
 
 def crop_points(ladder: tuple[float, ...], budget: int) -> frozenset[float]:

@@ -21,7 +21,8 @@ from harness.codecs.config import CodecConfig, resolve_codecs
 from harness.data.registry import dataset_images
 from harness.hashing import sha256_file
 from harness.leaderboard import results
-from harness.leaderboard.cells import Cell, bitstream_path, row_metrics
+from harness.leaderboard.cells import Cell, row_metrics
+from harness.leaderboard.kept import bitstream_path
 from harness.leaderboard.config import LeaderboardConfig
 from harness.model.precision import resolve as resolve_precision
 

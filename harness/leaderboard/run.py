@@ -27,9 +27,9 @@ from harness import __version__
 from harness.atomic import check_folder, write_atomic
 from harness.errors import HarnessError
 from harness.leaderboard import results
-from harness.leaderboard.cells import (Cell, Job, bitstream_path, crop_path, crop_points, evaluate_cell, is_learned,
-                                       original_crop_path, row_metrics)
+from harness.leaderboard.cells import Cell, Job, crop_points, evaluate_cell, is_learned, row_metrics
 from harness.leaderboard.config import LeaderboardConfig
+from harness.leaderboard.kept import bitstream_path, crop_path, original_crop_path
 from harness.leaderboard.metrics import METRICS
 from harness.leaderboard.plan import Plan, plan
 from harness.leaderboard.summary import CodecSummary, RunSummary, curve_key, write_summary

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.codecs.learned import curve_cards
+from harness.codecs.curve import curve_cards
 from harness.data.manifest import require_manifest
 from harness.errors import HarnessError
 from harness.paper import PAPER_ITERATIONS, PAPER_STAGE2_STEPS

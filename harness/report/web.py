@@ -7,7 +7,7 @@ PCHIP, timing, parameters) and the run's rows into one JSON document, and :func:
 writes it into ``index.html`` with the page's own script and style (``assets/web.js`` and
 ``assets/web.css`` of this package, inlined). Plotly draws the curves from its offline bundle,
 copied once into the run folder (:data:`PLOTLY_FILE`); nothing is fetched from anywhere.
-The crops the leaderboard kept (:func:`harness.leaderboard.cells.crop_path`) are shown in
+The crops the leaderboard kept (:func:`harness.leaderboard.kept.crop_path`) are shown in
 place; a crop that is missing is named as missing, never an error.
 """
 
@@ -26,7 +26,7 @@ import plotly
 from plotly.offline import get_plotlyjs
 
 from harness.atomic import write_atomic
-from harness.leaderboard.cells import crop_path, original_crop_path
+from harness.leaderboard.kept import crop_path, original_crop_path
 from harness.leaderboard.metrics import CURVES
 from harness.report.anchors import PublishedCurve
 from harness.report.bdrate import (FEW_POINTS, INVALID_VALUES, LOW_OVERLAP, MIN_OVERLAP, MIN_POINTS, NO_OVERLAP,

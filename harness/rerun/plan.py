@@ -45,9 +45,8 @@ from harness.errors import HarnessError
 from harness.leaderboard.config import LeaderboardConfig
 from harness.report.config import ReportConfig
 from harness.slug import slug
-from harness.train.loop import models_dir
+from harness.train.config import SweepConfig, models_dir, sweep_config
 from harness.train.recipe import TrainingRecipe
-from harness.train.config import SweepConfig, sweep_config
 
 _PATH_KEYS = frozenset({"out", "data", "root", "reports_dir", "codec_dir", "models", "sources", "work_dir"})
 _LIST_KEYS = frozenset({"models", "sources"})  # path keys that take a list of paths

@@ -87,3 +87,8 @@ def sweep_config(values: Mapping[str, Any], where: str = "") -> SweepConfig:
     """A :class:`SweepConfig` from flat keys, the recipe's fields beside the rest, as the CLI
     and a rerun plan give them; ``where`` names the plan section in its errors."""
     return build(SweepConfig, split(values, where), where)
+
+
+def models_dir(out: str | Path) -> Path:
+    """Where a sweep exports its models and cards: the folder ``leaderboard --models`` takes."""
+    return Path(out) / "models"

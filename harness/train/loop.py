@@ -47,6 +47,7 @@ from harness.model.network import WeConvene
 from harness.model.precision import set_precision
 from harness.paper import PAPER_MILESTONES
 from harness.provenance import cpu_name
+from harness.train.config import models_dir
 from harness.train.recipe import TrainingRecipe
 from harness.zoo.factory import build_model
 
@@ -92,11 +93,6 @@ class TrialConfig:
     def from_dict(cls, data: dict) -> "TrialConfig":
         """The trial from ``asdict``'s plain dict, as Tune hands it to the trainable (lists for tuples)."""
         return build(cls, {**data, "recipe": build(TrainingRecipe, data["recipe"])})
-
-
-def models_dir(out: str | Path) -> Path:
-    """Where a sweep exports its models and cards: the folder ``leaderboard --models`` takes."""
-    return Path(out) / "models"
 
 
 def model_name(metric: str, lmbda: float) -> str:

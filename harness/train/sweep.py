@@ -28,8 +28,8 @@ from harness.hashing import sha256_bytes, sha256_file
 from harness.lock import folder_lock
 from harness.model.precision import resolve as resolve_precision
 from harness.raycluster import connect
-from harness.train.config import SweepConfig
-from harness.train.loop import TrialConfig, model_name, models_dir, train_trial
+from harness.train.config import SweepConfig, models_dir
+from harness.train.loop import TrialConfig, model_name, train_trial
 
 EXPERIMENT = "sweep"
 DRIVER_CPU = 0.01  # what a multi-worker trial itself reserves (Ray wants a non-empty request)
