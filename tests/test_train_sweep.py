@@ -156,8 +156,8 @@ def test_trial_resumes_from_its_checkpoint_when_its_node_dies(shards, tmp_path, 
     cluster = loopback_cluster(head_cpus=0, workers=(cpus,), dashboard=workers > 1, connect=False)
     out = tmp_path / "sweep"
     command = [sys.executable, "-m", "harness", "train-sweep", "--data", str(shards), "--variant", "tiny",
-               "--lambdas", "0.01", "--stage1-steps", "40", "--stage2-steps", "4", "--batch-size", "2",
-               "--patch", "64", "--checkpoint-every", "10", "--log-every", "5", "--val-batches", "1",
+               "--lambdas", "0.01", "--stage1-steps", "20", "--stage2-steps", "4", "--batch-size", "2",
+               "--patch", "64", "--checkpoint-every", "5", "--log-every", "5", "--val-batches", "1",
                "--workers-per-trial", str(workers), "--out", str(out), "--address", cluster.address,
                "--precision", "bf16" if workers > 1 else "fp32"]
     # The driver's output goes to a file: a pipe read only at the end fills up on a slow host
@@ -178,10 +178,10 @@ def test_trial_resumes_from_its_checkpoint_when_its_node_dies(shards, tmp_path, 
         driver.wait()
     card = read_card(out / "models" / "mse-0.01.json")
     restored = card.restored_from_steps
-    assert restored and min(restored) >= 10  # from a checkpoint, never from step 0
+    assert restored and min(restored) >= 5  # from a checkpoint, never from step 0
     assert card.precision == ("bf16" if workers > 1 else "fp32") and card.stages["2"].steps == 4
     metrics = pd.read_parquet(out / "metrics.parquet").sort_values("time")
-    assert metrics["step"].max() == 44 and set(metrics["workers"]) == {workers}
+    assert metrics["step"].max() == 24 and set(metrics["workers"]) == {workers}
     assert metrics[metrics["restarts"] > 0]["step"].min() > min(restored)
     assert metrics["val_bpp"].notna().all()
     pixels = load_rgb(REPO / "datasets" / "kodak" / "kodim01.png").pixels[:64, :96]
