@@ -15,9 +15,12 @@ browser:
 	else echo "make setup: chromium and chromium-driver are missing; as root: apt-get install -y chromium chromium-driver" >&2; exit 1; fi
 
 # Reinstall only when the dependency list changes, so a second `make setup` takes seconds.
+# pip compiles what it installs, not the editable package: compileall does, for hosts that set
+# PYTHONDONTWRITEBYTECODE (each of the suite's processes would compile harness/ again).
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --disable-pip-version-check -q -e '.[test]'
+	$(VENV)/bin/python -m compileall -q harness
 	touch $(STAMP)
 
 # Two workers, one test file each at a time: much of the suite waits on Ray, subprocesses' start-up

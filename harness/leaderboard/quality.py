@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import math
 from functools import cached_property
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
+import torch
 
 from harness.errors import HarnessError
 from harness.leaderboard.metrics import CORE
@@ -16,9 +17,6 @@ from harness.leaderboard.planes import strip_convolutions
 from harness.leaderboard.vmaf import vmaf_score
 from harness.pixels.colour import YCbCrFormat, rgb_to_ycbcr
 from harness.pixels.msssim import MS_SSIM_MIN_SIDE, ms_ssim_db
-
-if TYPE_CHECKING:
-    import torch
 
 
 def _check(reference: np.ndarray, decoded: np.ndarray) -> None:
@@ -40,7 +38,6 @@ def ms_ssim(reference: np.ndarray, decoded: np.ndarray) -> float:
     _check(reference, decoded)
     if min(reference.shape[:2]) < MS_SSIM_MIN_SIDE:
         return math.nan
-    import torch
     from pytorch_msssim import ms_ssim as _ms_ssim
 
     to_tensor = lambda a: torch.from_numpy(np.array(a, dtype=np.float32)).permute(2, 0, 1)[None]  # noqa: E731
@@ -83,18 +80,14 @@ class Pair:
         return rgb_to_ycbcr(self.reference, YUV_FORMAT), rgb_to_ycbcr(self.decoded, YUV_FORMAT)
 
     @cached_property
-    def luma(self) -> tuple["torch.Tensor", "torch.Tensor"]:
+    def luma(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Y/1023 as 1×1×H×W float32 tensors in [0, 1]."""
-        import torch
-
         peak = float((1 << YUV_FORMAT.bit_depth) - 1)
         return tuple(torch.from_numpy(planes[0].astype(np.float32) / peak)[None, None] for planes in self.yuv)
 
     @cached_property
-    def rgb(self) -> tuple["torch.Tensor", "torch.Tensor"]:
+    def rgb(self) -> tuple[torch.Tensor, torch.Tensor]:
         """RGB/255 as 1×3×H×W float32 tensors in [0, 1]."""
-        import torch
-
         return tuple(torch.from_numpy(a.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
                      for a in (self.reference, self.decoded))
 
@@ -119,7 +112,6 @@ def psnr_yuv(pair: Pair) -> dict[str, float]:
 def ms_ssim_y(pair: Pair) -> dict[str, float]:
     if pair.min_side < MS_SSIM_MIN_SIDE:
         return {"ms_ssim_y": math.nan}
-    import torch
     from pytorch_msssim import ms_ssim as _ms_ssim
 
     with torch.no_grad():
@@ -152,7 +144,6 @@ def fsim(pair: Pair) -> dict[str, float]:
 def nlpd(pair: Pair) -> dict[str, float]:
     """Normalised Laplacian pyramid distance (Laparra et al. 2016) on Y, IQA-pytorch's
     six-level model; 0 for identical images, lower is better."""
-    import torch
     from IQA_pytorch import NLPD
 
     if pair.min_side < NLPD_MIN_SIDE:
