@@ -11,6 +11,13 @@ import pytest
 # worker (subprocesses inherit it) uses 127.0.0.1. Without it, joining a test
 # cluster by address swaps loopback for this machine's outward IP.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+# pytest-xdist's workers share the machine's cores: each worker's torch, and every process it starts,
+# gets its share of them (set before torch is imported). Two workers of two OpenMP threads on two
+# cores spin-wait in each other's way: the unit tier took 72 s, 64 s so. Tests about thread counts
+# set their own.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
