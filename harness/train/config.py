@@ -1,6 +1,7 @@
 """What ``harness train-sweep`` is asked to do: the sweep's config, each default and check that
-needs no file in one place, importable without torch (the command's help and argument errors
-stay fast); :mod:`harness.train.sweep` runs it."""
+needs no file in one place, and the folder its models go to; importable without torch (the
+command's help and argument errors, and a rerun plan's checks, stay fast).
+:mod:`harness.train.sweep` runs it."""
 
 from __future__ import annotations
 
