@@ -456,8 +456,8 @@ def _add_train_sweep(parser: argparse.ArgumentParser) -> None:
     from pathlib import Path
 
     from harness.precisions import CHOICES as PRECISION_CHOICES
-    from harness.train.recipe import TrainingRecipe
     from harness.train.config import SweepConfig
+    from harness.train.recipe import TrainingRecipe
 
     sweep, recipe = SweepConfig, TrainingRecipe
     parser.add_argument("--data", required=True, type=Path, help="prepare-data output directory")
