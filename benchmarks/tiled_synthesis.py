@@ -22,15 +22,12 @@ import torch
 from PIL import Image
 
 from harness.artefacts.checkpoint import load_checkpoint
+from harness.artefacts.coding import to_pixels, to_tensor
 from harness.model.precision import set_precision
 from harness.model.tiling import G_A_STRIDE, synthesis_halo, synthesise
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = REPO.parent / "shared" / "data" / "photos"
-
-
-def _grey(x: torch.Tensor) -> np.ndarray:
-    return (x.clamp(0, 1) * 255).round().to(torch.int16).numpy()
 
 
 def main() -> None:
@@ -41,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     width, height = map(int, args.size.split("x"))
     photo = Image.open(sorted(PHOTOS.glob("*.png"))[0]).convert("RGB").resize((width, height), Image.LANCZOS)
-    x = torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1)[None].float() / 255
+    x = to_tensor(np.asarray(photo))
     model = load_checkpoint(args.model).eval()
     with torch.inference_mode():
         y = torch.round(model.g_a(x))
@@ -49,8 +46,8 @@ def main() -> None:
         for precision in ("fp32", "bf16"):
             set_precision(model, precision)
             halo = synthesis_halo(model.g_s, model.config)
-            whole = _grey(model.g_s(y))
-            tiled = _grey(synthesise(model.g_s, y, args.tile // G_A_STRIDE, halo))
+            whole = to_pixels(model.g_s(y)).astype(np.int16)
+            tiled = to_pixels(synthesise(model.g_s, y, args.tile // G_A_STRIDE, halo)).astype(np.int16)
             differ = int((whole != tiled).sum())
             print(f"  {precision}: largest difference {int(np.abs(whole - tiled).max())} grey levels, "
                   f"{differ} of {whole.size} samples differ ({100 * differ / whole.size:.2f} %)")

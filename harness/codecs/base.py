@@ -42,8 +42,6 @@ class Codec(ABC):
 
     id: ClassVar[str]
     description: ClassVar[str]
-    # A learned codec's cells run on actors that keep its models loaded (see the runner).
-    learned: ClassVar[bool] = False
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
         self.settings = dict(settings)

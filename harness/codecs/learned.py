@@ -2,7 +2,7 @@
 
 Every ``<metric>-<λ>.pt`` in a models folder (with its JSON card) is one point
 of the curve, its ladder value being λ. Cells run the real pipeline —
-``harness compress`` / ``harness decompress`` through compressai's rANS coder —
+``harness compress`` / ``harness decompress`` and their rANS streams —
 and the measured bytes are the ``.3dmw`` container's. Cells run on the
 leaderboard's ``CellWorker`` actors, so the per-process cache below keeps every
 checkpoint an actor has loaded; loading happens before the encode timer starts,
@@ -57,7 +57,6 @@ class Learned(Codec):
 
     id: ClassVar[str] = DEFAULT_VARIANT
     description: ClassVar[str] = "3DM-WeConvene checkpoints from train-sweep (real .3dmw bitstreams)"
-    learned: ClassVar[bool] = True
 
     def __init__(self, settings: Mapping[str, Any], curve: CurveSettings) -> None:
         super().__init__(settings)

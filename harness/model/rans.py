@@ -141,13 +141,13 @@ def _encode(symbols, indexes, cdfs, lengths, offsets, state, stop, out):
     return i, state, written
 
 
-def _narrow(values: np.ndarray) -> np.ndarray:
-    """``values`` (integers) in the narrowest signed type that holds them all."""
-    if values.size == 0:
-        return values.astype(np.int8)
-    low, high = int(values.min()), int(values.max())
-    if max(-low, high) >= 1 << 30:  # its escape would need more than the 8 chunks a reader takes
-        raise HarnessError(f"a latent symbol of {max(-low, high)} is beyond what rANS codes (2^30)")
+def _range(values: np.ndarray) -> tuple[int, int]:
+    """The smallest and largest of ``values`` (0, 0 when empty)."""
+    return (int(values.min()), int(values.max())) if values.size else (0, 0)
+
+
+def _narrow(values: np.ndarray, low: int, high: int) -> np.ndarray:
+    """``values``, all within ``low..high``, in the narrowest signed type that holds them."""
     for kind in (np.int8, np.int16, np.int32):
         if np.iinfo(kind).min <= low and high <= np.iinfo(kind).max:
             return values.astype(kind)
@@ -167,9 +167,12 @@ class RansWriter:
         symbols, indexes = np.asarray(symbols).reshape(-1), np.asarray(indexes).reshape(-1)
         if symbols.shape != indexes.shape:
             raise ValueError(f"{symbols.size} symbols with {indexes.size} table indexes")
-        if indexes.size and not 0 <= int(indexes.min()) <= int(indexes.max()) < len(cdfs):
+        (first, last), (low, high) = _range(indexes), _range(symbols)
+        if indexes.size and not 0 <= first <= last < len(cdfs):
             raise HarnessError(_REASONS[_BAD_INDEX])
-        self._runs.append((_narrow(symbols), _narrow(indexes), (cdfs, lengths, offsets)))
+        if max(-low, high) >= 1 << 30:  # its escape would need more than the 8 chunks a reader takes
+            raise HarnessError(f"a latent symbol of {max(-low, high)} is beyond what rANS codes (2^30)")
+        self._runs.append((_narrow(symbols, low, high), _narrow(indexes, first, last), (cdfs, lengths, offsets)))
 
     def flush(self) -> bytes:
         """The stream: the final state (two words), then the words the symbols emitted, last first."""
@@ -184,7 +187,7 @@ class RansWriter:
                 pieces.append(out[:written])
         emitted = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.uint32)
         head = np.array([int(state) & 0xFFFFFFFF, int(state) >> 32], dtype=np.uint32)
-        return np.concatenate([head, emitted[::-1]]).astype("<u4").tobytes()
+        return np.concatenate([head, emitted[::-1]]).astype("<u4", copy=False).tobytes()
 
 
 class StreamError(HarnessError):
