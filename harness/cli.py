@@ -3,11 +3,19 @@
 Every subcommand is registered by one ``_add_<command>`` function below. Its
 handler builds the stage's frozen config dataclass from the options the user
 gave (only those: every default and every check lives in the config, see
-:mod:`harness.configs`) and calls that stage's ``run(config)``; the work
-itself lives in the stage module (``harness.data``, ``harness.train``,
-``harness.leaderboard``, ``harness.report``, ...). The config modules import no
-torch, Ray or pandas, and a handler imports its stage only once the config is
-built: the help, usage errors and a config's one-line errors answer at once.
+:mod:`harness.configs`), imports that stage and returns its work, a call of the
+stage's ``run(config)``; the work itself lives in the stage module
+(``harness.data``, ``harness.train``, ``harness.leaderboard``,
+``harness.report``, ...). The config modules import no torch, Ray or pandas, and
+a handler imports its stage only once the config is built: the help, usage
+errors and a config's one-line errors answer at once.
+
+:func:`main` imports the stage with Python's cyclic garbage collector off, then
+freezes what is alive (``gc.freeze``) before the work starts. Importing torch
+and compressai makes ~0.5 M objects that live as long as the process, and
+almost no garbage; each of the collector's full passes walks them all, and the
+imports and the work set off about ten. A 64x64 ``harness compress`` with the
+default model spent ~1.3 s of ~5 s in them (benchmarks/RESULTS.md, speed.py).
 
 Errors: :class:`HarnessError` becomes one line on stderr and exit status 1,
 usage errors exit 2, ``--verbose`` adds the traceback.
@@ -16,6 +24,8 @@ usage errors exit 2, ``--verbose`` adds the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import sys
 import traceback
 from dataclasses import dataclass
@@ -39,6 +49,9 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {}
+# What a command's handler returns once it has checked the options and imported its stage: the
+# work itself. A stage's run returns what it made (cards, records); `datasets` returns its exit status.
+Work = Callable[[], object]
 
 
 def _command(name: str, help: str, examples: str) -> Callable:
@@ -77,7 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with _collector_paused():
+            work = args.func(args)  # options checked, stage imported
+        result = work()
+        return result if type(result) is int else 0
     except HarnessError as error:
         if args.verbose:
             traceback.print_exc()
@@ -86,6 +102,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"harness {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """No cyclic garbage collection while the stage imports; what is alive then is frozen (see the
+    module's docstring)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 @_command(
@@ -116,10 +146,11 @@ def _add_datasets(parser: argparse.ArgumentParser) -> None:
     verify.add_argument("name", help="dataset name (see `harness datasets list`)")
     verify.add_argument("--root", type=Path, help=root_help)
 
-    def handle(args: argparse.Namespace) -> int:
+    def handle(args: argparse.Namespace) -> Work:
         from harness.data.manage import run
 
-        return run(build(DatasetsConfig, given(args, DatasetsConfig)))
+        config = build(DatasetsConfig, given(args, DatasetsConfig))
+        return lambda: run(config)
 
     parser.set_defaults(func=handle)
 
@@ -168,7 +199,7 @@ def _add_prepare_data(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_run_prepare_data)
 
 
-def _run_prepare_data(args: argparse.Namespace) -> int:
+def _run_prepare_data(args: argparse.Namespace) -> Work:
     from harness.data import shards
     from harness.data.recipe import PatchRecipe
 
@@ -176,9 +207,11 @@ def _run_prepare_data(args: argparse.Namespace) -> int:
     if hasattr(args, "scale"):
         values["scale_min"], values["scale_max"] = args.scale
     config = shards.prepare_config(values)
-    manifest = shards.run(config)
-    print(shards.summary_line(manifest, config.out))
-    return 0
+
+    def work() -> None:
+        print(shards.summary_line(shards.run(config), config.out))
+
+    return work
 
 
 def _report_options(parser: argparse.ArgumentParser) -> None:
@@ -244,7 +277,7 @@ def _add_leaderboard(parser: argparse.ArgumentParser) -> None:
                         help="write results.parquet and run.json only (the report later: harness report RUN)")
     switch(parser, "--no-progress", "progress", "no progress bar", False)
 
-    def handle(args: argparse.Namespace) -> int:
+    def handle(args: argparse.Namespace) -> Work:
         from harness.report.config import ReportConfig
 
         config = build(board, given(args, board))
@@ -253,11 +286,13 @@ def _add_leaderboard(parser: argparse.ArgumentParser) -> None:
         from harness.leaderboard.run import run
         from harness.report.publish import publish, record_models
 
-        run(config)
-        record_models(config.run_dir, config.models)
-        if args.report:
-            publish(report)
-        return 0
+        def work() -> None:
+            run(config)
+            record_models(config.run_dir, config.models)
+            if args.report:
+                publish(report)
+
+        return work
 
     parser.set_defaults(func=handle)
 
@@ -278,12 +313,11 @@ def _add_report(parser: argparse.ArgumentParser) -> None:
     option(parser, "--wait", ReportConfig, "seconds to wait while another command holds the run folder's lock",
             field="wait_s", type=float, metavar="SECONDS")
 
-    def handle(args: argparse.Namespace) -> int:
+    def handle(args: argparse.Namespace) -> Work:
         config = build(ReportConfig, given(args, ReportConfig))
         from harness.report.publish import publish
 
-        publish(config)
-        return 0
+        return lambda: publish(config)
 
     parser.set_defaults(func=handle)
 
@@ -310,12 +344,11 @@ def _add_model_info(parser: argparse.ArgumentParser) -> None:
     option(parser, "--variant", ModelInfoConfig, _variant_help())
     switch(parser, "--json", "as_json", "print one JSON object", True)
 
-    def handle(args) -> int:
+    def handle(args) -> Work:
         config = build(ModelInfoConfig, given(args, ModelInfoConfig))
         from harness.zoo.info import run
 
-        run(config)
-        return 0
+        return lambda: run(config)
 
     parser.set_defaults(func=handle)
 
@@ -334,15 +367,17 @@ def _add_init_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="checkpoint file to write")
     option(parser, "--seed", InitModelConfig, "torch seed of the initialisation", type=int)
 
-    def handle(args) -> int:
+    def handle(args) -> Work:
         from harness.zoo.registry import model_config
 
         config = build(InitModelConfig, given(args, InitModelConfig))
         from harness.artefacts.checkpoint import run_init
 
-        digest = run_init(config)
-        print(f"wrote {config.out} (variant {model_config(config.variant).variant}, fingerprint {digest[:16]})")
-        return 0
+        def work() -> None:
+            digest = run_init(config)
+            print(f"wrote {config.out} (variant {model_config(config.variant).variant}, fingerprint {digest[:16]})")
+
+        return work
 
     parser.set_defaults(func=handle)
 
@@ -376,12 +411,11 @@ def _add_compress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", required=True, type=Path, help="bitstream file to write")
     _coding_options(parser, CompressConfig, "g_a, h_a and g_s")
 
-    def handle(args) -> int:
+    def handle(args) -> Work:
         config = build(CompressConfig, given(args, CompressConfig))
         from harness.artefacts.coding import run_compress
 
-        run_compress(config)
-        return 0
+        return lambda: run_compress(config)
 
     parser.set_defaults(func=handle)
 
@@ -402,12 +436,11 @@ def _add_decompress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", required=True, type=Path, help="PNG file to write")
     _coding_options(parser, DecompressConfig, "g_s (a file decodes in either precision)")
 
-    def handle(args) -> int:
+    def handle(args) -> Work:
         config = build(DecompressConfig, given(args, DecompressConfig))
         from harness.artefacts.coding import run_decompress
 
-        run_decompress(config)
-        return 0
+        return lambda: run_decompress(config)
 
     parser.set_defaults(func=handle)
 
@@ -432,12 +465,11 @@ def _add_import_weights(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder for <metric>-<lambda>.pt and its .json card")
     option(parser, "--metric", ImportWeightsConfig, "what the weights were trained for: mse or ms-ssim")
 
-    def handle(args) -> int:
+    def handle(args) -> Work:
         config = build(ImportWeightsConfig, given(args, ImportWeightsConfig))
         from harness.artefacts.weights import run_import
 
-        run_import(config)
-        return 0
+        return lambda: run_import(config)
 
     parser.set_defaults(func=handle)
 
@@ -495,14 +527,13 @@ def _add_train_sweep(parser: argparse.ArgumentParser) -> None:
     option(parser, "--max-failures", sweep, "restarts of a crashed trial from its checkpoint", type=int)
     option(parser, "--seed", recipe, "seed of the initialisation and the data stream", type=int)
 
-    def handle(args: argparse.Namespace) -> int:
+    def handle(args: argparse.Namespace) -> Work:
         from harness.train.config import sweep_config
 
         config = sweep_config(given(args, sweep, recipe))
         from harness.train.sweep import run
 
-        run(config)
-        return 0
+        return lambda: run(config)
 
     parser.set_defaults(func=handle)
 
@@ -531,11 +562,10 @@ def _add_rerun(parser: argparse.ArgumentParser) -> None:
     option(parser, "--time-threshold", rerun, "relative encode/decode slow-down flagged as a regression", type=float)
     switch(parser, "--no-progress", "progress", "no progress bars (stage and training lines stay)", False)
 
-    def handle(args: argparse.Namespace) -> int:
+    def handle(args: argparse.Namespace) -> Work:
         config = build(rerun, given(args, rerun))
         from harness.rerun.pipeline import run
 
-        run(config)
-        return 0
+        return lambda: run(config)
 
     parser.set_defaults(func=handle)

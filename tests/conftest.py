@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -30,6 +31,20 @@ RAY_FIXTURES = frozenset({"ray_local", "loopback_cluster"})
 LONGEST_FILES = ("test_train_sweep.py", "test_leaderboard_learned.py", "test_model_baselines.py",
                  "test_rerun_cluster.py", "test_model_precision.py", "test_model_latent_check.py",
                  "test_lock.py", "test_tiling.py")
+
+
+def pytest_configure(config) -> None:
+    # As harness.cli does for a command: collecting the tests imports torch, compressai and Ray
+    # (~0.5 M objects that live as long as the run) with Python's cyclic collector off, and what
+    # is alive then is frozen, so that no collection walks them again (see harness/cli.py).
+    gc.disable()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session) -> None:
+    # after collection in a test process; at once in pytest-xdist's controller, which collects nothing
+    gc.freeze()
+    gc.enable()
 
 
 def pytest_collection_modifyitems(items) -> None:
