@@ -15,7 +15,8 @@ freezes what is alive (``gc.freeze``) before the work starts. Importing torch
 and compressai makes ~0.5 M objects that live as long as the process, and
 almost no garbage; each of the collector's full passes walks them all, and the
 imports and the work set off about ten. A 64x64 ``harness compress`` with the
-default model spent ~1.3 s of ~5 s in them (benchmarks/RESULTS.md, speed.py).
+default model spent ~1.3 s of its ~6.7 s in them; it now takes ~4.4 s
+(benchmarks/RESULTS.md, speed.py).
 
 Errors: :class:`HarnessError` becomes one line on stderr and exit status 1,
 usage errors exit 2, ``--verbose`` adds the traceback.
