@@ -6,12 +6,20 @@ Ray Job (``RAY_ADDRESS`` set by Ray) it joins the job's cluster; otherwise it
 starts a private instance on 127.0.0.1 — ``address="local"``, so it never
 attaches to some other Ray that happens to run on the same host.
 
+Every worker of a harness job first runs :func:`setup_worker` (Ray's
+``worker_process_setup_hook``, see :func:`runtime_env`): a learned cell's or a
+trial's worker imports torch and compressai, whose ~0.5 M long-lived objects
+set off about eight full passes of Python's cyclic garbage collector at the
+default thresholds (~0.9 s a worker); ``harness`` commands avoid them the same
+way (:mod:`harness.cli`).
+
 :func:`as_completed` is the one bounded task pool of the stages that fan out
 (prepare-data's shards, the leaderboard's cells).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 from collections import deque
 from dataclasses import dataclass
@@ -20,6 +28,24 @@ from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 from harness.errors import HarnessError
 
 T = TypeVar("T")
+
+
+# Python's default is a pass of the youngest generation every 700 allocations, and a full pass
+# every 100 of those, once the objects that survived exceed a quarter of the long-lived ones.
+YOUNG_COLLECTION_EVERY = 50_000
+
+
+def setup_worker() -> None:
+    """Ray's ``worker_process_setup_hook`` for every worker of a harness job (before its first
+    task): collect the youngest generation every :data:`YOUNG_COLLECTION_EVERY` allocations, so
+    that importing torch and compressai sets off no full pass. The collector stays on: a worker
+    may live for hours, and Ray's own actors run it too."""
+    gc.set_threshold(YOUNG_COLLECTION_EVERY)
+
+
+def runtime_env() -> dict:
+    """The runtime environment of a harness job's workers (merged by Ray with a Ray Job's own)."""
+    return {"worker_process_setup_hook": f"{__name__}.{setup_worker.__name__}"}
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = False) -> bool:
@@ -31,12 +57,13 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, log_to_d
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         try:
-            ray.init(address=address, log_to_driver=log_to_driver)
+            ray.init(address=address, log_to_driver=log_to_driver, runtime_env=runtime_env())
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise HarnessError(f"cannot join the Ray cluster at {address}: {one_line(error)}") from None
     else:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=log_to_driver, configure_logging=True, logging_level="warning")
+                 log_to_driver=log_to_driver, configure_logging=True, logging_level="warning",
+                 runtime_env=runtime_env())
     return True
 
 

@@ -116,6 +116,8 @@ def start_local_ray():
     """
     import ray
 
+    from harness.raycluster import runtime_env
+
     if not ray.is_initialized():
         ray.init(
             address="local",
@@ -123,6 +125,7 @@ def start_local_ray():
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
             log_to_driver=False,
+            runtime_env=runtime_env(),  # what harness's own drivers give their workers
         )
     return ray
 
@@ -200,6 +203,8 @@ def loopback_cluster():
     import ray
     from ray.cluster_utils import Cluster
 
+    from harness.raycluster import runtime_env
+
     made = []
 
     def make(head_cpus: int = 0, workers: tuple[int, ...] = (1, 1), dashboard: bool = False, connect: bool = True):
@@ -217,7 +222,8 @@ def loopback_cluster():
         cluster.workers = [cluster.add_worker(cpus) for cpus in workers]
         cluster.wait_for_nodes()
         if connect:
-            ray.init(address=cluster.address, _node_ip_address="127.0.0.1", log_to_driver=False)
+            ray.init(address=cluster.address, _node_ip_address="127.0.0.1", log_to_driver=False,
+                     runtime_env=runtime_env())
         return cluster
 
     yield make

@@ -112,3 +112,22 @@ def test_a_command_imports_its_stage_without_full_collections_and_freezes_it():
     assert done.returncode == 0, done.stderr[-2000:]
     *_, before, _, frozen, enabled = done.stdout.split()
     assert int(before) == 0 and int(frozen) > 100_000 and enabled == "True", done.stdout
+
+
+WATCH_WORKER = """
+import gc, ray
+from harness.raycluster import connect
+connect(num_cpus=1)
+print(ray.get(ray.remote(lambda: gc.get_threshold()[0]).remote()))
+"""
+
+
+@pytest.mark.slow
+def test_a_ray_worker_of_a_harness_job_collects_its_youngest_generation_less_often():
+    """Its imports of torch and compressai would otherwise set off ~8 full passes (~0.9 s)."""
+    from harness.raycluster import YOUNG_COLLECTION_EVERY
+
+    done = subprocess.run([sys.executable, "-c", WATCH_WORKER], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == str(YOUNG_COLLECTION_EVERY)
