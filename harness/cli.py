@@ -10,13 +10,12 @@ stage's ``run(config)``; the work itself lives in the stage module
 a handler imports its stage only once the config is built: the help, usage
 errors and a config's one-line errors answer at once.
 
-:func:`main` imports the stage with Python's cyclic garbage collector off, then
-freezes what is alive (``gc.freeze``) before the work starts. Importing torch
-and compressai makes ~0.5 M objects that live as long as the process, and
-almost no garbage; each of the collector's full passes walks them all, and the
-imports and the work set off about ten. A 64x64 ``harness compress`` with the
-default model spent ~1.3 s of its ~6.7 s in them; it now takes ~4.4 s
-(benchmarks/RESULTS.md, speed.py).
+:func:`main` imports the stage with Python's cyclic garbage collector off and
+freezes what it imported before the work starts
+(:func:`harness.process_memory.imports_frozen`): a 64x64 ``harness compress``
+with the default model spent ~1.3 s of its ~6.7 s in the collector's passes over
+torch's and compressai's objects; it now takes ~4.4 s (benchmarks/RESULTS.md,
+speed.py).
 
 Errors: :class:`HarnessError` becomes one line on stderr and exit status 1,
 usage errors exit 2, ``--verbose`` adds the traceback.
@@ -25,14 +24,13 @@ usage errors exit 2, ``--verbose`` adds the traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import sys
 import traceback
 from dataclasses import dataclass
 from typing import Callable, Collection, Sequence
 
 from harness import __version__
+from harness.process_memory import imports_frozen
 from harness.configs import build, default_of
 from harness.errors import HarnessError
 from harness.flags import (Parser, command, floats, given, ints, memory_size, names, option, resize_arg, scale_range,
@@ -91,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with _collector_paused():
+        with imports_frozen():
             work = args.func(args)  # options checked, stage imported
         result = work()
         return result if type(result) is int else 0
@@ -103,20 +101,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"harness {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-@contextlib.contextmanager
-def _collector_paused():
-    """No cyclic garbage collection while the stage imports; what is alive then is frozen (see the
-    module's docstring)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
 
 
 @_command(

@@ -10,8 +10,9 @@ Every worker of a harness job first runs :func:`setup_worker` (Ray's
 ``worker_process_setup_hook``, see :func:`runtime_env`): a learned cell's or a
 trial's worker imports torch and compressai, whose ~0.5 M long-lived objects
 set off about eight full passes of Python's cyclic garbage collector at the
-default thresholds (~0.9 s a worker); ``harness`` commands avoid them the same
-way (:mod:`harness.cli`).
+default thresholds (~0.9 s a worker). (A ``harness`` command imports its stage
+with the collector off instead, :func:`harness.process_memory.imports_frozen`;
+a worker's imports are Ray's to run.)
 
 :func:`as_completed` is the one bounded task pool of the stages that fan out
 (prepare-data's shards, the leaderboard's cells).

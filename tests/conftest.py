@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 from pathlib import Path
 
@@ -33,18 +32,14 @@ LONGEST_FILES = ("test_train_sweep.py", "test_leaderboard_learned.py", "test_mod
                  "test_lock.py", "test_tiling.py")
 
 
-def pytest_configure(config) -> None:
-    # As harness.cli does for a command: collecting the tests imports torch, compressai and Ray
-    # (~0.5 M objects that live as long as the run) with Python's cyclic collector off, and what
-    # is alive then is frozen, so that no collection walks them again (see harness/cli.py).
-    gc.disable()
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collection(session):
+    # Collecting imports torch, compressai and Ray: as a harness command imports its stage
+    # (harness.process_memory.imports_frozen).
+    from harness.process_memory import imports_frozen
 
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtestloop(session) -> None:
-    # after collection in a test process; at once in pytest-xdist's controller, which collects nothing
-    gc.freeze()
-    gc.enable()
+    with imports_frozen():
+        yield
 
 
 def pytest_collection_modifyitems(items) -> None:

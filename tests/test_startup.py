@@ -92,11 +92,10 @@ def test_the_report_and_a_plans_checks_import_no_model(module):
     assert not {"torch", "compressai", "numba"} & names, module
 
 
-
 WATCH_COLLECTOR = """
 import gc, sys
 from harness import cli
-passes, frozen = [], []
+passes = []
 gc.callbacks.append(lambda phase, info: phase == "stop" and info["generation"] == 2 and passes.append(gc.get_freeze_count()))
 status = cli.main(["model-info", "--variant", "tiny"])  # imports torch, compressai and the network
 print("full passes before the freeze:", passes.count(0), "frozen:", gc.get_freeze_count(), gc.isenabled())
@@ -106,7 +105,7 @@ sys.exit(status)
 
 def test_a_command_imports_its_stage_without_full_collections_and_freezes_it():
     """Importing torch and compressai set off ~8 full passes of Python's cyclic collector (~0.9 s),
-    and each later pass walked the ~0.5 M objects they made (harness/cli.py)."""
+    and each later pass walked the ~0.5 M objects they made (harness.process_memory.imports_frozen)."""
     done = subprocess.run([sys.executable, "-c", WATCH_COLLECTOR], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
