@@ -193,6 +193,30 @@ def test_a_deferred_widening_gives_the_bits_of_its_formed_output(monkeypatch, ke
     assert torch.equal(beside([deferred, other]), beside([formed, other]))
 
 
+def test_a_context_part_held_as_integers_gives_the_bits_of_its_float64(monkeypatch):
+    """The entropy model holds its context (the hyper features and the coded slices) in 2 bytes an
+    element (exact.hold) for the later slices' convolutions, which quantise it with the exponent
+    of a louder part: the float64 part's bits, also for values a hair from a half step there (where
+    rounding to nearest twice, at the part's own exponent and then at theirs, would not be)."""
+    torch.manual_seed(0)
+    layer = exact.IntegerConv2d(nn.Conv2d(20, 16, 3, padding=1))
+    loud = torch.randn(2, 6, 9, 7, dtype=torch.float64) * torch.tensor([50.0, 0.3]).reshape(2, 1, 1, 1)
+    step = torch.tensor([2.0 ** -(exact.ACTIVATION_BITS - math.frexp(float(loud[i].abs().max()))[1]) for i in range(2)])
+    halves = torch.randint(-50, 50, (2, 14, 9, 7)).double() + 0.5
+    hair = torch.tensor([2.0**-20, -(2.0**-20), 0.0])[torch.randint(0, 3, halves.shape)]
+    quiet = (halves + hair) * step.reshape(2, 1, 1, 1)  # its own exponent: 8 bits finer than loud's
+    quiet[0, 0, 0, 0] = 0.0
+    for name, part in _layouts(quiet).items():
+        whole = layer(torch.cat([loud, part], dim=1))
+        held = exact.hold(part)
+        assert isinstance(held, exact_cpu.Rounded) and held.values.dtype == torch.int16, name
+        assert torch.equal(layer([loud, held]), whole), name
+        assert torch.equal(layer([exact.hold(loud), held]), whole), name
+        assert torch.equal(layer([exact.hold(torch.cat([loud, part], dim=1))]), whole), name
+    monkeypatch.setattr(exact_cpu, "ENABLED", False)
+    assert exact.hold(quiet) is quiet  # the torch path reads float64 tensors
+
+
 @pytest.mark.parametrize("name", ["gelu", "sigmoid", "tanh"])
 def test_cpu_table_kernel_gives_the_torch_path_bits(monkeypatch, name):
     table = exact.Table(name)
@@ -200,7 +224,7 @@ def test_cpu_table_kernel_gives_the_torch_path_bits(monkeypatch, name):
     edges = [16.0, -16.0, 16 - 2.0**-9, -16 + 2.0**-9, 0.0, -0.0, 40.0, -40.0, float("inf"), -float("inf"), float("nan")]
     x.view(-1)[: len(edges)] = torch.tensor(edges, dtype=torch.float64)
     for layout, tensor in _layouts(x).items():
-        fused = table(tensor)
+        fused = table(tensor.clone())  # the CPU kernel writes over a dense input
         with monkeypatch.context() as m:
             m.setattr(exact_cpu, "ENABLED", False)
             reference = table(tensor)

@@ -13,40 +13,33 @@ untiled when the whole image fits, and refuses in one line a budget below one sm
 Without a budget the limit is what the machine (or its cgroup) has available: the image is
 tiled only when coding it whole would not fit.
 
-Calibration (fp32, one thread, a 2-core machine shared with three other jobs, 2026-12-05;
-images resized from ../shared/data/photos/001.png, freshly initialised checkpoints; peak from
-VmHWM after writing 5 to /proc/self/clear_refs, less the RSS before; in one process, so the
-allocator's reuse can hide a little; the largest tile piece is the tile with its halos, clipped
-at the image border)::
+Calibration (2026-12-05 ~16:30-16:50 UTC, a 2-core VM without AMX, two threads; images resized from ../shared/data/photos/001.png; freshly initialised checkpoints; the
+``harness`` commands themselves, in tiles of 256 px, each phase's peak RSS sampled every 5 ms,
+less the RSS once the model is loaded, ~1.12 GB default and ~1.00 GB tiny)::
 
-    variant  image       tile  piece      compress  decompress   (peak added, MiB)
-    tiny     512x512     -     whole        149        26
-    tiny     1024x768    -     whole        393        81
-    tiny     1024x1024   -     whole        512       184
-    tiny     1024x1024   256   640x640      245       140
-    tiny     2048x2048   256   640x640      297       168
-    default  512x512     -     whole        521        80
-    default  1024x768    -     whole       1536       441
-    default  1024x1024   -     whole       2057       679
-    default  1024x1024   512   736x736     1058       602
-    default  1024x1024   256   704x704      969       308
+    variant  precision  image      g_a     entropy   |  entropy  g_s      (peak added, GB)
+                                   compress          |  decompress
+    default  bf16       1728x1152  0.68    0.27      |  0.21     0.75
+    default  bf16       3072x2048  0.86    0.72      |  0.60     0.99
+    default  fp32       1728x1152  1.20    0.31      |  0.21     1.07
+    tiny     fp32       1728x1152  0.31    0.12      |  0.07     0.28
+    tiny     fp32       3072x2048  0.38    0.25      |  0.12     0.33
 
-    the entropy model alone on a random latent (3 x a unit Gaussian), after a warm-up call, peak
-    added (compress / decompress, MiB; 2026-12-05 ~08:50, quiet host, two threads, fp32):
-    tiny     1024x1024  61 / 55     2048x1536  172 / 170     3072x2048  302 / 232
-    default  1024x1024 278 / 244    2048x1536  532 / 479     3072x2048 1111 / 846
-
-So g_a takes ~2050 bytes per pixel of its piece with the default model (four fp32 activations
-of N=128 channels at full resolution), ~520 with tiny; g_s 650 and 200; the entropy model
-~200 (default) and ~62 (tiny) per image pixel when encoding, ~160 and ~57 when decoding (from
-2 MP on; 1 MP's 278 B/px, of which a fixed part, stays within the margin). The entropy model is
-what grows with the whole image once g_a and g_s are tiled: the float64 context of every coded
-slice and the hyper features, the int8 grids its convolutions quantise them into, and the rANS
-writer's buffer (~3 bytes a symbol, :class:`harness.model.rans.RansWriter`). Its convolutions
-read their parts in place and make their im2col rows and sums a bounded chunk at a time
+The largest tile piece (the tile with its halos, clipped at the image border) is 704x704 for
+the default model's g_a and 896x896 for its g_s (halos of 224 and 320 px), 640x640 and 768x768
+for tiny's. Less what is held whole meanwhile (35 bytes per image pixel), g_a takes up to ~2300
+bytes per pixel of its piece with the default model in fp32 and ~1300 in bf16, ~600 with tiny;
+g_s 1250, 960 and 360. The entropy model takes ~107 (default) and ~30 (tiny) bytes per image
+pixel when encoding, ~92 and ~12 when decoding, plus ~0.1 and ~0.06 GB whatever the size. It is
+what grows with the whole image once g_a and g_s are tiled: the context of every coded slice
+and the hyper features (2 bytes an element, :func:`harness.model.exact.hold`), the int8 grids its
+convolutions quantise them into, the latent's slices not yet coded, and the rANS writer's buffer
+(~3 bytes a symbol, :class:`harness.model.rans.RansWriter`). Its convolutions read their parts in
+place and make their im2col rows and sums a bounded chunk at a time
 (:mod:`harness.model.exact_cpu`); the widest tensor, the attention's output as wide as the
-context, is made where it is read, a chunk at a time (:func:`harness.model.exact.widen`); the
-heap is trimmed between slices (:mod:`harness.process_memory`).
+context, is made where it is read, a chunk at a time (:func:`harness.model.exact.widen`). When
+coding in tiles, the heap is trimmed before each of its convolutions
+(:func:`harness.model.exact_cpu.frugal`; :mod:`harness.process_memory`).
 """
 
 from __future__ import annotations
@@ -58,38 +51,48 @@ import torch
 
 from harness import process_memory
 from harness.errors import HarnessError
+from harness.model.precision import precision_of
 from harness.model.tiling import spans
 from harness.process_memory import GIB, size_text
 from harness.zoo.registry import is_baseline
 
-MARGIN = 1.25  # bf16, other thread counts and the allocator's peaks vary around the fit
+# Each figure below is the largest a measured peak asked for; run to run, the same command's peak
+# moved by ~1 % (the default model's 6 MP encoder: 1.84 and 1.85 GB), other thread counts more.
+MARGIN = 1.1
 
 
 @dataclass(frozen=True)
 class MemoryModel:
-    """Peak bytes coding adds to a process that holds the model, per pixel: g_a's (``analysis``)
-    or g_s's (``synthesis``) activations per pixel of the largest piece they run on at once (a
-    tile with its halo, or the whole padded image); the entropy model's on the whole latent
-    (``encode``, ``decode``), which runs after g_a's activations are freed and before g_s's; and
-    what is ``held`` whole throughout (the image, its float copy, the latent), per image pixel.
-    Peak = max(transform x piece, entropy x image) + held x image."""
+    """Peak bytes coding adds to a process that holds the model, per pixel, in the larger of its
+    two phases: a transform, g_a (compress) or g_s (decompress), holds its activations,
+    ``analysis`` or ``synthesis`` per pixel of the largest piece it runs on at once (a tile with its
+    halo, or the whole padded image), beside what is whole meanwhile, ``held`` per image pixel (the
+    image and its float copy, the latent); the entropy model, on the whole latent, holds
+    ``encode`` or ``decode`` per image pixel, everything then alive included (the latent's slices,
+    their context, the rANS buffer, the image or the reconstructed latent), and ``fixed`` bytes
+    whatever the image (its networks' workspaces)."""
 
     analysis: float
     synthesis: float
     encode: float
     decode: float
     held: float
+    fixed: float = 0.0
 
     def coding(self, transform: str, piece: int, image: int) -> float:
         """Peak bytes for ``transform`` (g_a: compress, g_s: decompress) on ``piece`` pixels at once, of ``image``."""
         activations, entropy = (self.analysis, self.encode) if transform == "g_a" else (self.synthesis, self.decode)
-        return max(activations * piece, entropy * image) + self.held * image
+        return max(activations * piece + self.held * image, entropy * image + self.fixed)
 
 
-# Fitted to the calibration above.
+# Fitted to the calibration above, per precision of the transforms (the entropy model is the same
+# integer path in both); a precision not measured for a variant takes its fp32 figures.
 MEASURED = {
-    "tiny": MemoryModel(analysis=520.0, synthesis=200.0, encode=62.0, decode=57.0, held=50.0),
-    "3dm-weconvene": MemoryModel(analysis=2050.0, synthesis=650.0, encode=200.0, decode=160.0, held=60.0),
+    "tiny": {"fp32": MemoryModel(analysis=600.0, synthesis=360.0, encode=30.0, decode=12.0, held=35.0, fixed=60e6)},
+    "3dm-weconvene": {
+        "fp32": MemoryModel(analysis=2300.0, synthesis=1250.0, encode=107.0, decode=92.0, held=35.0, fixed=100e6),
+        "bf16": MemoryModel(analysis=1300.0, synthesis=960.0, encode=107.0, decode=92.0, held=35.0, fixed=100e6),
+    },
 }
 _REFERENCE = "3dm-weconvene"  # other widths scale from it: tile by N, image by M
 # CompressAI's baselines (whole images only; g_a's first layer has stride 2, so ~3x less than
@@ -108,20 +111,21 @@ def cell_budget(codec_id: str) -> int:
     return CELL_BUDGETS.get(codec_id, CELL_BUDGETS[_REFERENCE])
 
 
-def memory_model(config) -> MemoryModel:
-    """The variant's measured :class:`MemoryModel`; a variant not measured (an ablation) scales
-    the default's by its widths (N for the transforms' activations, M for the latent's buffers),
-    which is how the two measured variants differ; a CompressAI baseline scales the one
-    measured baseline's by N."""
-    if config.variant in MEASURED:
-        return MEASURED[config.variant]
+def memory_model(config, precision: str = "fp32") -> MemoryModel:
+    """The variant's measured :class:`MemoryModel` for its transforms' ``precision``; a variant not
+    measured (an ablation) scales the default's by its widths (N for the transforms' activations,
+    M for the latent's buffers), which is how the two measured variants differ; a CompressAI
+    baseline scales the one measured baseline's by N."""
     if is_baseline(config.variant):
         wide = config.N / _BASELINE_N
         return MemoryModel(_BASELINE.analysis * wide, _BASELINE.synthesis * wide, 0.0, 0.0, 0.0)
-    ref = MEASURED[_REFERENCE]
+    measured = MEASURED.get(config.variant, MEASURED[_REFERENCE])
+    model = measured.get(precision, measured["fp32"])
+    if config.variant in MEASURED:
+        return model
     wide, latent = config.N / 128, (config.M or config.N) / 320  # some CompressAI architectures have one width
-    return MemoryModel(ref.analysis * wide, ref.synthesis * wide, ref.encode * latent, ref.decode * latent,
-                       ref.held * latent)
+    return MemoryModel(model.analysis * wide, model.synthesis * wide, model.encode * latent,
+                       model.decode * latent, model.held * latent, model.fixed * latent)
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,8 @@ def coding_bytes(model, height: int, width: int, transform: str = "g_a", tile: i
     piece = padded_h * padded_w
     if tile is not None:
         piece = _longest_piece(padded_h, tile, halo) * _longest_piece(padded_w, tile, halo)
-    return int(MARGIN * memory_model(model.config).coding(transform, piece, padded_h * padded_w))
+    precision = precision_of(model)
+    return int(MARGIN * memory_model(model.config, precision).coding(transform, piece, padded_h * padded_w))
 
 
 def _longest_piece(length: int, tile: int, halo: int) -> int:

@@ -52,6 +52,17 @@ from harness.model.rans import RansReader, RansWriter
 
 # Quantises one slice given its predicted mean and scale; returns the dequantised slice.
 SliceQuantizer = Callable[[int, Tensor, Tensor], Tensor]
+# Hyper features (float64) from which the heap is trimmed after each slice (~3 MP): on Kodak's
+# images there is little to return, and faulting it back cost a third of the entropy model's time.
+TRIM_BYTES = 32 << 20
+
+
+def _nothing() -> None:
+    pass
+
+
+def _same(t: Tensor) -> Tensor:
+    return t
 
 
 class NearestScaleGaussian(GaussianConditional):
@@ -120,7 +131,7 @@ class AttentionNet(nn.Module):
         self.attention = AttentionBlock(inner)
         self.out = conv1x1(inner, channels)
 
-    def forward(self, parts: list[Tensor]) -> Tensor | exact_cpu.Pointwise:
+    def forward(self, parts: list[Tensor | exact_cpu.Rounded]) -> Tensor | exact_cpu.Pointwise:
         """Of the channel concatenation of ``parts`` (the hyper features and the coded slices); on
         the integer path of a large latent, deferred to the convolutions that read it (as wide as
         the context, the largest tensor the entropy model would hold: :func:`exact.widen`)."""
@@ -162,8 +173,8 @@ class SliceNet(nn.Module):
         self.lrp = ParamNet(context_ch + slice_ch, slice_ch, config.param_hidden, config.lrp_kernels)
         self.squash = nn.Tanh()
 
-    def predict(self, hyper_means: Tensor, hyper_scales: Tensor,
-                coded: list[Tensor]) -> tuple[Tensor, Tensor, Tensor | exact_cpu.Pointwise]:
+    def predict(self, hyper_means: Tensor | exact_cpu.Rounded, hyper_scales: Tensor | exact_cpu.Rounded,
+                coded: list[Tensor | exact_cpu.Rounded]) -> tuple[Tensor, Tensor, Tensor | exact_cpu.Pointwise]:
         # the scale first: its support (as wide as the context, unless deferred) is freed before the mean's is made
         scale = self.scale([self.scale_attention([hyper_scales, *coded])])
         mean_support = self.mean_attention([hyper_means, *coded])
@@ -273,11 +284,16 @@ class WeChARM(LatentCodec):
         return wavelets.idwt2(subbands["LL"], [(subbands["LH"], subbands["HL"], subbands["HH"])], self.config.wavelet)
 
     def split(self, y: Tensor) -> tuple[list[Tensor], Tensor]:
-        """y's slices in coding order and the hyper-latent z from all its subbands (the subbands,
-        as large as y, are freed on return)."""
-        subbands = self.analysis(y)
-        z = self.h_a(torch.cat([subbands[name] for name in self.config.subbands], dim=1))
-        return self.slices_of(subbands), z
+        """y's slices in coding order and the hyper-latent z from all its subbands."""
+        return self.split_subbands(self.analysis(y))
+
+    def split_subbands(self, subbands: dict[str, Tensor]) -> tuple[list[Tensor], Tensor]:
+        """:meth:`split` of y's :meth:`analysis`; ``subbands`` is emptied before h_a runs, so that
+        h_a's buffers land beside two copies of the latent (its slices and h_a's input), not three."""
+        joined = torch.cat([subbands[name] for name in self.config.subbands], dim=1)
+        slices = self.slices_of(subbands)
+        subbands.clear()
+        return slices, self.h_a(joined)
 
     def slices_of(self, subbands: dict[str, Tensor]) -> list[Tensor]:
         return [torch.cat([subbands[name][:, a:b] for name, a, b in parts], dim=1) for parts in self.config.slices]
@@ -294,24 +310,38 @@ class WeChARM(LatentCodec):
 
     # ---- the one slice walk ---------------------------------------------------------
 
-    def _walk(self, z_hat: Tensor, quantize: SliceQuantizer, integer: bool = False) -> list[Tensor]:
-        """Code every slice in order; returns the reconstructed slices (with LRP), in
-        float64 on the integer path (its networks take float64 values and run their
-        wavelets portably), in z_hat's dtype on the float path."""
+    def _walk(self, z_hat: Tensor, quantize: SliceQuantizer, integer: bool = False,
+              keep: torch.dtype | None = None, frugal: bool = False) -> list[Tensor]:
+        """Code every slice in order; returns the reconstructed slices (with LRP) in ``keep``, or
+        none (``keep`` None: an encoder that does not reconstruct). On the integer path the
+        networks take float64 values and run their wavelets portably, and the context they read
+        is held as the integers they read (:func:`exact.hold`); ``frugal`` (a process coding
+        within a memory budget): the heap is trimmed before each of their convolutions."""
         nets = self._prior_nets(integer, z_hat.device)
         # the integer path's CPU kernels read channels-last rows; rANS gives NCHW, which they
         # would copy on every later slice's read of it. Layout changes no value on this path.
         def layout(t: Tensor) -> Tensor:
             return t.contiguous(memory_format=torch.channels_last) if integer else t
 
-        with wavelets.portable() if integer else contextlib.nullcontext():
+        hold = exact.hold if integer else _same
+        with wavelets.portable() if integer else contextlib.nullcontext(), \
+                exact_cpu.frugal() if frugal else contextlib.nullcontext():
             z_hat = layout(z_hat.double() if integer else z_hat)
             hyper_means, hyper_scales = nets.h_s_mean(z_hat), nets.h_s_scale(z_hat)
+            # a slice's networks' buffers go back to the system: else the next slice's land beside them
+            trim = process_memory.trim if frugal or 8 * hyper_means.numel() > TRIM_BYTES else _nothing
+            hyper_means, hyper_scales = hold(hyper_means), hold(hyper_scales)
+            context: list = []
             coded: list[Tensor] = []
             for index, net in enumerate(nets.slice_nets):
-                mean, scale, support = net.predict(hyper_means, hyper_scales, coded)
-                process_memory.trim()  # the slice's networks' buffers, freed: else the next slice's land beside them
-                coded.append(net.refine(support, layout(quantize(index, mean, scale))))
+                mean, scale, support = net.predict(hyper_means, hyper_scales, context)
+                trim()
+                slice_hat = net.refine(support, layout(quantize(index, mean, scale)))
+                del mean, scale, support  # before the next slice's networks
+                context.append(hold(slice_hat))
+                if keep is not None:
+                    coded.append(slice_hat.to(keep))
+                del slice_hat
         return coded
 
     # ---- training / evaluation ------------------------------------------------------
@@ -335,7 +365,7 @@ class WeChARM(LatentCodec):
             likelihoods.append(slice_likelihoods)
             return quantize_ste(y_slices[index] - mean) + mean
 
-        y_hat = self._y_hat(self._walk(z_hat, quantize), z_hat.dtype)
+        y_hat = self.synthesis(self.subbands_of(self._walk(z_hat, quantize, keep=z_hat.dtype)))
         per_subband = self.subbands_of(likelihoods)
         per_subband["z"] = z_likelihoods
         return {"likelihoods": per_subband, "y_hat": y_hat}
@@ -349,9 +379,11 @@ class WeChARM(LatentCodec):
         ``integer``: predict means and scales on the integer path (else the float networks)."""
         return self.compress_slices(*self.split(y), integer)
 
-    def compress_slices(self, y_slices: list[Tensor], z: Tensor, integer: bool = True) -> dict:
+    def compress_slices(self, y_slices: list[Tensor], z: Tensor, integer: bool = True,
+                        reconstruct: bool = True, frugal: bool = False) -> dict:
         """:meth:`compress` of y as :meth:`split` gives it, so that a caller can free y first; each
-        entry of ``y_slices`` is set to None once coded."""
+        entry of ``y_slices`` is set to None once coded. Without ``reconstruct``, no ``y_hat``;
+        ``frugal``: within a memory budget, at some cost in time (:meth:`_walk`)."""
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
         z_tables, y_tables = _Tables(eb), _Tables(gc)
         batch, dtype = z.shape[0], y_slices[0].dtype
@@ -374,14 +406,18 @@ class WeChARM(LatentCodec):
                 y_tables.encode(writer, symbols[b], indexes[b])
             return gc.dequantize(symbols, mean)
 
-        coded = self._walk(z_hat, quantize, integer)
-        strings = [[writer.flush() for writer in writers]]  # before the synthesis: their buffers freed
-        y_hat = self._y_hat(coded, dtype)
-        return {"strings": strings, "shape": tuple(z.shape[-2:]), "y_hat": y_hat, "latent_crc": crc.values}
+        coded = self._walk(z_hat, quantize, integer, dtype if reconstruct else None, frugal)
+        out = {"strings": [[writer.flush() for writer in writers]],  # before the synthesis: their buffers freed
+               "shape": tuple(z.shape[-2:]), "latent_crc": crc.values}
+        if reconstruct:
+            out["y_hat"] = self.synthesis(self.subbands_of(coded))
+        return out
 
-    def decompress(self, strings: list[list[bytes]], shape: tuple[int, int], integer: bool = True) -> dict:
+    def decompress(self, strings: list[list[bytes]], shape: tuple[int, int], integer: bool = True,
+                   frugal: bool = False) -> dict:
         """Inverse of :meth:`compress`: every slice is decoded from already-decoded slices only;
-        ``latent_crc`` is the CRC-32 of the symbols decoded, to compare with the encoder's."""
+        ``latent_crc`` is the CRC-32 of the symbols decoded, to compare with the encoder's;
+        ``frugal`` as for :meth:`compress_slices`."""
         if len(strings) != 1:
             raise ValueError(f"expected 1 stream per image, got {len(strings)}")
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
@@ -402,9 +438,8 @@ class WeChARM(LatentCodec):
             crc.update(symbols)
             return gc.dequantize(symbols, mean)
 
-        dtype = self.entropy_bottleneck.quantiles.dtype
-        return {"y_hat": self._y_hat(self._walk(z_hat, quantize, integer), dtype),
-                "latent_crc": crc.values}
+        coded = self._walk(z_hat, quantize, integer, self.entropy_bottleneck.quantiles.dtype, frugal)
+        return {"y_hat": self.synthesis(self.subbands_of(coded)), "latent_crc": crc.values}
 
     def min_stream_bytes(self, shape: tuple[int, int]) -> int:
         """Bytes below which no stream of a z of ``shape`` can be: each symbol costs at least
@@ -417,9 +452,4 @@ class WeChARM(LatentCodec):
         y_bits = max(_Tables(self.gaussian_conditional).min_bits().min() - slack, 0) * 64 * self.config.M * rows * cols
         return max(8, int((z_bits + y_bits) // 8))
 
-    def _y_hat(self, coded: list[Tensor], dtype: torch.dtype) -> Tensor:
-        """y_hat in ``dtype`` from the coded slices (float64 on the integer path), each slice
-        converted in turn, in place in ``coded``, so that its float64 is freed before the next's."""
-        for index, tensor in enumerate(coded):
-            coded[index] = tensor.to(dtype)
-        return self.synthesis(self.subbands_of(coded))
+

@@ -74,6 +74,7 @@ GDN_WEIGHT_BITS = 12  # GDN sums in float64 (squares need 24 bits): no limbs, fu
 # slower on Kodak's images, whose widest (18 MB) stays formed (benchmarks/RESULTS.md, memory.py).
 DEFER_BYTES = 32 << 20
 _LIMB = 6
+_CPU_PARTS = (exact_cpu.Pointwise, exact_cpu.Rounded)  # inputs only the CPU kernels read
 _TABLE_STEP_BITS = 8
 _TABLE_RANGE = 16.0
 
@@ -198,9 +199,9 @@ class IntegerConv2d(nn.Module):
         """The convolution of ``x``, or of the channel concatenation of a list of parts (one batch
         and size), which the CPU kernels read part by part instead of forming it."""
         parts = list(x) if isinstance(x, (list, tuple)) else [x]
-        tensors = [part for part in parts if not isinstance(part, exact_cpu.Pointwise)]  # a Pointwise is the CPU's
+        tensors = [part for part in parts if not isinstance(part, _CPU_PARTS)]  # those made only where they're read
         if all(exact_cpu.usable(part) and _int8_gemm_available(part.device) for part in tensors):
-            return exact_cpu.convolve([part if isinstance(part, exact_cpu.Pointwise) else exact_cpu.dense(part)
+            return exact_cpu.convolve([part if isinstance(part, _CPU_PARTS) else exact_cpu.dense(part)
                                        for part in parts], ACTIVATION_BITS, self.kernel, self.stride, self.padding,
                                       self.weight.limbs, self.scale, self.bias)
         parts = [part.tensor() if isinstance(part, exact_cpu.Pointwise) else part for part in parts]
@@ -228,6 +229,14 @@ def widen(conv: nn.Module, x: Tensor) -> Tensor | exact_cpu.Pointwise:
             and 8 * conv.out_channels * x[:, 0].numel() > DEFER_BYTES):
         return exact_cpu.Pointwise(exact_cpu.dense(x), ACTIVATION_BITS, conv.weight.limbs, conv.scale, conv.bias)
     return conv(x)
+
+
+def hold(x: Tensor) -> Tensor | exact_cpu.Rounded:
+    """``x``, kept for integer convolutions to read later (the entropy model's context): on the
+    CPU in 2 bytes an element, the integers they read unchanged (:class:`~harness.model.exact_cpu.Rounded`)."""
+    if exact_cpu.usable(x) and x.dtype == torch.float64 and _int8_gemm_available(x.device):
+        return exact_cpu.Rounded(x, ACTIVATION_BITS)
+    return x
 
 
 def convolve_parts(conv: nn.Module, parts: list[Tensor | exact_cpu.Pointwise]) -> Tensor:
@@ -325,6 +334,8 @@ class Table(nn.Module):
         self.register_buffer("values", torch.from_numpy(_table(name)))
 
     def forward(self, x: Tensor) -> Tensor:
+        """f(x); on the CPU kernels' path x is overwritten, as by ``ReLU(inplace=True)``: every
+        table of the integer networks reads a temporary, and a large latent's peak is one fewer of them."""
         _, below, (slope, above) = _FUNCTIONS[self.name]
         if exact_cpu.usable(x) and x.dtype == torch.float64:
             return exact_cpu.lookup(exact_cpu.dense(x), self.values, 2.0**_TABLE_STEP_BITS, below, slope, above)
@@ -351,7 +362,9 @@ class IntegerAttentionBlock(nn.Module):
         self.gate = Table("sigmoid")
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.conv_a(x) * self.gate(self.conv_b(x))
+        out = self.conv_a(x)
+        out.mul_(self.gate(self.conv_b(x)))  # in place: the same roundings, two fewer temporaries
+        return out.add_(x)
 
 
 # Modules whose forward is only sub-modules, adds, concatenations, slicing, 0.5 * x and

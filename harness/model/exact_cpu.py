@@ -21,17 +21,22 @@ compares the two paths.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import threading
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from harness import process_memory
 from harness.kernels import jit, memory
 
 ENABLED = True  # tests switch the kernels off to compare with the torch path
-CHUNK_BYTES = 32 << 20  # a convolution's im2col rows and their sums, made and used this much at a time
+_FRUGAL = threading.local()  # frugal(): the heap trimmed before each convolution, on this thread
+CHUNK_BYTES = 8 << 20  # a convolution's im2col rows and their sums, made and used this much at a time
 _MIN_CHUNK = 64  # rows: fewer would make the int8 GEMMs slow
 # The kernels run on the calling thread: spread over a thread pool they ran slower, and so did
 # the GEMMs between them (torch's OpenMP threads, spinning after each GEMM, took their cores).
@@ -117,6 +122,19 @@ def _scales(magnitudes, bits, up, down):
 
 
 @jit()
+def _round_to_odd(x, up, out, per_image):
+    """``out = x * up[image]`` rounded to odd: the integer itself where the product is one, else
+    the odd one of the two integers around it (the products are exact: powers of two)."""
+    for i in range(np.uint64(x.shape[0])):
+        v = np.float64(x[i]) * up[i // np.uint64(per_image)]
+        low = np.floor(v)
+        r = np.int64(low)
+        if v != low:
+            r |= 1
+        out[i] = r
+
+
+@jit()
 def _prepare(x, patterns, per_image, strides, top, magnitudes, mask, bits, up, down, grid, quantise):
     """A one-part convolution input in one call from Python (each call costs tens of
     microseconds): per image the largest magnitude (from ``patterns``, x's memory as integers;
@@ -165,12 +183,11 @@ def _lookup(x, values, out, params, start, stop):
 
 
 def lookup(x: Tensor, values: Tensor, steps: float, below: float, slope: float, above: float) -> Tensor:
-    """:class:`harness.model.exact.Table`'s f(x) for a :func:`dense` float64 ``x`` (same layout out)."""
-    out = torch.empty_like(x)
+    """:class:`harness.model.exact.Table`'s f(x) for a :func:`dense` float64 ``x``, written over it."""
     count = (values.numel() - 1) // 2
     params = np.array([count, steps, below, slope, above], dtype=np.float64)
-    _lookup(memory(x), values.numpy(), memory(out), params, 0, x.numel())
-    return out
+    _lookup(memory(x), values.numpy(), memory(x), params, 0, x.numel())
+    return x
 
 
 def usable(x: Tensor) -> bool:
@@ -203,7 +220,7 @@ def _grid(parts: list, bits: int, padding, row: int, bordered: bool) -> tuple[Te
     half = n * (height + 2 * ph) * (width + 2 * pw) * row
     grid = (torch.zeros if bordered else torch.empty)(2 * half, dtype=torch.int8)
     up, down = np.empty(n), np.empty(n)
-    if len(parts) == 1 and not isinstance(parts[0], Pointwise):
+    if len(parts) == 1 and not isinstance(parts[0], (Pointwise, Rounded)):
         (x,) = parts
         top, magnitudes, mask = _maxima(x)
         flat = memory(x)
@@ -213,7 +230,7 @@ def _grid(parts: list, bits: int, padding, row: int, bordered: bool) -> tuple[Te
         return grid, down
     largest = np.zeros(n)
     for x in parts:
-        if isinstance(x, Pointwise):
+        if isinstance(x, (Pointwise, Rounded)):
             largest = np.maximum(largest, x.largest)
             continue
         top, magnitudes, mask = _maxima(x)
@@ -230,10 +247,39 @@ def _grid(parts: list, bits: int, padding, row: int, bordered: bool) -> tuple[Te
                 rows = values.shape[0] // width
                 _quantize(values.reshape(-1), np.array([height * pixel, 1, pixel, x.shape[1]], dtype=np.int64), up,
                           grid.numpy(), quantise, image * height + y, image * height + y + rows)
+        elif isinstance(x, Rounded):  # round(x * 2^e) = round(v * 2^(e - e_v)), e_v - e >= 2
+            _quantize(memory(x.values), np.array(x.values.stride(), dtype=np.int64), up * x.down, grid.numpy(),
+                      quantise, 0, n * height)
         else:
             _quantize(memory(x), np.array(x.stride(), dtype=np.int64), up, grid.numpy(), quantise, 0, n * height)
         first += x.shape[1]
     return grid, down
+
+
+class Rounded:
+    """A float64 tensor that only integer convolutions read, held in 2 bytes an element instead of 8.
+
+    The entropy model's context (the hyper features and every coded slice) is read by each later
+    slice's first convolutions, each quantising the concatenation of its parts with the exponent
+    e of their largest magnitude: round(x * 2^e). A part alone has an exponent e_x >= e (its
+    largest magnitude is at most theirs), and round-to-nearest of x * 2^e is the same integer as
+    round-to-nearest of v * 2^(e - e_x - 2), v = x * 2^(e_x + 2) rounded to odd: v lies on the
+    same side of every multiple of 2^(e_x + 1 - e) (even, as e <= e_x) as x * 2^(e_x + 2) and is
+    never on one unless x * 2^(e_x + 2) is (Boldo and Melquiond, "When double rounding is odd",
+    2005). |v| <= 2^(bits + 2) fits int16, and the convolutions read the same integers, bit for
+    bit, as from the float64 part. Layout as ``x``'s."""
+
+    def __init__(self, x: Tensor, bits: int) -> None:
+        x = dense(x)
+        n = x.shape[0]
+        top, magnitudes, mask = _maxima(x)
+        _max_bits(memory(x).view(top.dtype), x[0].numel(), mask, top, 0, n)
+        self.largest = magnitudes.astype(np.float64)
+        up, self.down = np.empty(n), np.empty(n)
+        _scales(self.largest, bits + 2, up, self.down)
+        self.values = torch.empty_like(x, dtype=torch.int16)  # same strides: x is dense
+        _round_to_odd(memory(x), up, memory(self.values), x[0].numel())
+        self.shape = tuple(x.shape)
 
 
 class Pointwise:
@@ -292,6 +338,21 @@ class Pointwise:
         return torch.from_numpy(out).reshape(n, height, width, channels).permute(0, 3, 1, 2)
 
 
+@contextlib.contextmanager
+def frugal() -> Iterator[None]:
+    """Within the block, each convolution first hands the heap's free pages back to the system
+    (:func:`harness.process_memory.trim`): glibc keeps the blocks of tens of MB that a large
+    latent's convolutions free, and the next convolution's, of other sizes, land beside them. At 6
+    MP that took 0.3 GB off the encoder's peak and added about half to the entropy model's time
+    (faulting the pages back in), so only a process coding within a memory budget asks for it."""
+    previous = getattr(_FRUGAL, "on", False)
+    _FRUGAL.on = True
+    try:
+        yield
+    finally:
+        _FRUGAL.on = previous
+
+
 def convolve(parts: list, bits: int, kernel, stride, padding, weight: Tensor, scale: Tensor,
              bias: Tensor) -> Tensor:
     """:meth:`harness.model.exact.IntegerConv2d.forward` on the CPU for the channel concatenation
@@ -302,6 +363,8 @@ def convolve(parts: list, bits: int, kernel, stride, padding, weight: Tensor, sc
 
     The im2col rows and their int32 sums are made :data:`CHUNK_BYTES` at a time, so the
     convolution holds its input, its int8 grid and its output, and no whole-size workspace."""
+    if getattr(_FRUGAL, "on", False):
+        process_memory.trim()
     n, _, height, width = parts[0].shape
     channels = sum(x.shape[1] for x in parts)
     kp, n8 = weight.shape

@@ -118,10 +118,12 @@ class WeConvene(CompressionModel):
         x = self.pad(x)
         y = self.g_a(x) if tile is None else analyse(self.g_a, x, tile, analysis_halo(self.g_a, self.config))
         del x  # the padded copy, before the entropy model's buffers
-        y_slices, z = self.latent_codec.split(y)
-        del y  # its slices are copies, each freed once coded
+        subbands = self.latent_codec.analysis(y)
+        del y  # as large as its subbands, which are in turn freed once copied into its slices
+        process_memory.trim()  # g_a's buffers, before h_a's
+        y_slices, z = self.latent_codec.split_subbands(subbands)
         process_memory.trim()
-        out = self.latent_codec.compress_slices(y_slices, z, integer)
+        out = self.latent_codec.compress_slices(y_slices, z, integer, reconstruct, frugal=tile is not None)
         result = {"strings": out["strings"], "shape": out["shape"], "size": (int(height), int(width)),
                   "latent_crc": out["latent_crc"]}
         if reconstruct:
@@ -136,7 +138,7 @@ class WeConvene(CompressionModel):
         entropy model ran as it did in the encoder). ``tile``: g_s on tiles of that many pixels a side."""
         if tile is not None:
             check_tile(tile, self.config)
-        out = self.latent_codec.decompress(strings, shape, integer)
+        out = self.latent_codec.decompress(strings, shape, integer, frugal=tile is not None)
         process_memory.trim()  # the entropy model's buffers, before g_s's
         return {"x_hat": self._synthesize(out["y_hat"], size, tile), "latent_crc": out["latent_crc"]}
 

@@ -22,6 +22,7 @@ import math
 from compressai.layers import GDN, ResidualBlock, ResidualBlockUpsample, ResidualBlockWithStride
 from torch import Tensor, nn
 
+from harness import process_memory
 from harness.errors import HarnessError
 from harness.model.config import ModelConfig
 from harness.model.layers import WaveletDomainConv, WeConvDown, WeConvUp
@@ -135,6 +136,7 @@ def _tiled(net: nn.Module, x: Tensor, tile: int, halo: int, factor: int, down: b
             out[..., out_at(top):out_at(bottom), out_at(left):out_at(right)] = piece[
                 ..., out_at(top - t):out_at(bottom - t), out_at(left - l):out_at(right - l)]
             del piece
+            process_memory.trim()  # the tile's activations: else the next tile's land beside them
     return out
 
 
