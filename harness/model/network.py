@@ -111,7 +111,8 @@ class WeConvene(CompressionModel):
         ``integer=False`` predicts the entropy parameters with the float networks, whose
         streams decode right only where the encoder's kernels run (containers before v4).
         ``tile``: run g_a (and g_s) on tiles of that many pixels a side (a multiple of
-        :func:`harness.model.tiling.alignment`); the same streams, within float rounding."""
+        :func:`harness.model.tiling.alignment`); the same streams, within float rounding. Tiles
+        mean a memory budget: the entropy model then also trims the heap before each convolution."""
         height, width = x.shape[-2:] if x.dim() == 4 else (0, 0)
         if tile is not None:
             check_tile(tile, self.config)
