@@ -329,7 +329,8 @@ class WeChARM(LatentCodec):
             z_hat = layout(z_hat.double() if integer else z_hat)
             hyper_means, hyper_scales = nets.h_s_mean(z_hat), nets.h_s_scale(z_hat)
             # a slice's networks' buffers go back to the system: else the next slice's land beside them
-            trim = process_memory.trim if frugal or 8 * hyper_means.numel() > TRIM_BYTES else _nothing
+            # (frugal: each convolution trims already)
+            trim = process_memory.trim if not frugal and 8 * hyper_means.numel() > TRIM_BYTES else _nothing
             hyper_means, hyper_scales = hold(hyper_means), hold(hyper_scales)
             context: list = []
             coded: list[Tensor] = []

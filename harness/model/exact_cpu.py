@@ -210,6 +210,13 @@ def _maxima(x: Tensor) -> tuple[np.ndarray, np.ndarray, np.integer]:
     return top, floats, top.dtype.type((1 << (8 * top.itemsize - 1)) - 1)
 
 
+def _largest(x: Tensor) -> np.ndarray:
+    """Per image, the largest magnitude of a :func:`dense` ``x`` (float64)."""
+    top, magnitudes, mask = _maxima(x)
+    _max_bits(memory(x).view(top.dtype), x[0].numel(), mask, top, 0, x.shape[0])
+    return magnitudes.astype(np.float64)
+
+
 def _grid(parts: list, bits: int, padding, row: int, bordered: bool) -> tuple[Tensor, np.ndarray]:
     """``[high; low]`` int8 limbs of ``round(x * 2^e)`` on a zero-bordered channels-last grid of
     ``row`` bytes a pixel, x the channel concatenation of ``parts`` (never formed), with
@@ -230,12 +237,7 @@ def _grid(parts: list, bits: int, padding, row: int, bordered: bool) -> tuple[Te
         return grid, down
     largest = np.zeros(n)
     for x in parts:
-        if isinstance(x, (Pointwise, Rounded)):
-            largest = np.maximum(largest, x.largest)
-            continue
-        top, magnitudes, mask = _maxima(x)
-        _max_bits(memory(x).view(top.dtype), x[0].numel(), mask, top, 0, n)
-        largest = np.maximum(largest, magnitudes)
+        largest = np.maximum(largest, x.largest if isinstance(x, (Pointwise, Rounded)) else _largest(x))
     _scales(largest, bits, up, down)
     first = 0
     for x in parts:
@@ -272,9 +274,7 @@ class Rounded:
     def __init__(self, x: Tensor, bits: int) -> None:
         x = dense(x)
         n = x.shape[0]
-        top, magnitudes, mask = _maxima(x)
-        _max_bits(memory(x).view(top.dtype), x[0].numel(), mask, top, 0, n)
-        self.largest = magnitudes.astype(np.float64)
+        self.largest = _largest(x)
         up, self.down = np.empty(n), np.empty(n)
         _scales(self.largest, bits + 2, up, self.down)
         self.values = torch.empty_like(x, dtype=torch.int16)  # same strides: x is dense

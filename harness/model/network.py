@@ -121,7 +121,6 @@ class WeConvene(CompressionModel):
         del x  # the padded copy, before the entropy model's buffers
         subbands = self.latent_codec.analysis(y)
         del y  # as large as its subbands, which are in turn freed once copied into its slices
-        process_memory.trim()  # g_a's buffers, before h_a's
         y_slices, z = self.latent_codec.split_subbands(subbands)
         process_memory.trim()
         out = self.latent_codec.compress_slices(y_slices, z, integer, reconstruct, frugal=tile is not None)
