@@ -56,7 +56,11 @@ def launch(compiled, args: tuple, items: int, numel: int, *tail: int) -> None:
 
 def memory(t: Tensor) -> np.ndarray:
     """The memory a CPU tensor spans, as a 1D array from its first element (shares memory):
-    kernels take it with the tensor's strides."""
-    arr = t.detach().numpy()
+    kernels take it with the tensor's strides. numpy has no bfloat16: such a tensor comes as
+    its uint16 bits (:func:`harness.wavelets.cpu.widen` reads them)."""
+    if t.dtype == torch.bfloat16:
+        arr = t.detach().view(torch.int16).numpy().view(np.uint16)
+    else:
+        arr = t.detach().numpy()
     span = 1 + sum((size - 1) * st for size, st in zip(t.shape, t.stride()))
     return as_strided(arr, (span,), (arr.itemsize,))

@@ -3,6 +3,7 @@ PyWavelets, differentiability, shapes, and errors on bad input."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -329,8 +330,12 @@ def test_cpu_kernel_takes_every_layout_whose_dims_fold(engine):
         assert wt.cpu.level_(x, torch.empty_like(x), dim, forward, True)
     region = x[:, :, :17, :16]  # a Mallat region: a view of a bigger buffer
     assert wt.cpu.level_(region, torch.empty(region.shape), 3, forward, True)
-    t = x.transpose(1, 3)
-    assert not wt.cpu.level_(t, torch.empty_like(t), 3, forward, True)
+    t = x.transpose(1, 3)  # folded in memory order, where its dims are x's
+    t_out = torch.empty_like(t)
+    assert wt.cpu.level_(t, t_out, 3, forward, True)
+    t_ref = torch.empty(t.shape)
+    assert wt.cpu.level_(t.contiguous(), t_ref, 3, forward, True) and torch.equal(t_out, t_ref)
+    assert not wt.cpu.level_(t, torch.empty(t.shape), 3, forward, True)  # src and dst in other orders
     assert not wt.cpu.level_(x.half(), torch.empty_like(x.half()), 1, forward, True)
     # the 2D level: into another tensor, or in place (a plane is read whole before it is written)
     out = torch.empty_like(x)
@@ -350,6 +355,51 @@ def test_cpu_kernel_takes_every_layout_whose_dims_fold(engine):
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(one[k], two[k]) for k in one)
+
+
+@pytest.mark.parametrize("wavelet", wt.WAVELETS)
+def test_cpu_kernel_lifts_bfloat16_in_float32_and_rounds_once(engine, wavelet):
+    """On bfloat16 the kernel computes in float32 and rounds each output once, to nearest even:
+    a level of it is the float32 level of the same values, rounded. Along every axis of a
+    channels-last tensor (channels innermost: lines copied into the tile's columns), and with
+    values a float32 step can overflow."""
+    if engine == "torch":
+        pytest.skip("about the kernel")
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(2, 24, 19, 26, generator=gen) * 100).to(torch.bfloat16)
+    x[0, 0, 0, :4] = torch.tensor([3e38, -3e38, float("inf"), 1e-40])
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = x.contiguous(memory_format=layout)
+        for dim in range(1, 4):
+            for mode in ("forward", "inverse"):
+                steps = wt.lifting.program(wavelet, mode)
+                out = torch.empty_like(x)
+                assert wt.cpu.level_(x, out, dim, steps, mode == "forward")
+                wide = torch.empty_like(x, dtype=torch.float32)
+                assert wt.cpu.level_(x.float(), wide, dim, steps, mode == "forward")
+                rounded = wide.to(torch.bfloat16)
+                torch.testing.assert_close(out, rounded, rtol=0, atol=0, equal_nan=True, msg=f"{layout} {dim} {mode}")
+
+
+def test_bands_keep_the_memory_order_of_their_signal():
+    """Bands of a channels-last tensor are channels-last, and so is the signal rebuilt from
+    them: the convolutions that read them (bf16 on oneDNN) take them without a copy. The
+    values are those of the same transform in the default layout (the 2D levels up to rounding:
+    the kernel lifts a plane in cache along width first, a channels-last tensor along height)."""
+    x = torch.rand(1, 16, 20, 24, generator=torch.Generator().manual_seed(0))
+    last = x.contiguous(memory_format=torch.channels_last)
+    groups = wt.channel_dwt(last, "9/7", 1, dim=1)
+    assert all(torch.equal(a, b) for a, b in zip(groups, wt.channel_dwt(x, "9/7", 1, dim=1)))
+    assert all(g.stride(1) == 1 for g in groups)
+    ll, highs = wt.dwt2(last, "9/7", 2)
+    ll_ref, highs_ref = wt.dwt2(x, "9/7", 2)
+    assert ll.stride(1) == 1 and all(b.stride(1) == 1 for level in highs for b in level)
+    close = functools.partial(torch.allclose, rtol=0, atol=1e-5)
+    assert close(ll, ll_ref) and all(close(a, b) for la, lb in zip(highs, highs_ref) for a, b in zip(la, lb))
+    y = wt.idwt2(ll, highs, "9/7")
+    assert y.is_contiguous(memory_format=torch.channels_last) and close(y, wt.idwt2(ll_ref, highs_ref, "9/7"))
+    merged = wt.channel_idwt(groups, "9/7", dim=1)
+    assert merged.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_cpu_volume_kernel_gives_the_values_of_the_per_axis_kernels(engine, monkeypatch):

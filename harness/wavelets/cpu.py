@@ -12,6 +12,12 @@ pass. Work is spread
 over ``torch.get_num_threads()`` threads (the compiled code releases the GIL). The program is
 the list of steps that the torch path runs too (:func:`harness.wavelets.lifting.program`):
 the two compute the same map up to rounding, and the three kernels the very same values.
+
+A kernel computes in float32 (float64 for float64 tensors) in its buffers, whatever the
+tensor's dtype: a bfloat16 tensor is read into float32 and rounded back to bfloat16 once, as
+it is written (:func:`widen`, :func:`narrow`), where torch's
+lifting on bfloat16 rounds after every step. Lines are folded in the tensors' memory order,
+so a channels-last tensor is lifted along height and width with its channels as the vector.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from typing import Sequence
 import numba
 import numpy as np
 import torch
+from numba import types
+from numba.extending import overload
 from torch import Tensor
 
 from harness.kernels import jit, launch, memory
@@ -43,9 +51,56 @@ Program = tuple[tuple[int, float], ...]
 
 ENABLED = True  # tests switch the kernel off to run the torch path on the CPU
 PORTABLE = threading.local()  # harness.wavelets.portable(): the torch path, unfused, on this thread
-DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
-BUFFER_BYTES = 1 << 18  # a tile's buffer when rows are copied: within one core's L2 cache
-_COLUMNS = 32  # a tile's width when lines are copied into columns
+# A tensor dtype's elements as the kernels see them in memory, and the dtype they compute in.
+DTYPES = {
+    torch.float32: (np.float32, np.float32),
+    torch.float64: (np.float64, np.float64),
+    torch.bfloat16: (np.uint16, np.float32),
+}
+BUFFER_BYTES = 1 << 18  # a tile's buffer: within one core's L2 cache
+# A tile's buffer rows are this many elements longer than the tile: where lines are copied into
+# its columns, a power-of-two row length would put a column in a handful of L1 cache sets,
+# evicting itself (a 128 x 256 float32 tile took 4x as long to fill).
+_PAD = 16
+
+
+# bfloat16 is the upper half of a float32. The kernels compute in float32 (or float64) buffers
+# and touch a tensor's memory only through these two, which the compiler inlines: for a float
+# array they are the identity, for bfloat16 bits one shift in and one rounding out per element.
+# They live beside the kernels because numba's disk cache keys a kernel on its own file only.
+
+
+def widen(value):
+    """A tensor element as the kernels compute with it: bfloat16 bits (uint16) as float32."""
+    return value
+
+
+def narrow(value, out):
+    """``value`` as an element of the array ``out``: for bfloat16 bits, rounded to the nearest
+    bfloat16 with ties to even, as ``Tensor.to(torch.bfloat16)`` rounds (a NaN stays a NaN)."""
+    return value
+
+
+@overload(widen)
+def _widen(value):
+    if value == types.uint16:
+        return lambda value: np.uint32(np.uint32(value) << np.uint32(16)).view(np.float32)
+    return lambda value: value
+
+
+@overload(narrow)
+def _narrow(value, out):
+    if out.dtype != types.uint16:
+        return lambda value, out: value
+
+    def to_bfloat16(value, out):
+        bits = np.float32(value).view(np.uint32)
+        if bits & np.uint32(0x7FFFFFFF) > np.uint32(0x7F800000):  # NaN (rounding could make it inf)
+            return np.uint16(0x7FC0)
+        even = (bits >> np.uint32(16)) & np.uint32(1)
+        return np.uint16((bits + np.uint32(0x7FFF) + even) >> np.uint32(16))
+
+    return to_bfloat16
 
 
 @jit()
@@ -67,28 +122,36 @@ def copy_block(flat, base, s_n, s_q, buf, q0, width, ns, permute, into_buf):
             line = flat[base + i * s_n + q0 :]
             if into_buf:
                 for j in range(width):
-                    row[j] = line[j]
+                    row[j] = widen(line[j])
             else:
                 for j in range(width):
-                    line[j] = row[j]
-    elif s_n == 1:
+                    line[j] = narrow(row[j], line)
+    elif s_n == 1:  # a transpose; the halves are read or written at stride 2
+        odd = ns if permute else 1
+        step = 2 if permute else 1
         for j in range(width):
             line = flat[base + (q0 + j) * s_q :]
             if into_buf:
-                for i in range(n):
-                    buf[_buffer_row(i, ns) if permute else i, j] = line[i]
+                for k in range(ns if permute else n):
+                    buf[k, j] = widen(line[step * k])
+                if permute:
+                    for k in range(n - ns):
+                        buf[odd + k, j] = widen(line[2 * k + 1])
             else:
-                for i in range(n):
-                    line[i] = buf[_buffer_row(i, ns) if permute else i, j]
+                for k in range(ns if permute else n):
+                    line[step * k] = narrow(buf[k, j], line)
+                if permute:
+                    for k in range(n - ns):
+                        line[2 * k + 1] = narrow(buf[odd + k, j], line)
     else:
         for i in range(n):
             row = buf[_buffer_row(i, ns) if permute else i]
             for j in range(width):
                 at = base + i * s_n + (q0 + j) * s_q
                 if into_buf:
-                    row[j] = flat[at]
+                    row[j] = widen(flat[at])
                 else:
-                    flat[at] = row[j]
+                    flat[at] = narrow(row[j], flat)
 
 
 @jit()
@@ -176,7 +239,7 @@ def _level(src, src_strides, dst, dst_strides, n, width_q, kinds, coefs, analysi
     ns = (n + 1) // 2
     nd = n - ns
     tiles = (width_q + tile - 1) // tile
-    buf = np.empty((n, tile), dtype=src.dtype)
+    buf = np.empty((n, tile + _PAD), dtype=coefs.dtype)
     for item in range(start, stop):
         p = item // tiles
         q0 = (item % tiles) * tile
@@ -197,16 +260,16 @@ def _transpose(src, s0, s_n, s_m, dst, n, m, ns, deinterleave):
         line = src[s0 + i * s_n :]
         if deinterleave and s_m == 1:  # unit stride spelled out, so that it vectorises
             for j in range(ns):
-                dst[j, i] = line[2 * j]
+                dst[j, i] = widen(line[2 * j])
             for j in range(m - ns):
-                dst[ns + j, i] = line[2 * j + 1]
+                dst[ns + j, i] = widen(line[2 * j + 1])
         elif deinterleave:
             for j in range(m):
-                dst[_buffer_row(j, ns), i] = line[j * s_m]
+                dst[_buffer_row(j, ns), i] = widen(line[j * s_m])
         else:
             j = 2 * i if i < ns else 2 * (i - ns) + 1
             for k in range(m):
-                dst[k, j] = line[k * s_m]
+                dst[k, j] = widen(line[k * s_m])
 
 
 @jit()
@@ -259,8 +322,8 @@ def _planes(src, src_strides, dst, dst_strides, h, w, kinds, coefs, analysis, st
     """Planes ``start:stop`` of a ``levels``-level 2D transform. ``src`` and ``dst`` are
     flat arrays holding (P, h, w) tensors with the given element strides; they may be the
     same memory."""
-    rows = np.empty((h, w), dtype=src.dtype)
-    cols = np.empty((w, h), dtype=src.dtype)
+    rows = np.empty((h, w), dtype=coefs.dtype)
+    cols = np.empty((w, h), dtype=coefs.dtype)
     for p in range(start, stop):
         s0, d0 = p * src_strides[0], p * dst_strides[0]
         if analysis:
@@ -280,21 +343,27 @@ def array_type(dtype: type):
     return numba.from_dtype(np.dtype(dtype))[::1]
 
 
-def signature(t, head: tuple, own: int):
-    """A kernel's numba signature, for element arrays of type ``t``: the arguments ``head``,
-    then the program's kinds and coefficients, the analysis flag, the items' start and stop,
-    and ``own`` ints of the kernel's own."""
+def signature(dtype: torch.dtype, head: tuple, own: int):
+    """A kernel's numba signature for tensors of ``dtype``: the arguments ``head``, then the
+    program's kinds and coefficients (in the compute dtype, which the kernel's buffers take),
+    the analysis flag, the items' start and stop, and ``own`` ints of the kernel's own."""
     i64 = numba.int64
-    return numba.void(*head, numba.int64[::1], t, numba.boolean, i64, i64, *(i64,) * own)
+    coefs = array_type(DTYPES[dtype][1])
+    return numba.void(*head, numba.int64[::1], coefs, numba.boolean, i64, i64, *(i64,) * own)
+
+
+def element_bytes(dtype: torch.dtype) -> int:
+    """Bytes of an element of a kernel's buffers for tensors of ``dtype``."""
+    return np.dtype(DTYPES[dtype][1]).itemsize
 
 
 @functools.cache
-def _compiled(kernel: str, dtype: type):
+def _compiled(kernel: str, dtype: torch.dtype):
     """``_level`` or ``_planes`` compiled for one dtype on first use (cached on disk where
     :func:`harness.kernels.jit` can); strides are arguments, so one compilation serves every layout."""
-    t, i64 = array_type(dtype), numba.int64
+    t, i64 = array_type(DTYPES[dtype][0]), numba.int64
     # src, its strides, dst, its strides, the line length or h, the width or w; the tile or levels
-    return jit([signature(t, (t, i64[::1], t, i64[::1], i64, i64), 1)])(globals()[kernel])
+    return jit([signature(dtype, (t, i64[::1], t, i64[::1], i64, i64), 1)])(globals()[kernel])
 
 
 def merged_dims(shape: Sequence[int], strides: Sequence[Sequence[int]]) -> list[tuple[int, list[int]]]:
@@ -324,13 +393,24 @@ def _strides(outer: list[int], inner: Sequence[Sequence[int]]) -> tuple[np.ndarr
     return tuple(np.array([outer[k], *inner[k]], dtype=np.int64) for k in (0, 1))
 
 
+def memory_order(t: Tensor) -> list[int]:
+    """``t``'s dims from the outermost in memory to the innermost (where strides tie, as those
+    of size-1 dims may, in their logical order)."""
+    return sorted(range(t.dim()), key=lambda d: -t.stride(d))
+
+
 def _fold(src: Tensor, dst: Tensor, dim: int) -> tuple[int, int, np.ndarray, np.ndarray] | None:
     """``src`` and ``dst`` as (P, n, Q) tensors: ``(P, Q, src strides, dst strides)``; None
-    if the dims around ``dim`` do not fold into one each. Q is the dim the kernel vectorises
-    over: the dims after ``dim``, or for an innermost ``dim`` the lines (the dims before it)."""
-    strides = (src.stride(), dst.stride())
-    before = merged_dims(src.shape[:dim], strides)
-    after = merged_dims(src.shape[dim + 1 :], [s[dim + 1 :] for s in strides])
+    if the dims around ``dim`` do not fold into one each. The dims are taken in ``src``'s
+    memory order, so Q, the dim the kernel vectorises over, is the dims after ``dim`` in
+    memory (a channels-last tensor's width and channels, along height), or for a ``dim``
+    innermost in memory the lines (the dims before it)."""
+    order = memory_order(src)
+    shape = [src.shape[d] for d in order]
+    strides = [[t.stride(d) for d in order] for t in (src, dst)]
+    dim = order.index(dim)
+    before = merged_dims(shape[:dim], strides)
+    after = merged_dims(shape[dim + 1 :], [s[dim + 1 :] for s in strides])
     if not after:
         before, after = before[:-1], before[-1:]
     outer, inner = single(before), single(after)
@@ -366,8 +446,8 @@ def usable(src: Tensor, dst: Tensor) -> bool:
 def level_(src: Tensor, dst: Tensor, dim: int, program: Program, analysis: bool) -> bool:
     """One lifting level along ``dim`` from ``src`` into ``dst`` (same shape, no overlap):
     an analysis deinterleaves then runs ``program``, a synthesis runs it then interleaves.
-    Returns False, doing nothing, where the kernel does not apply (not a CPU float32/float64
-    pair, or a layout whose dims do not fold); the caller then uses torch ops."""
+    Returns False, doing nothing, where the kernel does not apply (not a CPU pair of one of
+    :data:`DTYPES`, or a layout whose dims do not fold); the caller then uses torch ops."""
     if not usable(src, dst):
         return False
     folded = _fold(src, dst, dim)
@@ -375,13 +455,12 @@ def level_(src: Tensor, dst: Tensor, dim: int, program: Program, analysis: bool)
         return False
     p, q, src_st, dst_st = folded
     n = src.shape[dim]
-    if src_st[2] == 1 or dst_st[2] == 1:  # rows copied whole: a tile as wide as the cache allows
-        tile = max(16, min(q, BUFFER_BYTES // (n * src.element_size())))
-    else:  # lines copied into columns
-        tile = min(q, _COLUMNS)
-    kinds, coefs = program_arrays(program, DTYPES[src.dtype])
+    # A tile as wide as the cache allows: the lifting runs along its rows, each step a loop
+    # over the tile's width (32 columns made the loops' overhead cost 6x the arithmetic).
+    tile = max(16, min(q, BUFFER_BYTES // (n * element_bytes(src.dtype))))
+    kinds, coefs = program_arrays(program, DTYPES[src.dtype][1])
     args = (memory(src), src_st, memory(dst), dst_st, n, q, kinds, coefs, analysis)
-    launch(_compiled("_level", DTYPES[src.dtype]), args, p * math.ceil(q / tile), src.numel(), tile)
+    launch(_compiled("_level", src.dtype), args, p * math.ceil(q / tile), src.numel(), tile)
     return True
 
 
@@ -390,18 +469,19 @@ def plane_levels_(src: Tensor, dst: Tensor, program: Program, analysis: bool, le
     shape; may be the same tensor), in Mallat layout like the engine's. The analysis lifts
     along width then height at each level, the synthesis undoes it (the two axes of a level
     commute, so this is the engine's transform up to rounding). False where the kernel does
-    not apply (as for :func:`level_`, or planes too big for the cache)."""
-    if not usable(src, dst) or src.dim() < 2:
+    not apply (as for :func:`level_`, planes too big for the cache, or planes whose rows are
+    strided, as a channels-last tensor's: there the per-axis kernel reads whole lines)."""
+    if not usable(src, dst) or src.dim() < 2 or src.stride(-1) != 1 or dst.stride(-1) != 1:
         return False
     h, w = src.shape[-2:]
-    if h * w * src.element_size() > BUFFER_BYTES:
+    if h * w * element_bytes(src.dtype) > BUFFER_BYTES:
         return False
     strides = (src.stride(), dst.stride())
     outer = single(merged_dims(src.shape[:-2], [st[:-2] for st in strides]))
     if outer is None:
         return False
     src_st, dst_st = _strides(outer[1], [st[-2:] for st in strides])
-    kinds, coefs = program_arrays(program, DTYPES[src.dtype])
+    kinds, coefs = program_arrays(program, DTYPES[src.dtype][1])
     args = (memory(src), src_st, memory(dst), dst_st, h, w, kinds, coefs, analysis)
-    launch(_compiled("_planes", DTYPES[src.dtype]), args, outer[0], src.numel(), levels)
+    launch(_compiled("_planes", src.dtype), args, outer[0], src.numel(), levels)
     return True

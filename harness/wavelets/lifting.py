@@ -308,6 +308,28 @@ def _workspace(device: torch.device, dtype: torch.dtype, numel: int) -> Tensor:
     return flat.narrow(0, 0, numel)
 
 
+# Buffers take the memory order of the tensor they stand for: the bands of a channels-last
+# tensor come out channels-last, which the convolutions that read them next (and the kernels'
+# folding, cpu._fold) want, and a transform's input and scratch fold together.
+
+
+def _in_order(flat: Tensor, shape: Sequence[int], order: Sequence[int]) -> Tensor:
+    """The first elements of the 1D ``flat`` as a tensor of ``shape`` laid out in ``order``
+    (its dims from the outermost in memory)."""
+    held = flat.view([shape[d] for d in order])
+    return held.permute([list(order).index(d) for d in range(len(order))])
+
+
+def _empty_as(shape: Sequence[int], like: Tensor, dtype: torch.dtype) -> Tensor:
+    """A new tensor of ``shape`` in ``like``'s memory order."""
+    return _in_order(like.new_empty(math.prod(shape), dtype=dtype), shape, cpu.memory_order(like))
+
+
+def _flat(t: Tensor) -> Tensor:
+    """The memory of a tensor made by :func:`_empty_as`, as 1D."""
+    return t.permute(cpu.memory_order(t)).view(-1)
+
+
 class _Scratch:
     """One flat buffer for the temporaries of a transform: ``flat``, or else the workspace
     (taken on first use)."""
@@ -319,7 +341,7 @@ class _Scratch:
     def like(self, t: Tensor) -> Tensor:
         if self._flat is None:
             self._flat = _workspace(self._like.device, self._like.dtype, self._like.numel())
-        return self._flat.narrow(0, 0, t.numel()).view(t.shape)
+        return _in_order(self._flat.narrow(0, 0, t.numel()), t.shape, cpu.memory_order(t))
 
 
 def _plane_levels(src: Tensor, dst: Tensor, dims: Sequence[int], levels: int, wavelet: str, mode: str) -> bool:
@@ -362,8 +384,8 @@ def _group_level(
 
 def _analysis(x: Tensor, wavelet: str, plan: Plan, mode: str = "forward") -> Tensor:
     """Forward transform of ``x`` by ``plan`` (or, with ``mode="inverse_t"``, the
-    transpose of the synthesis); returns a new buffer in Mallat layout."""
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    transpose of the synthesis); returns a new buffer in Mallat layout, in ``x``'s memory order."""
+    out = _empty_as(x.shape, x, x.dtype)
     if _volume([(x, {})], out, plan, wavelet, mode):
         return out
     scratch = _Scratch(out)
@@ -391,7 +413,8 @@ def _synthesis(
     mode: str = "inverse",
 ) -> Tensor:
     """Inverse of :func:`_analysis` (or, with ``mode="forward_t"``, its transpose)
-    of bands placed at ``spans`` in a Mallat buffer of ``shape``; returns a new tensor."""
+    of bands placed at ``spans`` in a Mallat buffer of ``shape``; returns a new tensor, in
+    the memory order of the first band given."""
     like = next(b for b in bands if b is not None)
     dtype = _bands_dtype(bands, like)
     placed = _placed(bands, spans, shape, like, dtype)
@@ -399,13 +422,13 @@ def _synthesis(
     # number of dims, so then the workspace holds the bands and the scratch is
     # the fresh result (and the other way round otherwise).
     if len(plan[0][0]) % 2 == 1:
-        out = like.new_empty(list(shape), dtype=dtype)
+        out = _empty_as(shape, like, dtype)
         if _volume(placed, out, plan, wavelet, mode):  # reads the bands where they are
             return out
-        buf = _workspace(like.device, dtype, math.prod(shape)).view(list(shape))
-        scratch = _Scratch(buf, out.view(-1))
+        buf = _in_order(_workspace(like.device, dtype, math.prod(shape)), shape, cpu.memory_order(like))
+        scratch = _Scratch(buf, _flat(out))
     else:
-        buf = like.new_empty(list(shape), dtype=dtype)
+        buf = _empty_as(shape, like, dtype)
         scratch = _Scratch(buf)
     for band, span in placed:
         _band(buf, span).copy_(band)

@@ -29,6 +29,7 @@ from harness.wavelets.cpu import (
     Program,
     array_type,
     copy_block,
+    element_bytes,
     lift,
     merged_dims,
     plane_analysis,
@@ -38,6 +39,7 @@ from harness.wavelets.cpu import (
     synthesize,
     targets,
     usable,
+    widen,
 )
 
 
@@ -79,10 +81,10 @@ def _gather(srcs, table, parity, p, ch, target):
             line, row = src[at + r * s_h :], target[r0 + r, c0:]
             if s_w == 1:  # unit stride spelled out, so that the compiler vectorises it
                 for j in range(wb):
-                    row[j] = line[j]
+                    row[j] = widen(line[j])
             else:
                 for j in range(wb):
-                    row[j] = line[j * s_w]
+                    row[j] = widen(line[j * s_w])
 
 
 def _volume(srcs, table, dst, dst_strides, c, h, w, kinds, coefs, analysis, start, stop, levels, chunk):
@@ -105,10 +107,10 @@ def _volume(srcs, table, dst, dst_strides, c, h, w, kinds, coefs, analysis, star
     while 2 * ring <= steps + 2:  # every sample still needed stays in the ring
         ring *= 2
     plane = h * w
-    buf = np.empty((2 * ring, plane), dtype=dst.dtype)
+    buf = np.empty((2 * ring, plane), dtype=coefs.dtype)
     flat = buf.reshape(2 * ring * plane)
-    rows = np.empty((h, w), dtype=dst.dtype)
-    cols = np.empty((w, h), dtype=dst.dtype)
+    rows = np.empty((h, w), dtype=coefs.dtype)
+    cols = np.empty((w, h), dtype=coefs.dtype)
     done = np.zeros(steps, dtype=np.int64)
     chunks = (ns_c + chunk - 1) // chunk
     mask = ring - 1
@@ -150,14 +152,14 @@ def _volume(srcs, table, dst, dst_strides, c, h, w, kinds, coefs, analysis, star
 
 
 @functools.cache
-def _compiled(dtype: type):
+def _compiled(dtype: torch.dtype):
     """:func:`_volume` compiled for one dtype on first use (cached on disk where
     :func:`harness.kernels.jit` can); strides are arguments, so one compilation serves
     every layout."""
-    t, i64 = array_type(dtype), numba.int64
+    t, i64 = array_type(DTYPES[dtype][0]), numba.int64
     # the bands, their table, dst, its strides, c, h, w; the level count and the chunk
     head = (numba.types.ListType(t), i64[:, ::1], t, i64[::1], i64, i64, i64)
-    return jit([signature(t, head, 2)])(_volume)
+    return jit([signature(dtype, head, 2)])(_volume)
 
 
 def volume_(
@@ -181,7 +183,7 @@ def volume_(
     if not tensors or not all(usable(t, dst) for t in tensors) or dst.dim() < 3 or cdim >= dst.dim() - 2:
         return False
     h, w = dst.shape[-2:]
-    if math.prod(dst.shape[cdim + 1 : -2]) != 1 or h * w * dst.element_size() > BUFFER_BYTES:
+    if math.prod(dst.shape[cdim + 1 : -2]) != 1 or h * w * element_bytes(dst.dtype) > BUFFER_BYTES:
         return False
     strides = [dst.stride()] + [t.stride() for t in tensors]
     folded = single(merged_dims(dst.shape[:cdim], [st[:cdim] for st in strides]), len(strides))
@@ -198,8 +200,7 @@ def volume_(
         ],
         dtype=np.int64,
     ).reshape(-1, 9)
-    dtype = DTYPES[dst.dtype]
-    srcs = typed.List.empty_list(array_type(dtype))
+    srcs = typed.List.empty_list(array_type(DTYPES[dst.dtype][0]))
     for t in tensors:
         srcs.append(memory(t))
     dst_st = np.array([outer[0], dst.stride(cdim), dst.stride(hdim), dst.stride(wdim)], dtype=np.int64)
@@ -207,7 +208,7 @@ def volume_(
     pairs = (c + 1) // 2
     # Enough items for every thread; an item recomputes len(program) pairs at each end.
     chunk = max(len(program), math.ceil(pairs / math.ceil(torch.get_num_threads() / p)))
-    kinds, coefs = program_arrays(program, dtype)
+    kinds, coefs = program_arrays(program, DTYPES[dst.dtype][1])
     args = (srcs, table, memory(dst), dst_st, c, h, w, kinds, coefs, analysis)
-    launch(_compiled(dtype), args, p * math.ceil(pairs / chunk), dst.numel(), levels, chunk)
+    launch(_compiled(dst.dtype), args, p * math.ceil(pairs / chunk), dst.numel(), levels, chunk)
     return True
