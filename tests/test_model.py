@@ -212,3 +212,24 @@ def test_compress_decompress_walk_the_forward_path(size):
             assert (decoded["x_hat"] - reference).abs().mean() < 2e-3
         else:
             assert torch.equal(decoded["x_hat"], reference)
+
+
+def test_residual_block_sums_in_place_only_without_gradients():
+    """Our ResidualBlock writes its sum over its own output when no gradient is kept: the very
+    values of compressai's block, whose parameters it has; with gradients it is compressai's."""
+    from compressai.layers import ResidualBlock as Theirs
+
+    from harness.model.layers import ResidualBlock
+
+    torch.manual_seed(0)
+    ours, theirs = ResidualBlock(8, 8), Theirs(8, 8)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(1, 8, 12, 10, requires_grad=True)
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x))
+    ours.double(), theirs.double()
+    with torch.no_grad():
+        assert torch.equal(ours(x.double()), theirs(x.double()))  # the integer path's float64
+    out = ours(x.double())
+    out.sum().backward()  # the in-place LeakyReLU's output is kept for backward: a new sum
+    assert out.grad_fn is not None and x.grad is not None

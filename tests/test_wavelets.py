@@ -382,8 +382,9 @@ def test_cpu_kernel_lifts_bfloat16_in_float32_and_rounds_once(engine, wavelet):
 
 
 def test_bands_keep_the_memory_order_of_their_signal():
-    """Bands of a channels-last tensor are channels-last, and so is the signal rebuilt from
-    them: the convolutions that read them (bf16 on oneDNN) take them without a copy. The
+    """Bands of a channels-last tensor are channels-last, and the signal rebuilt from them is
+    when asked (the default layout otherwise): the convolutions that read them (bf16 on oneDNN)
+    take them without a copy. The
     values are those of the same transform in the default layout (the 2D levels up to rounding:
     the kernel lifts a plane in cache along width first, a channels-last tensor along height)."""
     x = torch.rand(1, 16, 20, 24, generator=torch.Generator().manual_seed(0))
@@ -396,10 +397,13 @@ def test_bands_keep_the_memory_order_of_their_signal():
     assert ll.stride(1) == 1 and all(b.stride(1) == 1 for level in highs for b in level)
     close = functools.partial(torch.allclose, rtol=0, atol=1e-5)
     assert close(ll, ll_ref) and all(close(a, b) for la, lb in zip(highs, highs_ref) for a, b in zip(la, lb))
-    y = wt.idwt2(ll, highs, "9/7")
+    y = wt.idwt2(ll, highs, "9/7", memory_format=torch.channels_last)
     assert y.is_contiguous(memory_format=torch.channels_last) and close(y, wt.idwt2(ll_ref, highs_ref, "9/7"))
-    merged = wt.channel_idwt(groups, "9/7", dim=1)
-    assert merged.is_contiguous(memory_format=torch.channels_last)
+    assert wt.idwt2(ll, highs, "9/7").is_contiguous()  # unless asked, the default layout
+    merged = wt.channel_idwt(groups, "9/7", dim=1, memory_format=torch.channels_last)
+    assert merged.is_contiguous(memory_format=torch.channels_last) and close(merged, x)
+    with pytest.raises(HarnessError, match="channels_last in 4"):
+        wt.channel_idwt([g[0] for g in groups], "9/7", dim=0, memory_format=torch.channels_last)
 
 
 def test_cpu_volume_kernel_gives_the_values_of_the_per_axis_kernels(engine, monkeypatch):

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from compressai.layers import GDN, ResidualBlock, conv1x1, conv3x3, subpel_conv3x3
+from compressai import layers as compressai_layers
+from compressai.layers import GDN, conv1x1, conv3x3, subpel_conv3x3
 from torch import Tensor, nn
 
 from harness import wavelets
@@ -25,6 +26,21 @@ def pad_to(x: Tensor, multiple: int) -> Tensor:
     """Edge-pad ``x`` at the bottom and right to a multiple of ``multiple`` (the network crops back)."""
     pad_h, pad_w = -x.shape[-2] % multiple, -x.shape[-1] % multiple
     return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+
+
+class ResidualBlock(compressai_layers.ResidualBlock):
+    """compressai's residual block (3x3 conv, LeakyReLU, 3x3 conv, LeakyReLU, + the input), the
+    same module and weights, whose sum is written over the block's own output when no gradient
+    is kept: compressai allocates it anew (``out + identity``, since the in-place LeakyReLU's
+    backward reads ``out``), and at full resolution a new image-sized tensor cost ~20 ms of page
+    faults per block, and one more such tensor held at g_s's memory peak. The same sums, so the
+    same values and bits."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            return super().forward(x)
+        out = self.leaky_relu(self.conv2(self.leaky_relu(self.conv1(x))))
+        return out.add_(x if self.skip is None else self.skip(x))
 
 
 def res_group(channels: int, blocks: int) -> list[nn.Module]:
@@ -75,6 +91,10 @@ class WaveletDomainConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2:]
         x = pad_to(x, 2**self.spatial_levels)
+        # bf16 runs channels-last: the bands come out so (the analyses keep their input's
+        # layout), and the syntheses are asked for it, for the convolutions that read them next
+        last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        layout = torch.channels_last if last else torch.contiguous_format
         # The 2D DWT acts on each channel alone, so one call covers all channel groups.
         groups = _split_channels(x, self.wavelet, self.channel_levels)
         low, highs = wavelets.dwt2(torch.cat(groups, dim=1), self.wavelet, self.spatial_levels)
@@ -88,9 +108,9 @@ class WaveletDomainConv(nn.Module):
                 mixed = conv_g[level](torch.cat([band[g] for band in per_band], dim=1))
                 outs.append(torch.split(mixed, sizes[g], dim=1))
             filtered_highs.append(tuple(torch.cat([out[b] for out in outs], dim=1) for b in range(3)))
-        merged = wavelets.idwt2(low, filtered_highs, self.wavelet)
+        merged = wavelets.idwt2(low, filtered_highs, self.wavelet, memory_format=layout)
         groups = list(torch.split(merged, sizes, dim=1))
-        return _merge_channels(groups, self.wavelet, self.channel_levels)[..., :height, :width]
+        return _merge_channels(groups, self.wavelet, self.channel_levels, layout)[..., :height, :width]
 
 
 class WeConvDown(nn.Module):
@@ -131,10 +151,10 @@ def _split_channels(x: Tensor, wavelet: str, levels: int) -> list[Tensor]:
     return wavelets.channel_dwt(x, wavelet, levels, dim=1)
 
 
-def _merge_channels(groups: list[Tensor], wavelet: str, levels: int) -> Tensor:
+def _merge_channels(groups: list[Tensor], wavelet: str, levels: int, layout: torch.memory_format) -> Tensor:
     if levels == 0:
         return groups[0]
-    return wavelets.channel_idwt(groups, wavelet, dim=1)
+    return wavelets.channel_idwt(groups, wavelet, dim=1, memory_format=layout)
 
 
 def _channel_group_sizes(channels: int, wavelet: str, levels: int) -> tuple[int, ...]:

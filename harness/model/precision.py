@@ -8,10 +8,11 @@ in bf16 decodes in fp32 and the other way round; only g_s's rounding differs.
 
 bf16 here means autocast to bfloat16 with channels_last weights and
 activations. On CPUs with AMX, oneDNN's bf16 kernels then run the 3×3
-convolutions about 6× faster than float32; the default model's g_a + h_a on
-kodim01 ran 2.9× and its g_s 2.3× faster on 2 cores (benchmarks/RESULTS.md,
-where the wavelet lifting on bf16 tensors is what is left). On CUDA the same code runs
-on tensor cores. Autocast keeps the weights in float32, so the same wrapper
+convolutions about 6× faster than float32 (benchmarks/RESULTS.md, speed.py and
+precision.py). The 3DM-WeConv layers' wavelet transforms run on the bf16
+channels-last tensors in the compiled kernels of :mod:`harness.wavelets.cpu`
+(float32 arithmetic, one rounding to bf16 per output) and hand their convolutions
+channels-last bands. On CUDA the same code runs on tensor cores. Autocast keeps the weights in float32, so the same wrapper
 serves coding and mixed-precision training: the gradients and the optimiser's
 weights stay float32.
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator, Mapping, Sequence
 
+import torch
 from torch import Tensor
 
 from harness.wavelets import cpu
@@ -62,6 +63,7 @@ from harness.wavelets.lifting import (
     check_levels,
     check_size,
     check_wavelet,
+    memory_order,
     min_size,
     norm_dim,
 )
@@ -133,7 +135,7 @@ def idwt(
         raise WaveletError(f"bands along dim {dim} rebuild {n} samples, not length={length}")
     shape = list(low.shape)
     shape[dim] = n
-    return Synthesis.apply(wavelet, [((dim,), 1)], [{dim: (0, ns)}, {dim: (ns, n)}], shape, low, high)
+    return Synthesis.apply(wavelet, [((dim,), 1)], [{dim: (0, ns)}, {dim: (ns, n)}], shape, None, low, high)
 
 
 # --------------------------------------------------------------------------- multi-level
@@ -159,8 +161,11 @@ def channel_dwt(
     return list(Analysis.apply(x, wavelet, [((dim,), levels)], spans))
 
 
-def channel_idwt(bands: Sequence[Tensor], wavelet: str, dim: int = 1) -> Tensor:
-    """Inverse of :func:`channel_dwt` (``bands`` = ``[L, H_levels, ..., H_1]``)."""
+def channel_idwt(
+    bands: Sequence[Tensor], wavelet: str, dim: int = 1, *, memory_format: torch.memory_format = torch.contiguous_format
+) -> Tensor:
+    """Inverse of :func:`channel_dwt` (``bands`` = ``[L, H_levels, ..., H_1]``), laid out in
+    ``memory_format`` (``torch.channels_last`` for 4-D bands)."""
     check_wavelet(wavelet)
     if len(bands) < 2:
         raise WaveletError(f"need a low band and at least one high band, got {len(bands)} band(s)")
@@ -172,7 +177,8 @@ def channel_idwt(bands: Sequence[Tensor], wavelet: str, dim: int = 1) -> Tensor:
     shape = list(bands[0].shape)
     shape[dim] = n
     spans = [{dim: span} for span in [low, *reversed(highs)]]
-    return Synthesis.apply(wavelet, [((dim,), levels)], spans, shape, *bands)
+    order = memory_order(memory_format, len(shape))
+    return Synthesis.apply(wavelet, [((dim,), levels)], spans, shape, order, *bands)
 
 
 def _spatial_layout(
@@ -223,8 +229,11 @@ def dwt2(
     return out[0], [tuple(out[1 + 3 * lv : 4 + 3 * lv]) for lv in range(levels)]
 
 
-def idwt2(ll: Tensor, highs: Sequence[Highs2D], wavelet: str) -> Tensor:
-    """Inverse of :func:`dwt2` (``highs`` finest level first, as returned)."""
+def idwt2(
+    ll: Tensor, highs: Sequence[Highs2D], wavelet: str, *, memory_format: torch.memory_format = torch.contiguous_format
+) -> Tensor:
+    """Inverse of :func:`dwt2` (``highs`` finest level first, as returned), laid out in
+    ``memory_format`` (``torch.channels_last`` for 4-D bands)."""
     check_wavelet(wavelet)
     if len(highs) < 1:
         raise WaveletError("idwt2 needs at least one level of (LH, HL, HH) bands")
@@ -242,7 +251,8 @@ def idwt2(ll: Tensor, highs: Sequence[Highs2D], wavelet: str) -> Tensor:
     spans = [ll_span] + [span for level in high_spans for span in level]
     bands = [ll] + [band for level in highs for band in level]
     shape = list(ll.shape[:-2]) + [h, w]
-    return Synthesis.apply(wavelet, [((hdim, wdim), levels)], spans, shape, *bands)
+    order = memory_order(memory_format, len(shape))
+    return Synthesis.apply(wavelet, [((hdim, wdim), levels)], spans, shape, order, *bands)
 
 
 # --------------------------------------------------------------------------- 3D
@@ -371,4 +381,4 @@ def idwt3(
     layout = _layout3(shape, cdim, channel_levels, spatial_levels)
     plan = [((cdim,), channel_levels), ((hdim, wdim), spatial_levels)]
     bands = [subbands[name] for name in layout]
-    return Synthesis.apply(wavelet, plan, list(layout.values()), shape, *bands)
+    return Synthesis.apply(wavelet, plan, list(layout.values()), shape, None, *bands)

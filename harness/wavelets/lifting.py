@@ -308,26 +308,39 @@ def _workspace(device: torch.device, dtype: torch.dtype, numel: int) -> Tensor:
     return flat.narrow(0, 0, numel)
 
 
-# Buffers take the memory order of the tensor they stand for: the bands of a channels-last
-# tensor come out channels-last, which the convolutions that read them next (and the kernels'
-# folding, cpu._fold) want, and a transform's input and scratch fold together.
+# Memory order: an analysis's buffer, and so its bands, takes its input's, and a synthesis's
+# result the one its caller asks for (the default layout unless told): a bf16 3DM-WeConv layer
+# keeps its tensors channels-last, which its convolutions (and the kernels' folding, cpu._fold)
+# want, while the entropy model's y_hat stays in the default layout that g_s's fp32 kernels, and
+# so their roundings, have always had. Scratch takes the order of the region it stands for, so
+# that the two fold together.
+Order = Sequence[int]  # a tensor's dims from the outermost in memory
 
 
-def _in_order(flat: Tensor, shape: Sequence[int], order: Sequence[int]) -> Tensor:
-    """The first elements of the 1D ``flat`` as a tensor of ``shape`` laid out in ``order``
-    (its dims from the outermost in memory)."""
+def memory_order(memory_format: torch.memory_format, ndim: int) -> list[int]:
+    """The order of ``memory_format`` for a tensor of ``ndim`` dims (channels-last: 4 dims)."""
+    if memory_format == torch.contiguous_format:
+        return list(range(ndim))
+    if memory_format == torch.channels_last and ndim == 4:
+        return [0, 2, 3, 1]
+    raise WaveletError(f"bands cannot be laid out as {memory_format} in {ndim} dims (contiguous_format, or "
+                       "channels_last in 4)")
+
+
+def _in_order(flat: Tensor, shape: Sequence[int], order: Order) -> Tensor:
+    """The first elements of the 1D ``flat`` as a tensor of ``shape`` laid out in ``order``."""
     held = flat.view([shape[d] for d in order])
     return held.permute([list(order).index(d) for d in range(len(order))])
 
 
-def _empty_as(shape: Sequence[int], like: Tensor, dtype: torch.dtype) -> Tensor:
-    """A new tensor of ``shape`` in ``like``'s memory order."""
-    return _in_order(like.new_empty(math.prod(shape), dtype=dtype), shape, cpu.memory_order(like))
+def _empty(shape: Sequence[int], order: Order, like: Tensor, dtype: torch.dtype) -> Tensor:
+    """A new tensor of ``shape`` in ``order``, on ``like``'s device."""
+    return _in_order(like.new_empty(math.prod(shape), dtype=dtype), shape, order)
 
 
-def _flat(t: Tensor) -> Tensor:
-    """The memory of a tensor made by :func:`_empty_as`, as 1D."""
-    return t.permute(cpu.memory_order(t)).view(-1)
+def _flat(t: Tensor, order: Order) -> Tensor:
+    """The memory of a tensor made by :func:`_empty` in ``order``, as 1D."""
+    return t.permute(list(order)).view(-1)
 
 
 class _Scratch:
@@ -385,7 +398,7 @@ def _group_level(
 def _analysis(x: Tensor, wavelet: str, plan: Plan, mode: str = "forward") -> Tensor:
     """Forward transform of ``x`` by ``plan`` (or, with ``mode="inverse_t"``, the
     transpose of the synthesis); returns a new buffer in Mallat layout, in ``x``'s memory order."""
-    out = _empty_as(x.shape, x, x.dtype)
+    out = _empty(x.shape, cpu.memory_order(x), x, x.dtype)
     if _volume([(x, {})], out, plan, wavelet, mode):
         return out
     scratch = _Scratch(out)
@@ -411,10 +424,12 @@ def _synthesis(
     wavelet: str,
     plan: Plan,
     mode: str = "inverse",
+    order: Order | None = None,
 ) -> Tensor:
     """Inverse of :func:`_analysis` (or, with ``mode="forward_t"``, its transpose)
-    of bands placed at ``spans`` in a Mallat buffer of ``shape``; returns a new tensor, in
-    the memory order of the first band given."""
+    of bands placed at ``spans`` in a Mallat buffer of ``shape``; returns a new tensor laid
+    out in ``order`` (by default, the default layout)."""
+    order = list(range(len(shape))) if order is None else order
     like = next(b for b in bands if b is not None)
     dtype = _bands_dtype(bands, like)
     placed = _placed(bands, spans, shape, like, dtype)
@@ -422,13 +437,13 @@ def _synthesis(
     # number of dims, so then the workspace holds the bands and the scratch is
     # the fresh result (and the other way round otherwise).
     if len(plan[0][0]) % 2 == 1:
-        out = _empty_as(shape, like, dtype)
+        out = _empty(shape, order, like, dtype)
         if _volume(placed, out, plan, wavelet, mode):  # reads the bands where they are
             return out
-        buf = _in_order(_workspace(like.device, dtype, math.prod(shape)), shape, cpu.memory_order(like))
-        scratch = _Scratch(buf, _flat(out))
+        buf = _in_order(_workspace(like.device, dtype, math.prod(shape)), shape, order)
+        scratch = _Scratch(buf, _flat(out, order))
     else:
-        buf = _empty_as(shape, like, dtype)
+        buf = _empty(shape, order, like, dtype)
         scratch = _Scratch(buf)
     for band, span in placed:
         _band(buf, span).copy_(band)
@@ -497,28 +512,29 @@ class Analysis(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, wavelet: str, plan: Plan, spans: Sequence[Spans]):
-        ctx.meta = (wavelet, plan, spans, tuple(x.shape))
+        ctx.meta = (wavelet, plan, spans, tuple(x.shape), cpu.memory_order(x))
         buf = _analysis(x, wavelet, plan)
         return tuple(_band(buf, span) for span in spans)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, *grads: Tensor | None):
-        wavelet, plan, spans, shape = ctx.meta
-        return _synthesis(grads, spans, shape, wavelet, plan, "forward_t"), None, None, None
+        wavelet, plan, spans, shape, order = ctx.meta  # the gradient in the input's layout
+        return _synthesis(grads, spans, shape, wavelet, plan, "forward_t", order), None, None, None
 
 
 class Synthesis(torch.autograd.Function):
-    """Synthesis of bands placed by ``spans``; backward is its transpose."""
+    """Synthesis of bands placed by ``spans``, laid out in ``order`` (None: the default
+    layout); backward is its transpose."""
 
     @staticmethod
-    def forward(ctx, wavelet: str, plan: Plan, spans: Sequence[Spans], shape, *bands: Tensor):
+    def forward(ctx, wavelet: str, plan: Plan, spans: Sequence[Spans], shape, order: Order | None, *bands: Tensor):
         ctx.meta = (wavelet, plan, spans, [b.dtype for b in bands])
-        return _synthesis(bands, spans, shape, wavelet, plan)
+        return _synthesis(bands, spans, shape, wavelet, plan, order=order)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
         wavelet, plan, spans, dtypes = ctx.meta
         g = _analysis(grad, wavelet, plan, "inverse_t")
-        return (None,) * 4 + tuple(_band(g, sp).to(dt) for sp, dt in zip(spans, dtypes))
+        return (None,) * 5 + tuple(_band(g, sp).to(dt) for sp, dt in zip(spans, dtypes))
