@@ -63,7 +63,7 @@ from harness.wavelets.lifting import (
     check_levels,
     check_size,
     check_wavelet,
-    memory_order,
+    format_order,
     min_size,
     norm_dim,
 )
@@ -177,7 +177,7 @@ def channel_idwt(
     shape = list(bands[0].shape)
     shape[dim] = n
     spans = [{dim: span} for span in [low, *reversed(highs)]]
-    order = memory_order(memory_format, len(shape))
+    order = format_order(memory_format, len(shape))
     return Synthesis.apply(wavelet, [((dim,), levels)], spans, shape, order, *bands)
 
 
@@ -251,7 +251,7 @@ def idwt2(
     spans = [ll_span] + [span for level in high_spans for span in level]
     bands = [ll] + [band for level in highs for band in level]
     shape = list(ll.shape[:-2]) + [h, w]
-    order = memory_order(memory_format, len(shape))
+    order = format_order(memory_format, len(shape))
     return Synthesis.apply(wavelet, [((hdim, wdim), levels)], spans, shape, order, *bands)
 
 

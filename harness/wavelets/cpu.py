@@ -126,23 +126,15 @@ def copy_block(flat, base, s_n, s_q, buf, q0, width, ns, permute, into_buf):
             else:
                 for j in range(width):
                     line[j] = narrow(row[j], line)
-    elif s_n == 1:  # a transpose; the halves are read or written at stride 2
-        odd = ns if permute else 1
-        step = 2 if permute else 1
+    elif s_n == 1:
         for j in range(width):
             line = flat[base + (q0 + j) * s_q :]
             if into_buf:
-                for k in range(ns if permute else n):
-                    buf[k, j] = widen(line[step * k])
-                if permute:
-                    for k in range(n - ns):
-                        buf[odd + k, j] = widen(line[2 * k + 1])
+                for i in range(n):
+                    buf[_buffer_row(i, ns) if permute else i, j] = widen(line[i])
             else:
-                for k in range(ns if permute else n):
-                    line[step * k] = narrow(buf[k, j], line)
-                if permute:
-                    for k in range(n - ns):
-                        line[2 * k + 1] = narrow(buf[odd + k, j], line)
+                for i in range(n):
+                    line[i] = narrow(buf[_buffer_row(i, ns) if permute else i, j], line)
     else:
         for i in range(n):
             row = buf[_buffer_row(i, ns) if permute else i]

@@ -317,7 +317,7 @@ def _workspace(device: torch.device, dtype: torch.dtype, numel: int) -> Tensor:
 Order = Sequence[int]  # a tensor's dims from the outermost in memory
 
 
-def memory_order(memory_format: torch.memory_format, ndim: int) -> list[int]:
+def format_order(memory_format: torch.memory_format, ndim: int) -> list[int]:
     """The order of ``memory_format`` for a tensor of ``ndim`` dims (channels-last: 4 dims)."""
     if memory_format == torch.contiguous_format:
         return list(range(ndim))
