@@ -13,8 +13,9 @@ untiled when the whole image fits, and refuses in one line a budget below one sm
 Without a budget the limit is what the machine (or its cgroup) has available: the image is
 tiled only when coding it whole would not fit.
 
-Calibration (2026-12-05 ~16:30-16:50 UTC, a 2-core VM without AMX, two threads; images resized from ../shared/data/photos/001.png; freshly initialised checkpoints; the
-``harness`` commands themselves, in tiles of 256 px, each phase's peak RSS sampled every 5 ms,
+Calibration (2026-12-05 ~16:30-16:50 UTC, a 2-core VM without AMX, two threads; images resized
+from ../shared/data/photos/001.png; freshly initialised checkpoints; the ``harness`` commands
+themselves, in tiles of 256 px, each phase's peak RSS sampled every 5 ms,
 less the RSS once the model is loaded, ~1.12 GB default and ~1.00 GB tiny)::
 
     variant  precision  image      g_a     entropy   |  entropy  g_s      (peak added, GB)

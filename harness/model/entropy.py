@@ -452,5 +452,3 @@ class WeChARM(LatentCodec):
         z_bits = (_Tables(self.entropy_bottleneck).min_bits() - slack).clip(0).sum() * rows * cols
         y_bits = max(_Tables(self.gaussian_conditional).min_bits().min() - slack, 0) * 64 * self.config.M * rows * cols
         return max(8, int((z_bits + y_bits) // 8))
-
-

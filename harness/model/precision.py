@@ -11,10 +11,10 @@ activations. On CPUs with AMX, oneDNN's bf16 kernels then run the 3×3
 convolutions about 6× faster than float32 (benchmarks/RESULTS.md, speed.py and
 precision.py). The 3DM-WeConv layers' wavelet transforms run on the bf16
 channels-last tensors in the compiled kernels of :mod:`harness.wavelets.cpu`
-(float32 arithmetic, one rounding to bf16 per output) and hand their convolutions
-channels-last bands. On CUDA the same code runs on tensor cores. Autocast keeps the weights in float32, so the same wrapper
-serves coding and mixed-precision training: the gradients and the optimiser's
-weights stay float32.
+(float32 arithmetic, one rounding to bf16 per output) and hand their
+convolutions channels-last bands. On CUDA the same code runs on tensor cores.
+Autocast keeps the weights in float32, so the same wrapper serves coding and
+mixed-precision training: the gradients and the optimiser's weights stay float32.
 
 Each transform's output is cast back to contiguous float32. Everything after
 it therefore runs in float32 as before: the wavelet analysis of the latent,
