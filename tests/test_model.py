@@ -97,6 +97,30 @@ def test_3d_slices_follow_the_paper():
     assert [sum(b - a for _, a, b in s) for s in slices] == [80] * 4 + [160] * 6
 
 
+@pytest.mark.parametrize("entropy, M", [("3d", 32), ("2d", 40)])
+def test_slices_and_subbands_hold_the_latent_once(entropy, M):
+    """The encoder's slices are copies, not views of the analysis's one buffer, which a view would
+    hold whole until the last slice is coded; the decoder's subbands_of empties its list and makes
+    a subband coded as one whole slice that slice. Neither holds the latent twice for long (an 8K
+    latent is 0.66 GB in float32)."""
+    config = replace(get_config("tiny"), variant="tiny-regroup", entropy=entropy, M=M)
+    codec = WeConvene(config).latent_codec
+    subbands = codec.analysis(torch.randn(1, M, 8, 12))
+    slices = codec.slices_of(subbands)
+    buffers = {tensor.untyped_storage().data_ptr() for tensor in subbands.values()}
+    assert not buffers & {tensor.untyped_storage().data_ptr() for tensor in slices}
+    coded = list(slices)
+    regrouped = codec.subbands_of(slices)
+    assert slices == [] and list(regrouped) == list(config.subbands)
+    for name in config.subbands:
+        assert torch.equal(regrouped[name], subbands[name])
+    whole = {parts[0][0]: tensor for parts, tensor in zip(config.slices, coded)
+             if len(parts) == 1 and parts[0][2] - parts[0][1] == subbands[parts[0][0]].shape[1]}
+    assert sorted(whole) == (sorted(SUBBANDS_3D[2:]) if entropy == "3d" else [])
+    for name, tensor in whole.items():
+        assert regrouped[name].data_ptr() == tensor.data_ptr()
+
+
 def test_training_adds_noise_evaluation_rounds():
     model = tiny()
     x = torch.rand(1, 3, 64, 64)
@@ -161,7 +185,7 @@ def test_one_optimisation_step_lowers_the_loss():
         (torch.rand(3, 64, 64), "N x 3 x H x W, got a 3-D"),
         (torch.rand(1, 1, 64, 64), "3 colour channels"),
         (torch.rand(1, 4, 64, 64), "3 colour channels"),
-        (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "float images"),
+        (torch.zeros(1, 3, 64, 64, dtype=torch.int16), r"float images in \[0, 1\] or uint8 images, got dtype torch.int16"),
         (torch.rand(0, 3, 64, 64), "non-empty"),
         (torch.full((1, 3, 64, 64), float("nan")), "NaN"),
         (torch.tensor([[[[float("inf")]]] * 3]).reshape(1, 3, 1, 1), "NaN or infinite"),

@@ -23,10 +23,12 @@ from harness.cli import main
 from harness.errors import HarnessError
 from harness.leaderboard.quality import psnr_rgb
 from harness.model.loss import LossConfig, RateDistortionLoss
+from harness.model.network import WeConvene
 from harness.model.precision import Mixed, bf16_is_fast, precision_of, resolve, set_precision
 from harness.pixels.images import load_rgb, save_png
 from harness.train.loop import TrialConfig
 from harness.train.recipe import TrainingRecipe
+from harness.zoo.variants import get_config
 
 REPO = Path(__file__).resolve().parents[1]
 AMX = pytest.mark.skipif(not bf16_is_fast("cpu"), reason="this CPU has no AMX (or oneDNN may not use it)")
@@ -80,6 +82,29 @@ def test_each_precision_decodes_its_own_files_exactly_and_the_others_files(model
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_h_a_reads_the_latent_assembled_in_the_precision_it_runs_in(precision, torch_one_thread):
+    """h_a's input, the latent's subbands side by side, is assembled in the dtype and layout h_a
+    takes (bf16: channels-last, half the bytes; Mixed then copies nothing): the same values and
+    layout as the float32 concatenation cast, so the same hyper-latent."""
+    torch.manual_seed(0)
+    model = WeConvene(get_config("tiny")).eval()
+    set_precision(model, precision)
+    codec = model.latent_codec
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    layout = torch.channels_last if precision == "bf16" else torch.contiguous_format
+    with torch.no_grad():
+        subbands = codec.analysis(torch.randn(1, codec.config.M, 16, 24))
+        concatenated = torch.cat([subbands[name] for name in codec.config.subbands], dim=1)
+        expected = codec.h_a(concatenated)
+        inputs = []
+        codec.h_a.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+        _, z = codec.split_subbands(dict(subbands))
+    assert inputs[0].dtype == dtype and inputs[0].is_contiguous(memory_format=layout)
+    assert torch.equal(inputs[0], concatenated.to(dtype=dtype, memory_format=layout))
+    assert torch.equal(z, expected)
+
+
 def test_mixed_precision_training_keeps_float32_weights_grads_and_likelihoods(model, crops, torch_one_thread):
     x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
     loss = RateDistortionLoss(LossConfig(0.013))

@@ -5,6 +5,7 @@ tile or is refused in one line (CompressAI baselines: whole images, or a refusal
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import torch
 from harness import process_memory
 from harness.artefacts import memory
 from harness.artefacts.checkpoint import load_checkpoint
-from harness.artefacts.coding import decode, encode, memory_plan
+from harness.artefacts.coding import decode, encode, image_tensor, memory_plan, to_tensor
 from harness.artefacts.memory import plan_memory
 from harness.cli import main
 from harness.errors import HarnessError
@@ -26,6 +27,7 @@ from harness.flags import memory_size
 from harness.model import exact_cpu, tiling
 from harness.model.network import WeConvene
 from harness.pixels.images import load_rgb
+from harness.wavelets import lifting
 from harness.zoo.variants import get_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,6 +106,33 @@ def test_a_file_coded_in_tiles_decodes_whole_and_the_reverse(tiny_checkpoint, ko
     for data in (tiled, whole):
         in_tiles = decode(model, data, tile=64).astype(int)
         assert np.abs(decode(model, data).astype(int) - in_tiles).max() <= 1
+
+
+def test_the_entropy_model_runs_beside_no_float_image_and_no_wavelet_workspace(tiny_checkpoint, kodak_dir,
+                                                                               monkeypatch, torch_one_thread):
+    """An image is handed to the model in uint8 and scaled as g_a reads it (a tile at a time when
+    tiled): the same streams as its float copy, and no float image (12 bytes a pixel) is held
+    while the entropy model runs; nor g_a's wavelet workspace (its tiles' widest temporaries)."""
+    model = load_checkpoint(tiny_checkpoint)
+    pixels = np.ascontiguousarray(load_rgb(kodak_dir / "kodim23.png").pixels[:128, :192])
+    codec, held = model.latent_codec, []
+
+    def spy(method):
+        def held_then(*args, **kwargs):
+            images = [t for t in gc.get_objects() if isinstance(t, torch.Tensor) and t.is_floating_point()
+                      and t.shape[-3:] == (3, 128, 192)]
+            held.append((method.__name__, len(images), bool(lifting._WORKSPACE.__dict__.get("buffers"))))
+            return method(*args, **kwargs)
+        return held_then
+
+    for name in ("analysis", "compress_slices"):  # the latent's DWT and h_a, then the slices
+        monkeypatch.setattr(codec, name, spy(getattr(codec, name)))
+    for tile in (None, 64):
+        assert model.compress(image_tensor(pixels), tile=tile)["strings"] == model.compress(
+            to_tensor(pixels), tile=tile)["strings"]
+        held.clear()
+        encode(model, pixels, tile=tile)
+        assert held == [("analysis", 0, False), ("compress_slices", 0, False)]
 
 
 def test_coding_in_tiles_trims_the_heap_before_each_entropy_convolution(tiny_checkpoint, kodak_dir, monkeypatch,

@@ -58,6 +58,12 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255
 
 
+def image_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """H x W x 3 uint8 -> 1 x 3 x H x W uint8, a view: what the models code, scaled to [0, 1] as
+    they read it (:func:`harness.model.layers.as_float`)."""
+    return torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1)[None]
+
+
 def to_pixels(x_hat: torch.Tensor) -> np.ndarray:
     """1 x 3 x H x W in [0, 1] -> H x W x 3 uint8 (round to nearest). In place: one float copy
     of a large image less at the decoder's peak."""
@@ -90,7 +96,7 @@ def encode_reconstruct(model: WeConvene, pixels: np.ndarray, mode: str = "RGB", 
     g_a and g_s in tiles of that many pixels a side (:func:`memory_plan`)."""
     integer = model.integer_path if integer is None else integer
     device = next(model.parameters()).device
-    encoded = model.compress(to_tensor(pixels).to(device), reconstruct=reconstruct, integer=integer, tile=tile)
+    encoded = model.compress(image_tensor(pixels).to(device), reconstruct=reconstruct, integer=integer, tile=tile)
     streams = tuple(strings[0] for strings in encoded["strings"])
     height, width = pixels.shape[:2]
     path = PATH_ID if integer else FLOAT_PATH

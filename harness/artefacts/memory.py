@@ -4,8 +4,8 @@ allows, and the peak a coding really reached.
 A learned codec's transforms hold a few activations of N channels at the resolution they run on
 (g_a's full-resolution stem, g_s's last layers; the wavelet layers' subbands beside them): that
 part grows with the piece they run on, a tile with its halo or the whole image. The entropy
-model runs on the whole latent after g_a (before g_s), and the image, its float copy and the
-latent are held whole. :class:`MemoryModel` is those slopes, fitted from measurements; on top
+model runs on the whole latent after g_a (before g_s), and the image and the latent are held
+whole. :class:`MemoryModel` is those slopes, fitted from measurements; on top
 comes what the process holds already (the interpreter, torch, the model: measured at run time,
 not estimated). A budget (``--max-memory``) bounds the whole process's peak; :func:`plan_memory`
 picks the largest tile (:mod:`harness.model.tiling`) that keeps the estimate within it, codes
@@ -26,16 +26,27 @@ less the RSS once the model is loaded, ~1.12 GB default and ~1.00 GB tiny)::
     tiny     fp32       1728x1152  0.31    0.12      |  0.07     0.28
     tiny     fp32       3072x2048  0.38    0.25      |  0.12     0.33
 
+The entropy model of the default model in bf16, refitted (2026-12-05 ~21:30-22:20 UTC, a 2-core
+host with AMX, two threads, the same checkpoint, g_a and g_s in tiles of 256 px at 6 MP and of
+512 px at 33 MP; peaks over the RSS once the model and the image are loaded) after the image came
+to the model in uint8, the rANS buffer to 2 bytes a symbol and h_a's input to bf16::
+
+    image       entropy, compress   entropy, decompress    (peak added, GB)
+    3072x2048   0.58                0.57
+    7680x4320   2.26                2.49
+
 The largest tile piece (the tile with its halos, clipped at the image border) is 704x704 for
 the default model's g_a and 896x896 for its g_s (halos of 224 and 320 px), 640x640 and 768x768
 for tiny's. Less what is held whole meanwhile (35 bytes per image pixel), g_a takes up to ~2300
 bytes per pixel of its piece with the default model in fp32 and ~1300 in bf16, ~600 with tiny;
-g_s 1250, 960 and 360. The entropy model takes ~107 (default) and ~30 (tiny) bytes per image
-pixel when encoding, ~92 and ~12 when decoding, plus ~0.1 and ~0.06 GB whatever the size. It is
-what grows with the whole image once g_a and g_s are tiled: the context of every coded slice
-and the hyper features (2 bytes an element, :func:`harness.model.exact.hold`), the int8 grids its
-convolutions quantise them into, the latent's slices not yet coded, and the rANS writer's buffer
-(~3 bytes a symbol, :class:`harness.model.rans.RansWriter`). Its convolutions read their parts in
+g_s 1250, 960 and 360. The entropy model takes ~107 (default, fp32 as first fitted; 64 in bf16
+as refitted) and ~30 (tiny) bytes per image pixel when encoding, ~92 (72 in bf16) and ~12 when
+decoding, plus ~0.1 GB (0.18 refitted) and ~0.06 GB whatever the size. It is what grows with
+the whole image once g_a and g_s are tiled: the context of every coded slice and the hyper
+features (2 bytes an element, :func:`harness.model.exact.hold`), the int8 grids its convolutions
+quantise them into, the latent's slices not yet coded (float32), the decoder's coded slices
+(float32), and the rANS writer's buffer (2 bytes a symbol,
+:class:`harness.model.rans.RansWriter`). Its convolutions read their parts in
 place and make their im2col rows and sums a bounded chunk at a time
 (:mod:`harness.model.exact_cpu`); the widest tensor, the attention's output as wide as the
 context, is made where it is read, a chunk at a time (:func:`harness.model.exact.widen`). When
@@ -68,7 +79,7 @@ class MemoryModel:
     two phases: a transform, g_a (compress) or g_s (decompress), holds its activations,
     ``analysis`` or ``synthesis`` per pixel of the largest piece it runs on at once (a tile with its
     halo, or the whole padded image), beside what is whole meanwhile, ``held`` per image pixel (the
-    image and its float copy, the latent); the entropy model, on the whole latent, holds
+    image, the latent); the entropy model, on the whole latent, holds
     ``encode`` or ``decode`` per image pixel, everything then alive included (the latent's slices,
     their context, the rANS buffer, the image or the reconstructed latent), and ``fixed`` bytes
     whatever the image (its networks' workspaces)."""
@@ -92,7 +103,7 @@ MEASURED = {
     "tiny": {"fp32": MemoryModel(analysis=600.0, synthesis=360.0, encode=30.0, decode=12.0, held=35.0, fixed=60e6)},
     "3dm-weconvene": {
         "fp32": MemoryModel(analysis=2300.0, synthesis=1250.0, encode=107.0, decode=92.0, held=35.0, fixed=100e6),
-        "bf16": MemoryModel(analysis=1300.0, synthesis=960.0, encode=107.0, decode=92.0, held=35.0, fixed=100e6),
+        "bf16": MemoryModel(analysis=1300.0, synthesis=960.0, encode=64.0, decode=72.0, held=35.0, fixed=180e6),
     },
 }
 _REFERENCE = "3dm-weconvene"  # other widths scale from it: tile by N, image by M

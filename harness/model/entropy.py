@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
@@ -48,6 +49,7 @@ from harness.errors import HarnessError
 from harness.model import exact, exact_cpu, rans
 from harness.model.config import ModelConfig
 from harness.model.layers import WeConvDown, WeConvUp, conv, res_group
+from harness.model.precision import input_format
 from harness.model.rans import RansReader, RansWriter
 
 # Quantises one slice given its predicted mean and scale; returns the dequantised slice.
@@ -289,24 +291,46 @@ class WeChARM(LatentCodec):
 
     def split_subbands(self, subbands: dict[str, Tensor]) -> tuple[list[Tensor], Tensor]:
         """:meth:`split` of y's :meth:`analysis`; ``subbands`` is emptied before h_a runs, so that
-        h_a's buffers land beside two copies of the latent (its slices and h_a's input), not three."""
-        joined = torch.cat([subbands[name] for name in self.config.subbands], dim=1)
+        h_a runs beside the latent's slices and its own input only. That input is assembled in
+        the dtype and layout h_a runs in (bf16: half the bytes, and no second copy to cast)."""
+        names = self.config.subbands
+        first = subbands[names[0]]
+        dtype, layout = input_format(self.h_a, first.dtype)
+        shape = (first.shape[0], sum(subbands[name].shape[1] for name in names), *first.shape[2:])
+        joined = torch.empty(shape, dtype=dtype, device=first.device, memory_format=layout)
+        offset = 0
+        for name in names:  # the concatenation along channels, cast as h_a would cast it
+            width = subbands[name].shape[1]
+            joined[:, offset : offset + width].copy_(subbands[name])
+            offset += width
         slices = self.slices_of(subbands)
         subbands.clear()
         return slices, self.h_a(joined)
 
     def slices_of(self, subbands: dict[str, Tensor]) -> list[Tensor]:
+        """The latent's slices in coding order, each its own copy: the subbands of an analysis
+        are views of one buffer, which a view kept as a slice would hold until the last slice is
+        coded; copies are freed one by one as the slices are coded."""
         return [torch.cat([subbands[name][:, a:b] for name, a, b in parts], dim=1) for parts in self.config.slices]
 
     def subbands_of(self, slices: list[Tensor]) -> dict[str, Tensor]:
-        """Inverse of :meth:`slices_of` (also regroups per-slice likelihoods per subband)."""
+        """Inverse of :meth:`slices_of` (also regroups per-slice likelihoods per subband). Empties
+        ``slices``: each is freed once the subbands it holds parts of are formed, and a subband
+        coded as one whole slice is that slice, so the latent is held about once, not twice."""
+        pending = Counter(name for parts in self.config.slices for name, _, _ in parts)
         pieces: dict[str, list[Tensor]] = {name: [] for name in self.config.subbands}
-        for parts, tensor in zip(self.config.slices, slices):
-            offset = 0
+        subbands: dict[str, Tensor] = {}
+        for parts in self.config.slices:
+            tensor, offset = slices.pop(0), 0
             for name, a, b in parts:
                 pieces[name].append(tensor[:, offset : offset + b - a])
                 offset += b - a
-        return {name: torch.cat(chunks, dim=1) for name, chunks in pieces.items()}
+                pending[name] -= 1
+                if not pending[name]:
+                    chunks = pieces.pop(name)
+                    subbands[name] = torch.cat(chunks, dim=1) if len(chunks) > 1 else chunks[0]
+            del tensor
+        return {name: subbands[name] for name in self.config.subbands}
 
     # ---- the one slice walk ---------------------------------------------------------
 

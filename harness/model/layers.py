@@ -22,6 +22,14 @@ from harness import wavelets
 from harness.model import exact
 
 
+def as_float(x: Tensor) -> Tensor:
+    """Images as the networks take them: uint8 samples scaled to [0, 1] in float32 (the values of
+    ``x.float() / 255``), float images as they are. The models take uint8 images and scale them
+    here, where a transform reads them (a tile at a time when tiled), so that no float copy of a
+    whole image outlives its analysis."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+
 def pad_to(x: Tensor, multiple: int) -> Tensor:
     """Edge-pad ``x`` at the bottom and right to a multiple of ``multiple`` (the network crops back)."""
     pad_h, pad_w = -x.shape[-2] % multiple, -x.shape[-1] % multiple

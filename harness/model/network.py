@@ -1,7 +1,8 @@
 """The 3DM-WeConvene codec (paper Fig. 2): g_a, g_s and the 3DWeChARM latent codec.
 
-Input: N x 3 x H x W float images in [0, 1], any H and W: the model edge-pads to
-its stride (64) and crops the reconstruction back, so callers never pad.
+Input: N x 3 x H x W float images in [0, 1] or uint8 images (0-255, scaled where g_a reads
+them: :func:`~harness.model.layers.as_float`), any H and W: the model edge-pads to its stride
+(64) and crops the reconstruction back, so callers never pad.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from compressai.models import CompressionModel
 from compressai.models.base import get_scale_table
 from torch import Tensor, nn
 
-from harness import process_memory
+from harness import process_memory, wavelets
 from harness.errors import HarnessError
 from harness.model.config import ModelConfig
 from harness.model.entropy import WeChARM
-from harness.model.layers import WeConvDown, WeConvUp, pad_to, res_group
+from harness.model.layers import WeConvDown, WeConvUp, as_float, pad_to, res_group
 from harness.model.tiling import G_A_STRIDE, analyse, analysis_halo, check_tile, synthesise, synthesis_halo
 
 SCALE_TABLE_LEVELS = 256
@@ -93,7 +94,7 @@ class WeConvene(CompressionModel):
     def forward(self, x: Tensor) -> dict:
         """``{"x_hat": N x 3 x H x W, "likelihoods": {subband: tensor, ..., "z": tensor}}``."""
         height, width = x.shape[-2:] if x.dim() == 4 else (0, 0)
-        y = self.g_a(self.pad(x))
+        y = self.g_a(as_float(self.pad(x)))
         out = self.latent_codec(y)
         x_hat = self.g_s(out["y_hat"])[..., :height, :width]
         return {"x_hat": x_hat, "likelihoods": out["likelihoods"]}
@@ -112,16 +113,20 @@ class WeConvene(CompressionModel):
         streams decode right only where the encoder's kernels run (containers before v4).
         ``tile``: run g_a (and g_s) on tiles of that many pixels a side (a multiple of
         :func:`harness.model.tiling.alignment`); the same streams, within float rounding. Tiles
-        mean a memory budget: the entropy model then also trims the heap before each convolution."""
+        mean a memory budget: the entropy model then also trims the heap before each convolution.
+        ``x`` in uint8 is scaled as g_a reads it: the caller then holds no float copy of the image
+        while the entropy model runs (12 bytes a pixel, 0.4 GB at 8K)."""
         height, width = x.shape[-2:] if x.dim() == 4 else (0, 0)
         if tile is not None:
             check_tile(tile, self.config)
         x = self.pad(x)
-        y = self.g_a(x) if tile is None else analyse(self.g_a, x, tile, analysis_halo(self.g_a, self.config))
+        y = self.g_a(as_float(x)) if tile is None else analyse(self.g_a, x, tile, analysis_halo(self.g_a, self.config))
         del x  # the padded copy, before the entropy model's buffers
+        wavelets.release_workspace()  # g_a's tiles', unlike what the latent's transforms need
         subbands = self.latent_codec.analysis(y)
         del y  # as large as its subbands, which are in turn freed once copied into its slices
         y_slices, z = self.latent_codec.split_subbands(subbands)
+        wavelets.release_workspace()  # h_a's, as wide as the four subbands it reads
         process_memory.trim()
         out = self.latent_codec.compress_slices(y_slices, z, integer, reconstruct, frugal=tile is not None)
         result = {"strings": out["strings"], "shape": out["shape"], "size": (int(height), int(width)),
@@ -139,6 +144,7 @@ class WeConvene(CompressionModel):
         if tile is not None:
             check_tile(tile, self.config)
         out = self.latent_codec.decompress(strings, shape, integer, frugal=tile is not None)
+        wavelets.release_workspace()  # the entropy model's and the latent's synthesis's, before g_s's
         process_memory.trim()  # the entropy model's buffers, before g_s's
         return {"x_hat": self._synthesize(out["y_hat"], size, tile), "latent_crc": out["latent_crc"]}
 
@@ -163,7 +169,7 @@ def pad_images(x: Tensor, stride: int) -> Tensor:
 
 
 def check_images(x: Tensor) -> None:
-    """Raise HarnessError unless x is a finite float N x 3 x H x W batch."""
+    """Raise HarnessError unless x is an N x 3 x H x W batch of finite floats or of uint8 samples."""
     if not isinstance(x, Tensor):
         raise HarnessError(f"expected a torch.Tensor of images, got {type(x).__name__}")
     if x.dim() != 4:
@@ -172,7 +178,7 @@ def check_images(x: Tensor) -> None:
         raise HarnessError(f"expected 3 colour channels (RGB), got {x.shape[1]} in {tuple(x.shape)}")
     if min(x.shape) == 0:
         raise HarnessError(f"expected a non-empty batch of images, got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise HarnessError(f"expected float images in [0, 1], got dtype {x.dtype}")
-    if not bool(torch.isfinite(x).all()):
+    if not (x.is_floating_point() or x.dtype == torch.uint8):
+        raise HarnessError(f"expected float images in [0, 1] or uint8 images, got dtype {x.dtype}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise HarnessError("input images contain NaN or infinite values")

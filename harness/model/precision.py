@@ -62,6 +62,15 @@ class Mixed(nn.Module):
         return out.float().contiguous()
 
 
+def input_format(module: nn.Module, dtype: torch.dtype) -> tuple[torch.dtype, torch.memory_format]:
+    """The dtype and layout ``module``, a transform run as :func:`set_precision` set it, takes a
+    ``dtype`` input in: a caller that assembles the input there (h_a's, from the latent's subbands)
+    spares the copy :class:`Mixed` would make, and so holds it once, not twice."""
+    if isinstance(module, Mixed):
+        return torch.bfloat16, torch.channels_last
+    return dtype, torch.contiguous_format
+
+
 def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
     """Whether ``device`` runs bf16 convolutions faster than float32: an NVIDIA GPU with bf16
     tensor cores (compute capability 8.0+; assumed when no GPU is visible here, i.e. a run planned

@@ -6,7 +6,7 @@ and holds every symbol until ``flush`` as a 6-byte struct in a vector that doubl
 then flushes into a buffer of 4 bytes a symbol: ~15 bytes a symbol at its peak, 0.47 GB for a 6 MP
 image's 31.5 M symbols and 2.4 GB for an 8K one's. :class:`RansWriter` writes the same bytes
 (``tests/test_model_bitstream.py`` compares them) from the symbols and table indexes as numpy
-arrays of the narrowest integer type that holds them (3 bytes a symbol on a normal latent),
+arrays of the narrowest integer type that holds them (2 bytes a symbol on a normal latent),
 flushing into pieces of the output as it goes.
 
 compressai's ``RansDecoder`` reads its stream through a raw pointer with no bounds check:
@@ -147,8 +147,9 @@ def _range(values: np.ndarray) -> tuple[int, int]:
 
 
 def _narrow(values: np.ndarray, low: int, high: int) -> np.ndarray:
-    """``values``, all within ``low..high``, in the narrowest signed type that holds them."""
-    for kind in (np.int8, np.int16, np.int32):
+    """``values``, all within ``low..high``, in the narrowest integer type that holds them (table
+    indexes of 256 scales in one byte: unsigned)."""
+    for kind in (np.int8, np.uint8, np.int16, np.uint16, np.int32):
         if np.iinfo(kind).min <= low and high <= np.iinfo(kind).max:
             return values.astype(kind)
     return values.astype(np.int64)

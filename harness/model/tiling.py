@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from harness import process_memory
 from harness.errors import HarnessError
 from harness.model.config import ModelConfig
-from harness.model.layers import WaveletDomainConv, WeConvDown, WeConvUp
+from harness.model.layers import WaveletDomainConv, WeConvDown, WeConvUp, as_float
 from harness.model.precision import Mixed
 
 # How far one level of each wavelet's lifting reaches, in samples of that level's input: 9/7's
@@ -109,7 +109,7 @@ def spans(length: int, tile: int) -> list[tuple[int, int]]:
 
 def analyse(g_a: nn.Module, x: Tensor, tile: int, halo: int) -> Tensor:
     """``g_a(x)`` computed ``tile`` x ``tile`` pixels at a time (``x`` padded to the model's
-    stride; ``tile`` and ``halo`` multiples of :func:`alignment`)."""
+    stride, uint8 images scaled a tile at a time; ``tile`` and ``halo`` multiples of :func:`alignment`)."""
     return _tiled(g_a, x, tile, halo, G_A_STRIDE, down=True)
 
 
@@ -130,7 +130,7 @@ def _tiled(net: nn.Module, x: Tensor, tile: int, halo: int, factor: int, down: b
     for top, bottom in spans(height, tile):
         for left, right in spans(width, tile):
             t, l = max(top - halo, 0), max(left - halo, 0)  # noqa: E741
-            piece = net(x[..., t:min(bottom + halo, height), l:min(right + halo, width)])
+            piece = net(as_float(x[..., t:min(bottom + halo, height), l:min(right + halo, width)]))
             if out is None:
                 out = piece.new_empty((*x.shape[:-3], piece.shape[-3], out_at(height), out_at(width)))
             out[..., out_at(top):out_at(bottom), out_at(left):out_at(right)] = piece[

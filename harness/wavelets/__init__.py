@@ -66,11 +66,12 @@ from harness.wavelets.lifting import (
     format_order,
     min_size,
     norm_dim,
+    release_workspace,
 )
 
 __all__ = [
     "WAVELETS", "WaveletError", "WaveletTypeError", "min_size", "dwt", "idwt", "channel_dwt", "channel_idwt",
-    "dwt2", "idwt2", "subband_names", "dwt3", "idwt3", "portable",
+    "dwt2", "idwt2", "subband_names", "dwt3", "idwt3", "portable", "release_workspace",
 ]
 
 

@@ -308,6 +308,12 @@ def _workspace(device: torch.device, dtype: torch.dtype, numel: int) -> Tensor:
     return flat.narrow(0, 0, numel)
 
 
+def release_workspace() -> None:
+    """Free this thread's workspaces: between the phases of a coding (g_a, the entropy model,
+    g_s), whose transforms' sizes differ, so that one phase's does not sit beside the next's."""
+    _WORKSPACE.__dict__.pop("buffers", None)
+
+
 # Memory order: an analysis's buffer, and so its bands, takes its input's, and a synthesis's
 # result the one its caller asks for (the default layout unless told): a bf16 3DM-WeConv layer
 # keeps its tensors channels-last, which its convolutions (and the kernels' folding, cpu._fold)

@@ -20,6 +20,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from harness.errors import HarnessError
 from harness.model.entropy import SymbolCRC
+from harness.model.layers import as_float
 from harness.model.network import pad_images
 from harness.model.rans import CheckedCoder
 from harness.zoo.registry import ARCHITECTURES, BaselineConfig
@@ -128,14 +129,14 @@ class HarnessCodec:
 
     def forward(self, x: Tensor) -> dict:
         height, width = x.shape[-2:] if x.dim() == 4 else (0, 0)
-        out = super().forward(self.pad(x))
+        out = super().forward(as_float(self.pad(x)))
         return {"x_hat": out["x_hat"][..., :height, :width], "likelihoods": out["likelihoods"]}
 
     @torch.no_grad()
     def compress(self, x: Tensor, reconstruct: bool = False, integer: bool = False, tile: int | None = None) -> dict:
         _whole_and_float(integer, tile)
         height, width = x.shape[-2:] if x.dim() == 4 else (0, 0)
-        padded = self.pad(x)
+        padded = as_float(self.pad(x))
         self._symbols.start("encode")
         try:
             out = super().compress(padded)
