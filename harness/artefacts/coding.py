@@ -59,8 +59,8 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
 
 
 def image_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """H x W x 3 uint8 -> 1 x 3 x H x W uint8, a view: what the models code, scaled to [0, 1] as
-    they read it (:func:`harness.model.layers.as_float`)."""
+    """H x W x 3 uint8 -> 1 x 3 x H x W uint8 (a copy, 3 bytes a pixel: an image's array may be
+    read-only): what the models code, scaled to [0, 1] as they read it (:func:`harness.model.layers.as_float`)."""
     return torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1)[None]
 
 

@@ -122,7 +122,7 @@ class WeConvene(CompressionModel):
         x = self.pad(x)
         y = self.g_a(as_float(x)) if tile is None else analyse(self.g_a, x, tile, analysis_halo(self.g_a, self.config))
         del x  # the padded copy, before the entropy model's buffers
-        wavelets.release_workspace()  # g_a's tiles', unlike what the latent's transforms need
+        wavelets.release_workspace()  # g_a's, sized for its tiles: the latent's transforms would not reuse it
         subbands = self.latent_codec.analysis(y)
         del y  # as large as its subbands, which are in turn freed once copied into its slices
         y_slices, z = self.latent_codec.split_subbands(subbands)
@@ -144,7 +144,7 @@ class WeConvene(CompressionModel):
         if tile is not None:
             check_tile(tile, self.config)
         out = self.latent_codec.decompress(strings, shape, integer, frugal=tile is not None)
-        wavelets.release_workspace()  # the entropy model's and the latent's synthesis's, before g_s's
+        wavelets.release_workspace()  # h_s's and the latent synthesis's, before g_s's
         process_memory.trim()  # the entropy model's buffers, before g_s's
         return {"x_hat": self._synthesize(out["y_hat"], size, tile), "latent_crc": out["latent_crc"]}
 
