@@ -28,8 +28,9 @@ less the RSS once the model is loaded, ~1.12 GB default and ~1.00 GB tiny)::
 
 The entropy model of the default model in bf16, refitted (2026-12-05 ~21:30-22:20 UTC, a 2-core
 host with AMX, two threads, the same checkpoint, g_a and g_s in tiles of 256 px at 6 MP and of
-512 px at 33 MP; peaks over the RSS once the model and the image are loaded) after the image came
-to the model in uint8, the rANS buffer to 2 bytes a symbol and h_a's input to bf16::
+512 px at 33 MP; peaks over the RSS once the model and the image are loaded, sampled every 2 ms
+as ``benchmarks/memory_phases.py`` does) after the image came to the model in uint8, the rANS
+buffer to 2 bytes a symbol and h_a's input to bf16::
 
     image       entropy, compress   entropy, decompress    (peak added, GB)
     3072x2048   0.58                0.57
