@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import threading
 import time
 from pathlib import Path
@@ -30,15 +29,9 @@ from harness.artefacts.bitstream import unpack
 from harness.artefacts.checkpoint import fingerprint, load_checkpoint
 from harness.model import entropy
 from harness.model.precision import set_precision
+from harness.process_memory import resident_bytes
 
 PHOTO = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos" / "001.png"
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE
-
 
 class Phases:
     """The peak RSS seen under each label, sampled every 2 ms and at every change of label."""
@@ -48,7 +41,7 @@ class Phases:
         self.thread = threading.Thread(target=self._sample, daemon=True)
 
     def _note(self) -> None:
-        self.peaks[self.label] = max(self.peaks.get(self.label, 0), rss())
+        self.peaks[self.label] = max(self.peaks.get(self.label, 0), resident_bytes())
 
     def _sample(self) -> None:
         while self.running:
@@ -107,7 +100,7 @@ def main() -> None:
     phases.wrap(entropy.SliceNet, "refine", lambda: f"slice {slices[0]:2d} refine")
     phases.wrap(entropy.WeChARM, "split_subbands", lambda: "split")
     phases.wrap(entropy.WeChARM, "synthesis", lambda: "latent synthesis", after="g_s")
-    base = rss()
+    base = resident_bytes()
     phases.label = "entropy model" if data is not None else "g_a"
     phases.thread.start()
     start = time.perf_counter()
