@@ -41,6 +41,7 @@ from harness.artefacts.memory import MemoryPlan, plan_memory
 from harness.atomic import check_output, write_atomic
 from harness.errors import HarnessError
 from harness.model.exact import PATH_ID
+from harness.model.layers import as_float
 from harness.model.network import WeConvene
 from harness.model.precision import set_precision
 from harness.model.rans import StreamError
@@ -53,15 +54,15 @@ ALTERED = ("altered after encoding (CRC recomputed), or decoded by a different e
            "(harness or checkpoint version)")
 
 
-def to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """H x W x 3 uint8 -> 1 x 3 x H x W float in [0, 1]."""
-    return torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255
-
-
 def image_tensor(pixels: np.ndarray) -> torch.Tensor:
     """H x W x 3 uint8 -> 1 x 3 x H x W uint8 (a copy, 3 bytes a pixel: an image's array may be
     read-only): what the models code, scaled to [0, 1] as they read it (:func:`harness.model.layers.as_float`)."""
     return torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1)[None]
+
+
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """H x W x 3 uint8 -> 1 x 3 x H x W float in [0, 1]."""
+    return as_float(image_tensor(pixels))
 
 
 def to_pixels(x_hat: torch.Tensor) -> np.ndarray:
