@@ -36,6 +36,7 @@ from harness.zoo.variants import VARIANTS
 
 FORMAT = "harness-weconvene-checkpoint"
 VERSION = 1
+_TRIM_EVERY = 32 << 20  # bytes of the file's tensors copied between two handings-back of their pages
 
 
 def fingerprint(model: WeConvene) -> str:
@@ -148,8 +149,10 @@ def _with_weights(path: Path, model, payload: dict, variant: str | None):
 
 def _copy_weights(path: Path, model, state: dict) -> None:
     """A strict ``load_state_dict`` of ``state`` into ``model``, tensor by tensor, each freed once
-    copied: the file's tensors and the model's are never both whole in memory (0.3 GB at the
-    default model's load). The shapes were checked (:func:`torchfile.check_shapes`)."""
+    copied and its pages handed back every :data:`_TRIM_EVERY` bytes: the file's tensors and the
+    model's are never both whole in memory (0.3 GB at the default model's load, which was the
+    peak of a kodim01 decode before the pages were handed back). The shapes were checked
+    (:func:`torchfile.check_shapes`)."""
     targets = model.state_dict(keep_vars=True)
     missing = sorted(set(targets) - set(state))
     if missing:
@@ -163,9 +166,16 @@ def _copy_weights(path: Path, model, state: dict) -> None:
     except (RuntimeError, KeyError, ValueError) as error:
         reason = str(error).splitlines()[0]
         raise HarnessError(f"{path}: weights do not match variant {model.config.variant!r} ({reason})") from None
+    freed = 0
     with torch.no_grad():
         for key in list(state):
-            targets[key].copy_(state.pop(key))
+            source = state.pop(key)
+            targets[key].copy_(source)
+            freed += source.nbytes
+            del source
+            if freed >= _TRIM_EVERY:  # glibc keeps the freed tensors' pages (each below its mmap threshold)
+                process_memory.trim()
+                freed = 0
 
 
 def _check_tables(path: Path, model) -> None:
