@@ -258,3 +258,85 @@ def test_residual_block_sums_in_place_only_without_gradients():
     out = ours(x.double())
     out.sum().backward()  # the in-place LeakyReLU's output is kept for backward: a new sum
     assert out.grad_fn is not None and x.grad is not None
+
+
+def test_the_wavelet_domain_conv_frees_each_analysis_before_its_synthesis(monkeypatch):
+    """Each wavelet buffer of a 3DM-WeConv layer is as large as its input: the channel analysis's
+    and the spatial one's are freed by the time the spatial synthesis allocates its own (at g_s's
+    peak, which is a decode's), and the layer's output is what it was."""
+    import weakref
+
+    from harness import wavelets
+    from harness.model.layers import WaveletDomainConv
+
+    torch.manual_seed(0)
+    layer = WaveletDomainConv(16, "5/3", channel_levels=1, spatial_levels=2, hf_kernel=1).eval()
+    x = torch.randn(1, 16, 32, 24)
+    with torch.no_grad():
+        expected = layer(x)
+    analyses, alive = [], []
+
+    def kept(function):
+        def call(*args, **kwargs):
+            out = function(*args, **kwargs)
+            first = out[0] if isinstance(out, (tuple, list)) else out
+            analyses.append(weakref.ref(first.untyped_storage()))
+            return out
+        return call
+
+    def synthesis(*args, **kwargs):
+        alive.append([ref() is not None for ref in analyses])
+        return idwt2(*args, **kwargs)
+
+    idwt2 = wavelets.idwt2
+    monkeypatch.setattr(wavelets, "channel_dwt", kept(wavelets.channel_dwt))
+    monkeypatch.setattr(wavelets, "dwt2", kept(wavelets.dwt2))
+    monkeypatch.setattr(wavelets, "idwt2", synthesis)
+    with torch.no_grad():
+        assert torch.equal(layer(x), expected)
+    assert alive == [[False, False]]
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_gdn_normalises_in_place_only_without_gradients(inverse):
+    """Our GDN writes the root and the product over the sum when no gradient is kept: compressai's
+    values bit for bit (float32, float64, bf16 under autocast as g_a and g_s run), no tensor made
+    for either; with gradients, or where the product must widen the dtype, it is compressai's."""
+    from compressai.layers import GDN as Theirs
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from harness.model.layers import GDN
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    ours, theirs = GDN(8, inverse=inverse), Theirs(8, inverse=inverse)
+    with torch.no_grad():
+        ours.gamma.add_(torch.rand_like(ours.gamma) * 0.1)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 8, 12, 10)
+    root = "sqrt" if inverse else "rsqrt"
+    for dtype, layout in [(torch.float32, torch.contiguous_format), (torch.float64, torch.contiguous_format),
+                          (torch.bfloat16, torch.channels_last)]:
+        given = x.to(dtype=dtype, memory_format=layout)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            ours.to(dtype if dtype == torch.float64 else torch.float32), theirs.to(ours.beta.dtype)
+            with Ops() as ops:
+                out = ours(given)
+            assert torch.equal(out, theirs(given)) and out.dtype == dtype
+            assert f"{root}_.default" in ops.names and f"{root}.default" not in ops.names
+            assert "mul_.Tensor" in ops.names and "mul.Tensor" not in ops.names
+    ours.float(), theirs.float()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(ours(x), theirs(x))  # a float32 x, a bf16 norm: the product is float32
+    given = x.clone().requires_grad_()
+    out = ours(given)
+    out.sum().backward()
+    assert torch.equal(out, theirs(x)) and given.grad is not None

@@ -88,6 +88,21 @@ def test_channel_dwt_groups_lowest_first():
     assert torch.allclose(wt.channel_idwt(groups, "5/3"), x, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_channel_dwt_joined_is_its_groups_side_by_side(layout):
+    """``joined`` hands over the analysis's buffer: what torch.cat of its groups copies, bit for
+    bit and in the input's layout, and the same gradient."""
+    x = torch.rand(2, 40, 5, 6).to(memory_format=layout).requires_grad_()
+    joined = wt.channel_dwt(x, "9/7", levels=2, joined=True)
+    groups = wt.channel_dwt(x, "9/7", levels=2)
+    assert torch.equal(joined, torch.cat(groups, dim=1))
+    assert joined.is_contiguous(memory_format=layout)
+    weights = torch.rand(40, 1, 1)
+    (grad_joined,) = torch.autograd.grad((joined * weights).sum(), x)
+    (grad_groups,) = torch.autograd.grad((torch.cat(groups, dim=1) * weights).sum(), x)
+    assert torch.equal(grad_joined, grad_groups)
+
+
 @pytest.mark.parametrize("wavelet", wt.WAVELETS)
 def test_length_one_passes_through(wavelet):
     x = torch.rand(2, 3, 1, 1)

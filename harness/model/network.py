@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
-from compressai.layers import ResidualBlockUpsample, ResidualBlockWithStride, conv3x3, subpel_conv3x3
+from compressai.layers import conv3x3, subpel_conv3x3
 from compressai.models import CompressionModel
 from compressai.models.base import get_scale_table
 from torch import Tensor, nn
@@ -19,7 +19,8 @@ from harness import process_memory, wavelets
 from harness.errors import HarnessError
 from harness.model.config import ModelConfig
 from harness.model.entropy import WeChARM
-from harness.model.layers import WeConvDown, WeConvUp, as_float, pad_to, res_group
+from harness.model.layers import (ResidualBlockUpsample, ResidualBlockWithStride, WeConvDown, WeConvUp, as_float, pad_to,
+                                  res_group)
 from harness.model.tiling import G_A_STRIDE, analyse, analysis_halo, check_tile, synthesise, synthesis_halo
 
 SCALE_TABLE_LEVELS = 256

@@ -143,20 +143,24 @@ def idwt(
 
 
 def channel_dwt(
-    x: Tensor, wavelet: str, levels: int = 1, dim: int = 1, *, strict: bool = True
-) -> list[Tensor]:
+    x: Tensor, wavelet: str, levels: int = 1, dim: int = 1, *, strict: bool = True, joined: bool = False
+) -> list[Tensor] | Tensor:
     """Multi-level 1D DWT along ``dim`` (channels by default), Mallat on the low band.
 
     Returns ``[L, H_levels, ..., H_2, H_1]``: the final low band first, then the
     high bands from coarsest to finest (``H_1`` is the first level's high band),
-    as views of one buffer. With ``strict`` the size along ``dim`` must be at
-    least ``2**(levels-1)+1`` so that every level has a non-empty high band.
+    as views of one buffer; with ``joined``, that buffer, x's shape (what
+    ``torch.cat`` of the list along ``dim`` would copy). With ``strict`` the size
+    along ``dim`` must be at least ``2**(levels-1)+1`` so that every level has a
+    non-empty high band.
     """
     check_wavelet(wavelet)
     check_float(x)
     check_levels(levels, "levels")
     dim = norm_dim(dim, x.dim())
     check_size(x.shape[dim], levels, f"dimension {dim}", strict)
+    if joined:
+        return Analysis.apply(x, wavelet, [((dim,), levels)], [{}])[0]
     low, highs = band_spans(x.shape[dim], levels)
     spans = [{dim: span} for span in [low, *reversed(highs)]]
     return list(Analysis.apply(x, wavelet, [((dim,), levels)], spans))
