@@ -340,3 +340,25 @@ def test_gdn_normalises_in_place_only_without_gradients(inverse):
     out = ours(given)
     out.sum().backward()
     assert torch.equal(out, theirs(x)) and given.grad is not None
+
+
+@pytest.mark.parametrize("layer", ["down", "up"])
+def test_3dm_weconv_layers_add_their_skip_in_place_only_without_gradients(layer):
+    """A 3DM-WeConv layer writes its residual sum over the wavelet-domain output when no gradient
+    is kept (one image-sized tensor fewer): the values of the sum made anew; with gradients, a new sum."""
+    from harness.model.layers import WeConvDown, WeConvUp
+
+    torch.manual_seed(0)
+    block = (WeConvDown if layer == "down" else WeConvUp)(8, 8, "5/3", 1, 2, 1).eval()
+    x = torch.randn(1, 8, 16, 12, requires_grad=True)
+    with torch.no_grad():
+        wavelet = block.wavelet_conv(block.act(block.conv(x)))
+        expected = wavelet + block.skip(x)
+        made = []
+        hook = block.wavelet_conv.register_forward_hook(lambda module, args, out: made.append(out))
+        out = block(x)
+        hook.remove()
+    assert torch.equal(out, expected) and out.data_ptr() == made[0].data_ptr()
+    trained = block(x)
+    trained.sum().backward()
+    assert torch.equal(trained, expected) and x.grad is not None

@@ -177,7 +177,7 @@ class WeConvDown(nn.Module):
         self.skip = conv1x1(in_ch, out_ch, stride=stride) if stride != 1 or in_ch != out_ch else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.wavelet_conv(self.act(self.conv(x))) + self.skip(x)
+        return _residual_sum(self.wavelet_conv(self.act(self.conv(x))), self.skip(x))
 
 
 @exact.register_composite
@@ -194,7 +194,15 @@ class WeConvUp(nn.Module):
         self.skip = subpel_conv3x3(in_ch, out_ch, upsample)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.wavelet_conv(self.act(self.conv(x))) + self.skip(x)
+        return _residual_sum(self.wavelet_conv(self.act(self.conv(x))), self.skip(x))
+
+
+def _residual_sum(out: Tensor, skip: Tensor) -> Tensor:
+    """``out + skip``, written over ``out`` when no gradient is kept (as :class:`ResidualBlock`
+    does): one image-sized tensor fewer per 3DM-WeConv layer, the same sums."""
+    if torch.is_grad_enabled() or out.dtype != torch.promote_types(out.dtype, skip.dtype):
+        return out + skip
+    return out.add_(skip)
 
 
 def _split_channels(x: Tensor, wavelet: str, levels: int) -> list[Tensor]:
