@@ -18,7 +18,10 @@ One command, every figure from the same machine in the same run:
   g_a and g_s at >= 60 % of the bf16 rate (on an AMX host, where bf16 is the coding precision).
 
 ``--precision auto`` (the default) is bf16 where the CPU has AMX and fp32 elsewhere, as
-``harness compress`` chooses; the header says which, and whether this CPU has AMX.
+``harness compress`` chooses; the header says which, and whether this CPU has AMX. This process
+asks torch for huge pages as ``harness`` does (:func:`harness.process_memory.huge_pages_for_torch`),
+so the in-process figures are the CLI's; the processes it starts, ELIC's among them, run in the
+environment it was given (the header says what torch was told, and the kernel's THP mode).
 
 Usage: PYTHONPATH=. python benchmarks/speed.py [--repeats 3] [--model default.pt] [--precision auto]
 """
@@ -35,9 +38,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-from compressai.models import Elic2022Official
-from PIL import Image
+from harness.process_memory import huge_pages_for_torch
+
+USER_ENVIRONMENT = dict(os.environ)  # every process started here runs in it: ELIC's as its users run it
+huge_pages_for_torch()  # this process codes in process as `harness compress` does: set before torch is imported
+
+import torch  # noqa: E402
+from compressai.models import Elic2022Official  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from harness.artefacts.checkpoint import load_checkpoint
 from harness.artefacts.coding import to_tensor
@@ -50,6 +58,7 @@ from bitstream import gflop, timed
 
 REPO = Path(__file__).resolve().parents[1]
 KODIM01 = REPO / "datasets" / "kodak" / "kodim01.png"
+THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 # ELIC as its users run it: CompressAI's model, freshly initialised (seed 0: the decoder builds
 # the same tables), fp32, its own compress/decompress. argv: compress IMAGE OUT | decompress IN PNG
@@ -81,7 +90,7 @@ def run(argv: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (GB) of one process, which must succeed; anything it prints on
     stderr is noted. The RSS comes from /usr/bin/time, which forks from a small process: a child
     forked from this one would count this process's pages in its peak until it execs."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**USER_ENVIRONMENT, "PYTHONPATH": str(REPO)}  # `harness` asks for huge pages itself
     with tempfile.NamedTemporaryFile("r") as peak:
         start = time.perf_counter()
         done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", peak.name, *argv], stdout=subprocess.DEVNULL,
@@ -231,7 +240,15 @@ def machine(precision: str) -> str:
     amx = bf16_is_fast("cpu")
     return (f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), "
             f"{torch.get_num_threads()} thread(s); AMX bf16 {'available' if amx else 'NOT available'}"
-            f"; --precision {precision} = {resolve(precision)}")
+            f"; --precision {precision} = {resolve(precision)}; tensors on huge pages (THP_MEM_ALLOC_ENABLE) "
+            f"{os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}, kernel THP mode {_thp_mode()}")
+
+
+def _thp_mode() -> str:
+    try:
+        return THP_MODE.read_text().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return "unknown"
 
 
 def main() -> None:

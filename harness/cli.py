@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Callable, Collection, Sequence
 
 from harness import __version__
-from harness.process_memory import imports_frozen
+from harness.process_memory import huge_pages_for_torch, imports_frozen
 from harness.configs import build, default_of
 from harness.errors import HarnessError
 from harness.flags import (Parser, command, floats, given, ints, memory_size, names, option, resize_arg, scale_range,
@@ -88,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    huge_pages_for_torch()
     try:
         with imports_frozen():
             work = args.func(args)  # options checked, stage imported

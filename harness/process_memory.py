@@ -25,6 +25,7 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import os
 import sys
 from pathlib import Path
 
@@ -121,6 +122,21 @@ def available_bytes() -> int | None:
         if limit.isdigit():  # "max" (v2), or v1's huge number, when there is no limit
             values.append(max(int(limit) - usage, 0))
     return min(values) if values else None
+
+
+def huge_pages_for_torch() -> None:
+    """Ask torch, before it is imported, to back each tensor of 2 MiB or more with transparent huge
+    pages (``THP_MEM_ALLOC_ENABLE``, torch's own switch: 2 MiB alignment and ``MADV_HUGEPAGE``),
+    unless the environment says otherwise; the processes this one starts inherit it.
+
+    glibc maps every block above its mmap threshold (32 MiB at most) anew and the kernel faults
+    it in page by page: a transform's image-sized tensors (100 MB of bf16 per 128 channels at
+    Kodak's full resolution) cost a fault per 4 KiB each time one is made. With 2 MiB pages, g_a
+    of kodim01 took a median 1.12 s against 1.22 s in eight pairs of processes, less in seven
+    (benchmarks/RESULTS.md, speed.py), at the same peaks. Where the kernel's THP mode is
+    ``never``, or torch is already imported, it changes nothing."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
 @contextlib.contextmanager

@@ -130,3 +130,45 @@ def test_a_ray_worker_of_a_harness_job_collects_its_youngest_generation_less_oft
                           env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == str(YOUNG_COLLECTION_EVERY)
+
+
+THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+# A process that asks (or not) before torch is imported: the huge pages behind one 64 MiB tensor.
+HUGE = """
+import sys
+from harness.process_memory import huge_pages_for_torch
+if sys.argv[1] == "torch first":
+    import torch
+huge_pages_for_torch()
+import torch
+x = torch.ones(16 << 20)  # 64 MiB, faulted in
+for line in open("/proc/self/smaps_rollup"):
+    if line.startswith("AnonHugePages:"):
+        print(int(line.split()[1]) // 1024)
+"""
+
+
+@pytest.mark.skipif(not THP_MODE.exists() or "[never]" in THP_MODE.read_text(), reason="the kernel gives no THP")
+@pytest.mark.parametrize("order, setting, huge", [
+    ("ask first", None, True),
+    ("ask first", "0", False),  # the environment's own choice stands
+    ("torch first", None, False),  # too late: torch reads the switch once, at import
+])
+def test_a_process_that_asks_before_importing_torch_backs_its_tensors_with_huge_pages(order, setting, huge):
+    env = {key: value for key, value in os.environ.items() if key != "THP_MEM_ALLOC_ENABLE"}
+    env["PYTHONPATH"] = str(REPO)
+    if setting is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = setting
+    done = subprocess.run([sys.executable, "-c", HUGE, order], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    mebibytes = int(done.stdout.split()[-1])
+    assert (mebibytes >= 32) is huge, mebibytes
+
+
+def test_the_cli_asks_for_huge_pages_before_a_stage_imports_torch(monkeypatch):
+    from harness import cli
+
+    asked = []
+    monkeypatch.setattr(cli, "huge_pages_for_torch", lambda: asked.append(True))
+    assert cli.main(["datasets", "list"]) == 0
+    assert asked == [True]
