@@ -63,6 +63,33 @@ def test_weights_use_every_level_and_an_all_zero_channel_stays_zero():
     assert torch.all((ints * step.reshape(-1, 1, 1, 1) - weight.double()).abs() <= step.reshape(-1, 1, 1, 1) / 2)
 
 
+def test_weights_are_rounded_in_one_float64_copy_to_the_integers_of_their_definition():
+    """quantize_weights runs for every weight at every load: one float64 copy rounded in place
+    (more copies were the load's peak), the integers round(w * 2^bits / max |w|) per channel."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.made = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = func.overloadpacket.__name__
+            if isinstance(out, torch.Tensor) and out.numel() == weight.numel() and not name.endswith("_"):
+                self.made.append(name)  # a new tensor of the weight's size, or a view of one
+            return out
+
+    torch.manual_seed(0)
+    weight = torch.randn(6, 5, 3, 3) * torch.tensor([1e-3, 1.0, 7.0, -2.0, 0.0, 1e4]).reshape(-1, 1, 1, 1)
+    with Ops() as ops:
+        ints, step = exact.quantize_weights(weight, 6)
+    largest = weight.double().abs().reshape(6, -1).amax(dim=1)
+    up = torch.where(largest > 0, 2.0**6 / largest, torch.zeros_like(largest)).reshape(-1, 1, 1, 1)
+    assert torch.equal(ints, torch.round(weight.double() * up)) and torch.equal(step, largest / 2.0**6)
+    assert [name for name in ops.made if name not in ("detach", "view", "_reshape_alias")] == ["_to_copy"], ops.made
+
+
 def test_weights_beyond_one_limb_are_refused():
     with pytest.raises(HarnessError, match="weights beyond"):
         exact.IntegerMatrix(torch.full((4, 3), WEIGHT_LIMIT + 1.0))
@@ -341,3 +368,25 @@ def test_checkpoints_name_the_path_and_others_are_refused_in_one_line(tmp_path):
         with pytest.raises(HarnessError, match=message) as refused:
             load_checkpoint(path)
         assert "\n" not in str(refused.value) and f"with {exact.PATH_ID!r}" in str(refused.value)
+
+
+def test_the_integer_path_is_built_a_network_at_a_time_handing_back_each_ones_temporaries(monkeypatch):
+    """Building the integer networks makes float64 temporaries of every weight, which glibc keeps:
+    the pages are handed back after each network (both h_s branches, each e_Slice), the same
+    networks as one conversion of them all."""
+    from harness import process_memory
+    from harness.model.network import WeConvene
+    from harness.zoo.variants import get_config
+
+    torch.manual_seed(0)
+    model = WeConvene(get_config("tiny")).eval()
+    model.update(force=True)
+    codec = model.latent_codec
+    trims = []
+    monkeypatch.setattr(process_memory, "trim", lambda: trims.append(1))
+    codec.build_integer_path()
+    assert len(trims) == 2 + len(codec.slice_nets)
+    whole = exact.convert(codec.slice_nets)
+    built = codec._integer[0].slice_nets
+    assert [repr(net) for net in built] == [repr(net) for net in whole]
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), whole.state_dict().values()))

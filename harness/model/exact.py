@@ -169,11 +169,16 @@ def quantize_weights(weight: Tensor, bits: int = WEIGHT_BITS) -> tuple[Tensor, T
     A channel's step is its largest magnitude / 2^bits (exact: a power-of-two division), so all
     2^(bits+1) + 1 levels are used; w = round(weight * (2^bits / largest)), one correctly rounded
     division and product each, on the CPU: the same integers on every machine. The step then
-    scales an exact integer sum once, a single correctly rounded product like any other."""
-    weight = weight.detach().double().cpu()
-    largest = _row_max(weight)
+    scales an exact integer sum once, a single correctly rounded product like any other.
+
+    Rounded in place in one float64 copy (this runs for every weight at every model load: three
+    more copies of each, freed at once, raised the load's peak by up to 0.4 GB at the default
+    model); the largest magnitude of a row is max(-min, max), exact, without an abs() copy."""
+    weight = weight.detach().to(device="cpu", dtype=torch.float64, copy=True)
+    low, high = torch.aminmax(weight.reshape(weight.shape[0], -1), dim=1)
+    largest = torch.maximum(-low, high)
     up = torch.where(largest > 0, 2.0**bits / largest, torch.zeros_like(largest))  # an all-zero channel stays 0
-    return _round_rows(weight, up), largest / 2.0**bits
+    return weight.mul_(up.reshape(-1, *([1] * (weight.dim() - 1)))).round_(), largest / 2.0**bits
 
 
 # ---------------------------------------------------------------------------- layers
