@@ -109,7 +109,9 @@ class IntegerMatrix(nn.Module):
         super().__init__()
         if values.shape[0] > 2**16:
             raise HarnessError(f"integer entropy path: {values.shape[0]} terms per sum exceed 2^16")
-        low, high = torch.aminmax(values)  # one pass, without abs()'s copy: this runs at every model load
+        # without abs()'s copy: this runs at every model load. Two passes: torch.aminmax of these
+        # transposed views took ten times as long (0.2 s of a default model's load)
+        low, high = values.amin(), values.amax()
         if max(-low.item(), high.item()) > 2**WEIGHT_BITS:
             raise HarnessError(f"integer entropy path: weights beyond +-2^{WEIGHT_BITS}")
         self.k, self.n = values.shape
@@ -175,8 +177,8 @@ def quantize_weights(weight: Tensor, bits: int = WEIGHT_BITS) -> tuple[Tensor, T
     more copies of each, freed at once, raised the load's peak by up to 0.4 GB at the default
     model); the largest magnitude of a row is max(-min, max), exact, without an abs() copy."""
     weight = weight.detach().to(device="cpu", dtype=torch.float64, copy=True)
-    low, high = torch.aminmax(weight.reshape(weight.shape[0], -1), dim=1)
-    largest = torch.maximum(-low, high)
+    rows = weight.reshape(weight.shape[0], -1)
+    largest = torch.maximum(-rows.amin(dim=1), rows.amax(dim=1))  # torch.aminmax per row is 4x slower
     up = torch.where(largest > 0, 2.0**bits / largest, torch.zeros_like(largest))  # an all-zero channel stays 0
     return weight.mul_(up.reshape(-1, *([1] * (weight.dim() - 1)))).round_(), largest / 2.0**bits
 
