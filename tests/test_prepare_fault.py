@@ -48,12 +48,16 @@ def test_killed_worker_node_mid_run_loses_and_duplicates_nothing(cluster, photos
         if killed:
             return
         # Wait until both nodes are writing a shard (two temporaries), so the
-        # node killed certainly takes a half-written shard with it.
+        # node killed certainly takes a half-written shard with it. The count kept is the
+        # one that ended the wait: counted again, a shard finished since reads 1.
         deadline = time.monotonic() + 30
-        while len(list((tmp_path / "disturbed").glob(".train-*.tmp"))) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        killed.append(len(list((tmp_path / "disturbed").glob(".train-*.tmp"))))
+        writing = 0
+        while writing < 2 and time.monotonic() < deadline:
+            writing = len(list((tmp_path / "disturbed").glob(".train-*.tmp")))
+            if writing < 2:
+                time.sleep(0.01)
         cluster.remove_node(workers[0], allow_graceful=False)
+        killed.append(writing)
 
     disturbed = run(config(tmp_path / "disturbed"), on_shard_done=kill_a_worker_node)
     assert killed == [2] and disturbed.complete
