@@ -255,7 +255,8 @@ class WeChARM(LatentCodec):
         for net in (self.h_s_mean, self.h_s_scale, *self.slice_nets):
             built.append(exact.convert(net))
             process_memory.trim()
-        self._integer[:] = [_PriorNets(built[0], built[1], nn.ModuleList(built[2:]))]
+        mean, scale, *slices = built
+        self._integer[:] = [_PriorNets(mean, scale, nn.ModuleList(slices))]
 
     def drop_float_prior(self) -> None:
         """Free the float networks the integer path stands in for when coding: both h_s branches

@@ -65,8 +65,7 @@ class GDN(compressai_layers.GDN):
         gamma = self.gamma_reparam(self.gamma).reshape(channels, channels, 1, 1)
         norm = F.conv2d(x**2, gamma, self.beta_reparam(self.beta))
         norm = norm.sqrt_() if self.inverse else norm.rsqrt_()
-        # in place where the product keeps norm's dtype (autocast may hand a float32 x a bf16 norm)
-        return norm.mul_(x) if norm.dtype == torch.promote_types(norm.dtype, x.dtype) else x * norm
+        return norm.mul_(x) if _may_overwrite(norm, x) else x * norm
 
 
 class ResidualBlockWithStride(compressai_layers.ResidualBlockWithStride):
@@ -143,9 +142,9 @@ class WaveletDomainConv(nn.Module):
         # next step has read it (the channel analysis here, the spatial one once its bands are
         # filtered, the filtered bands once merged), not when forward returns: the tensors alive at
         # once in g_s of kodim01, whose peak is a decode's, went from 169 to 138 MB.
-        groups = wavelets.channel_dwt(x, self.wavelet, self.channel_levels, joined=True) if self.channel_levels else x
-        low, highs = wavelets.dwt2(groups, self.wavelet, self.spatial_levels)
-        del groups
+        joined = wavelets.channel_dwt(x, self.wavelet, self.channel_levels, joined=True) if self.channel_levels else x
+        low, highs = wavelets.dwt2(joined, self.wavelet, self.spatial_levels)
+        del joined
         sizes = list(self.group_sizes)
         low = torch.cat([f(t) for f, t in zip(self.low, torch.split(low, sizes, dim=1))], dim=1)
         filtered_highs = [self._filter_highs(level, bands, sizes) for level, bands in enumerate(highs)]
@@ -198,11 +197,16 @@ class WeConvUp(nn.Module):
 
 
 def _residual_sum(out: Tensor, skip: Tensor) -> Tensor:
-    """``out + skip``, written over ``out`` when no gradient is kept (as :class:`ResidualBlock`
-    does): one image-sized tensor fewer per 3DM-WeConv layer, the same sums."""
-    if torch.is_grad_enabled() or out.dtype != torch.promote_types(out.dtype, skip.dtype):
-        return out + skip
-    return out.add_(skip)
+    """``out + skip``, written over ``out`` where it may be (as :class:`ResidualBlock` does): one
+    image-sized tensor fewer per 3DM-WeConv layer, the same sums."""
+    return out.add_(skip) if _may_overwrite(out, skip) else out + skip
+
+
+def _may_overwrite(out: Tensor, other: Tensor) -> bool:
+    """Whether ``out op other`` may be written over ``out``: no gradient is kept (backward reads
+    the operands) and the result keeps ``out``'s dtype (autocast may hand a float32 tensor a bf16
+    one)."""
+    return not torch.is_grad_enabled() and out.dtype == torch.promote_types(out.dtype, other.dtype)
 
 
 def _split_channels(x: Tensor, wavelet: str, levels: int) -> list[Tensor]:
