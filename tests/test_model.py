@@ -297,15 +297,9 @@ def test_the_wavelet_domain_conv_frees_each_analysis_before_its_synthesis(monkey
     assert alive == [[False, False]]
 
 
-@pytest.mark.parametrize("inverse", [False, True])
-def test_gdn_normalises_in_place_only_without_gradients(inverse):
-    """Our GDN writes the root and the product over the sum when no gradient is kept: compressai's
-    values bit for bit (float32, float64, bf16 under autocast as g_a and g_s run), no tensor made
-    for either; with gradients, or where the product must widen the dtype, it is compressai's."""
-    from compressai.layers import GDN as Theirs
+def _dispatched(call):
+    """The aten ops ``call()`` runs, by name, and its result."""
     from torch.utils._python_dispatch import TorchDispatchMode
-
-    from harness.model.layers import GDN
 
     class Ops(TorchDispatchMode):
         def __init__(self):
@@ -315,6 +309,20 @@ def test_gdn_normalises_in_place_only_without_gradients(inverse):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             self.names.append(func.__name__)
             return func(*args, **(kwargs or {}))
+
+    with Ops() as ops:
+        out = call()
+    return ops.names, out
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_gdn_normalises_in_place_only_without_gradients(inverse):
+    """Our GDN writes the root and the product over the sum when no gradient is kept: compressai's
+    values bit for bit (float32, float64, bf16 under autocast as g_a and g_s run), no tensor made
+    for either; with gradients, or where the product must widen the dtype, it is compressai's."""
+    from compressai.layers import GDN as Theirs
+
+    from harness.model.layers import GDN
 
     torch.manual_seed(0)
     ours, theirs = GDN(8, inverse=inverse), Theirs(8, inverse=inverse)
@@ -328,11 +336,10 @@ def test_gdn_normalises_in_place_only_without_gradients(inverse):
         given = x.to(dtype=dtype, memory_format=layout)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
             ours.to(dtype if dtype == torch.float64 else torch.float32), theirs.to(ours.beta.dtype)
-            with Ops() as ops:
-                out = ours(given)
+            names, out = _dispatched(lambda: ours(given))
             assert torch.equal(out, theirs(given)) and out.dtype == dtype
-            assert f"{root}_.default" in ops.names and f"{root}.default" not in ops.names
-            assert "mul_.Tensor" in ops.names and "mul.Tensor" not in ops.names
+            assert f"{root}_.default" in names and f"{root}.default" not in names
+            assert "mul_.Tensor" in names and "mul.Tensor" not in names
     ours.float(), theirs.float()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(ours(x), theirs(x))  # a float32 x, a bf16 norm: the product is float32
@@ -340,6 +347,59 @@ def test_gdn_normalises_in_place_only_without_gradients(inverse):
     out = ours(given)
     out.sum().backward()
     assert torch.equal(out, theirs(x)) and given.grad is not None
+
+
+def test_a_fused_convolution_rounds_its_leaky_relu_once():
+    """conv_leaky_relu in bf16 inference: one oneDNN convolution, no LeakyReLU pass; its positive
+    outputs are the unfused bits, its negative ones within one bf16 unit in the last place (the
+    slope's product rounded once, not twice), channels-last as the unfused output."""
+    from torch import nn
+
+    from harness.model.layers import conv_leaky_relu
+
+    torch.manual_seed(0)
+    conv, act = nn.Conv2d(16, 24, 3, padding=1), nn.LeakyReLU(inplace=True)
+    x = torch.randn(1, 16, 20, 18).to(dtype=torch.bfloat16, memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        unfused = act(conv(x))
+        names, fused = _dispatched(lambda: conv_leaky_relu(conv, act, x))
+    assert "_convolution_pointwise.default" in names and not any("leaky" in name for name in names)
+    assert fused.dtype == torch.bfloat16 and fused.is_contiguous(memory_format=torch.channels_last)
+    positive = unfused > 0
+    assert torch.equal(fused[positive], unfused[positive]) and not torch.equal(fused, unfused)
+    ulp = unfused.float().abs() * 2.0**-7  # bf16 keeps 8 significant bits: an ulp is at most |v| / 2^7
+    assert ((fused.float() - unfused.float()).abs() <= ulp).all()
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+@pytest.mark.parametrize("block", ["residual", "stem", "first up", "down", "up"])
+def test_bf16_inference_fuses_each_leaky_relu_of_the_transforms_into_its_convolution(block, monkeypatch):
+    """g_a's and g_s's blocks under bf16 autocast without gradients run no LeakyReLU pass, and give
+    the unfused values within bf16 rounding; in float32, or with gradients, they run as before, bit
+    for bit (fusion is for bf16 inference only)."""
+    from harness.model import layers
+
+    torch.manual_seed(0)
+    module = {"residual": lambda: layers.ResidualBlock(8, 8), "stem": lambda: layers.ResidualBlockWithStride(3, 8, 1),
+              "first up": lambda: layers.ResidualBlockUpsample(8, 8, 1),
+              "down": lambda: layers.WeConvDown(8, 8, "5/3", 1, 2, 1),
+              "up": lambda: layers.WeConvUp(8, 8, "5/3", 1, 2, 1)}[block]().eval()
+    x = torch.randn(1, 3 if block == "stem" else 8, 16, 12)
+    bf16 = x.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
+
+    def run(given, bits=torch.bfloat16):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bits == torch.bfloat16):
+            return _dispatched(lambda: module(given))
+
+    names, fused = run(bf16)
+    float_names, in_float = run(x, torch.float32)
+    trained = module(x.clone().requires_grad_())
+    monkeypatch.setattr(layers, "_fusable", lambda conv, x: False)
+    unfused_names, unfused = run(bf16)
+    assert any("leaky" in name for name in unfused_names) and not any("leaky" in name for name in names)
+    assert torch.allclose(fused.float(), unfused.float(), rtol=2**-5, atol=2**-5)
+    assert any("leaky" in name for name in float_names) and torch.equal(in_float, run(x, torch.float32)[1])
+    assert torch.equal(trained, in_float)
 
 
 @pytest.mark.parametrize("layer", ["down", "up"])

@@ -47,7 +47,7 @@ class ResidualBlock(compressai_layers.ResidualBlock):
     def forward(self, x: Tensor) -> Tensor:
         if torch.is_grad_enabled():
             return super().forward(x)
-        out = self.leaky_relu(self.conv2(self.leaky_relu(self.conv1(x))))
+        out = conv_leaky_relu(self.conv2, self.leaky_relu, conv_leaky_relu(self.conv1, self.leaky_relu, x))
         return out.add_(x if self.skip is None else self.skip(x))
 
 
@@ -69,19 +69,37 @@ class GDN(compressai_layers.GDN):
 
 
 class ResidualBlockWithStride(compressai_layers.ResidualBlockWithStride):
-    """compressai's block (g_a's first layer) with :class:`GDN` in place of theirs."""
+    """compressai's block (g_a's first layer) with :class:`GDN` in place of theirs, and its first
+    convolution's LeakyReLU fused in bf16 inference (:func:`conv_leaky_relu`)."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 2) -> None:
         super().__init__(in_ch, out_ch, stride=stride)
         self.gdn = GDN(out_ch)
 
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            return super().forward(x)
+        out = self.gdn(self.conv2(conv_leaky_relu(self.conv1, self.leaky_relu, x)))
+        out += x if self.skip is None else self.skip(x)
+        return out
+
 
 class ResidualBlockUpsample(compressai_layers.ResidualBlockUpsample):
-    """compressai's block (g_s's first layer) with :class:`GDN` in place of theirs."""
+    """compressai's block (g_s's first layer) with :class:`GDN` in place of theirs, and its
+    sub-pixel convolution's LeakyReLU fused in bf16 inference (:func:`conv_leaky_relu`; it
+    commutes with the pixel shuffle, a permutation)."""
 
     def __init__(self, in_ch: int, out_ch: int, upsample: int = 2) -> None:
         super().__init__(in_ch, out_ch, upsample=upsample)
         self.igdn = GDN(out_ch, inverse=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            return super().forward(x)
+        conv, shuffle = self.subpel_conv
+        out = self.igdn(self.conv(shuffle(conv_leaky_relu(conv, self.leaky_relu, x))))
+        out += self.upsample(x)
+        return out
 
 
 def res_group(channels: int, blocks: int) -> list[nn.Module]:
@@ -176,7 +194,7 @@ class WeConvDown(nn.Module):
         self.skip = conv1x1(in_ch, out_ch, stride=stride) if stride != 1 or in_ch != out_ch else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return _residual_sum(self.wavelet_conv(self.act(self.conv(x))), self.skip(x))
+        return _residual_sum(self.wavelet_conv(conv_leaky_relu(self.conv, self.act, x)), self.skip(x))
 
 
 @exact.register_composite
@@ -193,7 +211,40 @@ class WeConvUp(nn.Module):
         self.skip = subpel_conv3x3(in_ch, out_ch, upsample)
 
     def forward(self, x: Tensor) -> Tensor:
-        return _residual_sum(self.wavelet_conv(self.act(self.conv(x))), self.skip(x))
+        # LeakyReLU commutes with the pixel shuffle (a permutation): applied by the convolution before it
+        conv, shuffle = self.conv
+        return _residual_sum(self.wavelet_conv(shuffle(conv_leaky_relu(conv, self.act, x))), self.skip(x))
+
+
+def conv_leaky_relu(conv: nn.Conv2d, act: nn.LeakyReLU, x: Tensor) -> Tensor:
+    """``act(conv(x))``; in bf16 inference on the CPU (:class:`~harness.model.precision.Mixed`),
+    one oneDNN convolution that applies the LeakyReLU as it writes its output (a post-op, as
+    torch's own compiler fuses them: ``torch.ops.mkldnn._convolution_pointwise``). Apart, the
+    LeakyReLU is one more pass over the convolution's output, 100 MB at g_a's full resolution on
+    Kodak, about a fifth of that convolution's time (benchmarks/RESULTS.md, speed.py).
+
+    Fused, the negative outputs are rounded to bf16 once (the float32 sum times the slope) instead
+    of twice (the sum, then the product): within one bf16 unit in the last place of the unfused
+    values, and the positive ones the same bits. fp32, training and other devices run as before."""
+    if not _fusable(conv, x):
+        return act(conv(x))
+    dtype = torch.bfloat16
+    bias = None if conv.bias is None else conv.bias.to(dtype)
+    return torch.ops.mkldnn._convolution_pointwise(x, conv.weight.to(dtype), bias, conv.padding, conv.stride,
+                                                   conv.dilation, conv.groups, "leaky_relu", [act.negative_slope], "")
+
+
+def _fusable(conv: nn.Module, x: Tensor) -> bool:
+    """Whether :func:`conv_leaky_relu` may run ``conv`` with its LeakyReLU fused: a float
+    convolution (not the integer path's) with zero padding given as numbers, no gradient kept, a
+    bf16 channels-last input on the CPU that autocast (or bf16 weights) convolves in bf16, and torch
+    built with oneDNN."""
+    if not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        return False
+    bf16 = torch.bfloat16
+    in_bf16 = conv.weight.dtype == bf16 or (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == bf16)
+    return (not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == bf16 and in_bf16
+            and x.is_contiguous(memory_format=torch.channels_last) and torch.backends.mkldnn.is_available())
 
 
 def _residual_sum(out: Tensor, skip: Tensor) -> Tensor:
