@@ -159,6 +159,61 @@ def test_cpu_kernels_give_the_torch_path_bits(monkeypatch, kernel, stride, paddi
         assert torch.equal(fused, reference), name
 
 
+@pytest.mark.parametrize("activation", ["relu", "gelu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("kernel, padding", [(1, 0), (3, 1)])
+def test_an_activation_fused_into_a_convolution_gives_the_bits_of_its_own_pass(monkeypatch, activation, kernel,
+                                                                              padding):
+    """A convolution that applies its ReLU or table as it writes its outputs: the bits of the
+    activation's own pass after it, on the CPU kernels and on the torch path, outputs beyond the
+    table's grid included; no pass of the activation's own runs."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 16, kernel, padding=padding)
+    fused, apart = exact.IntegerConv2d(conv), exact.IntegerConv2d(conv)
+    act = nn.ReLU(inplace=True) if activation == "relu" else exact.Table(activation)
+    fused.fuse(act)
+    x = torch.randn(2, 8, 9, 7, dtype=torch.float64) * torch.tensor([3.0, 700.0]).reshape(2, 1, 1, 1)
+    sums = apart(x)
+    assert (sums.abs() > 16).any() and (sums.abs() < 16).any()  # beyond the table's grid and on it
+    reference = act(sums)
+    passes = []
+    original = exact_cpu._lookup
+    monkeypatch.setattr(exact_cpu, "_lookup", lambda *args: passes.append(args) or original(*args))
+    assert torch.equal(fused(x), reference) and not passes
+    with monkeypatch.context() as m:
+        m.setattr(exact_cpu, "ENABLED", False)
+        assert torch.equal(fused(x), reference)
+    with pytest.raises(HarnessError, match="one activation"):
+        fused.fuse(nn.ReLU())
+
+
+def test_conversion_fuses_the_activations_that_follow_convolutions(monkeypatch):
+    """ParamNet's GELUs, the ReLUs inside the attention block's units and its sigmoid gate are
+    applied by the convolutions before them: a slice network converted so makes no table pass
+    but the LRP's tanh, and gives the bits of the torch path, which applies each after its convolution."""
+    from harness.model.config import ModelConfig
+    from harness.model.entropy import SliceNet
+
+    torch.manual_seed(0)
+    net = exact.convert(SliceNet(12, 4, ModelConfig("test", N=8, M=8, Z=8, attention_channels=8, param_hidden=(8, 8))))
+    left = [m for m in net.modules() if isinstance(m, (exact.Table, nn.ReLU))
+            and not any(getattr(c, "activation", None) is m for c in net.modules())]
+    assert [m.name for m in left if isinstance(m, exact.Table)] == ["tanh"]
+    assert all(isinstance(m, nn.ReLU) for m in left if not isinstance(m, exact.Table))  # after a residual sum
+    hyper = torch.randn(1, 8, 6, 5, dtype=torch.float64)
+    coded = [torch.randn(1, 4, 6, 5, dtype=torch.float64)]
+    passes = []
+    original = exact_cpu._lookup
+    monkeypatch.setattr(exact_cpu, "_lookup", lambda *args: passes.append(args) or original(*args))
+    mean, scale, support = net.predict(hyper, hyper, coded)
+    refined = net.refine(support, coded[0])
+    assert [args[3][2] for args in passes] == [-1.0]  # one table pass, the tanh's (its value below the grid)
+    with monkeypatch.context() as m:
+        m.setattr(exact_cpu, "ENABLED", False)
+        expected = net.predict(hyper, hyper, coded)
+        assert torch.equal(mean, expected[0]) and torch.equal(scale, expected[1])
+        assert torch.equal(refined, net.refine(expected[2], coded[0]))
+
+
 @pytest.mark.parametrize("kernel, padding", [(1, 0), (3, 1)])
 def test_a_convolution_of_parts_is_the_convolution_of_their_concatenation(monkeypatch, kernel, padding):
     """The entropy model hands its context (hyper features + coded slices) as parts, which the CPU
@@ -261,9 +316,11 @@ def test_cpu_table_kernel_gives_the_torch_path_bits(monkeypatch, name):
 
 @pytest.mark.parametrize("name, args", [
     ("_scaled_sums", lambda: (np.zeros(32, np.int32), np.ones(1), np.ones(8), np.ones(8), np.zeros(16),
-                              np.array([8, 8, 2, 2, 0]), 0, 2)),
+                              np.array([8, 8, 2, 2, 0, exact_cpu.TABLE]), np.linspace(0, 1, 9),
+                              np.array([4.0, 4.0, 0, 1, 0]), 0, 2)),
     ("_lookup", lambda: (np.linspace(-1, 1, 16), np.linspace(0, 1, 9), np.zeros(16), np.array([4.0, 4.0, 0, 1, 0]),
                          0, 16)),
+    ("_table_at", lambda: (0.5, np.linspace(0, 1, 9), np.array([4.0, 4.0, 0, 1, 0]))),
 ])
 def test_cpu_kernels_never_fuse_a_multiply_and_an_add(name, args):
     """A fused multiply-add rounds once where the torch path rounds twice, and only CPUs with FMA
@@ -342,7 +399,8 @@ def test_conversion_leaves_the_float_network_alone():
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GELU(), nn.Conv2d(4, 2, 1))
     before = {k: v.clone() for k, v in net.state_dict().items()}
     converted = exact.convert(net)
-    assert isinstance(converted[0], exact.IntegerConv2d) and isinstance(converted[1], exact.Table)
+    assert isinstance(converted[0], exact.IntegerConv2d) and isinstance(converted[0].activation, exact.Table)
+    assert isinstance(converted[1], nn.Identity)  # the GELU is applied as the convolution writes its outputs
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():

@@ -202,6 +202,14 @@ class IntegerConv2d(nn.Module):
         self.register_buffer("scale", scale)
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(self.out_channels)
         self.register_buffer("bias", bias.double().cpu())
+        self.activation: Table | nn.ReLU | None = None  # applied as the outputs are written: fuse()
+
+    def fuse(self, activation: "Table | nn.ReLU") -> None:
+        """Apply ``activation`` to the outputs as they are written (on the CPU, in the pass that
+        rescales the sums) instead of in a pass of its own over them: the same values."""
+        if self.activation is not None:
+            raise HarnessError("integer entropy path: a convolution takes one activation")
+        self.activation = activation
 
     def forward(self, x: Tensor | list[Tensor]) -> Tensor:
         """The convolution of ``x``, or of the channel concatenation of a list of parts (one batch
@@ -211,7 +219,7 @@ class IntegerConv2d(nn.Module):
         if all(exact_cpu.usable(part) and _int8_gemm_available(part.device) for part in tensors):
             return exact_cpu.convolve([part if isinstance(part, _CPU_PARTS) else exact_cpu.dense(part)
                                        for part in parts], ACTIVATION_BITS, self.kernel, self.stride, self.padding,
-                                      self.weight.limbs, self.scale, self.bias)
+                                      self.weight.limbs, self.scale, self.bias, self._epilogue())
         parts = [part.tensor() if isinstance(part, exact_cpu.Pointwise) else part for part in parts]
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         n, _, height, width = x.shape
@@ -225,7 +233,15 @@ class IntegerConv2d(nn.Module):
         rows = torch.cat(taps, dim=-1).reshape(n * out_h * out_w, -1)
         sums = integer_matmul(rows, self.weight).reshape(n, out_h, out_w, self.out_channels).permute(0, 3, 1, 2)
         scale = down.reshape(n, 1, 1, 1) * self.scale.reshape(1, -1, 1, 1)  # a power of two times the step: exact
-        return sums * scale + self.bias.reshape(1, -1, 1, 1)
+        out = sums * scale + self.bias.reshape(1, -1, 1, 1)
+        return out if self.activation is None else self.activation(out)
+
+    def _epilogue(self) -> exact_cpu.Epilogue:
+        if self.activation is None:
+            return exact_cpu.Epilogue()
+        if isinstance(self.activation, nn.ReLU):
+            return exact_cpu.Epilogue(exact_cpu.RELU)
+        return self.activation.epilogue()
 
 
 def widen(conv: nn.Module, x: Tensor) -> Tensor | exact_cpu.Pointwise:
@@ -233,7 +249,8 @@ def widen(conv: nn.Module, x: Tensor) -> Tensor | exact_cpu.Pointwise:
     :data:`DEFER_BYTES`, that output deferred to the integer convolutions that read it
     (:class:`~harness.model.exact_cpu.Pointwise`: the same values, made a chunk at a time)."""
     if (isinstance(conv, IntegerConv2d) and conv.kernel == (1, 1) and conv.stride == (1, 1)
-            and conv.padding == (0, 0) and exact_cpu.usable(x) and _int8_gemm_available(x.device)
+            and conv.padding == (0, 0) and conv.activation is None and exact_cpu.usable(x)
+            and _int8_gemm_available(x.device)
             and 8 * conv.out_channels * x[:, 0].numel() > DEFER_BYTES):
         return exact_cpu.Pointwise(exact_cpu.dense(x), ACTIVATION_BITS, conv.weight.limbs, conv.scale, conv.bias)
     return conv(x)
@@ -341,12 +358,17 @@ class Table(nn.Module):
         self.name = name
         self.register_buffer("values", torch.from_numpy(_table(name)))
 
+    def epilogue(self) -> exact_cpu.Epilogue:
+        """The table as the CPU kernels apply it."""
+        _, below, (slope, above) = _FUNCTIONS[self.name]
+        return exact_cpu.Epilogue.table(self.values, 2.0**_TABLE_STEP_BITS, below, slope, above)
+
     def forward(self, x: Tensor) -> Tensor:
         """f(x); on the CPU kernels' path x is overwritten, as by ``ReLU(inplace=True)``: every
         table of the integer networks reads a temporary, and a large latent's peak is one fewer of them."""
-        _, below, (slope, above) = _FUNCTIONS[self.name]
         if exact_cpu.usable(x) and x.dtype == torch.float64:
-            return exact_cpu.lookup(exact_cpu.dense(x), self.values, 2.0**_TABLE_STEP_BITS, below, slope, above)
+            return exact_cpu.lookup(exact_cpu.dense(x), self.epilogue())
+        _, below, (slope, above) = _FUNCTIONS[self.name]
         count = (self.values.numel() - 1) // 2
         position = x * 2.0**_TABLE_STEP_BITS
         inside = position.abs() < count
@@ -367,11 +389,11 @@ class IntegerAttentionBlock(nn.Module):
         super().__init__()
         self.conv_a = convert(block.conv_a)
         self.conv_b = convert(block.conv_b)
-        self.gate = Table("sigmoid")
+        self.conv_b[-1].fuse(Table("sigmoid"))  # the gate, applied by conv_b's last (1x1) convolution
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv_a(x)
-        out.mul_(self.gate(self.conv_b(x)))  # in place: the same roundings, two fewer temporaries
+        out.mul_(self.conv_b(x))  # in place: the same roundings, two fewer temporaries
         return out.add_(x)
 
 
@@ -417,7 +439,20 @@ def convert(module: nn.Module) -> nn.Module:
     shell._parameters, shell._buffers = {}, {}
     if list(module.parameters(recurse=False)):
         raise HarnessError(f"integer entropy path: {type(module).__qualname__} holds its own parameters")
+    if isinstance(shell, nn.Sequential):
+        _fuse_activations(shell)
     return shell
+
+
+def _fuse_activations(sequence: nn.Sequential) -> None:
+    """Each integer convolution of ``sequence`` followed by a ReLU or a table applies it as it writes
+    its outputs (:meth:`IntegerConv2d.fuse`); the activation's place is left to an identity."""
+    names = list(sequence._modules)
+    for name, following in zip(names, names[1:]):
+        conv, activation = sequence._modules[name], sequence._modules[following]
+        if isinstance(conv, IntegerConv2d) and conv.activation is None and isinstance(activation, (Table, nn.ReLU)):
+            conv.fuse(activation)
+            sequence._modules[following] = nn.Identity()
 
 
 # ---------------------------------------------------------------------------- scale indexes

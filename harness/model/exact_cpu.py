@@ -26,6 +26,7 @@ import functools
 import math
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ _MIN_CHUNK = 64  # rows: fewer would make the int8 GEMMs slow
 # The kernels run on the calling thread: spread over a thread pool they ran slower, and so did
 # the GEMMs between them (torch's OpenMP threads, spinning after each GEMM, took their cores).
 _LIMB = 6
+NONE, RELU, TABLE = 0, 1, 2  # a convolution's activation, applied as it writes its outputs (Epilogue)
 
 
 # Offsets inside the kernels are unsigned: numba then drops its negative-index wraparound, and
@@ -147,11 +149,29 @@ def _prepare(x, patterns, per_image, strides, top, magnitudes, mask, bits, up, d
 
 
 @jit()
-def _scaled_sums(sums, down, scale, bias, out, geometry, start, stop):
+def _table_at(v, values, params):
+    """f(v) from the table ``values`` on a 2^-8 grid over [-count, count] / 2^8, the steps of
+    :meth:`harness.model.exact.Table.forward` one by one; beyond it slope * v + above, or below."""
+    count, steps, below, slope, above = params[0], params[1], params[2], params[3], params[4]
+    position = v * steps
+    if abs(position) < count:
+        index = np.floor(position)
+        frac = position - index
+        k = np.int64(index) + np.int64(count)
+        low = values[k]
+        return low + (values[k + 1] - low) * frac
+    if v > 0:
+        return v * slope + above
+    return below
+
+
+@jit()
+def _scaled_sums(sums, down, scale, bias, out, geometry, table, params, start, stop):
     """Output pixels ``first + start : first + stop`` (image, y, x), channels-last, from the
     rows ``start:stop`` of the sums: sum * down[image] * scale[c] + bias[c], each sum put
-    together from its two limb products, rows apart (a multiply and an add, never fused)."""
-    channels, n8, rows, positions, first = geometry
+    together from its two limb products, rows apart (a multiply and an add, never fused); then
+    the convolution's activation (:class:`Epilogue`): the values of its own pass."""
+    channels, n8, rows, positions, first, activation = geometry
     for m in range(start, stop):
         hi = np.uint64(m * n8)
         lo = np.uint64((m + rows) * n8)
@@ -159,34 +179,40 @@ def _scaled_sums(sums, down, scale, bias, out, geometry, start, stop):
         factor = down[(first + m) // positions]
         for c in range(np.uint64(channels)):
             total = (np.int64(sums[hi + c]) << _LIMB) + np.int64(sums[lo + c])
-            out[at + c] = np.float64(total) * (factor * scale[c]) + bias[c]
+            value = np.float64(total) * (factor * scale[c]) + bias[c]
+            if activation == RELU:
+                value = max(value, 0.0)
+            elif activation == TABLE:
+                value = _table_at(value, table, params)
+            out[at + c] = value
 
 
 @jit()
 def _lookup(x, values, out, params, start, stop):
-    """f(x) from the table ``values`` on a 2^-8 grid over [-count, count] / 2^8, the steps of
-    :meth:`harness.model.exact.Table.forward` one by one; beyond it slope * x + above, or below."""
-    count, steps, below, slope, above = params
+    """f(x) from the table ``values`` (:func:`_table_at`), element by element."""
     for i in range(start, stop):
-        v = x[i]
-        position = v * steps
-        if abs(position) < count:
-            index = np.floor(position)
-            frac = position - index
-            k = np.int64(index) + np.int64(count)
-            low = values[k]
-            out[i] = low + (values[k + 1] - low) * frac
-        elif v > 0:
-            out[i] = v * slope + above
-        else:
-            out[i] = below
+        out[i] = _table_at(x[i], values, params)
 
 
-def lookup(x: Tensor, values: Tensor, steps: float, below: float, slope: float, above: float) -> Tensor:
-    """:class:`harness.model.exact.Table`'s f(x) for a :func:`dense` float64 ``x``, written over it."""
-    count = (values.numel() - 1) // 2
-    params = np.array([count, steps, below, slope, above], dtype=np.float64)
-    _lookup(memory(x), values.numpy(), memory(x), params, 0, x.numel())
+@dataclass(frozen=True)
+class Epilogue:
+    """What :func:`convolve` applies to each output as it writes it, instead of a pass of its own
+    over the float64 output: nothing, ReLU, or a table (:class:`harness.model.exact.Table`:
+    ``values`` and its parameters, :meth:`table`)."""
+
+    activation: int = NONE
+    values: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    params: np.ndarray = field(default_factory=lambda: np.zeros(5))
+
+    @classmethod
+    def table(cls, values: Tensor, steps: float, below: float, slope: float, above: float) -> "Epilogue":
+        count = (values.numel() - 1) // 2
+        return cls(TABLE, values.numpy(), np.array([count, steps, below, slope, above], dtype=np.float64))
+
+
+def lookup(x: Tensor, table: Epilogue) -> Tensor:
+    """``table``'s f(x) for a :func:`dense` float64 ``x``, written over it."""
+    _lookup(memory(x), table.values, memory(x), table.params, 0, x.numel())
     return x
 
 
@@ -323,9 +349,10 @@ class Pointwise:
                 limbs = torch.cat([matrix[first : first + count], matrix[pixels + first : pixels + first + count]])
                 sums = torch._int_mm(limbs, self.weight)
                 values = np.empty((count, channels))
-                geometry = np.array([channels, n8, count, count, 0], dtype=np.int64)
+                geometry = np.array([channels, n8, count, count, 0, NONE], dtype=np.int64)
+                plain = Epilogue()
                 _scaled_sums(sums.view(-1).numpy(), self.down[image : image + 1], self.scale.numpy(),
-                             self.bias.numpy(), values.reshape(-1), geometry, 0, count)
+                             self.bias.numpy(), values.reshape(-1), geometry, plain.values, plain.params, 0, count)
                 yield image, y, values
 
     def tensor(self) -> Tensor:
@@ -354,12 +381,12 @@ def frugal() -> Iterator[None]:
 
 
 def convolve(parts: list, bits: int, kernel, stride, padding, weight: Tensor, scale: Tensor,
-             bias: Tensor) -> Tensor:
+             bias: Tensor, epilogue: Epilogue = Epilogue()) -> Tensor:
     """:meth:`harness.model.exact.IntegerConv2d.forward` on the CPU for the channel concatenation
     of ``parts`` (:func:`dense` tensors or :class:`Pointwise` outputs, of one batch and size; the
     concatenation is never formed): the float64 output, NCHW, channels-last in memory.
     ``weight``: the int8 integer weights (kp x n8, rows (ky, kx, channel)), ``scale`` and ``bias``
-    per output channel.
+    per output channel; ``epilogue``: the activation that follows it, applied as the outputs are written.
 
     The im2col rows and their int32 sums are made :data:`CHUNK_BYTES` at a time, so the
     convolution holds its input, its int8 grid and its output, and no whole-size workspace."""
@@ -392,7 +419,7 @@ def convolve(parts: list, bits: int, kernel, stride, padding, weight: Tensor, sc
                                 dtype=np.int64)
             _im2col(grid.numpy(), limbs.view(-1).numpy(), geometry, first, first + count)
         sums = torch._int_mm(limbs, weight)
-        geometry = np.array([out_channels, n8, count, out_h * out_w, first], dtype=np.int64)
-        _scaled_sums(sums.view(-1).numpy(), down, scale.numpy(), bias.numpy(), out.view(-1).numpy(), geometry, 0,
-                     count)
+        geometry = np.array([out_channels, n8, count, out_h * out_w, first, epilogue.activation], dtype=np.int64)
+        _scaled_sums(sums.view(-1).numpy(), down, scale.numpy(), bias.numpy(), out.view(-1).numpy(), geometry,
+                     epilogue.values, epilogue.params, 0, count)
     return out.permute(0, 3, 1, 2)
