@@ -204,7 +204,7 @@ class IntegerConv2d(nn.Module):
         self.register_buffer("bias", bias.double().cpu())
         self.activation: Table | nn.ReLU | None = None  # applied as the outputs are written: fuse()
 
-    def fuse(self, activation: "Table | nn.ReLU") -> None:
+    def fuse(self, activation: Table | nn.ReLU) -> None:
         """Apply ``activation`` to the outputs as they are written (on the CPU, in the pass that
         rescales the sums) instead of in a pass of its own over them: the same values."""
         if self.activation is not None:
