@@ -238,10 +238,10 @@ class IntegerConv2d(nn.Module):
 
     def _epilogue(self) -> exact_cpu.Epilogue:
         if self.activation is None:
-            return exact_cpu.Epilogue()
+            return exact_cpu.PLAIN
         if isinstance(self.activation, nn.ReLU):
-            return exact_cpu.Epilogue(exact_cpu.RELU)
-        return self.activation.epilogue()
+            return exact_cpu.RECTIFIED
+        return self.activation.epilogue
 
 
 def widen(conv: nn.Module, x: Tensor) -> Tensor | exact_cpu.Pointwise:
@@ -358,8 +358,10 @@ class Table(nn.Module):
         self.name = name
         self.register_buffer("values", torch.from_numpy(_table(name)))
 
+    @functools.cached_property
     def epilogue(self) -> exact_cpu.Epilogue:
-        """The table as the CPU kernels apply it."""
+        """The table as the CPU kernels apply it (made once: every call of a table or of the
+        convolution it is fused into reads it)."""
         _, below, (slope, above) = _FUNCTIONS[self.name]
         return exact_cpu.Epilogue.table(self.values, 2.0**_TABLE_STEP_BITS, below, slope, above)
 
@@ -367,7 +369,7 @@ class Table(nn.Module):
         """f(x); on the CPU kernels' path x is overwritten, as by ``ReLU(inplace=True)``: every
         table of the integer networks reads a temporary, and a large latent's peak is one fewer of them."""
         if exact_cpu.usable(x) and x.dtype == torch.float64:
-            return exact_cpu.lookup(exact_cpu.dense(x), self.epilogue())
+            return exact_cpu.lookup(exact_cpu.dense(x), self.epilogue)
         _, below, (slope, above) = _FUNCTIONS[self.name]
         count = (self.values.numel() - 1) // 2
         position = x * 2.0**_TABLE_STEP_BITS

@@ -210,6 +210,9 @@ class Epilogue:
         return cls(TABLE, values.numpy(), np.array([count, steps, below, slope, above], dtype=np.float64))
 
 
+PLAIN, RECTIFIED = Epilogue(), Epilogue(RELU)  # made once: a convolution reads one at every call
+
+
 def lookup(x: Tensor, table: Epilogue) -> Tensor:
     """``table``'s f(x) for a :func:`dense` float64 ``x``, written over it."""
     _lookup(memory(x), table.values, memory(x), table.params, 0, x.numel())
@@ -350,9 +353,8 @@ class Pointwise:
                 sums = torch._int_mm(limbs, self.weight)
                 values = np.empty((count, channels))
                 geometry = np.array([channels, n8, count, count, 0, NONE], dtype=np.int64)
-                plain = Epilogue()
                 _scaled_sums(sums.view(-1).numpy(), self.down[image : image + 1], self.scale.numpy(),
-                             self.bias.numpy(), values.reshape(-1), geometry, plain.values, plain.params, 0, count)
+                             self.bias.numpy(), values.reshape(-1), geometry, PLAIN.values, PLAIN.params, 0, count)
                 yield image, y, values
 
     def tensor(self) -> Tensor:
@@ -381,7 +383,7 @@ def frugal() -> Iterator[None]:
 
 
 def convolve(parts: list, bits: int, kernel, stride, padding, weight: Tensor, scale: Tensor,
-             bias: Tensor, epilogue: Epilogue = Epilogue()) -> Tensor:
+             bias: Tensor, epilogue: Epilogue = PLAIN) -> Tensor:
     """:meth:`harness.model.exact.IntegerConv2d.forward` on the CPU for the channel concatenation
     of ``parts`` (:func:`dense` tensors or :class:`Pointwise` outputs, of one batch and size; the
     concatenation is never formed): the float64 output, NCHW, channels-last in memory.
