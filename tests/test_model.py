@@ -349,6 +349,16 @@ def test_gdn_normalises_in_place_only_without_gradients(inverse):
     assert torch.equal(out, theirs(x)) and given.grad is not None
 
 
+def _onednn_convolves_bf16() -> bool:
+    from harness.model.layers import _onednn_convolves_bf16
+
+    return _onednn_convolves_bf16()
+
+
+_NO_BF16_CONVOLUTION = "this CPU's oneDNN does not convolve bf16 (it needs AVX-512 or AVX-NE-CONVERT)"
+
+
+@pytest.mark.skipif(not _onednn_convolves_bf16(), reason=_NO_BF16_CONVOLUTION)
 def test_a_fused_convolution_rounds_its_leaky_relu_once():
     """conv_leaky_relu in bf16 inference: one oneDNN convolution, no LeakyReLU pass; its positive
     outputs are the unfused bits, its negative ones within one bf16 unit in the last place (the
@@ -371,7 +381,7 @@ def test_a_fused_convolution_rounds_its_leaky_relu_once():
     assert ((fused.float() - unfused.float()).abs() <= ulp).all()
 
 
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+@pytest.mark.skipif(not _onednn_convolves_bf16(), reason=_NO_BF16_CONVOLUTION)
 @pytest.mark.parametrize("block", ["residual", "stem", "first up", "down", "up"])
 def test_bf16_inference_fuses_each_leaky_relu_of_the_transforms_into_its_convolution(block, monkeypatch):
     """g_a's and g_s's blocks under bf16 autocast without gradients run no LeakyReLU pass, and give
@@ -400,6 +410,26 @@ def test_bf16_inference_fuses_each_leaky_relu_of_the_transforms_into_its_convolu
     assert torch.allclose(fused.float(), unfused.float(), rtol=2**-5, atol=2**-5)
     assert any("leaky" in name for name in float_names) and torch.equal(in_float, run(x, torch.float32)[1])
     assert torch.equal(trained, in_float)
+
+
+def test_a_cpu_whose_onednn_cannot_convolve_bf16_applies_the_leaky_relu_apart(monkeypatch):
+    """On a CPU without AVX-512 or AVX-NE-CONVERT (an AVX2-only one) oneDNN refuses bf16
+    convolutions, fused or not, and torch convolves bf16 on its own path: conv_leaky_relu runs
+    the convolution and then the LeakyReLU, the bits of the two apart, instead of failing. Run as
+    such a CPU here; on one, as itself."""
+    from torch import nn
+
+    from harness.model import layers
+
+    monkeypatch.setattr(layers, "_onednn_convolves_bf16", lambda: False)
+    torch.manual_seed(0)
+    conv, act = nn.Conv2d(16, 24, 3, padding=1), nn.LeakyReLU(inplace=True)
+    x = torch.randn(1, 16, 20, 18).to(dtype=torch.bfloat16, memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        apart = act(conv(x))
+        names, out = _dispatched(lambda: layers.conv_leaky_relu(conv, act, x))
+    assert not any("_convolution_pointwise" in name for name in names) and any("leaky" in name for name in names)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, apart)
 
 
 @pytest.mark.parametrize("layer", ["down", "up"])

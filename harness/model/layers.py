@@ -12,6 +12,8 @@ the special case of no channel DWT, one spatial level and 3x3 high-band convs.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from compressai import layers as compressai_layers
@@ -237,14 +239,20 @@ def conv_leaky_relu(conv: nn.Conv2d, act: nn.LeakyReLU, x: Tensor) -> Tensor:
 def _fusable(conv: nn.Module, x: Tensor) -> bool:
     """Whether :func:`conv_leaky_relu` may run ``conv`` with its LeakyReLU fused: a float
     convolution (not the integer path's) with zero padding given as numbers, no gradient kept, a
-    bf16 channels-last input on the CPU that autocast (or bf16 weights) convolves in bf16, and torch
-    built with oneDNN."""
+    bf16 channels-last input on the CPU that autocast (or bf16 weights) convolves in bf16, and a
+    oneDNN that convolves bf16 on this CPU (AVX-512 or AVX-NE-CONVERT: on an AVX2-only CPU torch
+    convolves bf16 on its own slow path, and the fused op refuses)."""
     if not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         return False
     bf16 = torch.bfloat16
     in_bf16 = conv.weight.dtype == bf16 or (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == bf16)
     return (not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == bf16 and in_bf16
-            and x.is_contiguous(memory_format=torch.channels_last) and torch.backends.mkldnn.is_available())
+            and x.is_contiguous(memory_format=torch.channels_last) and _onednn_convolves_bf16())
+
+
+@functools.cache
+def _onednn_convolves_bf16() -> bool:
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def _residual_sum(out: Tensor, skip: Tensor) -> Tensor:
