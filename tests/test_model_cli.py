@@ -155,7 +155,7 @@ def test_an_unwritable_output_folder_is_refused_before_the_model_loads(command, 
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded before the output was checked")
 
-    monkeypatch.setattr(coding, "load_checkpoint", never)
+    monkeypatch.setattr(coding, "load_fingerprinted", never)
     blocker = tmp_path / "file"
     blocker.write_text("x")
     given = coded["image"] if command == "compress" else coded["bitstream"]

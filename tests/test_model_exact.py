@@ -39,7 +39,7 @@ def _extreme_integers(rows: int, cols: int, seed: int, limit: int = LIMIT) -> to
 def test_integer_matmul_is_the_exact_product_at_the_extremes():
     a, w = _extreme_integers(40, 1000, 0), _extreme_integers(1000, 24, 1, WEIGHT_LIMIT)
     exact_product = (a.long() @ w.long()).double()  # int64: exact by definition
-    assert torch.equal(exact.integer_matmul(a, exact.IntegerMatrix(w)), exact_product)
+    assert torch.equal(exact.integer_matmul(a, exact.IntegerMatrix.of(w)), exact_product)
     assert exact_product.abs().max() > 2**24  # float32 could not hold these sums
 
 
@@ -48,7 +48,7 @@ def test_an_integer_matrix_holds_its_weights_once_as_int8():
     """The small and GPU products read the integers from the int8 GEMM's copy: no float64 copy of
     every weight stays in memory (8 bytes a weight of h_s and every e_Slice)."""
     w = _extreme_integers(20, 5, 1, WEIGHT_LIMIT)
-    matrix = exact.IntegerMatrix(w)
+    matrix = exact.IntegerMatrix.of(w)
     assert [buffer.dtype for buffer in matrix.buffers()] == [torch.int8]
     assert torch.equal(matrix.values, w.double())
     a = _extreme_integers(3, 20, 2)  # 3 rows: the float64 product
@@ -92,7 +92,7 @@ def test_weights_are_rounded_in_one_float64_copy_to_the_integers_of_their_defini
 
 def test_weights_beyond_one_limb_are_refused():
     with pytest.raises(HarnessError, match="weights beyond"):
-        exact.IntegerMatrix(torch.full((4, 3), WEIGHT_LIMIT + 1.0))
+        exact.IntegerMatrix.of(torch.full((4, 3), WEIGHT_LIMIT + 1.0))
 
 
 _ISA_CHECK = """
@@ -104,7 +104,7 @@ w = torch.randint(-64, 65, (700, 40), generator=g).double()
 a[:, ::2] = 4096.0
 w[::3] = -64.0
 w[1::3] = 64.0
-print(torch.equal(exact.integer_matmul(a, exact.IntegerMatrix(w)), (a.long() @ w.long()).double()))
+print(torch.equal(exact.integer_matmul(a, exact.IntegerMatrix.of(w)), (a.long() @ w.long()).double()))
 """
 
 
@@ -426,6 +426,102 @@ def test_checkpoints_name_the_path_and_others_are_refused_in_one_line(tmp_path):
         with pytest.raises(HarnessError, match=message) as refused:
             load_checkpoint(path)
         assert "\n" not in str(refused.value) and f"with {exact.PATH_ID!r}" in str(refused.value)
+
+
+def _integer_nets(model) -> dict[str, torch.Tensor]:
+    return model.latent_codec._integer[0].state_dict()
+
+
+def _same_tensors(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+
+
+def _tiny_checkpoint_payload(tmp_path):
+    from harness.artefacts.checkpoint import run_init
+    from harness.artefacts.config import InitModelConfig
+
+    path = tmp_path / "tiny.pt"
+    run_init(InitModelConfig(out=path, variant="tiny"))
+    return path, torch.load(path, weights_only=True)
+
+
+def test_a_checkpoint_carries_its_integer_networks_and_a_load_takes_them_without_converting(tmp_path, monkeypatch):
+    """A checkpoint holds the integer networks as built from its weights, packed one tensor per
+    dtype with the weights' fingerprint; a load takes them as they are (no weight is quantised),
+    the tensors a build gives, so a file codes to the same bytes whether its checkpoint carries
+    them or not (one written before they were carried)."""
+    from harness.artefacts.checkpoint import fingerprint, load_checkpoint, load_fingerprinted
+    from harness.artefacts.coding import encode
+
+    path, payload = _tiny_checkpoint_payload(tmp_path)
+    carried = payload["integer_nets"]
+    assert sorted(carried) == ["fingerprint", "float64", "int8"]
+    del payload["integer_nets"]
+    torch.save(payload, tmp_path / "before.pt")
+    built, digest = load_fingerprinted(tmp_path / "before.pt")
+    assert carried["fingerprint"] == digest == fingerprint(built)
+
+    quantized = []
+    monkeypatch.setattr(exact, "quantize_weights", lambda *args: quantized.append(args) or (_ for _ in ()).throw(
+        AssertionError("a weight was quantised at load")))
+    taken = load_checkpoint(path)
+    assert not quantized and _same_tensors(_integer_nets(taken), _integer_nets(built))
+    assert repr(taken.latent_codec._integer[0]) == repr(built.latent_codec._integer[0])  # fused as built
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    assert encode(taken, pixels) == encode(built, pixels)
+
+
+def test_integer_networks_carried_for_other_weights_are_built_anew_from_the_checkpoints(tmp_path):
+    """A state dict edited by hand after export (averaged, pruned) no longer has the fingerprint
+    the carried networks were built from: the load builds them from the weights it holds."""
+    from harness.artefacts.checkpoint import load_checkpoint
+
+    path, payload = _tiny_checkpoint_payload(tmp_path)
+    key = next(k for k in payload["state_dict"] if k.startswith("latent_codec.slice_nets.0.") and k.endswith("weight"))
+    payload["state_dict"][key] = payload["state_dict"][key] * 0.5
+    torch.save(payload, path)
+    edited = load_checkpoint(path)
+    del payload["integer_nets"]
+    torch.save(payload, tmp_path / "built.pt")
+    built = load_checkpoint(tmp_path / "built.pt")
+    assert _same_tensors(_integer_nets(edited), _integer_nets(built))
+    stale = torch.load(tmp_path / "tiny.pt", weights_only=True)["integer_nets"]["float64"]
+    assert not torch.equal(exact.pack(edited.latent_codec._integer[0])["float64"], stale)  # the halved steps
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda nets: nets["int8"].__setitem__(0, 65), "weights beyond"),
+    (lambda nets: nets.__setitem__("int8", nets["int8"].to(torch.int16)), r"int8 values are \(\d+,\) torch.int16, not"),
+    (lambda nets: nets.__setitem__("int8", nets["int8"][:-1].clone()), r"int8 values are \(\d+,\) torch.int8, not"),
+    (lambda nets: nets.pop("float64"), "float64 values are NoneType"),
+    (lambda nets: nets.__setitem__("float32", torch.zeros(3)), r"values of another type \(float32\)"),
+    (lambda nets: nets["float64"].fill_(0.5), "GDN weights not integers"),
+    (lambda nets: nets.__setitem__("int8", [1, 2]), "int8 values are list, not"),
+], ids=["a weight beyond 2^6", "16-bit limbs", "a value missing", "no float64 values", "values of another type",
+        "a GDN weight not an integer", "a list for a tensor"])
+def test_a_checkpoint_whose_integer_networks_are_damaged_is_refused_in_one_line(tmp_path, damage, message):
+    """Carried integer networks of the checkpoint's weights must be the variant's, value for value,
+    in their dtypes, with weights within the ranges the exact sums rest on: else a damaged file."""
+    from harness.artefacts.checkpoint import load_checkpoint
+
+    path, payload = _tiny_checkpoint_payload(tmp_path)
+    damage(payload["integer_nets"])
+    torch.save(payload, path)
+    with pytest.raises(HarnessError, match=message) as refused:
+        load_checkpoint(path)
+    assert "\n" not in str(refused.value) and str(refused.value).startswith(str(path))
+    assert str(refused.value).endswith("the file is damaged")
+
+
+@pytest.mark.parametrize("nets", [torch.zeros(3), {"fingerprint": 3}], ids=["a tensor", "a number for a fingerprint"])
+def test_a_checkpoint_whose_integer_networks_are_not_a_fingerprint_and_tensors_is_refused(tmp_path, nets):
+    from harness.artefacts.checkpoint import load_checkpoint
+
+    path, payload = _tiny_checkpoint_payload(tmp_path)
+    payload["integer_nets"] = nets
+    torch.save(payload, path)
+    with pytest.raises(HarnessError, match="its integer entropy networks are not a fingerprint and tensors"):
+        load_checkpoint(path)
 
 
 def test_the_integer_path_is_built_a_network_at_a_time_handing_back_each_ones_temporaries(monkeypatch):

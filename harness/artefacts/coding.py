@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from harness.artefacts.bitstream import FLOAT_PATH, Container, pack, unpack
-from harness.artefacts.checkpoint import fingerprint, load_checkpoint
+from harness.artefacts.checkpoint import fingerprint, load_fingerprinted
 from harness.artefacts.config import CompressConfig, DecompressConfig
 from harness.artefacts.memory import MemoryPlan, plan_memory
 from harness.atomic import check_output, write_atomic
@@ -221,9 +221,8 @@ def run_compress(config: CompressConfig) -> dict:
     check_output(config.out, {"input image": config.image, "model": config.checkpoint})
     width, height = image_size(config.image)  # sizes from the header, before any pixel or the model
     check_pixels(width, height, config.max_pixels, f"cannot code image {config.image}")
-    model = load_checkpoint(config.checkpoint)
+    model, digest = load_fingerprinted(config.checkpoint)
     precision = set_precision(model, config.precision)
-    digest = fingerprint(model)
     if model.integer_path:
         model.drop_float_prior()  # this process codes on the integer path only
     plan = memory_plan(model, height, width, str(config.image), config.max_memory, "g_a")
@@ -247,9 +246,9 @@ def run_decompress(config: DecompressConfig) -> None:
     name = str(config.bitstream)
     container = unpack(data, name)  # reject damaged files before loading the model
     check_pixels(container.width, container.height, config.max_pixels, name)
-    model = load_checkpoint(config.checkpoint)
+    model, digest = load_fingerprinted(config.checkpoint)
     precision = set_precision(model, config.precision)
-    container = checked(model, data, name, fingerprint(model), config.max_pixels)  # before any tiling notice
+    container = checked(model, data, name, digest, config.max_pixels)  # before any tiling notice
     if container.integer_path:
         model.drop_float_prior()  # this process decodes on the integer path only
     plan = memory_plan(model, container.height, container.width, name, config.max_memory, "g_s")

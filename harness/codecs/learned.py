@@ -35,7 +35,7 @@ import torch
 
 from harness import __version__
 from harness.artefacts.bitstream import VERSION, unpack
-from harness.artefacts.checkpoint import fingerprint, load_checkpoint
+from harness.artefacts.checkpoint import load_fingerprinted
 from harness.artefacts.coding import decode, encode, memory_plan, profile
 from harness.artefacts.memory import cell_budget
 from harness.codecs.base import Codec, CodecUnavailable
@@ -97,12 +97,12 @@ class Learned(Codec):
         if digest not in _MODELS:
             if sha256_file(path) != digest:
                 raise HarnessError(f"{path} changed since the run was planned; rerun the leaderboard")
-            model = load_checkpoint(path)
+            model, model_digest = load_fingerprinted(path)
             if codec_id(model.config.variant) != self.curve.variant:
                 raise HarnessError(f"{path} holds variant {model.config.variant!r}, not one of this curve's "
                                    f"({self.curve.variant})")
             torch.set_num_threads(max(1, int(self.settings.get("threads", 1))))
-            _MODELS[digest] = (model, fingerprint(model))
+            _MODELS[digest] = (model, model_digest)
             _BY_FINGERPRINT[_MODELS[digest][1]] = model
             if torch.cuda.is_available():
                 model.cuda()

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import zlib
 from collections import Counter
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -206,20 +205,17 @@ def hyper_synthesis(config: ModelConfig) -> nn.Sequential:
     )
 
 
-@dataclass
-class _PriorNets:
+class _PriorNets(nn.Module):
     """The networks that decide what the decoder reads: both h_s branches and the e_Slice nets."""
 
-    h_s_mean: nn.Module
-    h_s_scale: nn.Module
-    slice_nets: nn.ModuleList
+    def __init__(self, h_s_mean: nn.Module, h_s_scale: nn.Module, slice_nets: nn.ModuleList) -> None:
+        super().__init__()
+        self.h_s_mean, self.h_s_scale, self.slice_nets = h_s_mean, h_s_scale, slice_nets
 
-    def to(self, device: torch.device) -> "_PriorNets":
+    def to(self, device: torch.device) -> "_PriorNets":  # type: ignore[override]
         if next(self.slice_nets.buffers()).device == device:  # walking every module costs 30 ms a call
             return self
-        for net in (self.h_s_mean, self.h_s_scale, self.slice_nets):
-            net.to(device)
-        return self
+        return super().to(device)
 
 
 class WeChARM(LatentCodec):
@@ -246,17 +242,29 @@ class WeChARM(LatentCodec):
             coded += width
         self._integer: list[_PriorNets] = []  # a list keeps it out of the module tree and the state dict
 
-    def build_integer_path(self) -> None:
+    def build_integer_path(self, saved: dict[str, Tensor] | None = None) -> None:
         """(Re)build the integer prior networks from the current weights (deterministic in them),
         a network at a time, each one's float64 temporaries handed back before the next: glibc
         keeps them, and the build is the peak of a coding process's load (the default model's:
-        1.38-1.48 GB converted at once, 1.38-1.40 GB so, six loads each)."""
+        1.38-1.48 GB converted at once, 1.38-1.40 GB so, six loads each). Or take them from
+        ``saved``, the :meth:`integer_state` a checkpoint carries for these weights, without
+        converting (:func:`harness.model.exact.load_converted` checks its tensors)."""
         built = []
         for net in (self.h_s_mean, self.h_s_scale, *self.slice_nets):
-            built.append(exact.convert(net))
+            built.append(exact.convert(net, fill=saved is None))
             process_memory.trim()
         mean, scale, *slices = built
-        self._integer[:] = [_PriorNets(mean, scale, nn.ModuleList(slices))]
+        nets = _PriorNets(mean, scale, nn.ModuleList(slices))
+        if saved is not None:
+            exact.load_converted(nets, saved)
+        self._integer[:] = [nets]
+
+    def integer_state(self) -> dict[str, Tensor]:
+        """The integer prior networks' tensors, packed for a checkpoint to carry
+        (:func:`harness.model.exact.pack`, read by :meth:`build_integer_path`)."""
+        if not self._integer:
+            raise HarnessError("the integer entropy path is not built: call update() (checkpoints do)")
+        return exact.pack(self._integer[0])
 
     def drop_float_prior(self) -> None:
         """Free the float networks the integer path stands in for when coding: both h_s branches

@@ -43,9 +43,10 @@ network whose every sum is an exact integer sum:
 
 Plain float64 would not do: it still rounds each partial sum, in an order that
 depends on the kernel. Training stays float; this path is built from the
-weights whenever the entropy tables are updated (export, checkpoint load) and
-is deterministic in them, so an encoder and a decoder that load the same
-checkpoint build the same network. :data:`PATH_ID` names this recipe in
+weights whenever the entropy tables are updated (export) and is deterministic in
+them, so an encoder and a decoder that load the same checkpoint have the same
+network: the checkpoint carries it (:func:`pack`, :func:`load_converted`), or a
+load builds it from the weights. :data:`PATH_ID` names this recipe in
 checkpoints, cards and the container version.
 """
 
@@ -54,6 +55,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+from collections.abc import Iterator
 from decimal import Decimal, localcontext
 
 import numpy as np
@@ -103,24 +105,41 @@ def _pad_to(t: Tensor, dim: int, multiple: int) -> Tensor:
 class IntegerMatrix(nn.Module):
     """An integer weight matrix (K x N, |w| <= 2^6) as one int8, padded to multiples of 8 for the
     int8 GEMM; the float64 product reads the same integers from it (a float64 copy of every
-    matrix would be 8 bytes a weight held for the rare small or GPU product)."""
+    matrix would be 8 bytes a weight held for the rare small or GPU product).
 
-    def __init__(self, values: Tensor) -> None:
+    Made unfilled, for :meth:`fill` or :func:`load_converted`; either checks that its integers
+    lie within +-2^6, which the exactness of every sum rests on."""
+
+    def __init__(self, k: int, n: int) -> None:
         super().__init__()
-        if values.shape[0] > 2**16:
-            raise HarnessError(f"integer entropy path: {values.shape[0]} terms per sum exceed 2^16")
-        # without abs()'s copy: this runs at every model load. Two passes: torch.aminmax of these
-        # transposed views took ten times as long (0.2 s of a default model's load)
-        low, high = values.amin(), values.amax()
-        if max(-low.item(), high.item()) > 2**WEIGHT_BITS:
-            raise HarnessError(f"integer entropy path: weights beyond +-2^{WEIGHT_BITS}")
-        self.k, self.n = values.shape
-        self.register_buffer("limbs", _pad_to(_pad_to(values, 0, 8), 1, 8).to(torch.int8).contiguous())
+        if k > 2**16:
+            raise HarnessError(f"integer entropy path: {k} terms per sum exceed 2^16")
+        self.k, self.n = k, n
+        self.register_buffer("limbs", torch.empty(k + -k % 8, n + -n % 8, dtype=torch.int8))
+
+    @classmethod
+    def of(cls, values: Tensor) -> IntegerMatrix:
+        """The matrix of ``values``, integers in a float tensor."""
+        matrix = cls(*values.shape)
+        matrix.fill(values)
+        return matrix
+
+    def fill(self, values: Tensor) -> None:
+        _check_weights(values)
+        self.limbs = _pad_to(_pad_to(values, 0, 8), 1, 8).to(torch.int8).contiguous()
 
     @property
     def values(self) -> Tensor:
         """The K x N integers in float64 (exact: |w| <= 2^6)."""
         return self.limbs[: self.k, : self.n].double()
+
+
+def _check_weights(values: Tensor) -> None:
+    # without abs()'s copy: this runs for every weight of a build. Two passes: torch.aminmax of
+    # these transposed views took ten times as long (0.2 s of a default model's build)
+    low, high = values.amin(), values.amax()
+    if max(-low.item(), high.item()) > 2**WEIGHT_BITS:
+        raise HarnessError(f"integer entropy path: weights beyond +-2^{WEIGHT_BITS}")
 
 
 def integer_matmul(a: Tensor, w: IntegerMatrix) -> Tensor:
@@ -188,19 +207,23 @@ def quantize_weights(weight: Tensor, bits: int = WEIGHT_BITS) -> tuple[Tensor, T
 
 
 class IntegerConv2d(nn.Module):
-    """A trained ``nn.Conv2d`` as an exact integer convolution (zero padding, no groups or dilation)."""
+    """A trained ``nn.Conv2d`` as an exact integer convolution (zero padding, no groups or dilation);
+    unless ``fill``, of its shapes only, for :func:`load_converted`."""
 
-    def __init__(self, conv: nn.Conv2d) -> None:
+    def __init__(self, conv: nn.Conv2d, fill: bool = True) -> None:
         super().__init__()
         if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise HarnessError(f"integer entropy path: unsupported convolution {conv}")
         self.kernel, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
-        weight, scale = quantize_weights(conv.weight)
-        self.out_channels = weight.shape[0]
+        self.out_channels = conv.out_channels
         # rows (ky, kx, channel): the im2col rows are then runs of channels-last pixels
-        self.weight = IntegerMatrix(weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1).t())
+        self.weight = IntegerMatrix(conv.in_channels * math.prod(self.kernel), self.out_channels)
+        scale, bias = torch.empty(self.out_channels, dtype=torch.float64), torch.zeros(self.out_channels)
+        if fill:
+            weight, scale = quantize_weights(conv.weight)
+            self.weight.fill(weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1).t())
+            bias = conv.bias.detach() if conv.bias is not None else bias
         self.register_buffer("scale", scale)
-        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(self.out_channels)
         self.register_buffer("bias", bias.double().cpu())
         self.activation: Table | nn.ReLU | None = None  # applied as the outputs are written: fuse()
 
@@ -272,18 +295,31 @@ def convolve_parts(conv: nn.Module, parts: list[Tensor | exact_cpu.Pointwise]) -
 
 
 class IntegerGDN(nn.Module):
-    """compressai's GDN / inverse GDN, y = x * sqrt(beta + gamma * x^2) (or its reciprocal), with an exact sum."""
+    """compressai's GDN / inverse GDN, y = x * sqrt(beta + gamma * x^2) (or its reciprocal), with an
+    exact sum; unless ``fill``, of its shapes only, for :func:`load_converted`."""
 
-    def __init__(self, gdn: GDN) -> None:
+    def __init__(self, gdn: GDN, fill: bool = True) -> None:
         super().__init__()
         self.inverse = gdn.inverse
-        with torch.no_grad():
-            beta = gdn.beta_reparam(gdn.beta).double()
-            gamma = gdn.gamma_reparam(gdn.gamma).double()
-        weight, scale = quantize_weights(gamma, GDN_WEIGHT_BITS)
-        self.register_buffer("weight", weight.t().contiguous())
+        channels = gdn.beta.numel()
+        weight, scale = torch.empty(channels, channels, dtype=torch.float64), torch.empty(channels, dtype=torch.float64)
+        beta = torch.empty(channels, dtype=torch.float64)
+        if fill:
+            with torch.no_grad():
+                beta = gdn.beta_reparam(gdn.beta).double().cpu()
+                gamma = gdn.gamma_reparam(gdn.gamma).double()
+            weight, scale = quantize_weights(gamma, GDN_WEIGHT_BITS)
+            weight = weight.t().contiguous()
+        self.register_buffer("weight", weight)
         self.register_buffer("scale", scale)
-        self.register_buffer("beta", beta.cpu())
+        self.register_buffer("beta", beta)
+
+    def check_weights(self) -> None:
+        """Loaded weights must be integers within +-2^12: squares of 12-bit integers times these,
+        summed over the channels, stay below 2^53, exact in float64."""
+        weight = self.weight
+        if not (torch.equal(weight, weight.round()) and weight.abs().max() <= 2**GDN_WEIGHT_BITS):
+            raise HarnessError(f"integer entropy path: GDN weights not integers within +-2^{GDN_WEIGHT_BITS}")
 
     def forward(self, x: Tensor) -> Tensor:
         n, c, height, width = x.shape
@@ -356,7 +392,8 @@ class Table(nn.Module):
     def __init__(self, name: str) -> None:
         super().__init__()
         self.name = name
-        self.register_buffer("values", torch.from_numpy(_table(name)))
+        # the same table for every path of this PATH_ID: not saved with one (persistent=False)
+        self.register_buffer("values", torch.from_numpy(_table(name)), persistent=False)
 
     @functools.cached_property
     def epilogue(self) -> exact_cpu.Epilogue:
@@ -387,10 +424,10 @@ class Table(nn.Module):
 class IntegerAttentionBlock(nn.Module):
     """compressai's AttentionBlock (Cheng et al. 2020): x + a(x) * sigmoid(b(x)), sigmoid as a table."""
 
-    def __init__(self, block: AttentionBlock) -> None:
+    def __init__(self, block: AttentionBlock, fill: bool = True) -> None:
         super().__init__()
-        self.conv_a = convert(block.conv_a)
-        self.conv_b = convert(block.conv_b)
+        self.conv_a = convert(block.conv_a, fill)
+        self.conv_b = convert(block.conv_b, fill)
         self.conv_b[-1].fuse(Table("sigmoid"))  # the gate, applied by conv_b's last (1x1) convolution
 
     def forward(self, x: Tensor) -> Tensor:
@@ -418,14 +455,17 @@ def _is_composite(module: nn.Module) -> bool:
     return local_unit or isinstance(module, (*_COMPOSITES, *_EXTRA_COMPOSITES))
 
 
-def convert(module: nn.Module) -> nn.Module:
-    """The integer version of a trained float network (a new module; ``module`` is not changed)."""
+def convert(module: nn.Module, fill: bool = True) -> nn.Module:
+    """The integer version of a trained float network (a new module, sharing only the stateless
+    ones such as ReLU; ``module`` is not changed).
+    Unless ``fill``, the same modules with their integer tensors unfilled, of their shapes, for
+    :func:`load_converted` (only ``module``'s shapes are read: its values may be unset)."""
     if isinstance(module, nn.Conv2d):
-        return IntegerConv2d(module)
+        return IntegerConv2d(module, fill)
     if isinstance(module, GDN):
-        return IntegerGDN(module)
+        return IntegerGDN(module, fill)
     if isinstance(module, AttentionBlock):
-        return IntegerAttentionBlock(module)
+        return IntegerAttentionBlock(module, fill)
     if isinstance(module, nn.GELU) and module.approximate == "none":
         return Table("gelu")
     if isinstance(module, nn.Sigmoid):
@@ -433,17 +473,70 @@ def convert(module: nn.Module) -> nn.Module:
     if isinstance(module, nn.Tanh):
         return Table("tanh")
     if isinstance(module, _EXACT_AS_IS):
-        return copy.deepcopy(module)
+        return module  # stateless (no tensors, the same in every mode): shared, a deep copy of each took 0.05 s a load
     if not _is_composite(module):
         raise HarnessError(f"integer entropy path: no exact version of {type(module).__qualname__}")
     shell = copy.copy(module)
-    shell._modules = {name: convert(child) for name, child in module._modules.items()}
+    shell._modules = {name: convert(child, fill) for name, child in module._modules.items()}
     shell._parameters, shell._buffers = {}, {}
     if list(module.parameters(recurse=False)):
         raise HarnessError(f"integer entropy path: {type(module).__qualname__} holds its own parameters")
     if isinstance(shell, nn.Sequential):
         _fuse_activations(shell)
     return shell
+
+
+def pack(network: nn.Module) -> dict[str, Tensor]:
+    """A conversion's tensors as one flat tensor per dtype (``"int8"``, ``"float64"``), each the
+    concatenation of that dtype's tensors in the order of :func:`_saved`: what
+    :func:`load_converted` reads. Two tensors, not one per buffer: a checkpoint's 1,632 small
+    tensors took 0.3 s to read (torch.load's cost is per tensor), about what building them from
+    the weights took (benchmarks/RESULTS.md, speed.py)."""
+    parts: dict[str, list[Tensor]] = {}
+    for _, _, tensor in _saved(network):
+        parts.setdefault(_dtype_name(tensor.dtype), []).append(tensor.reshape(-1))
+    return {name: torch.cat(group) for name, group in parts.items()}
+
+
+def load_converted(network: nn.Module, packed: dict[str, Tensor]) -> None:
+    """Fill an unfilled conversion (``convert(..., fill=False)``) with a :func:`pack` of one, without
+    a copy: each tensor becomes a view of its dtype's flat tensor. The flat tensors must hold
+    exactly the conversion's values, dtype for dtype, and the weights lie within the ranges the
+    exactness of every sum rests on, as a conversion checks them. A one-line HarnessError names
+    what differs."""
+    slots = list(_saved(network))
+    sizes: dict[str, int] = {}
+    for _, _, tensor in slots:
+        sizes[_dtype_name(tensor.dtype)] = sizes.get(_dtype_name(tensor.dtype), 0) + tensor.numel()
+    for name, size in sizes.items():
+        flat = packed.get(name)
+        if not isinstance(flat, Tensor) or flat.dim() != 1 or _dtype_name(flat.dtype) != name or flat.numel() != size:
+            held = f"{tuple(flat.shape)} {flat.dtype}" if isinstance(flat, Tensor) else type(flat).__name__
+            raise HarnessError(f"integer entropy path: its {name} values are {held}, not ({size},) torch.{name}")
+    if set(packed) != set(sizes):
+        raise HarnessError(f"integer entropy path: values of another type ({', '.join(sorted(set(packed) - set(sizes)))})")
+    _check_weights(packed["int8"])  # every int8 value is a limb of an IntegerMatrix: one pass, not one per matrix
+    offsets = dict.fromkeys(sizes, 0)
+    for module, name, tensor in slots:  # set directly: load_state_dict's walk took as long as the rest
+        dtype = _dtype_name(tensor.dtype)
+        module._buffers[name] = packed[dtype][offsets[dtype] : offsets[dtype] + tensor.numel()].view(tensor.shape)
+        offsets[dtype] += tensor.numel()
+    for module in network.modules():
+        if isinstance(module, IntegerGDN):
+            module.check_weights()
+
+
+def _saved(network: nn.Module) -> Iterator[tuple[nn.Module, str, Tensor]]:
+    """Each module of a conversion, the name and tensor of each of its saved buffers, in module
+    order (a conversion has buffers only: its tables' are not saved, they are the same for all)."""
+    for module in network.modules():
+        for name, tensor in module._buffers.items():
+            if tensor is not None and name not in module._non_persistent_buffers_set:
+                yield module, name, tensor
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _fuse_activations(sequence: nn.Sequential) -> None:
