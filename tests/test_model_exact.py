@@ -43,6 +43,25 @@ def test_integer_matmul_is_the_exact_product_at_the_extremes():
     assert exact_product.abs().max() > 2**24  # float32 could not hold these sums
 
 
+@pytest.mark.parametrize("int8_gemm", [True, False], ids=["torch's int8 GEMM", "float32 GEMMs"])
+def test_a_product_of_limbs_is_exact_at_the_extremes_on_both_gemms(int8_gemm, monkeypatch):
+    """The limbs' product is the same integers whether torch's int8 GEMM runs it (where oneDNN
+    does: CPUs with VNNI) or float32 GEMMs do (elsewhere torch's int8 GEMM is a plain loop): at the
+    extremes each float32 block's sums reach 2^24 and the blocks' total goes past it."""
+    if int8_gemm and not exact_cpu._int8_gemm_runs_on_onednn():
+        pytest.skip("torch's int8 GEMM is not oneDNN's on this CPU (no VNNI)")
+    monkeypatch.setattr(exact_cpu, "_int8_gemm_runs_on_onednn", lambda: int8_gemm)
+    terms = 2 * exact_cpu._FLOAT32_TERMS + 8
+    g = torch.Generator().manual_seed(0)
+    # products of one sign, large and uneven: sums past 2^24 that float32 would round
+    limbs = torch.randint(32, 65, (16, terms), generator=g).to(torch.int8)
+    limbs[8:] = -limbs[8:]
+    weight = torch.randint(32, 65, (terms, 16), generator=g).to(torch.int8)
+    limbs[0], weight[:, 0] = 64, 64  # the extreme: 2^12 a term
+    sums = exact_cpu.limb_product(limbs, weight)
+    assert sums.dtype == torch.int32 and torch.equal(sums.long(), limbs.long() @ weight.long())
+    assert sums.abs().max() == terms * 2**12 > 2**25
+
 
 def test_an_integer_matrix_holds_its_weights_once_as_int8():
     """The small and GPU products read the integers from the int8 GEMM's copy: no float64 copy of

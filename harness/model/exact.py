@@ -20,8 +20,12 @@ network whose every sum is an exact integer sum:
   2^34, so any summation order gives the same integer: :func:`integer_matmul`
   computes it from the activations' two 6-bit limbs times the weights (one int8)
   through torch's int8 GEMM with int32 sums (AMX/VNNI where the CPU has them), or
-  in float64, which holds integers below 2^53 exactly on every CPU and GPU. Both
-  give the integer itself, so identical bits. Limbs and weights are at most 64 in
+  in float64, which holds integers below 2^53 exactly on every CPU and GPU. On a
+  CPU without VNNI torch's int8 GEMM is a plain loop, so the limbs go through
+  float32 GEMMs instead, 4096 terms at a time: a limb times a weight is at most
+  2^12, so every partial sum is an integer of at most 2^24, exact in float32
+  (:func:`~harness.model.exact_cpu.limb_product`). All give the integer itself,
+  so identical bits. Limbs and weights are at most 64 in
   magnitude because oneDNN's kernels for CPUs without VNNI add pairs of u8 x s8
   products into a saturating int16 (``vpmaddubsw``) after shifting one operand by
   128: 7-bit limbs saturate there (measured with ``ONEDNN_MAX_CPU_ISA=AVX2``), 6-bit
@@ -152,7 +156,7 @@ def integer_matmul(a: Tensor, w: IntegerMatrix) -> Tensor:
         return a.double() @ w.values
     m, n = a.shape[0], w.n
     a_hi, a_lo = _limbs(_pad_to(a, 1, 8))
-    stacked = torch._int_mm(torch.cat([a_hi, a_lo]), w.limbs).to(torch.int64)
+    stacked = exact_cpu.limb_product(torch.cat([a_hi, a_lo]), w.limbs).to(torch.int64)
     return ((stacked[:m, :n] << _LIMB) + stacked[m:, :n]).to(torch.float64)
 
 

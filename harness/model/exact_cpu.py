@@ -350,7 +350,7 @@ class Pointwise:
                 count = min(rows, height - y) * width
                 first = (image * height + y) * width
                 limbs = torch.cat([matrix[first : first + count], matrix[pixels + first : pixels + first + count]])
-                sums = torch._int_mm(limbs, self.weight)
+                sums = limb_product(limbs, self.weight)
                 values = np.empty((count, channels))
                 geometry = np.array([channels, n8, count, count, 0, NONE], dtype=np.int64)
                 _scaled_sums(sums.view(-1).numpy(), self.down[image : image + 1], self.scale.numpy(),
@@ -365,6 +365,30 @@ class Pointwise:
         for image, y, values in self.chunks():
             out[image, y * width : y * width + values.shape[0]] = values
         return torch.from_numpy(out).reshape(n, height, width, channels).permute(0, 3, 1, 2)
+
+
+_FLOAT32_TERMS = 4096  # |limb x weight| <= 2^12: 4096 of them sum below 2^24, every partial sum exact in float32
+
+
+def limb_product(limbs: Tensor, weight: Tensor) -> Tensor:
+    """``limbs @ weight`` of int8 integers (limbs in [-64, 64], weights within +-2^6), as int32:
+    torch's int8 GEMM where it runs on oneDNN (CPUs with VNNI), else float32 GEMMs, on blocks of
+    :data:`_FLOAT32_TERMS` terms whose every partial sum is an integer below 2^24, exact in any
+    order. The same integers either way: on a CPU without VNNI (an AVX2-only one) torch
+    multiplies int8 matrices in a plain loop, at 3-5 GOP/s, 30-50 times slower than float32
+    (benchmarks/RESULTS.md, speed.py)."""
+    if _int8_gemm_runs_on_onednn():
+        return torch._int_mm(limbs, weight)
+    sums = None
+    for start in range(0, weight.shape[0], _FLOAT32_TERMS):
+        block = (limbs[:, start : start + _FLOAT32_TERMS].float() @ weight[start : start + _FLOAT32_TERMS].float())
+        sums = block.to(torch.int32) if sums is None else sums.add_(block.to(torch.int32))
+    return sums
+
+
+@functools.cache
+def _int8_gemm_runs_on_onednn() -> bool:
+    return torch.backends.mkldnn.is_available() and torch.cpu._is_vnni_supported()
 
 
 @contextlib.contextmanager
@@ -420,7 +444,7 @@ def convolve(parts: list, bits: int, kernel, stride, padding, weight: Tensor, sc
             geometry = np.array([channels, out_h, out_w, hp, wp, kh, kw, sh, sw, kp, grid.numel() // 2, count],
                                 dtype=np.int64)
             _im2col(grid.numpy(), limbs.view(-1).numpy(), geometry, first, first + count)
-        sums = torch._int_mm(limbs, weight)
+        sums = limb_product(limbs, weight)
         geometry = np.array([out_channels, n8, count, out_h * out_w, first, epilogue.activation], dtype=np.int64)
         _scaled_sums(sums.view(-1).numpy(), down, scale.numpy(), bias.numpy(), out.view(-1).numpy(), geometry,
                      epilogue.values, epilogue.params, 0, count)
