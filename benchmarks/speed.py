@@ -93,8 +93,10 @@ def run(argv: list[str]) -> tuple[float, float]:
     env = {**USER_ENVIRONMENT, "PYTHONPATH": str(REPO)}  # `harness` asks for huge pages itself
     with tempfile.NamedTemporaryFile("r") as peak:
         start = time.perf_counter()
+        # in the repository's root: `python -m harness` imports from the working directory first,
+        # so from another checkout's root it would time that checkout's code
         done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", peak.name, *argv], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, env=env)
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
         wall = time.perf_counter() - start
         kilobytes = int(peak.read().split()[-1])
     if done.returncode != 0:
