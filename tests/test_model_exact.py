@@ -61,6 +61,9 @@ def test_a_product_of_limbs_is_exact_at_the_extremes_on_both_gemms(int8_gemm, mo
     sums = exact_cpu.limb_product(limbs, weight)
     assert sums.dtype == torch.int32 and torch.equal(sums.long(), limbs.long() @ weight.long())
     assert sums.abs().max() == terms * 2**12 > 2**25
+    prepared = exact_cpu.gemm_weight(weight)  # as a convolution's chunks share it
+    assert prepared.dtype == (torch.int8 if int8_gemm else torch.float32)
+    assert torch.equal(exact_cpu.limb_product(limbs, prepared), sums)
 
 
 def test_an_integer_matrix_holds_its_weights_once_as_int8():

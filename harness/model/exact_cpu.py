@@ -345,12 +345,13 @@ class Pointwise:
         pixels = n * height * width
         matrix = self.grid.view(2 * pixels, kp)
         rows = max(1, CHUNK_BYTES // (width * (8 * channels + 8 * n8 + 2 * kp)))
+        weight = gemm_weight(self.weight)
         for image in range(n):
             for y in range(0, height, rows):
                 count = min(rows, height - y) * width
                 first = (image * height + y) * width
                 limbs = torch.cat([matrix[first : first + count], matrix[pixels + first : pixels + first + count]])
-                sums = limb_product(limbs, self.weight)
+                sums = limb_product(limbs, weight)
                 values = np.empty((count, channels))
                 geometry = np.array([channels, n8, count, count, 0, NONE], dtype=np.int64)
                 _scaled_sums(sums.view(-1).numpy(), self.down[image : image + 1], self.scale.numpy(),
@@ -370,15 +371,22 @@ class Pointwise:
 _FLOAT32_TERMS = 4096  # |limb x weight| <= 2^12: 4096 of them sum below 2^24, every partial sum exact in float32
 
 
+def gemm_weight(weight: Tensor) -> Tensor:
+    """The int8 weights as :func:`limb_product` multiplies them on this CPU (a float32 copy where
+    its GEMMs are float32), for a convolution's chunks to share instead of converting them each."""
+    return weight if _int8_gemm_runs_on_onednn() else weight.float()
+
+
 def limb_product(limbs: Tensor, weight: Tensor) -> Tensor:
-    """``limbs @ weight`` of int8 integers (limbs in [-64, 64], weights within +-2^6), as int32:
-    torch's int8 GEMM where it runs on oneDNN (CPUs with VNNI), else float32 GEMMs, on blocks of
-    :data:`_FLOAT32_TERMS` terms whose every partial sum is an integer below 2^24, exact in any
-    order. The same integers either way: on a CPU without VNNI (an AVX2-only one) torch
-    multiplies int8 matrices in a plain loop, at 3-5 GOP/s, 30-50 times slower than float32
-    (benchmarks/RESULTS.md, speed.py)."""
-    if _int8_gemm_runs_on_onednn():
+    """``limbs @ weight`` of int8 integers (limbs in [-64, 64], weights within +-2^6, int8 or as
+    :func:`gemm_weight` gives them), as int32: torch's int8 GEMM where it runs on oneDNN (CPUs
+    with VNNI), else float32 GEMMs, on blocks of :data:`_FLOAT32_TERMS` terms whose every partial
+    sum is an integer below 2^24, exact in any order. The same integers either way: on a CPU
+    without VNNI (an AVX2-only one) torch multiplies int8 matrices in a plain loop, at 3-5 GOP/s,
+    30-50 times slower than float32 (benchmarks/RESULTS.md, speed.py)."""
+    if weight.dtype == torch.int8 and _int8_gemm_runs_on_onednn():
         return torch._int_mm(limbs, weight)
+    weight = weight.float()  # the same tensor where gemm_weight made it
     sums = None
     for start in range(0, weight.shape[0], _FLOAT32_TERMS):
         block = (limbs[:, start : start + _FLOAT32_TERMS].float() @ weight[start : start + _FLOAT32_TERMS].float())
@@ -388,7 +396,8 @@ def limb_product(limbs: Tensor, weight: Tensor) -> Tensor:
 
 @functools.cache
 def _int8_gemm_runs_on_onednn() -> bool:
-    return torch.backends.mkldnn.is_available() and torch.cpu._is_vnni_supported()
+    vnni = getattr(torch.cpu, "_is_vnni_supported", None)  # private: without it, the float32 GEMMs (exact too)
+    return torch.backends.mkldnn.is_available() and bool(vnni and vnni())
 
 
 @contextlib.contextmanager
@@ -432,6 +441,7 @@ def convolve(parts: list, bits: int, kernel, stride, padding, weight: Tensor, sc
     grid, down = _grid(parts, bits, padding, row, bordered=bool(ph or pw) or row > channels)
     out = torch.empty(n, out_h, out_w, out_channels, dtype=torch.float64)
     chunk = max(_MIN_CHUNK, CHUNK_BYTES // (2 * (kp + 4 * n8)))
+    operand = gemm_weight(weight)
     for first in range(0, rows, chunk):
         count = min(chunk, rows - first)
         if pointwise and count == rows:
@@ -444,7 +454,7 @@ def convolve(parts: list, bits: int, kernel, stride, padding, weight: Tensor, sc
             geometry = np.array([channels, out_h, out_w, hp, wp, kh, kw, sh, sw, kp, grid.numel() // 2, count],
                                 dtype=np.int64)
             _im2col(grid.numpy(), limbs.view(-1).numpy(), geometry, first, first + count)
-        sums = limb_product(limbs, weight)
+        sums = limb_product(limbs, operand)
         geometry = np.array([out_channels, n8, count, out_h * out_w, first, epilogue.activation], dtype=np.int64)
         _scaled_sums(sums.view(-1).numpy(), down, scale.numpy(), bias.numpy(), out.view(-1).numpy(), geometry,
                      epilogue.values, epilogue.params, 0, count)
