@@ -61,26 +61,35 @@ def entropy_path(model) -> str:
     return exact.PATH_ID if model.integer_path else FLOAT_PATH
 
 
-def save_checkpoint(model: WeConvene, path: str | Path) -> None:
-    """Update the entropy tables and write the checkpoint atomically (temp file + rename)."""
+def save_checkpoint(model: WeConvene, path: str | Path) -> str:
+    """Update the entropy tables and write the checkpoint atomically (temp file + rename); returns
+    the model's fingerprint (hashed once here: it binds the integer networks the file carries)."""
     model.update(force=True)
+    digest = fingerprint(model)
     path = Path(path)
     payload = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "state_dict": model.state_dict(),
                "entropy_path": entropy_path(model)}
     if model.integer_path:
-        payload["integer_nets"] = {"fingerprint": fingerprint(model), **model.integer_state()}
+        payload["integer_nets"] = {"fingerprint": digest, **model.integer_state()}
     write_atomic(path, lambda tmp: torch.save(payload, tmp), what="checkpoint ")
+    return digest
 
 
 def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
     """Rebuild the model stored at ``path`` (in eval mode); ``variant`` checks which one it must be."""
-    return load_fingerprinted(path, variant)[0]
+    return _load(path, variant)[0]
 
 
 def load_fingerprinted(path: str | Path, variant: str | None = None) -> tuple[WeConvene, str]:
-    """:func:`load_checkpoint` and the model's :func:`fingerprint`, which the load computes to
-    check the integer networks the file carries: for a process that needs both, one hashing of
-    the weights (0.2-0.3 s of the default model's) instead of two."""
+    """:func:`load_checkpoint` and the model's :func:`fingerprint`: the one the load computed to
+    check the integer networks the file carries, if it did, so that a process that needs both
+    hashes the weights (0.2-0.3 s of the default model's) once."""
+    model, digest = _load(path, variant)
+    return model, digest or fingerprint(model)
+
+
+def _load(path: str | Path, variant: str | None) -> tuple[WeConvene, str | None]:
+    """The model at ``path`` and its fingerprint where the load needed it (None elsewhere)."""
     path = Path(path)
     if path.is_dir():
         raise HarnessError(f"checkpoint {path} is a directory, not a checkpoint file")
@@ -154,19 +163,20 @@ class _Unfilled(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _with_weights(path: Path, model, payload: dict, variant: str | None) -> tuple[WeConvene, str]:
+def _with_weights(path: Path, model, payload: dict, variant: str | None) -> tuple[WeConvene, str | None]:
     """``model`` with the checkpoint's weights, entropy tables (and integer path) ready, in eval
-    mode, and its fingerprint."""
+    mode, and its fingerprint where the file carries integer networks to check (None elsewhere)."""
     if variant is not None and model.config.variant != variant:
         raise HarnessError(f"{path} holds variant {model.config.variant!r}, expected {variant!r}")
     _copy_weights(path, model, payload.pop("state_dict"))
     _check_tables(path, model)
-    digest = fingerprint(model)
+    carried = payload.pop("integer_nets")
     if not model.integer_path:
         model.update(force=False)
-        return model.eval(), digest
-    carried = payload.pop("integer_nets")
-    fresh = carried.pop("fingerprint") == digest  # else built for other weights: built anew from these
+        return model.eval(), None
+    built_from = carried.pop("fingerprint")
+    digest = fingerprint(model) if built_from is not None else None
+    fresh = digest is not None and built_from == digest  # else built for other weights: built anew from these
     try:
         model.update(force=False, integer_state=carried if fresh else None)
     except HarnessError as error:
@@ -221,5 +231,4 @@ def run_init(config: InitModelConfig) -> str:
     check_output(config.out, {}, make_parents=True)
     torch.manual_seed(config.seed)
     model = build_model(config.variant)
-    save_checkpoint(model, config.out)
-    return fingerprint(model.eval())
+    return save_checkpoint(model, config.out)

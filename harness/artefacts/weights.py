@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.hub import load_state_dict_from_url
 
 from harness.artefacts.card import PUBLISHED, ModelCard, PublishedStage, card_path, write_card
-from harness.artefacts.checkpoint import entropy_path, fingerprint, save_checkpoint
+from harness.artefacts.checkpoint import entropy_path, save_checkpoint
 from harness.artefacts.config import ImportWeightsConfig
 from harness.artefacts.torchfile import TABLE_BUFFERS, check_shapes, check_storage, load
 from harness.atomic import check_output
@@ -93,9 +93,8 @@ def run_import(config: ImportWeightsConfig):
         path = Path(config.source)
         state, origin, origin_sha = read_state_dict(path), str(path.resolve()), sha256_file(path)
     model = load_weights(config.architecture, state, origin)
-    save_checkpoint(model, checkpoint)
+    digest = save_checkpoint(model, checkpoint)
     model.eval()
-    digest = fingerprint(model)
     card = ModelCard(
         name=name, variant=model.config.variant, metric=config.metric, lmbda=config.lmbda,
         stages={PUBLISHED: PublishedStage("CompressAI weights", config.architecture, config.quality, origin, origin_sha)},

@@ -36,7 +36,7 @@ import torch
 
 from harness.artefacts import torchfile
 from harness.artefacts.card import WARMUP, ModelCard, TrainingStage, card_path, read_card, write_card
-from harness.artefacts.checkpoint import entropy_path, fingerprint, load_checkpoint, save_checkpoint
+from harness.artefacts.checkpoint import entropy_path, load_checkpoint, save_checkpoint
 from harness.configs import build
 from harness.data.manifest import MANIFEST
 from harness.data.stream import train_loader, val_loader
@@ -377,7 +377,7 @@ def export_model(model: WeConvene, config: TrialConfig, final: dict,
     models = models_dir(config.out)
     recipe = config.recipe
     path = models / f"{config.name}.pt"
-    save_checkpoint(model, path)
+    digest = save_checkpoint(model, path)
     card = ModelCard(
         name=config.name,
         variant=config.variant,
@@ -396,7 +396,7 @@ def export_model(model: WeConvene, config: TrialConfig, final: dict,
         data_sha256=config.data_sha256,
         data_manifest_sha256=sha256_file(Path(config.data) / MANIFEST),
         params=sum(p.numel() for p in model.parameters()),
-        fingerprint=fingerprint(model),
+        fingerprint=digest,
         inputs_hash=config.inputs_hash(),
         restored_from_steps=tuple(restored_from),
         final={k: final[k] for k in ("val_bpp", "val_psnr", "val_ms_ssim") if k in final and math.isfinite(final[k])},
