@@ -84,6 +84,38 @@ def test_a_normal_compress_and_decompress_print_nothing_on_stderr(tiny_checkpoin
         assert done.returncode == 0 and done.stderr == "", f"harness {argv[0]}: {done.stderr[-2000:]}"
 
 
+_COMPILED = """
+import gc, sys
+from numba.core.dispatcher import Dispatcher
+from harness.cli import main
+for argv in (["compress", "small.png", "-m", sys.argv[1], "-o", "s.3dmw", "--precision", "fp32"],
+             ["decompress", "s.3dmw", "-m", sys.argv[1], "-o", "s.png", "--precision", "fp32"]):
+    try:
+        main(argv)
+    except SystemExit as done:
+        assert not done.code, done.code
+gc.unfreeze()  # the CLI froze what its imports made: get_objects would not list it
+for o in gc.get_objects():
+    if isinstance(o, Dispatcher) and o.stats.cache_misses:
+        print(f"compiled {o.py_func.__module__}.{o.py_func.__qualname__}")
+"""
+
+
+def test_a_compress_and_decompress_compile_no_kernel_that_an_earlier_process_compiled(tiny_checkpoint, kodak_dir,
+                                                                                       tmp_path):
+    """Every numba kernel a coding process runs comes from the on-disk cache once a process has
+    compiled it: numba's own uncached helpers (its typed list's, 0.28 s) cost each call again."""
+    from PIL import Image
+
+    Image.open(kodak_dir / "kodim01.png").crop((0, 0, 64, 48)).save(tmp_path / "small.png")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    runs = [subprocess.run([sys.executable, "-c", _COMPILED, str(tiny_checkpoint)], capture_output=True, text=True,
+                           env=env, cwd=tmp_path, timeout=300) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[-1].stderr[-2000:]
+    compiled = [line.split()[1] for line in runs[1].stdout.splitlines() if line.startswith("compiled ")]
+    assert compiled == [], f"compiled again in a second process: {compiled}"
+
+
 @pytest.mark.parametrize("module", ["harness.report.publish", "harness.rerun.plan"])
 def test_the_report_and_a_plans_checks_import_no_model(module):
     """`harness report RUN` reads records and a rerun checks its plan without torch or CompressAI."""

@@ -468,6 +468,18 @@ def test_cpu_volume_kernel_gives_the_values_of_the_per_axis_kernels(engine, monk
         flat = torch.rand(1, 33, 1, 9)  # a 1-pixel-high map: the bands high along height are empty
         wt.idwt3(wt.dwt3(flat, "9/7", 1, 2, strict=False), "9/7", 1, 2)
     assert ran == [True, True]
+    # a kernel call reads at most volume._SOURCES bands: 5 2D levels give 32, 6 give 38 (per axis)
+    deep = torch.rand(1, 4, 64, 64, generator=gen, dtype=torch.float64)
+    for levels, in_kernel in ((5, True), (6, False)):
+        ran.clear()
+        bands = wt.dwt3(deep, "9/7", 1, levels)
+        with monkeypatch.context() as m:
+            m.setattr(wt.volume, "volume_", lambda *args: ran.append(volume(*args)) or ran[-1])
+            y = wt.idwt3(bands, "9/7", 1, levels)
+        with monkeypatch.context() as m:
+            m.setattr(wt.lifting, "_volume", lambda *args: False)
+            assert torch.equal(y, wt.idwt3(bands, "9/7", 1, levels)), levels
+        assert ran == [in_kernel] and len(bands) == 2 * (3 * levels + 1), levels
     threads = torch.get_num_threads()
     x = torch.rand(1, 64, 32, 32)  # one item per thread: the channels are cut in two
     try:

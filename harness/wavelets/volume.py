@@ -19,7 +19,6 @@ from typing import Sequence
 import numba
 import numpy as np
 import torch
-from numba import typed
 from torch import Tensor
 
 from harness.kernels import jit, launch, memory
@@ -151,6 +150,13 @@ def _volume(srcs, table, dst, dst_strides, c, h, w, kinds, coefs, analysis, star
             final = ready
 
 
+# The bands a kernel call reads, as a tuple of this many arrays (empty ones after the bands):
+# a synthesis of one channel level and 4 2D levels reads 2 * (3 * 4 + 1) = 26. A tuple, not a
+# numba typed list: building one from Python compiles numba's list helpers in every process
+# (0.28 s of each `harness compress` and `decompress`); a tuple's type is fixed and cached.
+_SOURCES = 32
+
+
 @functools.cache
 def _compiled(dtype: torch.dtype):
     """:func:`_volume` compiled for one dtype on first use (cached on disk where
@@ -158,7 +164,7 @@ def _compiled(dtype: torch.dtype):
     every layout."""
     t, i64 = array_type(DTYPES[dtype][0]), numba.int64
     # the bands, their table, dst, its strides, c, h, w; the level count and the chunk
-    head = (numba.types.ListType(t), i64[:, ::1], t, i64[::1], i64, i64, i64)
+    head = (numba.types.UniTuple(t, _SOURCES), i64[:, ::1], t, i64[::1], i64, i64, i64)
     return jit([signature(dtype, head, 2)])(_volume)
 
 
@@ -177,10 +183,12 @@ def volume_(
     in the Mallat layout of ``dst``'s shape), and writes the signal. The analysis lifts along
     channels and then in 2D, the synthesis undoes it in reverse: the same arithmetic as
     :func:`cpu.level_` and :func:`cpu.plane_levels_`. False where the kernel does not apply
-    (as for :func:`cpu.plane_levels_`, or dims between ``cdim`` and the planes)."""
+    (as for :func:`cpu.plane_levels_`, dims between ``cdim`` and the planes, or more than
+    :data:`_SOURCES` bands)."""
     sources = [(t, spans) for t, spans in sources if t.numel() > 0]  # an empty band adds nothing
     tensors = [t for t, _ in sources]
-    if not tensors or not all(usable(t, dst) for t in tensors) or dst.dim() < 3 or cdim >= dst.dim() - 2:
+    if not 0 < len(tensors) <= _SOURCES or not all(usable(t, dst) for t in tensors) or dst.dim() < 3 \
+            or cdim >= dst.dim() - 2:
         return False
     h, w = dst.shape[-2:]
     if math.prod(dst.shape[cdim + 1 : -2]) != 1 or h * w * element_bytes(dst.dtype) > BUFFER_BYTES:
@@ -200,9 +208,8 @@ def volume_(
         ],
         dtype=np.int64,
     ).reshape(-1, 9)
-    srcs = typed.List.empty_list(array_type(DTYPES[dst.dtype][0]))
-    for t in tensors:
-        srcs.append(memory(t))
+    unused = np.empty(0, dtype=DTYPES[dst.dtype][0])
+    srcs = tuple(memory(t) for t in tensors) + (unused,) * (_SOURCES - len(tensors))
     dst_st = np.array([outer[0], dst.stride(cdim), dst.stride(hdim), dst.stride(wdim)], dtype=np.int64)
     c = dst.shape[cdim]
     pairs = (c + 1) // 2
