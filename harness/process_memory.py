@@ -1,5 +1,6 @@
 """What a process holds in memory: reading it (RSS, its peak, what the machine has free) and
-handing freed heap pages back to the system, so that the peak read is what the process used.
+handing freed heap pages, and read pages of mapped files, back to the system, so that the peak
+read is what the process used.
 
 Ground floor, without torch: a classical codec's leaderboard cell measures its peak through it
 and would otherwise import torch and compressai (~4 s a Ray worker) for two /proc reads. A CUDA
@@ -25,6 +26,7 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import mmap
 import os
 import sys
 from pathlib import Path
@@ -167,3 +169,45 @@ def trim() -> None:
     function = _malloc_trim()
     if function is not None:
         function(0)
+
+
+class FilePages:
+    """The private writable file mappings of this process when made (``torch.load(mmap=True)``'s
+    copy-on-write mappings of checkpoints; a snapshot of ``/proc/self/maps``, none elsewhere than
+    Linux), to hand back the resident pages of bytes that a process has read and will not read
+    again (or not soon): they leave its RSS and stay in the page cache, shared with every other
+    process that maps the file, and a later read faults them in again from there."""
+
+    def __init__(self) -> None:
+        spans = []
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/self/maps").read_text().splitlines():
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[1] == "rw-p" and fields[4] != "0" and fields[5].startswith("/"):
+                    start, end = (int(address, 16) for address in fields[0].split("-"))
+                    spans.append((start, end))
+        self._spans = spans
+
+    def release(self, address: int, size: int) -> None:
+        """Drop the resident pages wholly within ``address:address + size`` of one of the mappings
+        (``MADV_DONTNEED``). The bytes must be the file's, unwritten since mapped, or no longer
+        needed: a page written since was this process's own copy, and its content goes with it."""
+        page = mmap.PAGESIZE
+        first, last = -(-address // page) * page, (address + size) // page * page
+        madvise = _madvise()
+        if madvise is None or last <= first:
+            return
+        if any(start <= first and last <= end for start, end in self._spans):
+            madvise(first, last - first, mmap.MADV_DONTNEED)
+
+
+@functools.cache
+def _madvise():
+    name = ctypes.util.find_library("c")
+    try:
+        function = ctypes.CDLL(name).madvise if name and hasattr(mmap, "MADV_DONTNEED") else None
+    except (OSError, AttributeError):
+        return None
+    if function is not None:
+        function.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return function

@@ -19,7 +19,7 @@ from harness.artefacts.coding import decode, encode, encode_reconstruct, to_pixe
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.model import rans
-from harness.model.precision import set_precision
+from harness.model.precision import TRANSFORMS, set_precision
 from harness.model.rans import RansWriter
 from harness.pixels.images import load_rgb
 
@@ -122,25 +122,92 @@ def test_a_coding_process_drops_the_float_entropy_networks(checkpoint, model, ko
         encode(coder, pixels, digest=digest, integer=False)
 
 
-def test_loading_hands_back_the_pages_of_the_file_tensors_as_it_copies_them(checkpoint, monkeypatch):
-    """glibc keeps a freed tensor below its mmap threshold (every weight of a checkpoint), so a load
-    that only freed the file's tensors held them and the model's whole: the peak of a kodim01
-    decode. The copy hands the pages back every _TRIM_EVERY bytes; the weights are the file's."""
-    from compressai.entropy_models import EntropyModel
+def _mapping_of(tensor: torch.Tensor) -> tuple[str, int]:
+    """What the mapping that holds ``tensor`` maps (a file's path, ``[heap]``, or "" for anonymous
+    memory), and how many of its bytes are resident (``/proc/self/smaps``)."""
+    address = tensor.untyped_storage().data_ptr()
+    header = None
+    for line in open("/proc/self/smaps").read().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5:
+            start, end = (int(a, 16) for a in fields[0].split("-"))
+            header = fields[5] if start <= address < end and len(fields) > 5 else None
+        elif header is not None and fields[0] == "Rss:":
+            return header, int(fields[1]) * 1024
+    return "", 0
 
-    from harness import process_memory
-    from harness.artefacts import checkpoint as checkpoints
 
-    expected = load_checkpoint(checkpoint).state_dict()
-    trims = []
-    monkeypatch.setattr(checkpoints, "_TRIM_EVERY", 1 << 16)
-    monkeypatch.setattr(process_memory, "trim", lambda: trims.append(1))
+def _float_prior_bytes(model) -> int:
+    return sum(t.nbytes for name in ("h_s_mean", "h_s_scale", "slice_nets")
+               for t in getattr(model.latent_codec, name).state_dict().values())
+
+
+def test_a_load_maps_the_checkpoint_and_keeps_no_page_of_the_float_prior_resident(checkpoint, model):
+    """The weights are the checkpoint's pages (``torch.load(mmap=True)``, taken by ``assign``), not a
+    copy; once the load has hashed them, coding on the carried integer networks never reads the
+    float entropy networks again, and their pages are handed back (the page cache keeps them)."""
     loaded = load_checkpoint(checkpoint)
-    state = loaded.state_dict()
-    tables = tuple(name + "." for name, module in loaded.named_modules() if isinstance(module, EntropyModel))
-    copied = [t.nbytes for k, t in state.items() if not k.startswith(tables)]  # the tables are loaded whole
-    assert len(trims) >= sum(copied) // ((1 << 16) + max(copied))  # at most that much freed between two
-    assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in state)
+    weight = loaded.g_a[0].conv1.weight
+    mapped, resident = _mapping_of(weight)
+    assert mapped == str(checkpoint)
+    assert all(_mapping_of(t)[0] == mapped for t in loaded.g_s.state_dict().values())
+    prior = _float_prior_bytes(loaded)
+    assert resident < checkpoint.stat().st_size - prior  # the integer networks, a few weights read since
+    expected = model.state_dict()
+    assert all(torch.equal(t.float(), expected[k].float()) for k, t in loaded.state_dict().items())
+
+
+def test_the_weights_read_into_another_layout_or_process_memory_leave_no_mapped_pages_behind(checkpoint):
+    """bf16 coding reads the transforms' mapped weights into channels_last copies: the pages it
+    read go back. A load for training (``mapped=False``) holds its weights in its own memory."""
+    loaded = load_checkpoint(checkpoint)
+    weight = loaded.g_a[0].conv1.weight.detach()  # the file's tensor: the parameter gets another
+    before = _mapping_of(weight)[1]
+    moved = sum(t.nbytes for name, net in loaded.named_modules() if name.rpartition(".")[2] in TRANSFORMS
+                for t in net.state_dict().values() if t.dim() == 4)
+    set_precision(loaded, "bf16")
+    assert not loaded.state_dict()["g_a.0.conv1.weight"].is_set_to(weight)
+    assert _mapping_of(weight)[1] - before < moved / 4
+    assert _mapping_of(load_checkpoint(checkpoint, mapped=False).g_a[0].conv1.weight)[0] != str(checkpoint)
+
+
+def test_a_load_that_builds_its_integer_networks_hands_back_the_float_prior_once_dropped(checkpoint, tmp_path):
+    """A checkpoint without integer networks (written before they were carried) has them built
+    from the mapped weights at load, which reads the float prior whole; a process that then codes
+    on the integer path alone drops it, and its pages with it."""
+    payload = torch.load(checkpoint, weights_only=True)
+    del payload["integer_nets"]
+    older = tmp_path / "older.pt"
+    torch.save(payload, older)
+    loaded = load_checkpoint(older)
+    weight, prior = loaded.g_a[0].conv1.weight, _float_prior_bytes(loaded)
+    mapped, resident = _mapping_of(weight)
+    assert mapped == str(older) and resident > prior
+    loaded.drop_float_prior()
+    assert resident - _mapping_of(weight)[1] > prior / 2  # whole pages only, some shared with other weights
+
+
+def test_handing_back_pages_touches_no_memory_outside_a_file_mapping():
+    """``FilePages.release`` drops pages only within a private file mapping, whose bytes a later
+    read gets again from the file: a tensor of the process's own memory keeps its values."""
+    from harness.process_memory import FilePages
+
+    own = torch.arange(1 << 20, dtype=torch.float32)
+    FilePages().release(own.data_ptr(), own.nbytes)
+    assert torch.equal(own, torch.arange(1 << 20, dtype=torch.float32))
+
+
+def test_a_loaded_model_that_writes_its_weights_writes_its_own_pages_never_the_checkpoint(checkpoint):
+    """The mapping is private (copy on write): training or editing a loaded model leaves the file,
+    and every other process that maps it, as they were."""
+    before = checkpoint.read_bytes()
+    loaded = load_checkpoint(checkpoint)
+    with torch.no_grad():
+        for weight in loaded.parameters():
+            weight.add_(1)
+    assert checkpoint.read_bytes() == before
+    again = load_checkpoint(checkpoint)
+    assert torch.equal(again.g_a[0].conv1.weight + 1, loaded.g_a[0].conv1.weight)
 
 
 @pytest.mark.parametrize("size", [(1, 1), (17, 33), *(pytest.param(s, marks=pytest.mark.slow) for s in [(768, 512), (512, 768), (1365, 2048)])])

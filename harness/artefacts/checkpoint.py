@@ -12,6 +12,12 @@ fingerprint of the weights they were built from: a load whose weights have that
 fingerprint takes them instead of converting 61.5 M weights anew. A checkpoint
 without them (written before), or whose weights changed since (a state dict
 edited by hand), has them built at load from its weights.
+
+A load maps the file (``torch.load(mmap=True)``, copy on write) and takes its tensors as the
+model's: no weight is copied, and the pages are the page cache's, shared by every process that
+loads the checkpoint (a leaderboard's workers). Writing a checkpoint replaces the file (a new
+inode), so a process that maps the old one keeps reading it; a file overwritten in place under
+a running process is not supported.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Callable
 
 import torch
 from compressai.entropy_models import EntropyModel
@@ -41,17 +48,18 @@ from harness.zoo.variants import VARIANTS
 
 FORMAT = "harness-weconvene-checkpoint"
 VERSION = 1
-_TRIM_EVERY = 32 << 20  # bytes of the file's tensors copied between two handings-back of their pages
 
 
-def fingerprint(model: WeConvene) -> str:
-    """SHA-256 over the config and every tensor of the state dict (names, shapes, dtypes, bytes)."""
+def fingerprint(model: WeConvene, hashed: Callable[[torch.Tensor], None] = lambda tensor: None) -> str:
+    """SHA-256 over the config and every tensor of the state dict (names, shapes, dtypes, bytes);
+    ``hashed`` is called with each tensor once its bytes are in the digest."""
     digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         # flatten: a channels_last weight with 1x1 kernels counts as contiguous yet has stride(-1) != 1
         flat = tensor.detach().cpu().contiguous().flatten()
         digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        hashed(tensor)
     return digest.hexdigest()
 
 
@@ -75,27 +83,30 @@ def save_checkpoint(model: WeConvene, path: str | Path) -> str:
     return digest
 
 
-def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
-    """Rebuild the model stored at ``path`` (in eval mode); ``variant`` checks which one it must be."""
-    return _load(path, variant)[0]
+def load_checkpoint(path: str | Path, variant: str | None = None, mapped: bool = True) -> WeConvene:
+    """Rebuild the model stored at ``path`` (in eval mode); ``variant`` checks which one it must be.
+    ``mapped=False`` reads the weights into the process's own memory instead of mapping the file:
+    for a process that writes them (training) or moves them to a GPU, which would otherwise hold
+    the file's pages it read beside its own copy."""
+    return _load(path, variant, mapped)[0]
 
 
-def load_fingerprinted(path: str | Path, variant: str | None = None) -> tuple[WeConvene, str]:
+def load_fingerprinted(path: str | Path, variant: str | None = None, mapped: bool = True) -> tuple[WeConvene, str]:
     """:func:`load_checkpoint` and the model's :func:`fingerprint`: the one the load computed to
     check the integer networks the file carries, if it did, so that a process that needs both
     hashes the weights (0.2-0.3 s of the default model's) once."""
-    model, digest = _load(path, variant)
+    model, digest = _load(path, variant, mapped)
     return model, digest or fingerprint(model)
 
 
-def _load(path: str | Path, variant: str | None) -> tuple[WeConvene, str | None]:
+def _load(path: str | Path, variant: str | None, mapped: bool) -> tuple[WeConvene, str | None]:
     """The model at ``path`` and its fingerprint where the load needed it (None elsewhere)."""
     path = Path(path)
     if path.is_dir():
         raise HarnessError(f"checkpoint {path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise HarnessError(f"checkpoint {path} does not exist")
-    payload = torchfile.load(path, "a model checkpoint", mapped=False)  # each tensor freed once copied
+    payload = torchfile.load(path, "a model checkpoint", mapped=mapped)  # the model's weights are its tensors
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise HarnessError(f"{path} is not a {FORMAT} file")
     if payload.get("version") != VERSION:
@@ -168,14 +179,18 @@ def _with_weights(path: Path, model, payload: dict, variant: str | None) -> tupl
     mode, and its fingerprint where the file carries integer networks to check (None elsewhere)."""
     if variant is not None and model.config.variant != variant:
         raise HarnessError(f"{path} holds variant {model.config.variant!r}, expected {variant!r}")
-    _copy_weights(path, model, payload.pop("state_dict"))
+    _assign_weights(path, model, payload.pop("state_dict"))
     _check_tables(path, model)
     carried = payload.pop("integer_nets")
     if not model.integer_path:
         model.update(force=False)
         return model.eval(), None
     built_from = carried.pop("fingerprint")
-    digest = fingerprint(model) if built_from is not None else None
+    # Hashing reads every page of the weights; handed back once hashed, the 246 MB of float
+    # entropy networks that coding on the carried integer networks never reads again stay out of
+    # the process's memory (nothing has written the mapped weights yet).
+    pages = process_memory.FilePages()
+    digest = None if built_from is None else fingerprint(model, hashed=lambda tensor: _release(pages, tensor))
     fresh = digest is not None and built_from == digest  # else built for other weights: built anew from these
     try:
         model.update(force=False, integer_state=carried if fresh else None)
@@ -185,12 +200,18 @@ def _with_weights(path: Path, model, payload: dict, variant: str | None) -> tupl
     return model.eval(), digest
 
 
-def _copy_weights(path: Path, model, state: dict) -> None:
-    """A strict ``load_state_dict`` of ``state`` into ``model``, tensor by tensor, each freed once
-    copied and its pages handed back every :data:`_TRIM_EVERY` bytes: the file's tensors and the
-    model's are never both whole in memory (0.3 GB at the default model's load, which was the
-    peak of a kodim01 decode before the pages were handed back). The shapes were checked
-    (:func:`torchfile.check_shapes`)."""
+def _release(pages: process_memory.FilePages, tensor: torch.Tensor) -> None:
+    storage = tensor.untyped_storage()
+    pages.release(storage.data_ptr(), storage.nbytes())
+
+
+def _assign_weights(path: Path, model, state: dict) -> None:
+    """A strict ``load_state_dict`` of ``state`` into ``model`` that takes the file's tensors as
+    the model's (``assign``): a checkpoint loaded memory-mapped (:func:`torchfile.load`) is
+    read, not copied, and its pages are the page cache's, shared by every process that loads it.
+    The mapping is private: a process that writes a weight (training) writes its own copy of the
+    page, never the file. The shapes were checked (:func:`torchfile.check_shapes`); a tensor of
+    another dtype than the model's is converted."""
     targets = model.state_dict(keep_vars=True)
     missing = sorted(set(targets) - set(state))
     if missing:
@@ -198,22 +219,16 @@ def _copy_weights(path: Path, model, state: dict) -> None:
                            f"({len(missing)} missing, e.g. {missing[0]})")
     # compressai's load_state_dict sizes the entropy models' table buffers to the file's: theirs go through it
     entropy_models = tuple(name + "." for name, module in model.named_modules() if isinstance(module, EntropyModel))
+    tables = {key: state.pop(key) for key in list(state) if key.startswith(entropy_models)}
+    weights = {key: tensor if tensor.dtype == targets[key].dtype else tensor.to(targets[key].dtype)
+               for key, tensor in state.items()}
     try:
-        model.load_state_dict({key: state.pop(key) for key in list(state) if key.startswith(entropy_models)},
-                              strict=False)
+        model.load_state_dict(tables, strict=False)
+        # nn.Module's own: compressai's override takes no ``assign`` (the tables went through it)
+        torch.nn.Module.load_state_dict(model, weights, strict=False, assign=True)
     except (RuntimeError, KeyError, ValueError) as error:
         reason = str(error).splitlines()[0]
         raise HarnessError(f"{path}: weights do not match variant {model.config.variant!r} ({reason})") from None
-    freed = 0
-    with torch.no_grad():
-        for key in list(state):
-            source = state.pop(key)
-            targets[key].copy_(source)
-            freed += source.nbytes
-            del source
-            if freed >= _TRIM_EVERY:  # glibc keeps the freed tensors' pages (each below its mmap threshold)
-                process_memory.trim()
-                freed = 0
 
 
 def _check_tables(path: Path, model) -> None:
