@@ -58,7 +58,7 @@ def fingerprint(model: WeConvene, hashed: Callable[[torch.Tensor], None] = lambd
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         # flatten: a channels_last weight with 1x1 kernels counts as contiguous yet has stride(-1) != 1
         flat = tensor.detach().cpu().contiguous().flatten()
-        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        digest.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")  # hashed in place, not copied
         hashed(tensor)
     return digest.hexdigest()
 
