@@ -88,7 +88,10 @@ _TABLE_RANGE = 16.0
 # ---------------------------------------------------------------------------- exact sums
 
 
-def _int8_gemm_available(device: torch.device) -> bool:
+def _sums_on_limbs(device: torch.device) -> bool:
+    """Whether exact sums on ``device`` go through int8 limbs and the CPU kernels (on the CPU:
+    :func:`exact_cpu.limb_product` decides which GEMM multiplies them); elsewhere they are
+    float64 GEMMs, exact too."""
     return device.type == "cpu"
 
 
@@ -152,7 +155,7 @@ def integer_matmul(a: Tensor, w: IntegerMatrix) -> Tensor:
     With K <= 2^16 terms every partial sum of every order is an integer below 2^34,
     so the float64 product is exact; on the CPU the same integer comes from the two
     limb products accumulated in int32 (each below 2^28)."""
-    if not _int8_gemm_available(a.device) or a.shape[0] <= 16:
+    if not _sums_on_limbs(a.device) or a.shape[0] <= 16:
         return a.double() @ w.values
     m, n = a.shape[0], w.n
     a_hi, a_lo = _limbs(_pad_to(a, 1, 8))
@@ -243,7 +246,7 @@ class IntegerConv2d(nn.Module):
         and size), which the CPU kernels read part by part instead of forming it."""
         parts = list(x) if isinstance(x, (list, tuple)) else [x]
         tensors = [part for part in parts if not isinstance(part, _CPU_PARTS)]  # those made only where they're read
-        if all(exact_cpu.usable(part) and _int8_gemm_available(part.device) for part in tensors):
+        if all(exact_cpu.usable(part) and _sums_on_limbs(part.device) for part in tensors):
             return exact_cpu.convolve([part if isinstance(part, _CPU_PARTS) else exact_cpu.dense(part)
                                        for part in parts], ACTIVATION_BITS, self.kernel, self.stride, self.padding,
                                       self.weight.limbs, self.scale, self.bias, self._epilogue())
@@ -277,7 +280,7 @@ def widen(conv: nn.Module, x: Tensor) -> Tensor | exact_cpu.Pointwise:
     (:class:`~harness.model.exact_cpu.Pointwise`: the same values, made a chunk at a time)."""
     if (isinstance(conv, IntegerConv2d) and conv.kernel == (1, 1) and conv.stride == (1, 1)
             and conv.padding == (0, 0) and conv.activation is None and exact_cpu.usable(x)
-            and _int8_gemm_available(x.device)
+            and _sums_on_limbs(x.device)
             and 8 * conv.out_channels * x[:, 0].numel() > DEFER_BYTES):
         return exact_cpu.Pointwise(exact_cpu.dense(x), ACTIVATION_BITS, conv.weight.limbs, conv.scale, conv.bias)
     return conv(x)
@@ -286,7 +289,7 @@ def widen(conv: nn.Module, x: Tensor) -> Tensor | exact_cpu.Pointwise:
 def hold(x: Tensor) -> Tensor | exact_cpu.Rounded:
     """``x``, kept for integer convolutions to read later (the entropy model's context): on the
     CPU in 2 bytes an element, the integers they read unchanged (:class:`~harness.model.exact_cpu.Rounded`)."""
-    if exact_cpu.usable(x) and x.dtype == torch.float64 and _int8_gemm_available(x.device):
+    if exact_cpu.usable(x) and x.dtype == torch.float64 and _sums_on_limbs(x.device):
         return exact_cpu.Rounded(x, ACTIVATION_BITS)
     return x
 
