@@ -188,6 +188,10 @@ class FilePages:
                     spans.append((start, end))
         self._spans = spans
 
+    def holds(self, address: int) -> bool:
+        """Whether ``address`` lies in one of the mappings."""
+        return any(start <= address < end for start, end in self._spans)
+
     def release(self, address: int, size: int) -> None:
         """Drop the resident pages wholly within ``address:address + size`` of one of the mappings
         (``MADV_DONTNEED``). The bytes must be the file's, unwritten since mapped, or no longer
