@@ -174,9 +174,9 @@ def trim() -> None:
 class FilePages:
     """The private writable file mappings of this process when made (``torch.load(mmap=True)``'s
     copy-on-write mappings of checkpoints; a snapshot of ``/proc/self/maps``, none elsewhere than
-    Linux), to hand back the resident pages of bytes that a process has read and will not read
-    again (or not soon): they leave its RSS and stay in the page cache, shared with every other
-    process that maps the file, and a later read faults them in again from there."""
+    Linux): which memory is a file's (:meth:`holds`), and handing back the resident pages of bytes
+    that a process has read and will not read again (:meth:`release`): they leave its RSS and
+    stay in the page cache, and a later read would fault them in again from the file."""
 
     def __init__(self) -> None:
         spans = []

@@ -19,7 +19,7 @@ from harness.artefacts.coding import decode, encode, encode_reconstruct, to_pixe
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.model import rans
-from harness.model.precision import TRANSFORMS, set_precision
+from harness.model.precision import set_precision
 from harness.model.rans import RansWriter
 from harness.pixels.images import load_rgb
 
@@ -122,69 +122,24 @@ def test_a_coding_process_drops_the_float_entropy_networks(checkpoint, model, ko
         encode(coder, pixels, digest=digest, integer=False)
 
 
-def _mapping_of(tensor: torch.Tensor) -> tuple[str, int]:
-    """What the mapping that holds ``tensor`` maps (a file's path, ``[heap]``, or "" for anonymous
-    memory), and how many of its bytes are resident (``/proc/self/smaps``)."""
-    address = tensor.untyped_storage().data_ptr()
-    header = None
-    for line in open("/proc/self/smaps").read().splitlines():
-        fields = line.split()
-        if "-" in fields[0] and len(fields) >= 5:
-            start, end = (int(a, 16) for a in fields[0].split("-"))
-            header = fields[5] if start <= address < end and len(fields) > 5 else None
-        elif header is not None and fields[0] == "Rss:":
-            return header, int(fields[1]) * 1024
-    return "", 0
+def test_a_loaded_model_holds_nothing_of_its_file_and_codes_alike_once_it_is_overwritten_in_place(
+        checkpoint, kodim, tmp_path):
+    """The load maps the file, but what the model keeps is its own memory: a checkpoint overwritten
+    in place (``cp`` over it, not a rename) under a running process changes nothing it codes."""
+    from harness.artefacts.checkpoint import load_fingerprinted
+    from harness.process_memory import FilePages
 
-
-def _float_prior_bytes(model) -> int:
-    return sum(t.nbytes for name in ("h_s_mean", "h_s_scale", "slice_nets")
-               for t in getattr(model.latent_codec, name).state_dict().values())
-
-
-def test_a_load_maps_the_checkpoint_and_keeps_no_page_of_the_float_prior_resident(checkpoint, model):
-    """The weights are the checkpoint's pages (``torch.load(mmap=True)``, taken by ``assign``), not a
-    copy; once the load has hashed them, coding on the carried integer networks never reads the
-    float entropy networks again, and their pages are handed back (the page cache keeps them)."""
-    loaded = load_checkpoint(checkpoint)
-    weight = loaded.g_a[0].conv1.weight
-    mapped, resident = _mapping_of(weight)
-    assert mapped == str(checkpoint)
-    assert all(_mapping_of(t)[0] == mapped for t in loaded.g_s.state_dict().values())
-    prior = _float_prior_bytes(loaded)
-    assert resident < checkpoint.stat().st_size - prior  # the integer networks, a few weights read since
-    expected = model.state_dict()
-    assert all(torch.equal(t.float(), expected[k].float()) for k, t in loaded.state_dict().items())
-
-
-def test_the_weights_read_into_another_layout_or_process_memory_leave_no_mapped_pages_behind(checkpoint):
-    """bf16 coding reads the transforms' mapped weights into channels_last copies: the pages it
-    read go back. A load for training (``mapped=False``) holds its weights in its own memory."""
-    loaded = load_checkpoint(checkpoint)
-    weight = loaded.g_a[0].conv1.weight.detach()  # the file's tensor: the parameter gets another
-    before = _mapping_of(weight)[1]
-    moved = sum(t.nbytes for name, net in loaded.named_modules() if name.rpartition(".")[2] in TRANSFORMS
-                for t in net.state_dict().values() if t.dim() == 4)
-    set_precision(loaded, "bf16")
-    assert not loaded.state_dict()["g_a.0.conv1.weight"].is_set_to(weight)
-    assert _mapping_of(weight)[1] - before < moved / 4
-    assert _mapping_of(load_checkpoint(checkpoint, mapped=False).g_a[0].conv1.weight)[0] != str(checkpoint)
-
-
-def test_a_load_that_builds_its_integer_networks_hands_back_the_float_prior_once_dropped(checkpoint, tmp_path):
-    """A checkpoint without integer networks (written before they were carried) has them built
-    from the mapped weights at load, which reads the float prior whole; a process that then codes
-    on the integer path alone drops it, and its pages with it."""
-    payload = torch.load(checkpoint, weights_only=True)
-    del payload["integer_nets"]
-    older = tmp_path / "older.pt"
-    torch.save(payload, older)
-    loaded = load_checkpoint(older)
-    weight, prior = loaded.g_a[0].conv1.weight, _float_prior_bytes(loaded)
-    mapped, resident = _mapping_of(weight)
-    assert mapped == str(older) and resident > prior
-    loaded.drop_float_prior()
-    assert resident - _mapping_of(weight)[1] > prior / 2  # whole pages only, some shared with other weights
+    path = tmp_path / "in-use.pt"
+    path.write_bytes(checkpoint.read_bytes())
+    coder, digest = load_fingerprinted(path, float_prior=False)
+    pixels = _image(kodim, 64, 96)
+    data = encode(coder, pixels, digest=digest)
+    pages = FilePages()
+    assert not any(pages.holds(t.untyped_storage().data_ptr()) for t in coder.state_dict().values())
+    with open(path, "r+b") as file:  # the same inode, other bytes
+        file.write(bytes(path.stat().st_size))
+    assert encode(coder, pixels, digest=digest) == data
+    assert np.array_equal(decode(coder, data, digest=digest), decode(load_checkpoint(checkpoint), data))
 
 
 def test_handing_back_pages_touches_no_memory_outside_a_file_mapping():

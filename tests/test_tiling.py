@@ -187,14 +187,10 @@ def test_a_budget_below_one_smallest_tile_is_refused_naming_both(tiny_checkpoint
 
 
 class _Sized:
-    """What :func:`plan_memory` reads of a model: its stride, widths and weights (none mapped)."""
+    """What :func:`plan_memory` reads of a model: its stride and widths."""
 
     stride = 64
     config = get_config("tiny")
-
-    @staticmethod
-    def state_dict() -> dict:
-        return {}
 
 
 @pytest.fixture
@@ -214,22 +210,6 @@ def test_a_budget_tiles_only_what_does_not_fit_whole_with_the_largest_tile_withi
     plan = plan_memory(_Sized, 2000, 3000, "x", 2**32, 192, 32)
     assert plan.tile % 32 == 0 and plan.need <= 2**32 and plan.notice is None
     assert 2**30 + memory.coding_bytes(_Sized, 2000, 3000, "g_a", plan.tile + 32, 192) > 2**32
-
-
-def test_the_weights_a_mapped_load_has_not_read_count_in_what_the_process_holds(tiny_checkpoint, held):
-    """A checkpoint loaded memory-mapped leaves its weights in the file until a transform reads
-    them, after the plan measured the process's RSS: the plan adds them (all but the entropy models'
-    tables, which a load copies), as a copied load's RSS holds them."""
-    from compressai.entropy_models import EntropyModel
-
-    held(None)
-    mapped, own = load_checkpoint(tiny_checkpoint), load_checkpoint(tiny_checkpoint, mapped=False)
-    weights = memory.mapped_weights(mapped)
-    assert memory.mapped_weights(own) == 0
-    copied = tuple(name + "." for name, module in own.named_modules() if isinstance(module, EntropyModel))
-    assert weights == sum(t.nbytes for key, t in own.state_dict().items() if not key.startswith(copied))
-    planned = [plan_memory(model, 2000, 3000, "x", 2**32, 192, 32).need for model in (mapped, own)]
-    assert planned[0] - planned[1] == weights
 
 
 def test_without_a_budget_it_tiles_only_beyond_what_the_machine_has_and_says_so(held):

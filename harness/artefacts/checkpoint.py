@@ -13,11 +13,10 @@ fingerprint takes them instead of converting 61.5 M weights anew. A checkpoint
 without them (written before), or whose weights changed since (a state dict
 edited by hand), has them built at load from its weights.
 
-A load maps the file (``torch.load(mmap=True)``, copy on write) and takes its tensors as the
-model's: no weight is copied, and the pages are the page cache's, shared by every process that
-loads the checkpoint (a leaderboard's workers). Writing a checkpoint replaces the file (a new
-inode), so a process that maps the old one keeps reading it; a file overwritten in place under
-a running process is not supported.
+A load maps the file (``torch.load(mmap=True)``) and reads each tensor from the page cache once:
+into the model's own memory for what the model keeps, into the fingerprint only for the float
+entropy networks that a process coding on the integer path drops (246 MB of the default model's
+303 MB), whose pages go back as they are hashed. Once loaded, a model holds nothing of the file.
 """
 
 from __future__ import annotations
@@ -83,30 +82,31 @@ def save_checkpoint(model: WeConvene, path: str | Path) -> str:
     return digest
 
 
-def load_checkpoint(path: str | Path, variant: str | None = None, mapped: bool = True) -> WeConvene:
-    """Rebuild the model stored at ``path`` (in eval mode); ``variant`` checks which one it must be.
-    ``mapped=False`` reads the weights into the process's own memory instead of mapping the file:
-    for a process that writes them (training) or moves them to a GPU, which would otherwise hold
-    the file's pages it read beside its own copy."""
-    return _load(path, variant, mapped)[0]
+def load_checkpoint(path: str | Path, variant: str | None = None) -> WeConvene:
+    """Rebuild the model stored at ``path`` (in eval mode); ``variant`` checks which one it must be."""
+    return _load(path, variant, float_prior=True)[0]
 
 
-def load_fingerprinted(path: str | Path, variant: str | None = None, mapped: bool = True) -> tuple[WeConvene, str]:
+def load_fingerprinted(path: str | Path, variant: str | None = None,
+                       float_prior: bool = True) -> tuple[WeConvene, str]:
     """:func:`load_checkpoint` and the model's :func:`fingerprint`: the one the load computed to
     check the integer networks the file carries, if it did, so that a process that needs both
-    hashes the weights (0.2-0.3 s of the default model's) once."""
-    model, digest = _load(path, variant, mapped)
+    hashes the weights (0.2-0.3 s of the default model's) once. ``float_prior=False``, for a
+    process that codes on the integer path only: the float entropy networks it stands in for
+    (246 MB of the default model's 303 MB) are hashed from the file and never held
+    (:meth:`WeConvene.drop_float_prior`)."""
+    model, digest = _load(path, variant, float_prior)
     return model, digest or fingerprint(model)
 
 
-def _load(path: str | Path, variant: str | None, mapped: bool) -> tuple[WeConvene, str | None]:
+def _load(path: str | Path, variant: str | None, float_prior: bool) -> tuple[WeConvene, str | None]:
     """The model at ``path`` and its fingerprint where the load needed it (None elsewhere)."""
     path = Path(path)
     if path.is_dir():
         raise HarnessError(f"checkpoint {path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise HarnessError(f"checkpoint {path} does not exist")
-    payload = torchfile.load(path, "a model checkpoint", mapped=mapped)  # the model's weights are its tensors
+    payload = torchfile.load(path, "a model checkpoint")  # mapped: read where needed, copied once (_own)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise HarnessError(f"{path} is not a {FORMAT} file")
     if payload.get("version") != VERSION:
@@ -134,7 +134,7 @@ def _load(path: str | Path, variant: str | None, mapped: bool) -> tuple[WeConven
         model = WeConvene(config)  # one of the known variants: no size a file can choose
     check_shapes({k: v.shape for k, v in model.state_dict().items()}, payload["state_dict"], str(path),
                  f"variant {config.variant!r}")
-    return _with_weights(path, model, payload, variant)
+    return _with_weights(path, model, payload, variant, float_prior)
 
 
 def _check_entropy_path(path: Path, payload: dict, expected: str) -> None:
@@ -159,7 +159,7 @@ def _load_baseline(path: Path, payload: dict, variant: str | None):
     check_shapes(expected, payload["state_dict"], str(path), config.variant)
     with _Unfilled():
         model = build_baseline(config)
-    return _with_weights(path, model, payload, variant)
+    return _with_weights(path, model, payload, variant, float_prior=True)
 
 
 class _Unfilled(TorchFunctionMode):
@@ -174,30 +174,59 @@ class _Unfilled(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _with_weights(path: Path, model, payload: dict, variant: str | None) -> tuple[WeConvene, str | None]:
+def _with_weights(path: Path, model, payload: dict, variant: str | None,
+                  float_prior: bool) -> tuple[WeConvene, str | None]:
     """``model`` with the checkpoint's weights, entropy tables (and integer path) ready, in eval
-    mode, and its fingerprint where the file carries integer networks to check (None elsewhere)."""
+    mode, and its fingerprint where the file carries integer networks to check (None elsewhere).
+
+    The weights come assigned as the file's mapped tensors; what the model keeps is copied into
+    the process's own memory before it is hashed (:func:`_own`), so that the fingerprint is that
+    of the weights it codes with, and nothing of the model depends on the file once loaded (a
+    file overwritten in place, by ``cp`` say, would otherwise change under a running process).
+    Only the float prior of a process that does not keep it is hashed from the mapping, its pages
+    handed back as each tensor is hashed: never copied, never held whole."""
     if variant is not None and model.config.variant != variant:
         raise HarnessError(f"{path} holds variant {model.config.variant!r}, expected {variant!r}")
     _assign_weights(path, model, payload.pop("state_dict"))
     _check_tables(path, model)
     carried = payload.pop("integer_nets")
     if not model.integer_path:
+        _own(model, ())
         model.update(force=False)
         return model.eval(), None
+    prior = () if float_prior else model.float_prior_keys()
+    _own(model, prior)
     built_from = carried.pop("fingerprint")
-    # Hashing reads every page of the weights; handed back once hashed, the 246 MB of float
-    # entropy networks that coding on the carried integer networks never reads again stay out of
-    # the process's memory (nothing has written the mapped weights yet).
     pages = process_memory.FilePages()
     digest = None if built_from is None else fingerprint(model, hashed=lambda tensor: _release(pages, tensor))
     fresh = digest is not None and built_from == digest  # else built for other weights: built anew from these
+    # copied only where taken; a value that is no tensor is refused by the update, as damage
+    owned = {k: _owned(pages, v) if isinstance(v, torch.Tensor) else v for k, v in carried.items()} if fresh else None
     try:
-        model.update(force=False, integer_state=carried if fresh else None)
+        model.update(force=False, integer_state=owned)
     except HarnessError as error:
         raise HarnessError(f"{path}: {error}; the file is damaged") from None
+    if not float_prior:
+        model.drop_float_prior()
     process_memory.trim()  # building the integer path frees ~0.3 GB of float64 copies of the weights
     return model.eval(), digest
+
+
+def _own(model, skipped: tuple[str, ...]) -> None:
+    """Copy each of ``model``'s tensors that is a file's mapped pages, but for those whose
+    state-dict keys start with ``skipped``, into the process's own memory (in place: the same
+    parameter and buffer objects, the same layouts), the pages read handed back at once."""
+    pages = process_memory.FilePages()
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        if not key.startswith(skipped) and pages.holds(tensor.untyped_storage().data_ptr()):
+            tensor.data = _owned(pages, tensor.data)
+
+
+def _owned(pages: process_memory.FilePages, tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of a tensor of the file's mapping in the process's own memory; the pages read go back."""
+    copy = tensor.clone()
+    _release(pages, tensor)
+    return copy
 
 
 def _release(pages: process_memory.FilePages, tensor: torch.Tensor) -> None:
@@ -207,11 +236,8 @@ def _release(pages: process_memory.FilePages, tensor: torch.Tensor) -> None:
 
 def _assign_weights(path: Path, model, state: dict) -> None:
     """A strict ``load_state_dict`` of ``state`` into ``model`` that takes the file's tensors as
-    the model's (``assign``): a checkpoint loaded memory-mapped (:func:`torchfile.load`) is
-    read, not copied, and its pages are the page cache's, shared by every process that loads it.
-    The mapping is private: a process that writes a weight (training) writes its own copy of the
-    page, never the file. The shapes were checked (:func:`torchfile.check_shapes`); a tensor of
-    another dtype than the model's is converted."""
+    the model's (``assign``), not copies of them. The shapes were checked
+    (:func:`torchfile.check_shapes`); a tensor of another dtype than the model's is converted."""
     targets = model.state_dict(keep_vars=True)
     missing = sorted(set(targets) - set(state))
     if missing:

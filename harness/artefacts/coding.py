@@ -221,10 +221,8 @@ def run_compress(config: CompressConfig) -> dict:
     check_output(config.out, {"input image": config.image, "model": config.checkpoint})
     width, height = image_size(config.image)  # sizes from the header, before any pixel or the model
     check_pixels(width, height, config.max_pixels, f"cannot code image {config.image}")
-    model, digest = load_fingerprinted(config.checkpoint)
+    model, digest = load_fingerprinted(config.checkpoint, float_prior=False)  # it codes on the integer path only
     precision = set_precision(model, config.precision)
-    if model.integer_path:
-        model.drop_float_prior()  # this process codes on the integer path only
     plan = memory_plan(model, height, width, str(config.image), config.max_memory, "g_a")
     _notice("compress", plan.notice)
     image = load_rgb(config.image, config.max_pixels)
@@ -246,11 +244,10 @@ def run_decompress(config: DecompressConfig) -> None:
     name = str(config.bitstream)
     container = unpack(data, name)  # reject damaged files before loading the model
     check_pixels(container.width, container.height, config.max_pixels, name)
-    model, digest = load_fingerprinted(config.checkpoint)
+    # a file coded on the integer path decodes without the float entropy networks
+    model, digest = load_fingerprinted(config.checkpoint, float_prior=not container.integer_path)
     precision = set_precision(model, config.precision)
     container = checked(model, data, name, digest, config.max_pixels)  # before any tiling notice
-    if container.integer_path:
-        model.drop_float_prior()  # this process decodes on the integer path only
     plan = memory_plan(model, container.height, container.width, name, config.max_memory, "g_s")
     _notice("decompress", plan.notice)
     pixels = decode_checked(model, container, name, plan.tile)

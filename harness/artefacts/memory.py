@@ -7,12 +7,11 @@ part grows with the piece they run on, a tile with its halo or the whole image. 
 model runs on the whole latent after g_a (before g_s), and the image and the latent are held
 whole. :class:`MemoryModel` is those slopes, fitted from measurements; on top
 comes what the process holds already (the interpreter, torch, the model: measured at run time,
-not estimated; the weights a mapped load has not read yet are added, :func:`mapped_weights`).
-A budget (``--max-memory``) bounds the whole process's peak; :func:`plan_memory` picks the
-largest tile (:mod:`harness.model.tiling`) that keeps the estimate within it, codes untiled
-when the whole image fits, and refuses in one line a budget below one smallest tile. Without
-a budget the limit is what the machine (or its cgroup) has available: the image is tiled only
-when coding it whole would not fit.
+not estimated). A budget (``--max-memory``) bounds the whole process's peak; :func:`plan_memory`
+picks the largest tile (:mod:`harness.model.tiling`) that keeps the estimate within it, codes
+untiled when the whole image fits, and refuses in one line a budget below one smallest tile.
+Without a budget the limit is what the machine (or its cgroup) has available: the image is
+tiled only when coding it whole would not fit.
 
 Calibration (2026-12-05 ~16:30-16:50 UTC, a 2-core VM without AMX, two threads; images resized
 from ../shared/data/photos/001.png; freshly initialised checkpoints; the ``harness`` commands
@@ -174,23 +173,13 @@ def _longest_piece(length: int, tile: int, halo: int) -> int:
     return max(min(stop + halo, length) - max(start - halo, 0) for start, stop in spans(length, tile))
 
 
-def mapped_weights(model) -> int:
-    """Bytes of ``model``'s weights that are its checkpoint's mapped pages
-    (:mod:`harness.artefacts.checkpoint`): each transform reads its own in as it runs, after the
-    process's resident bytes were measured. Counted whole, read or not: an upper bound (57 MB of
-    the default model's weights once its float entropy networks are dropped)."""
-    pages = process_memory.FilePages()
-    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in model.state_dict().values()}
-    return sum(size for address, size in storages.items() if pages.holds(address))
-
-
 def plan_memory(model, height: int, width: int, what: str, budget: int | None, halo: int | None,
                 alignment: int, device: torch.device | str = "cpu", transform: str = "g_a") -> MemoryPlan:
     """The tile (or none) for coding ``what``, a ``height`` x ``width`` image, with ``model`` (loaded):
     within ``budget`` bytes for the whole process, or, without one, within what the machine has
     available. ``halo`` (pixels; None: the model cannot be tiled) and ``alignment`` come from the
     transform that will run tiled, ``transform`` (g_a or g_s). Raises one line when no tile fits."""
-    resident = process_memory.resident_bytes(device) + (mapped_weights(model) if str(device) == "cpu" else 0)
+    resident = process_memory.resident_bytes(device)
     whole = resident + coding_bytes(model, height, width, transform)
     if budget is None:
         have = process_memory.available_bytes()

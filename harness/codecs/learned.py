@@ -97,7 +97,7 @@ class Learned(Codec):
         if digest not in _MODELS:
             if sha256_file(path) != digest:
                 raise HarnessError(f"{path} changed since the run was planned; rerun the leaderboard")
-            model, model_digest = load_fingerprinted(path, mapped=not torch.cuda.is_available())
+            model, model_digest = load_fingerprinted(path)
             if codec_id(model.config.variant) != self.curve.variant:
                 raise HarnessError(f"{path} holds variant {model.config.variant!r}, not one of this curve's "
                                    f"({self.curve.variant})")

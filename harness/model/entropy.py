@@ -205,6 +205,9 @@ def hyper_synthesis(config: ModelConfig) -> nn.Sequential:
     )
 
 
+FLOAT_PRIOR = ("h_s_mean", "h_s_scale", "slice_nets")  # WeChARM's float networks that the integer path stands in for
+
+
 class _PriorNets(nn.Module):
     """The networks that decide what the decoder reads: both h_s branches and the e_Slice nets."""
 
@@ -273,11 +276,7 @@ class WeChARM(LatentCodec):
         float path and the state dict need them, and refuse in one line once they are dropped."""
         if not self._integer:
             raise HarnessError("the integer entropy path is not built: call update() (checkpoints do)")
-        pages = process_memory.FilePages()  # weights mapped from a checkpoint: their pages leave with them
-        for name in ("h_s_mean", "h_s_scale", "slice_nets"):
-            for tensor in getattr(self, name).state_dict().values():
-                storage = tensor.untyped_storage()
-                pages.release(storage.data_ptr(), storage.nbytes())
+        for name in FLOAT_PRIOR:
             delattr(self, name)
 
     def _prior_nets(self, integer: bool, device: torch.device) -> _PriorNets:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from harness import process_memory, wavelets
 from harness.errors import HarnessError
 from harness.model.config import ModelConfig
-from harness.model.entropy import WeChARM
+from harness.model.entropy import FLOAT_PRIOR, WeChARM
 from harness.model.layers import (ResidualBlockUpsample, ResidualBlockWithStride, WeConvDown, WeConvUp, as_float, pad_to,
                                   res_group)
 from harness.model.tiling import G_A_STRIDE, analyse, analysis_halo, check_tile, synthesise, synthesis_halo
@@ -84,6 +84,10 @@ class WeConvene(CompressionModel):
     def integer_state(self) -> dict[str, Tensor]:
         """The integer entropy path's tensors (:meth:`WeChARM.integer_state`)."""
         return self.latent_codec.integer_state()
+
+    def float_prior_keys(self) -> tuple[str, ...]:
+        """The state-dict key prefixes of the float entropy networks :meth:`drop_float_prior` frees."""
+        return tuple(f"latent_codec.{name}." for name in FLOAT_PRIOR)
 
     def drop_float_prior(self) -> None:
         """Free the float entropy networks, for a process that codes on the integer path only

@@ -36,7 +36,6 @@ import os
 import torch
 from torch import Tensor, nn
 
-from harness import process_memory
 from harness.precisions import AUTO, check_precision
 
 TRANSFORMS = ("g_a", "g_s", "h_a")
@@ -101,7 +100,6 @@ def set_precision(model: nn.Module, precision: str) -> str:
     on, for coding and training alike; returns the precision applied."""
     device = next(model.parameters()).device
     precision = resolve(precision, device)
-    pages, held = process_memory.FilePages(), _storages(model)
     for owner in list(model.modules()):
         for name in TRANSFORMS:
             owner.__dict__.pop(name, None)
@@ -114,14 +112,8 @@ def set_precision(model: nn.Module, precision: str) -> str:
             module.to(memory_format=torch.channels_last if bf16 else torch.contiguous_format)
             if bf16:
                 owner.__dict__[name] = Mixed(module)
-    for address, size in held.items() - _storages(model).items():
-        pages.release(address, size)  # a weight mapped from a checkpoint, read into its new layout
     model.precision = precision
     return precision
-
-
-def _storages(model: nn.Module) -> dict[int, int]:
-    return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in model.state_dict().values()}
 
 
 def precision_of(model: nn.Module) -> str:

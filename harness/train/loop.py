@@ -134,7 +134,7 @@ def _initial_model(config: TrialConfig) -> torch.nn.Module:
         return build_model(config.variant)
     if sha256_file(Path(config.init)) != config.init_sha256:
         raise HarnessError(f"{config.init} changed since the sweep was planned: run the sweep again")
-    return load_checkpoint(config.init, config.variant, mapped=False).train()  # its weights get written
+    return load_checkpoint(config.init, config.variant).train()
 
 
 class _State:
