@@ -153,8 +153,8 @@ def test_handing_back_pages_touches_no_memory_outside_a_file_mapping():
 
 
 def test_a_loaded_model_that_writes_its_weights_writes_its_own_pages_never_the_checkpoint(checkpoint):
-    """The mapping is private (copy on write): training or editing a loaded model leaves the file,
-    and every other process that maps it, as they were."""
+    """A loaded model's weights are its own memory: training or editing it leaves the file, and
+    every other process that loads it, as they were."""
     before = checkpoint.read_bytes()
     loaded = load_checkpoint(checkpoint)
     with torch.no_grad():

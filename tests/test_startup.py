@@ -104,7 +104,7 @@ for o in gc.get_objects():
 def test_a_compress_and_decompress_compile_no_kernel_that_an_earlier_process_compiled(tiny_checkpoint, kodak_dir,
                                                                                        tmp_path):
     """Every numba kernel a coding process runs comes from the on-disk cache once a process has
-    compiled it: numba's own uncached helpers (its typed list's, 0.28 s) cost each call again."""
+    compiled it: numba's own uncached helpers (its typed list's, 0.28 s) cost every process again."""
     from PIL import Image
 
     Image.open(kodak_dir / "kodim01.png").crop((0, 0, 64, 48)).save(tmp_path / "small.png")
