@@ -190,14 +190,12 @@ def _with_weights(path: Path, model, payload: dict, variant: str | None,
     _assign_weights(path, model, payload.pop("state_dict"))
     _check_tables(path, model)
     carried = payload.pop("integer_nets")
+    pages = process_memory.FilePages()
+    _own(model, pages, model.float_prior_keys() if model.integer_path and not float_prior else ())
     if not model.integer_path:
-        _own(model, ())
         model.update(force=False)
         return model.eval(), None
-    prior = () if float_prior else model.float_prior_keys()
-    _own(model, prior)
     built_from = carried.pop("fingerprint")
-    pages = process_memory.FilePages()
     digest = None if built_from is None else fingerprint(model, hashed=lambda tensor: _release(pages, tensor))
     fresh = digest is not None and built_from == digest  # else built for other weights: built anew from these
     # copied only where taken; a value that is no tensor is refused by the update, as damage
@@ -212,11 +210,10 @@ def _with_weights(path: Path, model, payload: dict, variant: str | None,
     return model.eval(), digest
 
 
-def _own(model, skipped: tuple[str, ...]) -> None:
+def _own(model, pages: process_memory.FilePages, skipped: tuple[str, ...]) -> None:
     """Copy each of ``model``'s tensors that is a file's mapped pages, but for those whose
     state-dict keys start with ``skipped``, into the process's own memory (in place: the same
     parameter and buffer objects, the same layouts), the pages read handed back at once."""
-    pages = process_memory.FilePages()
     for key, tensor in model.state_dict(keep_vars=True).items():
         if not key.startswith(skipped) and pages.holds(tensor.untyped_storage().data_ptr()):
             tensor.data = _owned(pages, tensor.data)

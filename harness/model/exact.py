@@ -528,9 +528,8 @@ def load_converted(network: nn.Module, packed: dict[str, Tensor]) -> None:
         dtype = _dtype_name(tensor.dtype)
         module._buffers[name] = packed[dtype][offsets[dtype] : offsets[dtype] + tensor.numel()].view(tensor.shape)
         offsets[dtype] += tensor.numel()
-    for module in network.modules():
-        if isinstance(module, IntegerGDN):
-            module.check_weights()
+    for module in dict.fromkeys(module for module, _, _ in slots if isinstance(module, IntegerGDN)):
+        module.check_weights()
 
 
 def _saved(network: nn.Module) -> Iterator[tuple[nn.Module, str, Tensor]]:

@@ -389,7 +389,7 @@ def limb_product(limbs: Tensor, weight: Tensor) -> Tensor:
     weight = weight.float()  # the same tensor where gemm_weight made it
     sums = None
     for start in range(0, weight.shape[0], _FLOAT32_TERMS):
-        block = (limbs[:, start : start + _FLOAT32_TERMS].float() @ weight[start : start + _FLOAT32_TERMS].float())
+        block = limbs[:, start : start + _FLOAT32_TERMS].float() @ weight[start : start + _FLOAT32_TERMS]
         sums = block.to(torch.int32) if sums is None else sums.add_(block.to(torch.int32))
     return sums
 
