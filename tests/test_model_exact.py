@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -43,27 +44,51 @@ def test_integer_matmul_is_the_exact_product_at_the_extremes():
     assert exact_product.abs().max() > 2**24  # float32 could not hold these sums
 
 
-@pytest.mark.parametrize("int8_gemm", [True, False], ids=["torch's int8 GEMM", "float32 GEMMs"])
-def test_a_product_of_limbs_is_exact_at_the_extremes_on_both_gemms(int8_gemm, monkeypatch):
-    """The limbs' product is the same integers whether torch's int8 GEMM runs it (where oneDNN
-    does: CPUs with VNNI) or float32 GEMMs do (elsewhere torch's int8 GEMM is a plain loop): at the
-    extremes each float32 block's sums reach 2^24 and the blocks' total goes past it."""
-    if int8_gemm and not exact_cpu._int8_gemm_runs_on_onednn():
-        pytest.skip("torch's int8 GEMM is not oneDNN's on this CPU (no VNNI)")
-    monkeypatch.setattr(exact_cpu, "_int8_gemm_runs_on_onednn", lambda: int8_gemm)
-    terms = 2 * exact_cpu._FLOAT32_TERMS + 8
+def _gemm_runs_here(gemm: str) -> bool:
+    if gemm == exact_cpu.INT_MM:
+        return exact_cpu._gemm() == exact_cpu.INT_MM  # a plain loop elsewhere, minutes for this product
+    return gemm == exact_cpu.FLOAT32 or (torch.backends.mkldnn.is_available() and platform.machine().lower() in
+                                         ("x86_64", "amd64"))
+
+
+@pytest.mark.parametrize("gemm", [exact_cpu.INT_MM, exact_cpu.ONEDNN, exact_cpu.FLOAT32])
+def test_a_product_of_limbs_is_exact_at_the_extremes_on_every_gemm(gemm, monkeypatch):
+    """The limbs' product is the same integers whichever GEMM runs it: torch's int8 GEMM (where
+    oneDNN runs it: CPUs with VNNI), oneDNN's through its quantised linear op, or float32 GEMMs:
+    at the extremes each block's sums reach 2^24, which float32 still holds, and the blocks'
+    total goes past it."""
+    if not _gemm_runs_here(gemm):
+        pytest.skip(f"{gemm} does not run on this CPU")
+    monkeypatch.setattr(exact_cpu, "_gemm", lambda: gemm)
+    block = exact_cpu._BLOCK_TERMS
+    terms = 2 * block + 8
     g = torch.Generator().manual_seed(0)
     # products of one sign, large and uneven: sums past 2^24 that float32 would round
     limbs = torch.randint(32, 65, (16, terms), generator=g).to(torch.int8)
     limbs[8:] = -limbs[8:]
     weight = torch.randint(32, 65, (terms, 16), generator=g).to(torch.int8)
-    limbs[0], weight[:, 0] = 64, 64  # the extreme: 2^12 a term
-    sums = exact_cpu.limb_product(limbs, weight)
+    limbs[:2, :block], weight[:block, 0] = 64, 64  # 2^24: a block at its largest
+    limbs[2:4], weight[:, 1] = 63, -64  # the low limb's largest
+    sums = exact_cpu.limb_product(limbs, weight)  # three blocks
     assert sums.dtype == torch.int32 and torch.equal(sums.long(), limbs.long() @ weight.long())
-    assert sums.abs().max() == terms * 2**12 > 2**25
+    assert sums[0, 0] > 2**24 + 2**23
+    one_block = exact_cpu.limb_product(limbs[:, :block], weight[:block])  # float32 off torch's int8 GEMM
+    assert one_block[0, 0] == 2**24 and torch.equal(one_block.long(), limbs[:, :block].long() @ weight[:block].long())
     prepared = exact_cpu.gemm_weight(weight)  # as a convolution's chunks share it
-    assert prepared.dtype == (torch.int8 if int8_gemm else torch.float32)
     assert torch.equal(exact_cpu.limb_product(limbs, prepared), sums)
+
+
+def test_a_product_in_blocks_reads_each_block_of_terms_once(monkeypatch):
+    """Rows of weights that sit in no block would be left out of the sums; rows in two, counted twice."""
+    monkeypatch.setattr(exact_cpu, "_BLOCK_TERMS", 8)
+    g = torch.Generator().manual_seed(1)
+    limbs = torch.randint(-64, 65, (5, 8 * 3 + 8), generator=g).to(torch.int8)
+    weight = torch.randint(-64, 65, (limbs.shape[1], 8), generator=g).to(torch.int8)
+    for gemm in (exact_cpu.ONEDNN, exact_cpu.FLOAT32):
+        if _gemm_runs_here(gemm):
+            monkeypatch.setattr(exact_cpu, "_gemm", lambda: gemm)
+            assert len(exact_cpu.gemm_weight(weight)) == 4
+            assert torch.equal(exact_cpu.limb_product(limbs, weight).long(), limbs.long() @ weight.long())
 
 
 def test_an_integer_matrix_holds_its_weights_once_as_int8():
@@ -126,17 +151,25 @@ w = torch.randint(-64, 65, (700, 40), generator=g).double()
 a[:, ::2] = 4096.0
 w[::3] = -64.0
 w[1::3] = 64.0
-print(torch.equal(exact.integer_matmul(a, exact.IntegerMatrix.of(w)), (a.long() @ w.long()).double()))
+exact_product = (a.long() @ w.long()).double()
+int8_gemms = [exact_cpu.ONEDNN] + ([exact_cpu.INT_MM] if exact_cpu._gemm() == exact_cpu.INT_MM else [])
+for gemm in int8_gemms:
+    exact_cpu._gemm = lambda: gemm
+    print(gemm, torch.equal(exact.integer_matmul(a, exact.IntegerMatrix.of(w)), exact_product))
 """
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("isa", ["AVX2", "AVX512_CORE", "SSE41"])
 def test_integer_matmul_is_exact_with_every_onednn_kernel(isa):
-    """oneDNN's int8 GEMMs for CPUs without VNNI saturate pairs of products in int16: the limbs stay below it."""
+    """oneDNN's int8 GEMMs for CPUs without VNNI saturate pairs of products in int16: the limbs stay
+    below it, through oneDNN's quantised linear op and (on CPUs with VNNI) torch's int8 GEMM."""
+    if not _gemm_runs_here(exact_cpu.ONEDNN):
+        pytest.skip("oneDNN's int8 GEMM does not run on this CPU")
     done = subprocess.run([sys.executable, "-c", _ISA_CHECK], capture_output=True, text=True, timeout=120,
                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "ONEDNN_MAX_CPU_ISA": isa})
-    assert done.stdout.strip() == "True", done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines and all(line.endswith("True") for line in lines), done.stdout + done.stderr[-2000:]
 
 
 def test_both_backends_and_thread_counts_give_the_same_bits(monkeypatch):

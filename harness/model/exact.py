@@ -21,15 +21,16 @@ network whose every sum is an exact integer sum:
   computes it from the activations' two 6-bit limbs times the weights (one int8)
   through torch's int8 GEMM with int32 sums (AMX/VNNI where the CPU has them), or
   in float64, which holds integers below 2^53 exactly on every CPU and GPU. On a
-  CPU without VNNI torch's int8 GEMM is a plain loop, so the limbs go through
-  float32 GEMMs instead, 4096 terms at a time: a limb times a weight is at most
-  2^12, so every partial sum is an integer of at most 2^24, exact in float32
+  CPU without VNNI torch's int8 GEMM is a plain loop, so there the limbs go through
+  oneDNN's int8 GEMM by its quantised linear op (on x86), else through float32
+  GEMMs, 4096 terms at a time: a limb times a weight is at most 2^12, so every
+  block's sums are integers of at most 2^24, which both return exactly in float32
   (:func:`~harness.model.exact_cpu.limb_product`). All give the integer itself,
   so identical bits. Limbs and weights are at most 64 in
   magnitude because oneDNN's kernels for CPUs without VNNI add pairs of u8 x s8
   products into a saturating int16 (``vpmaddubsw``) after shifting one operand by
-  128: 7-bit limbs saturate there (measured with ``ONEDNN_MAX_CPU_ISA=AVX2``), 6-bit
-  ones stay below 2^15. Weights of one int8 (7 bits with the sign) rather than two
+  128: 7-bit operands saturate there (measured with ``ONEDNN_MAX_CPU_ISA=AVX2``, and
+  on an AVX2-only CPU), 6-bit ones stay below 2^15. Weights of one int8 (7 bits with the sign) rather than two
   limbs halve the GEMMs (path ``integer-1`` had 12-bit weights); on the trained
   tiny over the 24 Kodak images the files stay as long as the float networks'
   (benchmarks/RESULTS.md).

@@ -7,12 +7,12 @@ rescale and the bias), and on the latent's small tensors those passes, not the G
 most of the entropy path's time. Here one pass takes the float activations, in any layout,
 to the int8 limbs of a zero-bordered channels-last grid (a 1x1 convolution's grid is its
 im2col matrix; otherwise one more pass copies each kernel row's taps, adjacent in the grid, as
-one run into the im2col rows), and one pass takes the int32 limb sums to the float64 output,
+one run into the im2col rows), and one pass takes the limb sums to the float64 output,
 rescaled and biased, channels-last, so that the next convolution reads it in order.
 
 The values are the torch path's, bit for bit: rounding is round-half-to-even on exact
-products by powers of two, limbs come from arithmetic shifts and masks of the same
-integers, the limb sums combine in int64, and the output is one correctly rounded
+products by powers of two, limbs are the floor of the integer over 2^6 and its remainder,
+the limb sums combine exactly (integers below 2^53), and the output is one correctly rounded
 multiplication (by the image's power of two times the channel's weight step, exact) and one
 correctly rounded add, as in :func:`harness.model.exact.integer_matmul`
 and :meth:`~harness.model.exact.IntegerConv2d.forward`. ``tests/test_model_exact.py``
@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import platform
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -54,7 +55,10 @@ def _quantize(x, strides, up, grid, geometry, start, stop):
     """Image rows ``start:stop`` (image, y) of ``round(x * up[image])`` as int8 limbs into the
     interior of a zero-bordered channels-last grid, ``row`` bytes a pixel, from channel ``first``
     on (x is one part of a concatenation along channels): high limbs, then low. ``x`` may hold
-    only those rows: ``origin`` is where its first element would be in the whole part."""
+    only those rows: ``origin`` is where its first element would be in the whole part. The limbs
+    of the integer v, floor(v / 2^6) and the rest, are computed in float64, exactly (|v| <= 2^12):
+    in int64 they are the same, at half the speed where float64 converts to int64 one element
+    at a time (AVX2)."""
     channels, height, width, ph, pw, row, half, first, origin = geometry
     sn, sc, sy, sx = strides
     wp = width + 2 * pw
@@ -69,15 +73,17 @@ def _quantize(x, strides, up, grid, geometry, start, stop):
             lo = np.uint64(((n * hp + y + ph) * wp + i + pw) * row + first + half)
             if sc == 1:  # channels-last: a contiguous run
                 for c in range(np.uint64(channels)):
-                    v = np.int64(np.rint(np.float64(x[src + c]) * scale))
-                    grid[hi + c] = v >> _LIMB
-                    grid[lo + c] = v & ((1 << _LIMB) - 1)
+                    v = np.rint(np.float64(x[src + c]) * scale)
+                    high = np.floor(v * (1.0 / (1 << _LIMB)))
+                    grid[hi + c] = np.int32(high)
+                    grid[lo + c] = np.int32(v - high * (1 << _LIMB))
             else:
                 step = np.uint64(sc)
                 for c in range(np.uint64(channels)):
-                    v = np.int64(np.rint(np.float64(x[src + c * step]) * scale))
-                    grid[hi + c] = v >> _LIMB
-                    grid[lo + c] = v & ((1 << _LIMB) - 1)
+                    v = np.rint(np.float64(x[src + c * step]) * scale)
+                    high = np.floor(v * (1.0 / (1 << _LIMB)))
+                    grid[hi + c] = np.int32(high)
+                    grid[lo + c] = np.int32(v - high * (1 << _LIMB))
 
 
 @jit()
@@ -168,9 +174,12 @@ def _table_at(v, values, params):
 @jit()
 def _scaled_sums(sums, down, scale, bias, out, geometry, table, params, start, stop):
     """Output pixels ``first + start : first + stop`` (image, y, x), channels-last, from the
-    rows ``start:stop`` of the sums: sum * down[image] * scale[c] + bias[c], each sum put
-    together from its two limb products, rows apart (a multiply and an add, never fused); then
-    the convolution's activation (:class:`Epilogue`): the values of its own pass."""
+    rows ``start:stop`` of the sums (int32, or float32 holding integers: :func:`limb_product`):
+    sum * down[image] * scale[c] + bias[c], each sum put together from its two limb products,
+    rows apart (a multiply and an add, never fused); then the convolution's activation
+    (:class:`Epilogue`): the values of its own pass. The limb products combine in float64,
+    exactly (integers below 2^38): in int64 they are the same, at half the speed where int64
+    converts to float64 one element at a time (AVX2)."""
     channels, n8, rows, positions, first, activation = geometry
     for m in range(start, stop):
         hi = np.uint64(m * n8)
@@ -178,8 +187,8 @@ def _scaled_sums(sums, down, scale, bias, out, geometry, table, params, start, s
         at = np.uint64((first + m) * channels)
         factor = down[(first + m) // positions]
         for c in range(np.uint64(channels)):
-            total = (np.int64(sums[hi + c]) << _LIMB) + np.int64(sums[lo + c])
-            value = np.float64(total) * (factor * scale[c]) + bias[c]
+            total = np.float64(sums[hi + c]) * np.float64(1 << _LIMB) + np.float64(sums[lo + c])
+            value = total * (factor * scale[c]) + bias[c]
             if activation == RELU:
                 value = max(value, 0.0)
             elif activation == TABLE:
@@ -368,36 +377,72 @@ class Pointwise:
         return torch.from_numpy(out).reshape(n, height, width, channels).permute(0, 3, 1, 2)
 
 
-_FLOAT32_TERMS = 4096  # |limb x weight| <= 2^12: 4096 of them sum below 2^24, every partial sum exact in float32
+_BLOCK_TERMS = 4096  # |limb x weight| <= 2^12: 4096 of them sum to at most 2^24, exact in float32
+INT_MM, ONEDNN, FLOAT32 = "torch's int8 GEMM", "oneDNN's int8 GEMM", "float32 GEMMs"  # what multiplies the limbs
 
 
-def gemm_weight(weight: Tensor) -> Tensor:
-    """The int8 weights as :func:`limb_product` multiplies them on this CPU (a float32 copy where
-    its GEMMs are float32), for a convolution's chunks to share instead of converting them each."""
-    return weight if _int8_gemm_runs_on_onednn() else weight.float()
+def gemm_weight(weight: Tensor) -> Tensor | tuple[Tensor, ...]:
+    """The int8 weights as :func:`limb_product` multiplies them on this CPU, made once for a
+    convolution's chunks to share: the int8 matrix itself for torch's int8 GEMM, else its blocks
+    of :data:`_BLOCK_TERMS` rows, each packed for oneDNN's int8 GEMM or copied to float32."""
+    gemm = _gemm()
+    if gemm == INT_MM:
+        return weight
+    blocks = weight.split(_BLOCK_TERMS)
+    if gemm == ONEDNN:  # oneDNN's own layout, with its compensation for signed inputs
+        return tuple(torch.ops.onednn.qlinear_prepack(block.t().contiguous(), None) for block in blocks)
+    return tuple(block.float() for block in blocks)
 
 
-def limb_product(limbs: Tensor, weight: Tensor) -> Tensor:
+def limb_product(limbs: Tensor, weight: Tensor | tuple[Tensor, ...]) -> Tensor:
     """``limbs @ weight`` of int8 integers (limbs in [-64, 64], weights within +-2^6, int8 or as
-    :func:`gemm_weight` gives them), as int32: torch's int8 GEMM where it runs on oneDNN (CPUs
-    with VNNI), else float32 GEMMs, on blocks of :data:`_FLOAT32_TERMS` terms whose every partial
-    sum is an integer below 2^24, exact in any order. The same integers either way: on a CPU
-    without VNNI (an AVX2-only one) torch multiplies int8 matrices in a plain loop, at 3-5 GOP/s,
-    30-50 times slower than float32 (benchmarks/RESULTS.md, speed.py)."""
-    if weight.dtype == torch.int8 and _int8_gemm_runs_on_onednn():
-        return torch._int_mm(limbs, weight)
-    weight = weight.float()  # the same tensor where gemm_weight made it
-    sums = None
-    for start in range(0, weight.shape[0], _FLOAT32_TERMS):
-        block = limbs[:, start : start + _FLOAT32_TERMS].float() @ weight[start : start + _FLOAT32_TERMS]
-        sums = block.to(torch.int32) if sums is None else sums.add_(block.to(torch.int32))
+    :func:`gemm_weight` gives them), by the fastest exact GEMM of this CPU (:func:`_gemm`): int32
+    sums from torch's int8 GEMM; past it the terms go :data:`_BLOCK_TERMS` at a time, each
+    block's sums integers of at most 2^24 that its GEMM returns in float32, exactly, and the
+    blocks add in int32. With one block those float32 sums are the result (integers too, so
+    every reader converts them exactly): a conversion pass fewer. The same integers on every path."""
+    if isinstance(weight, Tensor):
+        if _gemm() == INT_MM:
+            return torch._int_mm(limbs, weight)
+        weight = gemm_weight(weight)
+    if len(weight) == 1:
+        return _block_product(limbs, weight[0])
+    sums, start = None, 0
+    for block in weight:
+        terms = block.shape[0]
+        part = _block_product(limbs[:, start : start + terms], block).to(torch.int32)
+        sums = part if sums is None else sums.add_(part)
+        start += terms
     return sums
 
 
+def _block_product(limbs: Tensor, block: Tensor) -> Tensor:
+    if block.is_mkldnn:  # scales of one and no bias: the int32 sums themselves, in float32
+        ones, zeros = _unit_scales(block.shape[1])
+        return torch.ops.onednn.qlinear_pointwise(limbs, 1.0, 0, block, ones, zeros, None, 1.0, 0, torch.float32,
+                                                  "none", [], "")
+    return limbs.float() @ block
+
+
 @functools.cache
-def _int8_gemm_runs_on_onednn() -> bool:
-    vnni = getattr(torch.cpu, "_is_vnni_supported", None)  # private: without it, the float32 GEMMs (exact too)
-    return torch.backends.mkldnn.is_available() and bool(vnni and vnni())
+def _unit_scales(columns: int) -> tuple[Tensor, Tensor]:
+    return torch.ones(columns), torch.zeros(columns, dtype=torch.int64)
+
+
+@functools.cache
+def _gemm() -> str:
+    """torch's int8 GEMM where torch hands it to oneDNN (CPUs with VNNI: it decides from the CPU
+    itself, not from oneDNN's ISA cap); elsewhere on x86 oneDNN's int8 GEMM through its quantised
+    linear op (the same kernels; torch's own int8 GEMM is a plain loop there, at 3-5 GOP/s); else
+    float32 GEMMs. oneDNN's kernels for CPUs without VNNI add pairs of u8 x s8 products in a
+    saturating int16 after shifting the signed operand by 128: the 6-bit limbs and weights keep
+    every pair below 2^15 (:mod:`harness.model.exact`). Each path was measured on x86 only."""
+    if not torch.backends.mkldnn.is_available():
+        return FLOAT32
+    vnni = getattr(torch.cpu, "_is_vnni_supported", None)  # private: without it, oneDNN's op (exact too)
+    if vnni and vnni():
+        return INT_MM
+    return ONEDNN if platform.machine().lower() in ("x86_64", "amd64") else FLOAT32
 
 
 @contextlib.contextmanager
