@@ -14,7 +14,7 @@
   seed 0), integer and float path interleaved in one process. Goal: integer at most
   1.15x float each way.
 
-Usage: PYTHONPATH=. python benchmarks/integer_path.py {cross-machine,rate,speed} [options]
+Usage: PYTHONPATH=. python benchmarks/integer_path.py {cross-machine,rate,speed,gemms} [options]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from harness.artefacts.checkpoint import load_checkpoint, run_init, save_checkpo
 from harness.artefacts.config import InitModelConfig
 from harness.artefacts.coding import encode, to_tensor
 from harness.artefacts.decode_check import SETTINGS, write_case
+from harness.model import exact_cpu
 from harness.model.network import WeConvene
 from harness.pixels.images import load_rgb
 from harness.zoo.variants import get_config
@@ -139,6 +140,64 @@ def speed(args: argparse.Namespace) -> None:
           f"decompress {median['integer dec'] / median['float dec']:.3f}x (goal <= 1.15x)")
 
 
+def gemms(args: argparse.Namespace) -> None:
+    torch.manual_seed(0)
+    model = WeConvene(get_config("3dm-weconvene")).eval()
+    model.update(force=True)
+    model.latent_codec.build_integer_path()
+    x = to_tensor(load_rgb(REPO / "datasets" / "kodak" / "kodim01.png").pixels)
+    calls: list[tuple[int, int, int]] = []
+    first: list[bool] = []  # whether a call is its convolution's first (the chunks after it share its weight)
+    product, held = exact_cpu.limb_product, []
+
+    def recorded(limbs: torch.Tensor, weight) -> torch.Tensor:
+        columns = weight.shape[1] if isinstance(weight, torch.Tensor) else weight[0].shape[1]
+        calls.append((limbs.shape[0], limbs.shape[1], columns))
+        first.append(not held or held[-1] is not weight)
+        held[:] = [weight]  # held, so that the next convolution's weight cannot take its id
+        return product(limbs, weight)
+
+    exact_cpu.limb_product = recorded
+    try:
+        with torch.no_grad():
+            model.compress(x)
+    finally:
+        exact_cpu.limb_product = product
+    g = torch.Generator().manual_seed(0)
+    operands = {shape: (torch.randint(-64, 65, shape[:2], generator=g).to(torch.int8),
+                        torch.randint(-64, 65, shape[1:], generator=g).to(torch.int8)) for shape in set(calls)}
+    chosen = exact_cpu._gemm
+    paths = {exact_cpu.INT_MM: [exact_cpu.INT_MM, exact_cpu.ONEDNN, exact_cpu.FLOAT32],
+             exact_cpu.ONEDNN: [exact_cpu.ONEDNN, exact_cpu.FLOAT32], exact_cpu.FLOAT32: [exact_cpu.FLOAT32]}[chosen()]
+    operations = sum(2 * m * k * n for m, k, n in calls)
+    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; this CPU's choice: "
+          f"{chosen()}; {len(calls)} GEMMs, {operations / 1e9:.1f} GOP (multiply-adds x 2)")
+    try:
+        for path in paths:
+            exact_cpu._gemm = lambda: path
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                for shape, new in zip(calls, first):
+                    limbs, weight = operands[shape]
+                    if new:
+                        prepared = exact_cpu.gemm_weight(weight)
+                    exact_cpu.limb_product(limbs, prepared)
+                times.append(time.perf_counter() - start)
+            best = min(times)
+            print(f"  {path:18s} {best:7.3f} s  {operations / best / 1e9:6.1f} GOP/s  "
+                  f"(each of {args.repeats}: {', '.join(f'{t:.3f}' for t in times)})")
+        same = True
+        for limbs, weight in operands.values():
+            expected = limbs.long() @ weight.long()
+            for path in paths:
+                exact_cpu._gemm = lambda: path
+                same &= torch.equal(exact_cpu.limb_product(limbs, weight).long(), expected)
+    finally:
+        exact_cpu._gemm = chosen
+    print(f"every path gives the exact integers: {same}")
+
+
 def _strings(encoded: dict) -> dict:
     return {"strings": encoded["strings"], "shape": encoded["shape"], "size": encoded["size"]}
 
@@ -151,8 +210,10 @@ def main() -> None:
     sub.add_parser("rate")
     fast = sub.add_parser("speed")
     fast.add_argument("--repeats", type=int, default=5)
+    products = sub.add_parser("gemms")
+    products.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    {"cross-machine": cross_machine, "rate": rate, "speed": speed}[args.command](args)
+    {"cross-machine": cross_machine, "rate": rate, "speed": speed, "gemms": gemms}[args.command](args)
 
 
 if __name__ == "__main__":
