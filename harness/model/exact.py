@@ -30,10 +30,10 @@ network whose every sum is an exact integer sum:
   magnitude because oneDNN's kernels for CPUs without VNNI add pairs of u8 x s8
   products into a saturating int16 (``vpmaddubsw``) after shifting one operand by
   128: 7-bit operands saturate there (measured with ``ONEDNN_MAX_CPU_ISA=AVX2``, and
-  on an AVX2-only CPU), 6-bit ones stay below 2^15. Weights of one int8 (7 bits with the sign) rather than two
-  limbs halve the GEMMs (path ``integer-1`` had 12-bit weights); on the trained
-  tiny over the 24 Kodak images the files stay as long as the float networks'
-  (benchmarks/RESULTS.md).
+  on an AVX2-only CPU), 6-bit ones stay below 2^15. Weights of one int8 (7 bits with
+  the sign) rather than two limbs halve the GEMMs (path ``integer-1`` had 12-bit
+  weights); on the trained tiny over the 24 Kodak images the files stay as long as
+  the float networks' (benchmarks/RESULTS.md).
 * **Element-wise steps** run in float64 with +, -, x, / and sqrt only, each
   correctly rounded by IEEE 754 on every device, and never fused (no FMA): bias
   adds, the rescale of the integer sums, ReLU/LeakyReLU, residual adds, GDN's

@@ -396,8 +396,8 @@ def gemm_weight(weight: Tensor) -> Tensor | tuple[Tensor, ...]:
 
 def limb_product(limbs: Tensor, weight: Tensor | tuple[Tensor, ...]) -> Tensor:
     """``limbs @ weight`` of int8 integers (limbs in [-64, 64], weights within +-2^6, int8 or as
-    :func:`gemm_weight` gives them), by the fastest exact GEMM of this CPU (:func:`_gemm`): int32
-    sums from torch's int8 GEMM; past it the terms go :data:`_BLOCK_TERMS` at a time, each
+    :func:`gemm_weight` gives them), by the GEMM :func:`_gemm` picks for this CPU: int32 sums
+    from torch's int8 GEMM; past it the terms go :data:`_BLOCK_TERMS` at a time, each
     block's sums integers of at most 2^24 that its GEMM returns in float32, exactly, and the
     blocks add in int32. With one block those float32 sums are the result (integers too, so
     every reader converts them exactly): a conversion pass fewer. The same integers on every path."""
@@ -432,11 +432,12 @@ def _unit_scales(columns: int) -> tuple[Tensor, Tensor]:
 @functools.cache
 def _gemm() -> str:
     """torch's int8 GEMM where torch hands it to oneDNN (CPUs with VNNI: it decides from the CPU
-    itself, not from oneDNN's ISA cap); elsewhere on x86 oneDNN's int8 GEMM through its quantised
-    linear op (the same kernels; torch's own int8 GEMM is a plain loop there, at 3-5 GOP/s); else
+    itself, not from oneDNN's ISA cap); on other x86 CPUs, where torch's is a plain loop at 3-5
+    GOP/s, oneDNN's int8 GEMM through its quantised linear op (1.5-2x the float32 GEMMs' rate on
+    an AVX2-only CPU, benchmarks/integer_path.py gemms); elsewhere, where it was never measured,
     float32 GEMMs. oneDNN's kernels for CPUs without VNNI add pairs of u8 x s8 products in a
     saturating int16 after shifting the signed operand by 128: the 6-bit limbs and weights keep
-    every pair below 2^15 (:mod:`harness.model.exact`). Each path was measured on x86 only."""
+    every pair below 2^15 (:mod:`harness.model.exact`)."""
     if not torch.backends.mkldnn.is_available():
         return FLOAT32
     vnni = getattr(torch.cpu, "_is_vnni_supported", None)  # private: without it, oneDNN's op (exact too)
