@@ -156,17 +156,19 @@ def imports_frozen():
 
 
 @functools.cache
-def _malloc_trim():
-    name = ctypes.util.find_library("c")
+def _libc(name: str):
+    """The C library's function ``name``, or None where it has none (malloc_trim is glibc's:
+    not on musl or macOS)."""
+    library = ctypes.util.find_library("c")
     try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        return getattr(ctypes.CDLL(library), name) if library else None
+    except (OSError, AttributeError):
         return None
 
 
 def trim() -> None:
     """Return the heap's free pages to the system (milliseconds; call between large steps)."""
-    function = _malloc_trim()
+    function = _libc("malloc_trim")
     if function is not None:
         function(0)
 
@@ -207,11 +209,7 @@ class FilePages:
 
 @functools.cache
 def _madvise():
-    name = ctypes.util.find_library("c")
-    try:
-        function = ctypes.CDLL(name).madvise if name and hasattr(mmap, "MADV_DONTNEED") else None
-    except (OSError, AttributeError):
-        return None
-    if function is not None:
+    function = _libc("madvise") if hasattr(mmap, "MADV_DONTNEED") else None
+    if function is not None:  # addresses past 2^31: ctypes would pass a plain int as a C int
         function.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     return function

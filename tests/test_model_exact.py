@@ -44,21 +44,21 @@ def test_integer_matmul_is_the_exact_product_at_the_extremes():
     assert exact_product.abs().max() > 2**24  # float32 could not hold these sums
 
 
-def _gemm_runs_here(gemm: str) -> bool:
-    if gemm == exact_cpu.INT_MM:
-        return exact_cpu._gemm() == exact_cpu.INT_MM  # a plain loop elsewhere, minutes for this product
-    return gemm == exact_cpu.FLOAT32 or (torch.backends.mkldnn.is_available() and platform.machine().lower() in
-                                         ("x86_64", "amd64"))
+_INT_MM_HERE = exact_cpu._gemm() == exact_cpu.INT_MM
+_ONEDNN_HERE = torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64")
+_NO_INT_MM = "torch's int8 GEMM is oneDNN's only on CPUs with VNNI; elsewhere a plain loop, minutes for these products"
+_NO_ONEDNN = "oneDNN's quantised linear op serves the limbs on x86 CPUs with oneDNN only"
+_GEMMS = [pytest.param(exact_cpu.INT_MM, marks=pytest.mark.skipif(not _INT_MM_HERE, reason=_NO_INT_MM)),
+          pytest.param(exact_cpu.ONEDNN, marks=pytest.mark.skipif(not _ONEDNN_HERE, reason=_NO_ONEDNN)),
+          exact_cpu.FLOAT32]
 
 
-@pytest.mark.parametrize("gemm", [exact_cpu.INT_MM, exact_cpu.ONEDNN, exact_cpu.FLOAT32])
+@pytest.mark.parametrize("gemm", _GEMMS)
 def test_a_product_of_limbs_is_exact_at_the_extremes_on_every_gemm(gemm, monkeypatch):
     """The limbs' product is the same integers whichever GEMM runs it: torch's int8 GEMM (where
     oneDNN runs it: CPUs with VNNI), oneDNN's through its quantised linear op, or float32 GEMMs:
     at the extremes each block's sums reach 2^24, which float32 still holds, and the blocks'
     total goes past it."""
-    if not _gemm_runs_here(gemm):
-        pytest.skip(f"{gemm} does not run on this CPU")
     monkeypatch.setattr(exact_cpu, "_gemm", lambda: gemm)
     block = exact_cpu._BLOCK_TERMS
     terms = 2 * block + 8
@@ -78,17 +78,16 @@ def test_a_product_of_limbs_is_exact_at_the_extremes_on_every_gemm(gemm, monkeyp
     assert torch.equal(exact_cpu.limb_product(limbs, prepared), sums)
 
 
-def test_a_product_in_blocks_reads_each_block_of_terms_once(monkeypatch):
+@pytest.mark.parametrize("gemm", _GEMMS[1:])  # torch's int8 GEMM takes the terms whole
+def test_a_product_in_blocks_reads_each_block_of_terms_once(gemm, monkeypatch):
     """Rows of weights that sit in no block would be left out of the sums; rows in two, counted twice."""
     monkeypatch.setattr(exact_cpu, "_BLOCK_TERMS", 8)
+    monkeypatch.setattr(exact_cpu, "_gemm", lambda: gemm)
     g = torch.Generator().manual_seed(1)
     limbs = torch.randint(-64, 65, (5, 8 * 3 + 8), generator=g).to(torch.int8)
     weight = torch.randint(-64, 65, (limbs.shape[1], 8), generator=g).to(torch.int8)
-    for gemm in (exact_cpu.ONEDNN, exact_cpu.FLOAT32):
-        if _gemm_runs_here(gemm):
-            monkeypatch.setattr(exact_cpu, "_gemm", lambda: gemm)
-            assert len(exact_cpu.gemm_weight(weight)) == 4
-            assert torch.equal(exact_cpu.limb_product(limbs, weight).long(), limbs.long() @ weight.long())
+    assert len(exact_cpu.gemm_weight(weight)) == 4
+    assert torch.equal(exact_cpu.limb_product(limbs, weight).long(), limbs.long() @ weight.long())
 
 
 def test_an_integer_matrix_holds_its_weights_once_as_int8():
@@ -160,12 +159,11 @@ for gemm in int8_gemms:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not _ONEDNN_HERE, reason=_NO_ONEDNN)
 @pytest.mark.parametrize("isa", ["AVX2", "AVX512_CORE", "SSE41"])
 def test_integer_matmul_is_exact_with_every_onednn_kernel(isa):
     """oneDNN's int8 GEMMs for CPUs without VNNI saturate pairs of products in int16: the limbs stay
     below it, through oneDNN's quantised linear op and (on CPUs with VNNI) torch's int8 GEMM."""
-    if not _gemm_runs_here(exact_cpu.ONEDNN):
-        pytest.skip("oneDNN's int8 GEMM does not run on this CPU")
     done = subprocess.run([sys.executable, "-c", _ISA_CHECK], capture_output=True, text=True, timeout=120,
                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "ONEDNN_MAX_CPU_ISA": isa})
     lines = done.stdout.strip().splitlines()

@@ -346,6 +346,11 @@ class Pointwise:
             largest[image] = max(largest[image], float(np.abs(values).max()))
         return largest
 
+    @functools.cached_property
+    def _operand(self) -> Tensor | tuple[Tensor, ...]:
+        """The weights as :func:`limb_product` multiplies them, prepared once for every reader."""
+        return gemm_weight(self.weight)
+
     def chunks(self):
         """(image, first row, values): the output's rows of one image a chunk at a time, each
         chunk's values channels-last, (rows x width) x channels float64."""
@@ -354,7 +359,7 @@ class Pointwise:
         pixels = n * height * width
         matrix = self.grid.view(2 * pixels, kp)
         rows = max(1, CHUNK_BYTES // (width * (8 * channels + 8 * n8 + 2 * kp)))
-        weight = gemm_weight(self.weight)
+        weight = self._operand
         for image in range(n):
             for y in range(0, height, rows):
                 count = min(rows, height - y) * width
