@@ -1,5 +1,6 @@
 """bf16 transforms (harness.model.precision): coding in either precision, cross-precision decodes,
-the weights and fingerprint untouched, mixed-precision training, and how ``auto`` resolves."""
+the weights and fingerprint untouched, mixed-precision training, the layout fp32 runs in on the CPU,
+and how ``auto`` resolves."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from harness.artefacts.checkpoint import fingerprint, save_checkpoint
 from harness.artefacts.coding import decode, encode_reconstruct, to_tensor
@@ -49,6 +51,7 @@ def model(trained_tiny):
 @pytest.mark.slow
 def test_bf16_changes_neither_weights_nor_fingerprint_and_fp32_is_the_old_path(model, crops, torch_one_thread):
     before, state = fingerprint(model), {k: v.clone() for k, v in model.state_dict().items()}
+    set_precision(model, "fp32")  # on the CPU, channels-last: not the layout the model was built in
     fp32 = [encode_reconstruct(model, pixels) for pixels in crops]
     assert set_precision(model, "bf16") == "bf16" == precision_of(model)
     assert isinstance(model.g_a, Mixed) and isinstance(model.latent_codec.h_a, Mixed)
@@ -85,14 +88,14 @@ def test_each_precision_decodes_its_own_files_exactly_and_the_others_files(model
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_h_a_reads_the_latent_assembled_in_the_precision_it_runs_in(precision, torch_one_thread):
     """h_a's input, the latent's subbands side by side, is assembled in the dtype and layout h_a
-    takes (bf16: channels-last, half the bytes; Mixed then copies nothing): the same values and
-    layout as the float32 concatenation cast, so the same hyper-latent."""
+    takes on the CPU (channels-last; bf16: half the bytes; its wrapper then copies nothing): the
+    same values and layout as the float32 concatenation cast, so the same hyper-latent."""
     torch.manual_seed(0)
     model = WeConvene(get_config("tiny")).eval()
     set_precision(model, precision)
     codec = model.latent_codec
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    layout = torch.channels_last if precision == "bf16" else torch.contiguous_format
+    layout = torch.channels_last
     with torch.no_grad():
         subbands = codec.analysis(torch.randn(1, codec.config.M, 16, 24))
         concatenated = torch.cat([subbands[name] for name in codec.config.subbands], dim=1)
@@ -103,6 +106,25 @@ def test_h_a_reads_the_latent_assembled_in_the_precision_it_runs_in(precision, t
     assert inputs[0].dtype == dtype and inputs[0].is_contiguous(memory_format=layout)
     assert torch.equal(inputs[0], concatenated.to(dtype=dtype, memory_format=layout))
     assert torch.equal(z, expected)
+
+
+def test_fp32_on_the_cpu_convolves_channels_last_and_hands_on_contiguous_float32(torch_one_thread):
+    """oneDNN reads and writes channels-last tensors as they are, and reorders contiguous ones into
+    its blocked layout and back at every convolution: fp32 on the CPU runs every convolution of
+    the transforms with the channels innermost (a channel group of a band is a view of it, its
+    pixels further apart), and what reads a transform's output gets the layout it always did."""
+    torch.manual_seed(0)
+    model = WeConvene(get_config("tiny")).eval()
+    assert set_precision(model, "fp32") == "fp32"
+    layouts = []
+    for module in model.g_s.modules():
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_pre_hook(
+                lambda _, args: layouts.append(args[0].stride(1) == 1))
+    with torch.no_grad():
+        x_hat = model.g_s(torch.randn(1, model.latent_codec.config.M, 8, 12))
+    assert layouts and all(layouts)
+    assert x_hat.dtype == torch.float32 and x_hat.is_contiguous()
 
 
 def test_mixed_precision_training_keeps_float32_weights_grads_and_likelihoods(model, crops, torch_one_thread):

@@ -59,6 +59,7 @@ class WeConvene(CompressionModel):
 
     integer_path = True  # coding predicts the entropy parameters on harness.model.exact
     stream_count = 1  # z and every slice in one rANS stream (CompressAI's baselines write their own)
+    fp32_channels_last = True  # fp32 on the CPU in oneDNN's own layout (harness.model.precision)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

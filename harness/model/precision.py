@@ -16,6 +16,17 @@ convolutions channels-last bands. On CUDA the same code runs on tensor cores.
 Autocast keeps the weights in float32, so the same wrapper serves coding and
 mixed-precision training: the gradients and the optimiser's weights stay float32.
 
+fp32 on the CPU runs channels-last too, in models that declare it
+(``fp32_channels_last``: 3DM-WeConvene and its ablations): oneDNN's float32
+kernels read and write that layout as it is, while each convolution of a
+contiguous (NCHW) tensor is reordered into oneDNN's blocked layout and back, two
+more passes and buffers as large as its input and output (g_a of kodim01 about
+a fifth faster and 0.2 GB lower: benchmarks/RESULTS.md, speed.py). Its
+convolutions sum in another order than the NCHW kernels, so the values differ
+from theirs in the last bits, as any other kernel's would. CompressAI's
+baselines keep CompressAI's layout, so that their fp32 streams and decodes are
+CompressAI's own, bit for bit; fp32 on other devices runs in the default layout.
+
 Each transform's output is cast back to contiguous float32. Everything after
 it therefore runs in float32 as before: the wavelet analysis of the latent,
 the hyperprior's synthesis, the slice networks, the likelihoods and the loss.
@@ -25,8 +36,8 @@ at any depth) is shadowed by an instance attribute that wraps the registered
 module. Our ``compress``/``forward`` and CompressAI's own methods all call
 ``self.g_a(x)``, so they get the wrapper. The module tree is untouched:
 ``state_dict``, ``parameters``, checkpoints and fingerprints stay as they are.
-fp32 removes the wrappers and runs exactly the code of before. ``auto`` is
-resolved on the device the model's weights are on, so move the model first.
+``auto`` is resolved on the device the model's weights are on, so move the
+model first.
 """
 
 from __future__ import annotations
@@ -44,17 +55,25 @@ _AMX_ISAS = ("ALL", "DEFAULT", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10
              "AVX10_2_512_AMX_2")
 
 
-class Mixed(nn.Module):
+class ChannelsLast(nn.Module):
+    """Runs ``module`` (its weights channels-last) on a channels-last copy of its input; returns
+    contiguous float32, so that what reads a transform's output sees the layout it always did."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
+class Mixed(ChannelsLast):
     """Runs ``module`` under bf16 autocast on channels_last bf16 input; returns contiguous float32.
 
     The transforms wrapped here (ours and CompressAI's g_a, g_s, h_a) start with convolutions,
     which autocast would give a bf16 copy of the input each (g_a's and h_a's first layer has two
     readers, a 3x3 and a 1x1 skip): casting once here gives them the same values, without a
     float32 channels_last copy beside them (at 6 MP, h_a's input is 126 MB in float32)."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
 
     def forward(self, x: Tensor) -> Tensor:
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
@@ -68,6 +87,8 @@ def input_format(module: nn.Module, dtype: torch.dtype) -> tuple[torch.dtype, to
     spares the copy :class:`Mixed` would make, and so holds it once, not twice."""
     if isinstance(module, Mixed):
         return torch.bfloat16, torch.channels_last
+    if isinstance(module, ChannelsLast):
+        return dtype, torch.channels_last
     return dtype, torch.contiguous_format
 
 
@@ -100,18 +121,18 @@ def set_precision(model: nn.Module, precision: str) -> str:
     on, for coding and training alike; returns the precision applied."""
     device = next(model.parameters()).device
     precision = resolve(precision, device)
+    bf16 = precision == "bf16"
+    # oneDNN's layout in both precisions on the CPU, where the model declares it (module docstring)
+    last = bf16 or (device.type == "cpu" and getattr(model, "fp32_channels_last", False))
     for owner in list(model.modules()):
         for name in TRANSFORMS:
             owner.__dict__.pop(name, None)
             module = owner._modules.get(name)
             if module is None:
                 continue
-            # channels_last is oneDNN's fast bf16 layout; fp32 goes back to the default layout,
-            # whose kernels (and so roundings) are the ones fp32 always ran. Values never change.
-            bf16 = precision == "bf16"
-            module.to(memory_format=torch.channels_last if bf16 else torch.contiguous_format)
-            if bf16:
-                owner.__dict__[name] = Mixed(module)
+            module.to(memory_format=torch.channels_last if last else torch.contiguous_format)
+            if last:
+                owner.__dict__[name] = Mixed(module) if bf16 else ChannelsLast(module)
     model.precision = precision
     return precision
 

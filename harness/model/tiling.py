@@ -26,7 +26,7 @@ from harness import process_memory
 from harness.errors import HarnessError
 from harness.model.config import ModelConfig
 from harness.model.layers import WaveletDomainConv, WeConvDown, WeConvUp, as_float
-from harness.model.precision import Mixed
+from harness.model.precision import ChannelsLast
 
 # How far one level of each wavelet's lifting reaches, in samples of that level's input: 9/7's
 # four steps each reach one neighbour (the low band's filter has 9 taps), 5/3's two, Haar's one.
@@ -64,7 +64,7 @@ def receptive_radius(module: nn.Module, scale: int = 1) -> tuple[int, int]:
     if isinstance(module, nn.PixelShuffle):
         # An output sample is one of the r x r its input sample became: up to one input step away.
         return scale, scale // module.upscale_factor
-    if isinstance(module, Mixed):  # bf16 autocast around the same layers
+    if isinstance(module, ChannelsLast):  # the same layers, channels-last (under bf16 autocast for Mixed)
         return receptive_radius(module.module, scale)
     if isinstance(module, (GDN, nn.LeakyReLU, nn.Identity)):
         return 0, scale

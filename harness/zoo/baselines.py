@@ -101,6 +101,7 @@ class HarnessCodec:
     config: BaselineConfig
     _symbols: _SymbolRecorder
     integer_path = False  # CompressAI's own float networks predict the entropy parameters
+    fp32_channels_last = False  # fp32 in CompressAI's own layout: the same streams and pixels as CompressAI's
 
     @property
     def stride(self) -> int:
