@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import replace
 from functools import lru_cache
 
@@ -262,8 +263,9 @@ def test_residual_block_sums_in_place_only_without_gradients():
 
 def test_the_wavelet_domain_conv_frees_each_analysis_before_its_synthesis(monkeypatch):
     """Each wavelet buffer of a 3DM-WeConv layer is as large as its input: the channel analysis's
-    and the spatial one's are freed by the time the spatial synthesis allocates its own (at g_s's
-    peak, which is a decode's), and the layer's output is what it was."""
+    is freed by the time the spatial synthesis allocates its own (at g_s's peak, which is a
+    decode's), the spatial one's holds the filtered bands that the synthesis reads (no second set
+    of bands), and the layer's output is what it was."""
     import weakref
 
     from harness import wavelets
@@ -284,9 +286,11 @@ def test_the_wavelet_domain_conv_frees_each_analysis_before_its_synthesis(monkey
             return out
         return call
 
-    def synthesis(*args, **kwargs):
+    def synthesis(low, highs, *args, **kwargs):
         alive.append([ref() is not None for ref in analyses])
-        return idwt2(*args, **kwargs)
+        spatial = analyses[1]()
+        alive.append([band.untyped_storage().data_ptr() == spatial.data_ptr() for level in highs for band in level])
+        return idwt2(low, highs, *args, **kwargs)
 
     idwt2 = wavelets.idwt2
     monkeypatch.setattr(wavelets, "channel_dwt", kept(wavelets.channel_dwt))
@@ -294,7 +298,7 @@ def test_the_wavelet_domain_conv_frees_each_analysis_before_its_synthesis(monkey
     monkeypatch.setattr(wavelets, "idwt2", synthesis)
     with torch.no_grad():
         assert torch.equal(layer(x), expected)
-    assert alive == [[False, False]]
+    assert alive == [[False, True], [True] * 6]
 
 
 def _dispatched(call):
@@ -433,6 +437,24 @@ def test_a_cpu_whose_onednn_cannot_convolve_bf16_applies_the_leaky_relu_apart(mo
 
 
 @pytest.mark.parametrize("layer", ["down", "up"])
+def test_3dm_weconv_layers_free_the_wavelet_domain_input_once_analysed(layer):
+    """The wavelet-domain conv's input (50 MB of float32 at g_s's last layer on Kodak) is gone by
+    the time its subbands are filtered: the layer hands it over, not through Module.__call__,
+    whose argument tuple would hold it to the end."""
+    from harness.model.layers import WeConvDown, WeConvUp
+
+    torch.manual_seed(0)
+    block = (WeConvDown if layer == "down" else WeConvUp)(8, 8, "5/3", 1, 2, 1).eval()
+    made_by = block.conv[1] if layer == "up" else block.act  # the module whose output it reads
+    inputs, alive = [], []
+    made_by.register_forward_hook(lambda module, args, out: inputs.append(weakref.ref(out)))
+    block.wavelet_conv.low[0].register_forward_pre_hook(lambda module, args: alive.append(inputs[-1]() is not None))
+    with torch.no_grad():
+        block(torch.randn(1, 8, 16, 12))
+    assert alive == [False]
+
+
+@pytest.mark.parametrize("layer", ["down", "up"])
 def test_3dm_weconv_layers_add_their_skip_in_place_only_without_gradients(layer):
     """A 3DM-WeConv layer writes its residual sum over the wavelet-domain output when no gradient
     is kept (one image-sized tensor fewer): the values of the sum made anew; with gradients, a new sum."""
@@ -444,10 +466,10 @@ def test_3dm_weconv_layers_add_their_skip_in_place_only_without_gradients(layer)
     with torch.no_grad():
         wavelet = block.wavelet_conv(block.act(block.conv(x)))
         expected = wavelet + block.skip(x)
-        made = []
-        hook = block.wavelet_conv.register_forward_hook(lambda module, args, out: made.append(out))
+        made, forward = [], block.wavelet_conv.forward  # the layer calls it as a plain method
+        block.wavelet_conv.forward = lambda t: made.append(forward(t)) or made[-1]
         out = block(x)
-        hook.remove()
+        del block.wavelet_conv.forward
     assert torch.equal(out, expected) and out.data_ptr() == made[0].data_ptr()
     trained = block(x)
     trained.sum().backward()

@@ -150,10 +150,14 @@ class WaveletDomainConv(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """Called through ``Module.__call__``, whose argument tuple holds ``x`` until it returns, or
+        as a plain method by the 3DM-WeConv layers, which hand it their own temporary: then ``x`` is
+        freed as soon as the channel analysis has read it (50 MB of float32 in g_s's last layer on
+        Kodak, alive at the layer's peak until then)."""
         height, width = x.shape[-2:]
         x = pad_to(x, 2**self.spatial_levels)
-        # bf16 runs channels-last: the bands come out so (the analyses keep their input's
-        # layout), and the syntheses are asked for it, for the convolutions that read them next
+        # the CPU and bf16 run channels-last: the bands come out so (the analyses keep their
+        # input's layout), and the syntheses are asked for it, for the convolutions that read them next
         last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         layout = torch.channels_last if last else torch.contiguous_format
         # The 2D DWT acts on each channel alone, so one call covers all channel groups, read
@@ -163,25 +167,40 @@ class WaveletDomainConv(nn.Module):
         # filtered, the filtered bands once merged), not when forward returns: the tensors alive at
         # once in g_s of kodim01, whose peak is a decode's, went from 169 to 138 MB.
         joined = wavelets.channel_dwt(x, self.wavelet, self.channel_levels, joined=True) if self.channel_levels else x
+        del x
         low, highs = wavelets.dwt2(joined, self.wavelet, self.spatial_levels)
         del joined
         sizes = list(self.group_sizes)
         low = torch.cat([f(t) for f, t in zip(self.low, torch.split(low, sizes, dim=1))], dim=1)
-        filtered_highs = [self._filter_highs(level, bands, sizes) for level, bands in enumerate(highs)]
+        filtered_highs = [self._filter_highs(level, bands, sizes, layout) for level, bands in enumerate(highs)]
         del highs
         merged = wavelets.idwt2(low, filtered_highs, self.wavelet, memory_format=layout)
         del low, filtered_highs
         groups = list(torch.split(merged, sizes, dim=1))
         return _merge_channels(groups, self.wavelet, self.channel_levels, layout)[..., :height, :width]
 
-    def _filter_highs(self, level: int, bands: tuple[Tensor, Tensor, Tensor], sizes: list[int]) -> tuple[Tensor, ...]:
-        """One level's (LH, HL, HH), each group's three bands filtered together."""
+    def _filter_highs(self, level: int, bands: tuple[Tensor, Tensor, Tensor], sizes: list[int],
+                      layout: torch.memory_format) -> tuple[Tensor, ...]:
+        """One level's (LH, HL, HH), each group's three bands filtered together. Without gradients
+        the outputs are written over the bands a group at a time, once that group's bands are read
+        (into the concatenation its convolution takes): the level needs no second set of bands,
+        37.5 MB of float32 at g_s's last layer on Kodak, at the layer's peak. With gradients, into
+        new bands (the analysis's outputs are not to be written over then)."""
         per_band = [torch.split(band, sizes, dim=1) for band in bands]
-        outs = []
+        filtered: list[Tensor] = []
         for g, conv_g in enumerate(self.high):
-            mixed = conv_g[level](torch.cat([band[g] for band in per_band], dim=1))
-            outs.append(torch.split(mixed, sizes[g], dim=1))
-        return tuple(torch.cat([out[b] for out in outs], dim=1) for b in range(3))
+            conv, gdn = conv_g[level]  # called apart: the concatenation is freed before the GDN runs
+            mixed = gdn(conv(torch.cat([band[g] for band in per_band], dim=1)))
+            if not filtered:  # in the filters' dtype (bf16 under autocast)
+                overwrite = not torch.is_grad_enabled() and mixed.dtype == bands[0].dtype
+                filtered = list(bands) if overwrite else [
+                    torch.empty(band.shape, dtype=mixed.dtype, device=mixed.device, memory_format=layout)
+                    for band in bands]
+            start = sum(sizes[:g])
+            for out, part in zip(filtered, torch.split(mixed, sizes[g], dim=1)):
+                out[:, start : start + sizes[g]].copy_(part)
+            del mixed
+        return tuple(filtered)
 
 
 class WeConvDown(nn.Module):
@@ -196,7 +215,8 @@ class WeConvDown(nn.Module):
         self.skip = conv1x1(in_ch, out_ch, stride=stride) if stride != 1 or in_ch != out_ch else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return _residual_sum(self.wavelet_conv(conv_leaky_relu(self.conv, self.act, x)), self.skip(x))
+        # a plain call: the wavelet-domain conv frees this temporary once analysed (its forward)
+        return _residual_sum(self.wavelet_conv.forward(conv_leaky_relu(self.conv, self.act, x)), self.skip(x))
 
 
 @exact.register_composite
@@ -215,7 +235,25 @@ class WeConvUp(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # LeakyReLU commutes with the pixel shuffle (a permutation): applied by the convolution before it
         conv, shuffle = self.conv
-        return _residual_sum(self.wavelet_conv(shuffle(conv_leaky_relu(conv, self.act, x))), self.skip(x))
+        # a plain call: the wavelet-domain conv frees this temporary once analysed (its forward)
+        out = self.wavelet_conv.forward(shuffle(conv_leaky_relu(conv, self.act, x)))
+        skip_conv, skip_shuffle = self.skip
+        skip = skip_conv(x)
+        if _may_overwrite(out, skip):
+            return _add_shuffled(out, skip, skip_shuffle.upscale_factor)
+        return out + skip_shuffle(skip)
+
+
+def _add_shuffled(out: Tensor, x: Tensor, factor: int) -> Tensor:
+    """``out += pixel_shuffle(x, factor)``, reading ``x`` where it lies: the shuffle is a
+    permutation, so ``out`` is added to through a view that puts each of its samples beside the
+    one of ``x`` that the shuffle would move there. The same sums as on a shuffled copy, without
+    the copy (as large as ``out``: 50 MB of float32 at g_s's last layer on Kodak, at its peak)."""
+    n, channels, height, width = out.shape
+    r = factor
+    blocks = x.view(n, channels, r, r, height // r, width // r).permute(0, 1, 4, 2, 5, 3)
+    out.view(n, channels, height // r, r, width // r, r).add_(blocks)
+    return out
 
 
 def conv_leaky_relu(conv: nn.Conv2d, act: nn.LeakyReLU, x: Tensor) -> Tensor:
