@@ -274,8 +274,7 @@ def test_the_wavelet_domain_conv_frees_each_analysis_before_its_synthesis(monkey
     torch.manual_seed(0)
     layer = WaveletDomainConv(16, "5/3", channel_levels=1, spatial_levels=2, hf_kernel=1).eval()
     x = torch.randn(1, 16, 32, 24)
-    with torch.no_grad():
-        expected = layer(x)
+    expected = layer(x).detach()  # with gradients: into new bands, not over the analysis's
     analyses, alive = [], []
 
     def kept(function):
@@ -455,14 +454,17 @@ def test_3dm_weconv_layers_free_the_wavelet_domain_input_once_analysed(layer):
 
 
 @pytest.mark.parametrize("layer", ["down", "up"])
-def test_3dm_weconv_layers_add_their_skip_in_place_only_without_gradients(layer):
+@pytest.mark.parametrize("size, layout", [((16, 12), torch.contiguous_format), ((9, 7), torch.channels_last)])
+def test_3dm_weconv_layers_add_their_skip_in_place_only_without_gradients(layer, size, layout):
     """A 3DM-WeConv layer writes its residual sum over the wavelet-domain output when no gradient
-    is kept (one image-sized tensor fewer): the values of the sum made anew; with gradients, a new sum."""
+    is kept (one image-sized tensor fewer; the up-sampling layer's skip added through a view, not a
+    shuffled copy): the values of the sum made anew, padded maps and channels-last ones too; with
+    gradients, a new sum."""
     from harness.model.layers import WeConvDown, WeConvUp
 
     torch.manual_seed(0)
-    block = (WeConvDown if layer == "down" else WeConvUp)(8, 8, "5/3", 1, 2, 1).eval()
-    x = torch.randn(1, 8, 16, 12, requires_grad=True)
+    block = (WeConvDown if layer == "down" else WeConvUp)(8, 8, "5/3", 1, 2, 1).eval().to(memory_format=layout)
+    x = torch.randn(1, 8, *size).contiguous(memory_format=layout).requires_grad_()
     with torch.no_grad():
         wavelet = block.wavelet_conv(block.act(block.conv(x)))
         expected = wavelet + block.skip(x)

@@ -49,7 +49,7 @@ def model(trained_tiny):
 
 
 @pytest.mark.slow
-def test_bf16_changes_neither_weights_nor_fingerprint_and_fp32_is_the_old_path(model, crops, torch_one_thread):
+def test_bf16_changes_neither_weights_nor_fingerprint_and_fp32_comes_back_the_same(model, crops, torch_one_thread):
     before, state = fingerprint(model), {k: v.clone() for k, v in model.state_dict().items()}
     set_precision(model, "fp32")  # on the CPU, channels-last: not the layout the model was built in
     fp32 = [encode_reconstruct(model, pixels) for pixels in crops]

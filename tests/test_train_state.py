@@ -1,4 +1,5 @@
-"""A trial's training state: saved and restored with tensors and plain types only (weights_only)."""
+"""A trial's training state: saved and restored with tensors and plain types only (weights_only), and
+the layout its transforms train in on its device."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 import torch
 
 from harness.errors import HarnessError
+from harness.model.precision import ChannelsLast, precision_of
+from harness.train import loop
 from harness.train.loop import STATE_FILE, TrialConfig, _State, read_state
 from harness.train.recipe import TrainingRecipe
 
@@ -44,6 +47,21 @@ def test_state_round_trips_through_a_weights_only_load(tmp_path, torch_one_threa
     weights = restored.model.state_dict()
     for name, tensor in state.model.state_dict().items():
         assert torch.equal(weights[name], tensor), name
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_a_trial_applies_its_precision_on_the_device_it_trains_on(device, tmp_path, monkeypatch):
+    """fp32 trains channels-last on the CPU only: the precision is applied once the model is on
+    the trial's device (``meta`` stands in for a GPU here), not while it is still on the CPU
+    where it is built."""
+    monkeypatch.setattr(loop, "_device", lambda session: torch.device(device))
+    state = _State(_trial(tmp_path))
+    net, where = loop._prepare(state.model, loop._Session(distributed=False), "fp32")
+    assert where == torch.device(device) and precision_of(net) == "fp32"
+    assert isinstance(net.__dict__.get("g_a"), ChannelsLast) == (device == "cpu")
+    weight = next(net.g_s.parameters())
+    assert weight.is_contiguous(memory_format=torch.channels_last) == (device == "cpu")
+    assert weight.is_contiguous() == (device == "meta")
 
 
 class _Payload:

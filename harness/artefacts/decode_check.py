@@ -22,6 +22,7 @@ from harness.artefacts.checkpoint import load_checkpoint
 from harness.artefacts.coding import decode, encode_reconstruct
 from harness.errors import HarnessError
 from harness.model.network import WeConvene
+from harness.model.precision import set_precision
 from harness.pixels.images import load_rgb, save_png
 
 # The settings the cross-machine check decodes under (tests and benchmarks/integer_path.py):
@@ -65,6 +66,7 @@ def main(argv: list[str]) -> int:
     try:
         for checkpoint, folder in zip(argv[::2], argv[1::2]):
             model = load_checkpoint(checkpoint).to(device)
+            set_precision(model, "fp32")  # the layout `harness decompress` runs fp32 in on this device
             for bitstream in sorted(Path(folder).glob("*.3dmw")):
                 print(json.dumps({**check(model, bitstream), "dir": folder}), flush=True)
     except HarnessError as error:

@@ -156,16 +156,16 @@ class WaveletDomainConv(nn.Module):
         Kodak, alive at the layer's peak until then)."""
         height, width = x.shape[-2:]
         x = pad_to(x, 2**self.spatial_levels)
-        # the CPU and bf16 run channels-last: the bands come out so (the analyses keep their
-        # input's layout), and the syntheses are asked for it, for the convolutions that read them next
+        # bf16, and fp32 on the CPU (harness.model.precision), run channels-last: the bands come out
+        # so (the analyses keep their input's layout), and the syntheses are asked for it, for the
+        # convolutions that read them next
         last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         layout = torch.channels_last if last else torch.contiguous_format
         # The 2D DWT acts on each channel alone, so one call covers all channel groups, read
         # side by side where the channel analysis wrote them (not a copy of them joined).
         # Every analysis's and synthesis's buffer is as large as x: each is freed as soon as the
-        # next step has read it (the channel analysis here, the spatial one once its bands are
-        # filtered, the filtered bands once merged), not when forward returns: the tensors alive at
-        # once in g_s of kodim01, whose peak is a decode's, went from 169 to 138 MB.
+        # next step has read it (x and the channel analysis here; the spatial one, which holds the
+        # filtered high bands when no gradient is kept, once merged), not when forward returns.
         joined = wavelets.channel_dwt(x, self.wavelet, self.channel_levels, joined=True) if self.channel_levels else x
         del x
         low, highs = wavelets.dwt2(joined, self.wavelet, self.spatial_levels)

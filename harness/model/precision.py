@@ -57,7 +57,7 @@ _AMX_ISAS = ("ALL", "DEFAULT", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10
 
 class ChannelsLast(nn.Module):
     """Runs ``module`` (its weights channels-last) on a channels-last copy of its input; returns
-    contiguous float32, so that what reads a transform's output sees the layout it always did."""
+    its output contiguous, so that what reads a transform's output sees the layout it always did."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()

@@ -143,7 +143,6 @@ class _State:
     def __init__(self, config: TrialConfig) -> None:
         self.model = _initial_model(config)
         recipe = config.recipe
-        set_precision(self.model, recipe.precision)
         main = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
         aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
         self.optimizer = torch.optim.Adam(main, lr=recipe.lr)
@@ -248,18 +247,31 @@ class _Session:
             self._api.report(metrics, checkpoint=self._api.Checkpoint.from_directory(directory))
 
 
-def _prepare(model: WeConvene, session: _Session) -> tuple[torch.nn.Module, torch.device]:
-    """The module to train with and its device: DDP on each worker of a multi-worker trial."""
+def _prepare(model: WeConvene, session: _Session, precision: str) -> tuple[torch.nn.Module, torch.device]:
+    """The module to train with and its device: DDP on each worker of a multi-worker trial. The
+    transforms' ``precision`` is applied once the model is on that device, whose layout it picks
+    (fp32 runs channels-last on the CPU only: :mod:`harness.model.precision`), and before DDP
+    takes the weights."""
+    device = _device(session)
+    set_precision(model.to(device), precision)
     if session.world == 1:
-        # Ray exposes only the trial's GPUs (none for a CPU trial) through CUDA_VISIBLE_DEVICES.
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return model.to(device).train(), device
+        return model.train(), device
     import ray.train.torch
 
     # Each worker fits the entropy bottleneck's quantiles on its own (their auxiliary loss is
     # separate from the main one): DDP leaves them alone and rank 0 exports its own.
     model._ddp_params_and_buffers_to_ignore = [n for n, _ in model.named_parameters() if n.endswith(".quantiles")]
-    return ray.train.torch.prepare_model(model.train()), ray.train.torch.get_device()
+    return ray.train.torch.prepare_model(model.train()), device
+
+
+def _device(session: _Session) -> torch.device:
+    """A trial's device: Ray exposes only the trial's GPUs (none for a CPU trial) through
+    CUDA_VISIBLE_DEVICES; each worker of a multi-worker trial has Ray Train's."""
+    if session.world == 1:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    import ray.train.torch
+
+    return ray.train.torch.get_device()
 
 
 def train_trial(params: dict) -> None:
@@ -312,7 +324,7 @@ def _train(config: TrialConfig, session: _Session) -> None:
     losses = {stage: RateDistortionLoss(LossConfig(config.lmbda, config.metric, stage, recipe.w1, recipe.w2))
               for stage in (1, 2)}
     model = state.model
-    net, device = _prepare(model, session)
+    net, device = _prepare(model, session, recipe.precision)
     _optimizer_to(state, device)
     batches = _train_batches(config, state.step, session.rank, session.world)
     window_start, window_images = time.perf_counter(), 0
