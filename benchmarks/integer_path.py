@@ -40,7 +40,6 @@ from harness.artefacts.coding import encode, to_tensor
 from harness.artefacts.decode_check import SETTINGS, write_case
 from harness.model import exact_cpu
 from harness.model.network import WeConvene
-from harness.model.precision import set_precision
 from harness.pixels.images import load_rgb
 from harness.zoo.variants import get_config
 
@@ -68,7 +67,6 @@ def cross_machine(args: argparse.Namespace) -> None:
         folder = work / label
         folder.mkdir()
         model = load_checkpoint(path)
-        set_precision(model, "fp32")  # as `harness compress` codes fp32 on this CPU
         for image in images:
             pixels = load_rgb(image).pixels
             for integer in (True, False):

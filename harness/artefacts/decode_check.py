@@ -36,7 +36,10 @@ TOLERANCE = 2  # g_s runs in float: its rounding may move a sample by this much,
 
 
 def write_case(model: WeConvene, pixels: np.ndarray, stem: Path, integer: bool | None = None) -> None:
-    """``stem.3dmw`` and the encoder's reconstruction ``stem.ref.png``."""
+    """``stem.3dmw`` and the encoder's reconstruction ``stem.ref.png``, with ``model``'s transforms
+    set to fp32, as :func:`main` decodes (in the layout ``harness compress`` runs fp32 in on the
+    model's device)."""
+    set_precision(model, "fp32")
     data, own = encode_reconstruct(model, pixels, integer=integer)
     stem.with_suffix(".3dmw").write_bytes(data)
     save_png(own, stem.with_suffix(".ref.png"))
