@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -45,7 +44,7 @@ def test_integer_matmul_is_the_exact_product_at_the_extremes():
 
 
 _INT_MM_HERE = exact_cpu._gemm() == exact_cpu.INT_MM
-_ONEDNN_HERE = torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64")
+_ONEDNN_HERE = exact_cpu.onednn_int8_available()
 _NO_INT_MM = "torch's int8 GEMM is oneDNN's only on CPUs with VNNI; elsewhere a plain loop, minutes for these products"
 _NO_ONEDNN = "oneDNN's quantised linear op serves the limbs on x86 CPUs with oneDNN only"
 _GEMMS = [pytest.param(exact_cpu.INT_MM, marks=pytest.mark.skipif(not _INT_MM_HERE, reason=_NO_INT_MM)),

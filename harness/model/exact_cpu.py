@@ -443,12 +443,16 @@ def _gemm() -> str:
     float32 GEMMs. oneDNN's kernels for CPUs without VNNI add pairs of u8 x s8 products in a
     saturating int16 after shifting the signed operand by 128: the 6-bit limbs and weights keep
     every pair below 2^15 (:mod:`harness.model.exact`)."""
-    if not torch.backends.mkldnn.is_available():
+    if not onednn_int8_available():
         return FLOAT32
     vnni = getattr(torch.cpu, "_is_vnni_supported", None)  # private: without it, oneDNN's op (exact too)
-    if vnni and vnni():
-        return INT_MM
-    return ONEDNN if platform.machine().lower() in ("x86_64", "amd64") else FLOAT32
+    return INT_MM if vnni and vnni() else ONEDNN
+
+
+def onednn_int8_available() -> bool:
+    """Whether oneDNN's quantised linear op may multiply the limbs here: x86 with oneDNN (measured
+    there only)."""
+    return torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64")
 
 
 @contextlib.contextmanager
