@@ -39,11 +39,22 @@ buffer to 2 bytes a symbol and h_a's input to bf16::
 (at 33 MP the encoder's peak is the split of the latent into h_a's input and the slices, 2.42 GB,
 its slices' walk 2.14-2.26)
 
+The transforms in fp32, refitted (2026-12-06 ~17:30-18:15 UTC, a 2-core AVX2 host without AMX,
+two threads, ``benchmarks/memory_phases.py`` at 1728x1152 in tiles of 256 px, fresh checkpoints)
+once fp32 on the CPU ran them channels-last and the 3DM-WeConv layers freed their inputs and
+overwrote their bands (:mod:`harness.model.precision`, :mod:`harness.model.layers`); the same probe
+of the code before those changes (3a95e6c) in brackets::
+
+    variant  image      g_a (compress)   g_s (decompress)     (peak added, GB)
+    default  1728x1152  0.87 (1.15)      0.63 (0.86)
+    tiny     1728x1152  0.25             0.24
+
 The largest tile piece (the tile with its halos, clipped at the image border) is 704x704 for
 the default model's g_a and 896x896 for its g_s (halos of 224 and 320 px), 640x640 and 768x768
 for tiny's. Less what is held whole meanwhile (35 bytes per image pixel), g_a takes up to ~2300
 bytes per pixel of its piece with the default model in fp32 and ~1300 in bf16, ~600 with tiny;
-g_s 1250, 960 and 360. The entropy model takes ~107 (default, fp32 as first fitted; 69 in bf16
+g_s 1250, 960 and 360 (as first fitted; refitted in fp32: g_a 1650 and 450, g_s 700 and 290;
+the bf16 figures, measured before the layers' changes, now over-estimate). The entropy model takes ~107 (default, fp32 as first fitted; 69 in bf16
 as refitted) and ~30 (tiny) bytes per image pixel when encoding, ~92 (72 in bf16) and ~12 when
 decoding, plus ~0.1 GB (0.18 refitted) and ~0.06 GB whatever the size. It is what grows with
 the whole image once g_a and g_s are tiled: the context of every coded slice and the hyper
@@ -104,9 +115,9 @@ class MemoryModel:
 # Fitted to the calibration above, per precision of the transforms (the entropy model is the same
 # integer path in both); a precision not measured for a variant takes its fp32 figures.
 MEASURED = {
-    "tiny": {"fp32": MemoryModel(analysis=600.0, synthesis=360.0, encode=30.0, decode=12.0, held=35.0, fixed=60e6)},
+    "tiny": {"fp32": MemoryModel(analysis=450.0, synthesis=290.0, encode=30.0, decode=12.0, held=35.0, fixed=60e6)},
     "3dm-weconvene": {
-        "fp32": MemoryModel(analysis=2300.0, synthesis=1250.0, encode=107.0, decode=92.0, held=35.0, fixed=100e6),
+        "fp32": MemoryModel(analysis=1650.0, synthesis=700.0, encode=107.0, decode=92.0, held=35.0, fixed=100e6),
         "bf16": MemoryModel(analysis=1300.0, synthesis=960.0, encode=69.0, decode=72.0, held=35.0, fixed=180e6),
     },
 }
