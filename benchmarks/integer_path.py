@@ -13,8 +13,13 @@
 * ``speed``: compress and decompress of kodim01 with the default model (fresh,
   seed 0), integer and float path interleaved in one process. Goal: integer at most
   1.15x float each way.
+* ``kept``: the same codings on the integer path, each preparing its GEMMs' weights as
+  the CLI does, interleaved with codings whose weights were prepared once and kept
+  (``keep_gemm_weights``, as a leaderboard worker does); ``--variant`` (default: the
+  default model). Prints the medians and the memory the kept weights hold.
+* ``gemms``: a coding's limb GEMMs on every GEMM this CPU offers (see :func:`gemms`).
 
-Usage: PYTHONPATH=. python benchmarks/integer_path.py {cross-machine,rate,speed,gemms} [options]
+Usage: PYTHONPATH=. python benchmarks/integer_path.py {cross-machine,rate,speed,kept,gemms} [options]
 """
 
 from __future__ import annotations
@@ -140,6 +145,36 @@ def speed(args: argparse.Namespace) -> None:
           f"decompress {median['integer dec'] / median['float dec']:.3f}x (goal <= 1.15x)")
 
 
+def kept(args: argparse.Namespace) -> None:
+    torch.manual_seed(0)
+    model = WeConvene(get_config(args.variant)).eval()
+    model.update(force=True)
+    x = to_tensor(load_rgb(REPO / "datasets" / "kodak" / "kodim01.png").pixels)
+    times: dict[str, list[float]] = {key: [] for key in ("prepared per coding", "kept")}
+    with torch.no_grad():
+        model.decompress(**_strings(model.compress(x)))  # warm-up: allocator, numba kernels, tables
+        for _ in range(args.repeats):
+            for keep in (False, True):
+                model.latent_codec.build_integer_path()  # anew: nothing kept
+                if keep:
+                    model.keep_gemm_weights()
+                key = "kept" if keep else "prepared per coding"
+                start = time.perf_counter()
+                encoded = model.compress(x)
+                middle = time.perf_counter()
+                model.decompress(**_strings(encoded))
+                times[key].append(time.perf_counter() - start)
+                times.setdefault(f"{key}: compress", []).append(middle - start)
+                times.setdefault(f"{key}: decompress", []).append(time.perf_counter() - middle)
+    weights = model.integer_state()["int8"].numel()  # every int8 value is a weight of an integer convolution
+    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {args.variant}, "
+          f"{args.repeats} repeats; GEMM: {exact_cpu._gemm()}; kept: {weights / 1e6:.1f} M int8 weights, packed")
+    for key, values in sorted(times.items()):
+        print(f"{key}: median {statistics.median(values):.3f} s ({', '.join(f'{v:.3f}' for v in values)})")
+    saved = statistics.median(times["prepared per coding"]) - statistics.median(times["kept"])
+    print(f"kept saves {saved:.3f} s a compress + decompress")
+
+
 def gemms(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     model = WeConvene(get_config("3dm-weconvene")).eval()
@@ -210,10 +245,13 @@ def main() -> None:
     sub.add_parser("rate")
     fast = sub.add_parser("speed")
     fast.add_argument("--repeats", type=int, default=5)
+    keeping = sub.add_parser("kept")
+    keeping.add_argument("--variant", default="3dm-weconvene")
+    keeping.add_argument("--repeats", type=int, default=5)
     products = sub.add_parser("gemms")
     products.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    {"cross-machine": cross_machine, "rate": rate, "speed": speed, "gemms": gemms}[args.command](args)
+    {"cross-machine": cross_machine, "rate": rate, "speed": speed, "kept": kept, "gemms": gemms}[args.command](args)
 
 
 if __name__ == "__main__":

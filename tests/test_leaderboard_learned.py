@@ -24,6 +24,7 @@ from harness.data.manifest import MANIFEST
 from harness.hashing import sha256_bytes, sha256_file
 from harness.leaderboard.config import LeaderboardConfig
 from harness.leaderboard.run import run
+from harness.model import exact_cpu
 from harness.model.network import WeConvene
 from harness.model.precision import set_precision
 from harness.pixels.images import load_rgb, save_png
@@ -204,6 +205,31 @@ def test_a_learned_curve_reaches_its_cells_as_one_typed_record(tmp_path):
     # The hash the curve's config had when its settings were JSON: earlier results stay reusable.
     earlier = {"codec": "tiny", "variant": "tiny", "metric": "mse", "params": curve.params, "precision": "bf16"}
     assert config.config_hash == sha256_bytes(json.dumps(earlier, sort_keys=True).encode())[:16]
+
+
+@pytest.mark.skipif(not exact_cpu.onednn_int8_available(), reason="oneDNN's int8 GEMM packs weights on x86 only")
+def test_a_cell_worker_packs_its_models_gemm_weights_once_not_at_every_coding(tmp_path, kodak_dir, monkeypatch):
+    """A worker codes every image of a curve with the models it loaded: the entropy model's GEMM
+    weights are packed when it loads one (0.22 s of each coding of the default model otherwise)."""
+    monkeypatch.setattr(exact_cpu, "_gemm", lambda: exact_cpu.ONEDNN)
+    made = []
+    prepare = exact_cpu.gemm_weight
+    monkeypatch.setattr(exact_cpu, "gemm_weight", lambda weight: made.append(weight) or prepare(weight))
+    data = tmp_path / "shards"
+    data.mkdir()
+    (data / MANIFEST).write_text("{}")
+    trial = TrialConfig(data=str(data), data_sha256="d" * 64, out=str(tmp_path / "sweep"), variant="tiny",
+                        metric="mse", lmbda=0.01, recipe=TrainingRecipe(patch=64), threads=1)
+    torch.manual_seed(7)
+    export_model(WeConvene(get_config("tiny")).eval(), trial, final={})
+    [config] = sweep_configs(models_dir(tmp_path / "sweep"), "fp32")
+    codec = instance(config)
+    codec.prepare(0.01)
+    packed = len(made)
+    rgb = load_rgb(kodak_dir / "kodim23.png").pixels[:64, :96]
+    stream = codec.encode(rgb, 0.01, tmp_path)
+    assert codec.decode(stream, 64, 96, tmp_path).shape == rgb.shape
+    assert packed > 100 and len(made) == packed
 
 
 @pytest.mark.slow

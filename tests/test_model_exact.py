@@ -99,6 +99,56 @@ def test_an_integer_matrix_holds_its_weights_once_as_int8():
     a = _extreme_integers(3, 20, 2)  # 3 rows: the float64 product
     assert torch.equal(exact.integer_matmul(a, matrix), (a.long() @ w.long()).double())
 
+@pytest.mark.parametrize("gemm", _GEMMS)
+def test_an_integer_matrix_keeps_its_packed_weights_only_while_they_are_its_weights(gemm, monkeypatch):
+    """A process coding many images keeps the weights packed (oneDNN's GEMM); a fill or a load
+    puts new weights, which must not be multiplied by the old packing. torch's int8 GEMM reads
+    the weights as they are, and float32 copies (4 bytes a weight) are not kept."""
+    monkeypatch.setattr(exact_cpu, "_gemm", lambda: gemm)
+    made = []
+    prepare = exact_cpu.gemm_weight
+    monkeypatch.setattr(exact_cpu, "gemm_weight", lambda weight: made.append(weight) or prepare(weight))
+    old, new = _extreme_integers(40, 16, 3, WEIGHT_LIMIT), _extreme_integers(40, 16, 4, WEIGHT_LIMIT)
+    matrix = exact.IntegerMatrix.of(old)
+    a = _extreme_integers(64, 40, 5)  # past 16 rows: the limbs' product
+    matrix.keep_operand()
+    kept = len(made)
+    assert torch.equal(exact.integer_matmul(a, matrix), (a.long() @ old.long()).double())
+    assert kept == (gemm == exact_cpu.ONEDNN) and len(made) == (gemm != exact_cpu.ONEDNN) + kept
+    matrix.fill(new)
+    assert torch.equal(exact.integer_matmul(a, matrix), (a.long() @ new.long()).double())
+
+
+@pytest.mark.skipif(not _ONEDNN_HERE, reason=_NO_ONEDNN)
+def test_a_model_that_keeps_its_gemm_weights_codes_the_same_bytes_without_preparing_them_again(monkeypatch):
+    """keep_gemm_weights (a leaderboard worker's models) packs every integer convolution's weights
+    once; its codings then pack none, and write and read the same bytes as a coding that packs
+    each convolution's weights as it runs it."""
+    from harness.model.network import WeConvene
+    from harness.zoo.variants import get_config
+
+    monkeypatch.setattr(exact_cpu, "_gemm", lambda: exact_cpu.ONEDNN)
+    torch.manual_seed(0)
+    model = WeConvene(get_config("tiny")).eval()
+    model.update(force=True)
+    x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        packing = model.compress(x)
+        made = []
+        prepare = exact_cpu.gemm_weight
+        monkeypatch.setattr(exact_cpu, "gemm_weight", lambda weight: made.append(weight) or prepare(weight))
+        model.keep_gemm_weights()
+        convolutions = len(made)
+        kept = model.compress(x)
+        decoded = model.decompress(kept["strings"], kept["shape"], kept["size"])["x_hat"]
+    assert convolutions > 100 and len(made) == convolutions  # tiny's entropy model: 532 integer convolutions
+    assert kept["strings"] == packing["strings"]
+    with torch.no_grad():
+        model.latent_codec.build_integer_path()  # anew: nothing kept
+        assert torch.equal(model.decompress(kept["strings"], kept["shape"], kept["size"])["x_hat"], decoded)
+    assert len(made) > convolutions
+
+
 def test_weights_use_every_level_and_an_all_zero_channel_stays_zero():
     torch.manual_seed(0)
     weight = torch.randn(3, 4, 3, 3)

@@ -5,7 +5,8 @@ of the curve, its ladder value being λ. Cells run the real pipeline —
 ``harness compress`` / ``harness decompress`` and their rANS streams —
 and the measured bytes are the ``.3dmw`` container's. Cells run on the
 leaderboard's ``CellWorker`` actors, so the per-process cache below keeps every
-checkpoint an actor has loaded; loading happens before the encode timer starts,
+checkpoint an actor has loaded, with its entropy model's GEMM weights prepared
+once (``keep_gemm_weights``); loading happens before the encode timer starts,
 and on a GPU actor the model runs on the GPU. The transforms run in the
 precision the run was planned with (``--precision``; a setting of the curve's
 config, so part of its hash, and a column of results.parquet).
@@ -106,6 +107,8 @@ class Learned(Codec):
             _BY_FINGERPRINT[_MODELS[digest][1]] = model
             if torch.cuda.is_available():
                 model.cuda()
+            elif model.integer_path:  # its entropy model codes on the CPU: its GEMMs' weights, prepared once per actor
+                model.keep_gemm_weights()
             set_precision(model, self.precision)
         return _MODELS[digest]
 

@@ -262,6 +262,17 @@ class WeChARM(LatentCodec):
             exact.load_converted(nets, saved)
         self._integer[:] = [nets]
 
+    def keep_gemm_weights(self) -> None:
+        """Prepare the integer prior networks' weights for this CPU's GEMM now and keep them
+        (:meth:`harness.model.exact.IntegerMatrix.keep_operand`) until the path is rebuilt, for a
+        process that codes many images with this model on the CPU. A process that codes once
+        prepares each convolution's weights as it runs it and frees them after."""
+        if not self._integer:
+            raise HarnessError("the integer entropy path is not built: call update() (checkpoints do)")
+        for module in self._integer[0].modules():
+            if isinstance(module, exact.IntegerMatrix):
+                module.keep_operand()
+
     def integer_state(self) -> dict[str, Tensor]:
         """The integer prior networks' tensors, packed for a checkpoint to carry
         (:func:`harness.model.exact.pack`, read by :meth:`build_integer_path`)."""

@@ -124,6 +124,7 @@ class IntegerMatrix(nn.Module):
             raise HarnessError(f"integer entropy path: {k} terms per sum exceed 2^16")
         self.k, self.n = k, n
         self.register_buffer("limbs", torch.empty(k + -k % 8, n + -n % 8, dtype=torch.int8))
+        self._kept: tuple[Tensor, Tensor | tuple[Tensor, ...]] | None = None  # (limbs, their operand)
 
     @classmethod
     def of(cls, values: Tensor) -> IntegerMatrix:
@@ -140,6 +141,20 @@ class IntegerMatrix(nn.Module):
     def values(self) -> Tensor:
         """The K x N integers in float64 (exact: |w| <= 2^6)."""
         return self.limbs[: self.k, : self.n].double()
+
+    def operand(self) -> Tensor | tuple[Tensor, ...]:
+        """The weights as the CPU's GEMM multiplies them (:func:`exact_cpu.gemm_weight`): those
+        :meth:`keep_operand` made, while ``limbs`` is still the tensor they were made from (a
+        fill or a load puts a new one), else made now."""
+        if self._kept is not None and self._kept[0] is self.limbs:
+            return self._kept[1]
+        return exact_cpu.gemm_weight(self.limbs)
+
+    def keep_operand(self) -> None:
+        """Prepare :meth:`operand` now and keep it, where that is packing
+        (:func:`exact_cpu.packs_weights`), for a process that codes many images with these weights."""
+        if exact_cpu.packs_weights():
+            self._kept = (self.limbs, exact_cpu.gemm_weight(self.limbs))
 
 
 def _check_weights(values: Tensor) -> None:
@@ -160,7 +175,7 @@ def integer_matmul(a: Tensor, w: IntegerMatrix) -> Tensor:
         return a.double() @ w.values
     m, n = a.shape[0], w.n
     a_hi, a_lo = _limbs(_pad_to(a, 1, 8))
-    stacked = exact_cpu.limb_product(torch.cat([a_hi, a_lo]), w.limbs).to(torch.int64)
+    stacked = exact_cpu.limb_product(torch.cat([a_hi, a_lo]), w.operand()).to(torch.int64)
     return ((stacked[:m, :n] << _LIMB) + stacked[m:, :n]).to(torch.float64)
 
 
@@ -250,7 +265,8 @@ class IntegerConv2d(nn.Module):
         if all(exact_cpu.usable(part) and _sums_on_limbs(part.device) for part in tensors):
             return exact_cpu.convolve([part if isinstance(part, _CPU_PARTS) else exact_cpu.dense(part)
                                        for part in parts], ACTIVATION_BITS, self.kernel, self.stride, self.padding,
-                                      self.weight.limbs, self.scale, self.bias, self._epilogue())
+                                      self.weight.limbs, self.weight.operand(), self.scale, self.bias,
+                                      self._epilogue())
         parts = [part.tensor() if isinstance(part, exact_cpu.Pointwise) else part for part in parts]
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         n, _, height, width = x.shape
@@ -283,7 +299,8 @@ def widen(conv: nn.Module, x: Tensor) -> Tensor | exact_cpu.Pointwise:
             and conv.padding == (0, 0) and conv.activation is None and exact_cpu.usable(x)
             and _sums_on_limbs(x.device)
             and 8 * conv.out_channels * x[:, 0].numel() > DEFER_BYTES):
-        return exact_cpu.Pointwise(exact_cpu.dense(x), ACTIVATION_BITS, conv.weight.limbs, conv.scale, conv.bias)
+        return exact_cpu.Pointwise(exact_cpu.dense(x), ACTIVATION_BITS, conv.weight.limbs, conv.scale, conv.bias,
+                                   conv.weight.operand())
     return conv(x)
 
 

@@ -331,12 +331,14 @@ class Pointwise:
     output's bytes at 1440 channels): the same values, bit for bit, as the whole output, since
     every chunk is the same exact sums, rescaled alike."""
 
-    def __init__(self, x: Tensor, bits: int, weight: Tensor, scale: Tensor, bias: Tensor) -> None:
+    def __init__(self, x: Tensor, bits: int, weight: Tensor, scale: Tensor, bias: Tensor,
+                 operand: Tensor | tuple[Tensor, ...]) -> None:
         n, channels, height, width = x.shape
         kp = weight.shape[0]
         self.shape = (n, bias.shape[0], height, width)
         self.grid, self.down = _grid([x], bits, (0, 0), kp, bordered=kp > channels)
         self.weight, self.scale, self.bias = weight, scale, bias
+        self.operand = operand  # gemm_weight(weight), prepared once for every reader
 
     @functools.cached_property
     def largest(self) -> np.ndarray:
@@ -346,11 +348,6 @@ class Pointwise:
             largest[image] = max(largest[image], float(np.abs(values).max()))
         return largest
 
-    @functools.cached_property
-    def _operand(self) -> Tensor | tuple[Tensor, ...]:
-        """The weights as :func:`limb_product` multiplies them, prepared once for every reader."""
-        return gemm_weight(self.weight)
-
     def chunks(self):
         """(image, first row, values): the output's rows of one image a chunk at a time, each
         chunk's values channels-last, (rows x width) x channels float64."""
@@ -359,13 +356,12 @@ class Pointwise:
         pixels = n * height * width
         matrix = self.grid.view(2 * pixels, kp)
         rows = max(1, CHUNK_BYTES // (width * (8 * channels + 8 * n8 + 2 * kp)))
-        weight = self._operand
         for image in range(n):
             for y in range(0, height, rows):
                 count = min(rows, height - y) * width
                 first = (image * height + y) * width
                 limbs = torch.cat([matrix[first : first + count], matrix[pixels + first : pixels + first + count]])
-                sums = limb_product(limbs, weight)
+                sums = limb_product(limbs, self.operand)
                 values = np.empty((count, channels))
                 geometry = np.array([channels, n8, count, count, 0, NONE], dtype=np.int64)
                 _scaled_sums(sums.view(-1).numpy(), self.down[image : image + 1], self.scale.numpy(),
@@ -388,8 +384,9 @@ INT_MM, ONEDNN, FLOAT32 = "torch's int8 GEMM", "oneDNN's int8 GEMM", "float32 GE
 
 def gemm_weight(weight: Tensor) -> Tensor | tuple[Tensor, ...]:
     """The int8 weights as :func:`limb_product` multiplies them on this CPU, made once for a
-    convolution's chunks to share: the int8 matrix itself for torch's int8 GEMM, else its blocks
-    of :data:`_BLOCK_TERMS` rows, each packed for oneDNN's int8 GEMM or copied to float32."""
+    convolution's chunks to share (or kept for every coding: :func:`packs_weights`): the int8
+    matrix itself for torch's int8 GEMM, else its blocks of :data:`_BLOCK_TERMS` rows, each
+    packed for oneDNN's int8 GEMM or copied to float32."""
     gemm = _gemm()
     if gemm == INT_MM:
         return weight
@@ -449,6 +446,16 @@ def _gemm() -> str:
     return INT_MM if vnni and vnni() else ONEDNN
 
 
+def packs_weights() -> bool:
+    """Whether :func:`gemm_weight` packs the weights (oneDNN's int8 GEMM), which is worth keeping
+    for a process that codes many images. On an AVX2-only host, kodim01 (benchmarks/RESULTS.md,
+    integer_path.py kept): packing the default model's 61 M weights took 0.26-0.29 s of each
+    coding, and a compress and decompress took 1.0 s less with them kept (17.1 against 16.1 s);
+    the packed copy holds 67 MB. tiny's: 7 MB, 1.9 against 1.45 s. torch's int8 GEMM reads the
+    weights as they are; a float32 copy would hold 4 bytes a weight."""
+    return _gemm() == ONEDNN
+
+
 def onednn_int8_available() -> bool:
     """Whether oneDNN's quantised linear op may multiply the limbs here: x86 with oneDNN (measured
     there only)."""
@@ -470,13 +477,15 @@ def frugal() -> Iterator[None]:
         _FRUGAL.on = previous
 
 
-def convolve(parts: list, bits: int, kernel, stride, padding, weight: Tensor, scale: Tensor,
-             bias: Tensor, epilogue: Epilogue = PLAIN) -> Tensor:
+def convolve(parts: list, bits: int, kernel, stride, padding, weight: Tensor, operand: Tensor | tuple[Tensor, ...],
+             scale: Tensor, bias: Tensor, epilogue: Epilogue = PLAIN) -> Tensor:
     """:meth:`harness.model.exact.IntegerConv2d.forward` on the CPU for the channel concatenation
     of ``parts`` (:func:`dense` tensors or :class:`Pointwise` outputs, of one batch and size; the
     concatenation is never formed): the float64 output, NCHW, channels-last in memory.
-    ``weight``: the int8 integer weights (kp x n8, rows (ky, kx, channel)), ``scale`` and ``bias``
-    per output channel; ``epilogue``: the activation that follows it, applied as the outputs are written.
+    ``weight``: the int8 integer weights (kp x n8, rows (ky, kx, channel)), ``operand`` the same
+    as :func:`gemm_weight` prepares them (for this convolution, or kept for every coding),
+    ``scale`` and ``bias`` per output channel; ``epilogue``: the activation that follows it,
+    applied as the outputs are written.
 
     The im2col rows and their int32 sums are made :data:`CHUNK_BYTES` at a time, so the
     convolution holds its input, its int8 grid and its output, and no whole-size workspace."""
@@ -496,7 +505,6 @@ def convolve(parts: list, bits: int, kernel, stride, padding, weight: Tensor, sc
     grid, down = _grid(parts, bits, padding, row, bordered=bool(ph or pw) or row > channels)
     out = torch.empty(n, out_h, out_w, out_channels, dtype=torch.float64)
     chunk = max(_MIN_CHUNK, CHUNK_BYTES // (2 * (kp + 4 * n8)))
-    operand = gemm_weight(weight)
     for first in range(0, rows, chunk):
         count = min(chunk, rows - first)
         if pointwise and count == rows:

@@ -86,6 +86,11 @@ class WeConvene(CompressionModel):
         """The integer entropy path's tensors (:meth:`WeChARM.integer_state`)."""
         return self.latent_codec.integer_state()
 
+    def keep_gemm_weights(self) -> None:
+        """Keep the integer entropy path's weights prepared for this CPU's GEMM, for a process that
+        codes many images with this model on the CPU (:meth:`WeChARM.keep_gemm_weights`)."""
+        self.latent_codec.keep_gemm_weights()
+
     def float_prior_keys(self) -> tuple[str, ...]:
         """The state-dict key prefixes of the float entropy networks :meth:`drop_float_prior` frees."""
         return tuple(f"latent_codec.{name}." for name in FLOAT_PRIOR)
