@@ -150,7 +150,8 @@ def kept(args: argparse.Namespace) -> None:
     model = WeConvene(get_config(args.variant)).eval()
     model.update(force=True)
     x = to_tensor(load_rgb(REPO / "datasets" / "kodak" / "kodim01.png").pixels)
-    times: dict[str, list[float]] = {key: [] for key in ("prepared per coding", "kept")}
+    times: dict[str, list[float]] = {f"{key}{part}": [] for key in ("prepared per coding", "kept")
+                                     for part in ("", ": compress", ": decompress")}
     with torch.no_grad():
         model.decompress(**_strings(model.compress(x)))  # warm-up: allocator, numba kernels, tables
         for _ in range(args.repeats):
@@ -163,9 +164,10 @@ def kept(args: argparse.Namespace) -> None:
                 encoded = model.compress(x)
                 middle = time.perf_counter()
                 model.decompress(**_strings(encoded))
-                times[key].append(time.perf_counter() - start)
-                times.setdefault(f"{key}: compress", []).append(middle - start)
-                times.setdefault(f"{key}: decompress", []).append(time.perf_counter() - middle)
+                end = time.perf_counter()
+                times[key].append(end - start)
+                times[f"{key}: compress"].append(middle - start)
+                times[f"{key}: decompress"].append(end - middle)
     weights = model.integer_state()["int8"].numel()  # every int8 value is a weight of an integer convolution
     print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {args.variant}, "
           f"{args.repeats} repeats; GEMM: {exact_cpu._gemm()}; kept: {weights / 1e6:.1f} M int8 weights, packed")

@@ -262,31 +262,32 @@ class WeChARM(LatentCodec):
             exact.load_converted(nets, saved)
         self._integer[:] = [nets]
 
+    def _built(self) -> _PriorNets:
+        """The integer prior networks; a one-line error when they were never built."""
+        if not self._integer:
+            raise HarnessError("the integer entropy path is not built: call update() (checkpoints do)")
+        return self._integer[0]
+
     def keep_gemm_weights(self) -> None:
         """Prepare the integer prior networks' weights for this CPU's GEMM now and keep them
         (:meth:`harness.model.exact.IntegerMatrix.keep_operand`) until the path is rebuilt, for a
         process that codes many images with this model on the CPU. A process that codes once
         prepares each convolution's weights as it runs it and frees them after."""
-        if not self._integer:
-            raise HarnessError("the integer entropy path is not built: call update() (checkpoints do)")
-        for module in self._integer[0].modules():
+        for module in self._built().modules():
             if isinstance(module, exact.IntegerMatrix):
                 module.keep_operand()
 
     def integer_state(self) -> dict[str, Tensor]:
         """The integer prior networks' tensors, packed for a checkpoint to carry
         (:func:`harness.model.exact.pack`, read by :meth:`build_integer_path`)."""
-        if not self._integer:
-            raise HarnessError("the integer entropy path is not built: call update() (checkpoints do)")
-        return exact.pack(self._integer[0])
+        return exact.pack(self._built())
 
     def drop_float_prior(self) -> None:
         """Free the float networks the integer path stands in for when coding: both h_s branches
         and every e_Slice (61.5 M of the default model's 75.7 M parameters, 246 MB). For a process
         that codes on the integer path only, once it has the model's fingerprint: training, the
         float path and the state dict need them, and refuse in one line once they are dropped."""
-        if not self._integer:
-            raise HarnessError("the integer entropy path is not built: call update() (checkpoints do)")
+        self._built()  # the integer networks must be there to stand in for them
         for name in FLOAT_PRIOR:
             delattr(self, name)
 
@@ -295,9 +296,7 @@ class WeChARM(LatentCodec):
             raise HarnessError("this model's float entropy networks were dropped for coding on the integer path")
         if not integer:
             return _PriorNets(self.h_s_mean, self.h_s_scale, self.slice_nets)
-        if not self._integer:
-            raise HarnessError("the integer entropy path is not built: call update() (checkpoints do)")
-        return self._integer[0].to(device)
+        return self._built().to(device)
 
     # ---- wavelet domain -------------------------------------------------------------
 
