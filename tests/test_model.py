@@ -266,8 +266,6 @@ def test_the_wavelet_domain_conv_frees_each_analysis_before_its_synthesis(monkey
     is freed by the time the spatial synthesis allocates its own (at g_s's peak, which is a
     decode's), the spatial one's holds the filtered bands that the synthesis reads (no second set
     of bands), and the layer's output is what it was."""
-    import weakref
-
     from harness import wavelets
     from harness.model.layers import WaveletDomainConv
 

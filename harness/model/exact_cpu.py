@@ -450,9 +450,9 @@ def packs_weights() -> bool:
     """Whether :func:`gemm_weight` packs the weights (oneDNN's int8 GEMM), which is worth keeping
     for a process that codes many images. On an AVX2-only host, kodim01 (benchmarks/RESULTS.md,
     integer_path.py kept): packing the default model's 61 M weights took 0.26-0.29 s of each
-    coding, and a compress and decompress took 1.0 s less with them kept (17.1 against 16.1 s);
-    the packed copy holds 67 MB. tiny's: 7 MB, 1.9 against 1.45 s. torch's int8 GEMM reads the
-    weights as they are; a float32 copy would hold 4 bytes a weight."""
+    coding, and a compress and decompress took 0.7-1.0 s less with them kept (16.1-17.1 against
+    15.4-16.1 s, two runs); the packed copy holds 67 MB. tiny's: 7 MB, 1.75-1.9 against 1.36-1.45 s.
+    torch's int8 GEMM reads the weights as they are; a float32 copy would hold 4 bytes a weight."""
     return _gemm() == ONEDNN
 
 
